@@ -1,0 +1,307 @@
+"""The per-layer feature cache: key, directory layout, atomic resumable writer, validated reader.
+
+Layout of one complete key directory (STYLE G8)::
+
+    <cache_dir>/<org>__<model>/<revision>/<dataset>-<data12>/<split>/<pooling>-L<max_length>-<dtype>/
+        layer_00.npy ... layer_LL.npy   (N, H) float16, layer 00 = embeddings; opened with mmap
+        labels.npy                      (N,) int64
+        meta.json                       written last; its presence with "complete": true means done
+
+While extracting, work goes to ``<dir>.partial/`` as ``chunk_XXXXX.npy`` files of shape (L+1, n, H) over
+the length-sorted order (each written atomically), so a killed run resumes without redoing a chunk.
+Finalising assembles the layer files inside ``.partial`` and renames it into place in one ``os.replace``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmark.errors import UserError
+
+FORMAT_VERSION = 1
+FEATURE_DTYPE = np.float16
+
+
+class CacheError(UserError):
+    """A cache directory that is missing, partial or corrupt."""
+
+
+def layer_file(layer: int) -> str:
+    """File name of one layer's features."""
+    return f"layer_{layer:02d}.npy"
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in text)
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureKey:
+    """Everything that determines the bytes of a cache entry."""
+
+    model_id: str
+    revision: str
+    dataset: str
+    data_sha256: str
+    split: str
+    pooling: str
+    max_length: int
+    dtype: str
+
+    def relpath(self) -> Path:
+        """Directory of this key relative to the cache root."""
+        model = "__".join(_slug(p) for p in self.model_id.strip("/").split("/")[-2:])
+        return Path(model, _slug(self.revision), f"{_slug(self.dataset)}-{self.data_sha256[:12]}", _slug(self.split),
+                    f"{_slug(self.pooling)}-L{self.max_length}-{_slug(self.dtype)}")
+
+    def sha256(self) -> str:
+        """Hash of the canonical JSON of all key fields."""
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()
+
+
+def key_dir(cache_dir: str | Path, key: FeatureKey) -> Path:
+    """Absolute-or-relative directory of ``key`` under ``cache_dir``."""
+    return Path(cache_dir) / key.relpath()
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        np.save(fh, array)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _npy_shape(path: Path) -> tuple[int, ...] | None:
+    """Shape from the .npy header, or None when the file is missing, truncated or not an array."""
+    try:
+        arr = np.load(path, mmap_mode="r")
+    except (OSError, ValueError, EOFError):
+        return None
+    return tuple(arr.shape)
+
+
+def validate(path: str | Path) -> dict[str, Any]:
+    """Return the meta of a complete, intact cache directory.
+
+    Checks meta.json is complete and parses, and that every file it lists exists with the recorded size
+    and shape (cheap: headers and sizes only, so it runs on every open).
+
+    Raises:
+        CacheError: naming the directory and what is wrong.
+    """
+    path = Path(path)
+    meta_file = path / "meta.json"
+    if not meta_file.is_file():
+        raise CacheError(f"no complete cache at {path} (meta.json missing)")
+    try:
+        meta = json.loads(meta_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise CacheError(f"cache {path}: meta.json is corrupt; delete the folder or re-extract with --overwrite always") from None
+    if not meta.get("complete") or meta.get("format_version") != FORMAT_VERSION:
+        raise CacheError(f"cache {path}: meta.json is incomplete or of another format version; re-extract with --overwrite always")
+    n, h = meta["n"], meta["hidden_size"]
+    for name, size in meta["files"].items():
+        f = path / name
+        if not f.is_file() or f.stat().st_size != size:
+            raise CacheError(f"cache {path}: {name} is missing or truncated; re-extract with --overwrite always")
+    for layer in range(meta["num_layers"] + 1):
+        if _npy_shape(path / layer_file(layer)) != (n, h):
+            raise CacheError(f"cache {path}: {layer_file(layer)} does not have shape ({n}, {h}); re-extract with --overwrite always")
+    if _npy_shape(path / "labels.npy") != (n,):
+        raise CacheError(f"cache {path}: labels.npy does not have shape ({n},); re-extract with --overwrite always")
+    return dict(meta)
+
+
+def is_complete(path: str | Path) -> bool:
+    """True when ``path`` holds a complete, intact cache."""
+    try:
+        validate(path)
+    except CacheError:
+        return False
+    return True
+
+
+class FeatureCache:
+    """Read side of one complete cache directory; layers are memory-mapped, never loaded whole.
+
+    Args:
+        path: A key directory.
+
+    Raises:
+        CacheError: if the directory is not a complete, intact cache.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.meta = validate(self.path)
+
+    @property
+    def n(self) -> int:
+        """Number of texts."""
+        return int(self.meta["n"])
+
+    @property
+    def hidden_size(self) -> int:
+        """Feature width H."""
+        return int(self.meta["hidden_size"])
+
+    @property
+    def num_layers(self) -> int:
+        """Transformer layers L; valid layer indices are 0..L (and -1..-(L+1))."""
+        return int(self.meta["num_layers"])
+
+    @property
+    def label_names(self) -> list[str]:
+        """Label names; label i is ``label_names[i]``."""
+        return list(self.meta["label_names"])
+
+    @property
+    def texts_sha256(self) -> str:
+        """Hash of the ordered texts."""
+        return str(self.meta["texts_sha256"])
+
+    def layer_index(self, layer: int) -> int:
+        """Normalise a possibly negative layer index, or raise naming the valid range."""
+        total = self.num_layers + 1
+        if not -total <= layer < total:
+            raise CacheError(f"layer {layer} is out of range for {self.meta['model_id']}: valid 0..{self.num_layers} or -1..-{total}")
+        return layer % total
+
+    def layer(self, layer: int) -> np.ndarray:
+        """Memory-mapped ``(N, H)`` float16 features of one layer."""
+        return np.load(self.path / layer_file(self.layer_index(layer)), mmap_mode="r")
+
+    def labels(self) -> np.ndarray:
+        """``(N,)`` int64 labels."""
+        return np.load(self.path / "labels.npy")
+
+
+@contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"another process is writing {lock_path.with_suffix('')}; wait for it to finish") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+class CacheWriter:
+    """Write one key directory atomically, in resumable chunks.
+
+    Usage::
+
+        with CacheWriter(final_dir, key, n=N, chunk_size=C) as w:
+            for i in w.missing_chunks(): w.write_chunk(i, order[i*C:(i+1)*C], feats)  # feats (L+1, n_i, H)
+            w.finalize(labels, meta)
+
+    Chunk ``i`` covers rows ``order[i*C:(i+1)*C]`` of a fixed processing order; the row indices are stored
+    beside the features, so the final files are in original order whatever the processing order was.
+    """
+
+    def __init__(self, final_dir: str | Path, key: FeatureKey, n: int, chunk_size: int) -> None:
+        self.final_dir = Path(final_dir)
+        self.partial = self.final_dir.with_name(self.final_dir.name + ".partial")
+        self.key = key
+        self.n = n
+        self.chunk_size = chunk_size
+        self.num_chunks = (n + chunk_size - 1) // chunk_size
+        self._lock = _exclusive(self.final_dir.with_name(self.final_dir.name + ".lock"))
+
+    def __enter__(self) -> CacheWriter:
+        self._lock.__enter__()
+        ident = {"key": asdict(self.key), "n": self.n, "chunk_size": self.chunk_size}
+        ident_file = self.partial / "partial.json"
+        if self.partial.exists():
+            try:
+                same = json.loads(ident_file.read_text()) == ident
+            except (OSError, json.JSONDecodeError):
+                same = False
+            if not same:  # leftovers of a different run (other chunk size or key): start over
+                shutil.rmtree(self.partial)
+        if not self.partial.exists():
+            self.partial.mkdir(parents=True)
+            _atomic_write_bytes(ident_file, json.dumps(ident).encode())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.__exit__(*exc)
+
+    def _chunk(self, i: int) -> Path:
+        return self.partial / f"chunk_{i:05d}.npy"
+
+    def chunk_done(self, i: int) -> bool:
+        """True when chunk ``i`` was fully written by this or an earlier run."""
+        return _npy_shape(self._chunk(i)) is not None and _npy_shape(self._chunk(i).with_suffix(".idx.npy")) is not None
+
+    def missing_chunks(self) -> list[int]:
+        """Chunk indices still to compute."""
+        return [i for i in range(self.num_chunks) if not self.chunk_done(i)]
+
+    def write_chunk(self, i: int, rows: np.ndarray, feats: np.ndarray) -> None:
+        """Atomically store chunk ``i``: ``rows`` (n_i,) original indices, ``feats`` (L+1, n_i, H)."""
+        if feats.shape[1] != len(rows):
+            raise ValueError(f"chunk {i}: {feats.shape[1]} feature rows for {len(rows)} indices")
+        _atomic_save_npy(self._chunk(i).with_suffix(".idx.npy"), np.asarray(rows, dtype=np.int64))
+        _atomic_save_npy(self._chunk(i), np.ascontiguousarray(feats, dtype=FEATURE_DTYPE))
+
+    def finalize(self, labels: np.ndarray, meta: dict[str, Any]) -> Path:
+        """Assemble layer files in original order, write labels and meta.json last, and move into place."""
+        missing = self.missing_chunks()
+        if missing:
+            raise RuntimeError(f"cannot finalise {self.final_dir}: chunks {missing[:5]} missing")
+        first = np.load(self._chunk(0), mmap_mode="r")
+        num_states, _, hidden = first.shape
+        for layer in range(num_states):
+            out_path = self.partial / layer_file(layer)
+            out = np.lib.format.open_memmap(out_path, mode="w+", dtype=FEATURE_DTYPE, shape=(self.n, hidden))
+            for i in range(self.num_chunks):
+                rows = np.load(self._chunk(i).with_suffix(".idx.npy"))
+                out[rows] = np.load(self._chunk(i), mmap_mode="r")[layer]
+            out.flush()
+            del out
+        _atomic_save_npy(self.partial / "labels.npy", np.asarray(labels, dtype=np.int64))
+        for i in range(self.num_chunks):
+            self._chunk(i).unlink()
+            self._chunk(i).with_suffix(".idx.npy").unlink()
+        (self.partial / "partial.json").unlink()
+        files = {p.name: p.stat().st_size for p in sorted(self.partial.iterdir()) if p.suffix == ".npy"}
+        full = {
+            "format_version": FORMAT_VERSION, **asdict(self.key), "key_sha256": self.key.sha256(),
+            "n": self.n, "hidden_size": int(hidden), "num_layers": int(num_states - 1), **meta,
+            "files": files, "complete": True,
+        }
+        _atomic_write_bytes(self.partial / "meta.json", json.dumps(full, indent=2, sort_keys=True).encode())
+        if self.final_dir.exists():  # --overwrite always: move the old entry aside first, then drop it
+            trash = self.final_dir.with_name(self.final_dir.name + ".old")
+            shutil.rmtree(trash, ignore_errors=True)
+            os.replace(self.final_dir, trash)
+            shutil.rmtree(trash)
+        os.replace(self.partial, self.final_dir)
+        return self.final_dir

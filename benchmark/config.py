@@ -1,0 +1,326 @@
+"""The single typed, frozen configuration: dataclass defaults < environment < YAML file (``-c``) < ``--set a.b=v``.
+
+This is the only module that reads environment variables. Relative paths are relative to the
+working directory (the README runs everything from the repository root).
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmark.errors import UserError
+from benchmark.registry import suggest
+
+DTYPES = ("auto", "fp32", "bf16", "fp16")
+DEVICES = ("auto", "cpu", "cuda")
+OVERWRITE = ("missing", "always", "never")
+
+# Environment variable -> dotted config key. Applied after defaults, before the YAML file.
+ENV_KEYS = {
+    "LAYERFUSE_DATA_DIR": "paths.data_dir",
+    "LAYERFUSE_MODELS_DIR": "paths.models_dir",
+    "LAYERFUSE_CACHE_DIR": "paths.cache_dir",
+    "MLFLOW_TRACKING_URI": "tracking.uri",
+}
+
+
+class ConfigError(UserError, ValueError):
+    """A bad config key or value."""
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key}={value!r} is not valid.{suggest(value, list(choices))} Choose one of: {', '.join(choices)}")
+
+
+def _check_positive(key: str, value: float | None, allow_zero: bool = False) -> None:
+    if value is not None and (value < 0 or (value == 0 and not allow_zero)):
+        raise ConfigError(f"{key}={value} must be {'>= 0' if allow_zero else '> 0'}")
+
+
+@dataclass(frozen=True, slots=True)
+class PathsConfig:
+    """Where inputs and outputs live."""
+
+    data_dir: str = field(default="../shared/data", metadata=_help("folder with <dataset>/{train,test}.csv (env LAYERFUSE_DATA_DIR)"))
+    models_dir: str = field(default="../shared/models", metadata=_help("folder holding the embedded models (env LAYERFUSE_MODELS_DIR)"))
+    cache_dir: str = field(default=".cache/features", metadata=_help("per-layer feature cache (env LAYERFUSE_CACHE_DIR)"))
+
+
+@dataclass(frozen=True, slots=True)
+class ExtractConfig:
+    """How features are extracted."""
+
+    models: tuple[str, ...] = field(default=("smollm2-135m", "minilm-l6"), metadata=_help("model aliases, hub ids or local dirs"))
+    dataset: str = field(default="mr", metadata=_help("dataset name, local file, or hub id"))
+    splits: tuple[str, ...] = field(default=("train", "test"), metadata=_help("splits to extract"))
+    limit: int | None = field(default=None, metadata=_help("keep a seeded random subset of N rows per split (original order kept)"))
+    max_length: int | None = field(default=None, metadata=_help("max tokens per text; default: the model's own"))
+    pooling: str | None = field(default=None, metadata=_help("mean|last_token|cls|max; default: the model's own"))
+    dtype: str = field(default="auto", metadata=_help("auto|fp32|bf16|fp16 (auto: bf16 where the hardware has it)"))
+    batch_size: int = field(default=0, metadata=_help("texts per batch; 0 = auto (token budget, OOM back-off on CUDA)"))
+    token_budget: int = field(default=16384, metadata=_help("padded tokens per batch when batch_size is auto"))
+    device: str = field(default="auto", metadata=_help("auto|cpu|cuda"))
+    overwrite: str = field(default="missing", metadata=_help("missing: reuse complete caches; always: redo; never: fail if absent"))
+    chunk_size: int = field(default=1024, metadata=_help("texts per resumable chunk"))
+    trust_remote_code: bool = field(default=False, metadata=_help("allow model code from the hub (off by default)"))
+    show_progress: bool = field(default=True, metadata=_help("progress bar per model x split"))
+
+    def __post_init__(self) -> None:
+        _check_choice("extract.dtype", self.dtype, DTYPES)
+        _check_choice("extract.device", self.device, DEVICES)
+        _check_choice("extract.overwrite", self.overwrite, OVERWRITE)
+        _check_positive("extract.limit", self.limit)
+        _check_positive("extract.max_length", self.max_length)
+        _check_positive("extract.batch_size", self.batch_size, allow_zero=True)
+        _check_positive("extract.token_budget", self.token_budget)
+        _check_positive("extract.chunk_size", self.chunk_size)
+        if not self.models:
+            raise ConfigError("extract.models is empty: name at least one model (see `layerfuse ls models`)")
+        if not self.splits:
+            raise ConfigError("extract.splits is empty: use e.g. --split train,test")
+
+
+@dataclass(frozen=True, slots=True)
+class DataConfig:
+    """How texts and labels are read, and how train is split for model selection."""
+
+    text_column: str = field(default="text", metadata=_help("text column of local files / hub datasets"))
+    label_column: str = field(default="label", metadata=_help("label column of local files / hub datasets"))
+    hf_config: str | None = field(default=None, metadata=_help("hub dataset configuration name"))
+    val_fraction: float = field(default=0.1, metadata=_help("stratified share of train held out for validation"))
+    standardize: bool = field(default=True, metadata=_help("standardise features with train-part statistics"))
+    num_workers: int = field(default=0, metadata=_help("DataLoader workers"))
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ConfigError(f"data.val_fraction={self.val_fraction} must be between 0 and 1 (exclusive), e.g. 0.1")
+
+
+@dataclass(frozen=True, slots=True)
+class TrainConfig:
+    """The classifier head and its optimisation (paper defaults: Adam, lr 1e-4, batch 100, 120 epochs)."""
+
+    seed: int = field(default=0, metadata=_help("global seed"))
+    lr: float = field(default=1e-4, metadata=_help("Adam learning rate"))
+    weight_decay: float = field(default=0.0, metadata=_help("Adam weight decay"))
+    batch_size: int = field(default=100, metadata=_help("training batch size"))
+    max_epochs: int = field(default=120, metadata=_help("maximum epochs"))
+    patience: int = field(default=10, metadata=_help("early-stopping patience in epochs (0 = off)"))
+    hidden_dims: tuple[int, ...] = field(default=(256,), metadata=_help("MLP head hidden sizes"))
+    dropout: float = field(default=0.1, metadata=_help("MLP head dropout"))
+    proj_dim: int = field(default=1024, metadata=_help("common projection size d (0 = smallest input size)"))
+    fusion: str = field(default="concat", metadata=_help("fusion name (see `layerfuse ls fusions`)"))
+    accelerator: str = field(default="cpu", metadata=_help("Lightning accelerator (cpu|gpu|auto)"))
+
+    def __post_init__(self) -> None:
+        _check_positive("train.lr", self.lr)
+        _check_positive("train.batch_size", self.batch_size)
+        _check_positive("train.max_epochs", self.max_epochs)
+        _check_positive("train.patience", self.patience, allow_zero=True)
+        _check_positive("train.proj_dim", self.proj_dim, allow_zero=True)
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"train.dropout={self.dropout} must be in [0, 1)")
+
+
+@dataclass(frozen=True, slots=True)
+class StudyConfig:
+    """Optuna study settings."""
+
+    preset: str = field(default="search", metadata=_help("study preset (see `layerfuse ls presets`)"))
+    name: str | None = field(default=None, metadata=_help("study name; default: <preset>-<dataset>"))
+    trials: int = field(default=20, metadata=_help("number of complete trials to reach"))
+    storage: str = field(default="sqlite:///mlruns/optuna.db", metadata=_help("Optuna storage URL or journal file path"))
+    workers: int = field(default=1, metadata=_help("worker processes on this machine"))
+    timeout: float | None = field(default=None, metadata=_help("stop starting trials after this many seconds"))
+    pruning: bool = field(default=True, metadata=_help("median pruning of unpromising trials"))
+    seeds: int = field(default=1, metadata=_help("seeds per configuration"))
+
+
+@dataclass(frozen=True, slots=True)
+class TrackingConfig:
+    """MLflow tracking."""
+
+    uri: str = field(default="sqlite:///mlruns/mlflow.db", metadata=_help("MLflow tracking URI (env MLFLOW_TRACKING_URI)"))
+    artifact_root: str = field(default="mlruns/artifacts", metadata=_help("artifact location for new experiments"))
+
+
+@dataclass(frozen=True, slots=True)
+class ReportConfig:
+    """Report export."""
+
+    out_dir: str = field(default="reports", metadata=_help("report output folder"))
+    formats: tuple[str, ...] = field(default=("md", "html"), metadata=_help("md and/or html"))
+
+
+@dataclass(frozen=True, slots=True)
+class BenchConfig:
+    """Everything layerfuse needs, in one frozen object."""
+
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    study: StudyConfig = field(default_factory=StudyConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    """Coerce a YAML or ``--set`` value to the field's declared type, or raise naming the key."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            if type(None) in args:
+                return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(key, value, inner[0])
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        elif not isinstance(value, list | tuple):
+            value = [value]
+        return tuple(_coerce(key, v, args[0]) for v in value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
+            return value.lower() in ("true", "1", "yes", "on")
+        raise ConfigError(f"{key}={value!r} is not a boolean: use true or false")
+    if tp in (int, float):
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}={value!r} is not a number")
+        try:
+            out = tp(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}={value!r} is not a valid {tp.__name__}") from None
+        if tp is int and isinstance(value, float) and value != out:
+            raise ConfigError(f"{key}={value!r} is not a whole number")
+        return out
+    if tp is str:
+        return str(value)
+    return value
+
+
+def _section_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _apply(cfg: BenchConfig, key: str, raw: Any, source: str) -> BenchConfig:
+    """Return ``cfg`` with dotted ``key`` set to ``raw`` (coerced), validating the key."""
+    sections = {f.name: f for f in dataclasses.fields(BenchConfig)}
+    parts = key.split(".")
+    if len(parts) != 2 or parts[0] not in sections:
+        raise ConfigError(f"unknown config key '{key}' ({source}).{suggest(parts[0], list(sections))} Keys look like section.field; sections: {', '.join(sections)}")
+    section_name, field_name = parts
+    section = getattr(cfg, section_name)
+    hints = _section_types(type(section))
+    if field_name not in hints:
+        full = [f"{section_name}.{n}" for n in hints]
+        raise ConfigError(f"unknown config key '{key}' ({source}).{suggest(key, full)} Valid keys in '{section_name}': {', '.join(hints)}")
+    value = _coerce(key, raw, hints[field_name])
+    try:
+        new_section = dataclasses.replace(section, **{field_name: value})
+    except ConfigError as err:
+        raise ConfigError(f"{err} ({source})") from None
+    return dataclasses.replace(cfg, **{section_name: new_section})
+
+
+def _flatten(tree: dict[str, Any], source: str) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for sec, body in tree.items():
+        if not isinstance(body, dict):
+            raise ConfigError(f"{source}: '{sec}' must be a mapping of field: value (got {type(body).__name__})")
+        for k, v in body.items():
+            flat[f"{sec}.{k}"] = v
+    return flat
+
+
+def _parse_literal(text: str) -> Any:
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
+    **sets: Any,
+) -> BenchConfig:
+    """Build the config: defaults < env < YAML ``path`` < ``overrides`` (``a.b=v``) < ``sets`` (``{"a.b": v}``).
+
+    Args:
+        path: Optional YAML file with ``section: {field: value}`` mappings.
+        overrides: ``--set`` strings, parsed with ``literal_eval`` then coerced to the field type.
+        env: Environment to read (default ``os.environ``).
+        sets: Typed values from CLI flags, keyed by dotted name (``**{"extract.limit": 5}``).
+
+    Raises:
+        ConfigError: unknown key (with a suggestion), bad value, unreadable YAML.
+    """
+    import yaml
+
+    cfg = BenchConfig()
+    environ = os.environ if env is None else env
+    for var, key in ENV_KEYS.items():
+        if environ.get(var):
+            cfg = _apply(cfg, key, environ[var], f"environment {var}")
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} not found: check the -c/--config path")
+        try:
+            tree = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config file {p} is not valid YAML: {str(err).splitlines()[0]}") from None
+        if not isinstance(tree, dict):
+            raise ConfigError(f"config file {p} must hold a mapping of sections, got {type(tree).__name__}")
+        for key, value in _flatten(tree, str(p)).items():
+            cfg = _apply(cfg, key, value, f"file {p}")
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r} must look like section.field=value, e.g. --set train.lr=3e-4")
+        key, _, text = item.partition("=")
+        cfg = _apply(cfg, key.strip(), _parse_literal(text.strip()), f"--set {item}")
+    for key, value in sets.items():
+        cfg = _apply(cfg, key, value, f"option for {key}")
+    return cfg
+
+
+def with_values(cfg: BenchConfig, values: dict[str, Any]) -> BenchConfig:
+    """Return a copy of ``cfg`` with dotted keys replaced (used for per-trial configs)."""
+    for key, value in values.items():
+        cfg = _apply(cfg, key, value, "derived")
+    return cfg
+
+
+def to_dict(cfg: BenchConfig) -> dict[str, Any]:
+    """Plain nested dict (tuples as lists) for YAML/JSON output."""
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, tuple):
+            return [plain(x) for x in v]
+        return v
+
+    return {sec: {k: plain(v) for k, v in dataclasses.asdict(getattr(cfg, sec)).items()} for sec in (f.name for f in dataclasses.fields(cfg))}
+
+
+def to_yaml(cfg: BenchConfig) -> str:
+    """The resolved config as YAML (saved with every MLflow run)."""
+    import yaml
+
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)

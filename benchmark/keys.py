@@ -1,0 +1,56 @@
+"""Compute the cache key of (model, dataset, split) from config alone: no model is loaded.
+
+Every stage that needs features (extraction, DataModule, studies) resolves keys here, so they agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmark.cache import FeatureKey, key_dir
+from benchmark.config import BenchConfig, ConfigError
+from benchmark.hardware import resolve_device, resolve_dtype
+from benchmark.models import ModelSpec, model_revision, resolve_model
+from benchmark.registry import suggest
+from benchmark.text_data import TextSplit, load_split
+
+POOLING_NAMES = ("mean", "last_token", "cls", "max")  # mirrored by extractors.pooling.POOLINGS (tested)
+
+
+@dataclass(frozen=True)
+class ResolvedFeatures:
+    """A model x split with its resolved key and directory."""
+
+    spec: ModelSpec
+    split: TextSplit
+    key: FeatureKey
+    path: Path
+    device: str
+
+
+def load_text_split(cfg: BenchConfig, split: str) -> TextSplit:
+    """Load ``cfg.extract.dataset``'s ``split`` with the configured columns and limit."""
+    return load_split(cfg.extract.dataset, split, cfg.paths.data_dir, cfg.extract.limit,
+                      cfg.data.text_column, cfg.data.label_column, cfg.data.hf_config)
+
+
+def resolve_features(cfg: BenchConfig, model: str, text_split: TextSplit) -> ResolvedFeatures:
+    """Resolve the cache key and directory for ``model`` on ``text_split`` under ``cfg``."""
+
+    spec = resolve_model(model, cfg.paths.models_dir)
+    pooling = cfg.extract.pooling or spec.default_pooling
+    if pooling not in POOLING_NAMES:
+        raise ConfigError(f"extract.pooling={pooling!r} is not valid.{suggest(pooling, list(POOLING_NAMES))} Choose one of: {', '.join(POOLING_NAMES)}")
+    device = resolve_device(cfg.extract.device)
+    key = FeatureKey(
+        model_id=spec.hf_id if spec.local_dir or spec.path is None else Path(spec.path).name,
+        revision=model_revision(spec),
+        dataset=text_split.dataset,
+        data_sha256=text_split.data_sha256,
+        split=text_split.split,
+        pooling=pooling,
+        max_length=cfg.extract.max_length or spec.max_length,
+        dtype=resolve_dtype(cfg.extract.dtype, device),
+    )
+    return ResolvedFeatures(spec, text_split, key, key_dir(cfg.paths.cache_dir, key), device)

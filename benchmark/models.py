@@ -1,0 +1,157 @@
+"""The model zoo as data: ``MODELS`` maps aliases to ``ModelSpec`` and ``resolve_model`` turns any name into one.
+
+Embedded defaults resolve under ``paths.models_dir`` (offline); every spec also carries its hub id, so a
+user with hub access can name either. Any other hub id or local directory works too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, replace
+from functools import lru_cache
+from pathlib import Path
+
+from benchmark.errors import UserError
+from benchmark.registry import Registry, UnknownNameError
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """One model as layerfuse sees it.
+
+    Attributes:
+        alias: Short lowercase name (``minilm-l6``) or the user's id/path for unregistered models.
+        hf_id: Hugging Face hub id.
+        kind: ``decoder`` or ``encoder``.
+        num_layers: Transformer layers L (the cache holds L+1 hidden states, 0 = embeddings).
+        hidden_size: Width H of every hidden state.
+        default_pooling: Pooling used when the user names none.
+        max_length: Default token limit.
+        local_dir: Folder name under ``paths.models_dir`` for embedded models, else None.
+        gguf_file: GGUF weights file inside the folder (GGUF checkpoints only).
+        revision: Hub revision to pin (``main`` when unknown).
+        prefix: Text prefix the model expects (e.g. ``"query: "`` for e5).
+        path: Resolved local directory, set by ``resolve_model`` when one exists.
+    """
+
+    alias: str
+    hf_id: str
+    kind: str
+    num_layers: int
+    hidden_size: int
+    default_pooling: str
+    max_length: int = 512
+    local_dir: str | None = None
+    gguf_file: str | None = None
+    revision: str = "main"
+    prefix: str = ""
+    path: str | None = None
+
+    @property
+    def source(self) -> str:
+        """What ``from_pretrained`` is given: the local path when resolved, else the hub id."""
+        return self.path or self.hf_id
+
+
+MODELS: Registry[ModelSpec] = Registry("model")
+
+
+def _add(spec: ModelSpec) -> None:
+    MODELS.add(spec.alias, spec)
+
+
+# Decoders default to masked mean pooling: on frozen decoder states it beat last-token pooling in our MR
+# probe (last-token states of small decoders are dominated by next-token prediction); `last_token` stays available.
+_add(ModelSpec("smollm2-135m", "HuggingFaceTB/SmolLM2-135M-Instruct", "decoder", 30, 576, "mean", 512,
+               local_dir="SmolLM2-135M-Instruct-Q4_1-gguf", gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf"))
+_add(ModelSpec("minilm-l6", "sentence-transformers/all-MiniLM-L6-v2", "encoder", 6, 384, "mean", 256, local_dir="all-MiniLM-L6-v2"))
+_add(ModelSpec("minilm-l3", "sentence-transformers/paraphrase-MiniLM-L3-v2", "encoder", 3, 384, "mean", 128, local_dir="paraphrase-MiniLM-L3-v2"))
+# The paper's models (hub only; several need accepting a licence on the hub first).
+_add(ModelSpec("llama2-7b", "meta-llama/Llama-2-7b-hf", "decoder", 32, 4096, "mean", 512))
+_add(ModelSpec("qwen2.5-7b", "Qwen/Qwen2.5-7B", "decoder", 28, 3584, "mean", 512))
+_add(ModelSpec("mistral-7b", "mistralai/Mistral-7B-v0.1", "decoder", 32, 4096, "mean", 512))
+_add(ModelSpec("falcon3-7b", "tiiuae/Falcon3-7B-Base", "decoder", 28, 3072, "mean", 512))
+_add(ModelSpec("gemma2-2b", "google/gemma-2-2b", "decoder", 26, 2304, "mean", 512))
+# NV-Embed-v2 ships custom code: it needs extract.trust_remote_code=true; it expects instruction-prefixed queries.
+_add(ModelSpec("nv-embed-v2", "nvidia/NV-Embed-v2", "decoder", 32, 4096, "mean", 512,
+               prefix="Instruct: Classify the given text\nQuery: "))
+_add(ModelSpec("e5-large-v2", "intfloat/e5-large-v2", "encoder", 24, 1024, "mean", 512, prefix="query: "))
+
+
+def _local_spec(name: str, folder: Path) -> ModelSpec:
+    """Build a spec for an unregistered local model folder from its ``config.json``."""
+    cfg_file = folder / "config.json"
+    if not cfg_file.is_file():
+        raise UserError(f"model folder {folder} has no config.json: point --model at a Hugging Face model folder")
+    cfg = json.loads(cfg_file.read_text())
+    text = cfg.get("text_config", cfg)
+    is_decoder = bool(cfg.get("is_decoder")) or any(a.endswith("ForCausalLM") for a in cfg.get("architectures") or []) \
+        or text.get("model_type") in {"llama", "mistral", "qwen2", "gemma", "gemma2", "falcon", "gpt2", "phi3", "phi"}
+    gguf = sorted(folder.glob("*.gguf"))
+    return ModelSpec(
+        alias=name, hf_id=name, kind="decoder" if is_decoder else "encoder",
+        num_layers=int(text.get("num_hidden_layers", text.get("n_layer", 0))),
+        hidden_size=int(text.get("hidden_size", text.get("n_embd", 0))),
+        default_pooling="mean", max_length=512, gguf_file=gguf[0].name if gguf else None, path=str(folder),
+    )
+
+
+def resolve_model(name: str, models_dir: str | Path) -> ModelSpec:
+    """Turn an alias, hub id or local folder into a ``ModelSpec`` with ``path`` set where weights are local.
+
+    Raises:
+        UserError: unknown alias (with suggestions) or a local folder that is not a model.
+    """
+    if name in MODELS:
+        spec = MODELS.get(name)
+        if spec.local_dir:
+            folder = Path(models_dir) / spec.local_dir
+            if folder.is_dir():
+                if spec.gguf_file and not (folder / spec.gguf_file).is_file():
+                    raise UserError(f"model '{name}': GGUF file {spec.gguf_file} is missing from {folder}; restore it or set paths.models_dir")
+                return replace(spec, path=str(folder))
+        return spec
+    for spec in (s for _, s in MODELS.items()):
+        if spec.hf_id == name:
+            return resolve_model(spec.alias, models_dir)
+    folder = Path(name)
+    if folder.is_dir():
+        return _local_spec(name, folder)
+    if "/" in name and not name.startswith((".", "/")) and name.count("/") == 1:
+        # An unregistered hub id: layer count and width are read from its config at extraction time.
+        return ModelSpec(alias=name, hf_id=name, kind="encoder", num_layers=0, hidden_size=0, default_pooling="mean")
+    try:
+        MODELS.get(name)
+    except UnknownNameError as err:
+        raise UserError(f"{err}; or give a hub id (org/name) or a local model folder") from None
+    raise AssertionError("unreachable")
+
+
+@lru_cache(maxsize=64)
+def _hash_files(files: tuple[tuple[str, int, int], ...]) -> str:
+    h = hashlib.sha256()
+    for path, _size, _mtime in files:
+        h.update(Path(path).name.encode())
+        with open(path, "rb") as fh:
+            while chunk := fh.read(1 << 22):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def model_revision(spec: ModelSpec) -> str:
+    """Revision used in cache keys: ``sha-<weights hash>`` for local weights, else the hub revision.
+
+    Hashing local weights (not names) means replacing a checkpoint in place invalidates its cache.
+    """
+    if spec.path is None:
+        return spec.revision
+    folder = Path(spec.path)
+    weights = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
+    if not weights:
+        # A hub snapshot folder without weight files is unusual; fall back to config identity.
+        weights = [folder / "config.json"]
+    files = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in weights)
+    return "sha-" + _hash_files(files)[:16]
