@@ -264,12 +264,26 @@ class CacheWriter:
         """Chunk indices still to compute."""
         return [i for i in range(self.num_chunks) if not self.chunk_done(i)]
 
-    def write_chunk(self, i: int, rows: np.ndarray, feats: np.ndarray) -> None:
-        """Atomically store chunk ``i``: ``rows`` (n_i,) original indices, ``feats`` (L+1, n_i, H)."""
+    def write_chunk(self, i: int, rows: np.ndarray, feats: np.ndarray, stats: dict[str, float] | None = None) -> None:
+        """Atomically store chunk ``i``: ``rows`` (n_i,) original indices, ``feats`` (L+1, n_i, H).
+
+        ``stats`` (e.g. seconds, tokens) are kept beside the chunk and summed into meta.json, so the
+        throughput recorded for a resumed extraction covers every run that contributed.
+        """
         if feats.shape[1] != len(rows):
             raise ValueError(f"chunk {i}: {feats.shape[1]} feature rows for {len(rows)} indices")
+        _atomic_write_bytes(self._chunk(i).with_suffix(".json"), json.dumps(stats or {}).encode())
         _atomic_save_npy(self._chunk(i).with_suffix(".idx.npy"), np.asarray(rows, dtype=np.int64))
         _atomic_save_npy(self._chunk(i), np.ascontiguousarray(feats, dtype=FEATURE_DTYPE))
+
+    def chunk_stats(self) -> dict[str, float]:
+        """Sum of the ``stats`` of all written chunks."""
+        total: dict[str, float] = {}
+        for i in range(self.num_chunks):
+            f = self._chunk(i).with_suffix(".json")
+            for k, v in (json.loads(f.read_text()) if f.is_file() else {}).items():
+                total[k] = total.get(k, 0) + v
+        return total
 
     def finalize(self, labels: np.ndarray, meta: dict[str, Any]) -> Path:
         """Assemble layer files in original order, write labels and meta.json last, and move into place."""
@@ -288,8 +302,8 @@ class CacheWriter:
             del out
         _atomic_save_npy(self.partial / "labels.npy", np.asarray(labels, dtype=np.int64))
         for i in range(self.num_chunks):
-            self._chunk(i).unlink()
-            self._chunk(i).with_suffix(".idx.npy").unlink()
+            for suffix in (".npy", ".idx.npy", ".json"):
+                self._chunk(i).with_suffix(suffix).unlink(missing_ok=True)
         (self.partial / "partial.json").unlink()
         files = {p.name: p.stat().st_size for p in sorted(self.partial.iterdir()) if p.suffix == ".npy"}
         full = {

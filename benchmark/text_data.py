@@ -121,7 +121,12 @@ def _split_files(dataset: str, data_dir: str | Path) -> tuple[dict[str, Path], s
                 raise UserError(f"dataset file {folder} must end in one of {', '.join(FILE_SUFFIXES)}")
             return {"train": folder}, dataset
         if not folder.is_dir():
-            raise FileNotFoundError(dataset)
+            if dataset.count("/") == 1 and not dataset.startswith((".", "/")):
+                raise FileNotFoundError(dataset)  # looks like a hub id: the caller tries the hub
+            try:
+                DATASETS.get(dataset)
+            except UserError as err:
+                raise UserError(f"{err}; or give a folder of split files, a file, or a hub id (org/name)") from None
     files = {p.stem: p for p in sorted(folder.iterdir()) if p.suffix in FILE_SUFFIXES}
     if not files:
         raise UserError(f"dataset folder {folder} holds no {'/'.join(FILE_SUFFIXES)} split files (expected train.csv, test.csv)")

@@ -1,0 +1,197 @@
+"""The ``layerfuse`` command line: a thin layer that builds a config and calls the core functions.
+
+User mistakes end with one ``layerfuse: error: ...`` line and exit code 2 (a traceback only with ``-v``).
+Heavy imports (torch, transformers, mlflow) happen inside the handlers so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from benchmark.config import BenchConfig, load_config
+from benchmark.errors import UserError
+
+log = logging.getLogger("layerfuse")
+
+Handler = Callable[[argparse.Namespace, BenchConfig], int]
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in text.split(",") if p.strip())
+
+
+def _batch_size(text: str) -> int:
+    if text == "auto":
+        return 0
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid batch size {text!r}: use auto or a positive integer") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"invalid batch size {text!r}: use auto or a positive integer")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive integer")
+    return value
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-c", "--config", help="YAML config file (section: {field: value})")
+    parser.add_argument("-s", "--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, e.g. --set train.lr=3e-4 (repeatable)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
+
+
+def _subparser(sub: Any, name: str, help_text: str, epilog: str) -> argparse.ArgumentParser:
+    parser = sub.add_parser(name, help=help_text, description=help_text, epilog=epilog,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    _common(parser)
+    return parser
+
+
+def _quiet_transformers() -> None:
+    """Hide transformers' weight-loading bars; our own per model x split bar is the one that matters."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
+# ---------------------------------------------------------------- extract
+
+def _add_extract(sub: Any) -> None:
+    p = _subparser(sub, "extract", "Extract and cache the pooled hidden states of every layer.",
+                   "examples:\n  layerfuse extract --model minilm-l6 --dataset mr\n"
+                   "  layerfuse extract --model smollm2-135m,minilm-l6 --dataset sst2 --split train,test --limit 2000\n"
+                   "  layerfuse extract --model ./my-model --dataset data/reviews_{split}.csv --set data.text_column=body")
+    p.add_argument("--model", "-m", type=_csv, action="append", help="model alias, hub id or folder (comma list, repeatable)")
+    p.add_argument("--dataset", "-d", help="sst2|mr|r8|r52, a folder/file of split files, or a hub dataset id")
+    p.add_argument("--split", type=_csv, help="splits, e.g. train,test")
+    p.add_argument("--limit", type=_positive_int, help="seeded random subset of N rows per split")
+    p.add_argument("--max-length", type=_positive_int, help="max tokens per text (default: the model's)")
+    p.add_argument("--pooling", help="mean|last_token|cls|max (default: the model's)")
+    p.add_argument("--dtype", help="auto|fp32|bf16|fp16")
+    p.add_argument("--batch-size", type=_batch_size, help="auto or texts per batch")
+    p.add_argument("--device", help="auto|cpu|cuda")
+    p.add_argument("--overwrite", help="missing (default)|always|never")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_run_extract, flag_keys={
+        "model": "extract.models", "dataset": "extract.dataset", "split": "extract.splits", "limit": "extract.limit",
+        "max_length": "extract.max_length", "pooling": "extract.pooling", "dtype": "extract.dtype",
+        "batch_size": "extract.batch_size", "device": "extract.device", "overwrite": "extract.overwrite"})
+
+
+def _run_extract(args: argparse.Namespace, cfg: BenchConfig) -> int:
+    from extractors.run import extract_all
+
+    if not args.verbose:
+        _quiet_transformers()
+    summaries = extract_all(cfg)
+    new = [s for s in summaries if not s.cached]
+    seconds = sum(s.seconds for s in new)
+    tokens = sum(s.tokens for s in new)
+    rate = f", {tokens:,} tokens at {tokens / seconds:,.0f} tokens/s in {seconds:.1f}s" if new else ""
+    print(f"extracted {len(summaries)} model x split: {len(summaries) - len(new)} cached, {len(new)} new{rate}; "
+          f"cache: {cfg.paths.cache_dir}")
+    return 0
+
+
+# ---------------------------------------------------------------- ls
+
+def _listing(what: str) -> list[tuple[str, str]]:
+    if what == "models":
+        from benchmark.models import MODELS
+
+        return [(n, f"{s.kind:7} L={s.num_layers:<3} H={s.hidden_size:<5} pooling={s.default_pooling:<10} {s.hf_id}"
+                 + (f" (embedded: {s.local_dir})" if s.local_dir else "")) for n, s in MODELS.items()]
+    if what == "poolings":
+        from extractors.pooling import POOLINGS
+
+        return [(n, (f.__doc__ or "").strip().splitlines()[0]) for n, f in POOLINGS.items()]
+    if what == "datasets":
+        from benchmark.text_data import DATASETS
+
+        return [(n, f"<data_dir>/{s.folder}/{{train,test}}.csv" + (f"; hub: {s.hf_id}" if s.hf_id else ""))
+                for n, s in DATASETS.items()]
+    if what == "fusions":
+        from lightning_modules.components.fusion import FUSIONS
+
+        return [(n, (f.__doc__ or "").strip().splitlines()[0]) for n, f in FUSIONS.items()]
+    raise AssertionError(what)
+
+
+LISTABLE = ("models", "poolings", "datasets", "fusions")
+
+
+def _add_ls(sub: Any) -> None:
+    p = _subparser(sub, "ls", "List registered entries.", "examples:\n  layerfuse ls models\n  layerfuse ls poolings")
+    p.add_argument("what", choices=LISTABLE)
+    p.set_defaults(func=_run_ls, flag_keys={})
+
+
+def _run_ls(args: argparse.Namespace, cfg: BenchConfig) -> int:
+    for name, text in _listing(args.what):
+        print(f"{name:16} {text}")
+    return 0
+
+
+# ---------------------------------------------------------------- main
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser."""
+    parser = argparse.ArgumentParser(prog="layerfuse", description="Layer-aware embedding fusion benchmarks.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_extract, _add_ls):
+        add(sub)
+    return parser
+
+
+def _flag_values(args: argparse.Namespace) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for flag, key in args.flag_keys.items():
+        value = getattr(args, flag, None)
+        if value is None:
+            continue
+        if flag == "model":  # repeatable comma lists
+            value = tuple(m for group in value for m in group)
+        values[key] = value
+    if getattr(args, "no_progress", False):
+        values["extract.show_progress"] = False
+    return values
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``layerfuse`` and ``python -m benchmark``; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    if not args.verbose:
+        for noisy in ("httpx", "urllib3", "filelock", "transformers", "alembic", "numexpr"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        cfg = load_config(args.config, args.sets, **_flag_values(args))
+        handler: Handler = args.func
+        return handler(args, cfg)
+    except UserError as err:
+        if args.verbose:
+            raise
+        print(f"layerfuse: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("layerfuse: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

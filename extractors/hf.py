@@ -1,0 +1,156 @@
+"""``HFHiddenStateExtractor``: one forward pass per batch yields all L+1 pooled hidden states of a HF model.
+
+Texts are tokenized once, processed longest-first in length-sorted batches sized by a token budget
+(little padding, and an out-of-memory surfaces on the first batch), and pooled on the fly so only
+(L+1, B, H) vectors leave the model. bf16/fp16 run under autocast with fp32 weights on CPU (norms and
+softmax stay fp32); on CUDA the weights are loaded in the compute dtype to save memory.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from benchmark.errors import UserError
+from benchmark.models import ModelSpec
+from extractors.pooling import POOLINGS
+
+log = logging.getLogger(__name__)
+
+TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class BatchStats:
+    """Work done for one chunk."""
+
+    seconds: float
+    tokens: int
+
+
+class HFHiddenStateExtractor:
+    """Loads a model once and turns token-id lists into pooled per-layer features.
+
+    Args:
+        spec: Resolved model spec (local path or hub id).
+        device: ``cpu`` or ``cuda`` (already resolved).
+        dtype: ``fp32``, ``bf16`` or ``fp16`` (already resolved).
+        pooling: A ``POOLINGS`` name.
+        max_length: Token limit per text (longer texts are truncated).
+        batch_size: Texts per batch, or 0 for the token budget.
+        token_budget: Padded tokens per batch when ``batch_size`` is 0.
+        trust_remote_code: Passed to ``from_pretrained``.
+    """
+
+    def __init__(self, spec: ModelSpec, device: str, dtype: str, pooling: str, max_length: int,
+                 batch_size: int = 0, token_budget: int = 16384, trust_remote_code: bool = False) -> None:
+        from transformers import AutoModel, AutoTokenizer
+
+        self.spec = spec
+        self.device = torch.device(device)
+        self.dtype = TORCH_DTYPES[dtype]
+        self.pool = POOLINGS.get(pooling)
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.token_budget = token_budget
+        kwargs: dict[str, object] = {"trust_remote_code": trust_remote_code}
+        if spec.path is not None:
+            kwargs["local_files_only"] = True
+        else:
+            kwargs["revision"] = spec.revision
+        started = time.perf_counter()
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(spec.source, **kwargs)
+        except (OSError, ValueError):
+            if not spec.gguf_file:
+                raise
+            self.tokenizer = AutoTokenizer.from_pretrained(spec.source, gguf_file=spec.gguf_file, **kwargs)
+        if self.tokenizer.pad_token is None:
+            # Decoders often ship without a pad token; padding positions are masked out, so any id works.
+            fallback = self.tokenizer.eos_token or self.tokenizer.unk_token
+            if fallback is None:
+                raise UserError(f"model '{spec.alias}': tokenizer has no pad, eos or unk token to pad with")
+            self.tokenizer.pad_token = fallback
+        model_kwargs = dict(kwargs)
+        if spec.gguf_file:
+            model_kwargs["gguf_file"] = spec.gguf_file
+        if self.device.type == "cuda" and self.dtype != torch.float32:
+            model_kwargs["dtype"] = self.dtype
+        self.model = AutoModel.from_pretrained(spec.source, **model_kwargs).to(self.device).eval()
+        # Under left padding a decoder must count positions from each text's first real token, or padded
+        # rows get shifted rotary/absolute positions and differ from the same text run alone.
+        self.pass_positions = "position_ids" in inspect.signature(self.model.forward).parameters
+        self.load_seconds = time.perf_counter() - started
+        config = self.model.config.get_text_config() if hasattr(self.model.config, "get_text_config") else self.model.config
+        self.num_layers = int(config.num_hidden_layers)
+        self.hidden_size = int(config.hidden_size)
+        log.info("loaded %s (%d layers, H=%d) in %.1fs on %s/%s", spec.alias, self.num_layers, self.hidden_size,
+                 self.load_seconds, device, dtype)
+
+    def tokenize(self, texts: list[str]) -> list[list[int]]:
+        """Token ids per text, with the model's prefix and special tokens, truncated to ``max_length``."""
+        prefixed = [self.spec.prefix + t for t in texts] if self.spec.prefix else texts
+        return list(self.tokenizer(prefixed, truncation=True, max_length=self.max_length)["input_ids"])
+
+    def batches(self, lengths: list[int]) -> list[slice]:
+        """Split a longest-first run of ``lengths`` into batches under the token budget (or fixed size)."""
+        out, start = [], 0
+        while start < len(lengths):
+            if self.batch_size:
+                size = self.batch_size
+            else:
+                size = max(1, self.token_budget // max(1, lengths[start]))  # lengths[start] is the longest
+            out.append(slice(start, min(start + size, len(lengths))))
+            start += size
+        return out
+
+    @torch.inference_mode()
+    def _forward(self, ids: list[list[int]]) -> tuple[torch.Tensor, int]:
+        """Pooled states of every layer: (L+1, B, H) float32 on CPU, and the count of real tokens."""
+        enc = self.tokenizer.pad({"input_ids": ids}, return_tensors="pt")
+        enc = {k: v.to(self.device) for k, v in enc.items()}
+        if self.pass_positions:
+            enc["position_ids"] = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)  # (B, T)
+        autocast = self.dtype != torch.float32
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=autocast):
+            out = self.model(**enc, output_hidden_states=True)
+        # Pool layer by layer: stacking first would copy all (L+1, B, T, H) states at once.
+        mask = enc["attention_mask"]
+        pooled = torch.stack([self.pool(h, mask) for h in out.hidden_states])  # (L+1, B, H) fp32
+        return pooled.cpu(), int(enc["attention_mask"].sum())
+
+    def _forward_backoff(self, ids: list[list[int]]) -> tuple[torch.Tensor, int]:
+        """``_forward``, halving the batch on CUDA out-of-memory until it fits (the budget shrinks for later batches)."""
+        try:
+            return self._forward(ids)
+        except torch.cuda.OutOfMemoryError:
+            if len(ids) == 1:
+                raise UserError(f"one text of {len(ids[0])} tokens does not fit in GPU memory; lower --max-length") from None
+            torch.cuda.empty_cache()
+            self.token_budget = max(1, self.token_budget // 2)
+            log.warning("CUDA out of memory at batch %d; token budget now %d", len(ids), self.token_budget)
+            half = len(ids) // 2
+            a, ta = self._forward_backoff(ids[:half])
+            b, tb = self._forward_backoff(ids[half:])
+            return torch.cat([a, b], dim=1), ta + tb
+
+    def encode_ids(self, ids: list[list[int]], progress: object | None = None) -> tuple[np.ndarray, BatchStats]:
+        """Features for a longest-first list of token-id lists: (L+1, n, H) float16 and the work done."""
+        started = time.perf_counter()
+        parts, tokens = [], 0
+        for sl in self.batches([len(x) for x in ids]):
+            pooled, n_tok = self._forward_backoff(ids[sl])
+            parts.append(pooled.to(torch.float16).numpy())
+            tokens += n_tok
+            if progress is not None:
+                progress.update(sl.stop - sl.start)  # type: ignore[attr-defined]
+                elapsed = time.perf_counter() - started
+                progress.set_postfix(tok_s=f"{tokens / max(elapsed, 1e-9):.0f}")  # type: ignore[attr-defined]
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        return np.concatenate(parts, axis=1), BatchStats(time.perf_counter() - started, tokens)

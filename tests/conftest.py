@@ -1,0 +1,117 @@
+"""Shared fixtures: tiny random models saved locally, a small CSV dataset, and a per-test cache dir.
+
+Nothing here downloads: models are built from tiny configs with a WordLevel tokenizer over the
+fixture vocabulary (STYLE G21). Integration tests use ``../shared`` and skip where it is absent.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+WORDS = ("good great fine bad awful poor movie film plot actor scene story the a is was very not quite "
+         "really boring fun dull bright slow fast").split()
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
+
+
+def _texts(n: int, seed: int) -> list[tuple[str, str]]:
+    import random
+
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = i % 2
+        length = rng.randint(1, 14)  # varied lengths exercise sorting and padding
+        words = [rng.choice(WORDS) for _ in range(length)]
+        words.append("good" if label else "bad")
+        rows.append((" ".join(words), "pos" if label else "neg"))
+    return rows
+
+
+def write_dataset(folder: Path, n_train: int = 24, n_test: int = 12) -> Path:
+    """Write ``train.csv``/``test.csv`` (text,label) into ``folder`` and return it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, n, seed in (("train", n_train, 1), ("test", n_test, 2)):
+        with (folder / f"{split}.csv").open("w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["text", "label"])
+            w.writerows(_texts(n, seed))
+    return folder
+
+
+def _tokenizer(padding_side: str, bos_eos: bool):
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {t: i for i, t in enumerate(SPECIALS + WORDS)}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    if bos_eos:
+        tok.post_processor = processors.TemplateProcessing(
+            single="[CLS] $A [SEP]", special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]",
+                                   sep_token="[SEP]", padding_side=padding_side)
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Local folders of tiny random models: a Llama decoder (left and right padding) and two BERTs."""
+    import torch
+    from transformers import BertConfig, BertModel, LlamaConfig, LlamaModel
+
+    root = tmp_path_factory.mktemp("models")
+    vocab = len(SPECIALS) + len(WORDS)
+    out: dict[str, Path] = {}
+    torch.manual_seed(0)
+    llama = LlamaModel(LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=37, num_hidden_layers=3,
+                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                                   pad_token_id=0))
+    for side in ("left", "right"):
+        folder = root / f"tiny-llama-{side}"
+        llama.save_pretrained(folder)
+        _tokenizer(side, bos_eos=False).save_pretrained(folder)
+        out[f"llama-{side}"] = folder
+    for name, hidden in (("bert-a", 32), ("bert-b", 48)):
+        bert = BertModel(BertConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=2, num_attention_heads=4,
+                                    intermediate_size=37, max_position_embeddings=64))
+        folder = root / f"tiny-{name}"
+        bert.save_pretrained(folder)
+        _tokenizer("right", bos_eos=True).save_pretrained(folder)
+        out[name] = folder
+    # Absolute position embeddings make left padding wrong unless positions start at each first real token.
+    folder = root / "tiny-bert-a-left"
+    BertModel.from_pretrained(out["bert-a"]).save_pretrained(folder)
+    _tokenizer("left", bos_eos=True).save_pretrained(folder)
+    out["bert-a-left"] = folder
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with ``train.csv`` (24 rows) and ``test.csv`` (12 rows), labels pos/neg."""
+    return write_dataset(tmp_path_factory.mktemp("data") / "toy")
+
+
+@pytest.fixture
+def cache_dir(tmp_path: Path) -> Path:
+    """A fresh feature-cache root for one test."""
+    return tmp_path / "cache"
+
+
+@pytest.fixture
+def shared_dir() -> Path:
+    """``../shared`` beside the repo, or skip the test with the reason."""
+    if not (SHARED / "models").is_dir() or not (SHARED / "data").is_dir():
+        pytest.skip(f"integration data not found at {SHARED} (needs ../shared/models and ../shared/data)")
+    return SHARED
