@@ -21,6 +21,7 @@ from benchmark.registry import suggest
 DTYPES = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 OVERWRITE = ("missing", "always", "never")
+MONITORS = ("val/loss", "val/acc")
 
 # Environment variable -> dotted config key. Applied after defaults, before the YAML file.
 ENV_KEYS = {
@@ -102,10 +103,15 @@ class DataConfig:
     val_fraction: float = field(default=0.1, metadata=_help("stratified share of train held out for validation"))
     standardize: bool = field(default=True, metadata=_help("standardise features with train-part statistics"))
     num_workers: int = field(default=0, metadata=_help("DataLoader workers"))
+    val_split: str | None = field(default=None, metadata=_help("the dataset's own validation split (extract it too); None = hold out val_fraction of train"))
+    split_seed: int = field(default=0, metadata=_help("seed of the train/validation split (fixed across train.seed, so every trial validates on the same rows)"))
 
     def __post_init__(self) -> None:
         if not 0.0 < self.val_fraction < 1.0:
             raise ConfigError(f"data.val_fraction={self.val_fraction} must be between 0 and 1 (exclusive), e.g. 0.1")
+        _check_positive("data.num_workers", self.num_workers, allow_zero=True)
+        if self.val_split in ("train", "test"):
+            raise ConfigError(f"data.val_split={self.val_split!r} would validate on the {self.val_split} split: name a separate split (e.g. validation) or leave it unset")
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,8 +129,12 @@ class TrainConfig:
     proj_dim: int = field(default=1024, metadata=_help("common projection size d (0 = smallest input size)"))
     fusion: str = field(default="concat", metadata=_help("fusion name (see `layerfuse ls fusions`)"))
     accelerator: str = field(default="cpu", metadata=_help("Lightning accelerator (cpu|gpu|auto)"))
+    monitor: str = field(default="val/loss", metadata=_help("early stopping and best-epoch metric: val/loss or val/acc"))
+    moe_experts: int = field(default=0, metadata=_help("moe fusion experts (0 = one expert per input)"))
 
     def __post_init__(self) -> None:
+        _check_choice("train.monitor", self.monitor, MONITORS)
+        _check_positive("train.moe_experts", self.moe_experts, allow_zero=True)
         _check_positive("train.lr", self.lr)
         _check_positive("train.batch_size", self.batch_size)
         _check_positive("train.max_epochs", self.max_epochs)

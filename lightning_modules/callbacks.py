@@ -1,0 +1,114 @@
+"""Callbacks and probes for a fit: best-epoch weights, wall time, inference latency, peak memory."""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+from collections.abc import Iterable
+
+import lightning.pytorch as L
+import torch
+from torch import Tensor
+
+from benchmark.errors import UserError
+
+
+def improved(current: float, best: float | None, mode: str) -> bool:
+    """Strict improvement, as Lightning's ``EarlyStopping`` with ``min_delta=0`` counts it."""
+    return best is None or (current < best if mode == "min" else current > best)
+
+
+def monitor_mode(monitor: str) -> str:
+    """``min`` for losses, ``max`` for scores."""
+    return "min" if monitor.endswith("loss") else "max"
+
+
+class RestoreBest(L.Callback):
+    """Keep a copy of the weights at the best validation epoch and load it back when fitting ends.
+
+    So ``test/*`` and the inference timing use the early-stopping choice, never the last epoch.
+
+    Args:
+        monitor: A logged validation metric (``val/loss`` or ``val/acc``).
+    """
+
+    def __init__(self, monitor: str = "val/loss") -> None:
+        self.monitor = monitor
+        self.mode = monitor_mode(monitor)
+        self.best: float | None = None
+        self.best_epoch = -1
+        self.best_metrics: dict[str, float] = {}
+        self._state: dict[str, Tensor] | None = None
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Snapshot the weights and validation metrics when the monitored metric improves."""
+        if trainer.sanity_checking:
+            return
+        if self.monitor not in trainer.callback_metrics:
+            raise UserError(f"RestoreBest monitors '{self.monitor}' but the module logged only {sorted(trainer.callback_metrics)}")
+        current = float(trainer.callback_metrics[self.monitor])
+        if improved(current, self.best, self.mode):
+            self.best, self.best_epoch = current, trainer.current_epoch
+            self.best_metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+            self._state = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Load the best weights back."""
+        if self._state is not None:
+            pl_module.load_state_dict(self._state)
+
+
+class FitTimer(L.Callback):
+    """Wall-clock seconds of ``trainer.fit`` (``fit_s``) and the epochs it ran."""
+
+    def __init__(self) -> None:
+        self.fit_s = 0.0
+        self.epochs = 0
+        self._start = 0.0
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Start the clock."""
+        self._start = time.perf_counter()
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Stop the clock."""
+        self.fit_s = time.perf_counter() - self._start
+        self.epochs = trainer.current_epoch
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.inference_mode()
+def time_inference(model: torch.nn.Module, batches: Iterable[tuple[list[Tensor], Tensor]], warmup: int = 2) -> float:
+    """Milliseconds per sample of ``model``'s forward pass over ``batches`` (features already in memory).
+
+    The batches are loaded first so only the head is timed; ``warmup`` batches run untimed before the
+    timed pass, and CUDA is synchronised around it where the model lives on a GPU.
+    """
+    device = next(model.parameters()).device
+    loaded = [([x.to(device) for x in xs], y) for xs, y in batches]
+    n = sum(len(y) for _, y in loaded)
+    if n == 0:
+        return float("nan")
+    was_training = model.training
+    model.eval()
+    for xs, _ in loaded[:warmup]:
+        model(xs)
+    _sync(device)
+    start = time.perf_counter()
+    for xs, _ in loaded:
+        model(xs)
+    _sync(device)
+    elapsed = time.perf_counter() - start
+    model.train(was_training)
+    return 1000.0 * elapsed / n
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB (``ru_maxrss``; KiB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024

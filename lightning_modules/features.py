@@ -1,0 +1,237 @@
+"""Streaming reads of cached layers: row readers, per-selection aggregation and scaling, the batch Dataset.
+
+Nothing here loads a whole layer. Each batch is one sorted fancy-index read per layer file it needs,
+through a memory map whose resident pages are bounded (``LayerFile``), so memory stays flat as N grows.
+"""
+
+from __future__ import annotations
+
+import math
+import mmap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset, Sampler, get_worker_info
+
+from benchmark.cache import FeatureCache, layer_file
+from lightning_modules.layers import AGGREGATIONS, LayerSpec
+
+STATS_CHUNK_ROWS = 4096  # rows per read while computing standardisation statistics
+MAX_WORKERS = 63  # ByteCounter slots: one for the main process and one per DataLoader worker
+
+
+class ByteCounter:
+    """Bytes read from feature files, summed over the main process and DataLoader workers.
+
+    Each process adds into its own slot of a shared-memory tensor, so worker updates are neither lost
+    nor raced.
+    """
+
+    def __init__(self) -> None:
+        self._slots = torch.zeros(MAX_WORKERS + 1, dtype=torch.int64).share_memory_()
+        self._view = self._slots.numpy()  # same memory; numpy increments are ~50x cheaper than tensor ones
+
+    def __getstate__(self) -> dict[str, Tensor]:
+        return {"_slots": self._slots}  # the tensor travels to workers as shared memory
+
+    def __setstate__(self, state: dict[str, Tensor]) -> None:
+        self._slots = state["_slots"]
+        self._view = self._slots.numpy()
+
+    def add(self, nbytes: int) -> None:
+        """Count ``nbytes`` for the calling process."""
+        info = get_worker_info()
+        self._view[0 if info is None else 1 + info.id % MAX_WORKERS] += nbytes
+
+    @property
+    def total(self) -> int:
+        """All bytes counted so far."""
+        return int(self._view.sum())
+
+
+class LayerFile:
+    """Row reader for one ``layer_XX.npy`` through a read-only memory map with bounded residency.
+
+    A batch is one sorted fancy index into the map. Pages a read touches stay mapped (and count in RSS)
+    until an estimate of the mapped bytes passes ``RESIDENT_BUDGET``; then ``madvise(MADV_DONTNEED)``
+    drops them from this process (the OS page cache keeps them). So resident memory per open file is
+    bounded whatever N is, while reads do not pay a page fault per row every batch. The estimate counts
+    ``FAULT_AROUND`` bytes per row read (the kernel maps up to 64 KiB around each fault), at most the file size.
+    """
+
+    RESIDENT_BUDGET = 16 << 20
+    FAULT_AROUND = 64 << 10
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        mm = np.load(path, mmap_mode="r")  # parses the header only
+        if mm.ndim != 2 or not mm.flags.c_contiguous:
+            raise ValueError(f"{path}: expected a C-ordered 2-D array, got shape {mm.shape}")
+        self.offset = int(mm.offset)
+        self.shape: tuple[int, int] = (int(mm.shape[0]), int(mm.shape[1]))
+        self.dtype = mm.dtype
+        del mm
+        self._map: mmap.mmap | None = None
+        self._view: np.ndarray | None = None
+        self._mapped = 0
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_map": None, "_view": None, "_mapped": 0}  # DataLoader workers map anew
+
+    @property
+    def row_bytes(self) -> int:
+        """Bytes of one row on disk."""
+        return self.shape[1] * self.dtype.itemsize
+
+    def read(self, rows: np.ndarray | slice) -> np.ndarray:
+        """Copy of the given rows (sorted indices or a slice), ``(n, H)`` in the file's dtype."""
+        if self._view is None or self._map is None:
+            with open(self.path, "rb") as fh:
+                self._map = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+            self._view = np.frombuffer(self._map, dtype=self.dtype, count=self.shape[0] * self.shape[1], offset=self.offset).reshape(self.shape)
+        out = np.array(self._view[rows])
+        file_bytes = self.offset + self.shape[0] * self.row_bytes
+        self._mapped = min(self._mapped + len(out) * max(self.row_bytes, self.FAULT_AROUND), file_bytes)
+        if self._mapped >= self.RESIDENT_BUDGET:
+            self._map.madvise(mmap.MADV_DONTNEED)
+            self._mapped = 0
+        return out
+
+
+class SelectionFeatures:
+    """One selection's features in one split: the layer files it needs, aggregated and optionally scaled.
+
+    Args:
+        cache: The split's cache.
+        spec: Which layer(s); aggregations read only the layers they name.
+        counter: Where read bytes are counted.
+    """
+
+    def __init__(self, cache: FeatureCache, spec: LayerSpec, counter: ByteCounter) -> None:
+        self.spec = spec
+        self.layers = spec.resolve(cache.num_layers)
+        self.files = [LayerFile(cache.path / layer_file(i)) for i in self.layers]
+        self.aggregate = AGGREGATIONS.get(spec.agg) if spec.agg else None
+        self.width = cache.hidden_size
+        self.counter = counter
+        self.mean: np.ndarray | None = None  # (H,) float32, set by ``fit_scaler``
+        self.std: np.ndarray | None = None
+
+    def read_raw(self, rows: np.ndarray | slice) -> np.ndarray:
+        """Aggregated, unscaled ``(n, H)`` float32 features of ``rows``."""
+        parts = [f.read(rows) for f in self.files]
+        self.counter.add(sum(p.nbytes for p in parts))
+        if self.aggregate is None:
+            return parts[0].astype(np.float32)
+        return self.aggregate(np.stack(parts).astype(np.float32))  # (k, n, H) -> (n, H)
+
+    def read(self, rows: np.ndarray | slice, out: np.ndarray | None = None) -> np.ndarray:
+        """Aggregated, scaled ``(n, H)`` float32 features of ``rows``, written into ``out`` when given."""
+        x = self.read_raw(rows)
+        if out is None:
+            out = x
+        if self.mean is not None and self.std is not None:
+            np.subtract(x, self.mean, out=out)
+            np.divide(out, self.std, out=out)
+        elif out is not x:
+            out[...] = x
+        return out
+
+    def fit_scaler(self, rows: np.ndarray) -> None:
+        """Per-feature mean and std over ``rows`` (the training part), read in chunks of ``STATS_CHUNK_ROWS``.
+
+        Features with std below 1e-6 are only centred (divided by 1) so constant columns stay finite.
+        """
+        total = np.zeros(self.width, dtype=np.float64)
+        total_sq = np.zeros(self.width, dtype=np.float64)
+        for start in range(0, len(rows), STATS_CHUNK_ROWS):
+            x = self.read_raw(rows[start:start + STATS_CHUNK_ROWS]).astype(np.float64)
+            total += x.sum(axis=0)
+            total_sq += np.square(x).sum(axis=0)
+        mean = total / len(rows)
+        std = np.sqrt(np.maximum(total_sq / len(rows) - np.square(mean), 0.0))
+        std[std < 1e-6] = 1.0
+        self.mean, self.std = mean.astype(np.float32), std.astype(np.float32)
+
+    def copy_scaler(self, other: SelectionFeatures) -> None:
+        """Use another split's statistics (validation and test reuse the training part's)."""
+        self.mean, self.std = other.mean, other.std
+
+
+class CachedFeatureDataset(Dataset[tuple[list[Tensor], Tensor]]):
+    """Rows of one split; ``dataset[positions]`` returns a whole batch ``([ (B, H_i) per selection ], (B,))``.
+
+    Positions index ``rows`` (sorted cache row ids); a batch is read with one sorted fancy index per layer
+    file. An int position returns a batch of one.
+    """
+
+    def __init__(self, sources: list[SelectionFeatures], rows: np.ndarray, labels: np.ndarray) -> None:
+        self.sources = sources
+        self.rows = np.sort(np.asarray(rows, dtype=np.int64))
+        self.labels = np.asarray(labels, dtype=np.int64)[self.rows]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, positions: int | list[int] | np.ndarray) -> tuple[list[Tensor], Tensor]:
+        return self.batch(positions)
+
+    def batch(self, positions: int | list[int] | np.ndarray, which: list[int] | None = None) -> tuple[list[Tensor], Tensor]:
+        """Features of the given positions for all sources, or only the sources numbered in ``which``."""
+        pos = np.sort(np.atleast_1d(np.asarray(positions, dtype=np.int64)))
+        rows = self.rows[pos]
+        sources = self.sources if which is None else [self.sources[i] for i in which]
+        xs = [torch.from_numpy(src.read(rows)) for src in sources]  # k x (B, H_i)
+        return xs, torch.from_numpy(self.labels[pos])  # (B,)
+
+    def stacked(self, positions: list[int] | np.ndarray, which: list[int]) -> tuple[Tensor, Tensor]:
+        """Like ``batch`` for sources of one width, read straight into one ``(len(which), B, H)`` tensor."""
+        pos = np.sort(np.asarray(positions, dtype=np.int64))
+        rows = self.rows[pos]
+        out = np.empty((len(which), len(rows), self.sources[which[0]].width), dtype=np.float32)
+        for i, j in enumerate(which):
+            self.sources[j].read(rows, out=out[i])
+        return torch.from_numpy(out), torch.from_numpy(self.labels[pos])  # (n, B, H), (B,)
+
+
+class ShuffledBatchSampler(Sampler[list[int]]):
+    """Batches of positions: a fresh seeded permutation per epoch (own generator), or in order.
+
+    Every pass draws the next permutation from the sampler's generator, so two samplers built with the
+    same seed yield the same batches epoch after epoch, independent of the global RNG.
+    """
+
+    def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int) -> None:
+        self.n = n
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = torch.randperm(self.n, generator=self.generator) if self.shuffle else torch.arange(self.n)
+        for start in range(0, self.n, self.batch_size):
+            yield sorted(order[start:start + self.batch_size].tolist())
+
+    def __len__(self) -> int:
+        return math.ceil(self.n / self.batch_size)
+
+
+def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split row ids into (train, validation), both sorted, with the class mix of ``labels``.
+
+    Per class c with n_c rows, ``floor(fraction * n_c + 0.5)`` random rows go to validation, but at most
+    ``n_c - 1`` so every class keeps a training row (R52 has classes with a single training text).
+    """
+    rng = np.random.default_rng(seed)
+    val: list[np.ndarray] = []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        take = min(int(math.floor(fraction * len(idx) + 0.5)), len(idx) - 1)
+        val.append(rng.permutation(idx)[:take])
+    val_rows = np.sort(np.concatenate(val)) if val else np.zeros(0, dtype=np.int64)
+    train_rows = np.setdiff1d(np.arange(len(labels)), val_rows)
+    return train_rows, val_rows

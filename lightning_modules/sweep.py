@@ -1,0 +1,185 @@
+"""Fast all-layer sweep: one MLP head per layer, all L+1 trained at once with batched weights.
+
+Each layer's head is the one ``fit_and_evaluate`` trains for a single layer with ``fusion=concat`` (no
+projection): same initial weights (``MLPHead`` seeded by ``train.seed``), same batches
+(``ShuffledBatchSampler`` with the same seed), same dropout masks (one generator per layer, seeded as the
+head's own), same Adam update (element-wise, so a stacked parameter is the per-layer update), the same
+early-stopping rule per layer (strict improvement of ``train.monitor``, stop after ``patience`` epochs
+without) and best-epoch weights for the test score. A batch is read once for all layers still training;
+a layer that stopped is dropped from the stacked weights, so it costs nothing afterwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+from torchmetrics.functional.classification import multiclass_f1_score
+
+from benchmark.cache import FeatureCache
+from lightning_modules.callbacks import improved, monitor_mode
+from lightning_modules.components.classifier import MLPHead, dropout_seed
+from lightning_modules.datamodule import CachedFeatureDataModule, Selection
+from lightning_modules.features import CachedFeatureDataset, ShuffledBatchSampler
+from lightning_modules.layers import LayerSpec
+
+if TYPE_CHECKING:
+    from benchmark.config import BenchConfig
+
+
+@dataclass(frozen=True, slots=True)
+class LayerScore:
+    """One layer's scores at its best validation epoch."""
+
+    layer: int
+    val_acc: float
+    val_f1: float
+    val_loss: float
+    test_acc: float
+    test_f1: float
+    best_epoch: int
+    epochs: int
+
+
+class BatchedHeads:
+    """The MLP heads of several layers as stacked tensors ``W_j (n, in, out)``, ``b_j (n, 1, out)``."""
+
+    def __init__(self, heads: list[MLPHead]) -> None:
+        self.dropout = heads[0].dropout
+        n_lin = len(heads[0].linears)
+        self.weights = [torch.stack([h.linears[j].weight.detach().T for h in heads]).contiguous() for j in range(n_lin)]
+        self.biases = [torch.stack([h.linears[j].bias.detach()[None] for h in heads]).contiguous() for j in range(n_lin)]
+        self.generators = [torch.Generator().manual_seed(dropout_seed(h.seed)) for h in heads]
+        for p in self.parameters():
+            p.requires_grad_(True)
+
+    def parameters(self) -> list[Tensor]:
+        """All stacked tensors (weights then biases)."""
+        return [*self.weights, *self.biases]
+
+    def forward(self, x: Tensor, train: bool) -> Tensor:
+        """``(n, B, H) -> (n, B, C)`` logits; dropout masks drawn per head from its own generator when training."""
+        for j, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
+            x = torch.baddbmm(b, x, w)  # (n, B, out)
+            if j < len(self.weights) - 1:
+                x = x.relu()
+                if train and self.dropout > 0:
+                    keep = 1.0 - self.dropout
+                    masks = torch.empty(x.shape)  # (n, B, h)
+                    for mask, g in zip(masks, self.generators, strict=True):
+                        mask.bernoulli_(keep, generator=g)  # as MLPHead.drop_mask draws it for one head
+                    x = x * masks.div_(keep)
+        return x
+
+    def keep(self, idx: list[int], optimizer: torch.optim.Adam) -> torch.optim.Adam:
+        """Keep heads ``idx`` only (parameters, generators and Adam moments); return the new optimizer."""
+        old = self.parameters()
+        self.weights = [w.detach()[idx].clone().requires_grad_(True) for w in self.weights]
+        self.biases = [b.detach()[idx].clone().requires_grad_(True) for b in self.biases]
+        self.generators = [self.generators[i] for i in idx]
+        new_opt = torch.optim.Adam(self.parameters(), **{k: optimizer.defaults[k] for k in ("lr", "weight_decay")})
+        for p_old, p_new in zip(old, self.parameters(), strict=True):
+            st = optimizer.state.get(p_old)
+            if st:
+                new_opt.state[p_new] = {"step": st["step"].clone(), "exp_avg": st["exp_avg"][idx].clone(), "exp_avg_sq": st["exp_avg_sq"][idx].clone()}
+        return new_opt
+
+    def snapshot(self, i: int) -> list[Tensor]:
+        """Copy of head ``i``'s tensors."""
+        return [p.detach()[i].clone() for p in self.parameters()]
+
+
+@torch.no_grad()
+def _evaluate(heads: BatchedHeads, ds: CachedFeatureDataset, which: list[int], batch_size: int, num_classes: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-head (loss, acc, macro-F1) over a split; head i reads source ``which[i]``."""
+    losses, preds, ys = [], [], []
+    for pos in ShuffledBatchSampler(len(ds), batch_size, shuffle=False, seed=0):
+        x, y = ds.stacked(pos, which)
+        logits = heads.forward(x, train=False)  # (n, B, C)
+        n = logits.shape[0]
+        ce = F.cross_entropy(logits.reshape(-1, num_classes), y.repeat(n), reduction="none").view(n, -1).mean(dim=1)
+        losses.append(ce * len(y))
+        preds.append(logits.argmax(dim=-1))
+        ys.append(y)
+    pred, y = torch.cat(preds, dim=1), torch.cat(ys)  # (n, N), (N,)
+    loss = torch.stack(losses).sum(dim=0) / len(y)
+    acc = (pred == y).float().mean(dim=1)
+    f1 = torch.stack([multiclass_f1_score(p, y, num_classes, average="macro") for p in pred])
+    return loss, acc, f1
+
+
+def sweep_layers(
+    train_dir: str | Path, test_dir: str | Path, cfg: BenchConfig, layers: Sequence[int] | None = None, val_dir: str | Path | None = None,
+) -> list[LayerScore]:
+    """Train one head per layer of a model's cache at once and score each at its best validation epoch.
+
+    Args:
+        train_dir: The model's train cache.
+        test_dir: Its test cache (only scored, never used for a choice).
+        cfg: ``train`` (seed, lr, weight_decay, batch_size, max_epochs, patience, monitor, hidden_dims,
+            dropout) and ``data`` (val_fraction, split_seed, standardize) are read; ``train.fusion`` and
+            ``train.proj_dim`` are not (the single-input ``concat`` head has no projection).
+        layers: Layer indices (negative allowed); default all ``0..L``.
+        val_dir: The dataset's own validation cache, if any.
+
+    Returns:
+        One ``LayerScore`` per layer (absolute index), in the order given.
+    """
+    t = cfg.train
+    num_layers = FeatureCache(train_dir).num_layers
+    layers = list(range(num_layers + 1)) if layers is None else [LayerSpec((i,)).resolve(num_layers)[0] for i in layers]
+    dm = CachedFeatureDataModule.from_config([Selection(f"layer {i}", i, Path(train_dir), Path(test_dir), val_dir) for i in layers], cfg)
+    dm.setup()
+    train, val, c = dm.datasets["train"], dm.datasets["val"], dm.num_classes
+    heads = BatchedHeads([MLPHead(h, t.hidden_dims, c, t.dropout, t.seed) for h in dm.input_dims])
+    opt = torch.optim.Adam(heads.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    sampler = ShuffledBatchSampler(len(train), t.batch_size, shuffle=True, seed=t.seed)
+    mode = monitor_mode(t.monitor)
+    active = list(range(len(layers)))  # positions (into ``layers``) still training, in head order
+    best: list[float | None] = [None] * len(layers)
+    best_epoch, epochs, wait = [-1] * len(layers), [0] * len(layers), [0] * len(layers)
+    best_val: list[tuple[float, float, float]] = [(float("nan"),) * 3] * len(layers)
+    best_state: list[list[Tensor]] = [[] for _ in layers]
+    for epoch in range(t.max_epochs):
+        for pos in sampler:
+            x, y = train.stacked(pos, active)
+            logits = heads.forward(x, train=True)  # (n, B, C)
+            n = logits.shape[0]
+            # Sum of per-head mean losses: each head's gradient is that of its own loss.
+            loss = F.cross_entropy(logits.reshape(-1, c), y.repeat(n), reduction="none").view(n, -1).mean(dim=1).sum()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        v_loss, v_acc, v_f1 = _evaluate(heads, val, active, dm.eval_batch_size, c)
+        stopped = []
+        for i, li in enumerate(active):
+            epochs[li] = epoch + 1
+            current = float(v_loss[i] if t.monitor == "val/loss" else v_acc[i])
+            if improved(current, best[li], mode):
+                best[li], best_epoch[li], wait[li] = current, epoch, 0
+                best_val[li] = (float(v_acc[i]), float(v_f1[i]), float(v_loss[i]))
+                best_state[li] = heads.snapshot(i)
+            else:
+                wait[li] += 1
+                if t.patience and wait[li] >= t.patience:
+                    stopped.append(i)
+        if stopped:
+            keep = [i for i in range(len(active)) if i not in stopped]
+            active = [active[i] for i in keep]
+            if not active:
+                break
+            opt = heads.keep(keep, opt)
+    final = BatchedHeads([MLPHead(h, t.hidden_dims, c, t.dropout, t.seed) for h in dm.input_dims])
+    with torch.no_grad():
+        for j, p in enumerate(final.parameters()):
+            p.copy_(torch.stack([best_state[li][j] for li in range(len(layers))]))
+    _, test_acc, test_f1 = _evaluate(final, dm.datasets["test"], list(range(len(layers))), dm.eval_batch_size, c)
+    return [
+        LayerScore(layer, *best_val[li], float(test_acc[li]), float(test_f1[li]), best_epoch[li], epochs[li])
+        for li, layer in enumerate(layers)
+    ]

@@ -1,0 +1,146 @@
+"""``fit_and_evaluate``: one seeded, deterministic Lightning fit of a ``FusionClassifier`` plus its test scores.
+
+This is the function a study objective calls per trial: it takes the config and the selections, accepts
+extra callbacks (an Optuna pruning callback on ``val/acc``) and a logger, and returns a ``FitResult``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import lightning.pytorch as L
+from lightning.pytorch.callbacks import EarlyStopping
+
+from lightning_modules.callbacks import FitTimer, RestoreBest, monitor_mode, peak_rss_mb, time_inference
+from lightning_modules.datamodule import CachedFeatureDataModule, Selection
+from lightning_modules.module import FusionClassifier
+
+if TYPE_CHECKING:
+    from lightning.pytorch.loggers import Logger
+
+    from benchmark.config import BenchConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class FitResult:
+    """Scores (at the best validation epoch) and costs of one fit.
+
+    Attributes:
+        val_acc, val_f1, val_loss: Validation scores of the restored best epoch.
+        test_acc, test_f1: Test scores of the same weights.
+        best_epoch: 0-based epoch whose weights were kept.
+        epochs: Epochs trained (early stopping may end before ``max_epochs``).
+        params: Trainable parameters.
+        fit_s: Wall seconds of ``trainer.fit``.
+        head_ms_per_sample: Forward-pass milliseconds per test sample, features in memory, after warm-up.
+        fused_dim: Width of the fused features fed to the head.
+        feature_bytes: Bytes read from feature files by this fit (statistics, train, val and test passes).
+        peak_rss_mb: Peak resident memory of the process so far (run one fit per process to attribute it).
+    """
+
+    val_acc: float
+    val_f1: float
+    val_loss: float
+    test_acc: float
+    test_f1: float
+    best_epoch: int
+    epochs: int
+    params: int
+    fit_s: float
+    head_ms_per_sample: float
+    fused_dim: int
+    feature_bytes: int
+    peak_rss_mb: float
+
+    def metrics(self) -> dict[str, float]:
+        """Flat ``split/metric`` and ``perf/*`` names for tracking."""
+        return {
+            "val/acc": self.val_acc, "val/f1": self.val_f1, "val/loss": self.val_loss, "test/acc": self.test_acc, "test/f1": self.test_f1,
+            "perf/best_epoch": self.best_epoch, "perf/epochs": self.epochs, "perf/param_count": self.params, "perf/fit_s": self.fit_s,
+            "perf/head_ms_per_sample": self.head_ms_per_sample, "perf/fused_dim": self.fused_dim,
+            "perf/feature_bytes": self.feature_bytes, "perf/peak_rss_mb": self.peak_rss_mb,
+        }
+
+    def asdict(self) -> dict[str, float | int]:
+        """Field name -> value."""
+        return dataclasses.asdict(self)
+
+
+@contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Silence Lightning's per-fit INFO banners and warnings that do not concern the user (one study runs hundreds of fits)."""
+    lightning_log = logging.getLogger("lightning.pytorch")
+    level = lightning_log.level
+    lightning_log.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            # Batches are cheap memmap reads: worker processes would only add start-up time.
+            warnings.filterwarnings("ignore", ".*does not have many workers.*")
+            warnings.filterwarnings("ignore", ".*treespec.*")  # Lightning internals vs. newer torch
+            yield
+    finally:
+        lightning_log.setLevel(level)
+
+
+def make_trainer(cfg: BenchConfig, callbacks: Sequence[L.Callback] = (), logger: Logger | None = None) -> L.Trainer:
+    """A quiet, deterministic single-device trainer for ``cfg.train`` (no checkpoints, no progress bar)."""
+    return L.Trainer(
+        accelerator=cfg.train.accelerator, devices=1, max_epochs=cfg.train.max_epochs, deterministic=True,
+        callbacks=list(callbacks), logger=logger if logger is not None else False, num_sanity_val_steps=0,
+        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False, log_every_n_steps=1,
+    )
+
+
+def fit_and_evaluate(
+    cfg: BenchConfig,
+    selections: Sequence[Selection],
+    callbacks: Sequence[L.Callback] = (),
+    logger: Logger | None = None,
+) -> FitResult:
+    """Train on the selections' train part, early-stop on ``cfg.train.monitor``, score validation and test.
+
+    Seeds everything with ``cfg.train.seed`` and runs Lightning with ``deterministic=True``, so on CPU the
+    same config and caches give the same result. Weights of the best validation epoch are restored
+    before testing. Perf figures are also sent to ``logger`` as ``perf/*`` metrics.
+
+    Args:
+        cfg: The resolved config (``train`` and ``data`` sections are read).
+        selections: Classifier inputs (see ``resolve_selection``).
+        callbacks: Extra callbacks, e.g. ``PyTorchLightningPruningCallback(trial, monitor="val/acc")``.
+        logger: A Lightning logger (e.g. ``MLFlowLogger``); None logs nothing.
+
+    Raises:
+        CacheError: missing or mismatching caches. FusionConfigError / UnknownNameError: bad fusion.
+    """
+    L.seed_everything(cfg.train.seed, workers=True, verbose=False)
+    dm = CachedFeatureDataModule.from_config(selections, cfg)
+    dm.setup()
+    model = FusionClassifier.from_config(dm.input_dims, dm.num_classes, cfg.train)
+    best, timer = RestoreBest(cfg.train.monitor), FitTimer()
+    own: list[L.Callback] = [best, timer]
+    if cfg.train.patience:
+        own.append(EarlyStopping(cfg.train.monitor, patience=cfg.train.patience, mode=monitor_mode(cfg.train.monitor)))
+    with quiet_lightning():
+        trainer = make_trainer(cfg, [*own, *callbacks], logger)
+        trainer.fit(model, datamodule=dm)
+        test = trainer.test(model, datamodule=dm, verbose=False)[0]
+    feature_bytes = dm.feature_bytes  # before the timing pass re-reads the test split
+    result = FitResult(
+        val_acc=best.best_metrics.get("val/acc", float("nan")), val_f1=best.best_metrics.get("val/f1", float("nan")),
+        val_loss=best.best_metrics.get("val/loss", float("nan")), test_acc=float(test["test/acc"]), test_f1=float(test["test/f1"]),
+        best_epoch=best.best_epoch, epochs=timer.epochs, params=model.param_count, fit_s=timer.fit_s,
+        head_ms_per_sample=time_inference(model, dm.test_dataloader()), fused_dim=model.fused_dim,
+        feature_bytes=feature_bytes, peak_rss_mb=peak_rss_mb(),
+    )
+    if logger is not None:
+        logger.log_metrics({k: float(v) for k, v in result.metrics().items() if k.startswith("perf/")})
+    log.debug("fit %s: %s", [f"{s.name}@{s.layer}" for s in selections], result)
+    return result

@@ -1,0 +1,148 @@
+"""FusionClassifier and ``fit_and_evaluate``: learning, chance on noise, determinism, metrics, perf, callbacks."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as L
+import pytest
+import torch
+from helpers_features import make_model
+from lightning.pytorch.loggers.logger import Logger
+
+from benchmark.config import BenchConfig, load_config, with_values
+from lightning_modules.callbacks import RestoreBest, time_inference
+from lightning_modules.components.fusion import fusion_names
+from lightning_modules.datamodule import CachedFeatureDataModule
+from lightning_modules.module import FusionClassifier
+from lightning_modules.train import FitResult, fit_and_evaluate
+
+
+class MemoryLogger(Logger):
+    """Keeps every logged metric as (step, name, value)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[tuple[int | None, str, float]] = []
+
+    @property
+    def name(self) -> str:
+        return "memory"
+
+    @property
+    def version(self) -> str:
+        return "0"
+
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        self.rows.extend((step, k, float(v)) for k, v in metrics.items())
+
+    def series(self, name: str) -> list[float]:
+        return [v for _, k, v in self.rows if k == name]
+
+
+def _cfg(**values: Any) -> BenchConfig:
+    base = {"train.max_epochs": 15, "train.lr": 3e-3, "train.batch_size": 32, "train.patience": 5, "train.hidden_dims": (32,)}
+    return with_values(load_config(env={}), {**base, **values})
+
+
+def test_learns_separable_features(tmp_path: Path) -> None:
+    m = make_model(tmp_path, n_train=300, n_test=150, hidden=16, num_classes=3)
+    result = fit_and_evaluate(_cfg(), [m.select("last")])
+    assert result.test_acc > 0.95 and result.val_acc > 0.95 and result.test_f1 > 0.95
+
+
+def test_random_labels_stay_near_chance(tmp_path: Path) -> None:
+    m = make_model(tmp_path, n_train=300, n_test=300, hidden=16, random_labels=True)
+    result = fit_and_evaluate(_cfg(), [m.select(-1)])
+    assert abs(result.test_acc - 0.5) < 0.1
+
+
+def test_same_seed_same_metrics_other_seed_differs(tmp_path: Path) -> None:
+    m = make_model(tmp_path, n_train=200, n_test=100, hidden=8, signal=1.0)
+    cfg = _cfg(**{"train.max_epochs": 4, "train.dropout": 0.3})
+    a, b = fit_and_evaluate(cfg, [m.select(-1)]), fit_and_evaluate(cfg, [m.select(-1)])
+    c = fit_and_evaluate(with_values(cfg, {"train.seed": 1}), [m.select(-1)])
+    scores = ("val_acc", "val_f1", "val_loss", "test_acc", "test_f1", "best_epoch", "epochs", "params", "feature_bytes")
+    assert [getattr(a, k) for k in scores] == [getattr(b, k) for k in scores]
+    assert a.val_loss != c.val_loss
+
+
+def test_metric_names_perf_and_best_epoch(tmp_path: Path) -> None:
+    a = make_model(tmp_path, "a", n_train=120, n_test=60, hidden=8, signal=1.0)
+    b = make_model(tmp_path, "b", n_train=120, n_test=60, hidden=12, signal=1.0)
+    logger = MemoryLogger()
+    cfg = _cfg(**{"train.fusion": "residual:quaternion", "train.proj_dim": 0, "train.max_epochs": 6, "train.patience": 0, "train.lr": 0.05})
+    result = fit_and_evaluate(cfg, [a.select(-1), b.select("mean:last2")], logger=logger)
+    names = {k for _, k, _ in logger.rows}
+    assert {"train/loss", "val/loss", "val/acc", "val/f1", "val/acc_best", "test/acc", "test/f1"} <= names
+    assert {k for k in result.metrics() if k.startswith("perf/")} <= names
+    val_loss = logger.series("val/loss")
+    assert len(val_loss) == result.epochs == 6
+    assert result.best_epoch == min(range(6), key=val_loss.__getitem__)
+    assert result.val_loss == pytest.approx(min(val_loss))
+    assert logger.series("test/acc") == [pytest.approx(result.test_acc)]
+    assert result.fused_dim == 8  # d = min(8, 12), quaternion keeps d
+    assert result.params == sum(8 * h + 8 for h in (8, 12)) + 8 * 32 + 32 + 32 * 2 + 2
+    assert result.fit_s > 0 and result.head_ms_per_sample > 0 and result.peak_rss_mb > 0
+    n_train, n_val = 108, 12  # 10% stratified
+    per_row = (8 + 2 * 12) * 2  # float16 bytes: one layer of a, two of b
+    assert result.feature_bytes == per_row * (n_train + 6 * (n_train + n_val) + 60)  # scaler + 6 epochs + test
+
+
+def test_early_stopping_ends_the_fit(tmp_path: Path) -> None:
+    m = make_model(tmp_path, n_train=100, n_test=50, hidden=8, random_labels=True)
+    result = fit_and_evaluate(_cfg(**{"train.max_epochs": 60, "train.patience": 2, "train.lr": 0.01}), [m.select(-1)])
+    assert result.epochs < 60 and result.epochs == result.best_epoch + 3
+
+
+def test_extra_callbacks_run_and_optuna_can_prune(tmp_path: Path) -> None:
+    optuna = pytest.importorskip("optuna")
+    from optuna_integration import PyTorchLightningPruningCallback
+
+    m = make_model(tmp_path, n_train=80, n_test=40, hidden=8)
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=1.01))
+    trial = study.ask()
+    with pytest.raises(optuna.TrialPruned):
+        fit_and_evaluate(_cfg(), [m.select(-1)], callbacks=[PyTorchLightningPruningCallback(trial, monitor="val/acc")])
+    assert trial.storage.get_trial(trial._trial_id).intermediate_values  # val/acc was reported
+
+
+@pytest.mark.parametrize("fusion", fusion_names())
+def test_every_fusion_trains_one_step(tmp_path: Path, fusion: str) -> None:
+    a = make_model(tmp_path, "a", n_train=40, n_test=20, hidden=8)
+    b = make_model(tmp_path, "b", n_train=40, n_test=20, hidden=12)
+    dm = CachedFeatureDataModule([a.select(-1), b.select(1)], batch_size=8)
+    model = FusionClassifier(dm.input_dims, dm.num_classes, fusion=fusion, proj_dim=16, hidden_dims=(8,))
+    before = [p.detach().clone() for p in model.parameters()]
+    trainer = L.Trainer(fast_dev_run=True, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(model, datamodule=dm)
+    assert all(not torch.equal(p, q) for p, q in zip(before, model.parameters()) if p.requires_grad)
+
+
+def test_projection_is_skipped_only_for_plain_concat() -> None:
+    plain = FusionClassifier([8, 12], 3, fusion="concat")
+    assert len(plain.projections) == 0 and plain.fused_dim == 20
+    projected = FusionClassifier([8, 12], 3, fusion="residual:concat", proj_dim=16)
+    assert len(projected.projections) == 2 and projected.fused_dim == 32
+    logits = projected([torch.randn(4, 8), torch.randn(4, 12)])
+    assert logits.shape == (4, 3)
+
+
+def test_restore_best_and_inference_timer() -> None:
+    cb = RestoreBest("val/acc")
+    assert cb.mode == "max" and RestoreBest().mode == "min"
+    model = FusionClassifier([4], 2, hidden_dims=(4,))
+    batches = [([torch.randn(10, 4)], torch.zeros(10, dtype=torch.long)) for _ in range(3)]
+    ms = time_inference(model, batches)
+    assert ms > 0 and model.training  # mode restored
+    assert math.isnan(time_inference(model, []))
+
+
+def test_fit_result_names() -> None:
+    r = FitResult(0.9, 0.8, 0.3, 0.85, 0.8, 3, 5, 100, 1.0, 0.01, 16, 1024, 500.0)
+    assert r.metrics()["val/acc"] == 0.9 and r.metrics()["perf/param_count"] == 100 and r.asdict()["fit_s"] == 1.0
