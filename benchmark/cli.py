@@ -107,6 +107,95 @@ def _run_extract(args: argparse.Namespace, cfg: BenchConfig) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- study
+
+def _add_study(sub: Any) -> None:
+    p = _subparser(sub, "study", "Run (or resume) an Optuna study over cached features, tracked in MLflow.",
+                   "examples:\n  layerfuse study --preset layer-sweep --dataset mr --models smollm2-135m,minilm-l6\n"
+                   "  layerfuse study --preset search --dataset mr --models smollm2-135m,minilm-l6 --trials 50 --workers 2\n"
+                   "  layerfuse study --preset search --dataset r8 --models a,b --storage postgresql://u:pw@host/db  # on each host\n"
+                   "Re-running the same command resumes the study. Presets: layerfuse ls presets.")
+    p.add_argument("--preset", "-p", help="layer-sweep|last-k|fusion-methods|multi-model|search")
+    p.add_argument("--dataset", "-d", help="dataset whose features are cached (as for extract)")
+    p.add_argument("--models", "-m", type=_csv, help="comma list of models (their caches must exist)")
+    p.add_argument("--trials", "-n", type=_positive_int, help="finished trials to reach (sampled presets)")
+    p.add_argument("--name", help="study name (default: <preset>-<dataset>-<model+model>)")
+    p.add_argument("--storage", help="Optuna storage URL (default sqlite:///mlruns/optuna.db)")
+    p.add_argument("--workers", "-j", type=_positive_int, help="worker processes on this machine")
+    p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    p.add_argument("--seeds", type=_positive_int, help="seeds per configuration")
+    p.add_argument("--no-pruning", action="store_true", help="disable median pruning")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_run_study, flag_keys={
+        "preset": "study.preset", "dataset": "extract.dataset", "models": "extract.models", "trials": "study.trials",
+        "name": "study.name", "storage": "study.storage", "workers": "study.workers", "timeout": "study.timeout",
+        "seeds": "study.seeds"})
+
+
+def _run_study(args: argparse.Namespace, cfg: BenchConfig) -> int:
+    import optuna
+
+    from studies.runner import run_study
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    out = run_study(cfg)
+    print(f"study {out.name}: {out.complete} complete, {out.pruned} pruned, {out.failed} failed")
+    if out.best_number is not None:
+        test = f", test acc {out.best_test_acc:.4f}" if out.best_test_acc is not None else ""
+        params = " ".join(f"{k}={v}" for k, v in sorted(out.best_params.items()))
+        print(f"best trial #{out.best_number}: val acc {out.best_value:.4f}{test}  {params}")
+    print(f"browse it: layerfuse ui   (MLflow experiment '{out.experiment}', parent run {out.parent_run_id})")
+    return 0
+
+
+# ---------------------------------------------------------------- ui
+
+def _add_ui(sub: Any) -> None:
+    p = _subparser(sub, "ui", "Start the MLflow UI on 127.0.0.1 against the configured tracking store.",
+                   "examples:\n  layerfuse ui\n  layerfuse ui --port 5001\n"
+                   "Optuna's own view of a study: optuna-dashboard sqlite:///mlruns/optuna.db")
+    p.add_argument("--port", type=_positive_int, default=5000, help="port on 127.0.0.1")
+    p.set_defaults(func=_run_ui, flag_keys={})
+
+
+def ui_command(cfg: BenchConfig, port: int) -> list[str]:
+    """The ``mlflow ui`` command line for the configured store, bound to loopback."""
+    return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", cfg.tracking.uri, "--host", "127.0.0.1",
+            "--port", str(port)]
+
+
+def _run_ui(args: argparse.Namespace, cfg: BenchConfig) -> int:
+    import subprocess
+
+    from benchmark.tracking import client
+
+    client(cfg.tracking)  # creates the store's folder so the UI starts on a fresh checkout
+    print(f"MLflow UI on http://127.0.0.1:{args.port} (store {cfg.tracking.uri}); Ctrl-C to stop")
+    return subprocess.call(ui_command(cfg, args.port))
+
+
+# ---------------------------------------------------------------- quickstart
+
+def quickstart_config() -> str:
+    """Path of the packaged quickstart config."""
+    from pathlib import Path
+
+    import studies
+
+    return str(Path(studies.__file__).parent / "configs" / "quickstart.yaml")
+
+
+def _add_quickstart(sub: Any) -> None:
+    p = _subparser(sub, "quickstart", "Run the main job on the embedded defaults: extract, then everything after it.",
+                   "examples:\n  layerfuse quickstart\n  layerfuse quickstart --set extract.limit=500")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_run_quickstart, flag_keys={}, default_config=quickstart_config())
+
+
+def _run_quickstart(args: argparse.Namespace, cfg: BenchConfig) -> int:
+    return _run_extract(args, cfg)
+
+
 # ---------------------------------------------------------------- ls
 
 def _listing(what: str) -> list[tuple[str, str]]:
@@ -127,11 +216,18 @@ def _listing(what: str) -> list[tuple[str, str]]:
     if what == "fusions":
         from lightning_modules.components.fusion import FUSIONS
 
-        return [(n, (f.__doc__ or "").strip().splitlines()[0]) for n, f in FUSIONS.items()]
+        from lightning_modules.components.fusion import RESIDUAL_PREFIX
+
+        return [(n, (f.__doc__ or "").strip().splitlines()[0]) for n, f in FUSIONS.items()] + [
+            (f"{RESIDUAL_PREFIX}<name>", "any fusion plus a residual connection to the mean projected input")]
+    if what == "presets":
+        from studies.presets import PRESETS
+
+        return [(n, p.description) for n, p in PRESETS.items()]
     raise AssertionError(what)
 
 
-LISTABLE = ("models", "poolings", "datasets", "fusions")
+LISTABLE = ("models", "poolings", "datasets", "fusions", "presets")
 
 
 def _add_ls(sub: Any) -> None:
@@ -152,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The full argument parser."""
     parser = argparse.ArgumentParser(prog="layerfuse", description="Layer-aware embedding fusion benchmarks.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_extract, _add_ls):
+    for add in (_add_extract, _add_study, _add_ui, _add_quickstart, _add_ls):
         add(sub)
     return parser
 
@@ -168,6 +264,8 @@ def _flag_values(args: argparse.Namespace) -> dict[str, Any]:
         values[key] = value
     if getattr(args, "no_progress", False):
         values["extract.show_progress"] = False
+    if getattr(args, "no_pruning", False):
+        values["study.pruning"] = False
     return values
 
 
@@ -180,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         for noisy in ("httpx", "urllib3", "filelock", "transformers", "alembic", "numexpr"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        cfg = load_config(args.config, args.sets, **_flag_values(args))
+        cfg = load_config(args.config or getattr(args, "default_config", None), args.sets, **_flag_values(args))
         handler: Handler = args.func
         return handler(args, cfg)
     except UserError as err:

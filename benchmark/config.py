@@ -149,13 +149,21 @@ class StudyConfig:
     """Optuna study settings."""
 
     preset: str = field(default="search", metadata=_help("study preset (see `layerfuse ls presets`)"))
-    name: str | None = field(default=None, metadata=_help("study name; default: <preset>-<dataset>"))
-    trials: int = field(default=20, metadata=_help("number of complete trials to reach"))
-    storage: str = field(default="sqlite:///mlruns/optuna.db", metadata=_help("Optuna storage URL or journal file path"))
+    name: str | None = field(default=None, metadata=_help("study name; default: <preset>-<dataset>-<model+model>"))
+    trials: int = field(default=20, metadata=_help("finished (complete or pruned) trials to reach; grid presets run their whole grid"))
+    storage: str = field(default="sqlite:///mlruns/optuna.db", metadata=_help("Optuna storage: sqlite:///f.db, postgresql://..., or journal:f.log"))
     workers: int = field(default=1, metadata=_help("worker processes on this machine"))
     timeout: float | None = field(default=None, metadata=_help("stop starting trials after this many seconds"))
     pruning: bool = field(default=True, metadata=_help("median pruning of unpromising trials"))
-    seeds: int = field(default=1, metadata=_help("seeds per configuration"))
+    seeds: int = field(default=1, metadata=_help("seeds per configuration (metrics are their mean)"))
+    heartbeat: float = field(default=10.0, metadata=_help("seconds between trial heartbeats; a trial silent for 3 beats is failed and retried"))
+
+    def __post_init__(self) -> None:
+        _check_positive("study.trials", self.trials)
+        _check_positive("study.workers", self.workers)
+        _check_positive("study.timeout", self.timeout)
+        _check_positive("study.seeds", self.seeds)
+        _check_positive("study.heartbeat", self.heartbeat)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,162 @@
+"""The study objective: plan a trial, train and score it (over ``study.seeds`` seeds), track it in MLflow.
+
+Every trial gets exactly one nested MLflow run, created before planning so that trials pruned for an invalid
+combination are tracked too; the run's id is stored in the trial's ``mlflow_run_id`` user attribute, and
+the run ends FINISHED (COMPLETE), KILLED (PRUNED) or FAILED (FAIL) with tag ``optuna.trial_state``.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import optuna
+
+from benchmark import tracking
+from benchmark.cache import FeatureCache
+from benchmark.config import BenchConfig, to_yaml, with_values
+from lightning_modules.datamodule import Selection
+from lightning_modules.sweep import sweep_layers
+from lightning_modules.train import fit_and_evaluate
+from studies.presets import Preset, StudyContext, TrialPlan
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelDirs:
+    """A model's train/test (and optional validation) cache directories on the study's dataset."""
+
+    train: Path
+    test: Path
+    val: Path | None = None
+
+    def selection(self, name: str, layer: str) -> Selection:
+        """The DataModule selection of this model at ``layer``."""
+        return Selection(name, layer, self.train, self.test, self.val)
+
+
+@dataclass
+class StudyRuns:
+    """Where a study's trials are tracked."""
+
+    mlc: MlflowClient
+    experiment_id: str
+    parent_run_id: str
+    study_name: str
+    preset: str
+
+
+def trial_params(plan: TrialPlan, dataset: str, preset: str, seeds: int, cfg: BenchConfig) -> dict[str, Any]:
+    """The stable MLflow params of a planned trial (see ``benchmark.tracking``)."""
+    params: dict[str, Any] = {"preset": preset, "dataset": dataset, "models": ",".join(plan.models),
+                              "n_models": len(plan.models), "fusion": plan.fusion, "seeds": seeds}
+    params.update({f"layer.{m}": spec for m, spec in plan.layers.items()})
+    params.update({f"train.{k}": v for k, v in tracking.flatten({
+        "lr": cfg.train.lr, "hidden_dims": cfg.train.hidden_dims, "dropout": cfg.train.dropout,
+        "weight_decay": cfg.train.weight_decay, "proj_dim": cfg.train.proj_dim, "batch_size": cfg.train.batch_size,
+        "max_epochs": cfg.train.max_epochs, "patience": cfg.train.patience, "monitor": cfg.train.monitor}).items()})
+    return params
+
+
+def finish_run(runs: StudyRuns, run_id: str, state: str, reason: str = "") -> None:
+    """Close a trial's run with its Optuna state."""
+    tags = {tracking.TAG_STATE: state}
+    if reason:
+        tags["layerfuse.prune_reason"] = reason[:500]
+    tracking.log_run_data(runs.mlc, run_id, tags=tags)
+    status = {"COMPLETE": "FINISHED", "PRUNED": "KILLED"}.get(state, "FAILED")
+    runs.mlc.set_terminated(run_id, status)
+
+
+class Objective:
+    """Callable for ``study.optimize``.
+
+    Args:
+        cfg: Base config (dataset, training defaults, seeds, pruning).
+        preset: The study preset.
+        ctx: Models, layer counts and best layers.
+        dirs: Cache directories per model alias.
+        runs: MLflow destination.
+    """
+
+    def __init__(self, cfg: BenchConfig, preset: Preset, ctx: StudyContext, dirs: dict[str, ModelDirs], runs: StudyRuns) -> None:
+        self.cfg, self.preset, self.ctx, self.dirs, self.runs = cfg, preset, ctx, dirs, runs
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        run = self.runs.mlc.create_run(self.runs.experiment_id, run_name=f"{self.runs.study_name}#{trial.number}", tags={
+            tracking.TAG_PARENT: self.runs.parent_run_id, tracking.TAG_STUDY: self.runs.study_name,
+            tracking.TAG_KIND: tracking.KIND_TRIAL, tracking.TAG_PRESET: self.runs.preset,
+            tracking.TAG_TRIAL: str(trial.number), tracking.TAG_STATE: "RUNNING", **tracking.version_tags()})
+        run_id = run.info.run_id
+        trial.set_user_attr("mlflow_run_id", run_id)
+        try:
+            value = self._run(trial, run_id)
+        except optuna.TrialPruned as err:
+            finish_run(self.runs, run_id, "PRUNED", str(err))
+            raise
+        except BaseException:
+            finish_run(self.runs, run_id, "FAIL")
+            raise
+        finish_run(self.runs, run_id, "COMPLETE")
+        return value
+
+    def _run(self, trial: optuna.Trial, run_id: str) -> float:
+        plan = self.preset.plan(trial, self.ctx)
+        cfg = with_values(self.cfg, {"train.fusion": plan.fusion, **plan.train})
+        mlc = self.runs.mlc
+        tracking.log_run_data(mlc, run_id, params=trial_params(plan, self.ctx.dataset, self.runs.preset, self.cfg.study.seeds, cfg))
+        tracking.log_text(mlc, run_id, to_yaml(cfg), "config.yaml")
+        extract_ms = sum(float(FeatureCache(self.dirs[m].train).meta.get("extract_ms_per_sample", 0.0)) for m in plan.models)
+        if plan.sweep_model is not None:
+            return self._sweep(plan.sweep_model, cfg, trial, run_id, extract_ms)
+        selections = [self.dirs[m].selection(m, plan.layers[m]) for m in plan.models]
+        results = []
+        for k in range(self.cfg.study.seeds):
+            seed_cfg = with_values(cfg, {"train.seed": cfg.train.seed + k})
+            callbacks = []
+            if k == 0 and self.cfg.study.pruning:
+                from optuna_integration import PyTorchLightningPruningCallback
+
+                callbacks.append(PyTorchLightningPruningCallback(trial, monitor="val/acc"))
+            results.append(fit_and_evaluate(seed_cfg, selections, callbacks=callbacks))
+            if results[-1].test_pred is not None:
+                tracking.log_array(mlc, run_id, results[-1].test_pred, tracking.PRED_ARTIFACT.format(seed=k))
+        mean = {name: statistics.fmean(r.metrics()[name] for r in results) for name in results[0].metrics()}
+        metrics = {**mean, "perf/extract_ms_per_sample": extract_ms}
+        histories = {"seed/val_acc": [r.val_acc for r in results], "seed/test_acc": [r.test_acc for r in results]}
+        tracking.log_run_data(mlc, run_id, metrics=metrics, histories=histories)
+        trial.set_user_attr("test_acc", mean["test/acc"])
+        return float(mean["val/acc"])
+
+    def _sweep(self, model: str, cfg: BenchConfig, trial: optuna.Trial, run_id: str, extract_ms: float) -> float:
+        """Score every layer of ``model`` in one batched sweep; the trial's value is its best validation accuracy."""
+        d = self.dirs[model]
+        per_seed = [sweep_layers(d.train, d.test, with_values(cfg, {"train.seed": cfg.train.seed + k}), val_dir=d.val)
+                    for k in range(self.cfg.study.seeds)]
+        layers = [s.layer for s in per_seed[0]]
+        val = np.mean([[s.val_acc for s in scores] for scores in per_seed], axis=0)
+        test = np.mean([[s.test_acc for s in scores] for scores in per_seed], axis=0)
+        val_f1 = np.mean([[s.val_f1 for s in scores] for scores in per_seed], axis=0)
+        test_f1 = np.mean([[s.test_f1 for s in scores] for scores in per_seed], axis=0)
+        best = int(np.argmax(val))  # chosen on validation; first (shallowest) layer wins ties
+        mlc = self.runs.mlc
+        tracking.log_run_data(mlc, run_id, params={f"layer.{model}": str(layers[best]), "sweep": "true"},
+                              tags={tracking.TAG_SWEEP_MODEL: model},
+                              metrics={"val/acc": val[best], "val/f1": val_f1[best], "test/acc": test[best],
+                                       "test/f1": test_f1[best], "perf/extract_ms_per_sample": extract_ms,
+                                       "perf/best_layer": layers[best], "perf/last_layer_test_acc": test[-1],
+                                       "perf/last_layer_val_acc": val[-1]},
+                              histories={"sweep/val_acc": list(val), "sweep/test_acc": list(test),
+                                         "seed/val_acc": [s[best].val_acc for s in per_seed],
+                                         "seed/test_acc": [s[best].test_acc for s in per_seed]})
+        trial.set_user_attr("best_layer", layers[best])
+        trial.set_user_attr("test_acc", float(test[best]))
+        return float(val[best])

@@ -1,0 +1,173 @@
+"""``PRESETS``: the study types that mirror the paper's experiments, each a search space and a sampler.
+
+Parameter names are stable across trials and a categorical's choices never vary (optuna#2564): a combination
+that does not fit (a last-k larger than the model's layer count, zero models selected) is pruned with a
+logged reason instead. Presets that fuse models at "their best layers" read those from the study's
+``best_layers`` user attribute, chosen on validation by the fast all-layer sweep before the first trial.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+
+from benchmark.errors import UserError
+from benchmark.registry import Registry
+from lightning_modules.components.fusion import fusion_names
+from lightning_modules.layers import AGGREGATIONS
+
+log = logging.getLogger(__name__)
+
+MAX_LAST_K = 10  # paper Sec. 3.1: the last 1..10 layers
+HIDDEN_CHOICES = (128, 256, 512, 1024)
+PROJ_CHOICES = (256, 1024)  # squares (16^2, 32^2) and multiples of 4: every fusion accepts them
+
+
+@dataclass(frozen=True)
+class StudyContext:
+    """What a preset needs to plan trials: the models (config order) and their layer counts."""
+
+    dataset: str
+    models: tuple[str, ...]
+    num_layers: dict[str, int]
+    best_layers: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrialPlan:
+    """One trial's configuration: which models at which layer specs, fused how, with which head settings."""
+
+    models: tuple[str, ...]
+    layers: dict[str, str]
+    fusion: str = "concat"
+    train: dict[str, Any] = field(default_factory=dict)
+    sweep_model: str | None = None  # layer-sweep: score every layer of this model at once
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A study type.
+
+    Attributes:
+        name: Registry name.
+        description: One line for ``layerfuse ls presets``.
+        plan: Suggests a trial's params and returns its plan (may raise ``optuna.TrialPruned``).
+        grid: The full grid for grid presets (None: sampled with TPE for ``study.trials`` trials).
+        needs_best_layers: Whether plans read ``StudyContext.best_layers``.
+        min_models: Fewest models the preset can use.
+    """
+
+    name: str
+    description: str
+    plan: Callable[[optuna.Trial, StudyContext], TrialPlan]
+    grid: Callable[[StudyContext], dict[str, list[Any]]] | None = None
+    needs_best_layers: bool = False
+    min_models: int = 1
+
+    def sampler(self, ctx: StudyContext, seed: int) -> optuna.samplers.BaseSampler:
+        """Grid sampler over the preset's grid, or a seeded multivariate TPE sampler."""
+        if self.grid is not None:
+            return optuna.samplers.GridSampler(self.grid(ctx), seed=seed)
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=8)
+
+    def grid_size(self, ctx: StudyContext) -> int | None:
+        """Number of grid points, or None for sampled presets."""
+        if self.grid is None:
+            return None
+        size = 1
+        for values in self.grid(ctx).values():
+            size *= len(values)
+        return size
+
+
+PRESETS: Registry[Preset] = Registry("preset")
+
+
+def _prune(trial: optuna.Trial, reason: str) -> None:
+    log.info("trial %d pruned before training: %s", trial.number, reason)
+    trial.set_user_attr("prune_reason", reason)
+    raise optuna.TrialPruned(reason)
+
+
+def _combos(models: tuple[str, ...], k: int) -> list[str]:
+    return ["+".join(c) for c in itertools.combinations(models, k)]
+
+
+def _plan_sweep(trial: optuna.Trial, ctx: StudyContext) -> TrialPlan:
+    model = str(trial.suggest_categorical("model", list(ctx.models)))
+    return TrialPlan((model,), {}, sweep_model=model)  # the layer param is logged once the sweep has chosen it
+
+
+def _plan_last_k(trial: optuna.Trial, ctx: StudyContext) -> TrialPlan:
+    model = str(trial.suggest_categorical("model", list(ctx.models)))
+    agg = str(trial.suggest_categorical("agg", AGGREGATIONS.names()))
+    k = int(trial.suggest_categorical("k", list(range(1, MAX_LAST_K + 1))))
+    if k > ctx.num_layers[model] + 1:
+        _prune(trial, f"{model} has {ctx.num_layers[model] + 1} hidden states, fewer than k={k}")
+    return TrialPlan((model,), {model: f"{agg}:last{k}"})
+
+
+def _plan_fusion(trial: optuna.Trial, ctx: StudyContext) -> TrialPlan:
+    pair = tuple(str(trial.suggest_categorical("pair", _combos(ctx.models, 2))).split("+"))
+    fusion = str(trial.suggest_categorical("fusion", fusion_names()))
+    return TrialPlan(pair, {m: str(ctx.best_layers[m]) for m in pair}, fusion)
+
+
+def _plan_multi(trial: optuna.Trial, ctx: StudyContext) -> TrialPlan:
+    subsets = [s for k in range(3, len(ctx.models) + 1) for s in _combos(ctx.models, k)]
+    subset = tuple(str(trial.suggest_categorical("subset", subsets)).split("+"))
+    return TrialPlan(subset, {m: str(ctx.best_layers[m]) for m in subset}, "concat")
+
+
+def _plan_search(trial: optuna.Trial, ctx: StudyContext) -> TrialPlan:
+    used, layers = [], {}
+    for model in ctx.models:
+        if not trial.suggest_categorical(f"use.{model}", [True, False]):
+            continue
+        top = ctx.num_layers[model]
+        layer = trial.suggest_int(f"layer.{model}", 0, top)
+        agg = str(trial.suggest_categorical(f"agg.{model}", ["single", *AGGREGATIONS.names()]))
+        if agg == "single":
+            layers[model] = str(layer)
+        else:
+            # Aggregate the k layers ending at the chosen one (k=1 is the single layer again).
+            k = trial.suggest_int(f"k.{model}", 2, MAX_LAST_K)
+            layers[model] = f"{agg}:" + ",".join(str(i) for i in range(max(0, layer - k + 1), layer + 1))
+        used.append(model)
+    fusion = str(trial.suggest_categorical("fusion", fusion_names()))
+    train = {
+        "train.lr": trial.suggest_float("train.lr", 1e-5, 1e-2, log=True),
+        "train.hidden_dims": (int(trial.suggest_categorical("train.hidden", list(HIDDEN_CHOICES))),),
+        "train.dropout": trial.suggest_float("train.dropout", 0.0, 0.5),
+        "train.weight_decay": trial.suggest_float("train.weight_decay", 1e-7, 1e-2, log=True),
+        "train.proj_dim": int(trial.suggest_categorical("train.proj_dim", list(PROJ_CHOICES))),
+    }
+    if not used:
+        _prune(trial, "no model selected (every use.<alias> is false)")
+    return TrialPlan(tuple(used), layers, fusion, train)
+
+
+PRESETS.add("layer-sweep", Preset("layer-sweep", "every single layer of each model (all layers of a model in one batched sweep)",
+                                  _plan_sweep, grid=lambda c: {"model": list(c.models)}))
+PRESETS.add("last-k", Preset("last-k", "mean/max/min of the last k = 1..10 layers of each model (paper Fig. 3)", _plan_last_k,
+                             grid=lambda c: {"model": list(c.models), "agg": AGGREGATIONS.names(), "k": list(range(1, MAX_LAST_K + 1))}))
+PRESETS.add("fusion-methods", Preset("fusion-methods", "every fusion variant for each pair of models at their best layers",
+                                     _plan_fusion, grid=lambda c: {"pair": _combos(c.models, 2), "fusion": fusion_names()},
+                                     needs_best_layers=True, min_models=2))
+PRESETS.add("multi-model", Preset("multi-model", "concatenation of every subset of >= 3 models at their best layers (Tables 5-6)",
+                                  _plan_multi, grid=lambda c: {"subset": [s for k in range(3, len(c.models) + 1) for s in _combos(c.models, k)]},
+                                  needs_best_layers=True, min_models=3))
+PRESETS.add("search", Preset("search", "TPE over model subset, per-model layer/aggregation, fusion and head hyper-parameters",
+                             _plan_search))
+
+
+def check_models(preset: Preset, models: tuple[str, ...]) -> None:
+    """Raise a ``UserError`` when ``preset`` cannot run with ``models``."""
+    if len(models) < preset.min_models:
+        raise UserError(f"preset '{preset.name}' needs at least {preset.min_models} models, got {len(models)} "
+                        f"({', '.join(models) or 'none'}); pass more with --models a,b,c")

@@ -1,0 +1,239 @@
+"""``run_study(cfg)``: create or resume an Optuna study, run its trials in K worker processes, summarise it.
+
+Re-running the same command resumes: the study (``load_if_exists``), its MLflow parent run (id in the study's
+user attributes) and its best layers are reused, and only the trials still missing are run. A study resumed
+with different settings (models, caches, head defaults) is refused, since its trials would not be comparable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import multiprocessing
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from benchmark import tracking
+from benchmark.cache import FeatureCache, is_complete
+from benchmark.config import BenchConfig, with_values
+from benchmark.errors import UserError
+from benchmark.keys import load_text_split, resolve_features
+from studies.objective import ModelDirs, Objective, StudyRuns, finish_run
+from studies.presets import PRESETS, Preset, StudyContext, check_models
+from studies.storage import make_storage
+
+log = logging.getLogger(__name__)
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+@dataclass(frozen=True)
+class StudyOutcome:
+    """The state of a study after ``run_study``."""
+
+    name: str
+    storage: str
+    experiment: str
+    parent_run_id: str
+    complete: int
+    pruned: int
+    failed: int
+    best_number: int | None
+    best_value: float | None
+    best_test_acc: float | None
+    best_params: dict[str, Any]
+
+
+def study_name(cfg: BenchConfig) -> str:
+    """``study.name`` or ``<preset>-<dataset>-<model+model>``."""
+    return cfg.study.name or f"{cfg.study.preset}-{cfg.extract.dataset}-{'+'.join(cfg.extract.models)}"
+
+
+def extract_command(cfg: BenchConfig, models: list[str]) -> str:
+    """The exact ``layerfuse extract`` command that creates the missing caches."""
+    e = cfg.extract
+    parts = ["layerfuse extract", f"--model {','.join(models)}", f"--dataset {e.dataset}", "--split " + ",".join(_splits(cfg))]
+    parts += [f"--limit {e.limit}"] if e.limit else []
+    parts += [f"--max-length {e.max_length}"] if e.max_length else []
+    parts += [f"--pooling {e.pooling}"] if e.pooling else []
+    parts += [f"--dtype {e.dtype}"] if e.dtype != "auto" else []
+    return " ".join(parts)
+
+
+def _splits(cfg: BenchConfig) -> list[str]:
+    return ["train", "test"] + ([cfg.data.val_split] if cfg.data.val_split else [])
+
+
+def resolve_dirs(cfg: BenchConfig) -> dict[str, ModelDirs]:
+    """Cache directories of every model, or a ``UserError`` naming the extraction to run."""
+    splits = {s: load_text_split(cfg, s) for s in _splits(cfg)}
+    dirs, missing = {}, []
+    for model in cfg.extract.models:
+        paths = {s: resolve_features(cfg, model, ts).path for s, ts in splits.items()}
+        if not all(is_complete(p) for p in paths.values()):
+            missing.append(model)
+            continue
+        dirs[model] = ModelDirs(paths["train"], paths["test"], paths.get(cfg.data.val_split or ""))
+    if missing:
+        raise UserError(f"no complete feature cache for {', '.join(missing)} on {cfg.extract.dataset}; "
+                        f"run first: {extract_command(cfg, missing)}")
+    return dirs
+
+
+def _fingerprint(cfg: BenchConfig, dirs: dict[str, ModelDirs]) -> str:
+    blob = {"preset": cfg.study.preset, "dataset": cfg.extract.dataset, "models": list(cfg.extract.models),
+            "caches": {m: str(d.train.relative_to(cfg.paths.cache_dir)) for m, d in dirs.items()},
+            "train": dataclasses.asdict(cfg.train), "data": dataclasses.asdict(cfg.data), "seeds": cfg.study.seeds}
+    return json.dumps(blob, sort_keys=True, default=str)
+
+
+def _check_fingerprint(study: optuna.Study, fingerprint: str) -> None:
+    old = study.user_attrs.get("config_fingerprint")
+    if old is None:
+        study.set_user_attr("config_fingerprint", fingerprint)
+        return
+    if old != fingerprint:
+        a, b = json.loads(old), json.loads(fingerprint)
+        diff = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+        raise UserError(f"study '{study.study_name}' was created with other settings ({', '.join(diff)} differ); "
+                        "rerun with the original settings to resume, or pass --name to start a new study")
+
+
+def _close_stale_run(mlc: Any) -> Any:
+    def close(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        run_id = trial.user_attrs.get("mlflow_run_id")
+        log.warning("trial %d of %s lost its worker (no heartbeat): marked FAIL and retried", trial.number, study.study_name)
+        if run_id:
+            finish_run(StudyRuns(mlc, "", "", study.study_name, ""), run_id, "FAIL", "worker died (heartbeat lost)")
+    return close
+
+
+def _open_study(cfg: BenchConfig, preset: Preset, ctx: StudyContext, mlc: Any) -> optuna.Study:
+    storage = make_storage(cfg.study.storage, cfg.study.heartbeat, on_failed=_close_stale_run(mlc))
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=5) if cfg.study.pruning else optuna.pruners.NopPruner()
+    return optuna.create_study(study_name=study_name(cfg), storage=storage, load_if_exists=True, direction="maximize",
+                               sampler=preset.sampler(ctx, cfg.train.seed), pruner=pruner)
+
+
+def _parent_run(study: optuna.Study, mlc: Any, experiment_id: str, cfg: BenchConfig) -> str:
+    run_id = study.user_attrs.get("mlflow_parent_run_id")
+    if run_id is None:
+        run = mlc.create_run(experiment_id, run_name=study.study_name, tags={
+            tracking.TAG_STUDY: study.study_name, tracking.TAG_KIND: tracking.KIND_STUDY,
+            tracking.TAG_PRESET: cfg.study.preset, "optuna.storage": cfg.study.storage.split("@")[-1],
+            **tracking.version_tags()})
+        run_id = run.info.run_id
+        tracking.log_run_data(mlc, run_id, params={"preset": cfg.study.preset, "dataset": cfg.extract.dataset,
+                                                   "models": ",".join(cfg.extract.models), "seeds": cfg.study.seeds})
+        study.set_user_attr("mlflow_parent_run_id", run_id)
+    else:
+        mlc.update_run(run_id, status="RUNNING")
+    return str(run_id)
+
+
+def _best_layers(study: optuna.Study, cfg: BenchConfig, dirs: dict[str, ModelDirs]) -> dict[str, int]:
+    """Each model's validation-best single layer by the fast sweep, computed once per study and stored in it."""
+    from lightning_modules.sweep import sweep_layers
+
+    stored = study.user_attrs.get("best_layers")
+    if stored is not None:
+        return {k: int(v) for k, v in stored.items()}
+    best = {}
+    for model, d in dirs.items():
+        scores = sweep_layers(d.train, d.test, cfg, val_dir=d.val)
+        best[model] = max(scores, key=lambda s: (s.val_acc, -s.layer)).layer
+        log.info("%s: best layer on validation %d (val acc %.4f)", model, best[model], max(s.val_acc for s in scores))
+    study.set_user_attr("best_layers", best)
+    return best
+
+
+def _target(preset: Preset, ctx: StudyContext, cfg: BenchConfig) -> int:
+    size = preset.grid_size(ctx)
+    return size if size is not None else cfg.study.trials
+
+
+def _setup(cfg: BenchConfig) -> tuple[Preset, StudyContext, dict[str, ModelDirs], Any, str, optuna.Study]:
+    preset = PRESETS.get(cfg.study.preset)
+    if not cfg.extract.models:
+        raise UserError("no model selected: pass --models a,b (see `layerfuse ls models`)")
+    check_models(preset, cfg.extract.models)
+    dirs = resolve_dirs(cfg)
+    ctx = StudyContext(cfg.extract.dataset, cfg.extract.models, {m: FeatureCache(d.train).num_layers for m, d in dirs.items()})
+    mlc = tracking.client(cfg.tracking)
+    experiment_id = tracking.ensure_experiment(mlc, tracking.experiment_name(cfg.extract.dataset), cfg.tracking)
+    study = _open_study(cfg, preset, ctx, mlc)
+    _check_fingerprint(study, _fingerprint(cfg, dirs))
+    return preset, ctx, dirs, mlc, experiment_id, study
+
+
+def _optimize(cfg: BenchConfig) -> None:
+    """One worker: optimise until the study holds its target number of finished trials."""
+    preset, ctx, dirs, mlc, experiment_id, study = _setup(cfg)
+    if preset.needs_best_layers:
+        ctx = dataclasses.replace(ctx, best_layers=_best_layers(study, cfg, dirs))
+    runs = StudyRuns(mlc, experiment_id, str(study.user_attrs["mlflow_parent_run_id"]), study.study_name, preset.name)
+    target = _target(preset, ctx, cfg)
+    if len(study.get_trials(deepcopy=False, states=FINISHED)) >= target:
+        return
+    study.optimize(Objective(cfg, preset, ctx, dirs, runs), timeout=cfg.study.timeout, gc_after_trial=True,
+                   callbacks=[optuna.study.MaxTrialsCallback(target, states=FINISHED)],
+                   show_progress_bar=cfg.extract.show_progress and cfg.study.workers == 1)
+
+
+def _worker(cfg: BenchConfig) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    _optimize(cfg)
+
+
+def run_study(cfg: BenchConfig) -> StudyOutcome:
+    """Create or resume the study ``cfg`` describes, run it with ``cfg.study.workers`` processes, and summarise it.
+
+    Raises:
+        UserError: unknown preset/model/dataset, missing caches (with the extract command), too few models,
+            a resumed study with different settings, or an unsupported storage URL.
+    """
+    preset, ctx, dirs, mlc, experiment_id, study = _setup(cfg)
+    parent = _parent_run(study, mlc, experiment_id, cfg)
+    if preset.needs_best_layers:
+        _best_layers(study, cfg, dirs)  # once, before workers start, so they all read the same layers
+    if cfg.study.workers == 1:
+        _optimize(cfg)
+    else:
+        ctx_mp = multiprocessing.get_context("spawn")  # torch and SQLAlchemy do not survive fork
+        procs = [ctx_mp.Process(target=_worker, args=(cfg,), name=f"layerfuse-worker-{i}") for i in range(cfg.study.workers)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+        bad = [p.exitcode for p in procs if p.exitcode]
+        if bad:
+            raise RuntimeError(f"{len(bad)} of {len(procs)} study workers failed (exit codes {bad}); see their log above")
+    return summarise(study, cfg, mlc, parent)
+
+
+def summarise(study: optuna.Study, cfg: BenchConfig, mlc: Any, parent_run_id: str) -> StudyOutcome:
+    """Count trial states, find the best trial, and record the summary on the parent run."""
+    trials = study.get_trials(deepcopy=False)
+    count = {s: sum(t.state == s for t in trials) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    best = max(complete, key=lambda t: (t.value, -t.number)) if complete else None
+    outcome = StudyOutcome(
+        name=study.study_name, storage=cfg.study.storage, experiment=tracking.experiment_name(cfg.extract.dataset),
+        parent_run_id=parent_run_id, complete=count[TrialState.COMPLETE], pruned=count[TrialState.PRUNED],
+        failed=count[TrialState.FAIL], best_number=best.number if best else None, best_value=best.value if best else None,
+        best_test_acc=best.user_attrs.get("test_acc") if best else None, best_params=dict(best.params) if best else {})
+    metrics = {"study/complete": outcome.complete, "study/pruned": outcome.pruned, "study/failed": outcome.failed}
+    if best is not None:
+        metrics.update({"best/val_acc": float(best.value), "best/trial": best.number})
+        if outcome.best_test_acc is not None:
+            metrics["best/test_acc"] = float(outcome.best_test_acc)
+    tracking.log_run_data(mlc, parent_run_id, metrics=metrics,
+                          tags={"best_trial_run_id": best.user_attrs.get("mlflow_run_id", "") if best else ""})
+    tracking.log_text(mlc, parent_run_id, json.dumps(dataclasses.asdict(outcome), indent=2, default=str), "study_summary.json")
+    mlc.set_terminated(parent_run_id, "FINISHED")
+    return outcome
