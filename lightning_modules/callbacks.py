@@ -83,29 +83,29 @@ def _sync(device: torch.device) -> None:
 
 
 @torch.inference_mode()
-def time_inference(model: torch.nn.Module, batches: Iterable[tuple[list[Tensor], Tensor]], warmup: int = 2) -> float:
-    """Milliseconds per sample of ``model``'s forward pass over ``batches`` (features already in memory).
+def time_inference(model: torch.nn.Module, batches: Iterable[tuple[list[Tensor], Tensor]], warmup: int = 2) -> tuple[float, Tensor]:
+    """Milliseconds per sample of ``model``'s forward pass, and the predicted labels of that pass in batch order.
 
-    The batches are loaded first so only the head is timed; ``warmup`` batches run untimed before the
-    timed pass, and CUDA is synchronised around it where the model lives on a GPU.
+    The batches are loaded first so only the head is timed (features already in memory); ``warmup``
+    batches run untimed before the timed pass, under ``inference_mode`` as in deployment, and CUDA is
+    synchronised around it.
     """
     device = next(model.parameters()).device
     loaded = [([x.to(device) for x in xs], y) for xs, y in batches]
     n = sum(len(y) for _, y in loaded)
     if n == 0:
-        return float("nan")
+        return float("nan"), torch.empty(0, dtype=torch.long)
     was_training = model.training
     model.eval()
     for xs, _ in loaded[:warmup]:
         model(xs)
     _sync(device)
     start = time.perf_counter()
-    for xs, _ in loaded:
-        model(xs)
+    logits = [model(xs) for xs, _ in loaded]  # (B, C) each
     _sync(device)
     elapsed = time.perf_counter() - start
     model.train(was_training)
-    return 1000.0 * elapsed / n
+    return 1000.0 * elapsed / n, torch.cat([lg.argmax(dim=-1) for lg in logits]).cpu()
 
 
 def peak_rss_mb() -> float:

@@ -90,7 +90,7 @@ class LayerFile:
     def read(self, rows: np.ndarray | slice) -> np.ndarray:
         """Copy of the given rows (sorted indices or a slice), ``(n, H)`` in the file's dtype."""
         if self._view is None or self._map is None:
-            with open(self.path, "rb") as fh:
+            with self.path.open("rb") as fh:
                 self._map = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
             self._view = np.frombuffer(self._map, dtype=self.dtype, count=self.shape[0] * self.shape[1], offset=self.offset).reshape(self.shape)
         out = np.array(self._view[rows])
@@ -121,24 +121,24 @@ class SelectionFeatures:
         self.mean: np.ndarray | None = None  # (H,) float32, set by ``fit_scaler``
         self.std: np.ndarray | None = None
 
-    def read_raw(self, rows: np.ndarray | slice) -> np.ndarray:
-        """Aggregated, unscaled ``(n, H)`` float32 features of ``rows``."""
+    def _read(self, rows: np.ndarray | slice) -> np.ndarray:
+        """Unscaled ``(n, H)`` features: the file's dtype for one layer, float32 for an aggregation."""
         parts = [f.read(rows) for f in self.files]
         self.counter.add(sum(p.nbytes for p in parts))
         if self.aggregate is None:
-            return parts[0].astype(np.float32)
+            return parts[0]
         return self.aggregate(np.stack(parts).astype(np.float32))  # (k, n, H) -> (n, H)
 
     def read(self, rows: np.ndarray | slice, out: np.ndarray | None = None) -> np.ndarray:
         """Aggregated, scaled ``(n, H)`` float32 features of ``rows``, written into ``out`` when given."""
-        x = self.read_raw(rows)
+        raw = self._read(rows)
         if out is None:
-            out = x
+            out = np.empty(raw.shape, dtype=np.float32)
         if self.mean is not None and self.std is not None:
-            np.subtract(x, self.mean, out=out)
+            np.subtract(raw, self.mean, out=out)  # casts float16 -> float32 in the same pass
             np.divide(out, self.std, out=out)
-        elif out is not x:
-            out[...] = x
+        else:
+            out[...] = raw
         return out
 
     def fit_scaler(self, rows: np.ndarray) -> None:
@@ -149,7 +149,7 @@ class SelectionFeatures:
         total = np.zeros(self.width, dtype=np.float64)
         total_sq = np.zeros(self.width, dtype=np.float64)
         for start in range(0, len(rows), STATS_CHUNK_ROWS):
-            x = self.read_raw(rows[start:start + STATS_CHUNK_ROWS]).astype(np.float64)
+            x = self._read(rows[start:start + STATS_CHUNK_ROWS]).astype(np.float64)
             total += x.sum(axis=0)
             total_sq += np.square(x).sum(axis=0)
         mean = total / len(rows)

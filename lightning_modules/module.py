@@ -16,7 +16,7 @@ from torch.nn import functional as F
 from torchmetrics import MaxMetric, MeanMetric, Metric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
-from lightning_modules.components.classifier import MLPHead
+from lightning_modules.components.classifier import MLPHead, make_adam
 from lightning_modules.components.fusion import FusionOptions, build_fusion, fused_width, needs_projection
 from lightning_modules.components.projection import Projection, common_dim
 
@@ -139,4 +139,4 @@ class FusionClassifier(L.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """Adam (paper: lr 1e-4)."""
-        return torch.optim.Adam(self.parameters(), lr=self.hparams["lr"], weight_decay=self.hparams["weight_decay"])
+        return make_adam(self.parameters(), self.hparams["lr"], self.hparams["weight_decay"])

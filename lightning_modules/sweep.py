@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.nn import functional as F
@@ -23,7 +24,7 @@ from torchmetrics.functional.classification import multiclass_f1_score
 
 from benchmark.cache import FeatureCache
 from lightning_modules.callbacks import improved, monitor_mode
-from lightning_modules.components.classifier import MLPHead, dropout_seed
+from lightning_modules.components.classifier import MLPHead, apply_dropout, dropout_seed, make_adam
 from lightning_modules.datamodule import CachedFeatureDataModule, Selection
 from lightning_modules.features import CachedFeatureDataset, ShuffledBatchSampler
 from lightning_modules.layers import LayerSpec
@@ -54,7 +55,7 @@ class BatchedHeads:
         n_lin = len(heads[0].linears)
         self.weights = [torch.stack([h.linears[j].weight.detach().T for h in heads]).contiguous() for j in range(n_lin)]
         self.biases = [torch.stack([h.linears[j].bias.detach()[None] for h in heads]).contiguous() for j in range(n_lin)]
-        self.generators = [torch.Generator().manual_seed(dropout_seed(h.seed)) for h in heads]
+        self.rngs = [np.random.default_rng(dropout_seed(h.seed)) for h in heads]
         for p in self.parameters():
             p.requires_grad_(True)
 
@@ -69,20 +70,19 @@ class BatchedHeads:
             if j < len(self.weights) - 1:
                 x = x.relu()
                 if train and self.dropout > 0:
-                    keep = 1.0 - self.dropout
-                    masks = torch.empty(x.shape)  # (n, B, h)
-                    for mask, g in zip(masks, self.generators, strict=True):
-                        mask.bernoulli_(keep, generator=g)  # as MLPHead.drop_mask draws it for one head
-                    x = x * masks.div_(keep)
+                    uniform = np.empty(tuple(x.shape), dtype=np.float32)  # (n, B, h)
+                    for u, rng in zip(uniform, self.rngs, strict=True):
+                        rng.random(dtype=np.float32, out=u)  # the draw MLPHead makes for this head
+                    x = apply_dropout(x, torch.from_numpy(uniform), self.dropout)
         return x
 
-    def keep(self, idx: list[int], optimizer: torch.optim.Adam) -> torch.optim.Adam:
+    def keep(self, idx: list[int], optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
         """Keep heads ``idx`` only (parameters, generators and Adam moments); return the new optimizer."""
         old = self.parameters()
         self.weights = [w.detach()[idx].clone().requires_grad_(True) for w in self.weights]
         self.biases = [b.detach()[idx].clone().requires_grad_(True) for b in self.biases]
-        self.generators = [self.generators[i] for i in idx]
-        new_opt = torch.optim.Adam(self.parameters(), **{k: optimizer.defaults[k] for k in ("lr", "weight_decay")})
+        self.rngs = [self.rngs[i] for i in idx]
+        new_opt = make_adam(self.parameters(), optimizer.defaults["lr"], optimizer.defaults["weight_decay"])
         for p_old, p_new in zip(old, self.parameters(), strict=True):
             st = optimizer.state.get(p_old)
             if st:
@@ -137,7 +137,7 @@ def sweep_layers(
     dm.setup()
     train, val, c = dm.datasets["train"], dm.datasets["val"], dm.num_classes
     heads = BatchedHeads([MLPHead(h, t.hidden_dims, c, t.dropout, t.seed) for h in dm.input_dims])
-    opt = torch.optim.Adam(heads.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    opt = make_adam(heads.parameters(), t.lr, t.weight_decay)
     sampler = ShuffledBatchSampler(len(train), t.batch_size, shuffle=True, seed=t.seed)
     mode = monitor_mode(t.monitor)
     active = list(range(len(layers)))  # positions (into ``layers``) still training, in head order

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import lightning.pytorch as L
+import numpy as np
 from lightning.pytorch.callbacks import EarlyStopping
 
 from lightning_modules.callbacks import FitTimer, RestoreBest, monitor_mode, peak_rss_mb, time_inference
@@ -44,6 +45,7 @@ class FitResult:
         fused_dim: Width of the fused features fed to the head.
         feature_bytes: Bytes read from feature files by this fit (statistics, train, val and test passes).
         peak_rss_mb: Peak resident memory of the process so far (run one fit per process to attribute it).
+        test_pred: Predicted test labels in test order (for paired tests between configurations).
     """
 
     val_acc: float
@@ -59,6 +61,7 @@ class FitResult:
     fused_dim: int
     feature_bytes: int
     peak_rss_mb: float
+    test_pred: np.ndarray = dataclasses.field(repr=False, compare=False, default_factory=lambda: np.empty(0, np.int64))
 
     def metrics(self) -> dict[str, float]:
         """Flat ``split/metric`` and ``perf/*`` names for tracking."""
@@ -71,7 +74,7 @@ class FitResult:
 
     def asdict(self) -> dict[str, float | int]:
         """Field name -> value."""
-        return dataclasses.asdict(self)
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "test_pred"}
 
 
 @contextmanager
@@ -133,12 +136,13 @@ def fit_and_evaluate(
         trainer.fit(model, datamodule=dm)
         test = trainer.test(model, datamodule=dm, verbose=False)[0]
     feature_bytes = dm.feature_bytes  # before the timing pass re-reads the test split
+    head_ms, test_pred = time_inference(model, dm.test_dataloader())
     result = FitResult(
         val_acc=best.best_metrics.get("val/acc", float("nan")), val_f1=best.best_metrics.get("val/f1", float("nan")),
         val_loss=best.best_metrics.get("val/loss", float("nan")), test_acc=float(test["test/acc"]), test_f1=float(test["test/f1"]),
         best_epoch=best.best_epoch, epochs=timer.epochs, params=model.param_count, fit_s=timer.fit_s,
-        head_ms_per_sample=time_inference(model, dm.test_dataloader()), fused_dim=model.fused_dim,
-        feature_bytes=feature_bytes, peak_rss_mb=peak_rss_mb(),
+        head_ms_per_sample=head_ms, fused_dim=model.fused_dim,
+        feature_bytes=feature_bytes, peak_rss_mb=peak_rss_mb(), test_pred=test_pred.numpy(),
     )
     if logger is not None:
         logger.log_metrics({k: float(v) for k, v in result.metrics().items() if k.startswith("perf/")})

@@ -138,9 +138,13 @@ def test_restore_best_and_inference_timer() -> None:
     assert cb.mode == "max" and RestoreBest().mode == "min"
     model = FusionClassifier([4], 2, hidden_dims=(4,))
     batches = [([torch.randn(10, 4)], torch.zeros(10, dtype=torch.long)) for _ in range(3)]
-    ms = time_inference(model, batches)
+    ms, pred = time_inference(model, batches)
     assert ms > 0 and model.training  # mode restored
-    assert math.isnan(time_inference(model, []))
+    model.eval()
+    with torch.no_grad():
+        expect = torch.cat([model(xs).argmax(-1) for xs, _ in batches])
+    assert pred.tolist() == expect.tolist()
+    assert math.isnan(time_inference(model, [])[0])
 
 
 def test_fit_result_names() -> None:

@@ -15,7 +15,7 @@ from lightning_modules.train import fit_and_evaluate
 
 
 def _cfg(**values: Any) -> BenchConfig:
-    base = {"train.max_epochs": 12, "train.lr": 3e-3, "train.batch_size": 32, "train.patience": 2, "train.hidden_dims": (16, 8), "train.dropout": 0.3}
+    base = {"train.max_epochs": 8, "train.lr": 5e-3, "train.batch_size": 32, "train.patience": 2, "train.hidden_dims": (16, 8), "train.dropout": 0.3}
     return with_values(load_config(env={}), {**base, **values})
 
 
@@ -30,7 +30,7 @@ def _assert_agree(scores: list[LayerScore], cfg: BenchConfig, model: Any, tol: f
 
 @pytest.mark.parametrize("monitor", ["val/loss", "val/acc"])
 def test_sweep_equals_separate_fits(tmp_path: Path, monitor: str) -> None:
-    m = make_model(tmp_path, n_train=120, n_test=60, hidden=12, num_layers=2, num_classes=3, signal=1.2)
+    m = make_model(tmp_path, n_train=96, n_test=60, hidden=12, num_layers=2, num_classes=3, signal=1.2)
     cfg = _cfg(**{"train.monitor": monitor})
     scores = sweep_layers(m.train_dir, m.test_dir, cfg)
     assert [s.layer for s in scores] == [0, 1, 2]

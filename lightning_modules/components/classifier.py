@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -20,7 +21,8 @@ def seeded(seed: int) -> Iterator[None]:
 class MLPHead(nn.Module):
     """``Linear -> ReLU -> Dropout`` per hidden size, then ``Linear`` to the class logits.
 
-    Initial weights and dropout masks are pure functions of ``seed`` (own generator, not the global RNG),
+    Initial weights and dropout masks are pure functions of ``seed`` (own generator, not the global RNG;
+    masks are drawn on the CPU and moved, so they do not depend on the device either),
     so a head trained here and the same head inside the batched layer sweep see identical randomness
     whatever else consumed random numbers (data loaders, other modules).
 
@@ -39,22 +41,35 @@ class MLPHead(nn.Module):
             self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:], strict=True))
         self.dropout = dropout
         self.seed = seed
-        self._generator: torch.Generator | None = None
-
-    def drop_mask(self, shape: tuple[int, ...], device: torch.device) -> Tensor:
-        """Next inverted-dropout mask (values 0 or ``1/(1-p)``) from the head's own generator."""
-        if self._generator is None or self._generator.device != device:
-            self._generator = torch.Generator(device=device).manual_seed(dropout_seed(self.seed))
-        keep = 1.0 - self.dropout
-        return torch.empty(shape, device=device).bernoulli_(keep, generator=self._generator) / keep
+        self._rng: np.random.Generator | None = None  # dropout draws; numpy's PCG64 is ~3x faster than torch's CPU RNG
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, in_dim) -> (B, num_classes)`` logits."""
         for linear in self.linears[:-1]:
             x = linear(x).relu()  # (B, h)
             if self.training and self.dropout > 0:
-                x = x * self.drop_mask(tuple(x.shape), x.device)
+                if self._rng is None:
+                    self._rng = np.random.default_rng(dropout_seed(self.seed))
+                x = apply_dropout(x, torch.from_numpy(self._rng.random(tuple(x.shape), dtype=np.float32)), self.dropout)
         return self.linears[-1](x)  # (B, C)
+
+
+def apply_dropout(x: Tensor, uniform: Tensor, p: float) -> Tensor:
+    """Inverted dropout of ``x`` with a mask from ``uniform`` draws in [0, 1) of the same shape (kept where < 1-p).
+
+    The single-head and the batched sweep path both call this, so equal draws give bit-equal outputs.
+    """
+    keep = 1.0 - p
+    return x * ((uniform.to(x.device) < keep).to(x.dtype) / keep)
+
+
+def make_adam(params: Iterable[Tensor], lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """The optimiser of every head (paper: Adam).
+
+    The fused kernel makes one pass over each tensor: the update of the default loop without its
+    temporaries, which matters for the sweep's stacked weights.
+    """
+    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
 
 
 def dropout_seed(seed: int) -> int:
