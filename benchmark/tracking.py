@@ -14,7 +14,8 @@ Layout (the contract between ``studies`` and ``benchmark.report``):
   histories ``seed/val_acc``, ``seed/test_acc`` (step = seed index). A layer-sweep run also has histories
   ``sweep/val_acc`` and ``sweep/test_acc`` with step = layer index (MLflow plots them as accuracy by layer),
   tag ``layerfuse.sweep_model=<alias>``. Artifacts: ``config.yaml`` and ``predictions/test_pred_seed<k>.npy``
-  (predicted test labels in test order) for paired tests.
+  (predicted test labels in test order) for paired tests; the parent run holds the true labels as
+  ``predictions/test_labels.npy``.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ METRICS = ("val/acc", "val/f1", "test/acc", "test/f1")
 SEED_HISTORIES = ("seed/val_acc", "seed/test_acc")
 SWEEP_HISTORIES = ("sweep/val_acc", "sweep/test_acc")
 PRED_ARTIFACT = "predictions/test_pred_seed{seed}.npy"
+TEST_LABELS_ARTIFACT = "predictions/test_labels.npy"  # on the parent run: true test labels, test order
 
 
 def experiment_name(dataset: str) -> str:

@@ -127,7 +127,7 @@ class Objective:
 
                 callbacks.append(PyTorchLightningPruningCallback(trial, monitor="val/acc"))
             results.append(fit_and_evaluate(seed_cfg, selections, callbacks=callbacks))
-            if results[-1].test_pred is not None:
+            if results[-1].test_pred.size:
                 tracking.log_array(mlc, run_id, results[-1].test_pred, tracking.PRED_ARTIFACT.format(seed=k))
         mean = {name: statistics.fmean(r.metrics()[name] for r in results) for name in results[0].metrics()}
         metrics = {**mean, "perf/extract_ms_per_sample": extract_ms}

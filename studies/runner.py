@@ -129,6 +129,8 @@ def _parent_run(study: optuna.Study, mlc: Any, experiment_id: str, cfg: BenchCon
         run_id = run.info.run_id
         tracking.log_run_data(mlc, run_id, params={"preset": cfg.study.preset, "dataset": cfg.extract.dataset,
                                                    "models": ",".join(cfg.extract.models), "seeds": cfg.study.seeds})
+        first = next(iter(resolve_dirs(cfg).values()))
+        tracking.log_array(mlc, run_id, FeatureCache(first.test).labels(), tracking.TEST_LABELS_ARTIFACT)
         study.set_user_attr("mlflow_parent_run_id", run_id)
     else:
         mlc.update_run(run_id, status="RUNNING")
