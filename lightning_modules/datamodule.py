@@ -202,21 +202,25 @@ class CachedFeatureDataModule(L.LightningDataModule):
         """Bytes read from feature files so far (scaler statistics included)."""
         return self.counter.total
 
-    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
+    def batch_sampler(self, split: str) -> ShuffledBatchSampler:
+        """Batches of ``split``: shuffled with ``shuffle_seed`` (a new permutation each epoch) for train, in order otherwise."""
         self.setup()
-        ds = self.datasets[split]
-        sampler = ShuffledBatchSampler(len(ds), batch_size, shuffle, self.shuffle_seed)
+        train = split == "train"
+        return ShuffledBatchSampler(len(self.datasets[split]), self.batch_size if train else self.eval_batch_size, train, self.shuffle_seed)
+
+    def _loader(self, split: str) -> DataLoader:
+        sampler = self.batch_sampler(split)
         # batch_size=None: the sampler yields whole batches and the Dataset reads each with one fancy index.
-        return DataLoader(ds, sampler=sampler, batch_size=None, num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+        return DataLoader(self.datasets[split], sampler=sampler, batch_size=None, num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled training batches (a new seeded permutation every epoch)."""
-        return self._loader("train", self.batch_size, shuffle=True)
+        return self._loader("train")
 
     def val_dataloader(self) -> DataLoader:
         """Validation batches in row order."""
-        return self._loader("val", self.eval_batch_size, shuffle=False)
+        return self._loader("val")
 
     def test_dataloader(self) -> DataLoader:
         """Test batches in row order."""
-        return self._loader("test", self.eval_batch_size, shuffle=False)
+        return self._loader("test")

@@ -87,13 +87,16 @@ class LayerFile:
         """Bytes of one row on disk."""
         return self.shape[1] * self.dtype.itemsize
 
-    def read(self, rows: np.ndarray | slice) -> np.ndarray:
-        """Copy of the given rows (sorted indices or a slice), ``(n, H)`` in the file's dtype."""
+    def read(self, rows: np.ndarray | slice, out: np.ndarray | None = None) -> np.ndarray:
+        """Copy of the given rows (sorted indices or a slice), ``(n, H)`` in the file's dtype (into ``out`` if given)."""
         if self._view is None or self._map is None:
             with self.path.open("rb") as fh:
                 self._map = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
             self._view = np.frombuffer(self._map, dtype=self.dtype, count=self.shape[0] * self.shape[1], offset=self.offset).reshape(self.shape)
-        out = np.array(self._view[rows])
+        if out is None:
+            out = np.array(self._view[rows])
+        else:
+            np.take(self._view, rows, axis=0, out=out)
         file_bytes = self.offset + self.shape[0] * self.row_bytes
         self._mapped = min(self._mapped + len(out) * max(self.row_bytes, self.FAULT_AROUND), file_bytes)
         if self._mapped >= self.RESIDENT_BUDGET:
@@ -173,6 +176,7 @@ class CachedFeatureDataset(Dataset[tuple[list[Tensor], Tensor]]):
         self.sources = sources
         self.rows = np.sort(np.asarray(rows, dtype=np.int64))
         self.labels = np.asarray(labels, dtype=np.int64)[self.rows]
+        self._scales: dict[tuple[int, ...], tuple[Tensor, ...]] = {}
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -189,13 +193,28 @@ class CachedFeatureDataset(Dataset[tuple[list[Tensor], Tensor]]):
         return xs, torch.from_numpy(self.labels[pos])  # (B,)
 
     def stacked(self, positions: list[int] | np.ndarray, which: list[int]) -> tuple[Tensor, Tensor]:
-        """Like ``batch`` for sources of one width, read straight into one ``(len(which), B, H)`` tensor."""
+        """Like ``batch`` for single-layer sources of one file: one ``(len(which), B, H)`` float32 tensor.
+
+        The rows are gathered into one float16 block and cast and scaled by torch in one pass over all
+        sources (the same IEEE operations as ``SelectionFeatures.read``, so the values are bit-equal).
+        """
         pos = np.sort(np.asarray(positions, dtype=np.int64))
         rows = self.rows[pos]
-        out = np.empty((len(which), len(rows), self.sources[which[0]].width), dtype=np.float32)
-        for i, j in enumerate(which):
-            self.sources[j].read(rows, out=out[i])
-        return torch.from_numpy(out), torch.from_numpy(self.labels[pos])  # (n, B, H), (B,)
+        sources = [self.sources[j] for j in which]
+        if any(s.aggregate is not None for s in sources):
+            raise ValueError("stacked() reads single-layer sources only; use batch() for aggregations")
+        raw = np.empty((len(sources), len(rows), sources[0].width), dtype=sources[0].files[0].dtype)
+        for i, src in enumerate(sources):
+            src.files[0].read(rows, out=raw[i])
+        self.sources[0].counter.add(raw.nbytes)
+        x = torch.from_numpy(raw).float()  # (n, B, H)
+        if sources[0].mean is not None:
+            key = tuple(which)
+            if key not in self._scales:  # which changes only when sweep layers stop
+                self._scales = {key: tuple(torch.from_numpy(np.stack([getattr(s, a) for s in sources]))[:, None] for a in ("mean", "std"))}
+            mean, std = self._scales[key]
+            x.sub_(mean).div_(std)
+        return x, torch.from_numpy(self.labels[pos])  # (n, B, H), (B,)
 
 
 class ShuffledBatchSampler(Sampler[list[int]]):

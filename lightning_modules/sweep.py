@@ -11,8 +11,9 @@ a layer that stopped is dropped from the stacked weights, so it costs nothing af
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,7 +27,6 @@ from benchmark.cache import FeatureCache
 from lightning_modules.callbacks import improved, monitor_mode
 from lightning_modules.components.classifier import MLPHead, apply_dropout, dropout_seed, make_adam
 from lightning_modules.datamodule import CachedFeatureDataModule, Selection
-from lightning_modules.features import CachedFeatureDataset, ShuffledBatchSampler
 from lightning_modules.layers import LayerSpec
 
 if TYPE_CHECKING:
@@ -93,13 +93,43 @@ class BatchedHeads:
         """Copy of head ``i``'s tensors."""
         return [p.detach()[i].clone() for p in self.parameters()]
 
+    def load(self, states: list[list[Tensor]]) -> None:
+        """Replace all heads by the given snapshots (one per head, as ``snapshot`` returns them)."""
+        stacked = [torch.stack(parts) for parts in zip(*states, strict=True)]
+        n_lin = len(self.weights)
+        self.weights, self.biases = stacked[:n_lin], stacked[n_lin:]
+
+
+@dataclass
+class _Track:
+    """One layer's early stopping, as ``EarlyStopping`` + ``RestoreBest`` do it for a Lightning fit."""
+
+    mode: str
+    patience: int
+    best: float | None = None
+    best_epoch: int = -1
+    epochs: int = 0
+    wait: int = 0
+    val: tuple[float, float, float] = (float("nan"),) * 3  # (acc, f1, loss) at the best epoch
+    state: list[Tensor] = field(default_factory=list)
+
+    def end_epoch(self, epoch: int, current: float, val: tuple[float, float, float], snapshot: Callable[[], list[Tensor]]) -> bool:
+        """Record an epoch's monitored value; return True when the layer stops training."""
+        self.epochs = epoch + 1
+        if improved(current, self.best, self.mode):
+            self.best, self.best_epoch, self.wait, self.val, self.state = current, epoch, 0, val, snapshot()
+            return False
+        self.wait += 1
+        return bool(self.patience) and self.wait >= self.patience
+
 
 @torch.no_grad()
-def _evaluate(heads: BatchedHeads, ds: CachedFeatureDataset, which: list[int], batch_size: int, num_classes: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Per-head (loss, acc, macro-F1) over a split; head i reads source ``which[i]``."""
+def _evaluate(heads: BatchedHeads, dm: CachedFeatureDataModule, split: str, which: list[int]) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-head (loss, acc, macro-F1) over ``split``; head i reads source ``which[i]``."""
     losses, preds, ys = [], [], []
-    for pos in ShuffledBatchSampler(len(ds), batch_size, shuffle=False, seed=0):
-        x, y = ds.stacked(pos, which)
+    num_classes = dm.num_classes
+    for pos in dm.batch_sampler(split):
+        x, y = dm.datasets[split].stacked(pos, which)
         logits = heads.forward(x, train=False)  # (n, B, C)
         n = logits.shape[0]
         ce = F.cross_entropy(logits.reshape(-1, num_classes), y.repeat(n), reduction="none").view(n, -1).mean(dim=1)
@@ -135,16 +165,12 @@ def sweep_layers(
     layers = list(range(num_layers + 1)) if layers is None else [LayerSpec((i,)).resolve(num_layers)[0] for i in layers]
     dm = CachedFeatureDataModule.from_config([Selection(f"layer {i}", i, Path(train_dir), Path(test_dir), val_dir) for i in layers], cfg)
     dm.setup()
-    train, val, c = dm.datasets["train"], dm.datasets["val"], dm.num_classes
+    train, c = dm.datasets["train"], dm.num_classes
     heads = BatchedHeads([MLPHead(h, t.hidden_dims, c, t.dropout, t.seed) for h in dm.input_dims])
     opt = make_adam(heads.parameters(), t.lr, t.weight_decay)
-    sampler = ShuffledBatchSampler(len(train), t.batch_size, shuffle=True, seed=t.seed)
-    mode = monitor_mode(t.monitor)
+    sampler = dm.batch_sampler("train")  # the very batches fit_and_evaluate's DataLoader yields
+    tracks = [_Track(monitor_mode(t.monitor), t.patience) for _ in layers]
     active = list(range(len(layers)))  # positions (into ``layers``) still training, in head order
-    best: list[float | None] = [None] * len(layers)
-    best_epoch, epochs, wait = [-1] * len(layers), [0] * len(layers), [0] * len(layers)
-    best_val: list[tuple[float, float, float]] = [(float("nan"),) * 3] * len(layers)
-    best_state: list[list[Tensor]] = [[] for _ in layers]
     for epoch in range(t.max_epochs):
         for pos in sampler:
             x, y = train.stacked(pos, active)
@@ -155,31 +181,18 @@ def sweep_layers(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-        v_loss, v_acc, v_f1 = _evaluate(heads, val, active, dm.eval_batch_size, c)
-        stopped = []
+        v_loss, v_acc, v_f1 = _evaluate(heads, dm, "val", active)
+        monitored = v_loss if t.monitor == "val/loss" else v_acc
+        keep = []
         for i, li in enumerate(active):
-            epochs[li] = epoch + 1
-            current = float(v_loss[i] if t.monitor == "val/loss" else v_acc[i])
-            if improved(current, best[li], mode):
-                best[li], best_epoch[li], wait[li] = current, epoch, 0
-                best_val[li] = (float(v_acc[i]), float(v_f1[i]), float(v_loss[i]))
-                best_state[li] = heads.snapshot(i)
-            else:
-                wait[li] += 1
-                if t.patience and wait[li] >= t.patience:
-                    stopped.append(i)
-        if stopped:
-            keep = [i for i in range(len(active)) if i not in stopped]
+            val = (float(v_acc[i]), float(v_f1[i]), float(v_loss[i]))
+            if not tracks[li].end_epoch(epoch, float(monitored[i]), val, partial(heads.snapshot, i)):
+                keep.append(i)
+        if len(keep) < len(active):
             active = [active[i] for i in keep]
             if not active:
                 break
             opt = heads.keep(keep, opt)
-    final = BatchedHeads([MLPHead(h, t.hidden_dims, c, t.dropout, t.seed) for h in dm.input_dims])
-    with torch.no_grad():
-        for j, p in enumerate(final.parameters()):
-            p.copy_(torch.stack([best_state[li][j] for li in range(len(layers))]))
-    _, test_acc, test_f1 = _evaluate(final, dm.datasets["test"], list(range(len(layers))), dm.eval_batch_size, c)
-    return [
-        LayerScore(layer, *best_val[li], float(test_acc[li]), float(test_f1[li]), best_epoch[li], epochs[li])
-        for li, layer in enumerate(layers)
-    ]
+    heads.load([tr.state for tr in tracks])
+    _, test_acc, test_f1 = _evaluate(heads, dm, "test", list(range(len(layers))))
+    return [LayerScore(layer, *tr.val, float(test_acc[i]), float(test_f1[i]), tr.best_epoch, tr.epochs) for i, (layer, tr) in enumerate(zip(layers, tracks, strict=True))]
