@@ -10,6 +10,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from benchmark.config import BenchConfig, load_config
@@ -148,6 +149,35 @@ def _run_study(args: argparse.Namespace, cfg: BenchConfig) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- report
+
+def _add_report(sub: Any) -> None:
+    p = _subparser(sub, "report", "Export best-layer, fusion and cost tables and figures of studies, read back from MLflow.",
+                   "examples:\n  layerfuse report --study layer-sweep-mr-smollm2-135m+minilm-l6\n"
+                   "  layerfuse report --study a,b --out reports/both --format md,html --force\n"
+                   "  layerfuse report --experiment layerfuse/mr")
+    p.add_argument("--study", type=_csv, action="append", help="study name(s) (comma list, repeatable)")
+    p.add_argument("--experiment", type=_csv, action="append", help="every study in these MLflow experiments")
+    p.add_argument("--out", help="output folder (default: report.out_dir/<name>)")
+    p.add_argument("--format", type=_csv, help="md,html")
+    p.add_argument("--storage", help="accepted for symmetry with `layerfuse study`; reports read MLflow only")
+    p.add_argument("--force", action="store_true", help="overwrite an existing report folder")
+    p.set_defaults(func=_run_report, flag_keys={"format": "report.formats", "storage": "study.storage"})
+
+
+def _run_report(args: argparse.Namespace, cfg: BenchConfig) -> int:
+    from benchmark.report import write_report
+
+    studies = tuple(s for group in args.study or () for s in group)
+    experiments = tuple(e for group in args.experiment or () for e in group)
+    if not studies and not experiments:
+        raise UserError("name what to report: --study NAME (see `layerfuse ui` or the study's output) or --experiment layerfuse/<dataset>")
+    result = write_report(cfg, studies=studies, experiments=experiments, out_dir=args.out, formats=cfg.report.formats,
+                          force=args.force)
+    print(f"report written to {result.out_dir}: " + ", ".join(Path(f).name for f in result.files))
+    return 0
+
+
 # ---------------------------------------------------------------- ui
 
 def _add_ui(sub: Any) -> None:
@@ -165,35 +195,51 @@ def ui_command(cfg: BenchConfig, port: int) -> list[str]:
 
 
 def _run_ui(args: argparse.Namespace, cfg: BenchConfig) -> int:
-    import subprocess
+    import os
 
     from benchmark.tracking import client
 
     client(cfg.tracking)  # creates the store's folder so the UI starts on a fresh checkout
-    print(f"MLflow UI on http://127.0.0.1:{args.port} (store {cfg.tracking.uri}); Ctrl-C to stop")
-    return subprocess.call(ui_command(cfg, args.port))
+    print(f"MLflow UI on http://127.0.0.1:{args.port} (store {cfg.tracking.uri}); Ctrl-C to stop", flush=True)
+    cmd = ui_command(cfg, args.port)
+    os.execv(cmd[0], cmd)  # become the server, so Ctrl-C and signals reach it directly
 
 
 # ---------------------------------------------------------------- quickstart
 
 def quickstart_config() -> str:
     """Path of the packaged quickstart config."""
-    from pathlib import Path
-
     import studies
 
     return str(Path(studies.__file__).parent / "configs" / "quickstart.yaml")
 
 
 def _add_quickstart(sub: Any) -> None:
-    p = _subparser(sub, "quickstart", "Run the main job on the embedded defaults: extract, then everything after it.",
-                   "examples:\n  layerfuse quickstart\n  layerfuse quickstart --set extract.limit=500")
+    p = _subparser(sub, "quickstart", "The main job on the embedded defaults: extract, layer sweep, search study, report.",
+                   "examples:\n  layerfuse quickstart\n  layerfuse quickstart --set extract.limit=500 --set study.trials=8\n"
+                   "Steps are cached or resumed: rerunning finishes what an interrupted run left.")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_run_quickstart, flag_keys={}, default_config=quickstart_config())
 
 
+QUICKSTART_PRESETS = ("layer-sweep", "search")
+
+
 def _run_quickstart(args: argparse.Namespace, cfg: BenchConfig) -> int:
-    return _run_extract(args, cfg)
+    from benchmark.config import with_values
+    from benchmark.report import write_report
+    from studies.runner import study_name
+
+    _run_extract(args, cfg)
+    names = []
+    for preset in QUICKSTART_PRESETS:
+        print(f"study {preset} ...", flush=True)
+        study_cfg = with_values(cfg, {"study.preset": preset})
+        _run_study(args, study_cfg)
+        names.append(study_name(study_cfg))
+    result = write_report(cfg, studies=names, out_dir=f"{cfg.report.out_dir}/quickstart", formats=cfg.report.formats, force=True)
+    print(f"report: {result.out_dir}/report.html (also report.md, best_layers.csv, summary.json)")
+    return 0
 
 
 # ---------------------------------------------------------------- ls
@@ -248,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The full argument parser."""
     parser = argparse.ArgumentParser(prog="layerfuse", description="Layer-aware embedding fusion benchmarks.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_extract, _add_study, _add_ui, _add_quickstart, _add_ls):
+    for add in (_add_extract, _add_study, _add_report, _add_ui, _add_quickstart, _add_ls):
         add(sub)
     return parser
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import statistics
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +30,20 @@ if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
 log = logging.getLogger(__name__)
+
+
+@contextmanager
+def cuda_peak() -> Iterator[dict[str, float]]:
+    """Yield a dict that receives ``perf/cuda_peak_mb`` of the enclosed block when CUDA is in use."""
+    import torch
+
+    out: dict[str, float] = {}
+    on_cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+    if on_cuda:
+        torch.cuda.reset_peak_memory_stats()
+    yield out
+    if on_cuda or (torch.cuda.is_available() and torch.cuda.is_initialized()):
+        out["perf/cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
 
 
 @dataclass(frozen=True)
@@ -126,11 +142,12 @@ class Objective:
                 from optuna_integration import PyTorchLightningPruningCallback
 
                 callbacks.append(PyTorchLightningPruningCallback(trial, monitor="val/acc"))
-            results.append(fit_and_evaluate(seed_cfg, selections, callbacks=callbacks))
+            with cuda_peak() as peak:
+                results.append(fit_and_evaluate(seed_cfg, selections, callbacks=callbacks))
             if results[-1].test_pred.size:
                 tracking.log_array(mlc, run_id, results[-1].test_pred, tracking.PRED_ARTIFACT.format(seed=k))
         mean = {name: statistics.fmean(r.metrics()[name] for r in results) for name in results[0].metrics()}
-        metrics = {**mean, "perf/extract_ms_per_sample": extract_ms}
+        metrics = {**mean, "perf/extract_ms_per_sample": extract_ms, **peak}
         histories = {"seed/val_acc": [r.val_acc for r in results], "seed/test_acc": [r.test_acc for r in results]}
         tracking.log_run_data(mlc, run_id, metrics=metrics, histories=histories)
         trial.set_user_attr("test_acc", mean["test/acc"])

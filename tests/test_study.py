@@ -307,3 +307,24 @@ def test_local_workers_and_mlflow_server_rest(study_env, tmp_path) -> None:
         metrics = {m["key"]: m["value"] for m in by_trial[t.number]["data"].get("metrics", [])}
         if t.state.name == "COMPLETE":
             assert metrics["val/acc"] == pytest.approx(t.value)
+
+
+def test_ui_serves_the_configured_store(tmp_path) -> None:
+    port = _free_port()
+    uri = f"sqlite:///{tmp_path}/ui/mlflow.db"
+    proc = subprocess.Popen([sys.executable, "-m", "benchmark", "ui", "--port", str(port), "--set", f"tracking.uri={uri}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        for _ in range(120):
+            try:
+                body = urllib.request.urlopen(f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search?max_results=5", timeout=1).read()
+                break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            raise AssertionError("the UI did not answer on 127.0.0.1")
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)  # the server and its web workers
+        out = proc.communicate(timeout=30)[0]
+    assert "Default" in body.decode()  # a fresh store answers with its default experiment
+    assert f"http://127.0.0.1:{port}" in out and (tmp_path / "ui" / "mlflow.db").exists()

@@ -1,0 +1,61 @@
+"""Study throughput, side by side in one run (a benchmark, never a test): trials per minute of the ``search``
+preset on cached features, with and without median pruning, each in its own throw-away stores.
+
+    python -m benchmark.speed_study --dataset r8 --models minilm-l6,minilm-l3 --trials 30
+
+The caches must exist (``layerfuse extract --model minilm-l6,minilm-l3 --dataset r8``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+import optuna
+
+from benchmark.config import load_config
+from studies.runner import run_study
+
+
+def measure(dataset: str, models: tuple[str, ...], trials: int, pruning: bool, seed: int) -> dict[str, float]:
+    """Run one fresh ``search`` study and return its wall time, trials per minute and outcome."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = load_config(**{
+            "extract.dataset": dataset, "extract.models": models, "extract.show_progress": False,
+            "study.preset": "search", "study.trials": trials, "study.pruning": pruning, "study.name": "speed",
+            "study.storage": f"sqlite:///{tmp}/optuna.db", "tracking.uri": f"sqlite:///{tmp}/mlflow.db",
+            "tracking.artifact_root": str(Path(tmp) / "artifacts"), "train.seed": seed})
+        start = time.perf_counter()
+        out = run_study(cfg)
+        wall = time.perf_counter() - start
+    return {"wall_s": wall, "trials_per_min": 60 * (out.complete + out.pruned) / wall, "complete": out.complete,
+            "pruned": out.pruned, "best_val": out.best_value or float("nan"), "best_test": out.best_test_acc or float("nan")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="r8")
+    parser.add_argument("--models", default="minilm-l6,minilm-l3")
+    parser.add_argument("--trials", type=int, default=30)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    models = tuple(m for m in args.models.split(",") if m)
+    rows = {name: measure(args.dataset, models, args.trials, pruning, args.seed)
+            for name, pruning in (("no pruning", False), ("median pruning", True))}
+    print(f"\n| search preset, {args.trials} trials, {args.dataset}, {'+'.join(models)} | wall s | trials/min | complete | pruned | best val acc | its test acc |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, r in rows.items():
+        print(f"| {name} | {r['wall_s']:.0f} | {r['trials_per_min']:.1f} | {r['complete']:.0f} | {r['pruned']:.0f} | "
+              f"{r['best_val']:.4f} | {r['best_test']:.4f} |")
+    ratio = rows["median pruning"]["trials_per_min"] / rows["no pruning"]["trials_per_min"]
+    print(f"\npruning speed-up: {ratio:.2f}x trials per minute")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
