@@ -70,11 +70,14 @@ def resolve_selection(cfg: BenchConfig, model: str, layer: str | int | LayerSpec
     return Selection(model, parse_layer_spec(layer), dirs["train"], dirs["test"], dirs.get("val"))
 
 
-def _open(sel: Selection, split: str) -> FeatureCache:
+def _open(sel: Selection, split: str, opened: dict[Path, FeatureCache]) -> FeatureCache:
+    """The selection's cache of ``split``, validated once per directory (several selections may share one)."""
     path = sel.cache_dir(split)
     if path is None or not (path / "meta.json").is_file():
         raise CacheError(f"no {split} features for '{sel.name}' at {path}: run `layerfuse extract --model {sel.name}` for that dataset and split first")
-    return FeatureCache(path)
+    if path not in opened:
+        opened[path] = FeatureCache(path)
+    return opened[path]
 
 
 def check_same_rows(caches: list[tuple[Selection, FeatureCache]], split: str) -> np.ndarray:
@@ -85,6 +88,8 @@ def check_same_rows(caches: list[tuple[Selection, FeatureCache]], split: str) ->
     """
     (sel0, first), labels0 = caches[0], caches[0][1].labels()
     for sel, cache in caches[1:]:
+        if cache is first:  # another layer of the same cache
+            continue
         what = None
         if cache.n != first.n:
             what = f"{first.n} vs {cache.n} rows"
@@ -159,8 +164,9 @@ class CachedFeatureDataModule(L.LightningDataModule):
         labels: dict[str, np.ndarray] = {}
         sources: dict[str, list[SelectionFeatures]] = {}
         firsts: dict[str, FeatureCache] = {}
+        opened: dict[Path, FeatureCache] = {}
         for split in SPLITS if own_val else ("train", "test"):
-            caches = [(sel, _open(sel, split)) for sel in self.selections]
+            caches = [(sel, _open(sel, split, opened)) for sel in self.selections]
             labels[split] = check_same_rows(caches, split)
             sources[split] = [SelectionFeatures(c, sel.layer, self.counter) for sel, c in caches]
             firsts[split] = caches[0][1]

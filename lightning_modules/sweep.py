@@ -50,11 +50,11 @@ class LayerScore:
 class BatchedHeads:
     """The MLP heads of several layers as stacked tensors ``W_j (n, in, out)``, ``b_j (n, 1, out)``."""
 
-    def __init__(self, heads: list[MLPHead]) -> None:
+    def __init__(self, heads: list[MLPHead], device: torch.device) -> None:
         self.dropout = heads[0].dropout
         n_lin = len(heads[0].linears)
-        self.weights = [torch.stack([h.linears[j].weight.detach().T for h in heads]).contiguous() for j in range(n_lin)]
-        self.biases = [torch.stack([h.linears[j].bias.detach()[None] for h in heads]).contiguous() for j in range(n_lin)]
+        self.weights = [torch.stack([h.linears[j].weight.detach().T for h in heads]).contiguous().to(device) for j in range(n_lin)]
+        self.biases = [torch.stack([h.linears[j].bias.detach()[None] for h in heads]).contiguous().to(device) for j in range(n_lin)]
         self.rngs = [np.random.default_rng(dropout_seed(h.seed)) for h in heads]
         for p in self.parameters():
             p.requires_grad_(True)
@@ -100,6 +100,13 @@ class BatchedHeads:
         self.weights, self.biases = stacked[:n_lin], stacked[n_lin:]
 
 
+def sweep_device(accelerator: str) -> torch.device:
+    """The device for ``train.accelerator``: CUDA for ``gpu``/``cuda``, and for ``auto`` when available."""
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
 @dataclass
 class _Track:
     """One layer's early stopping, as ``EarlyStopping`` + ``RestoreBest`` do it for a Lightning fit."""
@@ -128,8 +135,10 @@ def _evaluate(heads: BatchedHeads, dm: CachedFeatureDataModule, split: str, whic
     """Per-head (loss, acc, macro-F1) over ``split``; head i reads source ``which[i]``."""
     losses, preds, ys = [], [], []
     num_classes = dm.num_classes
+    device = heads.weights[0].device
     for pos in dm.batch_sampler(split):
         x, y = dm.datasets[split].stacked(pos, which)
+        x, y = x.to(device), y.to(device)
         logits = heads.forward(x, train=False)  # (n, B, C)
         n = logits.shape[0]
         ce = F.cross_entropy(logits.reshape(-1, num_classes), y.repeat(n), reduction="none").view(n, -1).mean(dim=1)
@@ -166,7 +175,8 @@ def sweep_layers(
     dm = CachedFeatureDataModule.from_config([Selection(f"layer {i}", i, Path(train_dir), Path(test_dir), val_dir) for i in layers], cfg)
     dm.setup()
     train, c = dm.datasets["train"], dm.num_classes
-    heads = BatchedHeads([MLPHead(h, t.hidden_dims, c, t.dropout, t.seed) for h in dm.input_dims])
+    device = sweep_device(t.accelerator)
+    heads = BatchedHeads([MLPHead(h, t.hidden_dims, c, t.dropout, t.seed) for h in dm.input_dims], device)
     opt = make_adam(heads.parameters(), t.lr, t.weight_decay)
     sampler = dm.batch_sampler("train")  # the very batches fit_and_evaluate's DataLoader yields
     tracks = [_Track(monitor_mode(t.monitor), t.patience) for _ in layers]
@@ -174,6 +184,7 @@ def sweep_layers(
     for epoch in range(t.max_epochs):
         for pos in sampler:
             x, y = train.stacked(pos, active)
+            x, y = x.to(device), y.to(device)
             logits = heads.forward(x, train=True)  # (n, B, C)
             n = logits.shape[0]
             # Sum of per-head mean losses: each head's gradient is that of its own loss.
