@@ -1,0 +1,191 @@
+"""Training speed and memory on real cached features (a benchmark, never a test).
+
+1. The batched all-layer sweep (``sweep_layers``) against L+1 sequential ``fit_and_evaluate`` runs (one
+   Lightning fit per layer, the paper's way), same seed and config: wall time and per-layer accuracy.
+2. Peak RSS of one ``fit_and_evaluate`` at N and 4N training rows. Both caches are made from the real
+   cache by drawing its rows (with replacement, seeded) until N and 4N, so N can exceed the extracted
+   size; the row of a selected layer is read from disk on every batch exactly as for the real cache.
+
+Every measurement runs in its own subprocess (clean peak RSS, no warm caches shared between them).
+Writes ``<out>.json`` and ``<out>.md`` and prints the markdown.
+
+    python -m benchmark.speed_train --model smollm2-135m --dataset mr --set extract.limit=2000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmark.cache import CacheWriter, FeatureCache, FeatureKey
+from benchmark.config import BenchConfig, load_config, with_values
+
+log = logging.getLogger("benchmark.speed_train")
+
+
+def _config(spec: dict[str, Any]) -> BenchConfig:
+    return load_config(overrides=spec["sets"], **{"extract.dataset": spec["dataset"], "extract.models": (spec["model"],)})
+
+
+def resample_cache(src: Path, dst_root: Path, n: int, seed: int, layers: list[int]) -> Path:
+    """A cache of ``n`` rows of ``src``'s ``layers`` (rows drawn seeded, with replacement past its size).
+
+    Only the selected layers are written, renumbered ``0..k-1`` (the fit reads nothing else, and all
+    L+1 layers at 4N would be gigabytes of disk for no measurement).
+    """
+    cache = FeatureCache(src)
+    rows = np.sort(np.random.default_rng(seed).choice(cache.n, size=n, replace=n > cache.n))
+    meta = cache.meta
+    key = FeatureKey(**{f.name: meta[f.name] for f in fields(FeatureKey)})
+    key = FeatureKey(**{**asdict(key), "split": f"{key.split}-n{n}"})
+    final = dst_root / key.relpath()
+    chunk = 4096
+    with CacheWriter(final, key, n=n, chunk_size=chunk) as w:
+        for i in w.missing_chunks():
+            part = rows[i * chunk:(i + 1) * chunk]
+            feats = np.stack([cache.layer(layer)[part] for layer in layers])  # (k, n_i, H)
+            w.write_chunk(i, np.arange(i * chunk, i * chunk + len(part)), feats)
+        w.finalize(cache.labels()[rows], {"label_names": cache.label_names, "texts_sha256": f"{cache.texts_sha256}-resampled-{n}-{seed}"})
+    return final
+
+
+def _job(job: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """Run one measurement in this process and return its figures."""
+    from lightning_modules.callbacks import peak_rss_mb
+    from lightning_modules.datamodule import Selection
+    from lightning_modules.sweep import sweep_layers
+    from lightning_modules.train import fit_and_evaluate
+
+    cfg = _config(spec)
+    train, test = Path(spec["train"]), Path(spec["test"])
+    if job == "sweep":
+        start = time.perf_counter()
+        scores = sweep_layers(train, test, cfg)
+        return {"wall_s": time.perf_counter() - start, "peak_rss_mb": peak_rss_mb(), "scores": [asdict(s) for s in scores]}
+    if job == "sequential":
+        single = with_values(cfg, {"train.fusion": "concat"})
+        start, results = time.perf_counter(), []
+        for layer in range(FeatureCache(train).num_layers + 1):
+            r = fit_and_evaluate(single, [Selection(spec["model"], layer, train, test)])
+            results.append({"layer": layer, **r.asdict()})
+            log.info("layer %d: val %.4f test %.4f, %d epochs, %.1f s", layer, r.val_acc, r.test_acc, r.epochs, r.fit_s)
+        return {"wall_s": time.perf_counter() - start, "peak_rss_mb": peak_rss_mb(), "results": results}
+    if job == "fit":
+        r = fit_and_evaluate(cfg, [Selection(spec["model"], spec["layer"], train, test)])
+        return {"peak_rss_mb": r.peak_rss_mb, "fit_s": r.fit_s, "feature_bytes": r.feature_bytes, "epochs": r.epochs}
+    raise ValueError(f"unknown job {job!r}")
+
+
+def _child(job: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """Run ``job`` in a fresh interpreter and return its JSON result."""
+    with tempfile.TemporaryDirectory() as tmp:
+        spec_file, result = Path(tmp, "spec.json"), Path(tmp, "result.json")
+        spec_file.write_text(json.dumps(spec))
+        subprocess.run([sys.executable, "-m", "benchmark.speed_train", "--child", job, "--spec", str(spec_file), "--result", str(result)], check=True)
+        return dict(json.loads(result.read_text()))
+
+
+def _markdown(sweep: dict[str, Any], seq: dict[str, Any], rss: list[dict[str, Any]], command: str) -> str:
+    out = [f"Command: `{command}`", ""]
+    if sweep and seq:
+        out += ["| layer | sweep val acc | fits val acc | sweep test acc | fits test acc | abs diff test (points) | epochs (sweep / fit) |",
+                "|---:|---:|---:|---:|---:|---:|---|"]
+        diffs = []
+        for s, r in zip(sweep["scores"], seq["results"], strict=True):
+            diffs.append(abs(s["test_acc"] - r["test_acc"]) * 100)
+            out.append(f"| {s['layer']} | {s['val_acc']:.4f} | {r['val_acc']:.4f} | {s['test_acc']:.4f} | {r['test_acc']:.4f} | {diffs[-1]:.2f} | "
+                       f"{s['epochs']} / {r['epochs']} |")
+        fit_total = sum(r["fit_s"] for r in seq["results"])
+        out += ["", "| measure | value |", "|---|---:|",
+                f"| layers | {len(diffs)} |",
+                f"| batched sweep, wall s | {sweep['wall_s']:.1f} |",
+                f"| L+1 sequential fit_and_evaluate, wall s | {seq['wall_s']:.1f} |",
+                f"| of which trainer.fit s | {fit_total:.1f} |",
+                f"| speed-up (wall) | {seq['wall_s'] / sweep['wall_s']:.1f}x |",
+                f"| speed-up vs trainer.fit time only | {fit_total / sweep['wall_s']:.1f}x |",
+                f"| max / mean abs test-acc diff, points | {max(diffs):.2f} / {np.mean(diffs):.3f} |",
+                f"| best layer by val (sweep / fits) | {_best(sweep['scores'])} / {_best(seq['results'])} |",
+                f"| peak RSS sweep / sequential, MiB | {sweep['peak_rss_mb']:.0f} / {seq['peak_rss_mb']:.0f} |", ""]
+    if rss:
+        out += ["| fit of layer spec | train rows | peak RSS MiB | feature bytes read | selected layers' size on disk, MiB | epochs | fit s |",
+                "|---|---:|---:|---:|---:|---:|---:|"]
+        for r in rss:
+            out.append(f"| `{r['layer']}` | {r['n']} | {r['peak_rss_mb']:.0f} | {r['feature_bytes']:,} | {r['layer_mib']:.0f} | {r['epochs']} | {r['fit_s']:.1f} |")
+    return "\n".join(out) + "\n"
+
+
+def _best(rows: list[dict[str, Any]]) -> int:
+    return int(max(rows, key=lambda r: r["val_acc"])["layer"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; see the module docstring."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--dataset", default="r8")
+    parser.add_argument("-s", "--set", dest="sets", action="append", default=[], help="config override a.b=v (repeatable)")
+    parser.add_argument("--skip", choices=("sweep", "rss"), action="append", default=[], help="leave a part out")
+    parser.add_argument("--rss-n", type=int, default=20000, help="N of the peak-RSS fits (4N is run too)")
+    parser.add_argument("--rss-layer", default="mean:last8", help="layer spec of the peak-RSS fits")
+    parser.add_argument("--rss-epochs", type=int, default=2, help="epochs of the peak-RSS fits (one pass reads every row)")
+    parser.add_argument("--out", default="reports/speed_train", help="output path without suffix")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--spec", help=argparse.SUPPRESS)
+    parser.add_argument("--result", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if args.child:
+        Path(args.result).write_text(json.dumps(_job(args.child, json.loads(Path(args.spec).read_text()))))
+        return 0
+
+    from lightning_modules.datamodule import resolve_selection
+    from lightning_modules.layers import LayerSpec, parse_layer_spec
+
+    spec: dict[str, Any] = {"model": args.model, "dataset": args.dataset, "sets": args.sets}
+    cfg = _config(spec)
+    sel = resolve_selection(cfg, args.model, -1)
+    cache = FeatureCache(sel.train_dir)  # CacheError with the path when not extracted yet
+    spec |= {"train": str(sel.train_dir), "test": str(sel.test_dir)}
+    log.info("%s on %s: %d train rows, %d layers of width %d", args.model, args.dataset, cache.n, cache.num_layers + 1, cache.hidden_size)
+    sweep = seq = {}
+    if "sweep" not in args.skip:
+        sweep = _child("sweep", spec)
+        log.info("sweep: %.1f s", sweep["wall_s"])
+        seq = _child("sequential", spec)
+        log.info("sequential: %.1f s", seq["wall_s"])
+    rss = []
+    if "rss" not in args.skip:
+        rss_spec = parse_layer_spec(args.rss_layer)
+        layers = list(rss_spec.resolve(cache.num_layers))
+        renumbered = str(LayerSpec(tuple(range(len(layers))), rss_spec.agg))  # the resampled cache holds only these
+        test_n = FeatureCache(sel.test_dir).n
+        with tempfile.TemporaryDirectory(dir=Path(cfg.paths.cache_dir).parent) as tmp:
+            for n in (args.rss_n, 4 * args.rss_n):
+                train = resample_cache(sel.train_dir, Path(tmp), n, 0, layers)
+                test = resample_cache(sel.test_dir, Path(tmp), min(test_n, n), 1, layers)
+                sets = [*args.sets, f"train.max_epochs={args.rss_epochs}", "train.patience=0"]
+                r = _child("fit", {**spec, "sets": sets, "train": str(train), "test": str(test), "layer": renumbered})
+                rss.append({"layer": args.rss_layer, "n": n, "layer_mib": n * len(layers) * cache.hidden_size * 2 / 2**20, **r})
+                log.info("fit at N=%d: peak RSS %.0f MiB", n, r["peak_rss_mb"])
+    command = "python -m benchmark.speed_train " + " ".join(argv if argv is not None else sys.argv[1:])
+    md = _markdown(sweep, seq, rss, command)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps({"spec": spec, "sweep": sweep, "sequential": seq, "rss": rss}, indent=1))
+    out.with_suffix(".md").write_text(md)
+    sys.stdout.write(md)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
