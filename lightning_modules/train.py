@@ -85,7 +85,7 @@ def quiet_lightning() -> Iterator[None]:
     lightning_log.setLevel(logging.WARNING)
     try:
         with warnings.catch_warnings():
-            # Batches are cheap memmap reads: worker processes would only add start-up time.
+            # Batches are cheap gathers from the cache: worker processes would only add start-up time.
             warnings.filterwarnings("ignore", ".*does not have many workers.*")
             warnings.filterwarnings("ignore", ".*treespec.*")  # Lightning internals vs. newer torch
             yield

@@ -57,7 +57,7 @@ def test_each_epoch_visits_every_train_row_once_in_a_new_seeded_order() -> None:
     assert sorted(i for b in e1 for i in b) == list(range(23)) and len(e1) == len(s1) == 5
     assert e1 != e2  # a new permutation every epoch
     assert list(s2) == e1 and list(s2) == e2  # ... the same sequence for the same seed
-    assert all(b == sorted(b) for b in e1)  # sorted within a batch: one ordered memmap read
+    assert all(b == sorted(b) for b in e1)  # sorted within a batch: one ordered gather per file
 
 
 def test_aggregation_and_scaling_use_train_part_only(tmp_path: Path) -> None:
@@ -105,16 +105,34 @@ def test_worker_reads_are_counted(tmp_path: Path) -> None:
     assert dm.feature_bytes == 10 * 4 * 2
 
 
-def test_resident_pages_are_dropped_past_the_budget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_layer_file_gathers_runs_slices_and_into_buffers(tmp_path: Path) -> None:
     m = make_model(tmp_path, n_train=64, n_test=8, hidden=4)
-    monkeypatch.setattr(LayerFile, "FAULT_AROUND", 1)
-    monkeypatch.setattr(LayerFile, "RESIDENT_BUDGET", 8 * 4 * 2 * 3)  # three reads of 8 rows
     f = LayerFile(m.train_dir / "layer_03.npy")
     full = np.load(m.train_dir / "layer_03.npy")
-    for start in range(0, 64, 8):
-        np.testing.assert_array_equal(f.read(slice(start, start + 8)), full[start:start + 8])
-        assert f._mapped < LayerFile.RESIDENT_BUDGET
-    np.testing.assert_array_equal(f.read(np.array([1, 5, 63])), full[[1, 5, 63]])
+    for rows in (np.array([0, 1, 2, 9, 10, 63]), np.array([5]), np.arange(64), np.array([], dtype=np.int64)):
+        np.testing.assert_array_equal(f.read(rows), full[rows])
+    np.testing.assert_array_equal(f.read(slice(8, 16)), full[8:16])
+    out = np.empty((3, 4), dtype=np.float16)
+    assert f.read(np.array([2, 4, 6]), out=out) is out
+    np.testing.assert_array_equal(out, full[[2, 4, 6]])
+
+
+def _rss_file_kib() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssFile:"):
+            return int(line.split()[1])
+    raise AssertionError("no RssFile line")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
+def test_reading_a_whole_layer_leaves_rss_flat(tmp_path: Path) -> None:
+    feats = np.random.default_rng(0).normal(size=(2, 16384, 512)).astype(np.float32)  # 16 MiB per float16 layer
+    path = write_cache(tmp_path, "big", "train", feats, np.arange(16384) % 2)
+    f = LayerFile(path / "layer_01.npy")
+    before = _rss_file_kib()
+    for batch in np.array_split(np.random.default_rng(1).permutation(16384), 160):
+        f.read(np.sort(batch))
+    assert _rss_file_kib() - before < 2048  # KiB: nothing of the 16 MiB stays resident
 
 
 def test_byte_counter_is_shared_with_spawned_workers() -> None:
