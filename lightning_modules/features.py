@@ -86,21 +86,23 @@ class LayerFile:
         return self.shape[1] * self.dtype.itemsize
 
     def read(self, rows: np.ndarray | slice, out: np.ndarray | None = None) -> np.ndarray:
-        """Copy of the given rows (sorted indices or a slice), ``(n, H)`` in the file's dtype (into ``out`` if given)."""
+        """The given rows (sorted indices or a slice), ``(n, H)`` in the file's dtype: read-only, or written into ``out``."""
         if self._fd is None:
             self._fd = os.open(self.path, os.O_RDONLY)
         idx = np.arange(self.shape[0])[rows] if isinstance(rows, slice) else np.asarray(rows, dtype=np.int64)
+        rb, fd = self.row_bytes, self._fd
+        if len(idx) > 1 and (np.diff(idx) == 1).any():  # one read per run of consecutive rows
+            starts = np.flatnonzero(np.diff(idx, prepend=-2) != 1)
+            chunks = zip((np.diff(starts, append=len(idx)) * rb).tolist(), (self.offset + idx[starts] * rb).tolist(), strict=True)
+            data = b"".join([os.pread(fd, size, pos) for size, pos in chunks])
+        else:  # sparse rows (a shuffled batch): one read per row
+            data = b"".join([os.pread(fd, rb, pos) for pos in (self.offset + idx * rb).tolist()])
+        if len(data) != len(idx) * rb:
+            raise OSError(f"{self.path}: short read; the cache file is truncated, re-extract it")
+        rows_read = np.frombuffer(data, dtype=self.dtype).reshape(len(idx), self.shape[1])
         if out is None:
-            out = np.empty((len(idx), self.shape[1]), dtype=self.dtype)
-        if len(idx) == 0:
-            return out
-        buf = memoryview(out.reshape(-1).view(np.uint8))
-        rb = self.row_bytes
-        breaks = np.flatnonzero(np.diff(idx) != 1) + 1
-        for a, b in zip(np.r_[0, breaks].tolist(), np.r_[breaks, len(idx)].tolist(), strict=True):
-            got = os.preadv(self._fd, [buf[a * rb:b * rb]], self.offset + int(idx[a]) * rb)
-            if got != (b - a) * rb:
-                raise OSError(f"{self.path}: short read at row {int(idx[a])}; the cache file is truncated, re-extract it")
+            return rows_read  # read-only: callers cast or copy it
+        out[...] = rows_read
         return out
 
 
