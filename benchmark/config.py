@@ -71,7 +71,7 @@ class ExtractConfig:
     pooling: str | None = field(default=None, metadata=_help("mean|last_token|cls|max; default: the model's own"))
     dtype: str = field(default="auto", metadata=_help("auto|fp32|bf16|fp16 (auto: bf16 where the hardware has it)"))
     batch_size: int = field(default=0, metadata=_help("texts per batch; 0 = auto (token budget, OOM back-off on CUDA)"))
-    token_budget: int = field(default=16384, metadata=_help("padded tokens per batch when batch_size is auto"))
+    token_budget: int = field(default=0, metadata=_help("padded tokens per batch when batch_size is auto; 0 = per device (cpu 2048, cuda 65536)"))
     device: str = field(default="auto", metadata=_help("auto|cpu|cuda"))
     overwrite: str = field(default="missing", metadata=_help("missing: reuse complete caches; always: redo; never: fail if absent"))
     chunk_size: int = field(default=1024, metadata=_help("texts per resumable chunk"))
@@ -85,7 +85,7 @@ class ExtractConfig:
         _check_positive("extract.limit", self.limit)
         _check_positive("extract.max_length", self.max_length)
         _check_positive("extract.batch_size", self.batch_size, allow_zero=True)
-        _check_positive("extract.token_budget", self.token_budget)
+        _check_positive("extract.token_budget", self.token_budget, allow_zero=True)
         _check_positive("extract.chunk_size", self.chunk_size)
         if not self.models:
             raise ConfigError("extract.models is empty: name at least one model (see `layerfuse ls models`)")

@@ -7,8 +7,12 @@ from pathlib import Path
 
 from benchmark.errors import UserError
 
-# CPU flags that give fast bf16 matrix products (AVX512-BF16 dot products, AMX tiles).
-BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+# CPU flags that make bf16 faster than fp32. AVX512-BF16 alone is not enough: measured with oneDNN on such a
+# CPU, bf16 matmuls ran at ~0.6x the fp32 rate (BENCHMARKS.md), so only AMX tiles select bf16.
+BF16_CPU_FLAGS = ("amx_bf16",)
+# Padded tokens per batch for the auto batch size. On CPU small batches keep the L+1 hidden states in cache
+# (2,048 beat 16,384 by 1.6x on minilm-l6); GPUs want large batches and back off on out-of-memory.
+TOKEN_BUDGET = {"cpu": 2048, "cuda": 65536}
 
 
 @lru_cache(maxsize=1)
@@ -32,8 +36,13 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def resolve_token_budget(budget: int, device: str) -> int:
+    """``0`` (auto) -> the device's default padded-token budget per batch."""
+    return budget or TOKEN_BUDGET.get(device, TOKEN_BUDGET["cpu"])
+
+
 def resolve_dtype(dtype: str, device: str) -> str:
-    """``auto`` -> ``bf16`` where the hardware has fast bf16 (CUDA with bf16, or CPU bf16 units), else ``fp32``."""
+    """``auto`` -> ``bf16`` where the hardware runs it faster (CUDA with bf16, CPU with AMX), else ``fp32``/``fp16``."""
     if dtype != "auto":
         return dtype
     if device == "cuda":

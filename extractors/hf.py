@@ -23,6 +23,7 @@ from extractors.pooling import POOLINGS
 log = logging.getLogger(__name__)
 
 TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+MIN_RUN = 8  # equal-length rows that make an unpadded batch worth its own forward pass
 
 
 @dataclass
@@ -48,7 +49,7 @@ class HFHiddenStateExtractor:
     """
 
     def __init__(self, spec: ModelSpec, device: str, dtype: str, pooling: str, max_length: int,
-                 batch_size: int = 0, token_budget: int = 16384, trust_remote_code: bool = False) -> None:
+                 batch_size: int = 0, token_budget: int = 2048, trust_remote_code: bool = False) -> None:
         from transformers import AutoModel, AutoTokenizer
 
         self.spec = spec
@@ -98,31 +99,44 @@ class HFHiddenStateExtractor:
         return list(self.tokenizer(prefixed, truncation=True, max_length=self.max_length)["input_ids"])
 
     def batches(self, lengths: list[int]) -> list[slice]:
-        """Split a longest-first run of ``lengths`` into batches under the token budget (or fixed size)."""
+        """Split a longest-first run of ``lengths`` into batches under the token budget (or of fixed size).
+
+        A batch stops at the end of a run of equal lengths when that run alone fills ``MIN_RUN`` rows: such a
+        batch has no padding, needs no attention mask, and runs the faster unmasked attention kernels.
+        """
         out, start = [], 0
         while start < len(lengths):
-            if self.batch_size:
-                size = self.batch_size
-            else:
-                size = max(1, self.token_budget // max(1, lengths[start]))  # lengths[start] is the longest
-            out.append(slice(start, min(start + size, len(lengths))))
-            start += size
+            size = self.batch_size or max(1, self.token_budget // max(1, lengths[start]))  # lengths[start] is the longest
+            end = min(start + size, len(lengths))
+            if not self.batch_size:
+                run = start
+                while run < end and lengths[run] == lengths[start]:
+                    run += 1
+                if run - start >= min(MIN_RUN, end - start):
+                    end = run
+            out.append(slice(start, end))
+            start = end
         return out
 
     @torch.inference_mode()
     def _forward(self, ids: list[list[int]]) -> tuple[torch.Tensor, int]:
         """Pooled states of every layer: (L+1, B, H) float32 on CPU, and the count of real tokens."""
-        enc = self.tokenizer.pad({"input_ids": ids}, return_tensors="pt")
-        enc = {k: v.to(self.device) for k, v in enc.items()}
-        if self.pass_positions:
-            enc["position_ids"] = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)  # (B, T)
+        if len({len(x) for x in ids}) == 1:
+            # No padding: no attention mask, so the model may take its unmasked fast path.
+            input_ids = torch.tensor(ids, device=self.device)  # (B, T)
+            enc: dict[str, torch.Tensor] = {"input_ids": input_ids}
+            mask = torch.ones_like(input_ids)
+        else:
+            enc = {k: v.to(self.device) for k, v in self.tokenizer.pad({"input_ids": ids}, return_tensors="pt").items()}
+            mask = enc["attention_mask"]
+            if self.pass_positions:
+                enc["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, T)
         autocast = self.dtype != torch.float32
         with torch.autocast(self.device.type, dtype=self.dtype, enabled=autocast):
             out = self.model(**enc, output_hidden_states=True)
         # Pool layer by layer: stacking first would copy all (L+1, B, T, H) states at once.
-        mask = enc["attention_mask"]
         pooled = torch.stack([self.pool(h, mask) for h in out.hidden_states])  # (L+1, B, H) fp32
-        return pooled.cpu(), int(enc["attention_mask"].sum())
+        return pooled.cpu(), int(mask.sum())
 
     def _forward_backoff(self, ids: list[list[int]]) -> tuple[torch.Tensor, int]:
         """``_forward``, halving the batch on CUDA out-of-memory until it fits (the budget shrinks for later batches)."""

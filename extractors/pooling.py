@@ -25,9 +25,10 @@ def _gather_position(hidden: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 @POOLINGS.register("mean")
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Average of the non-padding token states; a row with no tokens gives zeros."""
-    m = mask.to(torch.float32).unsqueeze(-1)  # (B, T, 1)
-    total = (hidden.float() * m).sum(-2)  # (..., B, H)
-    return total / m.sum(-2).clamp(min=1.0)
+    m = mask.to(hidden.dtype).unsqueeze(-2)  # (B, 1, T)
+    # A batched (1, T) @ (T, H) product sums the real tokens without materialising a masked copy of h.
+    total = (m @ hidden).squeeze(-2).float()  # (..., B, H)
+    return total / mask.sum(-1, keepdim=True).clamp(min=1).to(torch.float32)
 
 
 @POOLINGS.register("max")

@@ -18,6 +18,7 @@ import numpy as np
 from benchmark.cache import CacheWriter, is_complete
 from benchmark.config import BenchConfig
 from benchmark.errors import UserError
+from benchmark.hardware import resolve_token_budget
 from benchmark.keys import ResolvedFeatures, load_text_split, resolve_features
 from benchmark.text_data import TextSplit
 
@@ -112,7 +113,7 @@ def _make_extractor(rf: ResolvedFeatures, cfg: BenchConfig) -> Any:
 
     return HFHiddenStateExtractor(
         rf.spec, device=rf.device, dtype=rf.key.dtype, pooling=rf.key.pooling, max_length=rf.key.max_length,
-        batch_size=cfg.extract.batch_size, token_budget=cfg.extract.token_budget,
+        batch_size=cfg.extract.batch_size, token_budget=resolve_token_budget(cfg.extract.token_budget, rf.device),
         trust_remote_code=cfg.extract.trust_remote_code,
     )
 

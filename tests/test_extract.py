@@ -167,3 +167,17 @@ def test_limit_keeps_both_classes_and_original_order(tiny_models, tiny_data, cac
     positions = [full.texts.index(t) for t in sub.texts]
     assert positions == sorted(positions)
     assert sub.label_names == full.label_names and sub.data_sha256 != full.data_sha256
+
+
+def test_batches_follow_equal_length_runs_under_the_budget() -> None:
+    ex = hf_module.HFHiddenStateExtractor.__new__(hf_module.HFHiddenStateExtractor)
+    ex.batch_size, ex.token_budget = 0, 100
+    lengths = [20] * 3 + [10] * 12 + [9] * 2 + [5] * 30  # longest first
+    sizes = [(sl.start, sl.stop) for sl in ex.batches(lengths)]
+    assert sizes[0] == (0, 5)  # a run of 3 is too short to stand alone: 100 // 20 = 5 rows, padded
+    assert sizes[1] == (5, 15)  # then the rest of the 10s: an unpadded run of 10 rows (100 // 10)
+    covered = [i for a, b in sizes for i in range(a, b)]
+    assert covered == list(range(len(lengths)))  # every row once, in order
+    assert all(lengths[a] * (b - a) <= 100 for a, b in sizes)  # budget respected (longest row first)
+    ex.batch_size = 7
+    assert [(sl.start, sl.stop) for sl in ex.batches(lengths)][:2] == [(0, 7), (7, 14)]

@@ -283,7 +283,7 @@ def test_local_workers_and_mlflow_server_rest(study_env, tmp_path) -> None:
     port = _free_port()
     server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", cfg.tracking.uri,
                                "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         base = f"http://127.0.0.1:{port}"
         for _ in range(120):
@@ -299,7 +299,7 @@ def test_local_workers_and_mlflow_server_rest(study_env, tmp_path) -> None:
         req = urllib.request.Request(f"{base}/api/2.0/mlflow/runs/search", data=body, headers={"Content-Type": "application/json"})
         rest_runs = json.load(urllib.request.urlopen(req))["runs"]
     finally:
-        server.terminate()
+        os.killpg(server.pid, signal.SIGTERM)  # the server and its uvicorn workers
         server.wait(30)
     assert len(rest_runs) == len(study.trials)
     by_trial = {int(next(t["value"] for t in r["data"]["tags"] if t["key"] == tracking.TAG_TRIAL)): r for r in rest_runs}
