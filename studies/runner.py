@@ -11,6 +11,7 @@ import dataclasses
 import json
 import logging
 import multiprocessing
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,8 @@ from studies.presets import PRESETS, Preset, StudyContext, check_models
 from studies.storage import make_storage
 
 log = logging.getLogger(__name__)
+# Heartbeats, grouped TPE and stale-trial retries are stable in practice but flagged experimental by Optuna.
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
