@@ -26,15 +26,13 @@ def _csv(text: str) -> tuple[str, ...]:
 
 
 def _batch_size(text: str) -> int:
+    """``auto`` (0) or a positive integer."""
     if text == "auto":
         return 0
     try:
-        value = int(text)
-    except ValueError:
+        return _positive_int(text)
+    except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(f"invalid batch size {text!r}: use auto or a positive integer") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"invalid batch size {text!r}: use auto or a positive integer")
-    return value
 
 
 def _positive_int(text: str) -> int:
