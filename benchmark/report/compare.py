@@ -1,0 +1,91 @@
+"""Best fusion vs best single model per dataset: a paired t-test over seeds and McNemar's exact test per seed.
+
+McNemar compares the two runs' test predictions (``predictions/test_pred_seed<k>.npy``) against the true
+test labels, which the study's parent run holds (``predictions/test_labels.npy``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
+
+from benchmark.report.selection import best, config_label
+from benchmark.report.stats import mcnemar_exact, paired_t
+from benchmark.report.tables import best_single
+from benchmark.tracking import PRED_ARTIFACT, TEST_LABELS_ARTIFACT
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+    from benchmark.report.runs import ReportData
+
+log = logging.getLogger(__name__)
+
+
+def _labels(data: ReportData, rows: list[pd.Series]) -> np.ndarray | None:
+    for parent in dict.fromkeys(r["parent_id"] for r in rows if r["parent_id"]):
+        labels = data.array(parent, TEST_LABELS_ARTIFACT)
+        if labels is not None:
+            return labels
+    return None
+
+
+def _mcnemar(data: ReportData, fused: pd.Series, single: pd.Series, seeds: list[int]) -> tuple[list[dict[str, Any]], str]:
+    """McNemar per common seed, and why it was skipped (empty when it ran)."""
+    labels = _labels(data, [fused, single])
+    if labels is None:
+        return [], f"no {TEST_LABELS_ARTIFACT} on the parent study runs"
+    out = []
+    for seed in seeds:
+        pa = data.array(fused["run_id"], PRED_ARTIFACT.format(seed=seed))
+        pb = data.array(single["run_id"], PRED_ARTIFACT.format(seed=seed))
+        if pa is None or pb is None:
+            continue
+        if not len(pa) == len(pb) == len(labels):
+            log.warning("report: seed %d predictions (%d, %d) and labels (%d) differ in length; McNemar skipped",
+                        seed, len(pa), len(pb), len(labels))
+            continue
+        out.append({"seed": seed, "n": len(labels), **asdict(mcnemar_exact(pa == labels, pb == labels))})
+    if out:
+        return out, ""
+    if single["sweep_model"]:
+        return [], "the best single model comes from a layer sweep, which logs no test predictions"
+    return [], f"no {PRED_ARTIFACT.format(seed='<k>')} of both runs for a common seed"
+
+
+def paired_tests(data: ReportData) -> list[dict[str, Any]]:
+    """Per dataset: the validation-selected multi-model run against the validation-selected single model.
+
+    Returns:
+        One dict per dataset with both configurations, their test accuracy, ``paired_t`` (None with fewer
+        than two common seeds), ``mcnemar`` (one entry per seed with predictions) and ``notes`` explaining gaps.
+    """
+    out = []
+    trials = data.trials
+    for dataset in sorted(trials["dataset"].unique()):
+        fused = best(trials[(trials["dataset"] == dataset) & (trials["n_models"] >= 2)])
+        single = best_single(data, str(dataset))
+        if fused is None or single is None:
+            continue
+        a = data.history(fused["run_id"], "seed/test_acc")
+        b = data.history(single["run_id"], "seed/test_acc")
+        common = sorted(set(a) & set(b))
+        notes = []
+        test = None
+        if len(common) >= 2:
+            test = asdict(paired_t([a[s] for s in common], [b[s] for s in common]))
+        else:
+            notes.append(f"paired t-test needs >= 2 common seeds (found {len(common)})")
+        mcnemar, why = _mcnemar(data, fused, single, common or [0])
+        if why:
+            notes.append(f"McNemar skipped: {why}")
+        out.append({
+            "dataset": str(dataset), "fusion": config_label(fused), "fusion_run_id": fused["run_id"],
+            "fusion_val_acc": float(fused["val/acc"]), "fusion_test_acc": float(fused["test/acc"]),
+            "single": config_label(single), "single_run_id": single["run_id"],
+            "single_val_acc": float(single["val/acc"]), "single_test_acc": float(single["test/acc"]),
+            "seeds": common, "paired_t": test, "mcnemar": mcnemar, "notes": notes,
+        })
+    return out

@@ -1,0 +1,183 @@
+"""``write_report``: read studies from MLflow, write the report folder atomically, log it on the parent runs.
+
+The folder is built as ``.<name>.tmp-<pid>`` beside the target and moved into place at the end, so a failed
+report never leaves a half-written folder, and ``force`` only ever replaces an earlier report folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from benchmark.errors import UserError
+from benchmark.registry import suggest
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from benchmark.config import BenchConfig
+    from benchmark.report.runs import ReportData
+    from benchmark.report.sections import Computed
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("md", "html")
+SUMMARY = "summary.json"
+CSV = "best_layers.csv"
+ARTIFACT_DIR = "report"
+MAX_NAME = 80  # folder and artifact names stay far below file-system limits (255 bytes)
+
+
+@dataclass
+class ReportResult:
+    """What ``write_report`` produced.
+
+    Attributes:
+        out_dir: The report folder.
+        files: Every file written into it.
+        summary: The content of ``summary.json``.
+        parent_runs: Ids of the study parent runs the files were logged to (under ``artifact_path``).
+        artifact_path: Artifact folder on those runs (``report``, or ``report/<name>`` for multi-study reports).
+    """
+
+    out_dir: Path
+    files: list[Path]
+    summary: dict[str, Any]
+    parent_runs: list[str] = field(default_factory=list)
+    artifact_path: str = ARTIFACT_DIR
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe: NaN -> None, numpy scalars -> Python, tuples -> lists, floats to 10 digits, recursively."""
+    import numpy as np
+
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        return float(f"{value:.10g}") if math.isfinite(value) else None  # 0.03, not 0.030000000000000027
+    return value
+
+
+def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
+    return [_plain(r) for r in df.to_dict("records")]
+
+
+def _check_formats(formats: Sequence[str]) -> tuple[str, ...]:
+    for fmt in formats:
+        if fmt not in FORMATS:
+            raise UserError(f"report format '{fmt}' is not known.{suggest(fmt, list(FORMATS))} Use md, html or md,html")
+    return tuple(dict.fromkeys(formats))
+
+
+def _name(studies: Sequence[str], experiments: Sequence[str]) -> str:
+    from benchmark.report.render import slug
+    from benchmark.tracking import EXPERIMENT_PREFIX
+
+    names = [*studies, *(e.removeprefix(EXPERIMENT_PREFIX) for e in experiments)]
+    if not names:
+        return "report"
+    text = slug("+".join(names))
+    if len(text) <= MAX_NAME:
+        return text
+    digest = hashlib.sha256("\n".join(names).encode()).hexdigest()[:8]  # keeps long names distinct once cut
+    return f"{text[:MAX_NAME - 9]}-{digest}"
+
+
+def _prepare(out: Path, force: bool) -> None:
+    if not out.exists():
+        return
+    if not force:
+        raise UserError(f"report folder {out} already exists: pass --force to replace it, or choose another --out")
+    if not out.is_dir() or (any(out.iterdir()) and not (out / SUMMARY).is_file()):
+        raise UserError(f"{out} exists and is not a layerfuse report folder (no {SUMMARY}); refusing to replace it "
+                        "even with --force: choose another --out")
+
+
+def _summary(data: ReportData, c: Computed, studies: Sequence[str], experiments: Sequence[str], title: str,
+             uri: str) -> dict[str, Any]:
+    from benchmark.report.selection import SELECTION_RULE
+
+    best = _records(c.best)
+    for row in best:
+        row["command"] = c.commands.get(row["dataset"], "")
+    return _plain({
+        "title": title, "studies": sorted(data.counts), "requested_studies": list(studies),
+        "requested_experiments": list(experiments), "tracking_uri": uri, "selection_rule": SELECTION_RULE,
+        "trial_counts": data.counts, "finished_trials": len(data.trials), "num_layers": c.depth,
+        "best": best, "best_layers": _records(c.best_last), "last_k": _records(c.last_k),
+        "fusion_comparison": _records(c.fusion), "multi_model": _records(c.multi), "cost": _records(c.cost),
+        "pareto": _records(c.pareto), "paired_tests": c.paired,
+    })
+
+
+def write_report(cfg: BenchConfig, studies: Sequence[str] = (), experiments: Sequence[str] = (),
+                 out_dir: str | Path | None = None, formats: Sequence[str] = FORMATS,
+                 force: bool = False) -> ReportResult:
+    """Export the paper's figures and tables for the named studies and/or experiments.
+
+    Args:
+        cfg: Config; ``tracking`` names the MLflow store, ``report.out_dir`` the default parent folder.
+        studies: Study names (the ``layerfuse.study`` tag of a parent run).
+        experiments: Experiment names (``layerfuse/<dataset>`` or ``<dataset>``); every study in them is included.
+        out_dir: Report folder; default ``<report.out_dir>/<study or experiment names joined by +>``.
+        formats: Any of ``md`` and ``html`` (CSV, JSON and PNGs are always written).
+        force: Replace an existing report folder.
+
+    Returns:
+        The folder, its files, the summary, and the parent runs the files were logged to.
+
+    Raises:
+        UserError: bad format, nothing named, unknown study/experiment, no finished trials, or an existing folder.
+    """
+    from benchmark.report.render import to_html, to_markdown
+    from benchmark.report.runs import load_runs
+    from benchmark.report.sections import build, compute
+
+    studies, experiments = list(dict.fromkeys(studies)), list(dict.fromkeys(experiments))
+    formats = _check_formats(formats)
+    name = _name(studies, experiments)
+    out = Path(out_dir) if out_dir is not None else Path(cfg.report.out_dir) / name
+    _prepare(out, force)
+    data = load_runs(cfg, studies, experiments)
+    computed = compute(data)
+    title = "layerfuse report: " + ", ".join([*studies, *experiments])
+    parents = sorted(set(data.parents["run_id"]))
+    artifact_path = ARTIFACT_DIR if len(parents) == 1 else f"{ARTIFACT_DIR}/{name}"
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        doc, pngs = build(data, computed, tmp, title)
+        files = [p.name for p in pngs]
+        if "md" in formats:
+            (tmp / "report.md").write_text(to_markdown(doc))
+            files.append("report.md")
+        if "html" in formats:
+            (tmp / "report.html").write_text(to_html(doc, tmp))
+            files.append("report.html")
+        computed.best_last.to_csv(tmp / CSV, index=False, float_format="%.10g")
+        summary = _summary(data, computed, studies, experiments, title, cfg.tracking.uri)
+        summary.update(files=sorted([*files, CSV, SUMMARY]), parent_runs=parents, artifact_path=artifact_path)
+        (tmp / SUMMARY).write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    for run_id in parents:
+        data.mlc.log_artifacts(run_id, str(out), artifact_path)
+    log.info("report: wrote %d files to %s and logged them on %d parent run(s) under %s/",
+             len(summary["files"]), out, len(parents), artifact_path)
+    return ReportResult(out, [out / f for f in summary["files"]], summary, parents, artifact_path)

@@ -1,0 +1,240 @@
+"""The report's figures as pure functions of DataFrames, each returning a matplotlib ``Figure``.
+
+Figures are built with ``matplotlib.figure.Figure`` (rendered by Agg on ``savefig``) rather than pyplot, so
+no global figure state leaks and the caller's backend is never switched. Every axis names its unit and
+every plot says which scores are validation and which are test of the validation-selected choice.
+"""
+
+from __future__ import annotations
+
+import math
+import textwrap
+from typing import TYPE_CHECKING
+
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
+
+from benchmark.report.selection import display
+from benchmark.report.tables import MIB
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    import pandas as pd
+    from matplotlib.axes import Axes
+
+ACC = "accuracy (fraction correct)"
+COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive")
+AGG_STYLE = {"mean": ("tab:blue", "o"), "max": ("tab:red", "^"), "min": ("tab:green", "v")}
+TITLE_CHARS = 70  # wrap longer titles instead of letting them run off the figure
+
+
+def save(fig: Figure, path: Path) -> Path:
+    """Write ``fig`` as PNG to ``path`` and return the path."""
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def _title(ax: Axes | Figure, text: str) -> None:
+    wrapped = "\n".join(textwrap.wrap(text, TITLE_CHARS))
+    if isinstance(ax, Figure):
+        ax.suptitle(wrapped)
+    else:
+        ax.set_title(wrapped, fontsize="medium")
+
+
+def _legend_below(fig: Figure, axes: list[Axes], ncol: int = 3) -> None:
+    """One legend under the figure for every labelled line of ``axes`` (each label once)."""
+    entries: dict[str, object] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            entries.setdefault(label, handle)
+    fig.legend(list(entries.values()), list(entries), loc="outside lower center", ncol=ncol, fontsize="small",
+               frameon=False)
+
+
+def _log_x_if_wide(ax: Axes, values: pd.Series) -> None:
+    """Log x-axis when values span more than 10x, with plain tick labels (``0.5``, ``2``) that do not collide."""
+    low, high = float(values.min()), float(values.max())
+    if low > 0 and high > 10 * low:
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def acc_by_layer(points: pd.DataFrame, rows: pd.DataFrame, model: str) -> Figure:
+    """Figure 2: validation and test accuracy of every single layer of ``model``, one colour per dataset.
+
+    Args:
+        points: ``layer_points`` rows of this model (columns dataset, layer, val/acc, test/acc).
+        rows: ``best_vs_last`` rows of this model (best_layer, last_layer per dataset).
+        model: Model name for the title.
+    """
+    datasets = sorted(points["dataset"].unique())
+    fig = Figure(figsize=(7.5, 4.8), layout="constrained")
+    ax = fig.add_subplot()
+    for i, dataset in enumerate(datasets):
+        color = COLORS[i % len(COLORS)]
+        sub = points[points["dataset"] == dataset].sort_values("layer")
+        tag = f"{display(dataset)}: " if len(datasets) > 1 else ""
+        ax.plot(sub["layer"], sub["val/acc"], "-o", color=color, ms=3.5, label=f"{tag}validation")
+        ax.plot(sub["layer"], sub["test/acc"], "--s", color=color, ms=3, alpha=0.75, label=f"{tag}test")
+        info = rows[rows["dataset"] == dataset]
+        if len(info):
+            b = info.iloc[0]
+            ax.plot([b["best_layer"]], [b["best_val_acc"]], "*", color=color, ms=15, mec="black",
+                    label=f"{tag}best layer {b['best_layer']} (chosen on validation)")
+            ax.plot([b["best_layer"]], [b["best_test_acc"]], "*", color=color, ms=11, mec="black", alpha=0.6)
+    lasts = sorted({int(v) for v in rows["last_layer"] if v is not None and not math.isnan(v)}) if len(rows) else []
+    for j, last in enumerate(lasts):
+        ax.axvline(last, color="grey", ls=":", lw=1.5, label=f"last layer (L={last})" if j == 0 else None)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlim(min(0, int(points["layer"].min())) - 0.5, max([int(points["layer"].max()), *lasts]) + 0.5)
+    ax.set_xlabel("layer index (0 = embedding layer)")
+    ax.set_ylabel(ACC)
+    _title(ax, f"Accuracy by layer: {model} (single layers)")
+    ax.grid(alpha=0.3)
+    _legend_below(fig, [ax], ncol=3 if len(datasets) > 1 else 4)
+    return fig
+
+
+def last_k_curves(table: pd.DataFrame, refs: pd.DataFrame, model: str) -> Figure:
+    """Figure 3: mean/max/min over the last k layers vs k, validation (left) and test (right), per dataset.
+
+    Args:
+        table: ``last_k_table`` rows of this model.
+        refs: ``best_vs_last`` rows of this model, drawn as horizontal reference lines.
+        model: Model name for the title.
+    """
+    datasets = sorted(table["dataset"].unique())
+    fig = Figure(figsize=(10, 3.4 * len(datasets) + 0.9), layout="constrained")
+    axes = fig.subplots(len(datasets), 2, squeeze=False, sharey="row")
+    for r, dataset in enumerate(datasets):
+        sub = table[table["dataset"] == dataset]
+        ref = refs[refs["dataset"] == dataset]
+        for c, (split, name) in enumerate((("val", "validation"), ("test", "test"))):
+            ax = axes[r][c]
+            for agg, group in sub.groupby("agg", sort=True):
+                color, marker = AGG_STYLE.get(str(agg), ("black", "x"))
+                group = group.sort_values("k")
+                ax.plot(group["k"], group[f"{split}/acc"], marker=marker, color=color, label=f"{agg} of last k layers")
+            if len(ref):
+                last, chosen = ref.iloc[0][f"last_{split}_acc"], ref.iloc[0][f"best_{split}_acc"]
+                if not math.isnan(last):
+                    ax.axhline(last, color="grey", ls=":", label="last layer alone")
+                ax.axhline(chosen, color="black", ls="--", lw=1, label="best single layer (chosen on validation)")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_xlabel("k (number of last layers aggregated)")
+            ax.set_ylabel(ACC)
+            _title(ax, f"{display(dataset)}: {name}" + (" (k and aggregation chosen on validation)" if c else ""))
+            ax.grid(alpha=0.3)
+    _title(fig, f"Last-k layer aggregation: {model}")
+    _legend_below(fig, list(axes.ravel()), ncol=3)
+    return fig
+
+
+def fusion_methods(df: pd.DataFrame, singles: dict[str, float]) -> Figure:
+    """Table 2's two-model rows as a dot plot: accuracy per fusion method and model pair, per dataset.
+
+    Args:
+        df: ``fusion_comparison`` rows.
+        singles: ``{dataset: test accuracy of the validation-selected single model}`` (reference line).
+    """
+    datasets = sorted(df["dataset"].unique())
+    fusions = sorted(df["fusion"].unique())
+    fig = Figure(figsize=(max(7.0, 0.75 * len(fusions) + 3), 3.8 * len(datasets) + 1.2), layout="constrained")
+    axes = fig.subplots(len(datasets), 1, squeeze=False)
+    pairs = sorted(df["pair"].unique())
+    width = 0.6 / max(1, len(pairs))
+    for r, dataset in enumerate(datasets):
+        ax = axes[r][0]
+        sub = df[df["dataset"] == dataset]
+        for i, pair in enumerate(pairs):
+            rows = sub[sub["pair"] == pair]
+            x = [fusions.index(f) + (i - (len(pairs) - 1) / 2) * width for f in rows["fusion"]]
+            color = COLORS[i % len(COLORS)]
+            ax.plot(x, rows["test_acc"], "o", color=color, ms=8, label=f"{pair}: test")
+            ax.plot(x, rows["val_acc"], "o", mfc="none", color=color, ms=8, label=f"{pair}: validation")
+        if dataset in singles and not math.isnan(singles[dataset]):
+            ax.axhline(singles[dataset], color="grey", ls="--", label="best single model (test; chosen on validation)")
+        long_names = len(fusions) > 4 or max(len(f) for f in fusions) > 10
+        ax.set_xticks(range(len(fusions)), fusions, rotation=35 if long_names else 0, ha="right" if long_names else "center")
+        ax.set_xlim(-0.6, len(fusions) - 0.4)
+        ax.set_xlabel("fusion method (layers of each model chosen on validation)")
+        ax.set_ylabel(ACC)
+        _title(ax, f"{display(dataset)}: fusion methods on model pairs")
+        ax.grid(alpha=0.3, axis="y")
+    _title(fig, "Fusion-method comparison (filled = test, hollow = validation)")
+    _legend_below(fig, list(axes.ravel()), ncol=2)
+    return fig
+
+
+COST_PANELS = (("perf/fused_dim", "fused dimension (features)", 1.0),
+               ("perf/feature_bytes", "feature memory (MiB)", 1 / MIB),
+               ("perf/extract_ms_per_sample", "extraction time (ms/sample)", 1.0),
+               ("perf/head_ms_per_sample", "classifier head time (ms/sample)", 1.0))
+
+
+def cost_vs_models(trials: pd.DataFrame) -> Figure:
+    """Sec. 5.4: fused dimension, feature memory, extraction and head time vs number of fused models.
+
+    Every costed trial is a dot (datasets coloured); the line with markers joins the medians.
+    """
+    datasets = sorted(trials["dataset"].unique())
+    fig = Figure(figsize=(9, 6.6), layout="constrained")
+    axes = fig.subplots(2, 2).ravel()
+    for ax, (key, label, scale) in zip(axes, COST_PANELS, strict=True):
+        for i, dataset in enumerate(datasets):
+            sub = trials[(trials["dataset"] == dataset) & trials[key].notna()]
+            if sub.empty:
+                continue
+            offset = (i - (len(datasets) - 1) / 2) * 0.08
+            color = COLORS[i % len(COLORS)]
+            ax.plot(sub["n_models"] + offset, sub[key] * scale, "o", color=color, alpha=0.4, ms=4,
+                    label=f"{display(dataset)}: trials")
+            med = (sub[key] * scale).groupby(sub["n_models"]).median()
+            ax.plot(med.index + offset, med.values, "-D", color=color, lw=2, ms=6, label=f"{display(dataset)}: median")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("number of fused models")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    _title(fig, "Cost vs number of models (trials that measured their cost)")
+    _legend_below(fig, list(axes), ncol=max(2, 2 * len(datasets)))
+    return fig
+
+
+def acc_vs_cost(trials: pd.DataFrame, front: pd.DataFrame) -> Figure:
+    """Accuracy vs feature memory with the validation Pareto front; test scores of the same runs on the right.
+
+    Args:
+        trials: Costed trials (columns dataset, n_models, val/acc, test/acc, perf/feature_bytes).
+        front: ``pareto`` rows (feature_mib, val_acc, test_acc), the runs no cheaper run beats on validation.
+    """
+    datasets = sorted(trials["dataset"].unique())
+    fig = Figure(figsize=(10, 3.8 * len(datasets) + 1.0), layout="constrained")
+    axes = fig.subplots(len(datasets), 2, squeeze=False, sharey="row")
+    sizes = sorted(trials["n_models"].unique())
+    for r, dataset in enumerate(datasets):
+        sub = trials[trials["dataset"] == dataset]
+        fr = front[front["dataset"] == dataset].sort_values("feature_mib")
+        mib = sub["perf/feature_bytes"] / MIB
+        for c, (split, name) in enumerate((("val", "validation"), ("test", "test"))):
+            ax = axes[r][c]
+            for i, n in enumerate(sizes):
+                mask = sub["n_models"] == n
+                ax.plot(mib[mask], sub.loc[mask, f"{split}/acc"], "o", color=COLORS[i % len(COLORS)], alpha=0.55,
+                        ms=5, label=f"{n} model{'s' if n > 1 else ''}")
+            if c == 0:
+                ax.plot(fr["feature_mib"], fr["val_acc"], "-D", color="black", ms=5, drawstyle="steps-post",
+                        label="Pareto front (validation)")
+            else:  # the same runs on test: no longer a front, so points joined only as a guide
+                ax.plot(fr["feature_mib"], fr["test_acc"], ":D", color="black", ms=5, label="Pareto runs on test")
+            _log_x_if_wide(ax, mib)
+            ax.set_xlabel("feature memory (MiB)")
+            ax.set_ylabel(ACC)
+            _title(ax, f"{display(dataset)}: {name}" + (" (runs chosen on validation)" if c else ""))
+            ax.grid(alpha=0.3)
+    _title(fig, "Accuracy vs cost")
+    _legend_below(fig, list(axes.ravel()), ncol=len(sizes) + 2)
+    return fig

@@ -1,0 +1,255 @@
+"""Read studies back from MLflow (the single source of truth) into one pandas table of finished trials.
+
+``load_runs`` resolves study and experiment names (with "did you mean" errors), collects every study's
+parent run and its nested trial runs, and keeps the trials Optuna finished (``optuna.trial_state=COMPLETE``).
+Metric histories and artifacts are fetched lazily through ``ReportData`` so a large study stays cheap.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import tempfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+from urllib.request import url2pathname
+
+from benchmark.errors import UserError
+from benchmark.registry import suggest
+from benchmark.tracking import (
+    EXPERIMENT_PREFIX,
+    KIND_STUDY,
+    KIND_TRIAL,
+    METRICS,
+    TAG_KIND,
+    TAG_PARENT,
+    TAG_PRESET,
+    TAG_STATE,
+    TAG_STUDY,
+    TAG_SWEEP_MODEL,
+    TAG_TRIAL,
+    client,
+)
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+    from mlflow.entities import Run
+    from mlflow.tracking import MlflowClient
+
+    from benchmark.config import BenchConfig
+
+log = logging.getLogger(__name__)
+
+PERF = ("perf/fused_dim", "perf/feature_bytes", "perf/extract_ms_per_sample", "perf/head_ms_per_sample",
+        "perf/peak_rss_mb", "perf/fit_s", "perf/param_count")
+COMPLETE = "COMPLETE"
+
+
+@dataclass
+class ReportData:
+    """Finished trials of the selected studies plus lazy access to their histories and artifacts.
+
+    Attributes:
+        trials: One row per COMPLETE trial run (columns: see ``_trial_row``).
+        parents: One row per study parent run (``run_id``, ``study``, ``preset``, ``dataset``, ``experiment``).
+        counts: Trial states per study, e.g. ``{"s": {"COMPLETE": 3, "PRUNED": 1}}``.
+        mlc: The MLflow client the data came from.
+    """
+
+    trials: pd.DataFrame
+    parents: pd.DataFrame
+    counts: dict[str, dict[str, int]]
+    mlc: MlflowClient
+    _histories: dict[tuple[str, str], dict[int, float]] = field(default_factory=dict, repr=False)
+
+    def history(self, run_id: str, key: str) -> dict[int, float]:
+        """``{step: value}`` of metric ``key`` in run ``run_id`` (empty when never logged)."""
+        if (run_id, key) not in self._histories:
+            points = self.mlc.get_metric_history(run_id, key)
+            self._histories[run_id, key] = {int(m.step): float(m.value) for m in points}
+        return self._histories[run_id, key]
+
+    def artifact(self, run_id: str, artifact: str) -> bytes | None:
+        """The bytes of one artifact file of a run, or None when the run does not have it.
+
+        Local (``file:``) artifact stores are read in place; others are downloaded to a temporary folder.
+        """
+        from mlflow.exceptions import MlflowException
+
+        root = self.mlc.get_run(run_id).info.artifact_uri
+        if root.startswith("file:") or "://" not in root:
+            local = Path(url2pathname(urlparse(root).path)) / artifact
+            return local.read_bytes() if local.is_file() else None
+        folder = str(Path(artifact).parent)
+        try:
+            names = {a.path for a in self.mlc.list_artifacts(run_id, None if folder == "." else folder)}
+            if artifact not in names:
+                return None
+            with tempfile.TemporaryDirectory() as tmp:
+                return Path(self.mlc.download_artifacts(run_id, artifact, tmp)).read_bytes()
+        except (MlflowException, OSError):
+            return None
+
+    def array(self, run_id: str, artifact: str) -> np.ndarray | None:
+        """An ``.npy`` artifact of a run (e.g. predictions), or None when absent."""
+        import numpy as np
+
+        blob = self.artifact(run_id, artifact)
+        return None if blob is None else np.load(io.BytesIO(blob))
+
+
+def _search(mlc: MlflowClient, experiment_ids: list[str], filter_string: str) -> list[Run]:
+    """Every run matching ``filter_string`` (all result pages)."""
+    runs: list[Run] = []
+    token = None
+    while True:
+        page = mlc.search_runs(experiment_ids, filter_string=filter_string, max_results=1000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def _n_seeds(text: str | None) -> int:
+    """The ``seeds`` param as a count: ``"3"`` -> 3, a comma list ``"0,1,2"`` -> 3, absent -> 1."""
+    if not text:
+        return 1
+    parts = [p for p in str(text).split(",") if p.strip()]
+    if len(parts) > 1:
+        return len(parts)
+    try:
+        return max(1, int(float(parts[0])))
+    except ValueError:
+        return 1
+
+
+def _state(run: Run) -> str:
+    """Optuna's verdict; a run without the tag counts as complete only if it finished with ``val/acc``."""
+    state = run.data.tags.get(TAG_STATE)
+    if state:
+        return state.upper()
+    if run.info.status == "FINISHED" and "val/acc" in run.data.metrics:
+        return COMPLETE
+    return run.info.status or "UNKNOWN"
+
+
+def _trial_row(run: Run, dataset: str, preset: str) -> dict[str, Any]:
+    params, metrics, tags = run.data.params, run.data.metrics, run.data.tags
+    models = tuple(m.strip() for m in params.get("models", "").split(",") if m.strip())
+    trial = tags.get(TAG_TRIAL, "")
+    row: dict[str, Any] = {
+        "run_id": run.info.run_id,
+        "parent_id": tags.get(TAG_PARENT, ""),
+        "study": tags.get(TAG_STUDY, ""),
+        "dataset": params.get("dataset") or dataset,
+        "preset": params.get("preset") or tags.get(TAG_PRESET) or preset,
+        "trial": int(trial) if trial.lstrip("-").isdigit() else 1_000_000,
+        "models": models,
+        "n_models": int(params.get("n_models", len(models)) or len(models)),
+        "fusion": params.get("fusion", ""),
+        "layers": {m: params[f"layer.{m}"] for m in models if f"layer.{m}" in params},
+        "seeds": _n_seeds(params.get("seeds")),
+        "sweep_model": tags.get(TAG_SWEEP_MODEL, ""),
+        "params": dict(params),
+    }
+    for key in (*METRICS, *PERF):
+        row[key] = float(metrics.get(key, math.nan))
+    return row
+
+
+def _experiments(mlc: MlflowClient) -> dict[str, str]:
+    """``{experiment name: id}`` of every layerfuse experiment."""
+    found = mlc.search_experiments(filter_string=f"name LIKE '{EXPERIMENT_PREFIX}%'")
+    return {e.name: str(e.experiment_id) for e in found}
+
+
+def _parents_table(mlc: MlflowClient, experiments: dict[str, str]) -> pd.DataFrame:
+    import pandas as pd
+
+    names = {v: k for k, v in experiments.items()}
+    rows = []
+    if experiments:
+        for run in _search(mlc, list(experiments.values()), f"tags.`{TAG_KIND}` = '{KIND_STUDY}'"):
+            exp = names[str(run.info.experiment_id)]
+            rows.append({"run_id": run.info.run_id, "study": run.data.tags.get(TAG_STUDY, run.info.run_name or ""),
+                         "preset": run.data.tags.get(TAG_PRESET, ""), "experiment": exp,
+                         "experiment_id": str(run.info.experiment_id), "dataset": exp.removeprefix(EXPERIMENT_PREFIX)})
+    return pd.DataFrame(rows, columns=["run_id", "study", "preset", "experiment", "experiment_id", "dataset"])
+
+
+def _known(kind: str, plural: str, name: str, choices: list[str], uri: str) -> UserError:
+    listing = ", ".join(choices) if choices else "none yet: run `layerfuse study --preset ... --dataset ...` first"
+    return UserError(f"unknown {kind} '{name}' in {uri}.{suggest(name, choices)} Known {plural}: {listing}")
+
+
+def _select_parents(parents: pd.DataFrame, experiments: dict[str, str], studies: list[str],
+                    wanted_experiments: list[str], uri: str) -> pd.DataFrame:
+    known_studies = sorted(set(parents["study"]))
+    for name in studies:
+        if name not in known_studies:
+            raise _known("study", "studies", name, known_studies, uri)
+    exp_names: list[str] = []
+    for name in wanted_experiments:
+        full = name if name in experiments else f"{EXPERIMENT_PREFIX}{name}"
+        if full not in experiments:
+            raise _known("experiment", "experiments", name, sorted(experiments), uri)
+        if not (parents["experiment"] == full).any():
+            raise UserError(f"experiment '{full}' holds no studies: run `layerfuse study --dataset "
+                            f"{full.removeprefix(EXPERIMENT_PREFIX)} ...` first")
+        exp_names.append(full)
+    keep = parents["study"].isin(studies) | parents["experiment"].isin(exp_names)
+    return parents[keep].reset_index(drop=True)
+
+
+def _no_trials_message(study: str, parents: pd.DataFrame, states: Counter[str]) -> str:
+    first = parents[parents["study"] == study].iloc[0]
+    seen = ", ".join(f"{n} {s.lower()}" for s, n in sorted(states.items())) or "no trials at all"
+    return (f"study '{study}' has no finished trials ({seen}); run `layerfuse study --preset {first['preset'] or '...'} "
+            f"--dataset {first['dataset']}` until some trials complete, then report again")
+
+
+def load_runs(cfg: BenchConfig, studies: list[str], experiments: list[str]) -> ReportData:
+    """Collect the finished trials of the named studies and of every study in the named experiments.
+
+    Args:
+        cfg: Config whose ``tracking`` section names the MLflow store.
+        studies: Study names (tag ``layerfuse.study``).
+        experiments: Experiment names, ``layerfuse/<dataset>`` or just ``<dataset>``.
+
+    Raises:
+        UserError: nothing named, an unknown study or experiment (listing the known ones), or no finished trials.
+    """
+    import pandas as pd
+
+    mlc = client(cfg.tracking)
+    exps = _experiments(mlc)
+    parents = _parents_table(mlc, exps)
+    if not studies and not experiments:
+        known = ", ".join(sorted(set(parents["study"]))) or "none yet"
+        raise UserError(f"name a study (--study NAME) or an experiment (--experiment NAME); known studies: {known}")
+    chosen = _select_parents(parents, exps, studies, experiments, cfg.tracking.uri)
+    rows, counts = [], {}
+    for study, group in chosen.groupby("study", sort=True):
+        states: Counter[str] = Counter()
+        for parent in group.itertuples():
+            for run in _search(mlc, [parent.experiment_id], f"tags.`{TAG_PARENT}` = '{parent.run_id}'"):
+                if run.data.tags.get(TAG_KIND, KIND_TRIAL) != KIND_TRIAL:
+                    continue
+                state = _state(run)
+                states[state] += 1
+                if state == COMPLETE:
+                    rows.append(_trial_row(run, parent.dataset, parent.preset))
+        counts[str(study)] = dict(states)
+        if str(study) in studies and not states[COMPLETE]:
+            raise UserError(_no_trials_message(str(study), chosen, states))
+    if not rows:
+        names = ", ".join(sorted(counts))
+        raise UserError(f"no finished trials in studies {names}; run `layerfuse study ...` until some trials complete")
+    trials = pd.DataFrame(rows).sort_values(["dataset", "study", "trial"], kind="stable").reset_index(drop=True)
+    log.info("report: %d finished trials from %d studies", len(trials), len(counts))
+    return ReportData(trials=trials, parents=chosen, counts=counts, mlc=mlc)

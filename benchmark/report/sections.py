@@ -1,0 +1,227 @@
+"""Compute every table once (``compute``) and lay them out with their figures as a ``Doc`` (``build``).
+
+Each section says which numbers are validation (used for every choice) and which are test (reported for the
+validation-selected configuration only). Sections without matching runs say which preset would fill them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from benchmark.report import plots, tables
+from benchmark.report.compare import paired_tests
+from benchmark.report.render import Bold, Doc, fmt, fmt_seeds, slug
+from benchmark.report.reproduce import CONFIG_ARTIFACT, command
+from benchmark.report.selection import SELECTION_RULE, display, layer_points, num_layers
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    import pandas as pd
+
+    from benchmark.report.runs import ReportData
+
+
+@dataclass
+class Computed:
+    """All report tables (DataFrames) plus the paired tests, computed once from ``ReportData``."""
+
+    depth: dict[str, int | None]
+    points: pd.DataFrame
+    best_last: pd.DataFrame
+    last_k: pd.DataFrame
+    fusion: pd.DataFrame
+    multi: pd.DataFrame
+    cost: pd.DataFrame
+    pareto: pd.DataFrame
+    best: pd.DataFrame
+    commands: dict[str, str]
+    paired: list[dict[str, Any]]
+
+
+def compute(data: ReportData) -> Computed:
+    """Run every table function of ``tables`` and ``compare`` on ``data``."""
+    depth = num_layers(data)
+    points = layer_points(data, depth)
+    best = tables.best_configs(data)
+    trials = data.trials.set_index("run_id", drop=False)
+    commands = {}
+    for _, r in best.iterrows():
+        config = data.artifact(r["run_id"], CONFIG_ARTIFACT)
+        commands[str(r["dataset"])] = command(trials.loc[r["run_id"]], None if config is None else config.decode())
+    return Computed(depth, points, tables.best_vs_last(data, points, depth), tables.last_k_table(data),
+                    tables.fusion_comparison(data), tables.multi_model(data), tables.cost_by_models(data),
+                    tables.pareto(data), best, commands, paired_tests(data))
+
+
+def _figure(doc: Doc, fig: Any, folder: Path, name: str, caption: str, files: list[Path]) -> None:
+    stem, n = name.removesuffix(".png"), 1
+    while (folder / name).exists():  # two models whose short names coincide
+        n += 1
+        name = f"{stem}-{n}.png"
+    files.append(plots.save(fig, folder / name))
+    doc.image(name, caption)
+
+
+def _intro(doc: Doc, data: ReportData) -> None:
+    t = data.trials
+    doc.para(f"Studies: {', '.join(sorted(data.counts))}. Datasets: {', '.join(sorted(t['dataset'].unique()))}. "
+             f"Finished trials: {len(t)}.")
+    doc.note(f"Selection rule: {SELECTION_RULE}. Validation is the held-out part of train (or the dataset's own "
+             "validation split); columns marked (test) are test scores of the validation-selected configuration. "
+             "Where several seeds exist, ± is the sample std over seeds and [..] a 95% percentile-bootstrap "
+             "interval of the mean (10,000 resamples, seed 0).")
+
+
+def _best_section(doc: Doc, c: Computed) -> None:
+    doc.heading("Best configuration found (validation-selected)")
+    rows = [[display(r["dataset"]), r["config"], r["study"], str(r["trial"]), fmt(r["val_acc"]),
+             Bold(fmt(r["test_acc"])), fmt_seeds(r)] for _, r in c.best.iterrows()]
+    doc.table(["dataset", "configuration", "study", "trial", "val acc", "test acc (test)", "test over seeds (test)"],
+              rows)
+    for dataset, cmd in c.commands.items():
+        doc.para(f"Re-train the best {display(dataset)} configuration with its seeds (run from the repository root):")
+        doc.code(cmd)
+
+
+def _layer_section(doc: Doc, c: Computed, folder: Path, files: list[Path]) -> None:
+    doc.heading("Accuracy by layer (Figure 2)")
+    if c.points.empty:
+        doc.note("No single-layer runs: run the `layer-sweep` preset to fill this section.")
+        return
+    doc.note("Single layers of single models, from layer-sweep runs (same head settings for every layer); "
+             "a model without a sweep shows its single-layer trials instead (column source).")
+    for model in sorted(c.points["model"].unique()):
+        rows = c.best_last[c.best_last["model"] == model]
+        _figure(doc, plots.acc_by_layer(c.points[c.points["model"] == model], rows, display(model)), folder,
+                f"acc_by_layer_{slug(display(model))}.png", f"Accuracy by layer for {display(model)}: validation "
+                "(solid) and test (dashed); stars mark the layer chosen on validation, the dotted line the last layer.",
+                files)
+    doc.heading("Best layer vs last layer (Table 2, Specific Layer rows)", 3)
+    doc.table(["dataset", "model", "source", "last layer", "last val", "last test (test)", "best layer (val-selected)",
+               "best val", "best test (test)", "gain val", "gain (test)", "best over seeds (test)"],
+              [[display(r["dataset"]), display(r["model"]), r["source"], fmt(r["last_layer"], 0), fmt(r["last_val_acc"]),
+                fmt(r["last_test_acc"]), Bold(str(r["best_layer"])), fmt(r["best_val_acc"]), fmt(r["best_test_acc"]),
+                fmt(r["gain_val"], sign=True), Bold(fmt(r["gain_test"], sign=True)), fmt_seeds(r, "best_")]
+               for _, r in c.best_last.iterrows()])
+    for dataset in sorted(c.points["dataset"].unique()):
+        grid = tables.layer_grid(c.points, dataset)
+        chosen = {r["model"]: r["best_layer"] for _, r in c.best_last[c.best_last["dataset"] == dataset].iterrows()}
+        doc.heading(f"Layer-wise test accuracy on {display(dataset)} (Tables 3-4)", 3)
+        doc.note("Test accuracy of each single layer; bold = the layer chosen on validation.")
+        doc.table(["layer", *[f"{display(str(m))} (test)" for m in grid.columns]],
+                  [[str(layer), *[Bold(fmt(v)) if chosen.get(m) == layer else fmt(v) for m, v in row.items()]]
+                   for layer, row in grid.iterrows()])
+
+
+def _last_k_section(doc: Doc, c: Computed, folder: Path, files: list[Path]) -> None:
+    doc.heading("Last-k layer aggregation (Figure 3)")
+    if c.last_k.empty:
+        doc.note("No last-k runs: run the `last-k` preset to fill this section.")
+        return
+    for model in sorted(c.last_k["model"].unique()):
+        sub = c.last_k[c.last_k["model"] == model]
+        _figure(doc, plots.last_k_curves(sub, c.best_last[c.best_last["model"] == model], display(model)), folder,
+                f"last_k_{slug(display(model))}.png", f"Mean/max/min of the last k layers of {display(model)}: "
+                "validation (left), test (right); reference lines: the last layer alone and the validation-selected "
+                "single layer.", files)
+    rows = []
+    for _, group in c.last_k.groupby(["dataset", "model"], sort=True):
+        top = tables.rank(group).iloc[0]["run_id"]
+        rows += [[display(r["dataset"]), display(r["model"]), r["agg"], str(r["k"]),
+                  (Bold if r["run_id"] == top else str)(fmt(r["val/acc"])), fmt(r["test/acc"])]
+                 for _, r in group.iterrows()]
+    doc.table(["dataset", "model", "aggregation", "k", "val acc", "test acc (test)"], rows)
+    doc.note("Bold: the aggregation and k chosen on validation for each model and dataset.")
+
+
+def _fusion_section(doc: Doc, c: Computed, folder: Path, files: list[Path]) -> None:
+    doc.heading("Fusion methods on model pairs (Table 2, Two Models rows)")
+    if c.fusion.empty:
+        doc.note("No two-model runs: run the `fusion-methods` preset to fill this section.")
+        return
+    singles = {p["dataset"]: p["single_test_acc"] for p in c.paired}
+    _figure(doc, plots.fusion_methods(c.fusion, singles), folder, "fusion_comparison.png",
+            "Test (filled) and validation (hollow) accuracy per fusion method and model pair; layers chosen on "
+            "validation; dashed: the validation-selected single model (test).", files)
+    doc.table(["dataset", "pair", "fusion", "layers (val-selected)", "val acc", "test acc (test)",
+               "test over seeds (test)", "best member (val-selected)", "member (test)", "gain vs member (test)"],
+              [[display(r["dataset"]), r["pair"], r["fusion"], r["layers"], fmt(r["val_acc"]), fmt(r["test_acc"]),
+                fmt_seeds(r), r["best_member"], fmt(r["best_member_test_acc"]),
+                fmt(r["gain_test_vs_member"], sign=True)] for _, r in c.fusion.iterrows()])
+
+
+def _multi_section(doc: Doc, c: Computed) -> None:
+    doc.heading("Three or more models (Tables 5-6)")
+    if c.multi.empty:
+        doc.note("No runs with three or more models: run the `multi-model` preset to fill this section.")
+        return
+    datasets = sorted(c.multi["dataset"].unique())
+    rows = []
+    for (n, _), group in c.multi.groupby(["n_models", "models"], sort=True):
+        cells = {r["dataset"]: f"{fmt(r['test_acc'])} ({r['fusion']})" for _, r in group.iterrows()}
+        names = ", ".join(display(m) for m in group.iloc[0]["models"].split(","))
+        rows.append([str(n), names, *[cells.get(d, "—") for d in datasets]])
+    doc.table(["models", "model set", *[f"{display(d)} (test)" for d in datasets]], rows)
+    doc.note("Each cell: test accuracy of the fusion method and layers chosen on validation for that set.")
+
+
+def _stats_section(doc: Doc, c: Computed) -> None:
+    doc.heading("Best fusion vs best single model (paired tests)")
+    if not c.paired:
+        doc.note("Needs both single-model and multi-model runs on a dataset.")
+        return
+    rows = []
+    for p in c.paired:
+        t = p["paired_t"]
+        ttest = f"Δ={fmt(t['mean_diff'], sign=True)}, t={fmt(t['t'], 2)}, p={fmt(t['p_value'])} (n={t['n']})" if t else "—"
+        mc = "; ".join(f"seed {m['seed']}: {m['only_a']} vs {m['only_b']}, p={fmt(m['p_value'])}" for m in p["mcnemar"])
+        rows.append([display(p["dataset"]), p["fusion"], fmt(p["fusion_test_acc"]), p["single"],
+                     fmt(p["single_test_acc"]), ttest, mc or "—"])
+    doc.table(["dataset", "best fusion (val-selected)", "fusion (test)", "best single (val-selected)", "single (test)",
+               "paired t-test over seeds (test)", "McNemar exact (test): only fusion right vs only single right"], rows)
+    for p in c.paired:
+        for note in p["notes"]:
+            doc.note(f"{display(p['dataset'])}: {note}.")
+
+
+def _cost_section(doc: Doc, c: Computed, data: ReportData, folder: Path, files: list[Path]) -> None:
+    doc.heading("Cost (Sec. 5.4) and accuracy vs cost")
+    if c.cost.empty:
+        doc.note("No run measured its cost (layer sweeps do not): run the `search` or `fusion-methods` preset.")
+        return
+    doc.note("Runs that measured their cost; layer sweeps train every layer at once and are left out here.")
+    doc.table(["dataset", "models", "best configuration (val-selected)", "val acc", "test acc (test)", "fused dim",
+               "feature MiB", "extract ms/sample", "head ms/sample"],
+              [[display(r["dataset"]), str(r["n_models"]), r["config"], fmt(r["val_acc"]), fmt(r["test_acc"]),
+                fmt(r["fused_dim"], 0), fmt(r["feature_mib"], 2), fmt(r["extract_ms_per_sample"], 3),
+                fmt(r["head_ms_per_sample"], 4)] for _, r in c.cost.iterrows()])
+    costed = tables.costed(data)
+    _figure(doc, plots.cost_vs_models(costed), folder, "cost_vs_models.png",
+            "Fused dimension, feature memory, extraction and head time per sample vs number of models "
+            "(every costed trial; lines join the medians).", files)
+    _figure(doc, plots.acc_vs_cost(costed, c.pareto), folder, "acc_vs_cost.png",
+            "Accuracy vs feature memory: the Pareto front is chosen on validation (left) and shown with the same "
+            "runs' test scores (right).", files)
+    doc.heading("Pareto front (validation accuracy vs feature memory)", 3)
+    doc.table(["dataset", "configuration", "feature MiB", "extract ms/sample", "val acc", "test acc (test)"],
+              [[display(r["dataset"]), r["config"], fmt(r["feature_mib"], 2), fmt(r["extract_ms_per_sample"], 3),
+                fmt(r["val_acc"]), fmt(r["test_acc"])] for _, r in c.pareto.iterrows()])
+
+
+def build(data: ReportData, c: Computed, folder: Path, title: str) -> tuple[Doc, list[Path]]:
+    """Lay out the report, writing each figure as a PNG into ``folder``; return the document and the PNG paths."""
+    doc, files = Doc(title), []
+    _intro(doc, data)
+    _best_section(doc, c)
+    _layer_section(doc, c, folder, files)
+    _last_k_section(doc, c, folder, files)
+    _fusion_section(doc, c, folder, files)
+    _multi_section(doc, c)
+    _stats_section(doc, c)
+    _cost_section(doc, c, data, folder, files)
+    states = sorted({s for v in data.counts.values() for s in v})
+    doc.heading("Trials per study")
+    doc.table(["study", *states], [[study, *[str(v.get(s, 0)) for s in states]] for study, v in sorted(data.counts.items())])
+    return doc, files

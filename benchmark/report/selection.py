@@ -1,0 +1,131 @@
+"""The selection rule and the layer bookkeeping every table shares.
+
+Rule (``rank``): highest ``val/acc``, then highest ``val/f1``, then lowest trial number, then lowest layer.
+Test scores are only ever read off the row this rule picks ("validation-selected").
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+from lightning_modules.layers import LayerSpec, parse_layer_spec
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from benchmark.report.runs import ReportData
+
+SWEEP = "layer-sweep"
+SELECTION_RULE = ("validation-selected: highest val/acc, ties broken by higher val/f1, then lower trial number, "
+                  "then lower layer index; test accuracy is reported for the chosen configuration only")
+
+
+def rank(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` sorted best-first by the selection rule (NaN val/f1 sorts after any number)."""
+    key = df.assign(_v=-df["val/acc"].fillna(-math.inf), _f=-df["val/f1"].fillna(-math.inf),
+                    _l=df["layer"] if "layer" in df else 0)
+    return key.sort_values(["_v", "_f", "trial", "_l"], kind="stable").drop(columns=["_v", "_f", "_l"])
+
+
+def best(df: pd.DataFrame) -> pd.Series | None:
+    """The validation-selected row of ``df`` (None when empty or no row has ``val/acc``)."""
+    df = df[df["val/acc"].notna()]
+    return None if df.empty else rank(df).iloc[0]
+
+
+def spec(text: str | None) -> LayerSpec | None:
+    """Parsed layer spec, or None for a model without layers (e.g. ``tfidf``) or an unparsable value."""
+    if text is None or text == "":
+        return None
+    try:
+        return parse_layer_spec(text)
+    except (ValueError, KeyError):
+        return None
+
+
+def single_layer(text: str | None, num_layers: int | None) -> int | None:
+    """Absolute index of a single-layer spec (``"16"``, ``"-1"``); None for aggregations or unknown depth."""
+    s = spec(text)
+    if s is None or s.agg is not None:
+        return None
+    index = s.layers[0]
+    if index >= 0:
+        return index
+    return None if num_layers is None else index % (num_layers + 1)
+
+
+def last_k(text: str | None) -> tuple[str, int] | None:
+    """``("mean", 4)`` for ``"mean:last4"``, as the ``last-k`` preset writes it; None for any other spec."""
+    s = spec(text)
+    if s is None or s.agg is None:
+        return None
+    k = len(s.layers)
+    return (s.agg, k) if s.layers == tuple(range(-k, 0)) else None
+
+
+def num_layers(data: ReportData) -> dict[str, int | None]:
+    """Transformer depth L per model: a layer sweep's last step, else the model registry, else None.
+
+    Trials do not log the depth of a model outside the registry, and guessing it from the deepest layer a
+    trial used would mislabel the last layer.
+    """
+    from benchmark.models import MODELS
+
+    trials = data.trials
+    out: dict[str, int | None] = {}
+    for model in sorted({m for ms in trials["models"] for m in ms}):
+        depth: int | None = None
+        for run_id in trials.loc[trials["sweep_model"] == model, "run_id"]:
+            steps = data.history(run_id, "sweep/val_acc")
+            depth = max(steps) if steps else depth
+        if depth is None and model in MODELS:
+            depth = MODELS.get(model).num_layers
+        out[model] = depth
+    return out
+
+
+def layer_points(data: ReportData, depth: dict[str, int | None]) -> pd.DataFrame:
+    """Accuracy of single layers of single models: one row per (dataset, model, layer), validation-selected.
+
+    Points come from layer-sweep histories (``sweep/val_acc``/``sweep/test_acc``, step = layer), which train
+    every layer with the same head settings. Only for a (dataset, model) without a sweep do single-model
+    trials of other presets whose layer spec is one layer fill in (``source`` says which). ``own`` is True when
+    the row's run was trained and selected at exactly that layer, so its per-seed histories describe it.
+    """
+    import pandas as pd
+
+    rows: list[dict[str, Any]] = []
+    for t in data.trials[data.trials["n_models"] == 1].to_dict("records"):
+        model = t["models"][0]
+        own = single_layer(t["layers"].get(model), depth.get(model))
+        swept = t["sweep_model"] == model
+        base = {"dataset": t["dataset"], "model": model, "trial": t["trial"], "run_id": t["run_id"], "study": t["study"],
+                "source": SWEEP if swept else "trial"}
+        if own is not None:
+            rows.append({**base, "layer": own, "val/acc": t["val/acc"], "val/f1": t["val/f1"], "test/acc": t["test/acc"],
+                         "own": True})
+        if swept:
+            val, test = data.history(t["run_id"], "sweep/val_acc"), data.history(t["run_id"], "sweep/test_acc")
+            rows += [{**base, "layer": layer, "val/acc": v, "val/f1": math.nan, "test/acc": test.get(layer, math.nan),
+                      "own": False} for layer, v in val.items() if layer != own]
+    cols = ["dataset", "model", "layer", "val/acc", "val/f1", "test/acc", "trial", "run_id", "study", "source", "own"]
+    points = pd.DataFrame(rows, columns=cols)
+    has_sweep = points.groupby(["dataset", "model"])["source"].transform(lambda s: (s == SWEEP).any()).astype(bool)
+    points = rank(points[~has_sweep | (points["source"] == SWEEP)])
+    points = points.drop_duplicates(["dataset", "model", "layer"]).sort_values(["dataset", "model", "layer"])
+    return points.reset_index(drop=True)
+
+
+def display(name: str) -> str:
+    """Short name for tables and plots: the last path part of a model or dataset given as a folder or hub id."""
+    return name.rstrip("/").rsplit("/", 1)[-1] or name
+
+
+def config_label(row: pd.Series | Any, with_fusion: bool = True) -> str:
+    """Readable configuration, e.g. ``dec@20 + enc@-1 (concat)``; models without layers show bare."""
+    parts = [f"{display(m)}@{row['layers'][m]}" if m in row["layers"] else display(m) for m in row["models"]]
+    text = " + ".join(parts)
+    if with_fusion and len(row["models"]) > 1 and row["fusion"]:
+        text += f" ({row['fusion']})"
+    return text

@@ -1,0 +1,195 @@
+"""The report's numbers as DataFrames: best vs last layer, last-k aggregation, fusion methods, multi-model, cost.
+
+Every function applies the validation selection rule of ``selection.rank`` and carries the chosen row's
+test scores alongside; nothing here formats text or draws.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+from benchmark.report.selection import best, config_label, last_k, rank
+from benchmark.report.stats import seed_stats
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from benchmark.report.runs import ReportData
+
+SEED_COLUMNS = ("n_seeds", "test_mean", "test_std", "test_ci_low", "test_ci_high")
+MIB = 2**20
+
+
+def seed_columns(data: ReportData, run_id: str, prefix: str = "") -> dict[str, float]:
+    """Per-seed test statistics of a run (``seed/test_acc``); NaNs where it has no seed history."""
+    values = [v for _, v in sorted(data.history(run_id, "seed/test_acc").items())]
+    stats = seed_stats(values) if values else None
+    keys = [f"{prefix}{c}" for c in SEED_COLUMNS]
+    if stats is None:
+        return dict.fromkeys(keys, math.nan)
+    return dict(zip(keys, (stats.n, stats.mean, stats.std, stats.ci_low, stats.ci_high), strict=True))
+
+
+def best_vs_last(data: ReportData, points: pd.DataFrame, depth: dict[str, int | None]) -> pd.DataFrame:
+    """Table 2's "Specific Layer" rows: per dataset and model, the last layer vs the validation-selected layer.
+
+    Gains are best minus last (positive = choosing the layer on validation beat the last layer).
+    """
+    import pandas as pd
+
+    rows = []
+    for (dataset, model), group in points.groupby(["dataset", "model"], sort=True):
+        chosen = best(group)
+        if chosen is None:
+            continue
+        last = depth.get(str(model))  # None: depth unknown, so no last-layer comparison
+        at_last = group[group["layer"] == last]
+        last_val = float(at_last["val/acc"].iloc[0]) if len(at_last) else math.nan
+        last_test = float(at_last["test/acc"].iloc[0]) if len(at_last) else math.nan
+        row: dict[str, Any] = {
+            "dataset": dataset, "model": model, "source": chosen["source"], "layers_evaluated": len(group),
+            "last_layer": last, "last_val_acc": last_val, "last_test_acc": last_test,
+            "best_layer": int(chosen["layer"]), "best_val_acc": float(chosen["val/acc"]),
+            "best_test_acc": float(chosen["test/acc"]),
+            "gain_val": float(chosen["val/acc"]) - last_val, "gain_test": float(chosen["test/acc"]) - last_test,
+            "best_run_id": chosen["run_id"], "best_study": chosen["study"],
+        }
+        own = bool(chosen["own"])
+        row.update(seed_columns(data, chosen["run_id"], "best_") if own else dict.fromkeys(
+            [f"best_{c}" for c in SEED_COLUMNS], math.nan))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def layer_grid(points: pd.DataFrame, dataset: str, split: str = "test/acc") -> pd.DataFrame:
+    """Tables 3-4: accuracy per layer (rows) and model (columns) on one dataset."""
+    sub = points[points["dataset"] == dataset]
+    return sub.pivot_table(index="layer", columns="model", values=split, aggfunc="first").sort_index()
+
+
+def last_k_table(data: ReportData) -> pd.DataFrame:
+    """Figure 3's data: per dataset, model, aggregation (mean/max/min) and k, the validation-selected run."""
+    import pandas as pd
+
+    rows = []
+    for t in data.trials[data.trials["n_models"] == 1].to_dict("records"):
+        model = t["models"][0]
+        found = last_k(t["layers"].get(model))
+        if found is None:
+            continue
+        rows.append({"dataset": t["dataset"], "model": model, "agg": found[0], "k": found[1], "val/acc": t["val/acc"],
+                     "val/f1": t["val/f1"], "test/acc": t["test/acc"], "trial": t["trial"], "run_id": t["run_id"]})
+    cols = ["dataset", "model", "agg", "k", "val/acc", "val/f1", "test/acc", "trial", "run_id"]
+    if not rows:
+        return pd.DataFrame(columns=cols)
+    df = rank(pd.DataFrame(rows, columns=cols)).drop_duplicates(["dataset", "model", "agg", "k"])
+    return df.sort_values(["dataset", "model", "agg", "k"]).reset_index(drop=True)
+
+
+def _config_row(data: ReportData, row: pd.Series, seeds: bool = True) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "dataset": row["dataset"], "models": ",".join(row["models"]), "n_models": int(row["n_models"]),
+        "fusion": row["fusion"] if row["n_models"] > 1 else "", "config": config_label(row),
+        "layers": ",".join(f"{m}={row['layers'][m]}" for m in row["models"] if m in row["layers"]),
+        "val_acc": float(row["val/acc"]), "val_f1": float(row["val/f1"]), "test_acc": float(row["test/acc"]),
+        "test_f1": float(row["test/f1"]), "trial": int(row["trial"]), "study": row["study"],
+        "preset": row["preset"], "run_id": row["run_id"],
+    }
+    if seeds:
+        out.update(seed_columns(data, row["run_id"]))
+    return out
+
+
+def best_single(data: ReportData, dataset: str, members: tuple[str, ...] | None = None) -> pd.Series | None:
+    """Validation-selected single-model run on ``dataset`` (optionally only among ``members``)."""
+    t = data.trials
+    mask = (t["dataset"] == dataset) & (t["n_models"] == 1)
+    if members is not None:
+        mask &= t["models"].map(lambda ms: ms[0] in members)
+    return best(t[mask])
+
+
+def fusion_comparison(data: ReportData) -> pd.DataFrame:
+    """Table 2's two-model rows: per dataset, model pair and fusion, the validation-selected layers."""
+    import pandas as pd
+
+    t = data.trials[data.trials["n_models"] == 2]
+    rows = []
+    for (dataset, _, fusion), group in t.groupby(["dataset", t["models"].map(lambda m: tuple(sorted(m))), "fusion"],
+                                                 sort=True):
+        chosen = best(group)
+        if chosen is None:
+            continue
+        row = _config_row(data, chosen)
+        row["pair"] = " + ".join(chosen["models"])
+        single = best_single(data, str(dataset), tuple(chosen["models"]))
+        row["best_member"] = config_label(single) if single is not None else ""
+        row["best_member_test_acc"] = float(single["test/acc"]) if single is not None else math.nan
+        row["gain_test_vs_member"] = row["test_acc"] - row["best_member_test_acc"]
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    return df.sort_values(["dataset", "pair", "val_acc"], ascending=[True, True, False]).reset_index(drop=True) if rows else df
+
+
+def multi_model(data: ReportData, min_models: int = 3) -> pd.DataFrame:
+    """Tables 5-6: per dataset and model set of ``min_models`` or more, the validation-selected fusion/layers."""
+    import pandas as pd
+
+    t = data.trials[data.trials["n_models"] >= min_models]
+    rows = []
+    for _, group in t.groupby(["dataset", t["models"].map(lambda m: tuple(sorted(m)))], sort=True):
+        chosen = best(group)
+        if chosen is not None:
+            rows.append(_config_row(data, chosen, seeds=False))
+    return pd.DataFrame(rows)
+
+
+def costed(data: ReportData) -> pd.DataFrame:
+    """Trials that measured their cost (``perf/feature_bytes``): layer sweeps train every layer at once and do not."""
+    return data.trials[data.trials["perf/feature_bytes"].notna() & data.trials["val/acc"].notna()]
+
+
+def cost_by_models(data: ReportData) -> pd.DataFrame:
+    """Sec. 5.4: per dataset and number of models, the validation-selected costed run and what it costs."""
+    import pandas as pd
+
+    rows = []
+    for _, group in costed(data).groupby(["dataset", "n_models"], sort=True):
+        chosen = best(group)
+        if chosen is not None:
+            rows.append({**_config_row(data, chosen, seeds=False), **_costs(chosen), "trials": len(group)})
+    return pd.DataFrame(rows)
+
+
+def _costs(row: pd.Series) -> dict[str, float]:
+    return {"fused_dim": float(row["perf/fused_dim"]), "feature_mib": float(row["perf/feature_bytes"]) / MIB,
+            "extract_ms_per_sample": float(row["perf/extract_ms_per_sample"]),
+            "head_ms_per_sample": float(row["perf/head_ms_per_sample"])}
+
+
+def pareto(data: ReportData) -> pd.DataFrame:
+    """Per dataset, the runs no other run beats on both validation accuracy and feature memory (cheapest first)."""
+    import pandas as pd
+
+    rows = []
+    for _, group in costed(data).groupby("dataset", sort=True):
+        ordered = rank(group).sort_values("perf/feature_bytes", kind="stable")  # cheapest first, best val first
+        top = -math.inf
+        for _, row in ordered.iterrows():
+            if row["val/acc"] > top:
+                top = float(row["val/acc"])
+                rows.append({**_config_row(data, row, seeds=False), **_costs(row)})
+    return pd.DataFrame(rows)
+
+
+def best_configs(data: ReportData) -> pd.DataFrame:
+    """The validation-selected configuration per dataset over every finished trial."""
+    import pandas as pd
+
+    rows = []
+    for _, group in data.trials.groupby("dataset", sort=True):
+        chosen = best(group)
+        if chosen is not None:
+            rows.append({**_config_row(data, chosen), **_costs(chosen)})
+    return pd.DataFrame(rows)

@@ -1,0 +1,162 @@
+"""A fake MLflow store with studies whose every number is known, for the report tests.
+
+Runs are written through ``benchmark.tracking`` with the layout studies write (experiment per dataset,
+parent run per study holding the test labels, nested trial runs with ``layer.<alias>`` params, metrics,
+seed and sweep histories, predictions). Like real layer sweeps, sweep runs log no cost and no predictions.
+Models: ``dec`` (L=4) and ``enc`` (L=2), both swept, and ``emb``, never swept and not in the model registry
+(so its depth is unknown). The hand-computed expectations the tests check are spelled out next to the values.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmark import tracking
+from benchmark.config import BenchConfig, load_config, to_yaml
+
+MIB = 2**20
+LABELS = np.array([0, 1] * 10)  # 20 test examples
+
+
+def _wrong(indices: list[int]) -> np.ndarray:
+    """Predictions equal to LABELS except at ``indices``."""
+    pred = LABELS.copy()
+    pred[indices] = 1 - pred[indices]
+    return pred
+
+
+# Seed k predictions, best fusion vs best single: seed 0 -> only fusion right 5x, only single right 0x
+# (p = 2 / 2^5 = 0.0625); seed 1 -> 1 vs 2 (p = min(1, 2 * (1 + 3) / 8) = 1.0); seed 2 -> identical (p = 1.0).
+FUSION_PREDS = [_wrong([0]), _wrong([0, 1]), _wrong([7])]
+SINGLE_PREDS = [_wrong([0, 1, 2, 3, 4, 5]), _wrong([2]), _wrong([7])]
+# The best toy configuration's resolved config.yaml: the reproduce command must carry exactly the values that
+# differ from the defaults (extract.dataset, extract.limit, train.lr) plus its own models.
+BEST_CONFIG = {"extract.dataset": "toy", "extract.models": ("dec", "enc", "emb"), "extract.limit": 500,
+               "train.lr": 3e-4, "train.fusion": "concat", "extract.show_progress": False}
+
+
+def perf(dim: int, mib: float, extract: float, head: float) -> dict[str, float]:
+    """The ``perf/*`` metrics of a trained (not swept) trial."""
+    return {"perf/fused_dim": dim, "perf/feature_bytes": mib * MIB, "perf/extract_ms_per_sample": extract,
+            "perf/head_ms_per_sample": head, "perf/fit_s": 1.0, "perf/param_count": 1000, "perf/peak_rss_mb": 100}
+
+
+def trial(models: str, layers: dict[str, str], val: float, test: float, *, f1: float | None = None,
+          fusion: str = "concat", seeds: list[float] | None = None, cost: dict[str, float] | None = None,
+          state: str = "COMPLETE", sweep: tuple[list[float], list[float]] | None = None,
+          preds: list[np.ndarray] | None = None, config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One trial: ``seeds`` are its per-seed test accuracies (one seed at ``test`` when None)."""
+    return {"models": models, "layers": layers, "val": val, "test": test, "f1": val - 0.01 if f1 is None else f1,
+            "fusion": fusion, "seeds": seeds or [test], "perf": cost or {}, "state": state, "sweep": sweep,
+            "preds": preds, "config": config}
+
+
+DEC = perf(16, 1.0, 2.0, 0.1)
+PAIR = perf(32, 1.5, 3.0, 0.2)
+TRIO = perf(48, 2.0, 3.5, 0.3)
+SWEEP = {"perf/extract_ms_per_sample": 2.0}  # a sweep measures extraction only
+# toy, dec: best layer 3 (val .85, test .83), last layer 4 (val .82, test .80): gains +.03 / +.03.
+# Its seeds [.82, .84, .83]: mean .83, std .01, 95% bootstrap CI [.82, .84] (each end has 1/27 > 2.5% mass).
+SWEEP_TOY = [
+    trial("dec", {"dec": "3"}, 0.85, 0.83, f1=0.84, seeds=[0.82, 0.84, 0.83], cost=SWEEP,
+          sweep=([0.60, 0.70, 0.80, 0.85, 0.82], [0.58, 0.69, 0.79, 0.83, 0.80])),
+    # toy, enc: best layer 1 (val .79, test .80), last layer 2 (val .78, test .77): gains +.01 / +.03.
+    trial("enc", {"enc": "1"}, 0.79, 0.80, cost=SWEEP, sweep=([0.70, 0.79, 0.78], [0.69, 0.80, 0.77])),
+    trial("dec", {"dec": "0"}, 0.99, 0.99, state="PRUNED", cost=DEC),  # never picked
+]
+SEARCH_TOY = [
+    # The best single model on toy (val .86 beats the sweep's .85); seeds [.83, .85, .84]; its fusion param is moot.
+    trial("dec", {"dec": "3"}, 0.86, 0.84, f1=0.85, fusion="residual:quaternion", seeds=[0.83, 0.85, 0.84],
+          cost=DEC, preds=SINGLE_PREDS),
+    # Beats the sweep's layer 2 on validation (.84 > .80) but the sweep's point stays: same head for every layer.
+    trial("dec", {"dec": "2"}, 0.84, 0.86, cost=DEC),
+    trial("dec", {"dec": "mean:2,3,4"}, 0.83, 0.82, cost=perf(16, 3.0, 2.0, 0.1)),  # search style: not a last-k row
+    trial("emb", {"emb": "1"}, 0.70, 0.71, cost=perf(8, 0.25, 0.5, 0.05)),  # emb's only single layer: source trial
+    trial("dec,enc", {"dec": "3", "enc": "1"}, 0.87, 0.85, fusion="residual:quaternion", cost=PAIR),
+    trial("dec,enc", {"dec": "1", "enc": "1"}, 0.95, 0.95, state="FAIL"),
+]
+LAST_K = [  # dec on toy: the best aggregation on validation is the mean of the last 2 layers (val .84, test .82)
+    trial("dec", {"dec": "mean:last1"}, 0.82, 0.80, cost=DEC),
+    trial("dec", {"dec": "mean:last2"}, 0.84, 0.82, cost=perf(16, 2.0, 2.0, 0.1)),
+    trial("dec", {"dec": "mean:last3"}, 0.83, 0.815, cost=perf(16, 3.0, 2.0, 0.1)),
+    trial("dec", {"dec": "max:last2"}, 0.81, 0.79, cost=perf(16, 2.0, 2.0, 0.1)),
+    trial("dec", {"dec": "min:last2"}, 0.78, 0.77, cost=perf(16, 2.0, 2.0, 0.1)),
+]
+FUSION = [  # concat and hadamard tie on val .88; concat wins on val/f1 (.87 > .86): the best toy configuration
+    trial("dec,enc", {"dec": "3", "enc": "1"}, 0.88, 0.86, f1=0.87, seeds=[0.85, 0.86, 0.87], cost=PAIR,
+          preds=FUSION_PREDS, config=BEST_CONFIG),
+    trial("dec,enc", {"dec": "3", "enc": "1"}, 0.86, 0.87, fusion="sum", cost=PAIR),
+    trial("dec,enc", {"dec": "3", "enc": "1"}, 0.88, 0.84, f1=0.86, fusion="hadamard", cost=PAIR),
+    trial("dec,enc", {"dec": "2", "enc": "1"}, 0.87, 0.89, cost=PAIR),  # concat again, lower val: not chosen
+]
+MULTI = [  # dec+enc+emb: concat (val .87) beats sum (val .86) although sum tests higher
+    trial("dec,enc,emb", {"dec": "3", "enc": "1", "emb": "1"}, 0.87, 0.85, cost=TRIO),
+    trial("dec,enc,emb", {"dec": "3", "enc": "1", "emb": "1"}, 0.86, 0.88, fusion="sum", cost=TRIO),
+]
+# toy2, dec: best layer 2 (val .70, test .72), last layer 4 (val .66, test .60): gains +.04 / +.12.
+TOY2 = [trial("dec", {"dec": "2"}, 0.70, 0.72, cost=SWEEP,
+              sweep=([0.50, 0.60, 0.70, 0.65, 0.66], [0.50, 0.61, 0.72, 0.64, 0.60]))]
+EMPTY = [trial("dec", {"dec": "1"}, 0.5, 0.5, state="PRUNED"), trial("enc", {"enc": "1"}, 0.5, 0.5, state="FAIL")]
+
+STUDIES = [  # (study, preset, dataset, trials)
+    ("sweep-toy", "layer-sweep", "toy", SWEEP_TOY),
+    ("search-toy", "search", "toy", SEARCH_TOY),
+    ("lastk-toy", "last-k", "toy", LAST_K),
+    ("fusion-toy", "fusion-methods", "toy", FUSION),
+    ("multi-toy", "multi-model", "toy", MULTI),
+    ("sweep-toy2", "layer-sweep", "toy2", TOY2),
+    ("empty-toy", "search", "toy", EMPTY),
+]
+REPORTED = [s[0] for s in STUDIES if s[0] != "empty-toy"]
+
+
+def config_for(root: Path) -> BenchConfig:
+    """Config pointing tracking at ``root/mlflow.db`` and ``root/artifacts``, reports under ``root/reports``."""
+    return load_config(env={}, **{"tracking.uri": f"sqlite:///{root}/mlflow.db",
+                                  "tracking.artifact_root": str(root / "artifacts"),
+                                  "report.out_dir": str(root / "reports")})
+
+
+def _log_trial(mlc: Any, exp_id: str, parent: str, study: str, preset: str, dataset: str, number: int,
+               t: dict[str, Any]) -> None:
+    models = t["models"].split(",")
+    tags = {tracking.TAG_PARENT: parent, tracking.TAG_STUDY: study, tracking.TAG_KIND: tracking.KIND_TRIAL,
+            tracking.TAG_TRIAL: str(number), tracking.TAG_STATE: t["state"], tracking.TAG_PRESET: preset}
+    if t["sweep"]:
+        tags[tracking.TAG_SWEEP_MODEL] = models[0]
+    run_id = mlc.create_run(exp_id, run_name=f"{study}#{number}", tags=tags).info.run_id
+    params = {"preset": preset, "dataset": dataset, "models": t["models"], "n_models": len(models),
+              "fusion": t["fusion"], "seeds": len(t["seeds"]), "train.lr": 0.0001, "train.hidden_dims": "256",
+              **{f"layer.{m}": s for m, s in t["layers"].items()}}
+    metrics = {"val/acc": t["val"], "val/f1": t["f1"], "test/acc": t["test"], "test/f1": t["test"] - 0.01, **t["perf"]}
+    histories = {"seed/test_acc": t["seeds"], "seed/val_acc": [t["val"]] * len(t["seeds"])}
+    if t["sweep"]:
+        histories["sweep/val_acc"], histories["sweep/test_acc"] = t["sweep"]
+    complete = t["state"] == "COMPLETE"
+    tracking.log_run_data(mlc, run_id, params=params, metrics=metrics if complete else {},
+                          histories=histories if complete else {})
+    for seed, pred in enumerate(t["preds"] or []):
+        tracking.log_array(mlc, run_id, pred, tracking.PRED_ARTIFACT.format(seed=seed))
+    if t["config"]:
+        tracking.log_text(mlc, run_id, to_yaml(load_config(env={}, **t["config"])), "config.yaml")
+    mlc.set_terminated(run_id, {"COMPLETE": "FINISHED", "PRUNED": "KILLED"}.get(t["state"], "FAILED"))
+
+
+def build_store(root: Path) -> tuple[BenchConfig, dict[str, str]]:
+    """Write every study of ``STUDIES`` into a fresh store under ``root``; return the config and parent run ids."""
+    cfg = config_for(root)
+    mlc = tracking.client(cfg.tracking)
+    parents: dict[str, str] = {}
+    for study, preset, dataset, trials in STUDIES:
+        exp_id = tracking.ensure_experiment(mlc, tracking.experiment_name(dataset), cfg.tracking)
+        parent = mlc.create_run(exp_id, run_name=study, tags={
+            tracking.TAG_STUDY: study, tracking.TAG_KIND: tracking.KIND_STUDY, tracking.TAG_PRESET: preset}).info.run_id
+        parents[study] = parent
+        tracking.log_array(mlc, parent, LABELS, tracking.TEST_LABELS_ARTIFACT)
+        for number, t in enumerate(trials):
+            _log_trial(mlc, exp_id, parent, study, preset, dataset, number, t)
+        mlc.set_terminated(parent, "FINISHED")
+    return cfg, parents

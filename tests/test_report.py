@@ -1,0 +1,213 @@
+"""``write_report`` on a store of known values: every number equals hand computation, files, artifacts, bad input."""
+
+from __future__ import annotations
+
+import ast
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+from report_fixtures import BEST_CONFIG, REPORTED, build_store
+
+from benchmark.cli import main
+from benchmark.errors import UserError
+from benchmark.report import write_report
+
+EXPECTED_PNGS = {"acc_by_layer_dec.png", "acc_by_layer_enc.png", "acc_by_layer_emb.png", "last_k_dec.png",
+                 "fusion_comparison.png", "cost_vs_models.png", "acc_vs_cost.png"}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """The fixture studies in a fresh MLflow store: ``(cfg, {study: parent run id}, root)``."""
+    root = tmp_path_factory.mktemp("report-store")
+    cfg, parents = build_store(root)
+    return cfg, parents, root
+
+
+@pytest.fixture(scope="module")
+def report(store):
+    """One report over every study with finished trials."""
+    cfg, _, root = store
+    return write_report(cfg, studies=REPORTED, out_dir=root / "full")
+
+
+def rows_of(summary: dict, key: str, **match: object) -> list[dict]:
+    return [r for r in summary[key] if all(r[k] == v for k, v in match.items())]
+
+
+def test_best_layers_csv_matches_hand_computation(report) -> None:
+    with (report.out_dir / "best_layers.csv").open() as fh:
+        rows = {(r["dataset"], r["model"]): r for r in csv.DictReader(fh)}
+    assert set(rows) == {("toy", "dec"), ("toy", "enc"), ("toy", "emb"), ("toy2", "dec")}
+    expected = {  # (best layer, last layer, best val, best test, gain val, gain test, source)
+        ("toy", "dec"): (3, 4, 0.85, 0.83, 0.03, 0.03, "layer-sweep"),
+        ("toy", "enc"): (1, 2, 0.79, 0.80, 0.01, 0.03, "layer-sweep"),
+        ("toy2", "dec"): (2, 4, 0.70, 0.72, 0.04, 0.12, "layer-sweep"),
+    }
+    for key, (best, last, val, test, gain_val, gain_test, source) in expected.items():
+        r = rows[key]
+        assert (int(r["best_layer"]), int(r["last_layer"]), r["source"]) == (best, last, source)
+        assert float(r["best_val_acc"]) == pytest.approx(val) and float(r["best_test_acc"]) == pytest.approx(test)
+        assert float(r["gain_val"]) == pytest.approx(gain_val) and float(r["gain_test"]) == pytest.approx(gain_test)
+    dec = rows["toy", "dec"]  # seeds [.82, .84, .83]: mean .83, std .01, CI [.82, .84]
+    assert int(dec["best_n_seeds"]) == 3 and float(dec["best_test_mean"]) == pytest.approx(0.83)
+    assert float(dec["best_test_std"]) == pytest.approx(0.01)
+    assert (float(dec["best_test_ci_low"]), float(dec["best_test_ci_high"])) == pytest.approx((0.82, 0.84))
+    emb = rows["toy", "emb"]  # no sweep and not in the registry: its own trial, depth unknown, so no gain
+    assert (emb["source"], emb["best_layer"], emb["last_layer"], emb["gain_test"]) == ("trial", "1", "", "")
+
+
+def test_summary_layers_and_last_k(report) -> None:
+    s = report.summary
+    assert s["num_layers"] == {"dec": 4, "enc": 2, "emb": None}
+    chosen = [r for r in s["last_k"] if (r["agg"], r["k"]) == ("mean", 2)]
+    assert len(s["last_k"]) == 5 and chosen[0]["val/acc"] == 0.84 and chosen[0]["test/acc"] == 0.82
+    assert max(s["last_k"], key=lambda r: r["val/acc"]) == chosen[0]  # search's "mean:2,3,4" is not a last-k row
+
+
+def test_summary_best_configs_fusion_and_multi(report) -> None:
+    s = report.summary
+    toy, toy2 = rows_of(s, "best", dataset="toy")[0], rows_of(s, "best", dataset="toy2")[0]
+    # concat and hadamard tie on val .88; concat's val/f1 .87 wins. Seeds [.85, .86, .87]: CI [.85, .87].
+    assert (toy["study"], toy["trial"], toy["fusion"], toy["val_acc"], toy["test_acc"]) == ("fusion-toy", 0, "concat", 0.88, 0.86)
+    assert (toy["n_seeds"], toy["test_mean"], toy["test_std"], toy["test_ci_low"], toy["test_ci_high"]) == (3, 0.86, 0.01, 0.85, 0.87)
+    assert (toy2["config"], toy2["study"], toy2["val_acc"], toy2["test_acc"]) == ("dec@2", "sweep-toy2", 0.70, 0.72)
+    fusion = {r["fusion"]: r for r in s["fusion_comparison"]}
+    assert set(fusion) == {"concat", "hadamard", "sum", "residual:quaternion"}
+    assert (fusion["concat"]["trial"], fusion["concat"]["test_acc"]) == (0, 0.86)  # not the concat at val .87
+    assert fusion["sum"]["best_member"] == "dec@3" and fusion["sum"]["gain_test_vs_member"] == pytest.approx(0.03)
+    (multi,) = s["multi_model"]
+    assert (multi["models"], multi["fusion"], multi["val_acc"], multi["test_acc"]) == ("dec,enc,emb", "concat", 0.87, 0.85)
+
+
+def test_summary_cost_and_pareto(report) -> None:
+    s = report.summary
+    cost = {r["n_models"]: r for r in s["cost"]}  # sweeps measure no cost, so toy2 has no row
+    assert {r["dataset"] for r in s["cost"]} == {"toy"} and set(cost) == {1, 2, 3}
+    assert (cost[1]["config"], cost[1]["fused_dim"], cost[1]["feature_mib"]) == ("dec@3", 16, 1.0)
+    assert (cost[3]["fused_dim"], cost[3]["feature_mib"], cost[3]["extract_ms_per_sample"], cost[3]["head_ms_per_sample"]) == (48, 2.0, 3.5, 0.3)
+    front = [(r["config"], r["feature_mib"], r["val_acc"]) for r in s["pareto"]]
+    assert front == [("emb@1", 0.25, 0.70), ("dec@3", 1.0, 0.86), ("dec@3 + enc@1 (concat)", 1.5, 0.88)]
+
+
+def test_paired_test_matches_hand_computation(report) -> None:
+    (p,) = report.summary["paired_tests"]
+    assert (p["fusion"], p["single"], p["seeds"]) == ("dec@3 + enc@1 (concat)", "dec@3", [0, 1, 2])
+    t = p["paired_t"]  # differences [.02, .01, .03]: mean .02, sd .01, t = .02 / (.01 / sqrt 3)
+    assert t["mean_diff"] == pytest.approx(0.02) and t["t"] == pytest.approx(0.02 / (0.01 / math.sqrt(3)))
+    # Student t with 2 dof: CDF(t) = 1/2 + t / (2 sqrt(2 + t^2))
+    assert t["p_value"] == pytest.approx(1 - t["t"] / math.sqrt(2 + t["t"] ** 2), rel=1e-6)
+    assert [(m["only_a"], m["only_b"], m["p_value"]) for m in p["mcnemar"]] == [(5, 0, 0.0625), (1, 2, 1.0), (0, 0, 1.0)]
+    assert p["notes"] == []
+
+
+def test_unfinished_trials_are_never_selected(report) -> None:
+    s = report.summary
+    assert s["trial_counts"]["sweep-toy"] == {"COMPLETE": 2, "PRUNED": 1}
+    assert s["trial_counts"]["search-toy"] == {"COMPLETE": 5, "FAIL": 1}
+    assert s["finished_trials"] == 19
+    scores = [r["val_acc"] for key in ("best", "fusion_comparison", "cost", "pareto") for r in s[key]]
+    assert 0.99 not in scores and 0.95 not in scores
+
+
+def test_files_pngs_decode_and_html_embeds_every_image(report) -> None:
+    import matplotlib.image
+
+    names = {p.name for p in report.out_dir.iterdir()}
+    assert names == EXPECTED_PNGS | {"report.md", "report.html", "best_layers.csv", "summary.json"}
+    assert sorted(names) == report.summary["files"] == sorted(p.name for p in report.files)
+    for name in EXPECTED_PNGS:
+        pixels = matplotlib.image.imread(report.out_dir / name)
+        assert pixels.shape[0] > 300 and pixels.shape[1] > 500, name
+        assert pixels[..., :3].std() > 0.05 and (pixels[..., :3] < 0.5).mean() > 0.005, f"{name} looks blank"
+    html = (report.out_dir / "report.html").read_text()
+    md = (report.out_dir / "report.md").read_text()
+    for name in EXPECTED_PNGS:
+        assert f'data-file="{name}"' in html and f"]({name})" in md
+    assert html.count('src="data:image/png;base64,') == len(EXPECTED_PNGS) and "<table>" in html
+    assert "(test)" in md and "val acc" in md and "validation-selected" in md
+
+
+def test_artifacts_are_logged_on_every_parent_run(store, report) -> None:
+    cfg, parents, _ = store
+    mlc = MlflowClient(cfg.tracking.uri)
+    assert report.parent_runs == sorted(parents[s] for s in REPORTED) == report.summary["parent_runs"]
+    assert report.artifact_path.startswith("report/")  # several studies: their own folder under report/
+    for study in REPORTED:
+        logged = {Path(a.path).name for a in mlc.list_artifacts(parents[study], report.artifact_path)}
+        assert logged == set(report.summary["files"]), study
+    assert parents["empty-toy"] not in report.parent_runs
+
+
+def test_reproduce_command_carries_the_run_config(report) -> None:
+    toy = rows_of(report.summary, "best", dataset="toy")[0]
+    cmd = toy["command"]
+    assert cmd.startswith("python - <<'EOF'\n") and cmd.endswith("\nEOF")
+    program = cmd.split("\n", 1)[1].rsplit("\n", 1)[0]
+    compile(program, "reproduce", "exec")
+    settings = ast.literal_eval(program.split("load_config(**", 1)[1].split(")\nlayers", 1)[0])
+    assert settings == {"extract.dataset": "toy", "extract.limit": BEST_CONFIG["extract.limit"],
+                        "extract.models": ["dec", "enc"], "train.lr": BEST_CONFIG["train.lr"]}
+    assert "layers = {'dec': '3', 'enc': '1'}" in program and "range(3)" in program
+    toy2 = rows_of(report.summary, "best", dataset="toy2")[0]["command"]  # no config.yaml: from params
+    assert "{\n    'extract.dataset': 'toy2',\n    'extract.models': ['dec'],\n}" in toy2
+
+
+def test_single_study_report_force_and_formats(store) -> None:
+    cfg, parents, root = store
+    out = root / "single"
+    result = write_report(cfg, studies=["sweep-toy2"], out_dir=out, formats=("md",))
+    assert result.artifact_path == "report" and not (out / "report.html").exists()
+    logged = {a.path for a in MlflowClient(cfg.tracking.uri).list_artifacts(parents["sweep-toy2"], "report")}
+    assert "report/summary.json" in logged and "report/acc_by_layer_dec.png" in logged
+    with pytest.raises(UserError, match="already exists: pass --force"):
+        write_report(cfg, studies=["sweep-toy2"], out_dir=out)
+    (out / "stale.txt").write_text("from an earlier report")
+    again = write_report(cfg, studies=["sweep-toy2"], out_dir=out, force=True)
+    assert (out / "report.html").is_file() and not (out / "stale.txt").exists() and again.summary["studies"] == ["sweep-toy2"]
+    other = root / "not-a-report"
+    (other / "keep.txt").parent.mkdir()
+    (other / "keep.txt").write_text("user data")
+    with pytest.raises(UserError, match="not a layerfuse report folder"):
+        write_report(cfg, studies=["sweep-toy2"], out_dir=other, force=True)
+    assert (other / "keep.txt").is_file()
+
+
+def test_experiment_selects_its_studies(store) -> None:
+    cfg, _, root = store
+    result = write_report(cfg, experiments=["toy2"])
+    assert result.out_dir == root / "reports" / "toy2" and result.summary["studies"] == ["sweep-toy2"]
+
+
+BAD = {
+    "unknown study": ({"studies": ["swep-toy2"]}, r"unknown study 'swep-toy2'.* Did you mean 'sweep-toy2'\?.*Known studies: empty-toy, "),
+    "no finished trials": ({"studies": ["empty-toy"]}, r"study 'empty-toy' has no finished trials \(1 fail, 1 pruned\); run `layerfuse study --preset search --dataset toy`"),
+    "unknown experiment": ({"experiments": ["toy3"]}, r"unknown experiment 'toy3'.* Known experiments: layerfuse/toy, layerfuse/toy2"),
+    "bad format": ({"studies": ["sweep-toy2"], "formats": ("md", "pdf")}, r"report format 'pdf' is not known"),
+    "nothing named": ({}, r"name a study \(--study NAME\) or an experiment"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_input_gives_one_clear_message(store, tmp_path, case) -> None:
+    cfg, _, _ = store
+    kwargs, message = BAD[case]
+    with pytest.raises(UserError, match=message) as err:
+        write_report(cfg, out_dir=tmp_path / "out", **kwargs)
+    assert "\n" not in str(err.value) and not (tmp_path / "out").exists()
+
+
+def test_cli_report_reads_the_store_given_by_set(store, tmp_path, capsys) -> None:
+    cfg, _, _ = store
+    sets = ["--set", f"tracking.uri={cfg.tracking.uri}", "--set", f"tracking.artifact_root={cfg.tracking.artifact_root}"]
+    code = main(["report", "--study", "sweep-toy2", "--out", str(tmp_path / "cli"), "--format", "html", *sets])
+    out, err = capsys.readouterr()
+    assert code == 0 and f"report written to {tmp_path / 'cli'}" in out and "report.html" in out and "report.md" not in out
+    assert json.loads((tmp_path / "cli" / "summary.json").read_text())["studies"] == ["sweep-toy2"]
+    code = main(["report", "--study", "sweep-toy9", "--out", str(tmp_path / "bad"), *sets])
+    _, err = capsys.readouterr()
+    assert code == 2 and err.startswith("layerfuse: error: unknown study 'sweep-toy9'") and err.count("\n") == 1
