@@ -17,10 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
@@ -66,6 +68,10 @@ def _job(job: str, spec: dict[str, Any]) -> dict[str, Any]:
     from lightning_modules.sweep import sweep_layers
     from lightning_modules.train import fit_and_evaluate
 
+    import torch
+
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])
     cfg = _config(spec)
     train, test = Path(spec["train"]), Path(spec["test"])
     if job == "sweep":
@@ -95,8 +101,8 @@ def _child(job: str, spec: dict[str, Any]) -> dict[str, Any]:
         return dict(json.loads(result.read_text()))
 
 
-def _markdown(sweep: dict[str, Any], seq: dict[str, Any], rss: list[dict[str, Any]], command: str) -> str:
-    out = [f"Command: `{command}`", ""]
+def _markdown(sweep: dict[str, Any], seq: dict[str, Any], rss: list[dict[str, Any]], command: str, notes: Sequence[str] = ()) -> str:
+    out = [f"Command: `{command}`", "", *notes, ""]
     if sweep and seq:
         out += ["| layer | sweep val acc | fits val acc | sweep test acc | fits test acc | abs diff test (points) | epochs (sweep / fit) |",
                 "|---:|---:|---:|---:|---:|---:|---|"]
@@ -138,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rss-n", type=int, default=20000, help="N of the peak-RSS fits (4N is run too)")
     parser.add_argument("--rss-layer", default="mean:last8", help="layer spec of the peak-RSS fits")
     parser.add_argument("--rss-epochs", type=int, default=2, help="epochs of the peak-RSS fits (one pass reads every row)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads in every measurement (0 = torch's default)")
     parser.add_argument("--out", default="reports/speed_train", help="output path without suffix")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--spec", help=argparse.SUPPRESS)
@@ -151,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     from lightning_modules.datamodule import resolve_selection
     from lightning_modules.layers import LayerSpec, parse_layer_spec
 
-    spec: dict[str, Any] = {"model": args.model, "dataset": args.dataset, "sets": args.sets}
+    spec: dict[str, Any] = {"model": args.model, "dataset": args.dataset, "sets": args.sets, "threads": args.threads}
+    load_before = os.getloadavg()
     cfg = _config(spec)
     sel = resolve_selection(cfg, args.model, -1)
     cache = FeatureCache(sel.train_dir)  # CacheError with the path when not extracted yet
@@ -178,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
                 rss.append({"layer": args.rss_layer, "n": n, "layer_mib": n * len(layers) * cache.hidden_size * 2 / 2**20, **r})
                 log.info("fit at N=%d: peak RSS %.0f MiB", n, r["peak_rss_mb"])
     command = "python -m benchmark.speed_train " + " ".join(argv if argv is not None else sys.argv[1:])
-    md = _markdown(sweep, seq, rss, command)
+    load = f"load average before / after: {load_before[0]:.2f} / {os.getloadavg()[0]:.2f} (2 cores); torch threads: {args.threads or 'default'}"
+    md = _markdown(sweep, seq, rss, command, [load])
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps({"spec": spec, "sweep": sweep, "sequential": seq, "rss": rss}, indent=1))
