@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 ACC = "accuracy (fraction correct)"
 COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive")
 AGG_STYLE = {"mean": ("tab:blue", "o"), "max": ("tab:red", "^"), "min": ("tab:green", "v")}
-TITLE_CHARS = 70  # wrap longer titles instead of letting them run off the figure
+TITLE_CHARS_PER_INCH = 12  # "medium" title text; longer titles wrap instead of running off the figure
+LEGEND_CHARS_PER_INCH = 12  # "small" legend text, so a row of columns never runs off the figure
 
 
 def save(fig: Figure, path: Path) -> Path:
@@ -36,11 +37,12 @@ def save(fig: Figure, path: Path) -> Path:
 
 
 def _title(ax: Axes | Figure, text: str) -> None:
-    wrapped = "\n".join(textwrap.wrap(text, TITLE_CHARS))
+    """Title wrapped to the width it has, so it never runs off the figure."""
     if isinstance(ax, Figure):
-        ax.suptitle(wrapped)
-    else:
-        ax.set_title(wrapped, fontsize="medium")
+        ax.suptitle("\n".join(textwrap.wrap(text, int(ax.get_figwidth() * TITLE_CHARS_PER_INCH * 0.8))))
+        return
+    inches = ax.get_position().width * ax.get_figure().get_figwidth()
+    ax.set_title("\n".join(textwrap.wrap(text, max(20, int(inches * TITLE_CHARS_PER_INCH)))), fontsize="medium")
 
 
 def _legend_below(fig: Figure, axes: list[Axes], ncol: int = 3) -> None:
@@ -49,18 +51,22 @@ def _legend_below(fig: Figure, axes: list[Axes], ncol: int = 3) -> None:
     for ax in axes:
         for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
             entries.setdefault(label, handle)
-    fig.legend(list(entries.values()), list(entries), loc="outside lower center", ncol=ncol, fontsize="small",
-               frameon=False)
+    longest = max((len(label) for label in entries), default=1)
+    fits = max(1, int(fig.get_figwidth() * LEGEND_CHARS_PER_INCH) // (longest + 6))  # + room for the line sample
+    fig.legend(list(entries.values()), list(entries), loc="outside lower center", ncol=min(ncol, fits),
+               fontsize="small", frameon=False)
 
 
-def _log_x_if_wide(ax: Axes, values: pd.Series) -> None:
-    """Log x-axis when values span more than 10x, with plain tick labels (``0.5``, ``2``) that do not collide."""
+def _log_if_wide(ax: Axes, which: str, values: pd.Series) -> None:
+    """Log scale on axis ``which`` ("x" or "y") when values span more than 10x, with plain tick labels."""
     low, high = float(values.min()), float(values.max())
-    if low > 0 and high > 10 * low:
-        ax.set_xscale("log")
-        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-        ax.xaxis.set_minor_formatter(NullFormatter())
+    if not (low > 0 and high > 10 * low):
+        return
+    axis = ax.xaxis if which == "x" else ax.yaxis
+    (ax.set_xscale if which == "x" else ax.set_yscale)("log")
+    axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0) if high < 100 * low else (1.0,)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # 0.5, 2, 100 rather than 5x10^-1
+    axis.set_minor_formatter(NullFormatter())
 
 
 def acc_by_layer(points: pd.DataFrame, rows: pd.DataFrame, model: str) -> Figure:
@@ -135,7 +141,9 @@ def last_k_curves(table: pd.DataFrame, refs: pd.DataFrame, model: str) -> Figure
 
 
 def fusion_methods(df: pd.DataFrame, singles: dict[str, float]) -> Figure:
-    """Table 2's two-model rows as a dot plot: accuracy per fusion method and model pair, per dataset.
+    """Table 2's two-model rows as a dot plot: accuracy (x) per fusion method (y) and model pair, per dataset.
+
+    Fusion names run down the y-axis, so long names like ``residual:quaternion`` stay horizontal and legible.
 
     Args:
         df: ``fusion_comparison`` rows.
@@ -143,30 +151,29 @@ def fusion_methods(df: pd.DataFrame, singles: dict[str, float]) -> Figure:
     """
     datasets = sorted(df["dataset"].unique())
     fusions = sorted(df["fusion"].unique())
-    fig = Figure(figsize=(max(7.0, 0.75 * len(fusions) + 3), 3.8 * len(datasets) + 1.2), layout="constrained")
-    axes = fig.subplots(len(datasets), 1, squeeze=False)
     pairs = sorted(df["pair"].unique())
-    width = 0.6 / max(1, len(pairs))
-    for r, dataset in enumerate(datasets):
-        ax = axes[r][0]
+    fig = Figure(figsize=(4.2 * len(datasets) + 2.6, 0.32 * len(fusions) * max(1, len(pairs)) + 2.6),
+                 layout="constrained")
+    axes = fig.subplots(1, len(datasets), squeeze=False, sharey=True)[0]
+    height = 0.6 / max(1, len(pairs))
+    for ax, dataset in zip(axes, datasets, strict=True):
         sub = df[df["dataset"] == dataset]
         for i, pair in enumerate(pairs):
             rows = sub[sub["pair"] == pair]
-            x = [fusions.index(f) + (i - (len(pairs) - 1) / 2) * width for f in rows["fusion"]]
+            y = [fusions.index(f) + (i - (len(pairs) - 1) / 2) * height for f in rows["fusion"]]
             color = COLORS[i % len(COLORS)]
-            ax.plot(x, rows["test_acc"], "o", color=color, ms=8, label=f"{pair}: test")
-            ax.plot(x, rows["val_acc"], "o", mfc="none", color=color, ms=8, label=f"{pair}: validation")
+            ax.plot(rows["test_acc"], y, "o", color=color, ms=7, label=f"{pair}: test")
+            ax.plot(rows["val_acc"], y, "o", mfc="none", color=color, ms=7, label=f"{pair}: validation")
         if dataset in singles and not math.isnan(singles[dataset]):
-            ax.axhline(singles[dataset], color="grey", ls="--", label="best single model (test; chosen on validation)")
-        long_names = len(fusions) > 4 or max(len(f) for f in fusions) > 10
-        ax.set_xticks(range(len(fusions)), fusions, rotation=35 if long_names else 0, ha="right" if long_names else "center")
-        ax.set_xlim(-0.6, len(fusions) - 0.4)
-        ax.set_xlabel("fusion method (layers of each model chosen on validation)")
-        ax.set_ylabel(ACC)
-        _title(ax, f"{display(dataset)}: fusion methods on model pairs")
-        ax.grid(alpha=0.3, axis="y")
-    _title(fig, "Fusion-method comparison (filled = test, hollow = validation)")
-    _legend_below(fig, list(axes.ravel()), ncol=2)
+            ax.axvline(singles[dataset], color="grey", ls="--", label="best single model (test; chosen on validation)")
+        ax.set_yticks(range(len(fusions)), fusions)
+        ax.set_ylim(len(fusions) - 0.5, -0.5)  # first name on top
+        ax.set_xlabel(ACC)
+        _title(ax, f"{display(dataset)} (layers of each model chosen on validation)")
+        ax.grid(alpha=0.3, axis="x")
+    axes[0].set_ylabel("fusion method")
+    _title(fig, "Fusion methods on model pairs")
+    _legend_below(fig, list(axes), ncol=2)
     return fig
 
 
@@ -195,6 +202,7 @@ def cost_vs_models(trials: pd.DataFrame) -> Figure:
                     label=f"{display(dataset)}: trials")
             med = (sub[key] * scale).groupby(sub["n_models"]).median()
             ax.plot(med.index + offset, med.values, "-D", color=color, lw=2, ms=6, label=f"{display(dataset)}: median")
+        _log_if_wide(ax, "y", trials[key].dropna() * scale)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("number of fused models")
         ax.set_ylabel(label)
@@ -230,7 +238,7 @@ def acc_vs_cost(trials: pd.DataFrame, front: pd.DataFrame) -> Figure:
                         label="Pareto front (validation)")
             else:  # the same runs on test: no longer a front, so points joined only as a guide
                 ax.plot(fr["feature_mib"], fr["test_acc"], ":D", color="black", ms=5, label="Pareto runs on test")
-            _log_x_if_wide(ax, mib)
+            _log_if_wide(ax, "x", mib)
             ax.set_xlabel("feature memory (MiB)")
             ax.set_ylabel(ACC)
             _title(ax, f"{display(dataset)}: {name}" + (" (runs chosen on validation)" if c else ""))

@@ -143,7 +143,7 @@ def paired_t(a: Sequence[float], b: Sequence[float]) -> PairedT:
     if d.size < 2:
         return PairedT(int(d.size), float(d.mean()) if d.size else math.nan, math.nan, math.nan)
     sd = float(d.std(ddof=1))
-    if sd == 0.0:
+    if sd <= 1e-12 * max(1.0, abs(float(d.mean()))):  # equal differences up to rounding: no spread, no test
         return PairedT(int(d.size), float(d.mean()), math.nan, math.nan)
     t = float(d.mean() / (sd / math.sqrt(d.size)))
     p = float(2.0 * stdtr(d.size - 1, -abs(t)))
