@@ -147,6 +147,43 @@ def _run_study(args: argparse.Namespace, cfg: BenchConfig) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- fit
+
+def _layer_pair(text: str) -> tuple[str, str]:
+    model, sep, spec = text.rpartition("=")
+    if not sep or not model or not spec:
+        raise argparse.ArgumentTypeError(f"invalid --layer {text!r}: use MODEL=SPEC, e.g. smollm2-135m=16 or minilm-l6=mean:last4")
+    return model, spec
+
+
+def _add_fit(sub: Any) -> None:
+    p = _subparser(sub, "fit", "Train and score one configuration on cached features (no study).",
+                   "examples:\n  layerfuse fit --dataset mr --layer smollm2-135m=16\n"
+                   "  layerfuse fit --dataset mr --layer smollm2-135m=14 --layer minilm-l6=mean:last3 --fusion residual:sum --seeds 3")
+    p.add_argument("--dataset", "-d", help="dataset whose features are cached")
+    p.add_argument("--layer", type=_layer_pair, action="append", required=True, metavar="MODEL=SPEC",
+                   help="a model and its layer spec (16, -1, last, mean:last4, max:3,5,7); repeat for fusion")
+    p.add_argument("--fusion", help="fusion name (layerfuse ls fusions)")
+    p.add_argument("--seeds", type=_positive_int, default=1, help="fits with train.seed + k, k < seeds")
+    p.set_defaults(func=_run_fit, flag_keys={"dataset": "extract.dataset", "fusion": "train.fusion"})
+
+
+def _run_fit(args: argparse.Namespace, cfg: BenchConfig) -> int:
+    from studies.fit import fit_config
+
+    layers = dict(args.layer)
+    results = fit_config(cfg, layers, args.seeds)
+    for k, r in enumerate(results):
+        print(f"seed {cfg.train.seed + k}: val acc {r.val_acc:.4f}  val f1 {r.val_f1:.4f}  test acc {r.test_acc:.4f}  "
+              f"test f1 {r.test_f1:.4f}  ({r.epochs} epochs, best {r.best_epoch}, {r.fit_s:.1f}s)")
+    if len(results) > 1:
+        import statistics
+
+        accs = [r.test_acc for r in results]
+        print(f"test acc mean {statistics.fmean(accs):.4f} +- {statistics.stdev(accs):.4f} over {len(accs)} seeds")
+    return 0
+
+
 # ---------------------------------------------------------------- report
 
 def _add_report(sub: Any) -> None:
@@ -292,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The full argument parser."""
     parser = argparse.ArgumentParser(prog="layerfuse", description="Layer-aware embedding fusion benchmarks.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_extract, _add_study, _add_report, _add_ui, _add_quickstart, _add_ls):
+    for add in (_add_extract, _add_study, _add_fit, _add_report, _add_ui, _add_quickstart, _add_ls):
         add(sub)
     return parser
 

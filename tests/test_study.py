@@ -328,3 +328,21 @@ def test_ui_serves_the_configured_store(tmp_path) -> None:
         out = proc.communicate(timeout=30)[0]
     assert "Default" in body.decode()  # a fresh store answers with its default experiment
     assert f"http://127.0.0.1:{port}" in out and (tmp_path / "ui" / "mlflow.db").exists()
+
+
+def test_fit_reproduces_a_search_trial(study_env, tmp_path, capsys) -> None:
+    cfg = study_cfg(study_env, tmp_path, "search", (study_env["a"], study_env["b"]), **{"study.trials": 3})
+    run_study(cfg)
+    study = optuna.load_study(study_name=f"search-{cfg.extract.dataset}-{'+'.join(cfg.extract.models)}", storage=cfg.study.storage)
+    trial = max((t for t in study.trials if t.state.name == "COMPLETE"), key=lambda t: t.value)
+    run = MlflowClient(cfg.tracking.uri).get_run(trial.user_attrs["mlflow_run_id"])
+    p = run.data.params
+    argv = ["fit", "--dataset", study_env["data"], "--fusion", p["fusion"], "--set", f"paths.cache_dir={study_env['cache']}",
+            "--set", "extract.dtype=fp32", "--set", "extract.device=cpu"]
+    for model in p["models"].split(","):
+        argv += ["--layer", f"{model}={p['layer.' + model]}"]
+    for key in ("lr", "dropout", "weight_decay", "proj_dim", "batch_size", "max_epochs", "patience", "hidden_dims"):
+        argv += ["--set", f"train.{key}={p['train.' + key]}"]
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 0, err
+    assert f"val acc {trial.value:.4f}" in out and f"test acc {trial.user_attrs['test_acc']:.4f}" in out
