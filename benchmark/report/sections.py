@@ -147,7 +147,7 @@ def _fusion_section(doc: Doc, c: Computed, folder: Path, files: list[Path]) -> N
             "validation; dashed: the validation-selected single model (test).", files)
     doc.table(["dataset", "pair", "fusion", "layers (val-selected)", "val acc", "test acc (test)",
                "test over seeds (test)", "best member (val-selected)", "member (test)", "gain vs member (test)"],
-              [[display(r["dataset"]), r["pair"], r["fusion"], r["layers"], fmt(r["val_acc"]), fmt(r["test_acc"]),
+              [[display(r["dataset"]), r["pair"], r["fusion"], r["layers_label"], fmt(r["val_acc"]), fmt(r["test_acc"]),
                 fmt_seeds(r), r["best_member"], fmt(r["best_member_test_acc"]),
                 fmt(r["gain_test_vs_member"], sign=True)] for _, r in c.fusion.iterrows()])
 

@@ -122,10 +122,23 @@ def display(name: str) -> str:
     return name.rstrip("/").rsplit("/", 1)[-1] or name
 
 
-def config_label(row: pd.Series | Any, with_fusion: bool = True) -> str:
-    """Readable configuration, e.g. ``dec@20 + enc@-1 (concat)``; models without layers show bare."""
-    parts = [f"{display(m)}@{row['layers'][m]}" if m in row["layers"] else display(m) for m in row["models"]]
-    text = " + ".join(parts)
-    if with_fusion and len(row["models"]) > 1 and row["fusion"]:
+def short_spec(text: str) -> str:
+    """A layer spec for reading: a run of 3+ consecutive layers as ``min:19..25`` instead of ``min:19,20,...,25``."""
+    s = spec(text)
+    if s is None or s.agg is None or len(s.layers) < 3 or min(s.layers) < 0:
+        return text
+    first, last = s.layers[0], s.layers[-1]
+    return f"{s.agg}:{first}..{last}" if s.layers == tuple(range(first, last + 1)) else text
+
+
+def layers_label(row: pd.Series | Any) -> str:
+    """Each model at its layer spec, e.g. ``dec@20 + enc@mean:3..6``."""
+    return " + ".join(f"{display(m)}@{short_spec(row['layers'][m])}" for m in row["models"] if m in row["layers"])
+
+
+def config_label(row: pd.Series | Any) -> str:
+    """Readable configuration: ``layers_label`` plus the fusion of multi-model runs, e.g. ``dec@20 + enc@-1 (concat)``."""
+    text = layers_label(row)
+    if len(row["models"]) > 1 and row["fusion"]:
         text += f" ({row['fusion']})"
     return text

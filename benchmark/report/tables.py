@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from benchmark.report.selection import best, config_label, last_k, rank
+from benchmark.report.selection import best, config_label, display, last_k, layers_label, rank
 from benchmark.report.stats import seed_stats
 
 if TYPE_CHECKING:
@@ -90,8 +90,8 @@ def last_k_table(data: ReportData) -> pd.DataFrame:
 def _config_row(data: ReportData, row: pd.Series, seeds: bool = True) -> dict[str, Any]:
     out: dict[str, Any] = {
         "dataset": row["dataset"], "models": ",".join(row["models"]), "n_models": int(row["n_models"]),
-        "fusion": row["fusion"] if row["n_models"] > 1 else "", "config": config_label(row),
-        "layers": ",".join(f"{m}={row['layers'][m]}" for m in row["models"] if m in row["layers"]),
+        "fusion": row["fusion"] if row["n_models"] > 1 else "", "config": config_label(row), "layers_label": layers_label(row),
+        "layers": "; ".join(f"{m}={row['layers'][m]}" for m in row["models"] if m in row["layers"]),
         "val_acc": float(row["val/acc"]), "val_f1": float(row["val/f1"]), "test_acc": float(row["test/acc"]),
         "test_f1": float(row["test/f1"]), "trial": int(row["trial"]), "study": row["study"],
         "preset": row["preset"], "run_id": row["run_id"],
@@ -122,7 +122,7 @@ def fusion_comparison(data: ReportData) -> pd.DataFrame:
         if chosen is None:
             continue
         row = _config_row(data, chosen)
-        row["pair"] = " + ".join(chosen["models"])
+        row["pair"] = " + ".join(display(m) for m in chosen["models"])
         single = best_single(data, str(dataset), tuple(chosen["models"]))
         row["best_member"] = config_label(single) if single is not None else ""
         row["best_member_test_acc"] = float(single["test/acc"]) if single is not None else math.nan
