@@ -73,8 +73,8 @@ def test_summary_best_configs_fusion_and_multi(report) -> None:
     s = report.summary
     toy, toy2 = rows_of(s, "best", dataset="toy")[0], rows_of(s, "best", dataset="toy2")[0]
     # concat and hadamard tie on val .88; concat's val/f1 .87 wins. Seeds [.85, .86, .87]: CI [.85, .87].
-    assert (toy["study"], toy["trial"], toy["fusion"], toy["val_acc"], toy["test_acc"]) == ("fusion-toy", 0, "concat", 0.88, 0.86)
-    assert (toy["n_seeds"], toy["test_mean"], toy["test_std"], toy["test_ci_low"], toy["test_ci_high"]) == (3, 0.86, 0.01, 0.85, 0.87)
+    assert [toy[k] for k in ("study", "trial", "fusion", "val_acc", "test_acc")] == ["fusion-toy", 0, "concat", 0.88, 0.86]
+    assert [toy[k] for k in ("n_seeds", "test_mean", "test_std", "test_ci_low", "test_ci_high")] == [3, 0.86, 0.01, 0.85, 0.87]
     assert (toy2["config"], toy2["study"], toy2["val_acc"], toy2["test_acc"]) == ("dec@2", "sweep-toy2", 0.70, 0.72)
     fusion = {r["fusion"]: r for r in s["fusion_comparison"]}
     assert set(fusion) == {"concat", "hadamard", "sum", "residual:quaternion"}
@@ -89,7 +89,8 @@ def test_summary_cost_and_pareto(report) -> None:
     cost = {r["n_models"]: r for r in s["cost"]}  # sweeps measure no cost, so toy2 has no row
     assert {r["dataset"] for r in s["cost"]} == {"toy"} and set(cost) == {1, 2, 3}
     assert (cost[1]["config"], cost[1]["fused_dim"], cost[1]["feature_mib"]) == ("dec@3", 16, 1.0)
-    assert (cost[3]["fused_dim"], cost[3]["feature_mib"], cost[3]["extract_ms_per_sample"], cost[3]["head_ms_per_sample"]) == (48, 2.0, 3.5, 0.3)
+    costs = ("fused_dim", "feature_mib", "extract_ms_per_sample", "head_ms_per_sample")
+    assert [cost[3][k] for k in costs] == [48, 2.0, 3.5, 0.3]
     front = [(r["config"], r["feature_mib"], r["val_acc"]) for r in s["pareto"]]
     assert front == [("emb@1", 0.25, 0.70), ("dec@3", 1.0, 0.86), ("dec@3 + enc@1 (concat)", 1.5, 0.88)]
 
@@ -168,7 +169,8 @@ def test_single_study_report_force_and_formats(store) -> None:
         write_report(cfg, studies=["sweep-toy2"], out_dir=out)
     (out / "stale.txt").write_text("from an earlier report")
     again = write_report(cfg, studies=["sweep-toy2"], out_dir=out, force=True)
-    assert (out / "report.html").is_file() and not (out / "stale.txt").exists() and again.summary["studies"] == ["sweep-toy2"]
+    assert (out / "report.html").is_file() and not (out / "stale.txt").exists()
+    assert again.summary["studies"] == ["sweep-toy2"]
     other = root / "not-a-report"
     (other / "keep.txt").parent.mkdir()
     (other / "keep.txt").write_text("user data")
@@ -184,9 +186,12 @@ def test_experiment_selects_its_studies(store) -> None:
 
 
 BAD = {
-    "unknown study": ({"studies": ["swep-toy2"]}, r"unknown study 'swep-toy2'.* Did you mean 'sweep-toy2'\?.*Known studies: empty-toy, "),
-    "no finished trials": ({"studies": ["empty-toy"]}, r"study 'empty-toy' has no finished trials \(1 fail, 1 pruned\); run `layerfuse study --preset search --dataset toy`"),
-    "unknown experiment": ({"experiments": ["toy3"]}, r"unknown experiment 'toy3'.* Known experiments: layerfuse/toy, layerfuse/toy2"),
+    "unknown study": ({"studies": ["swep-toy2"]},
+                      r"unknown study 'swep-toy2'.* Did you mean 'sweep-toy2'\?.*Known studies: empty-toy, "),
+    "no finished trials": ({"studies": ["empty-toy"]}, r"study 'empty-toy' has no finished trials \(1 fail, 1 pruned\); "
+                           r"run `layerfuse study --preset search --dataset toy`"),
+    "unknown experiment": ({"experiments": ["toy3"]},
+                           r"unknown experiment 'toy3'.* Known experiments: layerfuse/toy, layerfuse/toy2"),
     "bad format": ({"studies": ["sweep-toy2"], "formats": ("md", "pdf")}, r"report format 'pdf' is not known"),
     "nothing named": ({}, r"name a study \(--study NAME\) or an experiment"),
 }

@@ -69,7 +69,8 @@ def test_best_layers_are_the_sweeps_choices(studies, report) -> None:
         val = [m.value for m in sorted(mlc.get_metric_history(run.info.run_id, "sweep/val_acc"), key=lambda m: m.step)]
         test = [m.value for m in sorted(mlc.get_metric_history(run.info.run_id, "sweep/test_acc"), key=lambda m: m.step)]
         row = rows[model]
-        assert (row["source"], row["best_layer"], row["last_layer"]) == ("layer-sweep", int(run.data.params[f"layer.{model}"]), 2)
+        chosen = int(run.data.params[f"layer.{model}"])
+        assert (row["source"], row["best_layer"], row["last_layer"]) == ("layer-sweep", chosen, 2)
         assert (row["best_val_acc"], row["last_val_acc"]) == pytest.approx((max(val), val[-1]))
         assert row["gain_test"] == pytest.approx(test[row["best_layer"]] - test[-1])
 

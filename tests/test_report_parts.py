@@ -55,7 +55,8 @@ def test_layer_spec_bookkeeping(text, depth, layer, agg_k) -> None:
 
 
 def test_display_names() -> None:
-    assert [display(n) for n in ("mr", "HuggingFaceTB/SmolLM2-135M", "/tmp/x/tiny-bert-a/")] == ["mr", "SmolLM2-135M", "tiny-bert-a"]
+    names = ("mr", "HuggingFaceTB/SmolLM2-135M", "/tmp/x/tiny-bert-a/")
+    assert [display(n) for n in names] == ["mr", "SmolLM2-135M", "tiny-bert-a"]
 
 
 def drawn_texts(fig) -> list[Text]:

@@ -65,7 +65,8 @@ def _log_if_wide(ax: Axes, which: str, values: pd.Series) -> None:
     axis = ax.xaxis if which == "x" else ax.yaxis
     (ax.set_xscale if which == "x" else ax.set_yscale)("log")
     span = high / low  # enough labelled ticks in 1-2 decades, one per decade beyond
-    axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 3.0, 5.0) if span < 30 else (1.0, 2.0, 5.0) if span < 100 else (1.0,)))
+    subs = (1.0, 2.0, 3.0, 5.0) if span < 30 else (1.0, 2.0, 5.0) if span < 100 else (1.0,)
+    axis.set_major_locator(LogLocator(subs=subs))
     axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # 0.5, 2, 100 rather than 5x10^-1
     axis.set_minor_formatter(NullFormatter())
 

@@ -45,8 +45,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PERF = ("perf/fused_dim", "perf/feature_bytes", "perf/extract_ms_per_sample", "perf/head_ms_per_sample",
-        "perf/peak_rss_mb", "perf/fit_s", "perf/param_count")
+PERF = ("perf/fused_dim", "perf/feature_bytes", "perf/extract_ms_per_sample", "perf/head_ms_per_sample")  # Sec. 5.4
 COMPLETE = "COMPLETE"
 
 
@@ -115,27 +114,12 @@ def _search(mlc: MlflowClient, experiment_ids: list[str], filter_string: str) ->
             return runs
 
 
-def _n_seeds(text: str | None) -> int:
-    """The ``seeds`` param as a count: ``"3"`` -> 3, a comma list ``"0,1,2"`` -> 3, absent -> 1."""
-    if not text:
-        return 1
-    parts = [p for p in str(text).split(",") if p.strip()]
-    if len(parts) > 1:
-        return len(parts)
+def _count(text: str | None) -> int:
+    """The ``seeds`` param (a count) as an int; 1 when absent or unreadable."""
     try:
-        return max(1, int(float(parts[0])))
+        return max(1, int(float(text or 1)))
     except ValueError:
         return 1
-
-
-def _state(run: Run) -> str:
-    """Optuna's verdict; a run without the tag counts as complete only if it finished with ``val/acc``."""
-    state = run.data.tags.get(TAG_STATE)
-    if state:
-        return state.upper()
-    if run.info.status == "FINISHED" and "val/acc" in run.data.metrics:
-        return COMPLETE
-    return run.info.status or "UNKNOWN"
 
 
 def _trial_row(run: Run, dataset: str, preset: str) -> dict[str, Any]:
@@ -153,7 +137,7 @@ def _trial_row(run: Run, dataset: str, preset: str) -> dict[str, Any]:
         "n_models": int(params.get("n_models", len(models)) or len(models)),
         "fusion": params.get("fusion", ""),
         "layers": {m: params[f"layer.{m}"] for m in models if f"layer.{m}" in params},
-        "seeds": _n_seeds(params.get("seeds")),
+        "seeds": _count(params.get("seeds")),
         "sweep_model": tags.get(TAG_SWEEP_MODEL, ""),
         "params": dict(params),
     }
@@ -240,7 +224,7 @@ def load_runs(cfg: BenchConfig, studies: list[str], experiments: list[str]) -> R
             for run in _search(mlc, [parent.experiment_id], f"tags.`{TAG_PARENT}` = '{parent.run_id}'"):
                 if run.data.tags.get(TAG_KIND, KIND_TRIAL) != KIND_TRIAL:
                     continue
-                state = _state(run)
+                state = run.data.tags.get(TAG_STATE, "UNKNOWN").upper()
                 states[state] += 1
                 if state == COMPLETE:
                     rows.append(_trial_row(run, parent.dataset, parent.preset))

@@ -175,7 +175,8 @@ def _stats_section(doc: Doc, c: Computed) -> None:
     rows = []
     for p in c.paired:
         t = p["paired_t"]
-        ttest = f"Δ={fmt(t['mean_diff'], sign=True)}, t={fmt(t['t'], 2)}, p={fmt(t['p_value'])} (n={t['n']})" if t else "—"
+        ttest = (f"Δ={fmt(t['mean_diff'], sign=True)}, t={fmt(t['t'], 2)}, p={fmt(t['p_value'])} (n={t['n']})"
+                 if t else "—")
         mc = "; ".join(f"seed {m['seed']}: {m['only_a']} vs {m['only_b']}, p={fmt(m['p_value'])}" for m in p["mcnemar"])
         rows.append([display(p["dataset"]), p["fusion"], fmt(p["fusion_test_acc"]), p["single"],
                      fmt(p["single_test_acc"]), ttest, mc or "—"])
@@ -223,5 +224,6 @@ def build(data: ReportData, c: Computed, folder: Path, title: str) -> tuple[Doc,
     _cost_section(doc, c, data, folder, files)
     states = sorted({s for v in data.counts.values() for s in v})
     doc.heading("Trials per study")
-    doc.table(["study", *states], [[study, *[str(v.get(s, 0)) for s in states]] for study, v in sorted(data.counts.items())])
+    doc.table(["study", *states],
+              [[study, *[str(v.get(s, 0)) for s in states]] for study, v in sorted(data.counts.items())])
     return doc, files

@@ -35,7 +35,7 @@ def best(df: pd.DataFrame) -> pd.Series | None:
 
 
 def spec(text: str | None) -> LayerSpec | None:
-    """Parsed layer spec, or None for a model without layers (e.g. ``tfidf``) or an unparsable value."""
+    """Parsed layer spec, or None for an empty or unparsable value."""
     if text is None or text == "":
         return None
     try:

@@ -90,7 +90,8 @@ def last_k_table(data: ReportData) -> pd.DataFrame:
 def _config_row(data: ReportData, row: pd.Series, seeds: bool = True) -> dict[str, Any]:
     out: dict[str, Any] = {
         "dataset": row["dataset"], "models": ",".join(row["models"]), "n_models": int(row["n_models"]),
-        "fusion": row["fusion"] if row["n_models"] > 1 else "", "config": config_label(row), "layers_label": layers_label(row),
+        "fusion": row["fusion"] if row["n_models"] > 1 else "", "config": config_label(row),
+        "layers_label": layers_label(row),
         "layers": "; ".join(f"{m}={row['layers'][m]}" for m in row["models"] if m in row["layers"]),
         "val_acc": float(row["val/acc"]), "val_f1": float(row["val/f1"]), "test_acc": float(row["test/acc"]),
         "test_f1": float(row["test/f1"]), "trial": int(row["trial"]), "study": row["study"],
@@ -128,8 +129,10 @@ def fusion_comparison(data: ReportData) -> pd.DataFrame:
         row["best_member_test_acc"] = float(single["test/acc"]) if single is not None else math.nan
         row["gain_test_vs_member"] = row["test_acc"] - row["best_member_test_acc"]
         rows.append(row)
-    df = pd.DataFrame(rows)
-    return df.sort_values(["dataset", "pair", "val_acc"], ascending=[True, True, False]).reset_index(drop=True) if rows else df
+    if not rows:
+        return pd.DataFrame()
+    df = pd.DataFrame(rows).sort_values(["dataset", "pair", "val_acc"], ascending=[True, True, False])
+    return df.reset_index(drop=True)
 
 
 def multi_model(data: ReportData, min_models: int = 3) -> pd.DataFrame:
