@@ -33,7 +33,7 @@ def _wrong(indices: list[int]) -> np.ndarray:
 FUSION_PREDS = [_wrong([0]), _wrong([0, 1]), _wrong([7])]
 SINGLE_PREDS = [_wrong([0, 1, 2, 3, 4, 5]), _wrong([2]), _wrong([7])]
 # The best toy configuration's resolved config.yaml: the reproduce command must carry exactly the values that
-# differ from the defaults (extract.dataset, extract.limit, train.lr) plus its own models.
+# differ from the defaults (extract.limit, train.lr) besides its dataset, its own models, fusion and seeds.
 BEST_CONFIG = {"extract.dataset": "toy", "extract.models": ("dec", "enc", "emb"), "extract.limit": 500,
                "train.lr": 3e-4, "train.fusion": "concat", "extract.show_progress": False}
 
@@ -68,13 +68,13 @@ SWEEP_TOY = [
     trial("dec", {"dec": "0"}, 0.99, 0.99, state="PRUNED", cost=DEC),  # never picked
 ]
 SEARCH_TOY = [
-    # The best single model on toy (val .86 beats the sweep's .85); seeds [.83, .85, .84]; its fusion param is moot.
-    trial("dec", {"dec": "3"}, 0.86, 0.84, f1=0.85, fusion="residual:quaternion", seeds=[0.83, 0.85, 0.84],
-          cost=DEC, preds=SINGLE_PREDS),
+    # The best single model on toy (val .86 beats the sweep's .85); seeds [.83, .85, .84].
+    trial("dec", {"dec": "3"}, 0.86, 0.84, f1=0.85, seeds=[0.83, 0.85, 0.84], cost=DEC, preds=SINGLE_PREDS),
     # Beats the sweep's layer 2 on validation (.84 > .80) but the sweep's point stays: same head for every layer.
     trial("dec", {"dec": "2"}, 0.84, 0.86, cost=DEC),
     trial("dec", {"dec": "mean:2,3,4"}, 0.83, 0.82, cost=perf(16, 3.0, 2.0, 0.1)),  # search style: not a last-k row
-    trial("emb", {"emb": "1"}, 0.70, 0.71, cost=perf(8, 0.25, 0.5, 0.05)),  # emb's only single layer: source trial
+    # emb's only single layer (source: trial); one input through residual:sum, so its label names the fusion.
+    trial("emb", {"emb": "1"}, 0.70, 0.71, fusion="residual:sum", cost=perf(8, 0.25, 0.5, 0.05)),
     trial("dec,enc", {"dec": "3", "enc": "1"}, 0.87, 0.85, fusion="residual:quaternion", cost=PAIR),
     trial("dec,enc", {"dec": "1", "enc": "1"}, 0.95, 0.95, state="FAIL"),
 ]

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import ast
 import csv
 import json
 import math
+import shlex
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 from report_fixtures import BEST_CONFIG, REPORTED, build_store
 
-from benchmark.cli import main
+from benchmark.cli import build_parser, main
+from benchmark.config import load_config
 from benchmark.errors import UserError
 from benchmark.report import write_report
 
@@ -74,7 +75,8 @@ def test_summary_best_configs_fusion_and_multi(report) -> None:
     toy, toy2 = rows_of(s, "best", dataset="toy")[0], rows_of(s, "best", dataset="toy2")[0]
     # concat and hadamard tie on val .88; concat's val/f1 .87 wins. Seeds [.85, .86, .87]: CI [.85, .87].
     assert [toy[k] for k in ("study", "trial", "fusion", "val_acc", "test_acc")] == ["fusion-toy", 0, "concat", 0.88, 0.86]
-    assert [toy[k] for k in ("n_seeds", "test_mean", "test_std", "test_ci_low", "test_ci_high")] == [3, 0.86, 0.01, 0.85, 0.87]
+    seeds = ("n_seeds", "test_mean", "test_std", "test_ci_low", "test_ci_high")
+    assert [toy[k] for k in seeds] == [3, 0.86, 0.01, 0.85, 0.87]
     assert (toy2["config"], toy2["study"], toy2["val_acc"], toy2["test_acc"]) == ("dec@2", "sweep-toy2", 0.70, 0.72)
     fusion = {r["fusion"]: r for r in s["fusion_comparison"]}
     assert set(fusion) == {"concat", "hadamard", "sum", "residual:quaternion"}
@@ -92,7 +94,7 @@ def test_summary_cost_and_pareto(report) -> None:
     costs = ("fused_dim", "feature_mib", "extract_ms_per_sample", "head_ms_per_sample")
     assert [cost[3][k] for k in costs] == [48, 2.0, 3.5, 0.3]
     front = [(r["config"], r["feature_mib"], r["val_acc"]) for r in s["pareto"]]
-    assert front == [("emb@1", 0.25, 0.70), ("dec@3", 1.0, 0.86), ("dec@3 + enc@1 (concat)", 1.5, 0.88)]
+    assert front == [("emb@1 (residual:sum)", 0.25, 0.70), ("dec@3", 1.0, 0.86), ("dec@3 + enc@1 (concat)", 1.5, 0.88)]
 
 
 def test_paired_test_matches_hand_computation(report) -> None:
@@ -144,18 +146,16 @@ def test_artifacts_are_logged_on_every_parent_run(store, report) -> None:
     assert parents["empty-toy"] not in report.parent_runs
 
 
-def test_reproduce_command_carries_the_run_config(report) -> None:
-    toy = rows_of(report.summary, "best", dataset="toy")[0]
-    cmd = toy["command"]
-    assert cmd.startswith("python - <<'EOF'\n") and cmd.endswith("\nEOF")
-    program = cmd.split("\n", 1)[1].rsplit("\n", 1)[0]
-    compile(program, "reproduce", "exec")
-    settings = ast.literal_eval(program.split("load_config(**", 1)[1].split(")\nlayers", 1)[0])
-    assert settings == {"extract.dataset": "toy", "extract.limit": BEST_CONFIG["extract.limit"],
-                        "extract.models": ["dec", "enc"], "train.lr": BEST_CONFIG["train.lr"]}
-    assert "layers = {'dec': '3', 'enc': '1'}" in program and "range(3)" in program
-    toy2 = rows_of(report.summary, "best", dataset="toy2")[0]["command"]  # no config.yaml: from params
-    assert "{\n    'extract.dataset': 'toy2',\n    'extract.models': ['dec'],\n}" in toy2
+def test_reproduce_command_is_layerfuse_fit_with_the_run_config(report) -> None:
+    toy = rows_of(report.summary, "best", dataset="toy")[0]["command"]
+    assert toy == ("layerfuse fit --dataset toy --layer dec=3 --layer enc=1 --fusion concat --seeds 3 "
+                   f"--set extract.limit={BEST_CONFIG['extract.limit']} --set train.lr={BEST_CONFIG['train.lr']}")
+    args = build_parser().parse_args(shlex.split(toy)[1:])
+    assert args.layer == [("dec", "3"), ("enc", "1")] and (args.fusion, args.seeds) == ("concat", 3)
+    cfg = load_config(None, args.sets, env={})
+    assert (cfg.extract.limit, cfg.train.lr) == (BEST_CONFIG["extract.limit"], BEST_CONFIG["train.lr"])
+    toy2 = rows_of(report.summary, "best", dataset="toy2")[0]["command"]  # no config.yaml: from the params
+    assert toy2 == "layerfuse fit --dataset toy2 --layer dec=2 --fusion concat --seeds 1"
 
 
 def test_single_study_report_force_and_formats(store) -> None:

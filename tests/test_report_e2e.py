@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import re
+import shlex
 
 import pytest
 from mlflow.tracking import MlflowClient
 
+from benchmark.cli import main
 from benchmark.config import load_config
 from benchmark.report import write_report
 from extractors.run import extract_all
@@ -75,17 +75,19 @@ def test_best_layers_are_the_sweeps_choices(studies, report) -> None:
         assert row["gain_test"] == pytest.approx(test[row["best_layer"]] - test[-1])
 
 
-def test_reproduce_command_retrains_the_best_configuration(studies, report, monkeypatch) -> None:
+def test_reproduce_command_retrains_the_best_configuration(studies, report, monkeypatch, capsys) -> None:
     cfg, _, _ = studies
     (best,) = report.summary["best"]
-    program = best["command"].split("\n", 1)[1].rsplit("\n", 1)[0]
+    argv = shlex.split(best["command"])
+    assert argv[:2] == ["layerfuse", "fit"]
     for var in ("MLFLOW_TRACKING_URI", "LAYERFUSE_CACHE_DIR"):
         monkeypatch.delenv(var, raising=False)
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        exec(compile(program, "reproduce", "exec"), {})  # noqa: S102 - the command the report tells users to run
-    seeds = re.findall(r"seed (\d+): val acc ([\d.]+), test acc ([\d.]+)", printed.getvalue())
+    capsys.readouterr()
+    assert main(argv[1:]) == 0
+    printed = re.findall(r"seed (\d+): val acc ([\d.]+) .* test acc ([\d.]+)", capsys.readouterr().out)
     mlc = MlflowClient(cfg.tracking.uri)
-    logged = [m.value for m in sorted(mlc.get_metric_history(best["run_id"], "seed/val_acc"), key=lambda m: m.step)]
-    assert len(seeds) == len(logged) >= 1
-    assert [float(v) for _, v, _ in seeds] == pytest.approx(logged, abs=1e-4)
+    history = {k: sorted(mlc.get_metric_history(best["run_id"], k), key=lambda m: m.step)
+               for k in ("seed/val_acc", "seed/test_acc")}
+    assert len(printed) == len(history["seed/val_acc"]) >= 1
+    assert [v for _, v, _ in printed] == [f"{m.value:.4f}" for m in history["seed/val_acc"]]
+    assert [t for _, _, t in printed] == [f"{m.value:.4f}" for m in history["seed/test_acc"]]

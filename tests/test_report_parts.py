@@ -11,7 +11,9 @@ import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.text import Text
 
+from benchmark.config import load_config
 from benchmark.report import plots
+from benchmark.report.reproduce import _set_value
 from benchmark.report.selection import display, last_k, single_layer
 from benchmark.report.stats import bootstrap_ci, mcnemar_exact, paired_t, seed_stats
 from lightning_modules.components.fusion import fusion_names
@@ -71,6 +73,17 @@ def drawn_texts(fig) -> list[Text]:
                     shown += [tick.label1, tick.label2]
     shown += [t for t in fig.findobj(Text) if t not in ticks]
     return [t for t in shown if t.get_visible() and t.get_text().strip()]
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("train.lr", 3e-4), ("train.hidden_dims", (256, 128)), ("train.hidden_dims", (64,)), ("extract.limit", 500),
+    ("train.monitor", "val/acc"), ("paths.cache_dir", "/data/cache dir"), ("data.text_column", "1e-4"),
+    ("data.label_column", "None"), ("data.val_split", None), ("data.standardize", False),
+])
+def test_set_values_parse_back_to_themselves(key, value) -> None:
+    cfg = load_config(overrides=[f"{key}={_set_value(value)}"], env={})
+    section, name = key.split(".")
+    assert getattr(getattr(cfg, section), name) == value
 
 
 def clashes(fig) -> list[str]:

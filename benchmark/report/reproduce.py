@@ -1,15 +1,15 @@
-"""The exact command that re-trains one reported configuration, built from its run's ``config.yaml``.
+"""The exact ``layerfuse fit`` command that re-trains one reported configuration, built from its run.
 
-``layerfuse study`` cannot pin one configuration (every preset samples or grids its own), so the command is
-a short Python program over the functions a study trial calls: ``resolve_dirs`` finds the feature caches
-and ``fit_and_evaluate`` trains and scores, once per seed with ``train.seed + k`` as the objective does. A
+``layerfuse fit`` trains a configuration once per seed with ``train.seed + k``, as study trials do. A
 layer-sweep run is re-trained the same way at its chosen layer (the sweep trains that same head per layer).
-Settings are the run's resolved ``config.yaml`` where it differs from the defaults; without that artifact
-they fall back to the run's ``train.*`` params, which then says nothing of extraction and data settings.
+Settings come from the run's resolved ``config.yaml`` where they differ from the defaults; without that
+artifact they fall back to the run's ``train.*`` params, which say nothing of extraction and data settings.
 """
 
 from __future__ import annotations
 
+import ast
+import shlex
 from typing import TYPE_CHECKING, Any
 
 from benchmark.config import BenchConfig, load_config, to_dict
@@ -19,21 +19,8 @@ if TYPE_CHECKING:
 
 CONFIG_ARTIFACT = "config.yaml"
 SECTIONS = ("paths", "extract", "data", "train")
+FLAGS = {"extract.dataset", "extract.models", "train.fusion"}  # given as --dataset, --layer and --fusion
 IGNORED = {"extract.show_progress"}  # no effect on the result
-
-PROGRAM = """python - <<'EOF'
-from benchmark.config import load_config, with_values
-from lightning_modules.train import fit_and_evaluate
-from studies.runner import resolve_dirs
-
-cfg = load_config(**{settings})
-layers = {layers}
-dirs = resolve_dirs(cfg)
-for k in range({seeds}):  # seed k of the study trained with train.seed + k
-    r = fit_and_evaluate(with_values(cfg, {{"train.seed": cfg.train.seed + k}}),
-                         [dirs[m].selection(m, spec) for m, spec in layers.items()])
-    print(f"seed {{k}}: val acc {{r.val_acc:.4f}}, test acc {{r.test_acc:.4f}}")
-EOF"""
 
 
 def _flat(tree: dict[str, Any]) -> dict[str, Any]:
@@ -41,7 +28,7 @@ def _flat(tree: dict[str, Any]) -> dict[str, Any]:
 
 
 def settings(row: pd.Series | dict[str, Any], config_yaml: str | None) -> dict[str, Any]:
-    """The config keys of the run in ``row`` that differ from the defaults, with its own models and fusion.
+    """The run's config values that differ from the defaults, plus its dataset, models and fusion.
 
     Args:
         row: A trial row of ``ReportData.trials``.
@@ -54,17 +41,33 @@ def settings(row: pd.Series | dict[str, Any], config_yaml: str | None) -> dict[s
         values = _flat(yaml.safe_load(config_yaml) or {})
     else:
         values = {k: v for k, v in row["params"].items() if k.startswith("train.")}
-        values["extract.dataset"] = row["dataset"]
-    values["extract.models"] = tuple(row["models"])
-    values["train.fusion"] = row["fusion"] if len(row["models"]) > 1 and row["fusion"] else "concat"
+        values["train.fusion"] = row["fusion"] or defaults["train.fusion"]
+    values.update({"extract.dataset": row["dataset"], "extract.models": tuple(row["models"])})
     known = {k: v for k, v in values.items() if k in defaults and k not in IGNORED}
     resolved = _flat(to_dict(load_config(env={}, **known)))  # typed and validated like the study's own config
-    return {k: v for k, v in resolved.items() if k in known and (v != defaults[k] or k == "extract.models")}
+    return {k: v for k, v in resolved.items() if k in known and (v != defaults[k] or k in FLAGS)}
+
+
+def _set_value(value: Any) -> str:
+    """``value`` as ``--set`` text that parses back to it (``literal_eval``, then coercion to the field's type)."""
+    if isinstance(value, list | tuple):
+        return ",".join(_set_value(v) for v in value)
+    if isinstance(value, str):
+        try:
+            ambiguous = ast.literal_eval(value) != value  # "1e-4", "None" or "True" would parse as another type
+        except (ValueError, SyntaxError):
+            ambiguous = False
+        return repr(value) if ambiguous else value
+    return repr(value)
 
 
 def command(row: pd.Series | dict[str, Any], config_yaml: str | None) -> str:
-    """The shell command (a ``python`` here-document) that re-trains the run in ``row`` with its seeds."""
+    """The ``layerfuse fit`` command line that re-trains the run in ``row`` with its seeds."""
     values = settings(row, config_yaml)
-    body = "{\n" + "".join(f"    {k!r}: {v!r},\n" for k, v in sorted(values.items())) + "}"
-    layers = {m: row["layers"][m] for m in row["models"] if m in row["layers"]}
-    return PROGRAM.format(settings=body, layers=repr(layers), seeds=int(row["seeds"]))
+    argv = ["layerfuse", "fit", "--dataset", values.pop("extract.dataset")]
+    for model in values.pop("extract.models"):
+        argv += ["--layer", f"{model}={row['layers'][model]}"]
+    argv += ["--fusion", values.pop("train.fusion"), "--seeds", str(int(row["seeds"]))]
+    for key, value in sorted(values.items()):
+        argv += ["--set", f"{key}={_set_value(value)}"]
+    return " ".join(shlex.quote(a) for a in argv)

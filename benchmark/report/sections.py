@@ -81,7 +81,8 @@ def _best_section(doc: Doc, c: Computed) -> None:
     doc.table(["dataset", "configuration", "study", "trial", "val acc", "test acc (test)", "test over seeds (test)"],
               rows)
     for dataset, cmd in c.commands.items():
-        doc.para(f"Re-train the best {display(dataset)} configuration with its seeds (run from the repository root):")
+        doc.para(f"Re-train the best {display(dataset)} configuration with its seeds (from the repository root, "
+                 "where the study ran):")
         doc.code(cmd)
 
 

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from benchmark.report.runs import ReportData
 
 SWEEP = "layer-sweep"
+PLAIN_FUSION = "concat"  # of one input: the input itself
 SELECTION_RULE = ("validation-selected: highest val/acc, ties broken by higher val/f1, then lower trial number, "
                   "then lower layer index; test accuracy is reported for the chosen configuration only")
 
@@ -137,8 +138,12 @@ def layers_label(row: pd.Series | Any) -> str:
 
 
 def config_label(row: pd.Series | Any) -> str:
-    """Readable configuration: ``layers_label`` plus the fusion of multi-model runs, e.g. ``dec@20 + enc@-1 (concat)``."""
+    """Readable configuration: ``layers_label`` plus the fusion, e.g. ``dec@20 + enc@-1 (concat)``.
+
+    A single model shows its fusion only when it is not plain ``concat``: the search preset also fuses one
+    input (e.g. ``residual:sum`` projects it first), which changes the head that was trained.
+    """
     text = layers_label(row)
-    if len(row["models"]) > 1 and row["fusion"]:
+    if row["fusion"] and (len(row["models"]) > 1 or row["fusion"] != PLAIN_FUSION):
         text += f" ({row['fusion']})"
     return text

@@ -90,7 +90,7 @@ def last_k_table(data: ReportData) -> pd.DataFrame:
 def _config_row(data: ReportData, row: pd.Series, seeds: bool = True) -> dict[str, Any]:
     out: dict[str, Any] = {
         "dataset": row["dataset"], "models": ",".join(row["models"]), "n_models": int(row["n_models"]),
-        "fusion": row["fusion"] if row["n_models"] > 1 else "", "config": config_label(row),
+        "fusion": row["fusion"], "config": config_label(row),
         "layers_label": layers_label(row),
         "layers": "; ".join(f"{m}={row['layers'][m]}" for m in row["models"] if m in row["layers"]),
         "val_acc": float(row["val/acc"]), "val_f1": float(row["val/f1"]), "test_acc": float(row["test/acc"]),
