@@ -240,13 +240,13 @@ def _run_ui(args: argparse.Namespace, cfg: BenchConfig) -> int:
     os.execv(cmd[0], cmd)  # become the server, so Ctrl-C and signals reach it directly
 
 
-# ---------------------------------------------------------------- quickstart
+# ---------------------------------------------------------------- quickstart, reproduce
 
-def quickstart_config() -> str:
-    """Path of the packaged quickstart config."""
+def packaged_config(name: str) -> str:
+    """Path of a config shipped in ``studies/configs``."""
     import studies
 
-    return str(Path(studies.__file__).parent / "configs" / "quickstart.yaml")
+    return str(Path(studies.__file__).parent / "configs" / f"{name}.yaml")
 
 
 def _add_quickstart(sub: Any) -> None:
@@ -254,26 +254,38 @@ def _add_quickstart(sub: Any) -> None:
                    "examples:\n  layerfuse quickstart\n  layerfuse quickstart --set extract.limit=500 --set study.trials=8\n"
                    "Steps are cached or resumed: rerunning finishes what an interrupted run left.")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.set_defaults(func=_run_quickstart, flag_keys={}, default_config=quickstart_config())
+    p.set_defaults(func=_run_pipeline, flag_keys={}, default_config=packaged_config("quickstart"))
 
 
-QUICKSTART_PRESETS = ("layer-sweep", "search")
+def _add_reproduce(sub: Any) -> None:
+    p = _subparser(sub, "reproduce", "The paper's experiments per dataset (TF-IDF baseline, layer sweep, last-k, fusion "
+                   "methods, multi-model, search) over seeds, then one report across the datasets.",
+                   "examples:\n  layerfuse reproduce\n  layerfuse reproduce --datasets mr,r8 --seeds 3\n"
+                   "  layerfuse reproduce --datasets mr --limit 1000 --seeds 1 --trials 8   # a quick look\n"
+                   "Every stage is cached or resumed: rerunning finishes what an interrupted run left.")
+    p.add_argument("--datasets", type=_csv, help="comma list (default: sst2,mr,r8,r52)")
+    p.add_argument("--models", "-m", type=_csv, help="comma list of models (default: the embedded ones and tfidf)")
+    p.add_argument("--seeds", type=_positive_int, help="seeds per configuration (default 3)")
+    p.add_argument("--trials", "-n", type=_positive_int, help="trials of the search preset")
+    p.add_argument("--limit", type=_positive_int, help="seeded random subset of N rows per split")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_run_pipeline, default_config=packaged_config("reproduce"), flag_keys={
+        "datasets": "pipeline.datasets", "models": "extract.models", "seeds": "study.seeds", "trials": "study.trials",
+        "limit": "extract.limit"})
 
 
-def _run_quickstart(args: argparse.Namespace, cfg: BenchConfig) -> int:
-    from benchmark.config import with_values
-    from benchmark.report import write_report
-    from studies.runner import study_name
+def _run_pipeline(args: argparse.Namespace, cfg: BenchConfig) -> int:
+    import optuna
 
-    _run_extract(args, cfg)
-    names = []
-    for preset in QUICKSTART_PRESETS:
-        print(f"study {preset} ...", flush=True)
-        study_cfg = with_values(cfg, {"study.preset": preset})
-        _run_study(args, study_cfg)
-        names.append(study_name(study_cfg))
-    result = write_report(cfg, studies=names, out_dir=f"{cfg.report.out_dir}/quickstart", formats=cfg.report.formats, force=True)
-    print(f"report: {result.out_dir}/report.html (also report.md, best_layers.csv, summary.json)")
+    from studies.pipeline import run_pipeline
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    print(f"{args.command}: datasets {', '.join(cfg.pipeline.datasets)}; models {', '.join(cfg.extract.models)}; "
+          f"stages extract, {', '.join(cfg.pipeline.presets)}, report; {cfg.study.seeds} seed(s)", flush=True)
+    result = run_pipeline(cfg, on_stage=lambda s: print(f"[{s.seconds:7.1f}s] {s.dataset} {s.stage}: {s.outcome}", flush=True))
+    assert result.report is not None
+    print(f"report: {result.report.out_dir}/report.html (also report.md, best_layers.csv, summary.json, stages.csv)")
+    print("browse every trial: layerfuse ui")
     return 0
 
 
@@ -329,7 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The full argument parser."""
     parser = argparse.ArgumentParser(prog="layerfuse", description="Layer-aware embedding fusion benchmarks.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_extract, _add_study, _add_fit, _add_report, _add_ui, _add_quickstart, _add_ls):
+    for add in (_add_extract, _add_study, _add_fit, _add_report, _add_ui, _add_quickstart, _add_reproduce, _add_ls):
         add(sub)
     return parser
 

@@ -157,6 +157,8 @@ class StudyConfig:
     pruning: bool = field(default=True, metadata=_help("median pruning of unpromising trials"))
     seeds: int = field(default=1, metadata=_help("seeds per configuration (metrics are their mean)"))
     heartbeat: float = field(default=10.0, metadata=_help("seconds between trial heartbeats; a trial silent for 3 beats is failed and retried"))
+    fusions: tuple[str, ...] = field(default=(), metadata=_help("fusions the fusion-methods and search presets choose from (empty = all)"))
+    max_k: int = field(default=10, metadata=_help("largest k of last-k aggregations (paper: 10)"))
 
     def __post_init__(self) -> None:
         _check_positive("study.trials", self.trials)
@@ -164,6 +166,7 @@ class StudyConfig:
         _check_positive("study.timeout", self.timeout)
         _check_positive("study.seeds", self.seeds)
         _check_positive("study.heartbeat", self.heartbeat)
+        _check_positive("study.max_k", self.max_k)
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +186,23 @@ class ReportConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class PipelineConfig:
+    """The multi-stage runs (``layerfuse reproduce``, ``layerfuse quickstart``): datasets x study presets, then one report."""
+
+    datasets: tuple[str, ...] = field(default=("sst2", "mr", "r8", "r52"), metadata=_help("datasets, each run through every stage"))
+    presets: tuple[str, ...] = field(
+        default=("tfidf-baseline", "layer-sweep", "last-k", "fusion-methods", "multi-model", "search"),
+        metadata=_help("study presets in order (those needing more models than given are skipped)"))
+    report_name: str = field(default="reproduce", metadata=_help("report folder under report.out_dir"))
+
+    def __post_init__(self) -> None:
+        if not self.datasets:
+            raise ConfigError("pipeline.datasets is empty: name at least one, e.g. --datasets mr")
+        if not self.presets:
+            raise ConfigError("pipeline.presets is empty: name at least one, e.g. --set pipeline.presets=layer-sweep")
+
+
+@dataclass(frozen=True, slots=True)
 class BenchConfig:
     """Everything layerfuse needs, in one frozen object."""
 
@@ -193,6 +213,7 @@ class BenchConfig:
     study: StudyConfig = field(default_factory=StudyConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
 
 
 def _coerce(key: str, value: Any, tp: Any) -> Any:

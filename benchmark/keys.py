@@ -11,7 +11,7 @@ from pathlib import Path
 from benchmark.cache import FeatureKey, key_dir
 from benchmark.config import BenchConfig, ConfigError
 from benchmark.hardware import resolve_device, resolve_dtype
-from benchmark.models import ModelSpec, model_revision, resolve_model
+from benchmark.models import LEXICAL, ModelSpec, model_revision, resolve_model
 from benchmark.registry import suggest
 from benchmark.text_data import TextSplit, load_split
 
@@ -39,6 +39,8 @@ def resolve_features(cfg: BenchConfig, model: str, text_split: TextSplit) -> Res
     """Resolve the cache key and directory for ``model`` on ``text_split`` under ``cfg``."""
 
     spec = resolve_model(model, cfg.paths.models_dir)
+    if spec.kind == LEXICAL:
+        return _resolve_lexical(cfg, spec, text_split)
     pooling = cfg.extract.pooling or spec.default_pooling
     if pooling not in POOLING_NAMES:
         raise ConfigError(f"extract.pooling={pooling!r} is not valid.{suggest(pooling, list(POOLING_NAMES))} Choose one of: {', '.join(POOLING_NAMES)}")
@@ -54,3 +56,12 @@ def resolve_features(cfg: BenchConfig, model: str, text_split: TextSplit) -> Res
         dtype=resolve_dtype(cfg.extract.dtype, device),
     )
     return ResolvedFeatures(spec, text_split, key, key_dir(cfg.paths.cache_dir, key), device)
+
+
+def _resolve_lexical(cfg: BenchConfig, spec: ModelSpec, text_split: TextSplit) -> ResolvedFeatures:
+    """Key of a lexical model: its features depend on the train split it is fitted on, not on pooling or length."""
+    fitted_on = text_split if text_split.split == "train" else load_text_split(cfg, "train")
+    key = FeatureKey(model_id=spec.hf_id, revision=f"{spec.revision}-fit-{fitted_on.data_sha256[:12]}",
+                     dataset=text_split.dataset, data_sha256=text_split.data_sha256, split=text_split.split,
+                     pooling="tfidf", max_length=0, dtype="fp32")
+    return ResolvedFeatures(spec, text_split, key, key_dir(cfg.paths.cache_dir, key), "cpu")

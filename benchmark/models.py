@@ -16,6 +16,7 @@ from benchmark.errors import UserError
 from benchmark.registry import Registry, UnknownNameError
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
+LEXICAL = "lexical"  # ModelSpec.kind of models computed from the texts by scikit-learn, not loaded from weights
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,7 +26,7 @@ class ModelSpec:
     Attributes:
         alias: Short lowercase name (``minilm-l6``) or the user's id/path for unregistered models.
         hf_id: Hugging Face hub id.
-        kind: ``decoder`` or ``encoder``.
+        kind: ``decoder``, ``encoder`` or ``lexical`` (TF-IDF, fitted on the train split: ``extractors.tfidf``).
         num_layers: Transformer layers L (the cache holds L+1 hidden states, 0 = embeddings).
         hidden_size: Width H of every hidden state.
         default_pooling: Pooling used when the user names none.
@@ -78,6 +79,9 @@ _add(ModelSpec("gemma2-2b", "google/gemma-2-2b", "decoder", 26, 2304, "mean", 51
 # NV-Embed-v2 ships custom code: it needs extract.trust_remote_code=true; it expects instruction-prefixed queries.
 _add(ModelSpec("nv-embed-v2", "nvidia/NV-Embed-v2", "decoder", 32, 4096, "mean", 512,
                prefix="Instruct: Classify the given text\nQuery: "))
+# The lexical baseline as a fusable one-layer "model": TF-IDF word 1-2 grams reduced by truncated SVD to 512 dims.
+# Its "revision" names the recipe; the cache key adds the hash of the train split it was fitted on (benchmark.keys).
+_add(ModelSpec("tfidf", "layerfuse/tfidf-svd", LEXICAL, 0, 512, "mean", 0, revision="w12-df2-sublin-svd512-v1"))
 _add(ModelSpec("e5-large-v2", "intfloat/e5-large-v2", "encoder", 24, 1024, "mean", 512, prefix="query: "))
 
 

@@ -73,6 +73,18 @@ def dataset_slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "dataset"
 
 
+def dataset_label(name: str) -> str:
+    """A short readable name for study and experiment names: a local folder or file by its own name (no
+    suffix, no ``{split}``), anything else (registry name, hub id) by its slug."""
+    path = Path(name)
+    if "{split}" in name and path.parent.is_dir():
+        stem = path.name.replace("{split}", "").split(".")[0].strip("_-.")
+        return dataset_slug(stem or path.parent.name)
+    if path.exists():
+        return dataset_slug(path.stem if path.is_file() else path.name)
+    return dataset_slug(name)
+
+
 def _sort_labels(values: set[str]) -> list[str]:
     try:
         return sorted(values, key=lambda v: (float(v), v))

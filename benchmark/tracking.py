@@ -44,6 +44,7 @@ TAG_TRIAL = "layerfuse.trial_number"
 TAG_STATE = "optuna.trial_state"
 TAG_SWEEP_MODEL = "layerfuse.sweep_model"
 TAG_PARENT = "mlflow.parentRunId"
+BASELINE_PRESET = "tfidf-baseline"  # trials of this preset are the lexical baseline that reports compare against
 KIND_STUDY = "study"
 KIND_TRIAL = "trial"
 METRICS = ("val/acc", "val/f1", "test/acc", "test/f1")
@@ -54,8 +55,10 @@ TEST_LABELS_ARTIFACT = "predictions/test_labels.npy"  # on the parent run: true 
 
 
 def experiment_name(dataset: str) -> str:
-    """The experiment holding every study on ``dataset``."""
-    return f"{EXPERIMENT_PREFIX}{dataset}"
+    """The experiment holding every study on ``dataset`` (a file or folder dataset is named by its slug)."""
+    from benchmark.text_data import dataset_label
+
+    return f"{EXPERIMENT_PREFIX}{dataset_label(dataset)}"
 
 
 def _sqlite_parent(uri: str) -> Path | None:

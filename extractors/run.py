@@ -20,6 +20,7 @@ from benchmark.config import BenchConfig
 from benchmark.errors import UserError
 from benchmark.hardware import resolve_token_budget
 from benchmark.keys import ResolvedFeatures, load_text_split, resolve_features
+from benchmark.models import LEXICAL
 from benchmark.text_data import TextSplit
 
 log = logging.getLogger(__name__)
@@ -110,6 +111,11 @@ def _extract_one(extractor: Any, rf: ResolvedFeatures, cfg: BenchConfig) -> Extr
 
 def _make_extractor(rf: ResolvedFeatures, cfg: BenchConfig) -> Any:
     from extractors.hf import HFHiddenStateExtractor
+
+    if rf.spec.kind == LEXICAL:
+        from extractors.tfidf import TfidfExtractor
+
+        return TfidfExtractor(load_text_split(cfg, "train").texts, rf.spec.hidden_size)
 
     return HFHiddenStateExtractor(
         rf.spec, device=rf.device, dtype=rf.key.dtype, pooling=rf.key.pooling, max_length=rf.key.max_length,

@@ -8,6 +8,7 @@ the run ends FINISHED (COMPLETE), KILLED (PRUNED) or FAILED (FAIL) with tag ``op
 from __future__ import annotations
 
 import logging
+import math
 import statistics
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,6 +25,7 @@ from benchmark.config import BenchConfig, to_yaml, with_values
 from lightning_modules.datamodule import Selection
 from lightning_modules.sweep import sweep_layers
 from lightning_modules.train import fit_and_evaluate
+from studies.baseline import fit_baseline
 from studies.presets import Preset, StudyContext, TrialPlan
 
 if TYPE_CHECKING:
@@ -75,6 +77,8 @@ def trial_params(plan: TrialPlan, dataset: str, preset: str, seeds: int, cfg: Be
     params: dict[str, Any] = {"preset": preset, "dataset": dataset, "models": ",".join(plan.models),
                               "n_models": len(plan.models), "fusion": plan.fusion, "seeds": seeds}
     params.update({f"layer.{m}": spec for m, spec in plan.layers.items()})
+    if plan.baseline is not None:  # no neural head: its settings would only mislead
+        return {**params, **{f"baseline.{k}": v for k, v in plan.baseline.items()}}
     params.update({f"train.{k}": v for k, v in tracking.flatten({
         "lr": cfg.train.lr, "hidden_dims": cfg.train.hidden_dims, "dropout": cfg.train.dropout,
         "weight_decay": cfg.train.weight_decay, "proj_dim": cfg.train.proj_dim, "batch_size": cfg.train.batch_size,
@@ -137,21 +141,30 @@ class Objective:
         results = []
         for k in range(self.cfg.study.seeds):
             seed_cfg = with_values(cfg, {"train.seed": cfg.train.seed + k})
-            callbacks = []
-            if k == 0 and self.cfg.study.pruning:
-                from optuna_integration import PyTorchLightningPruningCallback
-
-                callbacks.append(PyTorchLightningPruningCallback(trial, monitor="val/acc"))
             with cuda_peak() as peak:
-                results.append(fit_and_evaluate(seed_cfg, selections, callbacks=callbacks))
+                if plan.baseline is not None:
+                    fitted = fit_baseline(seed_cfg, plan.baseline["classifier"], plan.baseline["C"])
+                    results.append(fitted.result)
+                    extract_ms = fitted.extract_ms_per_sample
+                else:
+                    results.append(fit_and_evaluate(seed_cfg, selections, callbacks=self._pruning(trial, k)))
             if results[-1].test_pred.size:
                 tracking.log_array(mlc, run_id, results[-1].test_pred, tracking.PRED_ARTIFACT.format(seed=k))
         mean = {name: statistics.fmean(r.metrics()[name] for r in results) for name in results[0].metrics()}
+        mean = {name: v for name, v in mean.items() if not math.isnan(v)}  # e.g. the baseline has no val/loss
         metrics = {**mean, "perf/extract_ms_per_sample": extract_ms, **peak}
         histories = {"seed/val_acc": [r.val_acc for r in results], "seed/test_acc": [r.test_acc for r in results]}
         tracking.log_run_data(mlc, run_id, metrics=metrics, histories=histories)
         trial.set_user_attr("test_acc", mean["test/acc"])
         return float(mean["val/acc"])
+
+    def _pruning(self, trial: optuna.Trial, seed_index: int) -> list[Any]:
+        """The pruning callback for the first seed's fit (later seeds of a surviving trial run to the end)."""
+        if seed_index or not self.cfg.study.pruning:
+            return []
+        from optuna_integration import PyTorchLightningPruningCallback
+
+        return [PyTorchLightningPruningCallback(trial, monitor="val/acc")]
 
     def _sweep(self, model: str, cfg: BenchConfig, trial: optuna.Trial, run_id: str, extract_ms: float) -> float:
         """Score every layer of ``model`` in one batched sweep; the trial's value is its best validation accuracy."""

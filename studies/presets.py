@@ -17,9 +17,11 @@ from typing import Any
 import optuna
 
 from benchmark.errors import UserError
+from benchmark.tracking import BASELINE_PRESET
 from benchmark.registry import Registry
 from lightning_modules.components.fusion import fusion_names
 from lightning_modules.layers import AGGREGATIONS
+from studies.baseline import C_GRID, CLASSIFIERS
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,18 @@ class StudyContext:
     models: tuple[str, ...]
     num_layers: dict[str, int]
     best_layers: dict[str, int] = field(default_factory=dict)
+    fusions: tuple[str, ...] = ()  # the fusion choices (``study.fusions``; empty = every registered fusion)
+    max_k: int = MAX_LAST_K  # largest k of last-k aggregations (``study.max_k``)
+
+    @property
+    def fusion_choices(self) -> list[str]:
+        """Fusions the study may pick, fixed for the whole study (a categorical's choices never vary)."""
+        return list(self.fusions) or fusion_names()
+
+    @property
+    def k_choices(self) -> list[int]:
+        """k = 1..max_k of the last-k preset."""
+        return list(range(1, self.max_k + 1))
 
 
 @dataclass(frozen=True)
@@ -47,6 +61,7 @@ class TrialPlan:
     fusion: str = "concat"
     train: dict[str, Any] = field(default_factory=dict)
     sweep_model: str | None = None  # layer-sweep: score every layer of this model at once
+    baseline: dict[str, Any] | None = None  # tfidf-baseline: classifier and C (no cached features, no head)
 
 
 @dataclass(frozen=True)
@@ -60,6 +75,7 @@ class Preset:
         grid: The full grid for grid presets (None: sampled with TPE for ``study.trials`` trials).
         needs_best_layers: Whether plans read ``StudyContext.best_layers``.
         min_models: Fewest models the preset can use.
+        needs_features: Whether trials read cached features (False: the lexical baseline reads the texts).
     """
 
     name: str
@@ -68,6 +84,7 @@ class Preset:
     grid: Callable[[StudyContext], dict[str, list[Any]]] | None = None
     needs_best_layers: bool = False
     min_models: int = 1
+    needs_features: bool = True
 
     def sampler(self, ctx: StudyContext, seed: int) -> optuna.samplers.BaseSampler:
         """Grid sampler over the preset's grid, or a seeded multivariate TPE sampler."""
@@ -106,7 +123,7 @@ def _plan_sweep(trial: optuna.Trial, ctx: StudyContext) -> TrialPlan:
 def _plan_last_k(trial: optuna.Trial, ctx: StudyContext) -> TrialPlan:
     model = str(trial.suggest_categorical("model", list(ctx.models)))
     agg = str(trial.suggest_categorical("agg", AGGREGATIONS.names()))
-    k = int(trial.suggest_categorical("k", list(range(1, MAX_LAST_K + 1))))
+    k = int(trial.suggest_categorical("k", ctx.k_choices))
     if k > ctx.num_layers[model] + 1:
         _prune(trial, f"{model} has {ctx.num_layers[model] + 1} hidden states, fewer than k={k}")
     return TrialPlan((model,), {model: f"{agg}:last{k}"})
@@ -114,7 +131,7 @@ def _plan_last_k(trial: optuna.Trial, ctx: StudyContext) -> TrialPlan:
 
 def _plan_fusion(trial: optuna.Trial, ctx: StudyContext) -> TrialPlan:
     pair = tuple(str(trial.suggest_categorical("pair", _combos(ctx.models, 2))).split("+"))
-    fusion = str(trial.suggest_categorical("fusion", fusion_names()))
+    fusion = str(trial.suggest_categorical("fusion", ctx.fusion_choices))
     return TrialPlan(pair, {m: str(ctx.best_layers[m]) for m in pair}, fusion)
 
 
@@ -136,10 +153,10 @@ def _plan_search(trial: optuna.Trial, ctx: StudyContext) -> TrialPlan:
             layers[model] = str(layer)
         else:
             # Aggregate the k layers ending at the chosen one (k=1 is the single layer again).
-            k = trial.suggest_int(f"k.{model}", 2, MAX_LAST_K)
+            k = trial.suggest_int(f"k.{model}", 2, max(2, ctx.max_k))
             layers[model] = f"{agg}:" + ",".join(str(i) for i in range(max(0, layer - k + 1), layer + 1))
         used.append(model)
-    fusion = str(trial.suggest_categorical("fusion", fusion_names()))
+    fusion = str(trial.suggest_categorical("fusion", ctx.fusion_choices))
     train = {
         "train.lr": trial.suggest_float("train.lr", 1e-5, 1e-2, log=True),
         "train.hidden_dims": (int(trial.suggest_categorical("train.hidden", list(HIDDEN_CHOICES))),),
@@ -152,16 +169,26 @@ def _plan_search(trial: optuna.Trial, ctx: StudyContext) -> TrialPlan:
     return TrialPlan(tuple(used), layers, fusion, train)
 
 
+def _plan_baseline(trial: optuna.Trial, ctx: StudyContext) -> TrialPlan:
+    classifier = str(trial.suggest_categorical("classifier", list(CLASSIFIERS)))
+    c = float(trial.suggest_categorical("C", list(C_GRID)))
+    return TrialPlan((), {}, fusion="none", baseline={"classifier": classifier, "C": c})
+
+
 PRESETS.add("layer-sweep", Preset("layer-sweep", "every single layer of each model (all layers of a model in one batched sweep)",
                                   _plan_sweep, grid=lambda c: {"model": list(c.models)}))
 PRESETS.add("last-k", Preset("last-k", "mean/max/min of the last k = 1..10 layers of each model (paper Fig. 3)", _plan_last_k,
-                             grid=lambda c: {"model": list(c.models), "agg": AGGREGATIONS.names(), "k": list(range(1, MAX_LAST_K + 1))}))
+                             grid=lambda c: {"model": list(c.models), "agg": AGGREGATIONS.names(), "k": c.k_choices}))
 PRESETS.add("fusion-methods", Preset("fusion-methods", "every fusion variant for each pair of models at their best layers",
-                                     _plan_fusion, grid=lambda c: {"pair": _combos(c.models, 2), "fusion": fusion_names()},
+                                     _plan_fusion, grid=lambda c: {"pair": _combos(c.models, 2), "fusion": c.fusion_choices},
                                      needs_best_layers=True, min_models=2))
 PRESETS.add("multi-model", Preset("multi-model", "concatenation of every subset of >= 3 models at their best layers (Tables 5-6)",
                                   _plan_multi, grid=lambda c: {"subset": [s for k in range(3, len(c.models) + 1) for s in _combos(c.models, k)]},
                                   needs_best_layers=True, min_models=3))
+PRESETS.add(BASELINE_PRESET, Preset(BASELINE_PRESET, "TF-IDF word 1-2 grams + linear SVM or logistic regression, C chosen on "
+                                     "validation (no features needed; --models is ignored)", _plan_baseline,
+                                     grid=lambda c: {"classifier": list(CLASSIFIERS), "C": list(C_GRID)},
+                                     min_models=0, needs_features=False))
 PRESETS.add("search", Preset("search", "TPE over model subset, per-model layer/aggregation, fusion and head hyper-parameters",
                              _plan_search))
 
@@ -171,3 +198,14 @@ def check_models(preset: Preset, models: tuple[str, ...]) -> None:
     if len(models) < preset.min_models:
         raise UserError(f"preset '{preset.name}' needs at least {preset.min_models} models, got {len(models)} "
                         f"({', '.join(models) or 'none'}); pass more with --models a,b,c")
+
+
+def check_fusions(names: tuple[str, ...]) -> tuple[str, ...]:
+    """``names`` when every one is a valid fusion, else a ``UserError`` naming the bad one (with a suggestion)."""
+    from benchmark.registry import suggest
+
+    valid = fusion_names()
+    for name in names:
+        if name not in valid:
+            raise UserError(f"study.fusions: unknown fusion {name!r}.{suggest(name, valid)} See `layerfuse ls fusions`")
+    return names

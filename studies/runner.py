@@ -13,6 +13,7 @@ import logging
 import multiprocessing
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -20,11 +21,12 @@ from optuna.trial import TrialState
 
 from benchmark import tracking
 from benchmark.cache import FeatureCache, is_complete
-from benchmark.config import BenchConfig, with_values
+from benchmark.config import BenchConfig, StudyConfig, with_values
 from benchmark.errors import UserError
 from benchmark.keys import load_text_split, resolve_features
+from benchmark.text_data import dataset_label
 from studies.objective import ModelDirs, Objective, StudyRuns, finish_run
-from studies.presets import PRESETS, Preset, StudyContext, check_models
+from studies.presets import PRESETS, Preset, StudyContext, check_fusions, check_models
 from studies.storage import make_storage
 
 log = logging.getLogger(__name__)
@@ -52,8 +54,21 @@ class StudyOutcome:
 
 
 def study_name(cfg: BenchConfig) -> str:
-    """``study.name`` or ``<preset>-<dataset>-<model+model>``."""
-    return cfg.study.name or f"{cfg.study.preset}-{cfg.extract.dataset}-{'+'.join(cfg.extract.models)}"
+    """``study.name`` or ``<preset>-<dataset>-<model+model>`` (``<preset>-<dataset>`` without models)."""
+    if cfg.study.name:
+        return cfg.study.name
+    dataset = dataset_label(cfg.extract.dataset)
+    if not _models_used(cfg):
+        return f"{cfg.study.preset}-{dataset}"
+    # A model given as a folder is named by the folder (hub ids keep their org/name).
+    models = [Path(m).name if Path(m).is_dir() else m for m in cfg.extract.models]
+    return f"{cfg.study.preset}-{dataset}-{'+'.join(models)}"
+
+
+def _models_used(cfg: BenchConfig) -> tuple[str, ...]:
+    """The configured models, or none for a preset that reads texts, not features (the TF-IDF baseline)."""
+    known = cfg.study.preset in PRESETS
+    return cfg.extract.models if not known or PRESETS.get(cfg.study.preset).needs_features else ()
 
 
 def extract_command(cfg: BenchConfig, models: list[str]) -> str:
@@ -88,9 +103,13 @@ def resolve_dirs(cfg: BenchConfig) -> dict[str, ModelDirs]:
 
 
 def _fingerprint(cfg: BenchConfig, dirs: dict[str, ModelDirs]) -> str:
-    blob = {"preset": cfg.study.preset, "dataset": cfg.extract.dataset, "models": list(cfg.extract.models),
+    blob = {"preset": cfg.study.preset, "dataset": cfg.extract.dataset, "models": list(_models_used(cfg)),
             "caches": {m: str(d.train.relative_to(cfg.paths.cache_dir)) for m, d in dirs.items()},
             "train": dataclasses.asdict(cfg.train), "data": dataclasses.asdict(cfg.data), "seeds": cfg.study.seeds}
+    defaults = StudyConfig()
+    for key in ("fusions", "max_k"):  # search-space settings; left out at their defaults so older studies still resume
+        if getattr(cfg.study, key) != getattr(defaults, key):
+            blob[f"study.{key}"] = getattr(cfg.study, key)
     return json.dumps(blob, sort_keys=True, default=str)
 
 
@@ -131,9 +150,8 @@ def _parent_run(study: optuna.Study, mlc: Any, experiment_id: str, cfg: BenchCon
             **tracking.version_tags()})
         run_id = run.info.run_id
         tracking.log_run_data(mlc, run_id, params={"preset": cfg.study.preset, "dataset": cfg.extract.dataset,
-                                                   "models": ",".join(cfg.extract.models), "seeds": cfg.study.seeds})
-        first = next(iter(resolve_dirs(cfg).values()))
-        tracking.log_array(mlc, run_id, FeatureCache(first.test).labels(), tracking.TEST_LABELS_ARTIFACT)
+                                                   "models": ",".join(_models_used(cfg)), "seeds": cfg.study.seeds})
+        tracking.log_array(mlc, run_id, load_text_split(cfg, "test").labels, tracking.TEST_LABELS_ARTIFACT)
         study.set_user_attr("mlflow_parent_run_id", run_id)
     else:
         mlc.update_run(run_id, status="RUNNING")
@@ -163,11 +181,15 @@ def _target(preset: Preset, ctx: StudyContext, cfg: BenchConfig) -> int:
 
 def _setup(cfg: BenchConfig) -> tuple[Preset, StudyContext, dict[str, ModelDirs], Any, str, optuna.Study]:
     preset = PRESETS.get(cfg.study.preset)
-    if not cfg.extract.models:
-        raise UserError("no model selected: pass --models a,b (see `layerfuse ls models`)")
-    check_models(preset, cfg.extract.models)
-    dirs = resolve_dirs(cfg)
-    ctx = StudyContext(cfg.extract.dataset, cfg.extract.models, {m: FeatureCache(d.train).num_layers for m, d in dirs.items()})
+    if preset.needs_features:
+        if not cfg.extract.models:
+            raise UserError("no model selected: pass --models a,b (see `layerfuse ls models`)")
+        check_models(preset, cfg.extract.models)
+        dirs = resolve_dirs(cfg)
+    else:
+        dirs = {}
+    ctx = StudyContext(cfg.extract.dataset, cfg.extract.models, {m: FeatureCache(d.train).num_layers for m, d in dirs.items()},
+                       fusions=check_fusions(cfg.study.fusions), max_k=cfg.study.max_k)
     mlc = tracking.client(cfg.tracking)
     experiment_id = tracking.ensure_experiment(mlc, tracking.experiment_name(cfg.extract.dataset), cfg.tracking)
     study = _open_study(cfg, preset, ctx, mlc)

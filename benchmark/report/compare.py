@@ -1,4 +1,4 @@
-"""Best fusion vs best single model per dataset: a paired t-test over seeds and McNemar's exact test per seed.
+"""Best fusion vs best single model (and both vs the TF-IDF baseline) per dataset: paired t-test over seeds, McNemar per seed.
 
 McNemar compares the two runs' test predictions (``predictions/test_pred_seed<k>.npy``) against the true
 test labels, which the study's parent run holds (``predictions/test_labels.npy``).
@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from benchmark.report.selection import best, config_label
 from benchmark.report.stats import mcnemar_exact, paired_t
-from benchmark.report.tables import best_single
+from benchmark.report.tables import baseline_label, best_baseline, best_single
 from benchmark.tracking import PRED_ARTIFACT, TEST_LABELS_ARTIFACT
 
 if TYPE_CHECKING:
@@ -55,12 +55,30 @@ def _mcnemar(data: ReportData, fused: pd.Series, single: pd.Series, seeds: list[
     return [], f"no {PRED_ARTIFACT.format(seed='<k>')} of both runs for a common seed"
 
 
+def _pair(data: ReportData, a: pd.Series, b: pd.Series) -> dict[str, Any]:
+    """Paired t-test over common seeds and McNemar per common seed of runs ``a`` and ``b``, with notes on gaps."""
+    ha, hb = data.history(a["run_id"], "seed/test_acc"), data.history(b["run_id"], "seed/test_acc")
+    common = sorted(set(ha) & set(hb))
+    notes = []
+    test = None
+    if len(common) >= 2:
+        test = asdict(paired_t([ha[s] for s in common], [hb[s] for s in common]))
+    else:
+        notes.append(f"paired t-test needs >= 2 common seeds (found {len(common)})")
+    mcnemar, why = _mcnemar(data, a, b, common or [0])
+    if why:
+        notes.append(f"McNemar skipped: {why}")
+    return {"seeds": common, "paired_t": test, "mcnemar": mcnemar, "notes": notes}
+
+
 def paired_tests(data: ReportData) -> list[dict[str, Any]]:
     """Per dataset: the validation-selected multi-model run against the validation-selected single model.
 
     Returns:
         One dict per dataset with both configurations, their test accuracy, ``paired_t`` (None with fewer
-        than two common seeds), ``mcnemar`` (one entry per seed with predictions) and ``notes`` explaining gaps.
+        than two common seeds), ``mcnemar`` (one entry per seed with predictions) and ``notes`` explaining gaps;
+        ``vs_baseline`` holds the same tests of the best fusion and of the best single model against the
+        validation-selected TF-IDF baseline (empty without baseline runs).
     """
     out = []
     trials = data.trials
@@ -69,23 +87,16 @@ def paired_tests(data: ReportData) -> list[dict[str, Any]]:
         single = best_single(data, str(dataset))
         if fused is None or single is None:
             continue
-        a = data.history(fused["run_id"], "seed/test_acc")
-        b = data.history(single["run_id"], "seed/test_acc")
-        common = sorted(set(a) & set(b))
-        notes = []
-        test = None
-        if len(common) >= 2:
-            test = asdict(paired_t([a[s] for s in common], [b[s] for s in common]))
-        else:
-            notes.append(f"paired t-test needs >= 2 common seeds (found {len(common)})")
-        mcnemar, why = _mcnemar(data, fused, single, common or [0])
-        if why:
-            notes.append(f"McNemar skipped: {why}")
+        lexical = best_baseline(data, str(dataset))
+        vs_baseline = [] if lexical is None else [
+            {"name": name, "config": config_label(row), "test_acc": float(row["test/acc"]),
+             "baseline": baseline_label(lexical), "baseline_test_acc": float(lexical["test/acc"]), **_pair(data, row, lexical)}
+            for name, row in (("best fusion", fused), ("best single model", single))]
         out.append({
             "dataset": str(dataset), "fusion": config_label(fused), "fusion_run_id": fused["run_id"],
             "fusion_val_acc": float(fused["val/acc"]), "fusion_test_acc": float(fused["test/acc"]),
             "single": config_label(single), "single_run_id": single["run_id"],
             "single_val_acc": float(single["val/acc"]), "single_test_acc": float(single["test/acc"]),
-            "seeds": common, "paired_t": test, "mcnemar": mcnemar, "notes": notes,
+            **_pair(data, fused, single), "vs_baseline": vs_baseline,
         })
     return out

@@ -21,6 +21,7 @@ from urllib.request import url2pathname
 from benchmark.errors import UserError
 from benchmark.registry import suggest
 from benchmark.tracking import (
+    BASELINE_PRESET,
     EXPERIMENT_PREFIX,
     KIND_STUDY,
     KIND_TRIAL,
@@ -54,7 +55,9 @@ class ReportData:
     """Finished trials of the selected studies plus lazy access to their histories and artifacts.
 
     Attributes:
-        trials: One row per COMPLETE trial run (columns: see ``_trial_row``).
+        trials: One row per COMPLETE trial run of the neural presets (columns: see ``_trial_row``).
+        baselines: The same rows for the lexical baseline (``tfidf-baseline`` preset; extra columns
+            ``classifier`` and ``C``); reports compare every table against them.
         parents: One row per study parent run (``run_id``, ``study``, ``preset``, ``dataset``, ``experiment``).
         counts: Trial states per study, e.g. ``{"s": {"COMPLETE": 3, "PRUNED": 1}}``.
         mlc: The MLflow client the data came from.
@@ -64,6 +67,7 @@ class ReportData:
     parents: pd.DataFrame
     counts: dict[str, dict[str, int]]
     mlc: MlflowClient
+    baselines: pd.DataFrame | None = None
     _histories: dict[tuple[str, str], dict[int, float]] = field(default_factory=dict, repr=False)
 
     def history(self, run_id: str, key: str) -> dict[int, float]:
@@ -140,6 +144,8 @@ def _trial_row(run: Run, dataset: str, preset: str) -> dict[str, Any]:
         "seeds": _count(params.get("seeds")),
         "sweep_model": tags.get(TAG_SWEEP_MODEL, ""),
         "params": dict(params),
+        "classifier": params.get("baseline.classifier", ""),
+        "C": float(params.get("baseline.C", math.nan)),
     }
     for key in (*METRICS, *PERF):
         row[key] = float(metrics.get(key, math.nan))
@@ -234,6 +240,11 @@ def load_runs(cfg: BenchConfig, studies: list[str], experiments: list[str]) -> R
     if not rows:
         names = ", ".join(sorted(counts))
         raise UserError(f"no finished trials in studies {names}; run `layerfuse study ...` until some trials complete")
-    trials = pd.DataFrame(rows).sort_values(["dataset", "study", "trial"], kind="stable").reset_index(drop=True)
-    log.info("report: %d finished trials from %d studies", len(trials), len(counts))
-    return ReportData(trials=trials, parents=chosen, counts=counts, mlc=mlc)
+    every = pd.DataFrame(rows).sort_values(["dataset", "study", "trial"], kind="stable").reset_index(drop=True)
+    lexical = every["preset"] == BASELINE_PRESET
+    if lexical.all():
+        raise UserError(f"studies {', '.join(sorted(counts))} hold only {BASELINE_PRESET} trials: report them together "
+                        "with a study of the models (e.g. --experiment <dataset>)")
+    trials, baselines = every[~lexical].reset_index(drop=True), every[lexical].reset_index(drop=True)
+    log.info("report: %d finished trials (+%d baseline) from %d studies", len(trials), len(baselines), len(counts))
+    return ReportData(trials=trials, parents=chosen, counts=counts, mlc=mlc, baselines=baselines)

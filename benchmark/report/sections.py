@@ -38,6 +38,8 @@ class Computed:
     best: pd.DataFrame
     commands: dict[str, str]
     paired: list[dict[str, Any]]
+    baseline: pd.DataFrame
+    lexical: dict[str, float]  # dataset -> test accuracy of the validation-selected TF-IDF baseline
 
 
 def compute(data: ReportData) -> Computed:
@@ -50,9 +52,20 @@ def compute(data: ReportData) -> Computed:
     for _, r in best.iterrows():
         config = data.artifact(r["run_id"], CONFIG_ARTIFACT)
         commands[str(r["dataset"])] = command(trials.loc[r["run_id"]], None if config is None else config.decode())
+    grid = tables.baseline_grid(data)
+    lexical = {str(r["dataset"]): float(r["test_acc"]) for _, r in grid.iterrows() if r["chosen"]} if not grid.empty else {}
     return Computed(depth, points, tables.best_vs_last(data, points, depth), tables.last_k_table(data),
                     tables.fusion_comparison(data), tables.multi_model(data), tables.cost_by_models(data),
-                    tables.pareto(data), best, commands, paired_tests(data))
+                    tables.pareto(data), best, commands, paired_tests(data), grid, lexical)
+
+
+def _lexical(c: Computed, dataset: Any) -> str:
+    """The TF-IDF baseline's test accuracy on ``dataset`` as a table cell (— without baseline runs)."""
+    return fmt(c.lexical.get(str(dataset), float("nan")))
+
+
+def _vs_lexical(c: Computed, dataset: Any, acc: float) -> str:
+    return fmt(acc - c.lexical.get(str(dataset), float("nan")), sign=True)
 
 
 def _figure(doc: Doc, fig: Any, folder: Path, name: str, caption: str, files: list[Path]) -> None:
@@ -77,9 +90,10 @@ def _intro(doc: Doc, data: ReportData) -> None:
 def _best_section(doc: Doc, c: Computed) -> None:
     doc.heading("Best configuration found (validation-selected)")
     rows = [[display(r["dataset"]), r["config"], r["study"], str(r["trial"]), fmt(r["val_acc"]),
-             Bold(fmt(r["test_acc"])), fmt_seeds(r)] for _, r in c.best.iterrows()]
-    doc.table(["dataset", "configuration", "study", "trial", "val acc", "test acc (test)", "test over seeds (test)"],
-              rows)
+             Bold(fmt(r["test_acc"])), fmt_seeds(r), _lexical(c, r["dataset"]), _vs_lexical(c, r["dataset"], r["test_acc"])]
+            for _, r in c.best.iterrows()]
+    doc.table(["dataset", "configuration", "study", "trial", "val acc", "test acc (test)", "test over seeds (test)",
+               "TF-IDF (test)", "vs TF-IDF (test)"], rows)
     for dataset, cmd in c.commands.items():
         doc.para(f"Re-train the best {display(dataset)} configuration with its seeds (from the repository root, "
                  "where the study ran):")
@@ -101,11 +115,11 @@ def _layer_section(doc: Doc, c: Computed, folder: Path, files: list[Path]) -> No
                 files)
     doc.heading("Best layer vs last layer (Table 2, Specific Layer rows)", 3)
     doc.table(["dataset", "model", "source", "last layer", "last val", "last test (test)", "best layer (val-selected)",
-               "best val", "best test (test)", "gain val", "gain (test)", "best over seeds (test)"],
+               "best val", "best test (test)", "gain val", "gain (test)", "best over seeds (test)", "TF-IDF (test)"],
               [[display(r["dataset"]), display(r["model"]), r["source"], fmt(r["last_layer"], 0), fmt(r["last_val_acc"]),
                 fmt(r["last_test_acc"]), Bold(str(r["best_layer"])), fmt(r["best_val_acc"]), fmt(r["best_test_acc"]),
-                fmt(r["gain_val"], sign=True), Bold(fmt(r["gain_test"], sign=True)), fmt_seeds(r, "best_")]
-               for _, r in c.best_last.iterrows()])
+                fmt(r["gain_val"], sign=True), Bold(fmt(r["gain_test"], sign=True)), fmt_seeds(r, "best_"),
+                _lexical(c, r["dataset"])] for _, r in c.best_last.iterrows()])
     for dataset in sorted(c.points["dataset"].unique()):
         grid = tables.layer_grid(c.points, dataset)
         chosen = {r["model"]: r["best_layer"] for _, r in c.best_last[c.best_last["dataset"] == dataset].iterrows()}
@@ -131,9 +145,9 @@ def _last_k_section(doc: Doc, c: Computed, folder: Path, files: list[Path]) -> N
     for _, group in c.last_k.groupby(["dataset", "model"], sort=True):
         top = tables.rank(group).iloc[0]["run_id"]
         rows += [[display(r["dataset"]), display(r["model"]), r["agg"], str(r["k"]),
-                  (Bold if r["run_id"] == top else str)(fmt(r["val/acc"])), fmt(r["test/acc"])]
+                  (Bold if r["run_id"] == top else str)(fmt(r["val/acc"])), fmt(r["test/acc"]), _lexical(c, r["dataset"])]
                  for _, r in group.iterrows()]
-    doc.table(["dataset", "model", "aggregation", "k", "val acc", "test acc (test)"], rows)
+    doc.table(["dataset", "model", "aggregation", "k", "val acc", "test acc (test)", "TF-IDF (test)"], rows)
     doc.note("Bold: the aggregation and k chosen on validation for each model and dataset.")
 
 
@@ -147,10 +161,11 @@ def _fusion_section(doc: Doc, c: Computed, folder: Path, files: list[Path]) -> N
             "Test (filled) and validation (hollow) accuracy per fusion method and model pair; layers chosen on "
             "validation; dashed: the validation-selected single model (test).", files)
     doc.table(["dataset", "pair", "fusion", "layers (val-selected)", "val acc", "test acc (test)",
-               "test over seeds (test)", "best member (val-selected)", "member (test)", "gain vs member (test)"],
+               "test over seeds (test)", "best member (val-selected)", "member (test)", "gain vs member (test)",
+               "TF-IDF (test)"],
               [[display(r["dataset"]), r["pair"], r["fusion"], r["layers_label"], fmt(r["val_acc"]), fmt(r["test_acc"]),
                 fmt_seeds(r), r["best_member"], fmt(r["best_member_test_acc"]),
-                fmt(r["gain_test_vs_member"], sign=True)] for _, r in c.fusion.iterrows()])
+                fmt(r["gain_test_vs_member"], sign=True), _lexical(c, r["dataset"])] for _, r in c.fusion.iterrows()])
 
 
 def _multi_section(doc: Doc, c: Computed) -> None:
@@ -164,8 +179,32 @@ def _multi_section(doc: Doc, c: Computed) -> None:
         cells = {r["dataset"]: f"{fmt(r['test_acc'])} ({r['fusion']})" for _, r in group.iterrows()}
         names = ", ".join(display(m) for m in group.iloc[0]["models"].split(","))
         rows.append([str(n), names, *[cells.get(d, "—") for d in datasets]])
+    if c.lexical:
+        rows.append(["—", "TF-IDF baseline (val-selected C)", *[_lexical(c, d) for d in datasets]])
     doc.table(["models", "model set", *[f"{display(d)} (test)" for d in datasets]], rows)
     doc.note("Each cell: test accuracy of the fusion method and layers chosen on validation for that set.")
+
+
+def _ttest(t: dict[str, Any] | None) -> str:
+    return f"Δ={fmt(t['mean_diff'], sign=True)}, t={fmt(t['t'], 2)}, p={fmt(t['p_value'])} (n={t['n']})" if t else "—"
+
+
+def _mcnemar_cell(tests: list[dict[str, Any]]) -> str:
+    return "; ".join(f"seed {m['seed']}: {m['only_a']} vs {m['only_b']}, p={fmt(m['p_value'])}" for m in tests) or "—"
+
+
+def _baseline_section(doc: Doc, c: Computed) -> None:
+    doc.heading("Lexical baseline: TF-IDF word 1-2 grams")
+    if c.baseline.empty:
+        doc.note("No baseline runs: run the `tfidf-baseline` preset on the same dataset to fill this section and the "
+                 "TF-IDF columns of every table.")
+        return
+    doc.note("Fitted on the same train part and validated on the same rows as the neural heads; the classifier and "
+             "C are chosen on validation (bold) and its test accuracy fills the TF-IDF column of every table.")
+    doc.table(["dataset", "classifier", "C", "val acc", "test acc (test)", "test over seeds (test)"],
+              [[display(r["dataset"]), tables.BASELINE_NAMES.get(r["classifier"], r["classifier"]), f"{r['C']:g}",
+                (Bold if r["chosen"] else str)(fmt(r["val_acc"])), fmt(r["test_acc"]), fmt_seeds(r)]
+               for _, r in c.baseline.iterrows()])
 
 
 def _stats_section(doc: Doc, c: Computed) -> None:
@@ -173,19 +212,20 @@ def _stats_section(doc: Doc, c: Computed) -> None:
     if not c.paired:
         doc.note("Needs both single-model and multi-model runs on a dataset.")
         return
-    rows = []
-    for p in c.paired:
-        t = p["paired_t"]
-        ttest = (f"Δ={fmt(t['mean_diff'], sign=True)}, t={fmt(t['t'], 2)}, p={fmt(t['p_value'])} (n={t['n']})"
-                 if t else "—")
-        mc = "; ".join(f"seed {m['seed']}: {m['only_a']} vs {m['only_b']}, p={fmt(m['p_value'])}" for m in p["mcnemar"])
-        rows.append([display(p["dataset"]), p["fusion"], fmt(p["fusion_test_acc"]), p["single"],
-                     fmt(p["single_test_acc"]), ttest, mc or "—"])
+    rows = [[display(p["dataset"]), p["fusion"], fmt(p["fusion_test_acc"]), p["single"], fmt(p["single_test_acc"]),
+             _ttest(p["paired_t"]), _mcnemar_cell(p["mcnemar"])] for p in c.paired]
     doc.table(["dataset", "best fusion (val-selected)", "fusion (test)", "best single (val-selected)", "single (test)",
                "paired t-test over seeds (test)", "McNemar exact (test): only fusion right vs only single right"], rows)
     for p in c.paired:
         for note in p["notes"]:
             doc.note(f"{display(p['dataset'])}: {note}.")
+    versus = [(p["dataset"], v) for p in c.paired for v in p["vs_baseline"]]
+    if versus:
+        doc.heading("Against the TF-IDF baseline (paired tests)", 3)
+        doc.table(["dataset", "which", "configuration (val-selected)", "test acc (test)", "TF-IDF (val-selected C)",
+                   "TF-IDF (test)", "paired t-test over seeds (test)", "McNemar exact (test): only model right vs only TF-IDF right"],
+                  [[display(d), v["name"], v["config"], fmt(v["test_acc"]), v["baseline"], fmt(v["baseline_test_acc"]),
+                    _ttest(v["paired_t"]), _mcnemar_cell(v["mcnemar"])] for d, v in versus])
 
 
 def _cost_section(doc: Doc, c: Computed, data: ReportData, folder: Path, files: list[Path]) -> None:
@@ -217,6 +257,7 @@ def build(data: ReportData, c: Computed, folder: Path, title: str) -> tuple[Doc,
     doc, files = Doc(title), []
     _intro(doc, data)
     _best_section(doc, c)
+    _baseline_section(doc, c)
     _layer_section(doc, c, folder, files)
     _last_k_section(doc, c, folder, files)
     _fusion_section(doc, c, folder, files)

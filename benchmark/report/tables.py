@@ -196,3 +196,40 @@ def best_configs(data: ReportData) -> pd.DataFrame:
         if chosen is not None:
             rows.append({**_config_row(data, chosen), **_costs(chosen)})
     return pd.DataFrame(rows)
+
+
+BASELINE_NAMES = {"svm": "linear SVM", "logreg": "logistic regression"}
+
+
+def baseline_label(row: pd.Series | Any) -> str:
+    """``TF-IDF 1-2 gram + linear SVM (C=1)``."""
+    return f"TF-IDF 1-2 gram + {BASELINE_NAMES.get(row['classifier'], row['classifier'])} (C={row['C']:g})"
+
+
+def baseline_grid(data: ReportData) -> pd.DataFrame:
+    """Every finished baseline trial, best first per dataset by the selection rule, with ``chosen`` marking the top."""
+    import pandas as pd
+
+    base = data.baselines
+    if base is None or base.empty:
+        return pd.DataFrame()
+    rows = []
+    for _, group in base.groupby("dataset", sort=True):
+        for i, (_, r) in enumerate(rank(group).iterrows()):
+            rows.append({**_config_row(data, r), "config": baseline_label(r), "classifier": r["classifier"],
+                         "C": float(r["C"]), "chosen": i == 0})
+    return pd.DataFrame(rows)
+
+
+def best_baseline(data: ReportData, dataset: str) -> pd.Series | None:
+    """The validation-selected baseline trial on ``dataset`` (None without baseline runs)."""
+    base = data.baselines
+    if base is None or base.empty:
+        return None
+    return best(base[base["dataset"] == dataset])
+
+
+def baseline_test_acc(data: ReportData, dataset: str) -> float:
+    """Test accuracy of the validation-selected baseline on ``dataset`` (NaN without one)."""
+    row = best_baseline(data, dataset)
+    return math.nan if row is None else float(row["test/acc"])

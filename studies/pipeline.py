@@ -1,0 +1,124 @@
+"""``run_pipeline(cfg)``: every dataset of ``pipeline.datasets`` through extraction and each study preset, then one report.
+
+This is ``layerfuse reproduce`` (the paper's experiment families, Sec. 3.1-3.4, plus the TF-IDF baseline) and
+``layerfuse quickstart`` (the same pipeline with fewer stages). Every stage is resumable on its own (the feature
+cache skips finished chunks, studies resume from their storage), so rerunning an interrupted pipeline redoes
+nothing that finished. Stage wall times are returned and written beside the report as ``stages.csv``.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from benchmark.config import BenchConfig, with_values
+from benchmark.models import resolve_model
+from studies.presets import PRESETS
+
+if TYPE_CHECKING:
+    from benchmark.report import ReportResult
+    from studies.runner import StudyOutcome
+
+log = logging.getLogger(__name__)
+
+STAGES_FILE = "stages.csv"
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One finished stage: what ran on which dataset, how long it took, and a one-line outcome."""
+
+    dataset: str
+    stage: str
+    seconds: float
+    outcome: str
+
+
+@dataclass
+class PipelineResult:
+    """Studies run (in order), stage timings, and the report written over all of them."""
+
+    studies: list[str] = field(default_factory=list)
+    stages: list[Stage] = field(default_factory=list)
+    outcomes: list[StudyOutcome] = field(default_factory=list)
+    report: ReportResult | None = None
+
+
+def skip_reason(cfg: BenchConfig, preset_name: str) -> str:
+    """Why ``preset_name`` cannot run with the configured models ("" when it can)."""
+    preset = PRESETS.get(preset_name)
+    if not preset.needs_features:
+        return ""
+    if len(cfg.extract.models) < preset.min_models:
+        return f"needs {preset.min_models} models, {len(cfg.extract.models)} given"
+    return ""
+
+
+def _outcome_line(out: StudyOutcome) -> str:
+    best = f"; best val {out.best_value:.4f}" if out.best_value is not None else ""
+    test = f", test {out.best_test_acc:.4f}" if out.best_test_acc is not None else ""
+    return f"{out.name}: {out.complete} complete, {out.pruned} pruned, {out.failed} failed{best}{test}"
+
+
+def run_pipeline(cfg: BenchConfig, on_stage: Callable[[Stage], None] | None = None) -> PipelineResult:
+    """Run extraction, then each of ``pipeline.presets``, on each of ``pipeline.datasets``; report on all studies.
+
+    Args:
+        cfg: The base config; ``extract.dataset`` and ``study.preset`` are set per stage.
+        on_stage: Called after each stage (the CLI prints it).
+
+    Raises:
+        UserError: unknown dataset, model or preset (checked before any work starts), or any stage's own errors.
+    """
+    from benchmark.report import write_report
+    from extractors.run import extract_all
+    from studies.runner import run_study, study_name
+
+    for name in cfg.pipeline.presets:
+        PRESETS.get(name)  # an unknown preset fails now, not after hours of extraction
+    for model in cfg.extract.models:
+        resolve_model(model, cfg.paths.models_dir)
+    result = PipelineResult()
+
+    def done(dataset: str, stage: str, started: float, outcome: str) -> None:
+        result.stages.append(Stage(dataset, stage, time.perf_counter() - started, outcome))
+        log.info("%s %s: %s (%.0fs)", dataset, stage, outcome, result.stages[-1].seconds)
+        if on_stage is not None:
+            on_stage(result.stages[-1])
+
+    for dataset in cfg.pipeline.datasets:
+        dcfg = with_values(cfg, {"extract.dataset": dataset})
+        started = time.perf_counter()
+        summaries = extract_all(dcfg)
+        new = [s for s in summaries if not s.cached]
+        done(dataset, "extract", started, f"{len(summaries) - len(new)} cached, {len(new)} extracted")
+        for preset in cfg.pipeline.presets:
+            reason = skip_reason(dcfg, preset)
+            if reason:
+                log.info("%s %s: skipped (%s)", dataset, preset, reason)
+                continue
+            scfg = with_values(dcfg, {"study.preset": preset})
+            started = time.perf_counter()
+            outcome = run_study(scfg)
+            result.outcomes.append(outcome)
+            result.studies.append(study_name(scfg))
+            done(dataset, preset, started, _outcome_line(outcome))
+    started = time.perf_counter()
+    out_dir = Path(cfg.report.out_dir) / cfg.pipeline.report_name
+    result.report = write_report(cfg, studies=result.studies, out_dir=out_dir, formats=cfg.report.formats, force=True)
+    done(",".join(cfg.pipeline.datasets), "report", started, f"{len(result.report.files)} files in {out_dir}")
+    write_stages(result.stages, out_dir / STAGES_FILE)
+    return result
+
+
+def write_stages(stages: list[Stage], path: Path) -> None:
+    """Stage timings as CSV (dataset, stage, seconds, outcome)."""
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["dataset", "stage", "seconds", "outcome"])
+        writer.writerows([s.dataset, s.stage, f"{s.seconds:.1f}", s.outcome] for s in stages)

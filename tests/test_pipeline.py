@@ -1,0 +1,104 @@
+"""``layerfuse reproduce`` end to end on tiny models (the CI-sized reproduction), and its resume and bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+
+from benchmark import tracking
+from benchmark.cli import main
+from studies.pipeline import STAGES_FILE
+from studies.presets import PRESETS
+
+FAST = ["--set", "train.max_epochs=3", "--set", "train.patience=0", "--set", "train.batch_size=8",
+        "--set", "train.hidden_dims=16", "--set", "train.proj_dim=16", "--set", "study.pruning=false",
+        "--set", "study.max_k=2", "--set", "study.fusions=concat,residual:sum"]
+
+
+def _argv(tmp: Path, data: Path, models: str, *extra: str) -> list[str]:
+    return ["reproduce", "--datasets", str(data), "--models", models, "--seeds", "1", "--trials", "3", "--no-progress",
+            "--set", f"paths.cache_dir={tmp / 'cache'}", "--set", "extract.dtype=fp32", "--set", "extract.device=cpu",
+            "--set", f"study.storage=sqlite:///{tmp}/optuna.db", "--set", f"tracking.uri=sqlite:///{tmp}/mlflow.db",
+            "--set", f"tracking.artifact_root={tmp / 'artifacts'}", "--set", f"report.out_dir={tmp / 'reports'}",
+            *FAST, *extra]
+
+
+def _trial_counts(storage: str) -> dict[str, int]:
+    return {s.study_name: s.n_trials for s in optuna.get_all_study_summaries(storage)}
+
+
+def test_reproduce_runs_every_stage_reports_and_resumes(tiny_models, tmp_path, capsys) -> None:
+    from conftest import write_dataset
+
+    data = write_dataset(tmp_path / "toy", n_train=60, n_test=30)
+    models = f"{tiny_models['bert-a']},{tiny_models['llama-right']},tfidf"
+    assert main(_argv(tmp_path, data, models)) == 0
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    counts = _trial_counts(storage)
+    presets = ["tfidf-baseline", "layer-sweep", "last-k", "fusion-methods", "multi-model", "search"]
+    assert sorted(name.split("-toy")[0] for name in counts) == sorted(presets), counts
+    assert counts["tfidf-baseline-toy"] == 6  # 2 classifiers x 3 values of C
+    # 3 models: a layer sweep of each, 3 x 3 aggregations x k=1..2, 3 pairs x 2 fusions, one 3-model subset.
+    names = {preset: f"{preset}-toy-tiny-bert-a+tiny-llama-right+tfidf" for preset in presets}
+    assert [counts[names[p]] for p in ("layer-sweep", "last-k", "fusion-methods", "multi-model", "search")] == [3, 18, 6, 1, 3]
+
+    out = tmp_path / "reports" / "reproduce"
+    summary = json.loads((out / "summary.json").read_text())
+    assert [b["dataset"] for b in summary["baseline"]] == [str(data)] * 6
+    assert sum(b["chosen"] for b in summary["baseline"]) == 1
+    chosen = next(b for b in summary["baseline"] if b["chosen"])
+    assert chosen["val_acc"] == max(b["val_acc"] for b in summary["baseline"])
+    assert summary["best"][0]["dataset"] == str(data) and summary["best"][0]["n_seeds"] == 1
+    paired = summary["paired_tests"][0]
+    assert [v["name"] for v in paired["vs_baseline"]] == ["best fusion", "best single model"]
+    assert all(v["baseline_test_acc"] == chosen["test_acc"] for v in paired["vs_baseline"])
+    assert paired["vs_baseline"][0]["mcnemar"]  # both runs logged per-seed test predictions
+    md = (out / "report.md").read_text()
+    assert "Lexical baseline: TF-IDF word 1-2 grams" in md and "TF-IDF (test)" in md
+    with (out / STAGES_FILE).open() as fh:
+        stages = list(csv.DictReader(fh))
+    assert [s["stage"] for s in stages] == ["extract", *presets, "report"]
+    assert all(float(s["seconds"]) >= 0 for s in stages)
+
+    # The study runs' artifacts and the baseline's params are in MLflow.
+    mlc = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    exp = mlc.get_experiment_by_name(tracking.experiment_name("toy"))
+    base = mlc.search_runs([exp.experiment_id], f"tags.`{tracking.TAG_STUDY}` = 'tfidf-baseline-toy' and "
+                           f"tags.`{tracking.TAG_KIND}` = 'trial'")
+    assert sorted((r.data.params["baseline.classifier"], float(r.data.params["baseline.C"])) for r in base) == sorted(
+        (c, x) for c in ("svm", "logreg") for x in (0.1, 1.0, 10.0))
+    assert all(r.data.metrics["perf/fused_dim"] > 0 and "train.lr" not in r.data.params for r in base)
+
+    # Rerunning resumes: every stage is a cache hit or a finished study, no trial is added.
+    capsys.readouterr()
+    assert main(_argv(tmp_path, data, models)) == 0
+    assert _trial_counts(storage) == counts
+    assert "0 extracted" in capsys.readouterr().out
+
+
+def test_reproduce_skips_presets_that_need_more_models(tiny_models, tmp_path, capsys) -> None:
+    from conftest import write_dataset
+
+    data = write_dataset(tmp_path / "toy", n_train=40, n_test=20)
+    argv = _argv(tmp_path, data, "tfidf", "--set", "pipeline.presets=tfidf-baseline,layer-sweep,fusion-methods,multi-model")
+    assert main(argv) == 0
+    names = set(_trial_counts(f"sqlite:///{tmp_path}/optuna.db"))
+    assert names == {"tfidf-baseline-toy", "layer-sweep-toy-tfidf"}
+    assert PRESETS.get("fusion-methods").min_models == 2
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--set", "pipeline.presets=layer-sweep,fusion-method"], "unknown preset 'fusion-method'"),
+    (["--models", "minilm-l7"], "unknown model 'minilm-l7'"),
+    (["--datasets", ""], "pipeline.datasets is empty"),
+])
+def test_reproduce_bad_input_fails_before_any_work(tmp_path, tiny_data, extra, message, capsys) -> None:
+    assert main([*_argv(tmp_path, tiny_data, "tfidf"), *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "cache").exists()
