@@ -131,10 +131,12 @@ class TrainConfig:
     accelerator: str = field(default="cpu", metadata=_help("Lightning accelerator (cpu|gpu|auto)"))
     monitor: str = field(default="val/loss", metadata=_help("early stopping and best-epoch metric: val/loss or val/acc"))
     moe_experts: int = field(default=0, metadata=_help("moe fusion experts (0 = one expert per input)"))
+    threads: int = field(default=1, metadata=_help("torch CPU threads while training heads (0 = torch's default)"))
 
     def __post_init__(self) -> None:
         _check_choice("train.monitor", self.monitor, MONITORS)
         _check_positive("train.moe_experts", self.moe_experts, allow_zero=True)
+        _check_positive("train.threads", self.threads, allow_zero=True)
         _check_positive("train.lr", self.lr)
         _check_positive("train.batch_size", self.batch_size)
         _check_positive("train.max_epochs", self.max_epochs)

@@ -1,9 +1,9 @@
 """Study throughput, side by side in one run (a benchmark, never a test): trials per minute of the ``search``
 preset on cached features, with and without median pruning, each in its own throw-away stores.
 
-    python -m benchmark.speed_study --dataset r8 --models minilm-l6,minilm-l3 --trials 30
+    python -m benchmark.speed_study --dataset r8 --models minilm-l6,minilm-l3 --trials 30 --max-length 256
 
-The caches must exist (``layerfuse extract --model minilm-l6,minilm-l3 --dataset r8``).
+The caches must exist (``layerfuse extract --model minilm-l6,minilm-l3 --dataset r8 --max-length 256``).
 """
 
 from __future__ import annotations
@@ -20,11 +20,13 @@ from benchmark.config import load_config
 from studies.runner import run_study
 
 
-def measure(dataset: str, models: tuple[str, ...], trials: int, pruning: bool, seed: int, dtype: str) -> dict[str, float]:
+def measure(dataset: str, models: tuple[str, ...], trials: int, pruning: bool, seed: int, dtype: str,
+            max_length: int | None) -> dict[str, float]:
     """Run one fresh ``search`` study and return its wall time, trials per minute and outcome."""
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_config(**{
             "extract.dataset": dataset, "extract.models": models, "extract.show_progress": False, "extract.dtype": dtype,
+            "extract.max_length": max_length,
             "study.preset": "search", "study.trials": trials, "study.pruning": pruning, "study.name": "speed",
             "study.storage": f"sqlite:///{tmp}/optuna.db", "tracking.uri": f"sqlite:///{tmp}/mlflow.db",
             "tracking.artifact_root": str(Path(tmp) / "artifacts"), "train.seed": seed})
@@ -42,11 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dtype", default="auto", help="dtype of the cached features to use (as extracted)")
+    parser.add_argument("--max-length", type=int, default=None, help="max length of the cached features (as extracted)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     models = tuple(m for m in args.models.split(",") if m)
-    rows = {name: measure(args.dataset, models, args.trials, pruning, args.seed, args.dtype)
+    rows = {name: measure(args.dataset, models, args.trials, pruning, args.seed, args.dtype, args.max_length)
             for name, pruning in (("no pruning", False), ("median pruning", True))}
     print(f"\n| search preset, {args.trials} trials, {args.dataset}, {'+'.join(models)} | wall s | trials/min | complete | pruned | best val acc | its test acc |")
     print("|---|---:|---:|---:|---:|---:|---:|")

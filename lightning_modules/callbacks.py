@@ -5,7 +5,8 @@ from __future__ import annotations
 import resource
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 import lightning.pytorch as L
 import torch
@@ -112,3 +113,20 @@ def peak_rss_mb() -> float:
     """Peak resident memory of this process so far, in MiB (``ru_maxrss``; KiB on Linux, bytes on macOS)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` torch CPU threads (0: leave torch's setting), then restore the previous count.
+
+    Heads are small: their ops last microseconds, so a second thread only adds synchronisation, and when other
+    processes share the cores (a study's workers, an extraction) OpenMP threads spinning for each other made a
+    fit 6.7x slower than one thread in our measurement (BENCHMARKS.md). One thread per fit is the default.
+    """
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

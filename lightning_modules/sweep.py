@@ -24,7 +24,7 @@ from torch.nn import functional as F
 from torchmetrics.functional.classification import multiclass_f1_score
 
 from benchmark.cache import FeatureCache
-from lightning_modules.callbacks import improved, monitor_mode
+from lightning_modules.callbacks import improved, monitor_mode, torch_threads
 from lightning_modules.components.classifier import MLPHead, apply_dropout, dropout_seed, make_adam
 from lightning_modules.datamodule import CachedFeatureDataModule, Selection
 from lightning_modules.layers import LayerSpec
@@ -169,6 +169,12 @@ def sweep_layers(
     Returns:
         One ``LayerScore`` per layer (absolute index), in the order given.
     """
+    with torch_threads(cfg.train.threads):
+        return _sweep_layers(Path(train_dir), Path(test_dir), cfg, layers, None if val_dir is None else Path(val_dir))
+
+
+def _sweep_layers(train_dir: Path, test_dir: Path, cfg: BenchConfig, layers: Sequence[int] | None,
+                  val_dir: Path | None) -> list[LayerScore]:
     t = cfg.train
     num_layers = FeatureCache(train_dir).num_layers
     layers = list(range(num_layers + 1)) if layers is None else [LayerSpec((i,)).resolve(num_layers)[0] for i in layers]

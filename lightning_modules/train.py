@@ -18,7 +18,7 @@ import lightning.pytorch as L
 import numpy as np
 from lightning.pytorch.callbacks import EarlyStopping
 
-from lightning_modules.callbacks import FitTimer, RestoreBest, monitor_mode, peak_rss_mb, time_inference
+from lightning_modules.callbacks import FitTimer, RestoreBest, monitor_mode, peak_rss_mb, time_inference, torch_threads
 from lightning_modules.datamodule import CachedFeatureDataModule, Selection
 from lightning_modules.module import FusionClassifier
 
@@ -123,6 +123,12 @@ def fit_and_evaluate(
     Raises:
         CacheError: missing or mismatching caches. FusionConfigError / UnknownNameError: bad fusion.
     """
+    with torch_threads(cfg.train.threads):
+        return _fit_and_evaluate(cfg, selections, callbacks, logger)
+
+
+def _fit_and_evaluate(cfg: BenchConfig, selections: Sequence[Selection], callbacks: Sequence[L.Callback],
+                      logger: Logger | None) -> FitResult:
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     dm = CachedFeatureDataModule.from_config(selections, cfg)
     dm.setup()

@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+RESULT_NEUTRAL = ("threads",)  # train settings that change speed, not results: a study may resume with others
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,8 @@ def resolve_dirs(cfg: BenchConfig) -> dict[str, ModelDirs]:
 def _fingerprint(cfg: BenchConfig, dirs: dict[str, ModelDirs]) -> str:
     blob = {"preset": cfg.study.preset, "dataset": cfg.extract.dataset, "models": list(_models_used(cfg)),
             "caches": {m: str(d.train.relative_to(cfg.paths.cache_dir)) for m, d in dirs.items()},
-            "train": dataclasses.asdict(cfg.train), "data": dataclasses.asdict(cfg.data), "seeds": cfg.study.seeds}
+            "train": {k: v for k, v in dataclasses.asdict(cfg.train).items() if k not in RESULT_NEUTRAL},
+            "data": dataclasses.asdict(cfg.data), "seeds": cfg.study.seeds}
     defaults = StudyConfig()
     for key in ("fusions", "max_k"):  # search-space settings; left out at their defaults so older studies still resume
         if getattr(cfg.study, key) != getattr(defaults, key):

@@ -150,3 +150,32 @@ def test_restore_best_and_inference_timer() -> None:
 def test_fit_result_names() -> None:
     r = FitResult(0.9, 0.8, 0.3, 0.85, 0.8, 3, 5, 100, 1.0, 0.01, 16, 1024, 500.0)
     assert r.metrics()["val/acc"] == 0.9 and r.metrics()["perf/param_count"] == 100 and r.asdict()["fit_s"] == 1.0
+
+
+def test_fits_and_sweeps_run_with_train_threads_and_restore_them(tmp_path: Path) -> None:
+    import lightning.pytorch as L
+    import torch
+
+    from lightning_modules.sweep import sweep_layers
+
+    class Record(L.Callback):
+        def __init__(self) -> None:
+            self.seen: list[int] = []
+
+        def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+            self.seen.append(torch.get_num_threads())
+
+    m = make_model(tmp_path, n_train=60, n_test=30, hidden=8)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        rec = Record()
+        fit_and_evaluate(_cfg(**{"train.max_epochs": 2, "train.threads": 1}), [m.select(-1)], callbacks=[rec])
+        assert rec.seen == [1, 1] and torch.get_num_threads() == 2  # one thread inside the fit, restored after
+        sweep_layers(m.train_dir, m.test_dir, _cfg(**{"train.max_epochs": 1, "train.threads": 1}))
+        assert torch.get_num_threads() == 2
+        rec = Record()
+        fit_and_evaluate(_cfg(**{"train.max_epochs": 1, "train.threads": 0}), [m.select(-1)], callbacks=[rec])
+        assert rec.seen == [2]  # 0 leaves torch's setting alone
+    finally:
+        torch.set_num_threads(before)

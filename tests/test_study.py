@@ -20,7 +20,7 @@ from benchmark import tracking
 from benchmark.cli import main
 from benchmark.config import BenchConfig, load_config
 from extractors.run import extract_all
-from studies.runner import run_study
+from studies.runner import run_study, study_name
 
 FAST_TRAIN = {"train.max_epochs": 3, "train.patience": 0, "train.batch_size": 8, "train.hidden_dims": (16,),
               "train.proj_dim": 16}
@@ -333,7 +333,7 @@ def test_ui_serves_the_configured_store(tmp_path) -> None:
 def test_fit_reproduces_a_search_trial(study_env, tmp_path, capsys) -> None:
     cfg = study_cfg(study_env, tmp_path, "search", (study_env["a"], study_env["b"]), **{"study.trials": 3})
     run_study(cfg)
-    study = optuna.load_study(study_name=f"search-{cfg.extract.dataset}-{'+'.join(cfg.extract.models)}", storage=cfg.study.storage)
+    study = optuna.load_study(study_name=study_name(cfg), storage=cfg.study.storage)
     trial = max((t for t in study.trials if t.state.name == "COMPLETE"), key=lambda t: t.value)
     run = MlflowClient(cfg.tracking.uri).get_run(trial.user_attrs["mlflow_run_id"])
     p = run.data.params
