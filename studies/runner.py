@@ -209,7 +209,9 @@ def _optimize(cfg: BenchConfig) -> None:
     if len(study.get_trials(deepcopy=False, states=FINISHED)) >= target:
         return
     study.optimize(Objective(cfg, preset, ctx, dirs, runs), timeout=cfg.study.timeout, gc_after_trial=True,
-                   callbacks=[optuna.study.MaxTrialsCallback(target, states=FINISHED)],
+                   # Running trials count too: a worker that finished first must not start a trial beyond the
+                   # target while another worker runs the last one (a grid study would re-run a grid point).
+                   callbacks=[optuna.study.MaxTrialsCallback(target, states=(*FINISHED, TrialState.RUNNING))],
                    show_progress_bar=cfg.extract.show_progress and cfg.study.workers == 1)
 
 

@@ -346,3 +346,13 @@ def test_fit_reproduces_a_search_trial(study_env, tmp_path, capsys) -> None:
     code, out, err = run_cli(capsys, *argv)
     assert code == 0, err
     assert f"val acc {trial.value:.4f}" in out and f"test acc {trial.user_attrs['test_acc']:.4f}" in out
+
+
+def test_grid_study_with_two_workers_runs_each_point_once(study_env, tmp_path) -> None:
+    models = (study_env["a"], study_env["b"], study_env["l"])
+    cfg = study_cfg(study_env, tmp_path, "layer-sweep", models, **{"study.workers": 2, "study.name": "grid-2w"})
+    out = run_study(cfg)
+    study = optuna.load_study(study_name="grid-2w", storage=cfg.study.storage)
+    # A worker that finishes first must not re-run a grid point while the other runs the last one.
+    assert out.complete == len(study.trials) == 3
+    assert sorted(t.params["model"] for t in study.trials) == sorted(models)
