@@ -2,9 +2,10 @@
 
 1. The batched all-layer sweep (``sweep_layers``) against L+1 sequential ``fit_and_evaluate`` runs (one
    Lightning fit per layer, the paper's way), same seed and config: wall time and per-layer accuracy.
-2. Peak RSS of one ``fit_and_evaluate`` at N and 4N training rows. Both caches are made from the real
-   cache by drawing its rows (with replacement, seeded) until N and 4N, so N can exceed the extracted
-   size; the row of a selected layer is read from disk on every batch exactly as for the real cache.
+2. Peak RSS of one ``fit_and_evaluate`` at N and 4N training rows, with N/2 and 2N test rows (the test
+   split is scored and timed batch by batch, so it must not grow memory either). The caches are made from
+   the real ones by drawing their rows (with replacement, seeded), so N can exceed the extracted size; the
+   rows of a selected layer are read from disk on every batch exactly as for the real cache.
 
 Every measurement runs in its own subprocess (clean peak RSS, no warm caches shared between them).
 Writes ``<out>.json`` and ``<out>.md`` and prints the markdown.
@@ -123,10 +124,11 @@ def _markdown(sweep: dict[str, Any], seq: dict[str, Any], rss: list[dict[str, An
                 f"| best layer by val (sweep / fits) | {_best(sweep['scores'])} / {_best(seq['results'])} |",
                 f"| peak RSS sweep / sequential, MiB | {sweep['peak_rss_mb']:.0f} / {seq['peak_rss_mb']:.0f} |", ""]
     if rss:
-        out += ["| fit of layer spec | train rows | peak RSS MiB | feature bytes read | selected layers' size on disk, MiB | epochs | fit s |",
-                "|---|---:|---:|---:|---:|---:|---:|"]
+        out += ["| fit of layer spec | train rows | test rows | peak RSS MiB | feature bytes read | selected train layers on disk, MiB | epochs | fit s |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|"]
         for r in rss:
-            out.append(f"| `{r['layer']}` | {r['n']} | {r['peak_rss_mb']:.0f} | {r['feature_bytes']:,} | {r['layer_mib']:.0f} | {r['epochs']} | {r['fit_s']:.1f} |")
+            out.append(f"| `{r['layer']}` | {r['n']} | {r['test_n']} | {r['peak_rss_mb']:.0f} | {r['feature_bytes']:,} | {r['layer_mib']:.0f} | "
+                       f"{r['epochs']} | {r['fit_s']:.1f} |")
     return "\n".join(out) + "\n"
 
 
@@ -176,14 +178,13 @@ def main(argv: list[str] | None = None) -> int:
         rss_spec = parse_layer_spec(args.rss_layer)
         layers = list(rss_spec.resolve(cache.num_layers))
         renumbered = str(LayerSpec(tuple(range(len(layers))), rss_spec.agg))  # the resampled cache holds only these
-        test_n = FeatureCache(sel.test_dir).n
         with tempfile.TemporaryDirectory(dir=Path(cfg.paths.cache_dir).parent) as tmp:
             for n in (args.rss_n, 4 * args.rss_n):
                 train = resample_cache(sel.train_dir, Path(tmp), n, 0, layers)
-                test = resample_cache(sel.test_dir, Path(tmp), min(test_n, n), 1, layers)
+                test = resample_cache(sel.test_dir, Path(tmp), max(1, n // 2), 1, layers)
                 sets = [*args.sets, f"train.max_epochs={args.rss_epochs}", "train.patience=0"]
                 r = _child("fit", {**spec, "sets": sets, "train": str(train), "test": str(test), "layer": renumbered})
-                rss.append({"layer": args.rss_layer, "n": n, "layer_mib": n * len(layers) * cache.hidden_size * 2 / 2**20, **r})
+                rss.append({"layer": args.rss_layer, "n": n, "test_n": max(1, n // 2), "layer_mib": n * len(layers) * cache.hidden_size * 2 / 2**20, **r})
                 log.info("fit at N=%d: peak RSS %.0f MiB", n, r["peak_rss_mb"])
     command = "python -m benchmark.speed_train " + " ".join(argv if argv is not None else sys.argv[1:])
     load = f"load average before / after: {load_before[0]:.2f} / {os.getloadavg()[0]:.2f} (2 cores); torch threads: {args.threads or 'default'}"

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+from unittest import mock
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as L
+import numpy as np
 import pytest
 import torch
 from helpers_features import make_model
@@ -79,7 +81,8 @@ def test_metric_names_perf_and_best_epoch(tmp_path: Path) -> None:
     cfg = _cfg(**{"train.fusion": "residual:quaternion", "train.proj_dim": 0, "train.max_epochs": 6, "train.patience": 0, "train.lr": 0.05})
     result = fit_and_evaluate(cfg, [a.select(-1), b.select("mean:last2")], logger=logger)
     names = {k for _, k, _ in logger.rows}
-    assert {"train/loss", "val/loss", "val/acc", "val/f1", "val/acc_best", "test/acc", "test/f1"} <= names
+    assert {"train/loss", "train/acc", "train/f1", "val/loss", "val/acc", "val/f1", "val/acc_best", "test/acc", "test/f1"} <= names
+    assert len(logger.series("train/acc")) == len(logger.series("train/f1")) == 6  # once per epoch
     assert {k for k in result.metrics() if k.startswith("perf/")} <= names
     val_loss = logger.series("val/loss")
     assert len(val_loss) == result.epochs == 6
@@ -92,6 +95,27 @@ def test_metric_names_perf_and_best_epoch(tmp_path: Path) -> None:
     n_train, n_val = 108, 12  # 10% stratified
     per_row = (8 + 2 * 12) * 2  # float16 bytes: one layer of a, two of b
     assert result.feature_bytes == per_row * (n_train + 6 * (n_train + n_val) + 60)  # scaler + 6 epochs + test
+
+
+def test_train_scores_are_the_epochs_accuracy_and_macro_f1(tmp_path: Path) -> None:
+    from torchmetrics.functional.classification import multiclass_f1_score
+
+    m = make_model(tmp_path, n_train=90, n_test=30, hidden=8, num_classes=3, signal=0.8)
+    dm = CachedFeatureDataModule([m.select(-1)], batch_size=16)
+    # lr 0 and no dropout: the weights never change, so each epoch's train scores are those of one fixed model.
+    model = FusionClassifier(dm.input_dims, dm.num_classes, hidden_dims=(8,), dropout=0.0, lr=0.0)
+    logger = MemoryLogger()
+    trainer = L.Trainer(max_epochs=2, accelerator="cpu", logger=logger, enable_progress_bar=False, enable_model_summary=False,
+                        enable_checkpointing=False, num_sanity_val_steps=0, log_every_n_steps=1)
+    trainer.fit(model, datamodule=dm)
+    model.eval()
+    xs, y = dm.datasets["train"][np.arange(len(dm.datasets["train"]))]
+    with torch.no_grad():
+        pred = model(xs).argmax(-1)
+    acc, f1 = float((pred == y).float().mean()), float(multiclass_f1_score(pred, y, 3, average="macro"))
+    assert 0.2 < acc < 0.95 and f1 != pytest.approx(acc)  # informative: not chance-free, and F1 is not accuracy
+    assert logger.series("train/acc") == [pytest.approx(acc)] * 2
+    assert logger.series("train/f1") == [pytest.approx(f1)] * 2
 
 
 def test_early_stopping_ends_the_fit(tmp_path: Path) -> None:
@@ -145,6 +169,25 @@ def test_restore_best_and_inference_timer() -> None:
         expect = torch.cat([model(xs).argmax(-1) for xs, _ in batches])
     assert pred.tolist() == expect.tolist()
     assert math.isnan(time_inference(model, [])[0])
+
+
+def test_inference_timer_streams_and_times_a_bounded_number_of_batches() -> None:
+    model = FusionClassifier([4], 2, hidden_dims=(4,))
+    events: list[str] = []
+    model.register_forward_pre_hook(lambda m, args: events.append(f"forward {len(args[0][0])}"))
+    clock = iter(range(1000))
+
+    def batches():  # batch i has i + 1 rows, so the log tells which batch ran
+        for i in range(6):
+            events.append(f"read {i + 1}")
+            yield [torch.randn(i + 1, 4)], torch.zeros(i + 1, dtype=torch.long)
+
+    with mock.patch("lightning_modules.callbacks.time.perf_counter", lambda: float(next(clock))):
+        ms, pred = time_inference(model, batches(), warmup=2, timed_batches=3)
+    # Each batch is predicted before the next is read (never more than one in memory); 2 warm-up passes on the first.
+    assert events == ["read 1", "forward 1", "forward 1", "forward 1", *[e for i in range(2, 7) for e in (f"read {i}", f"forward {i}")]]
+    assert len(pred) == sum(range(1, 7))
+    assert ms == pytest.approx(1000.0 * 3 / (1 + 2 + 3))  # the fake clock ticks once per reading: 1 s per timed batch
 
 
 def test_fit_result_names() -> None:
