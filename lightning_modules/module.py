@@ -1,7 +1,9 @@
 """``FusionClassifier``: per-model projection, a registered fusion and an MLP head, trained with Adam.
 
-Logged metrics (on epoch): ``train/loss``, ``val/loss``, ``val/acc``, ``val/f1``, ``val/acc_best``,
-``test/loss``, ``test/acc``, ``test/f1``; accuracy is micro (plain) accuracy, F1 is macro F1.
+Logged metrics (on epoch): ``train/loss``, ``train/acc``, ``train/f1``, ``val/loss``, ``val/acc``, ``val/f1``,
+``val/acc_best``, ``test/loss``, ``test/acc``, ``test/f1``; accuracy is micro (plain) accuracy, F1 is macro F1.
+``train/acc`` and ``train/f1`` score the training-mode forward passes of the epoch (dropout on, weights
+changing between batches), as the usual Lightning recipe does: a cheap trend, not a re-evaluation of train.
 """
 
 from __future__ import annotations
@@ -73,7 +75,8 @@ class FusionClassifier(L.LightningModule):
         scores = MetricCollection({"acc": MulticlassAccuracy(num_classes, average="micro"), "f1": MulticlassF1Score(num_classes, average="macro")})
         # ModuleDict keys cannot be "train" (an nn.Module method), hence one attribute per split.
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
-        self.val_scores, self.test_scores = scores.clone(prefix="val/"), scores.clone(prefix="test/")
+        # Accuracy and F1 share one stat-scores state (MetricCollection compute groups): one update per batch.
+        self.train_scores, self.val_scores, self.test_scores = (scores.clone(prefix=f"{s}/") for s in ("train", "val", "test"))
         self.val_acc_best = MaxMetric()
 
     @classmethod
@@ -111,9 +114,11 @@ class FusionClassifier(L.LightningModule):
         self.val_acc_best.reset()
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        """One optimisation step; logs ``train/loss`` per epoch."""
-        loss, _, _ = self.model_step(batch, "train")
-        self.log("train/loss", self.train_loss, on_step=False, on_epoch=True, batch_size=batch[1].shape[0])
+        """One optimisation step; logs ``train/loss``, ``train/acc`` and ``train/f1`` per epoch."""
+        loss, logits, y = self.model_step(batch, "train")
+        self.train_scores.update(logits.detach(), y)
+        self.log("train/loss", self.train_loss, on_step=False, on_epoch=True, batch_size=y.shape[0])
+        self.log_dict(self.train_scores, on_step=False, on_epoch=True, batch_size=y.shape[0])
         return loss
 
     def _eval_step(self, batch: Batch, split: str) -> None:
