@@ -176,6 +176,9 @@ class CachedFeatureDataModule(L.LightningDataModule):
                 raise CacheError(f"train ({train_cache.path}) and {split} ({cache.path}) caches of '{name}' have different label names")
             if split != "train" and cache.texts_sha256 == train_cache.texts_sha256:
                 raise CacheError(f"the {split} cache of '{name}' ({cache.path}) holds the training texts: point {split}_dir at the {split} split")
+        if own_val and firsts["val"].texts_sha256 == firsts["test"].texts_sha256:
+            # Choosing layers or epochs on the test texts would leak them into every reported test score.
+            raise CacheError(f"the val cache of '{name}' ({firsts['val'].path}) holds the test texts: point val_dir at the validation split")
         self.label_names = train_cache.label_names
         if own_val:
             train_rows, val_rows = np.arange(len(labels["train"])), np.arange(len(labels["val"]))

@@ -153,7 +153,7 @@ def _pair(tmp_path: Path, **other: object) -> tuple[Selection, Selection]:
     a_tr = write_cache(tmp_path, "a", "train", feats[:, :20], labels[:20])
     a_te = write_cache(tmp_path, "a", "test", feats[:, 20:], labels[20:])
     o_feats, o_labels = other.get("feats", feats[:, :20]), other.get("labels", labels[:20])
-    b_tr = write_cache(tmp_path, "b", "train", o_feats, o_labels, texts_id=other.get("texts_id"), num_classes=2)  # type: ignore[arg-type]
+    b_tr = write_cache(tmp_path, "b", "train", o_feats, o_labels, texts_id=other.get("texts_id"), num_classes=other.get("num_classes", 2))  # type: ignore[arg-type]
     b_te = write_cache(tmp_path, "b", "test", feats[:, 20:], labels[20:])
     return Selection("a", -1, a_tr, a_te), Selection("b", -1, b_tr, b_te)
 
@@ -164,6 +164,7 @@ def _pair(tmp_path: Path, **other: object) -> tuple[Selection, Selection]:
         ({"texts_id": "other texts"}, "different texts"),
         ({"labels": np.zeros(20, dtype=np.int64)}, "different labels"),
         ({"feats": np.zeros((3, 15, 4), np.float32), "labels": np.arange(15) % 2}, "20 vs 15 rows"),
+        ({"num_classes": 3}, r"different label names \['c0', 'c1'\] vs \['c0', 'c1', 'c2'\]"),
     ],
 )
 def test_mismatched_caches_name_both(tmp_path: Path, change: dict, what: str) -> None:
@@ -193,6 +194,23 @@ def test_own_validation_split_is_used_whole(tmp_path: Path) -> None:
     np.testing.assert_array_equal(val_y.numpy(), labels)
     with pytest.raises(CacheError, match="every selection names a validation cache"):
         CachedFeatureDataModule([Selection("fake", -1, m.train_dir, m.test_dir, val_dir), m.select(-1)])
+
+
+@pytest.mark.parametrize(
+    ("val_texts", "test_classes", "error"),
+    [
+        ("test", 2, r"the val cache of 'fake' \(.*validation.*\) holds the test texts: point val_dir at the validation split"),
+        ("train", 2, r"the val cache of 'fake' \(.*validation.*\) holds the training texts"),
+        ("validation", 3, r"train \(.*\) and test \(.*\) caches of 'fake' have different label names"),
+    ],
+)
+def test_own_validation_and_test_caches_are_checked_against_each_other(tmp_path: Path, val_texts: str, test_classes: int, error: str) -> None:
+    feats, labels = separable_features(40, 4, 1, 2, seed=0)
+    train = write_cache(tmp_path, "fake", "train", feats[:, :20], labels[:20])
+    val = write_cache(tmp_path, "fake", "validation", feats[:, 20:30], labels[20:30], texts_id=val_texts)
+    test = write_cache(tmp_path, "fake", "test", feats[:, 30:], labels[30:], num_classes=test_classes)
+    with pytest.raises(CacheError, match=error):
+        CachedFeatureDataModule([Selection("fake", -1, train, test, val)]).setup()
 
 
 def test_stats_are_read_in_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
