@@ -75,8 +75,9 @@ def key_dir(cache_dir: str | Path, key: FeatureKey) -> Path:
     return Path(cache_dir) / key.relpath()
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so readers see the old or the new file, never a torn one (also across processes)."""
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     with open(tmp, "wb") as fh:
         fh.write(data)
         fh.flush()
@@ -119,14 +120,18 @@ def validate(path: str | Path) -> dict[str, Any]:
         meta = json.loads(meta_file.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise CacheError(f"cache {path}: meta.json is corrupt; delete the folder or re-extract with --overwrite always") from None
-    if not meta.get("complete") or meta.get("format_version") != FORMAT_VERSION:
+    if not isinstance(meta, dict) or not meta.get("complete") or meta.get("format_version") != FORMAT_VERSION:
         raise CacheError(f"cache {path}: meta.json is incomplete or of another format version; re-extract with --overwrite always")
-    n, h = meta["n"], meta["hidden_size"]
-    for name, size in meta["files"].items():
+    try:  # a meta.json that parses can still lack fields or hold the wrong types (hand edits, other tools)
+        n, h, num_layers = int(meta["n"]), int(meta["hidden_size"]), int(meta["num_layers"])
+        files = {str(name): int(size) for name, size in meta["files"].items()}
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise CacheError(f"cache {path}: meta.json lacks n, hidden_size, num_layers or files; re-extract with --overwrite always") from None
+    for name, size in files.items():
         f = path / name
         if not f.is_file() or f.stat().st_size != size:
             raise CacheError(f"cache {path}: {name} is missing or truncated; re-extract with --overwrite always")
-    for layer in range(meta["num_layers"] + 1):
+    for layer in range(num_layers + 1):
         if _npy_shape(path / layer_file(layer)) != (n, h):
             raise CacheError(f"cache {path}: {layer_file(layer)} does not have shape ({n}, {h}); re-extract with --overwrite always")
     if _npy_shape(path / "labels.npy") != (n,):
@@ -198,6 +203,29 @@ class FeatureCache:
         return np.load(self.path / "labels.npy")
 
 
+def partial_dir(final_dir: str | Path) -> Path:
+    """Where an unfinished extraction of ``final_dir`` keeps its chunks."""
+    final_dir = Path(final_dir)
+    return final_dir.with_name(final_dir.name + ".partial")
+
+
+def recorded_batching(final_dir: str | Path, key: FeatureKey, n: int, chunk_size: int) -> dict[str, Any] | None:
+    """Batching settings recorded by an unfinished extraction of the same key, n and chunk size.
+
+    Returns:
+        None when there is no such partial run (nothing, or leftovers of another run), else the recorded settings
+        (an empty dict for partial runs written before settings were recorded).
+    """
+    try:
+        state = json.loads((partial_dir(final_dir) / "partial.json").read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    if not isinstance(state, dict) or {k: state.get(k) for k in ("key", "n", "chunk_size")} != CacheWriter._ident(key, n, chunk_size):
+        return None
+    batching = state.get("batching")
+    return dict(batching) if isinstance(batching, dict) else {}
+
+
 @contextmanager
 def _exclusive(lock_path: Path) -> Iterator[None]:
     lock_path.parent.mkdir(parents=True, exist_ok=True)
@@ -221,34 +249,44 @@ class CacheWriter:
             for i in w.missing_chunks(): w.write_chunk(i, order[i*C:(i+1)*C], feats)  # feats (L+1, n_i, H)
             w.finalize(labels, meta)
 
+    ``batching`` (e.g. batch size, token budget, device) is recorded with the first chunk; a resumed run gets the
+    recorded settings back in ``self.batching`` and must use them.
+
     Chunk ``i`` covers rows ``order[i*C:(i+1)*C]`` of a fixed processing order; the row indices are stored
     beside the features, so the final files are in original order whatever the processing order was.
     """
 
-    def __init__(self, final_dir: str | Path, key: FeatureKey, n: int, chunk_size: int) -> None:
+    def __init__(self, final_dir: str | Path, key: FeatureKey, n: int, chunk_size: int,
+                 batching: dict[str, Any] | None = None) -> None:
         self.final_dir = Path(final_dir)
-        self.partial = self.final_dir.with_name(self.final_dir.name + ".partial")
+        self.partial = partial_dir(self.final_dir)
         self.key = key
         self.n = n
         self.chunk_size = chunk_size
         self.num_chunks = (n + chunk_size - 1) // chunk_size
+        self.batching = dict(batching or {})
         self._lock = _exclusive(self.final_dir.with_name(self.final_dir.name + ".lock"))
 
     def __enter__(self) -> CacheWriter:
         self._lock.__enter__()
-        ident = {"key": asdict(self.key), "n": self.n, "chunk_size": self.chunk_size}
         ident_file = self.partial / "partial.json"
         if self.partial.exists():
-            try:
-                same = json.loads(ident_file.read_text()) == ident
-            except (OSError, json.JSONDecodeError):
-                same = False
-            if not same:  # leftovers of a different run (other chunk size or key): start over
+            recorded = recorded_batching(self.final_dir, self.key, self.n, self.chunk_size)
+            if recorded is None:  # leftovers of a different run (other chunk size or key): start over
                 shutil.rmtree(self.partial)
+            elif recorded:
+                # Chunks already written were batched this way; batching changes the float rounding, so the
+                # rest must be batched the same way for the result to be byte-identical to one clean run.
+                self.batching = recorded
         if not self.partial.exists():
             self.partial.mkdir(parents=True)
-            _atomic_write_bytes(ident_file, json.dumps(ident).encode())
+            ident = {**self._ident(self.key, self.n, self.chunk_size), "batching": self.batching}
+            atomic_write_bytes(ident_file, json.dumps(ident).encode())
         return self
+
+    @staticmethod
+    def _ident(key: FeatureKey, n: int, chunk_size: int) -> dict[str, Any]:
+        return {"key": asdict(key), "n": n, "chunk_size": chunk_size}
 
     def __exit__(self, *exc: object) -> None:
         self._lock.__exit__(*exc)
@@ -272,7 +310,7 @@ class CacheWriter:
         """
         if feats.shape[1] != len(rows):
             raise ValueError(f"chunk {i}: {feats.shape[1]} feature rows for {len(rows)} indices")
-        _atomic_write_bytes(self._chunk(i).with_suffix(".json"), json.dumps(stats or {}).encode())
+        atomic_write_bytes(self._chunk(i).with_suffix(".json"), json.dumps(stats or {}).encode())
         _atomic_save_npy(self._chunk(i).with_suffix(".idx.npy"), np.asarray(rows, dtype=np.int64))
         _atomic_save_npy(self._chunk(i), np.ascontiguousarray(feats, dtype=FEATURE_DTYPE))
 
@@ -311,7 +349,7 @@ class CacheWriter:
             "n": self.n, "hidden_size": int(hidden), "num_layers": int(num_states - 1), **meta,
             "files": files, "complete": True,
         }
-        _atomic_write_bytes(self.partial / "meta.json", json.dumps(full, indent=2, sort_keys=True).encode())
+        atomic_write_bytes(self.partial / "meta.json", json.dumps(full, indent=2, sort_keys=True).encode())
         if self.final_dir.exists():  # --overwrite always: move the old entry aside first, then drop it
             trash = self.final_dir.with_name(self.final_dir.name + ".old")
             shutil.rmtree(trash, ignore_errors=True)

@@ -100,7 +100,8 @@ def _run_extract(args: argparse.Namespace, cfg: BenchConfig) -> int:
     new = [s for s in summaries if not s.cached]
     seconds = sum(s.seconds for s in new)
     tokens = sum(s.tokens for s in new)
-    rate = f", {tokens:,} tokens at {tokens / seconds:,.0f} tokens/s in {seconds:.1f}s" if new else ""
+    # A rerun that only assembles chunks an interrupted run finished does no model work: no rate to show.
+    rate = f", {tokens:,} tokens at {tokens / seconds:,.0f} tokens/s in {seconds:.1f}s" if seconds > 0 else ""
     print(f"extracted {len(summaries)} model x split: {len(summaries) - len(new)} cached, {len(new)} new{rate}; "
           f"cache: {cfg.paths.cache_dir}")
     return 0

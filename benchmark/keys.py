@@ -11,7 +11,7 @@ from pathlib import Path
 from benchmark.cache import FeatureKey, key_dir
 from benchmark.config import BenchConfig, ConfigError
 from benchmark.hardware import resolve_device, resolve_dtype
-from benchmark.models import LEXICAL, ModelSpec, model_revision, resolve_model
+from benchmark.models import LEXICAL, ModelSpec, check_max_length, model_revision, resolve_model
 from benchmark.registry import suggest
 from benchmark.text_data import TextSplit, load_split
 
@@ -45,14 +45,16 @@ def resolve_features(cfg: BenchConfig, model: str, text_split: TextSplit) -> Res
     if pooling not in POOLING_NAMES:
         raise ConfigError(f"extract.pooling={pooling!r} is not valid.{suggest(pooling, list(POOLING_NAMES))} Choose one of: {', '.join(POOLING_NAMES)}")
     device = resolve_device(cfg.extract.device)
+    max_length = cfg.extract.max_length or spec.max_length
+    check_max_length(spec, max_length)
     key = FeatureKey(
         model_id=spec.hf_id if spec.local_dir or spec.path is None else Path(spec.path).name,
-        revision=model_revision(spec),
+        revision=model_revision(spec, cfg.paths.cache_dir),
         dataset=text_split.dataset,
         data_sha256=text_split.data_sha256,
         split=text_split.split,
         pooling=pooling,
-        max_length=cfg.extract.max_length or spec.max_length,
+        max_length=max_length,
         dtype=resolve_dtype(cfg.extract.dtype, device),
     )
     return ResolvedFeatures(spec, text_split, key, key_dir(cfg.paths.cache_dir, key), device)

@@ -8,15 +8,24 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
+from benchmark.cache import atomic_write_bytes
 from benchmark.errors import UserError
 from benchmark.registry import Registry, UnknownNameError
 
+log = logging.getLogger(__name__)
+
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
 LEXICAL = "lexical"  # ModelSpec.kind of models computed from the texts by scikit-learn, not loaded from weights
+WEIGHTS_HASH_FILE = "weights_sha256.json"  # under paths.cache_dir: weights hashes keyed on (path, size, mtime)
+DEFAULT_MAX_LENGTH = 512
+# Model types whose position ids start after the padding index, so positions usable by text are fewer.
+OFFSET_POSITIONS = {"roberta", "xlm-roberta", "camembert", "longformer", "mpnet", "data2vec-text"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,13 +94,55 @@ _add(ModelSpec("tfidf", "layerfuse/tfidf-svd", LEXICAL, 0, 512, "mean", 0, revis
 _add(ModelSpec("e5-large-v2", "intfloat/e5-large-v2", "encoder", 24, 1024, "mean", 512, prefix="query: "))
 
 
+def position_limit(config: dict[str, Any]) -> int | None:
+    """Longest input (in tokens, special tokens included) a model config allows, or None when it states none."""
+    text = config.get("text_config") or config
+    for name in ("max_position_embeddings", "n_positions", "max_seq_len"):
+        value = text.get(name)
+        if isinstance(value, int) and value > 0:
+            if text.get("model_type") in OFFSET_POSITIONS:
+                value -= int(text.get("pad_token_id") or 1) + 1
+            return value
+    return None
+
+
+def _read_config(folder: Path) -> dict[str, Any]:
+    try:
+        cfg = json.loads((folder / "config.json").read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        raise UserError(f"model folder {folder} has no readable config.json: point --model at a Hugging Face model folder") from None
+    if not isinstance(cfg, dict):
+        raise UserError(f"model folder {folder}: config.json is not a JSON object")
+    return cfg
+
+
+def check_max_length(spec: ModelSpec, max_length: int, config: dict[str, Any] | None = None) -> None:
+    """Refuse a token limit beyond the model's position embeddings (the model would fail mid-extraction).
+
+    Args:
+        spec: The model; its local ``config.json`` is read when ``config`` is not given.
+        max_length: Requested tokens per text.
+        config: The model's config as a dict (for hub models, known once loaded).
+
+    Raises:
+        UserError: naming the limit and the fix.
+    """
+    if config is None:
+        if spec.path is None or not (Path(spec.path) / "config.json").is_file():
+            return  # a hub model: checked once its config is loaded
+        config = _read_config(Path(spec.path))
+    limit = position_limit(config)
+    if limit is not None and max_length > limit:
+        raise UserError(f"max length {max_length} exceeds the {limit} positions of model '{spec.alias}' "
+                        f"(config max_position_embeddings); use --max-length {limit} or less")
+
+
 def _local_spec(name: str, folder: Path) -> ModelSpec:
     """Build a spec for an unregistered local model folder from its ``config.json``."""
-    cfg_file = folder / "config.json"
-    if not cfg_file.is_file():
+    if not (folder / "config.json").is_file():
         raise UserError(f"model folder {folder} has no config.json: point --model at a Hugging Face model folder")
-    cfg = json.loads(cfg_file.read_text())
-    text = cfg.get("text_config", cfg)
+    cfg = _read_config(folder)
+    text = cfg.get("text_config") or cfg
     is_decoder = bool(cfg.get("is_decoder")) or any(a.endswith("ForCausalLM") for a in cfg.get("architectures") or []) \
         or text.get("model_type") in {"llama", "mistral", "qwen2", "gemma", "gemma2", "falcon", "gpt2", "phi3", "phi"}
     gguf = sorted(folder.glob("*.gguf"))
@@ -99,8 +150,15 @@ def _local_spec(name: str, folder: Path) -> ModelSpec:
         alias=name, hf_id=name, kind="decoder" if is_decoder else "encoder",
         num_layers=int(text.get("num_hidden_layers", text.get("n_layer", 0))),
         hidden_size=int(text.get("hidden_size", text.get("n_embd", 0))),
-        default_pooling="mean", max_length=512, gguf_file=gguf[0].name if gguf else None, path=str(folder),
+        default_pooling="mean", max_length=min(DEFAULT_MAX_LENGTH, position_limit(cfg) or DEFAULT_MAX_LENGTH),
+        gguf_file=gguf[0].name if gguf else None, path=str(folder),
     )
+
+
+@lru_cache(maxsize=None)
+def _warn_hub_fallback(name: str, folder: str, hf_id: str) -> None:
+    log.warning("model '%s': no folder %s (paths.models_dir / LAYERFUSE_MODELS_DIR); using hub id %s, which needs "
+                "network access", name, folder, hf_id)
 
 
 def resolve_model(name: str, models_dir: str | Path) -> ModelSpec:
@@ -117,6 +175,7 @@ def resolve_model(name: str, models_dir: str | Path) -> ModelSpec:
                 if spec.gguf_file and not (folder / spec.gguf_file).is_file():
                     raise UserError(f"model '{name}': GGUF file {spec.gguf_file} is missing from {folder}; restore it or set paths.models_dir")
                 return replace(spec, path=str(folder))
+            _warn_hub_fallback(name, str(folder), spec.hf_id)
         return spec
     for spec in (s for _, s in MODELS.items()):
         if spec.hf_id == name:
@@ -145,10 +204,20 @@ def _hash_files(files: tuple[tuple[str, int, int], ...]) -> str:
     return h.hexdigest()
 
 
-def model_revision(spec: ModelSpec) -> str:
+def _memo_load(memo: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(memo.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def model_revision(spec: ModelSpec, cache_dir: str | Path | None = None) -> str:
     """Revision used in cache keys: ``sha-<weights hash>`` for local weights, else the hub revision.
 
-    Hashing local weights (not names) means replacing a checkpoint in place invalidates its cache.
+    Hashing local weights (not names) means replacing a checkpoint in place invalidates its cache. Hashing reads
+    every weight byte (14 GB for a local 7B model), so the hash is remembered in ``cache_dir`` keyed on each
+    file's path, size and mtime: a command that only hits the cache reads no weights.
     """
     if spec.path is None:
         return spec.revision
@@ -158,4 +227,19 @@ def model_revision(spec: ModelSpec) -> str:
         # A hub snapshot folder without weight files is unusual; fall back to config identity.
         weights = [folder / "config.json"]
     files = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in weights)
-    return "sha-" + _hash_files(files)[:16]
+    memo = Path(cache_dir) / WEIGHTS_HASH_FILE if cache_dir is not None else None
+    entry = {"files": [list(f) for f in files]}
+    known = _memo_load(memo) if memo else {}
+    slot = str(folder.resolve())
+    hit = known.get(slot)
+    if isinstance(hit, dict) and hit.get("files") == entry["files"] and isinstance(hit.get("sha256"), str):
+        return "sha-" + hit["sha256"][:16]
+    digest = _hash_files(files)
+    if memo:
+        known[slot] = {**entry, "sha256": digest}
+        try:
+            memo.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(memo, json.dumps(known, indent=1, sort_keys=True).encode())
+        except OSError as err:  # a read-only cache still works, it just hashes again next time
+            log.debug("cannot remember the weights hash in %s: %s", memo, err)
+    return "sha-" + digest[:16]

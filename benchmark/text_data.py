@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,12 @@ import numpy as np
 from benchmark.errors import UserError
 from benchmark.registry import Registry
 
+log = logging.getLogger(__name__)
+
 FILE_SUFFIXES = (".csv", ".jsonl", ".json", ".parquet")
+# Split names read from a folder or pattern besides the requested one: every split shapes the label mapping, and
+# other files there (dataset_info.json, notes) are not splits.
+KNOWN_SPLITS = ("train", "test", "validation", "valid", "val", "dev")
 LIMIT_SEED = 0  # the --limit subset is fixed so every model extracts the same rows
 
 
@@ -31,8 +37,10 @@ class DatasetSpec:
         name: Registry name.
         folder: Folder under ``paths.data_dir``.
         hf_id: Hub dataset id used when the local folder is absent (None: local only).
-        hf_splits: Our split name -> hub split name (e.g. SST-2's test is GLUE's validation).
+        hf_splits: Our split name -> hub split name (e.g. SST-2's labelled test is the hub's validation split;
+            its hub test split has no labels).
         hf_text_column: Text column on the hub.
+        hf_label_column: Label column on the hub.
     """
 
     name: str
@@ -40,6 +48,7 @@ class DatasetSpec:
     hf_id: str | None = None
     hf_splits: tuple[tuple[str, str], ...] = (("train", "train"), ("test", "test"))
     hf_text_column: str = "text"
+    hf_label_column: str = "label"
 
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset")
@@ -92,12 +101,18 @@ def _sort_labels(values: set[str]) -> list[str]:
         return sorted(values)
 
 
+def _check_columns(where: str, columns: list[str], text_col: str, label_col: str) -> None:
+    for col, key in ((text_col, "data.text_column"), (label_col, "data.label_column")):
+        if col not in columns:
+            raise UserError(f"{where} has no column '{col}' (columns: {', '.join(columns)}); set --set {key}=<name>")
+
+
 def _read_file(path: Path, text_col: str, label_col: str) -> tuple[list[str], list[str]]:
     """Read one local file; CSV through ``csv`` so texts like 'NA' stay text, others through ``datasets``."""
     if path.suffix == ".csv":
         with path.open(newline="", encoding="utf-8") as fh:
             reader = csv.DictReader(fh)
-            columns = reader.fieldnames or []
+            columns = list(reader.fieldnames or [])
             rows = list(reader)
     else:
         import datasets
@@ -106,68 +121,125 @@ def _read_file(path: Path, text_col: str, label_col: str) -> tuple[list[str], li
         ds = loader(str(path))
         columns = list(ds.column_names)
         rows = ds.to_list()
-    for col, key in ((text_col, "data.text_column"), (label_col, "data.label_column")):
-        if col not in columns:
-            raise UserError(f"{path} has no column '{col}' (columns: {', '.join(columns)}); set --set {key}=<name>")
+    _check_columns(str(path), columns, text_col, label_col)
     return [str(r[text_col] or "").strip() for r in rows], [str(r[label_col]) for r in rows]
 
 
-def _split_files(dataset: str, data_dir: str | Path) -> tuple[dict[str, Path], str]:
-    """Map split name -> local file for a registry name, folder, or ``{split}`` file pattern."""
+def _keep_splits(files: dict[str, list[Path]], split: str, where: str) -> dict[str, Path]:
+    """The requested and known splits among ``files`` (split name -> candidate files), one file each."""
+    out = {}
+    for name, paths in files.items():
+        if name not in KNOWN_SPLITS and name != split:
+            continue
+        if len(paths) > 1:
+            raise UserError(f"{where}: split '{name}' has several files ({', '.join(p.name for p in paths)}); keep one")
+        out[name] = paths[0]
+    return out
+
+
+class _HubFallback(Exception):
+    """Not a local dataset: try the hub (``local`` is the folder a built-in dataset was expected in)."""
+
+    def __init__(self, local: Path | None = None) -> None:
+        super().__init__(str(local))
+        self.local = local
+
+
+def _split_files(dataset: str, split: str, data_dir: str | Path) -> dict[str, Path]:
+    """Map split name -> local file for a registry name, folder, or ``{split}`` file pattern.
+
+    Raises:
+        _HubFallback: ``dataset`` is a hub id, or a built-in dataset with a hub id whose local folder is absent.
+    """
+    found: dict[str, list[Path]] = {}
     if dataset in DATASETS:
-        folder = Path(data_dir) / DATASETS.get(dataset).folder
+        spec = DATASETS.get(dataset)
+        folder = Path(data_dir) / spec.folder
         if not folder.is_dir():
+            if spec.hf_id:
+                raise _HubFallback(folder)
             raise UserError(f"dataset '{dataset}': folder {folder} not found; set paths.data_dir or LAYERFUSE_DATA_DIR to the folder holding {dataset}/")
     elif "{split}" in dataset:
         pattern = Path(dataset)
-        found = {p.name: p for p in pattern.parent.glob(pattern.name.replace("{split}", "*"))} if pattern.parent.is_dir() else {}
         rx = re.compile(re.escape(pattern.name).replace(re.escape("{split}"), "(?P<split>.+)") + "$")
-        files = {m["split"]: p for name, p in found.items() if (m := rx.match(name))}
+        if pattern.parent.is_dir():
+            for p in sorted(pattern.parent.glob(pattern.name.replace("{split}", "*"))):
+                if m := rx.match(p.name):
+                    found.setdefault(m["split"], []).append(p)
+        files = _keep_splits(found, split, dataset)
         if not files:
-            raise UserError(f"dataset pattern {dataset} matches no file; expected e.g. {dataset.replace('{split}', 'train')}")
-        return files, dataset
+            raise UserError(f"dataset pattern {dataset} matches no split file; expected e.g. {dataset.replace('{split}', 'train')}")
+        return files
     else:
         folder = Path(dataset)
         if folder.is_file():
             if folder.suffix not in FILE_SUFFIXES:
                 raise UserError(f"dataset file {folder} must end in one of {', '.join(FILE_SUFFIXES)}")
-            return {"train": folder}, dataset
+            return {"train": folder}
         if not folder.is_dir():
             if dataset.count("/") == 1 and not dataset.startswith((".", "/")):
-                raise FileNotFoundError(dataset)  # looks like a hub id: the caller tries the hub
+                raise _HubFallback()  # looks like a hub id
             try:
                 DATASETS.get(dataset)
             except UserError as err:
                 raise UserError(f"{err}; or give a folder of split files, a file, or a hub id (org/name)") from None
-    files = {p.stem: p for p in sorted(folder.iterdir()) if p.suffix in FILE_SUFFIXES}
+    for p in sorted(folder.iterdir()):
+        if p.suffix in FILE_SUFFIXES:
+            found.setdefault(p.stem, []).append(p)
+    files = _keep_splits(found, split, str(folder))
     if not files:
-        raise UserError(f"dataset folder {folder} holds no {'/'.join(FILE_SUFFIXES)} split files (expected train.csv, test.csv)")
-    return files, dataset
+        raise UserError(f"dataset folder {folder} holds no split files: expected <split>{'|'.join(FILE_SUFFIXES)} with split "
+                        f"one of {', '.join(KNOWN_SPLITS)} (e.g. train.csv, test.csv)")
+    return files
 
 
-def _load_hub(dataset: str, split: str, hf_config: str | None, text_col: str, label_col: str) -> tuple[dict[str, tuple[list[str], list[str]]], list[str] | None]:
+def _hub_labels(ds: object, label_col: str) -> tuple[list[str] | None, list[str] | None]:
+    """Label strings of a hub split (None when withheld: ClassLabel -1, as in GLUE test splits) and the class
+    names when the column is a ClassLabel."""
+    feat = ds.features.get(label_col)  # type: ignore[attr-defined]
+    values = ds[label_col]  # type: ignore[index]
+    names = list(feat.names) if getattr(feat, "names", None) else None
+    if names is None:
+        return [str(v) for v in values], None
+    if any(i is None or i < 0 for i in values):
+        return None, names
+    return [names[i] for i in values], names
+
+
+def _load_hub(dataset: str, split: str, hf_config: str | None, text_col: str, label_col: str,
+              local: Path | None) -> tuple[dict[str, tuple[list[str], list[str]]], list[str] | None]:
+    """Every split of a hub dataset (a built-in one under our split and column names) as texts and label strings."""
     import datasets
 
     spec = DATASETS.get(dataset) if dataset in DATASETS else None
-    hub_id = spec.hf_id if spec else dataset
-    split_map = dict(spec.hf_splits) if spec else {}
-    text_col = spec.hf_text_column if spec else text_col
+    hub_id = spec.hf_id if spec and spec.hf_id else dataset
+    if spec:
+        text_col, label_col = spec.hf_text_column, spec.hf_label_column
+        log.info("dataset '%s': no local folder %s; loading %s from the Hugging Face hub", dataset, local, hub_id)
     try:
         dsd = datasets.load_dataset(hub_id, hf_config)
     except Exception as err:  # noqa: BLE001 - the hub raises many types; all mean "cannot load this id"
-        raise UserError(f"dataset '{dataset}' is not a registered name, local file or folder, and the hub could not load it ({type(err).__name__}). Registered: {', '.join(DATASETS.names())}") from None
-    out = {}
+        offline = bool(datasets.config.HF_HUB_OFFLINE or datasets.config.HF_DATASETS_OFFLINE)
+        why = ("offline mode is on (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE) and it is not in the local hub cache" if offline
+               else f"the hub was unreachable or has no such dataset ({type(err).__name__})")
+        if spec:
+            raise UserError(f"dataset '{dataset}': no local folder {local} and its hub copy {hub_id} could not be loaded: {why}; "
+                            f"put {spec.folder}/train.csv and test.csv under paths.data_dir (LAYERFUSE_DATA_DIR)") from None
+        raise UserError(f"dataset '{dataset}' is not a registered name, local file or folder, and the hub could not load it: "
+                        f"{why}. Registered: {', '.join(DATASETS.names())}") from None
+    pairs = list(spec.hf_splits) if spec else [(s, s) for s in dsd]
+    out: dict[str, tuple[list[str], list[str]]] = {}
     names = None
-    for ours, theirs in (split_map.items() or [(s, s) for s in dsd]):
+    for ours, theirs in pairs:
         if theirs not in dsd:
             continue
         ds = dsd[theirs]
-        feat = ds.features.get(label_col)
-        if getattr(feat, "names", None):
-            names = list(feat.names)
-            labels = [names[i] for i in ds[label_col]]
-        else:
-            labels = [str(v) for v in ds[label_col]]
+        _check_columns(f"hub dataset {hub_id} split '{theirs}'", list(ds.column_names), text_col, label_col)
+        labels, names = _hub_labels(ds, label_col)
+        if labels is None:
+            if ours == split:
+                raise UserError(f"hub dataset {hub_id} split '{theirs}' has no labels; choose a labelled split with --split")
+            continue
         out[ours] = ([str(t or "").strip() for t in ds[text_col]], labels)
     if split not in out:
         raise UserError(f"hub dataset '{hub_id}' has no split '{split}' (has: {', '.join(out)})")
@@ -192,8 +264,9 @@ def load_split(
     """Load one split of a dataset.
 
     Args:
-        dataset: Registry name, a folder of ``<split>.{csv,jsonl,parquet}`` files, a file pattern with
-            ``{split}``, a single file (its only split is ``train``), or a hub dataset id.
+        dataset: Registry name (its hub copy when the local folder is absent), a folder of
+            ``<split>.{csv,jsonl,json,parquet}`` files, a file pattern with ``{split}`` (only the requested split and
+            ``KNOWN_SPLITS`` are read), a single file (its only split is ``train``), or a hub dataset id.
         split: Split name (``train``/``test``/...).
         data_dir: Folder holding the built-in datasets.
         limit: Keep a fixed seeded random subset of this many rows, in original order.
@@ -203,12 +276,13 @@ def load_split(
     """
     names: list[str] | None = None
     try:
-        files, _ = _split_files(dataset, data_dir)
+        files = _split_files(dataset, split, data_dir)
+    except _HubFallback as hub:
+        all_splits, names = _load_hub(dataset, split, hf_config, text_column, label_column, hub.local)
+    else:
         if split not in files:
             raise UserError(f"dataset '{dataset}' has no split '{split}' (found: {', '.join(sorted(files))}); use --split {','.join(sorted(files))}")
         all_splits = {s: _read_file(p, text_column, label_column) for s, p in files.items()}
-    except FileNotFoundError:
-        all_splits, names = _load_hub(dataset, split, hf_config, text_column, label_column)
     texts, raw_labels = all_splits[split]
     if not texts:
         raise UserError(f"dataset '{dataset}' split '{split}' is empty: check the file has rows under a text,label header")

@@ -11,13 +11,14 @@ from __future__ import annotations
 import inspect
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from benchmark.errors import UserError
-from benchmark.models import ModelSpec
+from benchmark.models import ModelSpec, check_max_length
 from extractors.pooling import POOLINGS
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,17 @@ class BatchStats:
 
     seconds: float
     tokens: int
+
+
+def _load_error(spec: ModelSpec, err: Exception) -> str:
+    """One line saying which model failed to load, why, and where it was looked for."""
+    reason = (str(err).strip().splitlines() or [""])[0][:200]
+    if spec.path is not None:
+        where = f"check that {spec.path} holds the model's weights and tokenizer files"
+    else:
+        where = (f"its embedded copy {spec.local_dir}/ was not found under paths.models_dir (LAYERFUSE_MODELS_DIR), and "
+                 if spec.local_dir else "") + "hub ids need network access (HF_HUB_OFFLINE unset) and the right name"
+    return f"model '{spec.alias}': cannot load {spec.source} ({type(err).__name__}: {reason}); {where}"
 
 
 class HFHiddenStateExtractor:
@@ -67,10 +79,13 @@ class HFHiddenStateExtractor:
         started = time.perf_counter()
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(spec.source, **kwargs)
-        except (OSError, ValueError):
+        except (OSError, ValueError) as err:
             if not spec.gguf_file:
-                raise
-            self.tokenizer = AutoTokenizer.from_pretrained(spec.source, gguf_file=spec.gguf_file, **kwargs)
+                raise UserError(_load_error(spec, err)) from err
+            try:
+                self.tokenizer = AutoTokenizer.from_pretrained(spec.source, gguf_file=spec.gguf_file, **kwargs)
+            except (OSError, ValueError) as err2:
+                raise UserError(_load_error(spec, err2)) from err2
         if self.tokenizer.pad_token is None:
             # Decoders often ship without a pad token; padding positions are masked out, so any id works.
             fallback = self.tokenizer.eos_token or self.tokenizer.unk_token
@@ -82,7 +97,10 @@ class HFHiddenStateExtractor:
             model_kwargs["gguf_file"] = spec.gguf_file
         if self.device.type == "cuda" and self.dtype != torch.float32:
             model_kwargs["dtype"] = self.dtype
-        self.model = AutoModel.from_pretrained(spec.source, **model_kwargs).to(self.device).eval()
+        try:
+            self.model = AutoModel.from_pretrained(spec.source, **model_kwargs).to(self.device).eval()
+        except (OSError, ValueError) as err:
+            raise UserError(_load_error(spec, err)) from err
         # Under left padding a decoder must count positions from each text's first real token, or padded
         # rows get shifted rotary/absolute positions and differ from the same text run alone.
         self.pass_positions = "position_ids" in inspect.signature(self.model.forward).parameters
@@ -90,6 +108,7 @@ class HFHiddenStateExtractor:
         config = self.model.config.get_text_config() if hasattr(self.model.config, "get_text_config") else self.model.config
         self.num_layers = int(config.num_hidden_layers)
         self.hidden_size = int(config.hidden_size)
+        check_max_length(spec, max_length, config.to_dict())  # hub models: their limit is known only now
         log.info("loaded %s (%d layers, H=%d) in %.1fs on %s/%s", spec.alias, self.num_layers, self.hidden_size,
                  self.load_seconds, device, dtype)
 
@@ -98,13 +117,14 @@ class HFHiddenStateExtractor:
         prefixed = [self.spec.prefix + t for t in texts] if self.spec.prefix else texts
         return list(self.tokenizer(prefixed, truncation=True, max_length=self.max_length)["input_ids"])
 
-    def batches(self, lengths: list[int]) -> list[slice]:
+    def batches(self, lengths: list[int]) -> Iterator[slice]:
         """Split a longest-first run of ``lengths`` into batches under the token budget (or of fixed size).
 
         A batch stops at the end of a run of equal lengths when that run alone fills ``MIN_RUN`` rows: such a
-        batch has no padding, needs no attention mask, and runs the faster unmasked attention kernels.
+        batch has no padding, needs no attention mask, and runs the faster unmasked attention kernels. Batches
+        are made one at a time, so a budget lowered by an out-of-memory back-off applies to the next one.
         """
-        out, start = [], 0
+        start = 0
         while start < len(lengths):
             size = self.batch_size or max(1, self.token_budget // max(1, lengths[start]))  # lengths[start] is the longest
             end = min(start + size, len(lengths))
@@ -114,9 +134,8 @@ class HFHiddenStateExtractor:
                     run += 1
                 if run - start >= min(MIN_RUN, end - start):
                     end = run
-            out.append(slice(start, end))
+            yield slice(start, end)
             start = end
-        return out
 
     @torch.inference_mode()
     def _forward(self, ids: list[list[int]]) -> tuple[torch.Tensor, int]:
@@ -146,8 +165,12 @@ class HFHiddenStateExtractor:
             if len(ids) == 1:
                 raise UserError(f"one text of {len(ids[0])} tokens does not fit in GPU memory; lower --max-length") from None
             torch.cuda.empty_cache()
-            self.token_budget = max(1, self.token_budget // 2)
-            log.warning("CUDA out of memory at batch %d; token budget now %d", len(ids), self.token_budget)
+            # Half of what failed, not half of the budget: repeated failures in one split must not shrink it twice.
+            padded = len(ids) * max(len(x) for x in ids)
+            self.token_budget = max(1, min(self.token_budget, padded // 2))
+            if self.batch_size:
+                self.batch_size = max(1, min(self.batch_size, len(ids) // 2))
+            log.warning("CUDA out of memory at a batch of %d texts; token budget now %d", len(ids), self.token_budget)
             half = len(ids) // 2
             a, ta = self._forward_backoff(ids[:half])
             b, tb = self._forward_backoff(ids[half:])

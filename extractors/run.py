@@ -9,16 +9,16 @@ import logging
 import resource
 import shutil
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from benchmark.cache import CacheWriter, is_complete
+from benchmark.cache import CacheWriter, is_complete, partial_dir, recorded_batching
 from benchmark.config import BenchConfig
 from benchmark.errors import UserError
-from benchmark.hardware import resolve_token_budget
+from benchmark.hardware import resolve_device, resolve_token_budget
 from benchmark.keys import ResolvedFeatures, load_text_split, resolve_features
 from benchmark.models import LEXICAL
 from benchmark.text_data import TextSplit
@@ -66,6 +66,12 @@ def _peak_memory_mb(device: str) -> dict[str, float]:
     return out
 
 
+def _batching(cfg: BenchConfig, device: str) -> dict[str, Any]:
+    """The settings that decide how texts are grouped into forward passes (and so the float rounding)."""
+    return {"batch_size": cfg.extract.batch_size, "token_budget": resolve_token_budget(cfg.extract.token_budget, device),
+            "device": device}
+
+
 def _extract_one(extractor: Any, rf: ResolvedFeatures, cfg: BenchConfig) -> ExtractSummary:
     from tqdm.auto import tqdm
 
@@ -74,7 +80,14 @@ def _extract_one(extractor: Any, rf: ResolvedFeatures, cfg: BenchConfig) -> Extr
     # Longest first, ties by index: a fixed order, so chunks (and their bytes) are the same on every run.
     order = np.array(sorted(range(len(ids)), key=lambda i: (-len(ids[i]), i)), dtype=np.int64)
     size = cfg.extract.chunk_size
-    with CacheWriter(rf.path, rf.key, n=len(texts), chunk_size=size) as writer:
+    asked = _batching(cfg, rf.device)
+    with CacheWriter(rf.path, rf.key, n=len(texts), chunk_size=size, batching=asked) as writer:
+        if writer.batching != asked:
+            log.info("%s %s: resuming with the batching of the unfinished run %s (this run asked for %s), so the result "
+                     "is byte-identical to one uninterrupted run", rf.spec.alias, rf.split.split, writer.batching, asked)
+        if hasattr(extractor, "token_budget"):  # set per split: the extractor is shared by all splits of a model
+            extractor.batch_size = int(writer.batching.get("batch_size", asked["batch_size"]))
+            extractor.token_budget = int(writer.batching.get("token_budget", asked["token_budget"]))
         todo = writer.missing_chunks()
         done_rows = len(texts) - sum(len(order[i * size:(i + 1) * size]) for i in todo)
         if done_rows:
@@ -97,6 +110,7 @@ def _extract_one(extractor: Any, rf: ResolvedFeatures, cfg: BenchConfig) -> Extr
             "texts_sha256": rf.split.texts_sha256,
             "labels_sha256": rf.split.labels_sha256,
             "device": rf.device,
+            "batching": writer.batching,
             "extract_seconds": totals.get("seconds", 0.0),
             "tokens": int(totals.get("tokens", 0)),
             "tokens_per_s": totals.get("tokens", 0) / max(totals.get("seconds", 0.0), 1e-9),
@@ -124,6 +138,31 @@ def _make_extractor(rf: ResolvedFeatures, cfg: BenchConfig) -> Any:
     )
 
 
+def _resume_device(rf: ResolvedFeatures, cfg: BenchConfig, loaded_on: str | None) -> ResolvedFeatures:
+    """Run on the device an unfinished extraction of this key used, where possible; otherwise start it over.
+
+    Chunks from another device differ in their last bits, so mixing devices would break byte identity. A model
+    already loaded for an earlier split fixes the device for the later ones.
+    """
+    current = loaded_on or rf.device
+    recorded = recorded_batching(rf.path, rf.key, len(rf.split.texts), cfg.extract.chunk_size)
+    device = (recorded or {}).get("device", current)
+    if device != current:
+        try:
+            usable = loaded_on is None and resolve_device(device) == device
+        except UserError:
+            usable = False
+        if usable:
+            log.info("%s %s: resuming on %s, the device of the unfinished run (this run asked for %s)",
+                     rf.spec.alias, rf.split.split, device, current)
+            current = device
+        else:
+            log.warning("%s %s: the unfinished run was made on %s, which this run cannot use; starting over on %s",
+                        rf.spec.alias, rf.split.split, device, current)
+            shutil.rmtree(partial_dir(rf.path), ignore_errors=True)
+    return rf if current == rf.device else replace(rf, device=current)
+
+
 def extract_all(cfg: BenchConfig) -> list[ExtractSummary]:
     """Extract every ``cfg.extract.models`` x ``cfg.extract.splits`` of ``cfg.extract.dataset``.
 
@@ -136,7 +175,7 @@ def extract_all(cfg: BenchConfig) -> list[ExtractSummary]:
     splits: dict[str, TextSplit] = {s: load_text_split(cfg, s) for s in cfg.extract.splits}
     summaries = []
     for model in cfg.extract.models:
-        extractor = None
+        extractor, extractor_device = None, None
         for split_name, text_split in splits.items():
             rf = resolve_features(cfg, model, text_split)
             if cfg.extract.overwrite != "always" and is_complete(rf.path):
@@ -147,8 +186,9 @@ def extract_all(cfg: BenchConfig) -> list[ExtractSummary]:
                 raise UserError(f"no complete cache for {model} on {cfg.extract.dataset}/{split_name} and extract.overwrite=never; "
                                 "run without --overwrite never to extract it")
             if cfg.extract.overwrite == "always":
-                shutil.rmtree(rf.path.with_name(rf.path.name + ".partial"), ignore_errors=True)
+                shutil.rmtree(partial_dir(rf.path), ignore_errors=True)
+            rf = _resume_device(rf, cfg, extractor_device)
             if extractor is None:
-                extractor = _make_extractor(rf, cfg)
+                extractor, extractor_device = _make_extractor(rf, cfg), rf.device
             summaries.append(_extract_one(extractor, rf, cfg))
     return summaries

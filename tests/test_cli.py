@@ -51,6 +51,8 @@ BAD_INPUTS = {
     "bad max length": (["--set", "extract.max_length=-3"], "extract.max_length=-3 must be > 0"),
     "unknown key": (["--set", "extract.pooling_mode=mean"], "unknown config key 'extract.pooling_mode'"),
     "never with no cache": (["--overwrite", "never"], "extract.overwrite=never"),
+    "max length beyond the positions": (["--max-length", "100"], "max length 100 exceeds the 64 positions"),
+    "unknown hub model": (["--model", "layerfuse-test/no-such-model"], "hub ids need network access"),
 }
 
 
@@ -129,3 +131,33 @@ def test_python_m_benchmark_is_the_cli(tmp_path) -> None:
     assert script.is_file(), f"console script missing at {script}: reinstall with pip install -e ."
     out = subprocess.run([str(script), "ls", "poolings"], capture_output=True, text=True, check=False)
     assert out.returncode == 0 and "last_token" in out.stdout
+
+
+def test_embedded_model_missing_from_models_dir(tmp_path, tiny_data, cache_dir, capsys, monkeypatch, caplog) -> None:
+    from benchmark.models import MODELS, ModelSpec
+
+    spec = ModelSpec("fake-embedded", "layerfuse-test/fake-embedded", "encoder", 2, 32, "mean", 64, local_dir="fake-dir")
+    monkeypatch.setitem(MODELS._entries, spec.alias, spec)
+    code, _, err = run(capsys, "extract", "--model", "fake-embedded", "--dataset", str(tiny_data), "--no-progress",
+                       "--set", f"paths.models_dir={tmp_path / 'models'}", "--set", f"paths.cache_dir={cache_dir}")
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "model 'fake-embedded'" in err and "fake-dir/ was not found under paths.models_dir (LAYERFUSE_MODELS_DIR)" in err
+    assert "hub ids need network access" in err
+    assert "using hub id layerfuse-test/fake-embedded" in caplog.text
+
+
+def test_rerun_that_only_assembles_finished_chunks(tiny_models, tiny_data, cache_dir, capsys, monkeypatch) -> None:
+    from benchmark.cache import CacheWriter
+
+    real = CacheWriter.finalize
+
+    def killed(self: CacheWriter, *args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt  # every chunk is written, the process dies before assembling them
+
+    monkeypatch.setattr(CacheWriter, "finalize", killed)
+    code, _, err = run(capsys, *base(tiny_models, tiny_data, cache_dir), "--split", "train")
+    assert code == 130 and "rerun the same command to resume" in err
+    monkeypatch.setattr(CacheWriter, "finalize", real)
+    code, out, err = run(capsys, *base(tiny_models, tiny_data, cache_dir), "--split", "train")
+    assert code == 0, err
+    assert "1 model x split: 0 cached, 1 new" in out and "tokens/s" not in out
