@@ -241,10 +241,7 @@ def load_runs(cfg: BenchConfig, studies: list[str], experiments: list[str]) -> R
         names = ", ".join(sorted(counts))
         raise UserError(f"no finished trials in studies {names}; run `layerfuse study ...` until some trials complete")
     every = pd.DataFrame(rows).sort_values(["dataset", "study", "trial"], kind="stable").reset_index(drop=True)
-    lexical = every["preset"] == BASELINE_PRESET
-    if lexical.all():
-        raise UserError(f"studies {', '.join(sorted(counts))} hold only {BASELINE_PRESET} trials: report them together "
-                        "with a study of the models (e.g. --experiment <dataset>)")
+    lexical = every["preset"] == BASELINE_PRESET  # a report of the baseline alone has empty (but typed) trials
     trials, baselines = every[~lexical].reset_index(drop=True), every[lexical].reset_index(drop=True)
     log.info("report: %d finished trials (+%d baseline) from %d studies", len(trials), len(baselines), len(counts))
     return ReportData(trials=trials, parents=chosen, counts=counts, mlc=mlc, baselines=baselines)

@@ -18,7 +18,21 @@ if TYPE_CHECKING:
     from benchmark.report.runs import ReportData
 
 SEED_COLUMNS = ("n_seeds", "test_mean", "test_std", "test_ci_low", "test_ci_high")
+CONFIG_COLUMNS = ("dataset", "models", "n_models", "fusion", "config", "layers_label", "layers", "val_acc", "val_f1",
+                  "test_acc", "test_f1", "trial", "study", "preset", "run_id", *SEED_COLUMNS)
+COST_COLUMNS = ("fused_dim", "feature_mib", "extract_ms_per_sample", "head_ms_per_sample")
+BEST_LAST_COLUMNS = ("dataset", "model", "source", "layers_evaluated", "last_layer", "last_val_acc", "last_test_acc",
+                     "best_layer", "best_val_acc", "best_test_acc", "gain_val", "gain_test", "best_run_id", "best_study",
+                     *(f"best_{c}" for c in SEED_COLUMNS))
+LAST_K_COLUMNS = ("dataset", "model", "agg", "k", "val/acc", "val/f1", "test/acc", "trial", "run_id", *SEED_COLUMNS)
 MIB = 2**20
+
+
+def frame(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> pd.DataFrame:
+    """``rows`` as a DataFrame with exactly ``columns``, also when empty, so every table can be indexed by column."""
+    import pandas as pd
+
+    return pd.DataFrame(rows, columns=list(columns))
 
 
 def seed_columns(data: ReportData, run_id: str, prefix: str = "") -> dict[str, float]:
@@ -36,8 +50,6 @@ def best_vs_last(data: ReportData, points: pd.DataFrame, depth: dict[str, int | 
 
     Gains are best minus last (positive = choosing the layer on validation beat the last layer).
     """
-    import pandas as pd
-
     rows = []
     for (dataset, model), group in points.groupby(["dataset", "model"], sort=True):
         chosen = best(group)
@@ -59,7 +71,7 @@ def best_vs_last(data: ReportData, points: pd.DataFrame, depth: dict[str, int | 
         row.update(seed_columns(data, chosen["run_id"], "best_") if own else dict.fromkeys(
             [f"best_{c}" for c in SEED_COLUMNS], math.nan))
         rows.append(row)
-    return pd.DataFrame(rows)
+    return frame(rows, BEST_LAST_COLUMNS)
 
 
 def layer_grid(points: pd.DataFrame, dataset: str, split: str = "test/acc") -> pd.DataFrame:
@@ -70,8 +82,6 @@ def layer_grid(points: pd.DataFrame, dataset: str, split: str = "test/acc") -> p
 
 def last_k_table(data: ReportData) -> pd.DataFrame:
     """Figure 3's data: per dataset, model, aggregation (mean/max/min) and k, the validation-selected run."""
-    import pandas as pd
-
     rows = []
     for t in data.trials[data.trials["n_models"] == 1].to_dict("records"):
         model = t["models"][0]
@@ -80,14 +90,20 @@ def last_k_table(data: ReportData) -> pd.DataFrame:
             continue
         rows.append({"dataset": t["dataset"], "model": model, "agg": found[0], "k": found[1], "val/acc": t["val/acc"],
                      "val/f1": t["val/f1"], "test/acc": t["test/acc"], "trial": t["trial"], "run_id": t["run_id"]})
-    cols = ["dataset", "model", "agg", "k", "val/acc", "val/f1", "test/acc", "trial", "run_id"]
-    if not rows:
-        return pd.DataFrame(columns=cols)
-    df = rank(pd.DataFrame(rows, columns=cols)).drop_duplicates(["dataset", "model", "agg", "k"])
+    df = rank(frame(rows, LAST_K_COLUMNS)).drop_duplicates(["dataset", "model", "agg", "k"])
+    seeds = [seed_columns(data, run_id) for run_id in df["run_id"]]  # only the kept rows: one history read each
+    df = df.assign(**{c: [s[c] for s in seeds] for c in SEED_COLUMNS}) if seeds else df
     return df.sort_values(["dataset", "model", "agg", "k"]).reset_index(drop=True)
 
 
-def _config_row(data: ReportData, row: pd.Series, seeds: bool = True) -> dict[str, Any]:
+def last_k_best(table: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset, model and aggregation, the validation-selected k (rows of ``last_k_table``)."""
+    picked = rank(table).drop_duplicates(["dataset", "model", "agg"])
+    return picked.sort_values(["dataset", "model", "agg"]).reset_index(drop=True)
+
+
+def _config_row(data: ReportData, row: pd.Series) -> dict[str, Any]:
+    """A run as a table row (``CONFIG_COLUMNS``): configuration, scores and its per-seed test statistics."""
     out: dict[str, Any] = {
         "dataset": row["dataset"], "models": ",".join(row["models"]), "n_models": int(row["n_models"]),
         "fusion": row["fusion"], "config": config_label(row),
@@ -97,8 +113,7 @@ def _config_row(data: ReportData, row: pd.Series, seeds: bool = True) -> dict[st
         "test_f1": float(row["test/f1"]), "trial": int(row["trial"]), "study": row["study"],
         "preset": row["preset"], "run_id": row["run_id"],
     }
-    if seeds:
-        out.update(seed_columns(data, row["run_id"]))
+    out.update(seed_columns(data, row["run_id"]))
     return out
 
 
@@ -111,41 +126,45 @@ def best_single(data: ReportData, dataset: str, members: tuple[str, ...] | None 
     return best(t[mask])
 
 
-def fusion_comparison(data: ReportData) -> pd.DataFrame:
-    """Table 2's two-model rows: per dataset, model pair and fusion, the validation-selected layers."""
-    import pandas as pd
+FUSION_COLUMNS = (*CONFIG_COLUMNS, "pair", "best_member", "best_member_test_acc", "gain_test_vs_member", "chosen")
 
+
+def fusion_comparison(data: ReportData) -> pd.DataFrame:
+    """Table 2's two-model rows: per dataset, model pair and fusion, the validation-selected layers.
+
+    ``chosen`` marks, per dataset and pair, the fusion chosen on validation among these rows.
+    """
     t = data.trials[data.trials["n_models"] == 2]
     rows = []
-    for (dataset, _, fusion), group in t.groupby(["dataset", t["models"].map(lambda m: tuple(sorted(m))), "fusion"],
-                                                 sort=True):
+    members: dict[tuple[str, tuple[str, ...]], pd.Series | None] = {}  # one search per pair, not per fusion
+    for (dataset, pair, _), group in t.groupby(["dataset", t["models"].map(lambda m: tuple(sorted(m))), "fusion"],
+                                                    sort=True):
         chosen = best(group)
         if chosen is None:
             continue
         row = _config_row(data, chosen)
         row["pair"] = " + ".join(display(m) for m in chosen["models"])
-        single = best_single(data, str(dataset), tuple(chosen["models"]))
+        if (dataset, pair) not in members:
+            members[dataset, pair] = best_single(data, str(dataset), pair)
+        single = members[dataset, pair]
         row["best_member"] = config_label(single) if single is not None else ""
         row["best_member_test_acc"] = float(single["test/acc"]) if single is not None else math.nan
         row["gain_test_vs_member"] = row["test_acc"] - row["best_member_test_acc"]
         rows.append(row)
-    if not rows:
-        return pd.DataFrame()
-    df = pd.DataFrame(rows).sort_values(["dataset", "pair", "val_acc"], ascending=[True, True, False])
-    return df.reset_index(drop=True)
+    df = frame(rows, FUSION_COLUMNS).sort_values(["dataset", "pair", "val_acc"], ascending=[True, True, False])
+    top = rank(df.assign(**{"val/acc": df["val_acc"], "val/f1": df["val_f1"]})).drop_duplicates(["dataset", "pair"])
+    return df.assign(chosen=df["run_id"].isin(top["run_id"])).reset_index(drop=True)
 
 
 def multi_model(data: ReportData, min_models: int = 3) -> pd.DataFrame:
     """Tables 5-6: per dataset and model set of ``min_models`` or more, the validation-selected fusion/layers."""
-    import pandas as pd
-
     t = data.trials[data.trials["n_models"] >= min_models]
     rows = []
     for _, group in t.groupby(["dataset", t["models"].map(lambda m: tuple(sorted(m)))], sort=True):
         chosen = best(group)
         if chosen is not None:
-            rows.append(_config_row(data, chosen, seeds=False))
-    return pd.DataFrame(rows)
+            rows.append(_config_row(data, chosen))
+    return frame(rows, CONFIG_COLUMNS)
 
 
 def costed(data: ReportData) -> pd.DataFrame:
@@ -155,14 +174,12 @@ def costed(data: ReportData) -> pd.DataFrame:
 
 def cost_by_models(data: ReportData) -> pd.DataFrame:
     """Sec. 5.4: per dataset and number of models, the validation-selected costed run and what it costs."""
-    import pandas as pd
-
     rows = []
     for _, group in costed(data).groupby(["dataset", "n_models"], sort=True):
         chosen = best(group)
         if chosen is not None:
-            rows.append({**_config_row(data, chosen, seeds=False), **_costs(chosen), "trials": len(group)})
-    return pd.DataFrame(rows)
+            rows.append({**_config_row(data, chosen), **_costs(chosen), "trials": len(group)})
+    return frame(rows, (*CONFIG_COLUMNS, *COST_COLUMNS, "trials"))
 
 
 def _costs(row: pd.Series) -> dict[str, float]:
@@ -173,8 +190,6 @@ def _costs(row: pd.Series) -> dict[str, float]:
 
 def pareto(data: ReportData) -> pd.DataFrame:
     """Per dataset, the runs no other run beats on both validation accuracy and feature memory (cheapest first)."""
-    import pandas as pd
-
     rows = []
     for _, group in costed(data).groupby("dataset", sort=True):
         ordered = rank(group).sort_values("perf/feature_bytes", kind="stable")  # cheapest first, best val first
@@ -182,20 +197,18 @@ def pareto(data: ReportData) -> pd.DataFrame:
         for _, row in ordered.iterrows():
             if row["val/acc"] > top:
                 top = float(row["val/acc"])
-                rows.append({**_config_row(data, row, seeds=False), **_costs(row)})
-    return pd.DataFrame(rows)
+                rows.append({**_config_row(data, row), **_costs(row)})
+    return frame(rows, (*CONFIG_COLUMNS, *COST_COLUMNS))
 
 
 def best_configs(data: ReportData) -> pd.DataFrame:
     """The validation-selected configuration per dataset over every finished trial."""
-    import pandas as pd
-
     rows = []
     for _, group in data.trials.groupby("dataset", sort=True):
         chosen = best(group)
         if chosen is not None:
             rows.append({**_config_row(data, chosen), **_costs(chosen)})
-    return pd.DataFrame(rows)
+    return frame(rows, (*CONFIG_COLUMNS, *COST_COLUMNS))
 
 
 BASELINE_NAMES = {"svm": "linear SVM", "logreg": "logistic regression"}
@@ -208,17 +221,16 @@ def baseline_label(row: pd.Series | Any) -> str:
 
 def baseline_grid(data: ReportData) -> pd.DataFrame:
     """Every finished baseline trial, best first per dataset by the selection rule, with ``chosen`` marking the top."""
-    import pandas as pd
-
+    columns = (*CONFIG_COLUMNS, "classifier", "C", "chosen")
     base = data.baselines
     if base is None or base.empty:
-        return pd.DataFrame()
+        return frame([], columns)
     rows = []
     for _, group in base.groupby("dataset", sort=True):
         for i, (_, r) in enumerate(rank(group).iterrows()):
             rows.append({**_config_row(data, r), "config": baseline_label(r), "classifier": r["classifier"],
                          "C": float(r["C"]), "chosen": i == 0})
-    return pd.DataFrame(rows)
+    return frame(rows, columns)
 
 
 def best_baseline(data: ReportData, dataset: str) -> pd.Series | None:
