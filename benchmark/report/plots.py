@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
-from benchmark.report.selection import display
+from benchmark.report.selection import SWEEP, display
 from benchmark.report.tables import MIB
 
 if TYPE_CHECKING:
@@ -22,10 +22,12 @@ if TYPE_CHECKING:
 
     import pandas as pd
     from matplotlib.axes import Axes
+    from matplotlib.colors import Colormap, Normalize
 
 ACC = "accuracy (fraction correct)"
 COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive")
 AGG_STYLE = {"mean": ("tab:blue", "o"), "max": ("tab:red", "^"), "min": ("tab:green", "v")}
+FROM_TRIALS = "from search trials (other head settings)"
 TITLE_CHARS_PER_INCH = 12  # "medium" title text; longer titles wrap instead of running off the figure
 LEGEND_CHARS_PER_INCH = 12  # "small" legend text, so a row of columns never runs off the figure
 
@@ -71,39 +73,61 @@ def _log_if_wide(ax: Axes, which: str, values: pd.Series) -> None:
     axis.set_minor_formatter(NullFormatter())
 
 
+def _key(ax: Axes, label: str, **style: object) -> None:
+    """A legend-only entry (style key in black), so the legend does not repeat each style per dataset."""
+    ax.plot([], [], color=style.pop("color", "black"), label=label, **style)  # type: ignore[arg-type]
+
+
 def acc_by_layer(points: pd.DataFrame, rows: pd.DataFrame, model: str) -> Figure:
     """Figure 2: validation and test accuracy of every single layer of ``model``, one colour per dataset.
 
+    Points from a layer sweep (same head settings for every layer) are joined by lines; points that only
+    single-layer search trials provide (``source`` other than the sweep: other head settings, maybe other
+    fusions of one input) are drawn as unjoined diamonds with their own legend entry.
+
     Args:
-        points: ``layer_points`` rows of this model (columns dataset, layer, val/acc, test/acc).
+        points: ``layer_points`` rows of this model (columns dataset, layer, val/acc, test/acc, source).
         rows: ``best_vs_last`` rows of this model (best_layer, last_layer per dataset).
         model: Model name for the title.
     """
     datasets = sorted(points["dataset"].unique())
     fig = Figure(figsize=(7.5, 4.8), layout="constrained")
     ax = fig.add_subplot()
+    swept = points["source"] == SWEEP
     for i, dataset in enumerate(datasets):
         color = COLORS[i % len(COLORS)]
-        sub = points[points["dataset"] == dataset].sort_values("layer")
-        tag = f"{display(dataset)}: " if len(datasets) > 1 else ""
-        ax.plot(sub["layer"], sub["val/acc"], "-o", color=color, ms=3.5, label=f"{tag}validation")
-        ax.plot(sub["layer"], sub["test/acc"], "--s", color=color, ms=3, alpha=0.75, label=f"{tag}test")
+        mine = points["dataset"] == dataset
+        if len(datasets) > 1:
+            _key(ax, display(dataset), color=color, lw=6)
+        sweep = points[mine & swept].sort_values("layer")
+        ax.plot(sweep["layer"], sweep["val/acc"], "-o", color=color, ms=3.5)
+        ax.plot(sweep["layer"], sweep["test/acc"], "--s", color=color, ms=3, alpha=0.75)
+        trials = points[mine & ~swept]
+        ax.plot(trials["layer"], trials["val/acc"], "D", color=color, mfc="none", ms=6, mew=1.5)
+        ax.plot(trials["layer"], trials["test/acc"], "D", color=color, ms=4.5, alpha=0.75)
         info = rows[rows["dataset"] == dataset]
         if len(info):
             b = info.iloc[0]
-            ax.plot([b["best_layer"]], [b["best_val_acc"]], "*", color=color, ms=15, mec="black",
-                    label=f"{tag}best layer {b['best_layer']} (chosen on validation)")
+            ax.plot([b["best_layer"]], [b["best_val_acc"]], "*", color=color, ms=15, mec="black")
             ax.plot([b["best_layer"]], [b["best_test_acc"]], "*", color=color, ms=11, mec="black", alpha=0.6)
+    if swept.any():
+        _key(ax, "validation (layer sweep)", ls="-", marker="o", ms=3.5)
+        _key(ax, "test (layer sweep)", ls="--", marker="s", ms=3)
+    if (~swept).any():
+        _key(ax, f"validation: {FROM_TRIALS}", ls="none", marker="D", mfc="none", ms=6, mew=1.5)
+        _key(ax, f"test: {FROM_TRIALS}", ls="none", marker="D", ms=4.5)
+    _key(ax, "best layer (chosen on validation)", ls="none", marker="*", ms=12, color="grey", mec="black")
     lasts = sorted({int(v) for v in rows["last_layer"] if v is not None and not math.isnan(v)}) if len(rows) else []
     for j, last in enumerate(lasts):
         ax.axvline(last, color="grey", ls=":", lw=1.5, label=f"last layer (L={last})" if j == 0 else None)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlim(min(0, int(points["layer"].min())) - 0.5, max([int(points["layer"].max()), *lasts]) + 0.5)
+    ax.margins(y=0.12)  # room for the stars, which are larger than the line markers
     ax.set_xlabel("layer index (0 = embedding layer)")
     ax.set_ylabel(ACC)
     _title(ax, f"Accuracy by layer: {model} (single layers)")
     ax.grid(alpha=0.3)
-    _legend_below(fig, [ax], ncol=3 if len(datasets) > 1 else 4)
+    _legend_below(fig, [ax], ncol=4)
     return fig
 
 
@@ -142,40 +166,68 @@ def last_k_curves(table: pd.DataFrame, refs: pd.DataFrame, model: str) -> Figure
     return fig
 
 
-def fusion_methods(df: pd.DataFrame, singles: dict[str, float]) -> Figure:
-    """Table 2's two-model rows as a dot plot: accuracy (x) per fusion method (y) and model pair, per dataset.
+def _cell_text_color(cmap: Colormap, norm: Normalize, value: float) -> str:
+    """Black on light cells, white on dark ones (relative luminance of the cell colour)."""
+    r, g, b, _ = cmap(norm(value))
+    return "black" if 0.2126 * r + 0.7152 * g + 0.0722 * b > 0.5 else "white"
 
-    Fusion names run down the y-axis, so long names like ``residual:quaternion`` stay horizontal and legible.
+
+def fusion_methods(df: pd.DataFrame, singles: dict[str, float]) -> Figure:
+    """Table 2's two-model rows as one heatmap per dataset: model pairs (rows) by fusion methods (columns).
+
+    Each cell prints the test (top) and validation accuracy at the layers chosen on validation; a black frame marks the fusion
+    chosen on validation for that pair. The colour is the gain over the validation-selected single model
+    (test; diverging, white = no gain) where that model is known, else the test accuracy itself. A heatmap
+    stays legible at the scale of a full reproduction (6 pairs x 14 fusions per dataset) where a dot plot does not.
 
     Args:
-        df: ``fusion_comparison`` rows.
-        singles: ``{dataset: test accuracy of the validation-selected single model}`` (reference line).
+        df: ``fusion_comparison`` rows (columns dataset, pair, fusion, val_acc, test_acc, chosen).
+        singles: ``{dataset: test accuracy of the validation-selected single model}``.
     """
+    import numpy as np
+    from matplotlib import colormaps
+    from matplotlib.colors import Normalize
+    from matplotlib.patches import Rectangle
+
     datasets = sorted(df["dataset"].unique())
     fusions = sorted(df["fusion"].unique())
     pairs = sorted(df["pair"].unique())
-    fig = Figure(figsize=(4.2 * len(datasets) + 2.6, 0.32 * len(fusions) * max(1, len(pairs)) + 2.6),
-                 layout="constrained")
-    axes = fig.subplots(1, len(datasets), squeeze=False, sharey=True)[0]
-    height = 0.6 / max(1, len(pairs))
+    label_inches = max(len(f) for f in fusions) * 0.075 + 0.3  # vertical fusion names under each panel
+    panel = max(2.2, 0.38 * len(pairs) + 0.9) + label_inches
+    fig = Figure(figsize=(max(7.0, 0.55 * len(fusions) + 3.4), panel * len(datasets) + 0.5), layout="constrained")
+    axes = fig.subplots(len(datasets), 1, squeeze=False)[:, 0]
     for ax, dataset in zip(axes, datasets, strict=True):
         sub = df[df["dataset"] == dataset]
-        for i, pair in enumerate(pairs):
-            rows = sub[sub["pair"] == pair]
-            y = [fusions.index(f) + (i - (len(pairs) - 1) / 2) * height for f in rows["fusion"]]
-            color = COLORS[i % len(COLORS)]
-            ax.plot(rows["test_acc"], y, "o", color=color, ms=7, label=f"{pair}: test")
-            ax.plot(rows["val_acc"], y, "o", mfc="none", color=color, ms=7, label=f"{pair}: validation")
-        if dataset in singles and not math.isnan(singles[dataset]):
-            ax.axvline(singles[dataset], color="grey", ls="--", label="best single model (test; chosen on validation)")
-        ax.set_yticks(range(len(fusions)), fusions)
-        ax.set_ylim(len(fusions) - 0.5, -0.5)  # first name on top
-        ax.set_xlabel(ACC)
-        _title(ax, f"{display(dataset)} (layers of each model chosen on validation)")
-        ax.grid(alpha=0.3, axis="x")
-    axes[0].set_ylabel("fusion method")
+        test = np.full((len(pairs), len(fusions)), np.nan)  # (pairs, fusions)
+        val = test.copy()
+        for r in sub.itertuples():
+            test[pairs.index(r.pair), fusions.index(r.fusion)] = r.test_acc
+            val[pairs.index(r.pair), fusions.index(r.fusion)] = r.val_acc
+        single = singles.get(dataset, math.nan)
+        if math.isnan(single):
+            values, cmap, what = test, colormaps["viridis"], "colour: test accuracy"
+            norm = Normalize(np.nanmin(test), max(np.nanmax(test), np.nanmin(test) + 1e-3))
+        else:
+            values, cmap = test - single, colormaps["RdBu"]
+            lim = max(1e-3, float(np.nanmax(np.abs(values))))
+            norm = Normalize(-lim, lim)
+            what = f"colour: test accuracy minus the best single model's {single:.3f} (test; chosen on validation)"
+        im = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, norm=norm, aspect="auto")
+        for (i, j), acc in np.ndenumerate(test):
+            if not math.isnan(acc):
+                ax.text(j, i, f"{acc:.3f}\nval {val[i, j]:.3f}", ha="center", va="center", fontsize=6.5,
+                        linespacing=1.1, color=_cell_text_color(cmap, norm, values[i, j]))
+        for r in sub[sub["chosen"]].itertuples():
+            ax.add_patch(Rectangle((fusions.index(r.fusion) - 0.5, pairs.index(r.pair) - 0.5), 1, 1,
+                                   fill=False, ec="black", lw=2))
+        ax.set_xticks(range(len(fusions)), fusions, rotation=90, fontsize="small")
+        ax.set_yticks(range(len(pairs)), pairs, fontsize="small")
+        ax.set_xlabel("fusion method")
+        ax.set_ylabel("model pair")
+        fig.colorbar(im, ax=ax, shrink=0.9, pad=0.01).ax.tick_params(labelsize="small")
+        _title(ax, f"{display(dataset)}: test (top) and validation accuracy per pair and fusion (layers chosen on "
+                   f"validation; frame: fusion chosen on validation); {what}")
     _title(fig, "Fusion methods on model pairs")
-    _legend_below(fig, list(axes), ncol=2)
     return fig
 
 
