@@ -2,6 +2,11 @@
 
 The folder is built as ``.<name>.tmp-<pid>`` beside the target and moved into place at the end, so a failed
 report never leaves a half-written folder, and ``force`` only ever replaces an earlier report folder.
+
+On MLflow, each report goes to its own artifact folder ``report/<name>-<content hash>`` of every parent run it
+covers (MLflow cannot delete artifacts, so a re-report never mixes its files with an older report's), and the
+tag ``layerfuse.report_path`` of each parent run names the folder of the latest report logged on it. An
+unchanged re-report has the same hash and rewrites the same folder with the same files.
 """
 
 from __future__ import annotations
@@ -33,6 +38,9 @@ FORMATS = ("md", "html")
 SUMMARY = "summary.json"
 CSV = "best_layers.csv"
 ARTIFACT_DIR = "report"
+TAG_REPORT = "layerfuse.report_path"  # parent-run tag: artifact folder of the latest report logged on the run
+HASH_CHARS = 10
+MAX_TITLE_NAMES = 4  # longer lists are summarised in the title (the intro lists every study)
 MAX_NAME = 80  # folder and artifact names stay far below file-system limits (255 bytes)
 
 
@@ -45,7 +53,8 @@ class ReportResult:
         files: Every file written into it.
         summary: The content of ``summary.json``.
         parent_runs: Ids of the study parent runs the files were logged to (under ``artifact_path``).
-        artifact_path: Artifact folder on those runs (``report``, or ``report/<name>`` for multi-study reports).
+        artifact_path: Artifact folder on those runs, ``report/<name>-<hash of summary.json>``; each parent run's
+            ``layerfuse.report_path`` tag names it while it is the latest report logged on that run.
     """
 
     out_dir: Path
@@ -95,6 +104,15 @@ def _name(studies: Sequence[str], experiments: Sequence[str]) -> str:
     return f"{text[:MAX_NAME - 9]}-{digest}"
 
 
+def _title(data: ReportData, studies: Sequence[str], experiments: Sequence[str]) -> str:
+    names = [*studies, *experiments]
+    if len(names) <= MAX_TITLE_NAMES:
+        return "layerfuse report: " + ", ".join(names)
+    presets = ", ".join(sorted(set(data.parents["preset"]) - {""}))
+    return (f"layerfuse report: {data.parents['study'].nunique()} studies ({presets}) "
+            f"on {', '.join(sorted(set(data.parents['dataset'])))}")
+
+
 def _prepare(out: Path, force: bool) -> None:
     if not out.exists():
         return
@@ -136,10 +154,12 @@ def write_report(cfg: BenchConfig, studies: Sequence[str] = (), experiments: Seq
         force: Replace an existing report folder.
 
     Returns:
-        The folder, its files, the summary, and the parent runs the files were logged to.
+        The folder, its files, the summary, and the parent runs the files were logged to (under a fresh
+        ``report/<name>-<hash>`` folder, named by each parent run's ``layerfuse.report_path`` tag).
 
     Raises:
-        UserError: bad format, nothing named, unknown study/experiment, no finished trials, or an existing folder.
+        UserError: bad format, nothing named, unknown study/experiment, no finished trials, or an existing folder
+            (checked in this order, so a misspelt study is reported as such even when its folder exists).
     """
     from benchmark.report.render import to_html, to_markdown
     from benchmark.report.runs import load_runs
@@ -149,12 +169,11 @@ def write_report(cfg: BenchConfig, studies: Sequence[str] = (), experiments: Seq
     formats = _check_formats(formats)
     name = _name(studies, experiments)
     out = Path(out_dir) if out_dir is not None else Path(cfg.report.out_dir) / name
-    _prepare(out, force)
     data = load_runs(cfg, studies, experiments)
+    _prepare(out, force)
     computed = compute(data)
-    title = "layerfuse report: " + ", ".join([*studies, *experiments])
+    title = _title(data, studies, experiments)
     parents = sorted(set(data.parents["run_id"]))
-    artifact_path = ARTIFACT_DIR if len(parents) == 1 else f"{ARTIFACT_DIR}/{name}"
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -169,7 +188,9 @@ def write_report(cfg: BenchConfig, studies: Sequence[str] = (), experiments: Seq
             files.append("report.html")
         computed.best_last.to_csv(tmp / CSV, index=False, float_format="%.10g")
         summary = _summary(data, computed, studies, experiments, title, cfg.tracking.uri)
-        summary.update(files=sorted([*files, CSV, SUMMARY]), parent_runs=parents, artifact_path=artifact_path)
+        summary.update(files=sorted([*files, CSV, SUMMARY]), parent_runs=parents)
+        digest = hashlib.sha256(json.dumps(summary, sort_keys=True, allow_nan=False).encode()).hexdigest()
+        artifact_path = summary["artifact_path"] = f"{ARTIFACT_DIR}/{name}-{digest[:HASH_CHARS]}"
         (tmp / SUMMARY).write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
         if out.exists():
             shutil.rmtree(out)
@@ -178,6 +199,7 @@ def write_report(cfg: BenchConfig, studies: Sequence[str] = (), experiments: Seq
         shutil.rmtree(tmp, ignore_errors=True)
     for run_id in parents:
         data.mlc.log_artifacts(run_id, str(out), artifact_path)
+        data.mlc.set_tag(run_id, TAG_REPORT, artifact_path)  # after the upload: the tag never names a partial folder
     log.info("report: wrote %d files to %s and logged them on %d parent run(s) under %s/",
              len(summary["files"]), out, len(parents), artifact_path)
     return ReportResult(out, [out / f for f in summary["files"]], summary, parents, artifact_path)
