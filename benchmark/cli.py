@@ -191,14 +191,15 @@ def _add_report(sub: Any) -> None:
     p = _subparser(sub, "report", "Export best-layer, fusion and cost tables and figures of studies, read back from MLflow.",
                    "examples:\n  layerfuse report --study layer-sweep-mr-smollm2-135m+minilm-l6\n"
                    "  layerfuse report --study a,b --out reports/both --format md,html --force\n"
-                   "  layerfuse report --experiment layerfuse/mr")
+                   "  layerfuse report --experiment layerfuse/mr --set tracking.uri=sqlite:///other/mlflow.db\n\n"
+                   "Reports read MLflow only (tracking.uri), where every trial is logged, so there is no --storage:\n"
+                   "the Optuna storage holds nothing a report needs.")
     p.add_argument("--study", type=_csv, action="append", help="study name(s) (comma list, repeatable)")
     p.add_argument("--experiment", type=_csv, action="append", help="every study in these MLflow experiments")
     p.add_argument("--out", help="output folder (default: report.out_dir/<name>)")
     p.add_argument("--format", type=_csv, help="md,html")
-    p.add_argument("--storage", help="accepted for symmetry with `layerfuse study`; reports read MLflow only")
     p.add_argument("--force", action="store_true", help="overwrite an existing report folder")
-    p.set_defaults(func=_run_report, flag_keys={"format": "report.formats", "storage": "study.storage"})
+    p.set_defaults(func=_run_report, flag_keys={"format": "report.formats"})
 
 
 def _run_report(args: argparse.Namespace, cfg: BenchConfig) -> int:
