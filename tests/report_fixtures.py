@@ -47,11 +47,15 @@ def perf(dim: int, mib: float, extract: float, head: float) -> dict[str, float]:
 def trial(models: str, layers: dict[str, str], val: float, test: float, *, f1: float | None = None,
           fusion: str = "concat", seeds: list[float] | None = None, cost: dict[str, float] | None = None,
           state: str = "COMPLETE", sweep: tuple[list[float], list[float]] | None = None,
-          preds: list[np.ndarray] | None = None, config: dict[str, Any] | None = None) -> dict[str, Any]:
-    """One trial: ``seeds`` are its per-seed test accuracies (one seed at ``test`` when None)."""
+          preds: list[np.ndarray] | None = None, config: dict[str, Any] | None = None,
+          baseline: tuple[str, float] | None = None) -> dict[str, Any]:
+    """One trial: ``seeds`` are its per-seed test accuracies (one seed at ``test`` when None).
+
+    ``baseline`` (classifier, C) makes it a ``tfidf-baseline`` trial, logged with no models, as that preset does.
+    """
     return {"models": models, "layers": layers, "val": val, "test": test, "f1": val - 0.01 if f1 is None else f1,
             "fusion": fusion, "seeds": seeds or [test], "perf": cost or {}, "state": state, "sweep": sweep,
-            "preds": preds, "config": config}
+            "preds": preds, "config": config, "baseline": baseline}
 
 
 DEC = perf(16, 1.0, 2.0, 0.1)
@@ -80,7 +84,7 @@ SEARCH_TOY = [
 ]
 LAST_K = [  # dec on toy: the best aggregation on validation is the mean of the last 2 layers (val .84, test .82)
     trial("dec", {"dec": "mean:last1"}, 0.82, 0.80, cost=DEC),
-    trial("dec", {"dec": "mean:last2"}, 0.84, 0.82, cost=perf(16, 2.0, 2.0, 0.1)),
+    trial("dec", {"dec": "mean:last2"}, 0.84, 0.82, seeds=[0.81, 0.82, 0.83], cost=perf(16, 2.0, 2.0, 0.1)),
     trial("dec", {"dec": "mean:last3"}, 0.83, 0.815, cost=perf(16, 3.0, 2.0, 0.1)),
     trial("dec", {"dec": "max:last2"}, 0.81, 0.79, cost=perf(16, 2.0, 2.0, 0.1)),
     trial("dec", {"dec": "min:last2"}, 0.78, 0.77, cost=perf(16, 2.0, 2.0, 0.1)),
@@ -92,14 +96,18 @@ FUSION = [  # concat and hadamard tie on val .88; concat wins on val/f1 (.87 > .
     trial("dec,enc", {"dec": "3", "enc": "1"}, 0.88, 0.84, f1=0.86, fusion="hadamard", cost=PAIR),
     trial("dec,enc", {"dec": "2", "enc": "1"}, 0.87, 0.89, cost=PAIR),  # concat again, lower val: not chosen
 ]
-MULTI = [  # dec+enc+emb: concat (val .87) beats sum (val .86) although sum tests higher
-    trial("dec,enc,emb", {"dec": "3", "enc": "1", "emb": "1"}, 0.87, 0.85, cost=TRIO),
+MULTI = [  # dec+enc+emb: concat (val .87) beats sum (val .86) although sum tests higher; seeds mean .85, CI [.84, .86]
+    trial("dec,enc,emb", {"dec": "3", "enc": "1", "emb": "1"}, 0.87, 0.85, seeds=[0.84, 0.85, 0.86], cost=TRIO),
     trial("dec,enc,emb", {"dec": "3", "enc": "1", "emb": "1"}, 0.86, 0.88, fusion="sum", cost=TRIO),
 ]
 # toy2, dec: best layer 2 (val .70, test .72), last layer 4 (val .66, test .60): gains +.04 / +.12.
 TOY2 = [trial("dec", {"dec": "2"}, 0.70, 0.72, cost=SWEEP,
               sweep=([0.50, 0.60, 0.70, 0.65, 0.66], [0.50, 0.61, 0.72, 0.64, 0.60]))]
 EMPTY = [trial("dec", {"dec": "1"}, 0.5, 0.5, state="PRUNED"), trial("enc", {"enc": "1"}, 0.5, 0.5, state="FAIL")]
+# TF-IDF baseline on toy: logistic regression C=1 is chosen on validation (val .80, test .78).
+BASELINE = [trial("", {}, 0.78, 0.79, fusion="none", baseline=("svm", 1.0), cost=perf(0, 0.5, 0.0, 0.01)),
+            trial("", {}, 0.80, 0.78, fusion="none", baseline=("logreg", 1.0), seeds=[0.77, 0.78, 0.79],
+                  cost=perf(0, 0.5, 0.0, 0.01))]
 
 STUDIES = [  # (study, preset, dataset, trials)
     ("sweep-toy", "layer-sweep", "toy", SWEEP_TOY),
@@ -109,6 +117,7 @@ STUDIES = [  # (study, preset, dataset, trials)
     ("multi-toy", "multi-model", "toy", MULTI),
     ("sweep-toy2", "layer-sweep", "toy2", TOY2),
     ("empty-toy", "search", "toy", EMPTY),
+    ("baseline-toy", "tfidf-baseline", "toy", BASELINE),
 ]
 REPORTED = [s[0] for s in STUDIES if s[0] != "empty-toy"]
 
@@ -122,7 +131,7 @@ def config_for(root: Path) -> BenchConfig:
 
 def _log_trial(mlc: Any, exp_id: str, parent: str, study: str, preset: str, dataset: str, number: int,
                t: dict[str, Any]) -> None:
-    models = t["models"].split(",")
+    models = [m for m in t["models"].split(",") if m]
     tags = {tracking.TAG_PARENT: parent, tracking.TAG_STUDY: study, tracking.TAG_KIND: tracking.KIND_TRIAL,
             tracking.TAG_TRIAL: str(number), tracking.TAG_STATE: t["state"], tracking.TAG_PRESET: preset}
     if t["sweep"]:
@@ -131,6 +140,9 @@ def _log_trial(mlc: Any, exp_id: str, parent: str, study: str, preset: str, data
     params = {"preset": preset, "dataset": dataset, "models": t["models"], "n_models": len(models),
               "fusion": t["fusion"], "seeds": len(t["seeds"]), "train.lr": 0.0001, "train.hidden_dims": "256",
               **{f"layer.{m}": s for m, s in t["layers"].items()}}
+    if t["baseline"]:
+        params.update({"baseline.classifier": t["baseline"][0], "baseline.C": t["baseline"][1]})
+        del params["train.lr"], params["train.hidden_dims"]
     metrics = {"val/acc": t["val"], "val/f1": t["f1"], "test/acc": t["test"], "test/f1": t["test"] - 0.01, **t["perf"]}
     histories = {"seed/test_acc": t["seeds"], "seed/val_acc": [t["val"]] * len(t["seeds"])}
     if t["sweep"]:
@@ -145,12 +157,17 @@ def _log_trial(mlc: Any, exp_id: str, parent: str, study: str, preset: str, data
     mlc.set_terminated(run_id, {"COMPLETE": "FINISHED", "PRUNED": "KILLED"}.get(t["state"], "FAILED"))
 
 
-def build_store(root: Path) -> tuple[BenchConfig, dict[str, str]]:
-    """Write every study of ``STUDIES`` into a fresh store under ``root``; return the config and parent run ids."""
+def build_store(root: Path, studies: list[tuple[str, str, str, list[dict[str, Any]]]] | None = None,
+                ) -> tuple[BenchConfig, dict[str, str]]:
+    """Write every study of ``studies`` (default ``STUDIES``) into a fresh store under ``root``.
+
+    Returns:
+        The config pointing at the store and ``{study: parent run id}``.
+    """
     cfg = config_for(root)
     mlc = tracking.client(cfg.tracking)
     parents: dict[str, str] = {}
-    for study, preset, dataset, trials in STUDIES:
+    for study, preset, dataset, trials in STUDIES if studies is None else studies:
         exp_id = tracking.ensure_experiment(mlc, tracking.experiment_name(dataset), cfg.tracking)
         parent = mlc.create_run(exp_id, run_name=study, tags={
             tracking.TAG_STUDY: study, tracking.TAG_KIND: tracking.KIND_STUDY, tracking.TAG_PRESET: preset}).info.run_id
@@ -160,3 +177,59 @@ def build_store(root: Path) -> tuple[BenchConfig, dict[str, str]]:
             _log_trial(mlc, exp_id, parent, study, preset, dataset, number, t)
         mlc.set_terminated(parent, "FINISHED")
     return cfg, parents
+
+
+# The scale of `layerfuse reproduce` (issue 6): 4 datasets x 6 presets, 3 seeds, models of 31, 7, 4 and 1 layers.
+SCALE_MODELS = {"smollm2-135m": 30, "minilm-l6": 6, "minilm-l3": 3, "tfidf": 0}  # depth L: layers 0..L
+SCALE_DATASETS = {"sst2": 0.85, "mr": 0.78, "r8": 0.95, "r52": 0.90}  # a plausible best accuracy per dataset
+
+
+def scale_studies(datasets: dict[str, float] | None = None, models: dict[str, int] | None = None,
+                  seeds: int = 3, search_trials: int = 30) -> list[tuple[str, str, str, list[dict[str, Any]]]]:
+    """Synthetic studies shaped like a full reproduction: every preset on every dataset, random but seeded values."""
+    from itertools import combinations
+
+    from lightning_modules.components.fusion import fusion_names
+
+    datasets = SCALE_DATASETS if datasets is None else datasets
+    models = SCALE_MODELS if models is None else models
+    rng = np.random.default_rng(0)
+    names = list(models)
+
+    def scored(top: float, spread: float, **kw: Any) -> dict[str, Any]:
+        val = float(np.clip(top - abs(rng.normal(0, spread)), 0.3, 0.999))
+        test = float(np.clip(val + rng.normal(0, 0.01), 0.3, 0.999))
+        per_seed = [float(np.clip(test + rng.normal(0, 0.006), 0.3, 0.999)) for _ in range(seeds)]
+        return trial(val=val, test=float(np.mean(per_seed)), seeds=per_seed, **kw)
+
+    out = []
+    for dataset, top in datasets.items():
+        def cost(ms: tuple[str, ...]) -> dict[str, float]:
+            return perf(512 * len(ms), 0.5 + 4.0 * sum(models[m] > 3 for m in ms), 0.1 + sum(models[m] for m in ms) / 3,
+                        0.01 * len(ms))
+
+        base = [scored(top - 0.04, 0.01, models="", layers={}, fusion="none", baseline=(c, x), cost=perf(0, 0.4, 0, 0.01))
+                for c in ("svm", "logreg") for x in (0.1, 1.0, 10.0)]
+        sweeps = []
+        for m, depth in models.items():
+            val = [float(top - 0.05 - 0.1 * abs(i / max(depth, 1) - 0.7) + rng.normal(0, 0.005)) for i in range(depth + 1)]
+            test = [v + float(rng.normal(0, 0.01)) for v in val]
+            chosen = int(np.argmax(val))
+            sweeps.append(trial(m, {m: str(chosen)}, val[chosen], test[chosen], cost={"perf/extract_ms_per_sample": 1.0},
+                                sweep=(val, test), seeds=[test[chosen] + float(rng.normal(0, 0.005)) for _ in range(seeds)]))
+        lastk = [scored(top - 0.04, 0.02, models=m, layers={m: f"{agg}:last{k}"}, cost=cost((m,)))
+                 for m, depth in models.items() for agg in ("mean", "max", "min") for k in range(1, min(10, depth + 1) + 1)]
+        fusion = [scored(top - 0.02, 0.02, models=",".join(p), layers={m: "-1" for m in p}, fusion=f, cost=cost(p))
+                  for p in combinations(names, 2) for f in fusion_names()]
+        multi = [scored(top - 0.015, 0.01, models=",".join(p), layers={m: "-1" for m in p}, cost=cost(p))
+                 for k in range(3, len(names) + 1) for p in combinations(names, k)]
+        search = []
+        for _ in range(search_trials):
+            chosen = tuple(m for m in names if rng.random() < 0.5) or (names[0],)
+            search.append(scored(top - 0.01, 0.03, models=",".join(chosen), cost=cost(chosen),
+                                 layers={m: str(int(rng.integers(0, models[m] + 1))) for m in chosen},
+                                 fusion=str(rng.choice(["concat", "sum", "residual:sum"]))))
+        out += [(f"{preset}-{dataset}", preset, dataset, trials) for preset, trials in (
+            ("tfidf-baseline", base), ("layer-sweep", sweeps), ("last-k", lastk), ("fusion-methods", fusion),
+            ("multi-model", multi), ("search", search))]
+    return out

@@ -10,14 +10,17 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
-from report_fixtures import BEST_CONFIG, REPORTED, build_store
+from report_fixtures import BEST_CONFIG, REPORTED, STUDIES, build_store
 
 from benchmark.cli import build_parser, main
 from benchmark.config import load_config
 from benchmark.errors import UserError
 from benchmark.report import write_report
+from benchmark.report.export import TAG_REPORT
+from benchmark.report.tables import BEST_LAST_COLUMNS
 
-EXPECTED_PNGS = {"acc_by_layer_dec.png", "acc_by_layer_enc.png", "acc_by_layer_emb.png", "last_k_dec.png",
+# emb scored one layer only: no accuracy-by-layer figure of its own (a lone point says nothing about layers)
+EXPECTED_PNGS = {"acc_by_layer_dec.png", "acc_by_layer_enc.png", "last_k_dec.png",
                  "fusion_comparison.png", "cost_vs_models.png", "acc_vs_cost.png"}
 
 
@@ -133,16 +136,18 @@ def test_files_pngs_decode_and_html_embeds_every_image(report) -> None:
         assert f'data-file="{name}"' in html and f"]({name})" in md
     assert html.count('src="data:image/png;base64,') == len(EXPECTED_PNGS) and "<table>" in html
     assert "(test)" in md and "val acc" in md and "validation-selected" in md
+    assert "No accuracy-by-layer figure for emb: a single layer was scored" in md
 
 
 def test_artifacts_are_logged_on_every_parent_run(store, report) -> None:
     cfg, parents, _ = store
     mlc = MlflowClient(cfg.tracking.uri)
     assert report.parent_runs == sorted(parents[s] for s in REPORTED) == report.summary["parent_runs"]
-    assert report.artifact_path.startswith("report/")  # several studies: their own folder under report/
+    assert report.artifact_path == report.summary["artifact_path"] and report.artifact_path.startswith("report/")
     for study in REPORTED:
         logged = {Path(a.path).name for a in mlc.list_artifacts(parents[study], report.artifact_path)}
         assert logged == set(report.summary["files"]), study
+        assert mlc.get_run(parents[study]).data.tags[TAG_REPORT] == report.artifact_path
     assert parents["empty-toy"] not in report.parent_runs
 
 
@@ -162,9 +167,9 @@ def test_single_study_report_force_and_formats(store) -> None:
     cfg, parents, root = store
     out = root / "single"
     result = write_report(cfg, studies=["sweep-toy2"], out_dir=out, formats=("md",))
-    assert result.artifact_path == "report" and not (out / "report.html").exists()
-    logged = {a.path for a in MlflowClient(cfg.tracking.uri).list_artifacts(parents["sweep-toy2"], "report")}
-    assert "report/summary.json" in logged and "report/acc_by_layer_dec.png" in logged
+    assert result.artifact_path.startswith("report/sweep-toy2-") and not (out / "report.html").exists()
+    logged = {a.path for a in MlflowClient(cfg.tracking.uri).list_artifacts(parents["sweep-toy2"], result.artifact_path)}
+    assert f"{result.artifact_path}/summary.json" in logged and f"{result.artifact_path}/acc_by_layer_dec.png" in logged
     with pytest.raises(UserError, match="already exists: pass --force"):
         write_report(cfg, studies=["sweep-toy2"], out_dir=out)
     (out / "stale.txt").write_text("from an earlier report")
@@ -187,7 +192,7 @@ def test_experiment_selects_its_studies(store) -> None:
 
 BAD = {
     "unknown study": ({"studies": ["swep-toy2"]},
-                      r"unknown study 'swep-toy2'.* Did you mean 'sweep-toy2'\?.*Known studies: empty-toy, "),
+                      r"unknown study 'swep-toy2'.* Did you mean 'sweep-toy2'\?.*Known studies: baseline-toy, empty-toy, "),
     "no finished trials": ({"studies": ["empty-toy"]}, r"study 'empty-toy' has no finished trials \(1 fail, 1 pruned\); "
                            r"run `layerfuse study --preset search --dataset toy`"),
     "unknown experiment": ({"experiments": ["toy3"]},
@@ -216,3 +221,104 @@ def test_cli_report_reads_the_store_given_by_set(store, tmp_path, capsys) -> Non
     code = main(["report", "--study", "sweep-toy9", "--out", str(tmp_path / "bad"), *sets])
     _, err = capsys.readouterr()
     assert code == 2 and err.startswith("layerfuse: error: unknown study 'sweep-toy9'") and err.count("\n") == 1
+    # Reports read MLflow only: an Optuna --storage would be silently ignored, so the flag does not exist.
+    with pytest.raises(SystemExit) as exit_:
+        main(["report", "--study", "sweep-toy2", "--storage", "sqlite:///optuna.db", *sets])
+    assert exit_.value.code == 2 and "unrecognized arguments: --storage" in capsys.readouterr().err
+
+
+def test_unknown_study_is_reported_before_an_existing_folder(store, tmp_path) -> None:
+    cfg, _, _ = store
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "keep.txt").write_text("an earlier report or user data")
+    with pytest.raises(UserError, match=r"unknown study 'swep-toy2'"):
+        write_report(cfg, studies=["swep-toy2"], out_dir=tmp_path / "out")
+    assert (tmp_path / "out" / "keep.txt").is_file()
+
+
+def test_seed_statistics_in_multi_model_last_k_cost_and_pareto(report) -> None:
+    s = report.summary
+    seeds = ("n_seeds", "test_mean", "test_std", "test_ci_low", "test_ci_high")
+    (multi,) = s["multi_model"]  # seeds [.84, .85, .86]: mean .85, std .01, CI [.84, .86]
+    assert [multi[k] for k in seeds] == pytest.approx([3, 0.85, 0.01, 0.84, 0.86])
+    (lastk,) = [r for r in s["last_k"] if (r["agg"], r["k"]) == ("mean", 2)]  # seeds [.81, .82, .83]
+    assert [lastk[k] for k in seeds] == pytest.approx([3, 0.82, 0.01, 0.81, 0.83])
+    assert all(r["n_seeds"] == 1 and r["test_std"] is None for r in s["last_k"] if r is not lastk)
+    cost = {r["n_models"]: r for r in s["cost"]}
+    assert [cost[n]["test_mean"] for n in (1, 2, 3)] == pytest.approx([0.84, 0.86, 0.85])
+    pareto = {r["config"]: r for r in s["pareto"]}  # search's dec@3: seeds [.83, .85, .84]
+    assert [pareto["dec@3"][k] for k in seeds] == pytest.approx([3, 0.84, 0.01, 0.83, 0.85])
+    assert pareto["emb@1 (residual:sum)"]["n_seeds"] == 1
+    md = (report.out_dir / "report.md").read_text()
+    multi_table = md.split("## Three or more models")[1].split("\n## ")[0]
+    assert "| val acc | test acc (test) | test over seeds (test) |" in multi_table
+    assert "| 0.8700 | 0.8500 | 0.8500 ± 0.0100 [0.8400, 0.8600] (n=3) |" in multi_table
+    pareto_table = md.split("### Pareto front")[1].split("\n## ")[0]
+    assert "| dec@3 | 1.00 | 2.000 | 0.8600 | 0.8400 | 0.8400 ± 0.0100 [0.8300, 0.8500] (n=3) |" in pareto_table
+    last_k_table = md.split("## Last-k layer aggregation")[1].split("\n## ")[0]
+    assert "| toy | dec | mean | 2 | 1..3 | **0.8400** | 0.8200 | 0.8200 ± 0.0100 [0.8100, 0.8300] (n=3) |" in last_k_table
+
+
+def test_layer_grid_shows_validation_and_test(report) -> None:
+    md = (report.out_dir / "report.md").read_text()
+    grid = md.split("### Layer-wise accuracy on toy2 ")[1].split("\n#")[0]
+    assert "| layer | dec (val / test) |" in grid
+    # toy2 sweep: layer 2 chosen (val .70, test .72), layer 4 last (val .66, test .60)
+    assert "| 2 | **0.7000 / 0.7200** |" in grid and "| 4 | 0.6600 / 0.6000 |" in grid
+
+
+FILLED = {  # section -> (text when it has runs, text when it has none)
+    "best": ("Re-train the best", "No trials of the neural presets"),
+    "baseline": ("Fitted on the same train part", "No baseline runs"),
+    "layers": ("### Best layer vs last layer", "No single-layer runs"),
+    "last-k": ("k (val-selected)", "No last-k runs"),
+    "fusion": ("### Fusion chosen on validation per pair", "No two-model runs"),
+    "multi": ("One row per dataset and model set", "No runs with three or more models"),
+    "paired": ("paired t-test over seeds (test)", "Needs both single-model and multi-model runs"),
+    "cost": ("### Pareto front", "No run measured its cost"),
+}
+COST_PNGS = {"cost_vs_models.png", "acc_vs_cost.png"}
+ALONE = {  # study -> (filled sections, PNGs); search-toy's emb has one layer: no figure of its own
+    "sweep-toy": ({"best", "layers"}, {"acc_by_layer_dec.png", "acc_by_layer_enc.png"}),
+    "lastk-toy": ({"best", "last-k", "cost"}, {"last_k_dec.png", *COST_PNGS}),
+    "fusion-toy": ({"best", "fusion", "cost"}, {"fusion_comparison.png", *COST_PNGS}),
+    "multi-toy": ({"best", "multi", "cost"}, COST_PNGS),
+    "search-toy": ({"best", "layers", "fusion", "paired", "cost"},
+                   {"acc_by_layer_dec.png", "fusion_comparison.png", *COST_PNGS}),
+    "baseline-toy": ({"baseline"}, set()),
+}
+
+
+@pytest.mark.parametrize("study", sorted(ALONE))
+def test_each_preset_reports_on_its_own(store, tmp_path, study) -> None:
+    cfg, _, _ = store
+    assert {s[0] for s in STUDIES} - {"empty-toy", "sweep-toy2"} == set(ALONE)  # every preset of the fixtures
+    filled, pngs = ALONE[study]
+    result = write_report(cfg, studies=[study], out_dir=tmp_path / study)
+    names = {p.name for p in result.out_dir.iterdir()}
+    assert names == pngs | {"report.md", "report.html", "best_layers.csv", "summary.json"}
+    md = (result.out_dir / "report.md").read_text()
+    for section, (full, empty) in FILLED.items():
+        assert (full in md, empty in md) == ((True, False) if section in filled else (False, True)), section
+    with (result.out_dir / "best_layers.csv").open() as fh:
+        header, *rows = list(csv.reader(fh))
+    assert header == list(BEST_LAST_COLUMNS) and bool(rows) == ("layers" in filled)
+
+
+def test_each_report_gets_its_own_artifact_folder_and_the_tag_names_the_latest(store, tmp_path) -> None:
+    cfg, parents, _ = store
+    mlc = MlflowClient(cfg.tracking.uri)
+    parent = parents["sweep-toy2"]
+
+    def logged(path: str) -> set[str]:
+        return {Path(a.path).name for a in mlc.list_artifacts(parent, path)}
+
+    both = write_report(cfg, studies=["sweep-toy2"], out_dir=tmp_path / "r")
+    same = write_report(cfg, studies=["sweep-toy2"], out_dir=tmp_path / "r", force=True)
+    assert same.artifact_path == both.artifact_path  # unchanged report: same content hash, same folder
+    md_only = write_report(cfg, studies=["sweep-toy2"], out_dir=tmp_path / "r", formats=("md",), force=True)
+    assert md_only.artifact_path != both.artifact_path
+    assert logged(md_only.artifact_path) == set(md_only.summary["files"]) and "report.html" not in md_only.summary["files"]
+    assert "report.html" in logged(both.artifact_path)  # the older report stays whole in its own folder
+    assert {both.artifact_path, md_only.artifact_path} <= {a.path for a in mlc.list_artifacts(parent, "report")}
+    assert mlc.get_run(parent).data.tags[TAG_REPORT] == md_only.artifact_path

@@ -104,7 +104,7 @@ def clashes(fig) -> list[str]:
 def layer_frames() -> tuple[pd.DataFrame, pd.DataFrame]:
     rng = np.random.default_rng(0)
     points = pd.DataFrame([{"dataset": d, "layer": i, "val/acc": 0.6 + 0.01 * i + rng.normal(0, 0.01),
-                            "test/acc": 0.58 + 0.01 * i} for d in DATASETS for i in range(31)])
+                            "test/acc": 0.58 + 0.01 * i, "source": "layer-sweep"} for d in DATASETS for i in range(31)])
     rows = pd.DataFrame([{"dataset": d, "best_layer": 24, "best_val_acc": 0.9, "best_test_acc": 0.88, "last_layer": 30,
                           "last_val_acc": 0.85, "last_test_acc": 0.86} for d in DATASETS])
     return points, rows
@@ -115,8 +115,10 @@ def test_figures_at_paper_scale_have_no_clashing_text() -> None:
     last_k = pd.DataFrame([{"dataset": d, "agg": a, "k": k, "val/acc": 0.8 + k / 100, "test/acc": 0.79 + k / 100}
                            for d in DATASETS for a in ("mean", "max", "min") for k in range(1, 11)])
     fusions = fusion_names()
-    fusion = pd.DataFrame([{"dataset": d, "pair": "smollm2-135m + minilm-l6", "fusion": f, "val_acc": 0.8 + i / 100,
-                            "test_acc": 0.79 + i / 100} for d in DATASETS for i, f in enumerate(fusions)])
+    pairs = [" + ".join(p) for p in itertools.combinations(("smollm2-135m", "minilm-l6", "minilm-l3", "tfidf"), 2)]
+    fusion = pd.DataFrame([{"dataset": d, "pair": p, "fusion": f, "val_acc": 0.8 + i / 100 - j / 50,
+                            "test_acc": 0.79 + i / 100, "chosen": f == fusions[-1]}
+                           for d in DATASETS for j, p in enumerate(pairs) for i, f in enumerate(fusions)])
     trials = pd.DataFrame([{"dataset": d, "n_models": n, "val/acc": 0.7 + n / 20 + j / 100, "test/acc": 0.7 + n / 20,
                             "perf/fused_dim": 384 * n, "perf/feature_bytes": 2**20 * 10.0 ** (n + j / 3),
                             "perf/extract_ms_per_sample": 3.0 * n, "perf/head_ms_per_sample": 0.01 * n}
@@ -131,5 +133,29 @@ def test_figures_at_paper_scale_have_no_clashing_text() -> None:
     }
     for name, fig in figures.items():
         assert clashes(fig) == [], name
-        assert all(ax.get_xlabel() for ax in fig.axes) and fig.axes[0].get_ylabel(), name
-        assert fig.legends and (fig._suptitle is not None or all(ax.get_title() for ax in fig.axes)), name
+        plots_ = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+        assert all(ax.get_xlabel() for ax in plots_) and plots_[0].get_ylabel(), name
+        keyed = fig.legends or len(plots_) < len(fig.axes)  # a legend, or colour bars for the heatmaps
+        assert keyed and (fig._suptitle is not None or all(ax.get_title() for ax in plots_)), name
+    heat = figures["fusion"]
+    frames = [p for ax in heat.axes for p in ax.patches if not p.get_fill()]
+    assert len(frames) == len(DATASETS) * len(pairs)  # one frame per pair: the fusion chosen on validation
+    cells = [t.get_text() for ax in heat.axes for t in ax.texts]
+    assert len(cells) == len(fusion) and "0.790\nval 0.800" in cells
+
+
+def test_layer_figure_marks_points_from_search_trials_and_keeps_stars_inside() -> None:
+    points = pd.DataFrame([{"dataset": "mr", "layer": layer, "val/acc": val, "test/acc": val - 0.01, "source": "trial"}
+                           for layer, val in ((2, 0.70), (5, 0.90))])
+    rows = pd.DataFrame([{"dataset": "mr", "best_layer": 5, "best_val_acc": 0.90, "best_test_acc": 0.89,
+                          "last_layer": 6, "last_val_acc": math.nan, "last_test_acc": math.nan}])
+    fig = plots.acc_by_layer(points, rows, "emb")
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert f"validation: {plots.FROM_TRIALS}" in labels and f"test: {plots.FROM_TRIALS}" in labels
+    assert not any("layer sweep" in label for label in labels)  # nothing here came from a sweep
+    ax = fig.axes[0]
+    diamonds = [ln for ln in ax.lines if ln.get_marker() == "D" and len(ln.get_xdata())]
+    assert diamonds and all(ln.get_linestyle() == "None" for ln in diamonds)  # other head settings: not joined
+    low, high = ax.get_ylim()
+    assert high - 0.90 > 0.1 * (0.90 - 0.69) and 0.69 - low > 0.1 * (0.90 - 0.69)  # stars clear of the frame
+    assert clashes(fig) == []
