@@ -322,3 +322,30 @@ def test_each_report_gets_its_own_artifact_folder_and_the_tag_names_the_latest(s
     assert "report.html" in logged(both.artifact_path)  # the older report stays whole in its own folder
     assert {both.artifact_path, md_only.artifact_path} <= {a.path for a in mlc.list_artifacts(parent, "report")}
     assert mlc.get_run(parent).data.tags[TAG_REPORT] == md_only.artifact_path
+
+
+@pytest.mark.slow
+def test_report_at_reproduce_scale_stays_readable(tmp_path) -> None:
+    """4 datasets x 6 presets, 3 seeds, models of 31, 7, 4 and 1 layers (what `layerfuse reproduce` reports)."""
+    from PIL import Image
+    from report_fixtures import SCALE_DATASETS, SCALE_MODELS, scale_studies
+
+    studies = scale_studies()
+    cfg, _ = build_store(tmp_path, studies)
+    result = write_report(cfg, studies=[s[0] for s in studies], out_dir=tmp_path / "out")
+    pngs = {p.name: Image.open(p).size for p in result.files if p.suffix == ".png"}
+    assert "acc_by_layer_tfidf.png" not in pngs and "last_k_tfidf.png" not in pngs  # one layer: notes instead
+    assert {f"acc_by_layer_{m}.png" for m in SCALE_MODELS if m != "tfidf"} <= set(pngs)
+    assert all(w <= 1300 and h <= 2400 for w, h in pngs.values()), pngs  # the HTML shows them ~1100 px wide
+    md = (result.out_dir / "report.md").read_text()
+    assert md.startswith("# layerfuse report: 24 studies (") and len(md.splitlines()) < 700
+
+    def table_rows(after: str) -> int:
+        block = md.split(after, 1)[1].split("\n\n|", 1)[1].split("\n\n", 1)[0]
+        return block.count("\n") - 1  # minus the separator line under the header
+
+    n_data, n_models = len(SCALE_DATASETS), len(SCALE_MODELS)
+    assert table_rows("## Last-k layer aggregation") == n_data * n_models * 3  # one row per aggregation
+    assert table_rows("### Fusion chosen on validation per pair") == n_data * n_models * (n_models - 1) // 2
+    assert table_rows("## Three or more models") == n_data * 5  # 4 triples and the quadruple
+    assert md.count("(n=3)") > 100
