@@ -208,17 +208,20 @@ def scale_studies(datasets: dict[str, float] | None = None, models: dict[str, in
             return perf(512 * len(ms), 0.5 + 4.0 * sum(models[m] > 3 for m in ms), 0.1 + sum(models[m] for m in ms) / 3,
                         0.01 * len(ms))
 
-        base = [scored(top - 0.04, 0.01, models="", layers={}, fusion="none", baseline=(c, x), cost=perf(0, 0.4, 0, 0.01))
-                for c in ("svm", "logreg") for x in (0.1, 1.0, 10.0)]
+        base = [scored(top - 0.04, 0.01, models="", layers={}, fusion="none", baseline=(c, x),
+                       cost=perf(0, 0.4, 0, 0.01)) for c in ("svm", "logreg") for x in (0.1, 1.0, 10.0)]
         sweeps = []
         for m, depth in models.items():
-            val = [float(top - 0.05 - 0.1 * abs(i / max(depth, 1) - 0.7) + rng.normal(0, 0.005)) for i in range(depth + 1)]
+            val = [float(top - 0.05 - 0.1 * abs(i / max(depth, 1) - 0.7) + rng.normal(0, 0.005))
+                   for i in range(depth + 1)]  # peaks at 70% depth, as decoders tend to
             test = [v + float(rng.normal(0, 0.01)) for v in val]
             chosen = int(np.argmax(val))
-            sweeps.append(trial(m, {m: str(chosen)}, val[chosen], test[chosen], cost={"perf/extract_ms_per_sample": 1.0},
-                                sweep=(val, test), seeds=[test[chosen] + float(rng.normal(0, 0.005)) for _ in range(seeds)]))
+            sweeps.append(trial(m, {m: str(chosen)}, val[chosen], test[chosen], sweep=(val, test),
+                                cost={"perf/extract_ms_per_sample": 1.0},
+                                seeds=[test[chosen] + float(rng.normal(0, 0.005)) for _ in range(seeds)]))
         lastk = [scored(top - 0.04, 0.02, models=m, layers={m: f"{agg}:last{k}"}, cost=cost((m,)))
-                 for m, depth in models.items() for agg in ("mean", "max", "min") for k in range(1, min(10, depth + 1) + 1)]
+                 for m, depth in models.items() for agg in ("mean", "max", "min")
+                 for k in range(1, min(10, depth + 1) + 1)]
         fusion = [scored(top - 0.02, 0.02, models=",".join(p), layers={m: "-1" for m in p}, fusion=f, cost=cost(p))
                   for p in combinations(names, 2) for f in fusion_names()]
         multi = [scored(top - 0.015, 0.01, models=",".join(p), layers={m: "-1" for m in p}, cost=cost(p))

@@ -318,7 +318,8 @@ def test_each_report_gets_its_own_artifact_folder_and_the_tag_names_the_latest(s
     assert same.artifact_path == both.artifact_path  # unchanged report: same content hash, same folder
     md_only = write_report(cfg, studies=["sweep-toy2"], out_dir=tmp_path / "r", formats=("md",), force=True)
     assert md_only.artifact_path != both.artifact_path
-    assert logged(md_only.artifact_path) == set(md_only.summary["files"]) and "report.html" not in md_only.summary["files"]
+    assert logged(md_only.artifact_path) == set(md_only.summary["files"])
+    assert "report.html" not in md_only.summary["files"]
     assert "report.html" in logged(both.artifact_path)  # the older report stays whole in its own folder
     assert {both.artifact_path, md_only.artifact_path} <= {a.path for a in mlc.list_artifacts(parent, "report")}
     assert mlc.get_run(parent).data.tags[TAG_REPORT] == md_only.artifact_path

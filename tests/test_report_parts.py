@@ -137,6 +137,8 @@ def test_figures_at_paper_scale_have_no_clashing_text() -> None:
         assert all(ax.get_xlabel() for ax in plots_) and plots_[0].get_ylabel(), name
         keyed = fig.legends or len(plots_) < len(fig.axes)  # a legend, or colour bars for the heatmaps
         assert keyed and (fig._suptitle is not None or all(ax.get_title() for ax in plots_)), name
+    for ax in figures["last_k"].axes:  # no marker on the frame: k = 1..10 with room either side
+        assert ax.get_xlim()[0] < 1 and ax.get_xlim()[1] > 10
     heat = figures["fusion"]
     frames = [p for ax in heat.axes for p in ax.patches if not p.get_fill()]
     assert len(frames) == len(DATASETS) * len(pairs)  # one frame per pair: the fusion chosen on validation

@@ -157,6 +157,8 @@ def last_k_curves(table: pd.DataFrame, refs: pd.DataFrame, model: str) -> Figure
                     ax.axhline(last, color="grey", ls=":", label="last layer alone")
                 ax.axhline(chosen, color="black", ls="--", lw=1, label="best single layer (chosen on validation)")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_xlim(float(table["k"].min()) - 0.5, float(table["k"].max()) + 0.5)  # no marker on the frame
+            ax.margins(y=0.12)
             ax.set_xlabel("k (number of last layers aggregated)")
             ax.set_ylabel(ACC)
             _title(ax, f"{display(dataset)}: {name}" + (" (k and aggregation chosen on validation)" if c else ""))
@@ -175,8 +177,8 @@ def _cell_text_color(cmap: Colormap, norm: Normalize, value: float) -> str:
 def fusion_methods(df: pd.DataFrame, singles: dict[str, float]) -> Figure:
     """Table 2's two-model rows as one heatmap per dataset: model pairs (rows) by fusion methods (columns).
 
-    Each cell prints the test (top) and validation accuracy at the layers chosen on validation; a black frame marks the fusion
-    chosen on validation for that pair. The colour is the gain over the validation-selected single model
+    Each cell prints the test (top) and validation accuracy at the layers chosen on validation; a black frame
+    marks the fusion chosen on validation for that pair. The colour is the gain over the validation-selected single model
     (test; diverging, white = no gain) where that model is known, else the test accuracy itself. A heatmap
     stays legible at the scale of a full reproduction (6 pairs x 14 fusions per dataset) where a dot plot does not.
 

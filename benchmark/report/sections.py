@@ -89,7 +89,7 @@ def _figure(doc: Doc, fig: Any, folder: Path, name: str, caption: str, files: li
 
 def _intro(doc: Doc, data: ReportData) -> None:
     t, base = data.trials, data.baselines
-    datasets = sorted({*t["dataset"], *(() if base is None else base["dataset"])})
+    datasets = sorted({display(d) for d in (*t["dataset"], *(() if base is None else base["dataset"]))})
     lexical = f" (+{len(base)} TF-IDF baseline)" if base is not None and len(base) else ""
     doc.para(f"Studies: {', '.join(sorted(data.counts))}. Datasets: {', '.join(datasets)}. "
              f"Finished trials: {len(t)}{lexical}.")
@@ -120,8 +120,8 @@ def _layer_section(doc: Doc, c: Computed, folder: Path, files: list[Path]) -> No
     if c.points.empty:
         doc.note("No single-layer runs: run the `layer-sweep` preset to fill this section.")
         return
-    doc.note("Single layers of single models, from layer-sweep runs (same head settings for every layer); "
-             f"a model without a sweep shows its single-layer trials instead (column source; diamonds {plots.FROM_TRIALS}).")
+    doc.note("Single layers of single models, from layer-sweep runs (same head settings for every layer); a model "
+             f"without a sweep shows its single-layer trials instead (column source; diamonds {plots.FROM_TRIALS}).")
     layers = c.points.groupby(["model", "dataset"])["layer"].nunique().groupby(level="model").max()
     flat = sorted(str(m) for m, n in layers.items() if n < 2)
     for model in sorted(m for m in c.points["model"].unique() if m not in flat):
@@ -196,8 +196,8 @@ def _fusion_section(doc: Doc, c: Computed, folder: Path, files: list[Path]) -> N
             files)
     doc.heading("Fusion chosen on validation per pair", 3)
     chosen = c.fusion[c.fusion["chosen"]]
-    _table(doc, ["dataset", "pair", "fusion (val-selected)", "fusions tried", "layers (val-selected)", "val acc", "test acc (test)",
-                 "test over seeds (test)", "best member (val-selected)", "member (test)", "gain vs member (test)",
+    _table(doc, ["dataset", "pair", "fusion (val-selected)", "fusions tried", "layers (val-selected)", "val acc",
+                 "test acc (test)", "test over seeds (test)", "best member (val-selected)", "member (test)", "gain vs member (test)",
                  "TF-IDF (test)"],
            [[display(r["dataset"]), r["pair"], r["fusion"],
              str(int(((c.fusion["dataset"] == r["dataset"]) & (c.fusion["pair"] == r["pair"])).sum())),
