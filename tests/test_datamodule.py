@@ -153,7 +153,8 @@ def _pair(tmp_path: Path, **other: object) -> tuple[Selection, Selection]:
     a_tr = write_cache(tmp_path, "a", "train", feats[:, :20], labels[:20])
     a_te = write_cache(tmp_path, "a", "test", feats[:, 20:], labels[20:])
     o_feats, o_labels = other.get("feats", feats[:, :20]), other.get("labels", labels[:20])
-    b_tr = write_cache(tmp_path, "b", "train", o_feats, o_labels, texts_id=other.get("texts_id"), num_classes=other.get("num_classes", 2))  # type: ignore[arg-type]
+    b_tr = write_cache(tmp_path, "b", "train", o_feats, o_labels, texts_id=other.get("texts_id"),  # type: ignore[arg-type]
+                       num_classes=other.get("num_classes", 2))  # type: ignore[arg-type]
     b_te = write_cache(tmp_path, "b", "test", feats[:, 20:], labels[20:])
     return Selection("a", -1, a_tr, a_te), Selection("b", -1, b_tr, b_te)
 
