@@ -69,24 +69,22 @@ def _job(job: str, spec: dict[str, Any]) -> dict[str, Any]:
     from lightning_modules.sweep import sweep_layers
     from lightning_modules.train import fit_and_evaluate
 
-    import torch
-
-    if spec.get("threads"):
-        torch.set_num_threads(spec["threads"])
     cfg = _config(spec)
     train, test = Path(spec["train"]), Path(spec["test"])
+    # CPU seconds beside wall seconds: with other jobs on the cores, wall time depends on them, CPU time much less.
     if job == "sweep":
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         scores = sweep_layers(train, test, cfg)
-        return {"wall_s": time.perf_counter() - start, "peak_rss_mb": peak_rss_mb(), "scores": [asdict(s) for s in scores]}
+        return {"wall_s": time.perf_counter() - start, "cpu_s": time.process_time() - cpu, "peak_rss_mb": peak_rss_mb(),
+                "scores": [asdict(s) for s in scores]}
     if job == "sequential":
         single = with_values(cfg, {"train.fusion": "concat"})
-        start, results = time.perf_counter(), []
+        start, cpu, results = time.perf_counter(), time.process_time(), []
         for layer in range(FeatureCache(train).num_layers + 1):
             r = fit_and_evaluate(single, [Selection(spec["model"], layer, train, test)])
             results.append({"layer": layer, **r.asdict()})
             log.info("layer %d: val %.4f test %.4f, %d epochs, %.1f s", layer, r.val_acc, r.test_acc, r.epochs, r.fit_s)
-        return {"wall_s": time.perf_counter() - start, "peak_rss_mb": peak_rss_mb(), "results": results}
+        return {"wall_s": time.perf_counter() - start, "cpu_s": time.process_time() - cpu, "peak_rss_mb": peak_rss_mb(), "results": results}
     if job == "fit":
         r = fit_and_evaluate(cfg, [Selection(spec["model"], spec["layer"], train, test)])
         return {"peak_rss_mb": r.peak_rss_mb, "fit_s": r.fit_s, "feature_bytes": r.feature_bytes, "epochs": r.epochs}
@@ -114,11 +112,13 @@ def _markdown(sweep: dict[str, Any], seq: dict[str, Any], rss: list[dict[str, An
                        f"{s['epochs']} / {r['epochs']} |")
         fit_total = sum(r["fit_s"] for r in seq["results"])
         out += ["", "| measure | value |", "|---|---:|",
-                f"| layers | {len(diffs)} |",
-                f"| batched sweep, wall s | {sweep['wall_s']:.1f} |",
-                f"| L+1 sequential fit_and_evaluate, wall s | {seq['wall_s']:.1f} |",
+                f"| layers / layer-epochs trained (sweep / fits) | {len(diffs)} / {sum(x['epochs'] for x in sweep['scores'])} / "
+                f"{sum(r['epochs'] for r in seq['results'])} |",
+                f"| batched sweep, wall s / CPU s | {sweep['wall_s']:.1f} / {sweep['cpu_s']:.1f} |",
+                f"| L+1 sequential fit_and_evaluate, wall s / CPU s | {seq['wall_s']:.1f} / {seq['cpu_s']:.1f} |",
                 f"| of which trainer.fit s | {fit_total:.1f} |",
                 f"| speed-up (wall) | {seq['wall_s'] / sweep['wall_s']:.1f}x |",
+                f"| speed-up (CPU time) | {seq['cpu_s'] / sweep['cpu_s']:.1f}x |",
                 f"| speed-up vs trainer.fit time only | {fit_total / sweep['wall_s']:.1f}x |",
                 f"| max / mean abs test-acc diff, points | {max(diffs):.2f} / {np.mean(diffs):.3f} |",
                 f"| best layer by val (sweep / fits) | {_best(sweep['scores'])} / {_best(seq['results'])} |",
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rss-n", type=int, default=20000, help="N of the peak-RSS fits (4N is run too)")
     parser.add_argument("--rss-layer", default="mean:last8", help="layer spec of the peak-RSS fits")
     parser.add_argument("--rss-epochs", type=int, default=2, help="epochs of the peak-RSS fits (one pass reads every row)")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads in every measurement (0 = torch's default)")
+    parser.add_argument("--threads", type=int, help="train.threads of every measurement (default: the config's, 1)")
     parser.add_argument("--out", default="reports/speed_train", help="output path without suffix")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--spec", help=argparse.SUPPRESS)
@@ -160,7 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     from lightning_modules.datamodule import resolve_selection
     from lightning_modules.layers import LayerSpec, parse_layer_spec
 
-    spec: dict[str, Any] = {"model": args.model, "dataset": args.dataset, "sets": args.sets, "threads": args.threads}
+    # Fits and the sweep set their own torch threads from train.threads, so that is where --threads goes.
+    sets = [*args.sets, *([f"train.threads={args.threads}"] if args.threads is not None else [])]
+    spec: dict[str, Any] = {"model": args.model, "dataset": args.dataset, "sets": sets}
     load_before = os.getloadavg()
     cfg = _config(spec)
     sel = resolve_selection(cfg, args.model, -1)
@@ -182,12 +184,12 @@ def main(argv: list[str] | None = None) -> int:
             for n in (args.rss_n, 4 * args.rss_n):
                 train = resample_cache(sel.train_dir, Path(tmp), n, 0, layers)
                 test = resample_cache(sel.test_dir, Path(tmp), max(1, n // 2), 1, layers)
-                sets = [*args.sets, f"train.max_epochs={args.rss_epochs}", "train.patience=0"]
+                sets = [*spec["sets"], f"train.max_epochs={args.rss_epochs}", "train.patience=0"]
                 r = _child("fit", {**spec, "sets": sets, "train": str(train), "test": str(test), "layer": renumbered})
                 rss.append({"layer": args.rss_layer, "n": n, "test_n": max(1, n // 2), "layer_mib": n * len(layers) * cache.hidden_size * 2 / 2**20, **r})
                 log.info("fit at N=%d: peak RSS %.0f MiB", n, r["peak_rss_mb"])
     command = "python -m benchmark.speed_train " + " ".join(argv if argv is not None else sys.argv[1:])
-    load = f"load average before / after: {load_before[0]:.2f} / {os.getloadavg()[0]:.2f} (2 cores); torch threads: {args.threads or 'default'}"
+    load = f"load average before / after: {load_before[0]:.2f} / {os.getloadavg()[0]:.2f} (2 cores); train.threads: {cfg.train.threads}"
     md = _markdown(sweep, seq, rss, command, [load])
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

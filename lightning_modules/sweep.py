@@ -2,11 +2,16 @@
 
 Each layer's head is the one ``fit_and_evaluate`` trains for a single layer with ``fusion=concat`` (no
 projection): same initial weights (``MLPHead`` seeded by ``train.seed``), same batches
-(``ShuffledBatchSampler`` with the same seed), same dropout masks (one generator per layer, seeded as the
-head's own), same Adam update (element-wise, so a stacked parameter is the per-layer update), the same
-early-stopping rule per layer (strict improvement of ``train.monitor``, stop after ``patience`` epochs
-without) and best-epoch weights for the test score. A batch is read once for all layers still training;
-a layer that stopped is dropped from the stacked weights, so it costs nothing afterwards.
+(``ShuffledBatchSampler`` with the same seed), same dropout masks, same Adam update (element-wise, so a
+stacked parameter is the per-layer update), the same early-stopping rule per layer (strict improvement of
+``train.monitor``, stop after ``patience`` epochs without) and best-epoch weights for the test score.
+
+Where the time goes (BENCHMARKS.md): the batched matmuls and the Adam pass over the stacked weights; the
+rest is kept off the step. Every head has the same seed, so every head's dropout generator yields the same
+masks in lockstep: one ``(B, h)`` draw per step serves all heads (exactly the draws of a single fit). The
+train and validation rows of all layers are read once into a float32 block when it fits ``RESIDENT_BYTES``
+(a batch is then an in-memory gather, not 31 x B reads from disk), else streamed per batch. A layer that
+stopped leaves the stacked weights, its Adam moments and the block, so it costs nothing afterwards.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from benchmark.cache import FeatureCache
 from lightning_modules.callbacks import improved, monitor_mode, torch_threads
 from lightning_modules.components.classifier import MLPHead, apply_dropout, dropout_seed, make_adam
 from lightning_modules.datamodule import CachedFeatureDataModule, Selection
+from lightning_modules.features import CachedFeatureDataset
 from lightning_modules.layers import LayerSpec
 
 if TYPE_CHECKING:
@@ -45,17 +51,28 @@ class LayerScore:
     test_f1: float
     best_epoch: int
     epochs: int
+    feature_bytes: int = 0  # bytes the whole sweep read from feature files (all its layers, all passes)
+
+
+RESIDENT_BYTES = 1 << 30  # train + validation rows of all layers held in memory up to this size (MR, 31 x 576: 0.5 GB)
 
 
 class BatchedHeads:
-    """The MLP heads of several layers as stacked tensors ``W_j (n, in, out)``, ``b_j (n, 1, out)``."""
+    """The MLP heads of several layers as stacked tensors ``W_j (n, in, out)``, ``b_j (n, 1, out)``.
+
+    All heads must share one seed: their dropout generators then yield identical masks, so one draw per
+    step is broadcast over the heads (the batched step stays equal to each head's own fit).
+    """
 
     def __init__(self, heads: list[MLPHead], device: torch.device) -> None:
+        seeds = {h.seed for h in heads}
+        if len(seeds) != 1:
+            raise ValueError(f"batched heads share one seed (one dropout stream), got seeds {sorted(seeds)}")
         self.dropout = heads[0].dropout
         n_lin = len(heads[0].linears)
         self.weights = [torch.stack([h.linears[j].weight.detach().T for h in heads]).contiguous().to(device) for j in range(n_lin)]
         self.biases = [torch.stack([h.linears[j].bias.detach()[None] for h in heads]).contiguous().to(device) for j in range(n_lin)]
-        self.rngs = [np.random.default_rng(dropout_seed(h.seed)) for h in heads]
+        self.rng = np.random.default_rng(dropout_seed(seeds.pop()))
         for p in self.parameters():
             p.requires_grad_(True)
 
@@ -64,24 +81,21 @@ class BatchedHeads:
         return [*self.weights, *self.biases]
 
     def forward(self, x: Tensor, train: bool) -> Tensor:
-        """``(n, B, H) -> (n, B, C)`` logits; dropout masks drawn per head from its own generator when training."""
+        """``(n, B, H) -> (n, B, C)`` logits; one dropout draw ``(B, h)`` per hidden layer, shared by all heads, when training."""
         for j, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
             x = torch.baddbmm(b, x, w)  # (n, B, out)
             if j < len(self.weights) - 1:
                 x = x.relu()
                 if train and self.dropout > 0:
-                    uniform = np.empty(tuple(x.shape), dtype=np.float32)  # (n, B, h)
-                    for u, rng in zip(uniform, self.rngs, strict=True):
-                        rng.random(dtype=np.float32, out=u)  # the draw MLPHead makes for this head
-                    x = apply_dropout(x, torch.from_numpy(uniform), self.dropout)
+                    uniform = self.rng.random(tuple(x.shape[1:]), dtype=np.float32)  # (B, h): the draw MLPHead makes
+                    x = apply_dropout(x, torch.from_numpy(uniform), self.dropout)  # mask broadcast over heads
         return x
 
     def keep(self, idx: list[int], optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
-        """Keep heads ``idx`` only (parameters, generators and Adam moments); return the new optimizer."""
+        """Keep heads ``idx`` only (parameters and Adam moments); return the new optimizer."""
         old = self.parameters()
         self.weights = [w.detach()[idx].clone().requires_grad_(True) for w in self.weights]
         self.biases = [b.detach()[idx].clone().requires_grad_(True) for b in self.biases]
-        self.rngs = [self.rngs[i] for i in idx]
         new_opt = make_adam(self.parameters(), optimizer.defaults["lr"], optimizer.defaults["weight_decay"])
         for p_old, p_new in zip(old, self.parameters(), strict=True):
             st = optimizer.state.get(p_old)
@@ -98,6 +112,48 @@ class BatchedHeads:
         stacked = [torch.stack(parts) for parts in zip(*states, strict=True)]
         n_lin = len(self.weights)
         self.weights, self.biases = stacked[:n_lin], stacked[n_lin:]
+
+
+class StackedRows:
+    """One split's rows of the layers still training, as ``(n, B, H)`` float32 batches.
+
+    Resident: the whole split read once, layer by layer, into a ``(n, N, H)`` block by the reader a single
+    fit uses (``SelectionFeatures.read``; ``stacked`` gives the same bits), and a batch is an index into it.
+    Streamed: each batch is read from the layer files. ``keep`` drops stopped layers either way.
+    """
+
+    def __init__(self, dataset: CachedFeatureDataset, which: list[int], resident: bool, device: torch.device) -> None:
+        self.dataset, self.which, self.device = dataset, list(which), device
+        self.labels = torch.from_numpy(dataset.labels).to(device)  # (N,)
+        self.block: Tensor | None = None
+        if resident:
+            block = torch.empty(len(which), len(dataset), dataset.sources[which[0]].width)  # (n, N, H)
+            for i, j in enumerate(self.which):
+                dataset.sources[j].read(dataset.rows, out=block[i].numpy())
+            self.block = block.to(device)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def batch(self, pos: list[int] | np.ndarray) -> tuple[Tensor, Tensor]:
+        """Features ``(n, B, H)`` and labels ``(B,)`` of the (sorted) positions ``pos``."""
+        if self.block is None:
+            x, y = self.dataset.stacked(pos, self.which)
+            return x.to(self.device), y.to(self.device)
+        idx = torch.as_tensor(pos, device=self.device)
+        return self.block.index_select(1, idx), self.labels[idx]
+
+    def chunk(self, start: int, stop: int) -> tuple[Tensor, Tensor]:
+        """Positions ``start:stop`` in order (evaluation): a view of the resident block, no copy."""
+        if self.block is None:
+            return self.batch(np.arange(start, stop))
+        return self.block[:, start:stop], self.labels[start:stop]
+
+    def keep(self, idx: list[int]) -> None:
+        """Keep the layers at positions ``idx`` of the current ones."""
+        self.which = [self.which[i] for i in idx]
+        if self.block is not None:
+            self.block = self.block[idx]  # a copy: the stopped layers' rows are freed
 
 
 def sweep_device(accelerator: str) -> torch.device:
@@ -131,24 +187,21 @@ class _Track:
 
 
 @torch.no_grad()
-def _evaluate(heads: BatchedHeads, dm: CachedFeatureDataModule, split: str, which: list[int]) -> tuple[Tensor, Tensor, Tensor]:
-    """Per-head (loss, acc, macro-F1) over ``split``; head i reads source ``which[i]``."""
-    losses, preds, ys = [], [], []
-    num_classes = dm.num_classes
-    device = heads.weights[0].device
-    for pos in dm.batch_sampler(split):
-        x, y = dm.datasets[split].stacked(pos, which)
-        x, y = x.to(device), y.to(device)
+def _evaluate(heads: BatchedHeads, rows: StackedRows, batch_size: int, num_classes: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-head (loss, acc, macro-F1) over ``rows`` in order, in batches of ``batch_size`` (as the fit's validation loader)."""
+    losses, preds = [], []
+    for start in range(0, len(rows), batch_size):
+        x, y = rows.chunk(start, min(start + batch_size, len(rows)))
         logits = heads.forward(x, train=False)  # (n, B, C)
         n = logits.shape[0]
         ce = F.cross_entropy(logits.reshape(-1, num_classes), y.repeat(n), reduction="none").view(n, -1).mean(dim=1)
         losses.append(ce * len(y))
         preds.append(logits.argmax(dim=-1))
-        ys.append(y)
-    pred, y = torch.cat(preds, dim=1), torch.cat(ys)  # (n, N), (N,)
+    pred, y = torch.cat(preds, dim=1), rows.labels  # (n, N), (N,)
     loss = torch.stack(losses).sum(dim=0) / len(y)
     acc = (pred == y).float().mean(dim=1)
-    f1 = torch.stack([multiclass_f1_score(p, y, num_classes, average="macro") for p in pred])
+    # samplewise over a (heads, N) input: one macro-F1 per head in one call
+    f1 = multiclass_f1_score(pred, y.expand_as(pred), num_classes, average="macro", multidim_average="samplewise")
     return loss, acc, f1
 
 
@@ -180,17 +233,19 @@ def _sweep_layers(train_dir: Path, test_dir: Path, cfg: BenchConfig, layers: Seq
     layers = list(range(num_layers + 1)) if layers is None else [LayerSpec((i,)).resolve(num_layers)[0] for i in layers]
     dm = CachedFeatureDataModule.from_config([Selection(f"layer {i}", i, Path(train_dir), Path(test_dir), val_dir) for i in layers], cfg)
     dm.setup()
-    train, c = dm.datasets["train"], dm.num_classes
-    device = sweep_device(t.accelerator)
+    c, device = dm.num_classes, sweep_device(t.accelerator)
     heads = BatchedHeads([MLPHead(h, t.hidden_dims, c, t.dropout, t.seed) for h in dm.input_dims], device)
     opt = make_adam(heads.parameters(), t.lr, t.weight_decay)
     sampler = dm.batch_sampler("train")  # the very batches fit_and_evaluate's DataLoader yields
+    everything = list(range(len(layers)))
+    train_val_bytes = len(layers) * (len(dm.datasets["train"]) + len(dm.datasets["val"])) * max(dm.input_dims) * 4
+    resident = train_val_bytes <= RESIDENT_BYTES
+    train, val = (StackedRows(dm.datasets[split], everything, resident, device) for split in ("train", "val"))
     tracks = [_Track(monitor_mode(t.monitor), t.patience) for _ in layers]
-    active = list(range(len(layers)))  # positions (into ``layers``) still training, in head order
+    active = everything  # positions (into ``layers``) still training, in head order
     for epoch in range(t.max_epochs):
         for pos in sampler:
-            x, y = train.stacked(pos, active)
-            x, y = x.to(device), y.to(device)
+            x, y = train.batch(pos)
             logits = heads.forward(x, train=True)  # (n, B, C)
             n = logits.shape[0]
             # Sum of per-head mean losses: each head's gradient is that of its own loss.
@@ -198,18 +253,22 @@ def _sweep_layers(train_dir: Path, test_dir: Path, cfg: BenchConfig, layers: Seq
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-        v_loss, v_acc, v_f1 = _evaluate(heads, dm, "val", active)
+        v_loss, v_acc, v_f1 = _evaluate(heads, val, dm.eval_batch_size, c)
         monitored = v_loss if t.monitor == "val/loss" else v_acc
         keep = []
         for i, li in enumerate(active):
-            val = (float(v_acc[i]), float(v_f1[i]), float(v_loss[i]))
-            if not tracks[li].end_epoch(epoch, float(monitored[i]), val, partial(heads.snapshot, i)):
+            val_scores = (float(v_acc[i]), float(v_f1[i]), float(v_loss[i]))
+            if not tracks[li].end_epoch(epoch, float(monitored[i]), val_scores, partial(heads.snapshot, i)):
                 keep.append(i)
         if len(keep) < len(active):
             active = [active[i] for i in keep]
             if not active:
                 break
             opt = heads.keep(keep, opt)
+            train.keep(keep)
+            val.keep(keep)
+    del train, val  # free the resident block before the test pass
     heads.load([tr.state for tr in tracks])
-    _, test_acc, test_f1 = _evaluate(heads, dm, "test", list(range(len(layers))))
-    return [LayerScore(layer, *tr.val, float(test_acc[i]), float(test_f1[i]), tr.best_epoch, tr.epochs) for i, (layer, tr) in enumerate(zip(layers, tracks, strict=True))]
+    _, test_acc, test_f1 = _evaluate(heads, StackedRows(dm.datasets["test"], everything, False, device), dm.eval_batch_size, c)
+    return [LayerScore(layer, *tr.val, float(test_acc[i]), float(test_f1[i]), tr.best_epoch, tr.epochs, dm.feature_bytes)
+            for i, (layer, tr) in enumerate(zip(layers, tracks, strict=True))]

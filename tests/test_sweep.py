@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
+import math
 from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from helpers_features import make_model
 
 from benchmark.config import BenchConfig, load_config, with_values
+from lightning_modules import sweep
 from lightning_modules.sweep import LayerScore, sweep_layers
 from lightning_modules.train import fit_and_evaluate
 
@@ -28,15 +30,36 @@ def _assert_agree(scores: list[LayerScore], cfg: BenchConfig, model: Any, tol: f
         assert s.val_loss == pytest.approx(r.val_loss, rel=1e-4)
 
 
-@pytest.mark.parametrize("monitor", ["val/loss", "val/acc"])
-def test_sweep_equals_separate_fits(tmp_path: Path, monitor: str) -> None:
+@pytest.mark.parametrize(("monitor", "resident"), [("val/loss", True), ("val/acc", False)])
+def test_sweep_equals_separate_fits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, monitor: str, resident: bool) -> None:
+    if not resident:  # rows streamed from the layer files per batch instead of held in memory
+        monkeypatch.setattr(sweep, "RESIDENT_BYTES", 0)
     m = make_model(tmp_path, n_train=96, n_test=60, hidden=12, num_layers=2, num_classes=3, signal=1.2)
     cfg = _cfg(**{"train.monitor": monitor})
+    train_shapes: list[int] = []
+    forward = sweep.BatchedHeads.forward
+
+    def spy(self: sweep.BatchedHeads, x: torch.Tensor, train: bool) -> torch.Tensor:
+        if train:
+            train_shapes.append(x.shape[0])
+        return forward(self, x, train)
+
+    monkeypatch.setattr(sweep.BatchedHeads, "forward", spy)
     scores = sweep_layers(m.train_dir, m.test_dir, cfg)
     assert [s.layer for s in scores] == [0, 1, 2]
     assert min(s.epochs for s in scores) < cfg.train.max_epochs  # some layer stopped early and left the batch
+    # A stopped layer costs nothing: each training batch of epoch e stacks only the layers that train past e.
+    steps = math.ceil(86 / 32)  # 96 rows minus 10% stratified validation, batches of 32
+    assert train_shapes == [sum(s.epochs > e for s in scores) for e in range(max(s.epochs for s in scores)) for _ in range(steps)]
     assert scores[-1].test_acc > scores[0].test_acc  # the synthetic signal grows with depth
     _assert_agree(scores, cfg, m)
+
+
+def test_batched_heads_need_one_seed() -> None:
+    from lightning_modules.components.classifier import MLPHead
+
+    with pytest.raises(ValueError, match=r"share one seed.*\[0, 1\]"):
+        sweep.BatchedHeads([MLPHead(4, (3,), 2, 0.1, seed) for seed in (0, 1)], torch.device("cpu"))
 
 
 def test_layer_subset_and_negative_indices(tmp_path: Path) -> None:
@@ -58,8 +81,6 @@ def test_no_dropout_no_patience(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_sweep_agrees_with_fits_on_real_minilm_features(shared_dir: Path, tmp_path: Path) -> None:
     """Real features: 600 MR texts per split through minilm-l3; per-layer test accuracy within 0.5 points."""
-    if importlib.util.find_spec("extractors.run") is None:
-        pytest.skip("extractors.run is not available yet: the sweep was only checked on synthetic features")
     from extractors.run import extract_all
 
     from lightning_modules.datamodule import resolve_selection
