@@ -22,6 +22,7 @@ from benchmark.registry import Registry
 from lightning_modules.components.fusion import fusion_names
 from lightning_modules.layers import AGGREGATIONS
 from studies.baseline import C_GRID, CLASSIFIERS
+from studies.sampling import TrialSeededSampler
 
 log = logging.getLogger(__name__)
 
@@ -87,10 +88,11 @@ class Preset:
     needs_features: bool = True
 
     def sampler(self, ctx: StudyContext, seed: int) -> optuna.samplers.BaseSampler:
-        """Grid sampler over the preset's grid, or a seeded multivariate TPE sampler."""
+        """Grid sampler over the preset's grid, or a multivariate TPE sampler seeded per trial (see ``studies.sampling``)."""
         if self.grid is not None:
+            # The seed orders the grid that grid ids index: every process must use the same one.
             return optuna.samplers.GridSampler(self.grid(ctx), seed=seed)
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=8)
+        return TrialSeededSampler(lambda s: optuna.samplers.TPESampler(seed=s, multivariate=True, group=True, n_startup_trials=8), seed)
 
     def grid_size(self, ctx: StudyContext) -> int | None:
         """Number of grid points, or None for sampled presets."""
@@ -148,12 +150,14 @@ def _plan_search(trial: optuna.Trial, ctx: StudyContext) -> TrialPlan:
             continue
         top = ctx.num_layers[model]
         layer = trial.suggest_int(f"layer.{model}", 0, top)
-        agg = str(trial.suggest_categorical(f"agg.{model}", ["single", *AGGREGATIONS.names()]))
+        # With max_k = 1 there is nothing to aggregate: the only choice is the single layer.
+        aggs = ["single", *(AGGREGATIONS.names() if ctx.max_k > 1 else [])]
+        agg = str(trial.suggest_categorical(f"agg.{model}", aggs))
         if agg == "single":
             layers[model] = str(layer)
         else:
             # Aggregate the k layers ending at the chosen one (k=1 is the single layer again).
-            k = trial.suggest_int(f"k.{model}", 2, max(2, ctx.max_k))
+            k = trial.suggest_int(f"k.{model}", 2, ctx.max_k)
             layers[model] = f"{agg}:" + ",".join(str(i) for i in range(max(0, layer - k + 1), layer + 1))
         used.append(model)
     fusion = str(trial.suggest_categorical("fusion", ctx.fusion_choices))
