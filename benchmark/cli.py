@@ -124,7 +124,7 @@ def _add_study(sub: Any) -> None:
     p.add_argument("--workers", "-j", type=_positive_int, help="worker processes on this machine")
     p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     p.add_argument("--seeds", type=_positive_int, help="seeds per configuration")
-    p.add_argument("--no-pruning", action="store_true", help="disable median pruning")
+    p.add_argument("--no-pruning", action="store_true", help="disable pruning (study.pruner: median or threshold:X)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_run_study, flag_keys={
         "preset": "study.preset", "dataset": "extract.dataset", "models": "extract.models", "trials": "study.trials",

@@ -156,7 +156,8 @@ class StudyConfig:
     storage: str = field(default="sqlite:///mlruns/optuna.db", metadata=_help("Optuna storage: sqlite:///f.db, postgresql://..., or journal:f.log"))
     workers: int = field(default=1, metadata=_help("worker processes on this machine"))
     timeout: float | None = field(default=None, metadata=_help("stop starting trials after this many seconds"))
-    pruning: bool = field(default=True, metadata=_help("median pruning of unpromising trials"))
+    pruning: bool = field(default=True, metadata=_help("prune unpromising trials while they train (with study.pruner)"))
+    pruner: str = field(default="median", metadata=_help("median (below the median of earlier trials at the same epoch) or threshold:X (val/acc below X); from epoch 5"))
     seeds: int = field(default=1, metadata=_help("seeds per configuration (metrics are their mean)"))
     heartbeat: float = field(default=10.0, metadata=_help("seconds between trial heartbeats; a trial silent for 3 beats is failed and retried"))
     fusions: tuple[str, ...] = field(default=(), metadata=_help("fusions the fusion-methods and search presets choose from (empty = all)"))
@@ -169,6 +170,9 @@ class StudyConfig:
         _check_positive("study.seeds", self.seeds)
         _check_positive("study.heartbeat", self.heartbeat)
         _check_positive("study.max_k", self.max_k)
+        kind, _, value = self.pruner.partition(":")
+        if not (self.pruner == "median" or (kind == "threshold" and value.replace(".", "", 1).isdigit())):
+            raise ConfigError(f"study.pruner={self.pruner!r} is not valid: use median or threshold:X (e.g. threshold:0.6)")
 
 
 @dataclass(frozen=True, slots=True)

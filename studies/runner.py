@@ -1,8 +1,15 @@
 """``run_study(cfg)``: create or resume an Optuna study, run its trials in K worker processes, summarise it.
 
 Re-running the same command resumes: the study (``load_if_exists``), its MLflow parent run (id in the study's
-user attributes) and its best layers are reused, and only the trials still missing are run. A study resumed
-with different settings (models, caches, head defaults) is refused, since its trials would not be comparable.
+user attributes) and its best layers are reused, and only the trials still missing are run; failed trials
+(a killed worker's, once its heartbeat is stale, or one that raised) are retried with their params first. A
+study resumed with different settings (models, caches, head defaults) is refused, since its trials would not
+be comparable.
+
+Workers and hosts coordinate through the study lock (``studies.storage.StudyLock``): set-up (fingerprint,
+parent run, best layers) happens once, and each worker starts a trial only while finished plus running trials
+are below the target, so the study ends with exactly that many finished trials. A worker with nothing left
+to start waits for the running trials: if one was a dead worker's, it is failed once stale and retried.
 """
 
 from __future__ import annotations
@@ -11,6 +18,8 @@ import dataclasses
 import json
 import logging
 import multiprocessing
+import shlex
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,19 +30,23 @@ from optuna.trial import TrialState
 
 from benchmark import tracking
 from benchmark.cache import FeatureCache, is_complete
-from benchmark.config import BenchConfig, StudyConfig, with_values
+from benchmark.config import BenchConfig, DataConfig, PathsConfig, StudyConfig
 from benchmark.errors import UserError
 from benchmark.keys import load_text_split, resolve_features
 from benchmark.text_data import dataset_label
 from studies.objective import ModelDirs, Objective, StudyRuns, finish_run
 from studies.presets import PRESETS, Preset, StudyContext, check_fusions, check_models
-from studies.storage import make_storage
+from studies.storage import StudyLock, make_storage, retry_failed
 
 log = logging.getLogger(__name__)
 # Heartbeats, grouped TPE and stale-trial retries are stable in practice but flagged experimental by Optuna.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+TAG_ERROR = "layerfuse.error"  # on the parent run: the error that stopped a worker of the current attempt
+# Settings that change which cache an extraction writes, besides the flags below (passed on with --set).
+EXTRACT_SETTINGS = {"paths": (PathsConfig(), ("data_dir", "models_dir", "cache_dir")),
+                    "data": (DataConfig(), ("text_column", "label_column", "hf_config"))}
 RESULT_NEUTRAL = ("threads",)  # train settings that change speed, not results: a study may resume with others
 
 
@@ -73,14 +86,21 @@ def _models_used(cfg: BenchConfig) -> tuple[str, ...]:
 
 
 def extract_command(cfg: BenchConfig, models: list[str]) -> str:
-    """The exact ``layerfuse extract`` command that creates the missing caches."""
+    """The exact ``layerfuse extract`` command that creates the missing caches (non-default paths and columns included)."""
     e = cfg.extract
-    parts = ["layerfuse extract", f"--model {','.join(models)}", f"--dataset {e.dataset}", "--split " + ",".join(_splits(cfg))]
-    parts += [f"--limit {e.limit}"] if e.limit else []
-    parts += [f"--max-length {e.max_length}"] if e.max_length else []
-    parts += [f"--pooling {e.pooling}"] if e.pooling else []
-    parts += [f"--dtype {e.dtype}"] if e.dtype != "auto" else []
-    return " ".join(parts)
+    parts = ["layerfuse", "extract", "--model", ",".join(models), "--dataset", e.dataset, "--split", ",".join(_splits(cfg))]
+    parts += ["--limit", str(e.limit)] if e.limit else []
+    parts += ["--max-length", str(e.max_length)] if e.max_length else []
+    parts += ["--pooling", e.pooling] if e.pooling else []
+    parts += ["--dtype", e.dtype] if e.dtype != "auto" else []
+    if e.dtype == "auto" and e.device != "auto":  # an automatic dtype depends on the device
+        parts += ["--device", e.device]
+    for section, (defaults, keys) in EXTRACT_SETTINGS.items():
+        for key in keys:
+            value = getattr(getattr(cfg, section), key)
+            if value != getattr(defaults, key):
+                parts += ["--set", f"{section}.{key}={value}"]
+    return shlex.join(parts)
 
 
 def _splits(cfg: BenchConfig) -> list[str]:
@@ -130,20 +150,29 @@ def _check_fingerprint(study: optuna.Study, fingerprint: str) -> None:
 def _close_stale_run(mlc: Any) -> Any:
     def close(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         run_id = trial.user_attrs.get("mlflow_run_id")
-        log.warning("trial %d of %s lost its worker (no heartbeat): marked FAIL and retried", trial.number, study.study_name)
+        log.warning("trial %d of %s lost its worker (no heartbeat): marked FAIL, to be retried", trial.number, study.study_name)
         if run_id:
             finish_run(StudyRuns(mlc, "", "", study.study_name, ""), run_id, "FAIL", "worker died (heartbeat lost)")
     return close
 
 
 def _open_study(cfg: BenchConfig, preset: Preset, ctx: StudyContext, mlc: Any) -> optuna.Study:
-    storage = make_storage(cfg.study.storage, cfg.study.heartbeat, on_failed=_close_stale_run(mlc))
-    pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=5) if cfg.study.pruning else optuna.pruners.NopPruner()
+    storage = make_storage(cfg.study.storage, cfg.study.heartbeat, on_stale=_close_stale_run(mlc))
     return optuna.create_study(study_name=study_name(cfg), storage=storage, load_if_exists=True, direction="maximize",
-                               sampler=preset.sampler(ctx, cfg.train.seed), pruner=pruner)
+                               sampler=preset.sampler(ctx, cfg.train.seed), pruner=_pruner(cfg.study))
+
+
+def _pruner(study: StudyConfig) -> optuna.pruners.BasePruner:
+    """``study.pruner``: median, or threshold:X on ``val/acc``; either judges a trial from its 6th epoch on."""
+    if not study.pruning:
+        return optuna.pruners.NopPruner()
+    if study.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=5)
+    return optuna.pruners.ThresholdPruner(lower=float(study.pruner.partition(":")[2]), n_warmup_steps=5)
 
 
 def _parent_run(study: optuna.Study, mlc: Any, experiment_id: str, cfg: BenchConfig) -> str:
+    """The study's parent run: created by the first process (under the study lock), reopened by later ones."""
     run_id = study.user_attrs.get("mlflow_parent_run_id")
     if run_id is None:
         run = mlc.create_run(experiment_id, run_name=study.study_name, tags={
@@ -157,7 +186,20 @@ def _parent_run(study: optuna.Study, mlc: Any, experiment_id: str, cfg: BenchCon
         study.set_user_attr("mlflow_parent_run_id", run_id)
     else:
         mlc.update_run(run_id, status="RUNNING")
+        if TAG_ERROR in mlc.get_run(run_id).data.tags:  # the previous attempt's error; this attempt starts clean
+            mlc.delete_tag(run_id, TAG_ERROR)
     return str(run_id)
+
+
+def _fail_parent(mlc: Any, run_id: str, err: BaseException) -> None:
+    """Mark the parent run FAILED (KILLED on Ctrl-C) with the error, keeping the first error a worker recorded."""
+    if not isinstance(err, _WorkersFailed) or TAG_ERROR not in mlc.get_run(run_id).data.tags:
+        tracking.log_run_data(mlc, run_id, tags={TAG_ERROR: f"{type(err).__name__}: {err}"[:5000]})
+    mlc.set_terminated(run_id, "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+
+
+class _WorkersFailed(RuntimeError):
+    """Worker processes exited with an error (each recorded its own on the parent run)."""
 
 
 def _best_layers(study: optuna.Study, cfg: BenchConfig, dirs: dict[str, ModelDirs]) -> dict[str, int]:
@@ -181,7 +223,20 @@ def _target(preset: Preset, ctx: StudyContext, cfg: BenchConfig) -> int:
     return size if size is not None else cfg.study.trials
 
 
-def _setup(cfg: BenchConfig) -> tuple[Preset, StudyContext, dict[str, ModelDirs], Any, str, optuna.Study]:
+@dataclass
+class _Setup:
+    """A process's handles on one study."""
+
+    preset: Preset
+    ctx: StudyContext
+    dirs: dict[str, ModelDirs]
+    mlc: Any
+    experiment_id: str
+    study: optuna.Study
+    lock: StudyLock
+
+
+def _setup(cfg: BenchConfig) -> _Setup:
     preset = PRESETS.get(cfg.study.preset)
     if preset.needs_features:
         if not cfg.extract.models:
@@ -192,59 +247,99 @@ def _setup(cfg: BenchConfig) -> tuple[Preset, StudyContext, dict[str, ModelDirs]
         dirs = {}
     ctx = StudyContext(cfg.extract.dataset, cfg.extract.models, {m: FeatureCache(d.train).num_layers for m, d in dirs.items()},
                        fusions=check_fusions(cfg.study.fusions), max_k=cfg.study.max_k)
-    mlc = tracking.client(cfg.tracking)
-    experiment_id = tracking.ensure_experiment(mlc, tracking.experiment_name(cfg.extract.dataset), cfg.tracking)
-    study = _open_study(cfg, preset, ctx, mlc)
-    _check_fingerprint(study, _fingerprint(cfg, dirs))
-    return preset, ctx, dirs, mlc, experiment_id, study
+    lock = StudyLock(cfg.study.storage)
+    with lock:  # one process at a time creates a fresh database's tables (MLflow's, Optuna's) and the study
+        mlc = tracking.client(cfg.tracking)
+        experiment_id = tracking.ensure_experiment(mlc, tracking.experiment_name(cfg.extract.dataset), cfg.tracking)
+        study = _open_study(cfg, preset, ctx, mlc)
+        _check_fingerprint(study, _fingerprint(cfg, dirs))
+    return _Setup(preset, ctx, dirs, mlc, experiment_id, study, lock)
 
 
-def _optimize(cfg: BenchConfig) -> None:
-    """One worker: optimise until the study holds its target number of finished trials."""
-    preset, ctx, dirs, mlc, experiment_id, study = _setup(cfg)
-    if preset.needs_best_layers:
-        ctx = dataclasses.replace(ctx, best_layers=_best_layers(study, cfg, dirs))
-    runs = StudyRuns(mlc, experiment_id, str(study.user_attrs["mlflow_parent_run_id"]), study.study_name, preset.name)
-    target = _target(preset, ctx, cfg)
-    if len(study.get_trials(deepcopy=False, states=FINISHED)) >= target:
-        return
-    study.optimize(Objective(cfg, preset, ctx, dirs, runs), timeout=cfg.study.timeout, gc_after_trial=True,
-                   # Running trials count too: a worker that finished first must not start a trial beyond the
-                   # target while another worker runs the last one (a grid study would re-run a grid point).
-                   callbacks=[optuna.study.MaxTrialsCallback(target, states=(*FINISHED, TrialState.RUNNING))],
-                   show_progress_bar=cfg.extract.show_progress and cfg.study.workers == 1)
+def _optimize(s: _Setup, cfg: BenchConfig) -> None:
+    """One worker: start trials while finished + running trials are below the target, then wait for the running ones."""
+    from tqdm.auto import tqdm
+
+    study, lock = s.study, s.lock
+    ctx = dataclasses.replace(s.ctx, best_layers=_best_layers(study, cfg, s.dirs)) if s.preset.needs_best_layers else s.ctx
+    runs = StudyRuns(s.mlc, s.experiment_id, str(study.user_attrs["mlflow_parent_run_id"]), study.study_name, s.preset.name)
+    objective = Objective(cfg, s.preset, ctx, s.dirs, runs)
+
+    def start(trial: optuna.Trial) -> float:
+        lock.release()  # the trial exists and counts as running: other workers may decide now
+        return objective(trial)
+
+    target = _target(s.preset, ctx, cfg)
+    deadline = None if cfg.study.timeout is None else time.monotonic() + cfg.study.timeout
+    poll = max(0.5, min(2.0, cfg.study.heartbeat / 2))
+    bar = tqdm(total=target, desc=study.study_name, disable=not (cfg.extract.show_progress and cfg.study.workers == 1))
+    waiting = False
+    while deadline is None or time.monotonic() < deadline:
+        with lock:
+            optuna.storages.fail_stale_trials(study)  # a dead worker's trial: FAIL once its heartbeat is stale
+            trials = study.get_trials(deepcopy=False)
+            finished = sum(t.state in FINISHED for t in trials)
+            running = sum(t.state == TrialState.RUNNING for t in trials)
+            bar.update(finished - bar.n)
+            if finished >= target:
+                break
+            if finished + running < target:
+                retry_failed(study)  # the next ask pops the retry (the oldest waiting trial) before sampling anew
+                study.optimize(start, n_trials=1, gc_after_trial=True)
+                waiting = False
+                continue
+        if not waiting:
+            log.info("%s: %d of %d trials finished, %d running elsewhere; waiting for them (a dead worker's trial "
+                     "is retried once its heartbeat is %ss old)", study.study_name, finished, target, running,
+                     max(3, int(3 * cfg.study.heartbeat)))
+            waiting = True
+        time.sleep(poll)
+    bar.close()
 
 
 def _worker(cfg: BenchConfig) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    _optimize(cfg)
+    s = _setup(cfg)
+    try:
+        _optimize(s, cfg)
+    except BaseException as err:
+        _fail_parent(s.mlc, str(s.study.user_attrs["mlflow_parent_run_id"]), err)
+        raise
 
 
 def run_study(cfg: BenchConfig) -> StudyOutcome:
     """Create or resume the study ``cfg`` describes, run it with ``cfg.study.workers`` processes, and summarise it.
 
+    A worker that raises stops the run: its trial is FAIL (retried on the next run) and the parent run is
+    marked FAILED with the error.
+
     Raises:
         UserError: unknown preset/model/dataset, missing caches (with the extract command), too few models,
             a resumed study with different settings, or an unsupported storage URL.
     """
-    preset, ctx, dirs, mlc, experiment_id, study = _setup(cfg)
-    parent = _parent_run(study, mlc, experiment_id, cfg)
-    if preset.needs_best_layers:
-        _best_layers(study, cfg, dirs)  # once, before workers start, so they all read the same layers
-    if cfg.study.workers == 1:
-        _optimize(cfg)
-    else:
-        ctx_mp = multiprocessing.get_context("spawn")  # torch and SQLAlchemy do not survive fork
-        procs = [ctx_mp.Process(target=_worker, args=(cfg,), name=f"layerfuse-worker-{i}") for i in range(cfg.study.workers)]
-        for p in procs:
-            p.start()
-        for p in procs:
-            p.join()
-        bad = [p.exitcode for p in procs if p.exitcode]
-        if bad:
-            raise RuntimeError(f"{len(bad)} of {len(procs)} study workers failed (exit codes {bad}); see their log above")
-    return summarise(study, cfg, mlc, parent)
+    s = _setup(cfg)
+    with s.lock:  # once per study, whichever process or host comes first
+        parent = _parent_run(s.study, s.mlc, s.experiment_id, cfg)
+        if s.preset.needs_best_layers:
+            _best_layers(s.study, cfg, s.dirs)  # before any trial, so every worker reads the same layers
+    try:
+        if cfg.study.workers == 1:
+            _optimize(s, cfg)
+        else:
+            ctx_mp = multiprocessing.get_context("spawn")  # torch and SQLAlchemy do not survive fork
+            procs = [ctx_mp.Process(target=_worker, args=(cfg,), name=f"layerfuse-worker-{i}") for i in range(cfg.study.workers)]
+            for p in procs:
+                p.start()
+            for p in procs:
+                p.join()
+            bad = [p.exitcode for p in procs if p.exitcode]
+            if bad:
+                raise _WorkersFailed(f"{len(bad)} of {len(procs)} study workers failed (exit codes {bad}); see their log above")
+    except BaseException as err:
+        _fail_parent(s.mlc, parent, err)
+        raise
+    return summarise(s.study, cfg, s.mlc, parent)
 
 
 def summarise(study: optuna.Study, cfg: BenchConfig, mlc: Any, parent_run_id: str) -> StudyOutcome:

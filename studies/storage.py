@@ -1,62 +1,208 @@
-"""Optuna storage from a URL: an RDB (SQLite, PostgreSQL, MySQL) with heartbeats, or a journal file.
+"""Optuna storage from a URL (an RDB or a journal file), trial heartbeats, retries, and the study lock.
 
-RDB storages get a heartbeat, so a trial whose worker was killed is marked FAIL once its heartbeat is older
-than the grace period and is then retried by ``RetryHeartbeatStaleTrialCallback`` (the retry keeps the same params).
-Journal files have no heartbeat in Optuna: a killed worker's trial stays RUNNING there (documented trade-off).
+Heartbeats: RDB storages (SQLite, PostgreSQL, MySQL) use Optuna's own. Optuna has none for journal files, so
+``HeartbeatJournalStorage`` adds it: the heartbeat is a trial system attribute written every interval (its
+clock is the writer's, so the hosts sharing a journal file need synchronised clocks). Either way a RUNNING
+trial silent for the grace period (three intervals) is failed by ``optuna.storages.fail_stale_trials``.
+
+Retries: ``retry_failed`` re-enqueues a failed trial (killed worker or raised error) with its params, at most
+``MAX_RETRY`` times; the runner calls it under the study lock, so two workers never retry one trial twice.
+
+``StudyLock`` serialises the decisions that workers and hosts sharing a storage must not take twice: opening
+it (a fresh database's tables), a study's set-up (fingerprint, parent MLflow run, best layers) and "start one
+more trial?", whose count and the ``ask`` that creates the trial happen under the lock, so a study ends with
+exactly its target. It is a file lock beside a SQLite database or journal file (their workers share one file
+system) and a server-side advisory lock for PostgreSQL and MySQL (released by the server when a killed
+worker's connection drops).
 """
 
 from __future__ import annotations
 
+import fcntl
+import logging
+import time
+import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import optuna
+from optuna.storages._heartbeat import BaseHeartbeat  # the interface fail_stale_trials and optimize() check for
+from optuna.storages.journal import JournalFileBackend, JournalStorage
+from optuna.trial import TrialState
 
 from benchmark.errors import UserError
 
 if TYPE_CHECKING:
-    import optuna
     from optuna.trial import FrozenTrial
+
+log = logging.getLogger(__name__)
 
 RDB_PREFIXES = ("sqlite:", "postgresql", "mysql")
 JOURNAL_PREFIX = "journal:"
+MAX_RETRY = 2  # retries of one failed trial (killed worker or raised error)
+HEARTBEAT_ATTR = "layerfuse:heartbeat"  # journal trials: unix time of the last heartbeat
+GRID_ATTRS = ("grid_id", "search_space")  # a retried grid trial keeps its grid point
+LOCK_KEY = zlib.crc32(b"layerfuse")  # PostgreSQL advisory lock id (per database)
 
 
-def make_storage(url: str, heartbeat_s: float, on_failed: Callable[[optuna.Study, FrozenTrial], None] | None = None,
-                 max_retry: int = 2) -> optuna.storages.BaseStorage:
-    """Storage for ``url``.
+class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
+    """A journal-file storage with trial heartbeats (Optuna's journal storage has none).
 
     Args:
-        url: ``sqlite:///mlruns/optuna.db``, ``postgresql://user:pw@host/db``, or ``journal:path/to/study.log``
-            (also any path ending in ``.log`` or ``.journal``).
-        heartbeat_s: Heartbeat interval of RDB storages; the grace period is three intervals.
-        on_failed: Called with each stale (killed) trial before it is retried.
-        max_retry: Retries of one killed trial.
+        backend: The journal file.
+        heartbeat_interval: Seconds between heartbeats.
+        grace_period: Seconds of silence after which a RUNNING trial is stale.
+        on_stale: Called with each trial ``fail_stale_trials`` has just failed.
+    """
+
+    def __init__(self, backend: JournalFileBackend, heartbeat_interval: int, grace_period: int,
+                 on_stale: Callable[[optuna.Study, FrozenTrial], None] | None = None) -> None:
+        super().__init__(backend)
+        self.heartbeat_interval, self.grace_period, self.on_stale = heartbeat_interval, grace_period, on_stale
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        """Stamp the trial with the current time."""
+        self.set_trial_system_attr(trial_id, HEARTBEAT_ATTR, time.time())
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        now = time.time()
+        stale = []
+        for t in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
+            # A trial killed before its first beat is judged by its start time.
+            beat = t.system_attrs.get(HEARTBEAT_ATTR, t.datetime_start.timestamp() if t.datetime_start else None)
+            if beat is not None and now - beat > self.grace_period:
+                stale.append(t._trial_id)
+        return stale
+
+    def get_heartbeat_interval(self) -> int | None:
+        """Seconds between heartbeats."""
+        return self.heartbeat_interval
+
+    def get_heartbeat_stale_trial_callback(self) -> Callable[[optuna.Study, FrozenTrial], None] | None:
+        """The callback for trials found stale."""
+        return self.on_stale
+
+
+def journal_path(url: str) -> str | None:
+    """The file of a journal storage URL, or None for other URLs."""
+    if url.startswith(JOURNAL_PREFIX):
+        return url.removeprefix(JOURNAL_PREFIX)
+    return url if url.endswith((".log", ".journal")) else None
+
+
+def make_storage(url: str, heartbeat_s: float,
+                 on_stale: Callable[[optuna.Study, FrozenTrial], None] | None = None) -> optuna.storages.BaseStorage:
+    """Storage for ``url``, with heartbeats.
+
+    Args:
+        url: ``sqlite:///mlruns/optuna.db``, ``postgresql://user:pw@host/db``, ``mysql://...``, or
+            ``journal:path/to/study.log`` (also any path ending in ``.log`` or ``.journal``).
+        heartbeat_s: Heartbeat interval; the grace period is three intervals.
+        on_stale: Called with each stale (killed) trial once it is marked FAIL (``retry_failed`` retries it).
 
     Raises:
         UserError: an unsupported URL.
     """
-    import optuna
-    from optuna.storages import RetryHeartbeatStaleTrialCallback
-    from optuna.storages.journal import JournalFileBackend
-
+    interval = max(1, int(heartbeat_s))
+    grace = max(3, int(3 * heartbeat_s))
     if url.startswith(RDB_PREFIXES):
         engine_kwargs = {}
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
             engine_kwargs = {"connect_args": {"timeout": 60}}  # several local workers share one file
-        retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
-
-        def failed(study: optuna.Study, trial: FrozenTrial) -> None:
-            if on_failed is not None:
-                on_failed(study, trial)
-            retry(study, trial)
-
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=max(1, int(heartbeat_s)),
-                                          grace_period=max(3, int(3 * heartbeat_s)),
-                                          heartbeat_stale_trial_callback=failed)
-    path = url.removeprefix(JOURNAL_PREFIX) if url.startswith(JOURNAL_PREFIX) else url
-    if url.startswith(JOURNAL_PREFIX) or path.endswith((".log", ".journal")):
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=interval,
+                                          grace_period=grace, heartbeat_stale_trial_callback=on_stale)
+    path = journal_path(url)
+    if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        return optuna.storages.JournalStorage(JournalFileBackend(path))
+        return HeartbeatJournalStorage(JournalFileBackend(path), interval, grace, on_stale)
     raise UserError(f"study.storage={url!r} is not supported: use sqlite:///path.db, postgresql://user:pw@host/db, "
                     "mysql://..., or journal:path/to/study.log")
+
+
+def retry_failed(study: optuna.Study, max_retry: int = MAX_RETRY) -> int | None:
+    """Enqueue a retry of the oldest failed trial not retried yet, with its params; return its number (None: none).
+
+    The retry records the original trial in user attributes ``retry_of`` and ``retry`` (1, 2, ...) and, as
+    Optuna's ``RetryHeartbeatStaleTrialCallback`` does, in system attributes ``failed_trial`` and
+    ``retry_history`` (every earlier attempt); a grid trial keeps its grid point. A trial that failed
+    ``max_retry`` retries is given up (logged).
+    """
+    trials = study.get_trials(deepcopy=False)
+    retried = {n for t in trials for n in t.system_attrs.get("retry_history", ())}
+    for t in trials:
+        if t.state != TrialState.FAIL or t.number in retried:
+            continue
+        history = [*t.system_attrs.get("retry_history", ()), t.number]
+        if len(history) > max_retry:
+            log.debug("trial %d failed after %d retries: not retried again", t.number, max_retry)
+            continue
+        system = {k: v for k, v in t.system_attrs.items() if k in GRID_ATTRS}
+        study.add_trial(optuna.trial.create_trial(
+            state=TrialState.WAITING, params=t.params, distributions=t.distributions,
+            user_attrs={"retry_of": history[0], "retry": len(history)},
+            system_attrs={**system, "failed_trial": history[0], "retry_history": history}))
+        log.warning("trial %d of %s failed: retrying it with the same params (retry %d of %d)",
+                    t.number, study.study_name, len(history), max_retry)
+        return t.number
+    return None
+
+
+class StudyLock:
+    """An inter-process lock on a study storage, shared by every worker and host using it.
+
+    ``release`` may be called inside the ``with`` block (the runner releases it as a trial starts);
+    leaving the block releases it only if still held. Taken before the storage is first opened, it also
+    keeps two processes from creating the tables of a fresh database at once (Optuna and MLflow both fail
+    then).
+
+    Args:
+        url: The storage URL.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.held = False
+        self._file: Any = None
+        self._conn: Any = None
+        self._mysql = url.startswith("mysql")
+        path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else journal_path(url)
+        if path is not None:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self._file = Path(f"{path}.lock").open("a")  # noqa: SIM115 - kept open for the lock's lifetime
+        elif url.startswith(("postgresql", "mysql")):
+            import sqlalchemy
+
+            self._conn = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool).connect()
+
+    def _sql(self, mysql: str, postgres: str) -> None:
+        import sqlalchemy
+
+        statement, value = (mysql, "layerfuse") if self._mysql else (postgres, LOCK_KEY)
+        self._conn.execute(sqlalchemy.text(statement), {"v": value})
+        self._conn.commit()  # session-level locks outlive the transaction; do not sit idle in one
+
+    def acquire(self) -> None:
+        """Block until this process holds the lock."""
+        if self._file is not None:
+            fcntl.flock(self._file, fcntl.LOCK_EX)
+        elif self._conn is not None:
+            self._sql("SELECT GET_LOCK(:v, -1)", "SELECT pg_advisory_lock(:v)")
+        self.held = True
+
+    def release(self) -> None:
+        """Let the next process in."""
+        if not self.held:
+            return
+        self.held = False
+        if self._file is not None:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+        elif self._conn is not None:
+            self._sql("SELECT RELEASE_LOCK(:v)", "SELECT pg_advisory_unlock(:v)")
+
+    def __enter__(self) -> StudyLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
