@@ -4,16 +4,23 @@ Layout (the contract between ``studies`` and ``benchmark.report``):
 
 - One experiment per dataset, ``layerfuse/<dataset>``, so studies on one dataset sit side by side in the UI.
 - One parent run per study: run name = study name, tags ``layerfuse.study=<name>``, ``layerfuse.run_kind=study``,
-  ``layerfuse.preset``; it holds the study summary (best trial) and the report artifacts.
+  ``layerfuse.preset``; it holds the study summary (best trial) and the report artifacts. It is FAILED, with
+  tag ``layerfuse.error``, when a worker stopped on an error (a rerun resumes it).
 - One nested child run per Optuna trial: tags ``mlflow.parentRunId``, ``layerfuse.study``,
   ``layerfuse.run_kind=trial``, ``layerfuse.trial_number``, ``optuna.trial_state`` (COMPLETE, PRUNED, FAIL),
   ``git_commit`` and package versions. Params (stable names): ``preset``, ``dataset``, ``models`` (comma list
   of aliases in config order), ``n_models``, ``fusion``, ``layer.<alias>`` (canonical layer spec, e.g. ``16`` or
-  ``mean:last4``; for a sweep run, the validation-chosen layer), ``seeds``, and ``train.*`` head settings.
-  Metrics: ``val/acc``, ``val/f1``, ``test/acc``, ``test/f1`` (mean over seeds), ``perf/*`` costs, and per-seed
-  histories ``seed/val_acc``, ``seed/test_acc`` (step = seed index). A layer-sweep run also has histories
-  ``sweep/val_acc`` and ``sweep/test_acc`` with step = layer index (MLflow plots them as accuracy by layer),
-  tag ``layerfuse.sweep_model=<alias>``. Artifacts: ``config.yaml`` and ``predictions/test_pred_seed<k>.npy``
+  ``mean:last4``; for a sweep run, the validation-chosen layer), ``seeds``, and ``train.*`` head settings,
+  derived from the trial; and the Optuna params verbatim as ``optuna.<name>`` (e.g. ``optuna.use.<alias>``,
+  ``optuna.layer.<alias>`` an int, ``optuna.train.hidden``), logged as soon as the trial is planned, so trials
+  pruned before training have them too. Tag ``layerfuse.prune_reason`` or ``layerfuse.error`` says why a
+  trial was pruned or failed.
+  Metrics: ``val/acc``, ``val/f1``, ``test/acc``, ``test/f1`` (mean over seeds; the trial's value and its
+  user attributes ``val_f1``, ``test_acc``, ``test_f1``), ``perf/*`` costs (``perf/cuda_peak_mb`` only on CUDA,
+  the largest over seeds), and per-seed histories ``seed/val_acc``, ``seed/test_acc`` (step = seed index). A
+  trial pruned while training has instead the ``val/acc`` values it reported (step = epoch). A layer-sweep run
+  also has histories ``sweep/val_acc`` and ``sweep/test_acc`` with step = layer index (MLflow plots them as
+  accuracy by layer), tag ``layerfuse.sweep_model=<alias>``. Artifacts: ``config.yaml`` and ``predictions/test_pred_seed<k>.npy``
   (predicted test labels in test order) for paired tests; the parent run holds the true labels as
   ``predictions/test_labels.npy``.
 """
@@ -141,8 +148,8 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
 
 def log_run_data(mlc: MlflowClient, run_id: str, params: Mapping[str, Any] | None = None,
                  metrics: Mapping[str, float] | None = None, tags: Mapping[str, str] | None = None,
-                 histories: Mapping[str, list[float]] | None = None) -> None:
-    """Log params, final metrics, tags and step histories in one batch call."""
+                 histories: Mapping[str, list[float] | Mapping[int, float]] | None = None) -> None:
+    """Log params, final metrics, tags and step histories (a list: step = index; a mapping: step -> value) in one batch call."""
     import time
 
     from mlflow.entities import Metric, Param, RunTag
@@ -150,7 +157,8 @@ def log_run_data(mlc: MlflowClient, run_id: str, params: Mapping[str, Any] | Non
     now = int(time.time() * 1000)
     metric_list = [Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()]
     for name, values in (histories or {}).items():
-        metric_list += [Metric(name, float(v), now, step) for step, v in enumerate(values)]
+        steps = values.items() if isinstance(values, Mapping) else enumerate(values)
+        metric_list += [Metric(name, float(v), now, int(step)) for step, v in steps]
     mlc.log_batch(
         run_id,
         metrics=metric_list,

@@ -1,8 +1,12 @@
 """The study objective: plan a trial, train and score it (over ``study.seeds`` seeds), track it in MLflow.
 
 Every trial gets exactly one nested MLflow run, created before planning so that trials pruned for an invalid
-combination are tracked too; the run's id is stored in the trial's ``mlflow_run_id`` user attribute, and
-the run ends FINISHED (COMPLETE), KILLED (PRUNED) or FAILED (FAIL) with tag ``optuna.trial_state``.
+combination are tracked too; the run's id is stored in the trial's ``mlflow_run_id`` user attribute, the
+Optuna params are logged verbatim as ``optuna.<name>`` once planned, and the run ends FINISHED (COMPLETE),
+KILLED (PRUNED, with the ``val/acc`` values reported until then as its history) or FAILED (FAIL, with the
+error in tag ``layerfuse.error``) with tag ``optuna.trial_state``. Errors are not caught: a trial that raises
+fails and stops its worker (the runner retries it on the next run); only CUDA running out of memory prunes
+the trial, with a logged reason.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import statistics
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,11 +23,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import optuna
+import torch
+from optuna.trial import TrialState
 
 from benchmark import tracking
 from benchmark.cache import FeatureCache
 from benchmark.config import BenchConfig, to_yaml, with_values
-from lightning_modules.datamodule import Selection
+from lightning_modules.callbacks import peak_rss_mb, time_inference, torch_threads
+from lightning_modules.datamodule import CachedFeatureDataModule, Selection
+from lightning_modules.module import FusionClassifier
 from lightning_modules.sweep import sweep_layers
 from lightning_modules.train import fit_and_evaluate
 from studies.baseline import fit_baseline
@@ -37,8 +46,6 @@ log = logging.getLogger(__name__)
 @contextmanager
 def cuda_peak() -> Iterator[dict[str, float]]:
     """Yield a dict that receives ``perf/cuda_peak_mb`` of the enclosed block when CUDA is in use."""
-    import torch
-
     out: dict[str, float] = {}
     on_cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
     if on_cuda:
@@ -46,6 +53,12 @@ def cuda_peak() -> Iterator[dict[str, float]]:
     yield out
     if on_cuda or (torch.cuda.is_available() and torch.cuda.is_initialized()):
         out["perf/cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+
+
+def max_peak(peaks: list[dict[str, float]]) -> dict[str, float]:
+    """``perf/cuda_peak_mb`` over several blocks (seeds): the largest, or nothing when none ran on CUDA."""
+    values = [p["perf/cuda_peak_mb"] for p in peaks if "perf/cuda_peak_mb" in p]
+    return {"perf/cuda_peak_mb": max(values)} if values else {}
 
 
 @dataclass(frozen=True)
@@ -87,10 +100,10 @@ def trial_params(plan: TrialPlan, dataset: str, preset: str, seeds: int, cfg: Be
 
 
 def finish_run(runs: StudyRuns, run_id: str, state: str, reason: str = "") -> None:
-    """Close a trial's run with its Optuna state."""
+    """Close a trial's run with its Optuna state and why it was pruned (``layerfuse.prune_reason``) or failed (``layerfuse.error``)."""
     tags = {tracking.TAG_STATE: state}
     if reason:
-        tags["layerfuse.prune_reason"] = reason[:500]
+        tags["layerfuse.prune_reason" if state == "PRUNED" else "layerfuse.error"] = reason[:5000]
     tracking.log_run_data(runs.mlc, run_id, tags=tags)
     status = {"COMPLETE": "FINISHED", "PRUNED": "KILLED"}.get(state, "FAILED")
     runs.mlc.set_terminated(run_id, status)
@@ -120,16 +133,34 @@ class Objective:
         try:
             value = self._run(trial, run_id)
         except optuna.TrialPruned as err:
-            finish_run(self.runs, run_id, "PRUNED", str(err))
+            self._pruned(trial, run_id, str(err))
             raise
-        except BaseException:
-            finish_run(self.runs, run_id, "FAIL")
+        except torch.cuda.OutOfMemoryError as err:
+            # The one error that says "this configuration does not fit", not "the code is wrong".
+            reason = f"CUDA out of memory: {err}".splitlines()[0]
+            log.warning("trial %d pruned: %s", trial.number, reason)
+            trial.set_user_attr("prune_reason", reason)
+            self._pruned(trial, run_id, reason)
+            raise optuna.TrialPruned(reason) from err
+        except BaseException as err:
+            finish_run(self.runs, run_id, "FAIL", f"{type(err).__name__}: {err}")
             raise
         finish_run(self.runs, run_id, "COMPLETE")
         return value
 
+    def _pruned(self, trial: optuna.Trial, run_id: str, reason: str) -> None:
+        """Close a pruned trial's run with the ``val/acc`` values it reported (step = epoch), if it trained."""
+        reported = next((t.intermediate_values for t in trial.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                         if t.number == trial.number), {})
+        if reported:
+            tracking.log_run_data(self.runs.mlc, run_id, histories={"val/acc": reported})
+        finish_run(self.runs, run_id, "PRUNED", reason)
+
     def _run(self, trial: optuna.Trial, run_id: str) -> float:
-        plan = self.preset.plan(trial, self.ctx)
+        try:
+            plan = self.preset.plan(trial, self.ctx)
+        finally:  # also when planning prunes the trial: its params say why
+            tracking.log_run_data(self.runs.mlc, run_id, params={f"optuna.{k}": v for k, v in trial.params.items()})
         cfg = with_values(self.cfg, {"train.fusion": plan.fusion, **plan.train})
         mlc = self.runs.mlc
         tracking.log_run_data(mlc, run_id, params=trial_params(plan, self.ctx.dataset, self.runs.preset, self.cfg.study.seeds, cfg))
@@ -138,7 +169,7 @@ class Objective:
         if plan.sweep_model is not None:
             return self._sweep(plan.sweep_model, cfg, trial, run_id, extract_ms)
         selections = [self.dirs[m].selection(m, plan.layers[m]) for m in plan.models]
-        results = []
+        results, peaks = [], []
         for k in range(self.cfg.study.seeds):
             seed_cfg = with_values(cfg, {"train.seed": cfg.train.seed + k})
             with cuda_peak() as peak:
@@ -148,15 +179,15 @@ class Objective:
                     extract_ms = fitted.extract_ms_per_sample
                 else:
                     results.append(fit_and_evaluate(seed_cfg, selections, callbacks=self._pruning(trial, k)))
+            peaks.append(peak)
             if results[-1].test_pred.size:
                 tracking.log_array(mlc, run_id, results[-1].test_pred, tracking.PRED_ARTIFACT.format(seed=k))
         mean = {name: statistics.fmean(r.metrics()[name] for r in results) for name in results[0].metrics()}
         mean = {name: v for name, v in mean.items() if not math.isnan(v)}  # e.g. the baseline has no val/loss
-        metrics = {**mean, "perf/extract_ms_per_sample": extract_ms, **peak}
+        metrics = {**mean, "perf/extract_ms_per_sample": extract_ms, **max_peak(peaks)}
         histories = {"seed/val_acc": [r.val_acc for r in results], "seed/test_acc": [r.test_acc for r in results]}
         tracking.log_run_data(mlc, run_id, metrics=metrics, histories=histories)
-        trial.set_user_attr("test_acc", mean["test/acc"])
-        return float(mean["val/acc"])
+        return _scored(trial, mean)
 
     def _pruning(self, trial: optuna.Trial, seed_index: int) -> list[Any]:
         """The pruning callback for the first seed's fit (later seeds of a surviving trial run to the end)."""
@@ -167,26 +198,52 @@ class Objective:
         return [PyTorchLightningPruningCallback(trial, monitor="val/acc")]
 
     def _sweep(self, model: str, cfg: BenchConfig, trial: optuna.Trial, run_id: str, extract_ms: float) -> float:
-        """Score every layer of ``model`` in one batched sweep; the trial's value is its best validation accuracy."""
+        """Score every layer of ``model`` in one batched sweep; the trial's value is its best validation accuracy.
+
+        Costs are those of the whole sweep (mean over seeds; CUDA peak: the largest), except the parameters
+        and test-time head cost, which are those of the chosen layer's head.
+        """
         d = self.dirs[model]
-        per_seed = [sweep_layers(d.train, d.test, with_values(cfg, {"train.seed": cfg.train.seed + k}), val_dir=d.val)
-                    for k in range(self.cfg.study.seeds)]
+        per_seed, peaks, fit_s = [], [], []
+        for k in range(self.cfg.study.seeds):
+            start = time.perf_counter()
+            with cuda_peak() as peak:
+                per_seed.append(sweep_layers(d.train, d.test, with_values(cfg, {"train.seed": cfg.train.seed + k}), val_dir=d.val))
+            fit_s.append(time.perf_counter() - start)
+            peaks.append(peak)
         layers = [s.layer for s in per_seed[0]]
         val = np.mean([[s.val_acc for s in scores] for scores in per_seed], axis=0)
         test = np.mean([[s.test_acc for s in scores] for scores in per_seed], axis=0)
         val_f1 = np.mean([[s.val_f1 for s in scores] for scores in per_seed], axis=0)
         test_f1 = np.mean([[s.test_f1 for s in scores] for scores in per_seed], axis=0)
         best = int(np.argmax(val))  # chosen on validation; first (shallowest) layer wins ties
+        mean = {"val/acc": val[best], "val/f1": val_f1[best], "test/acc": test[best], "test/f1": test_f1[best]}
+        perf = {"perf/fit_s": statistics.fmean(fit_s), "perf/peak_rss_mb": peak_rss_mb(),
+                "perf/feature_bytes": statistics.fmean(s[best].feature_bytes for s in per_seed),
+                **self._head_costs(model, layers[best], cfg), **max_peak(peaks)}
         mlc = self.runs.mlc
         tracking.log_run_data(mlc, run_id, params={f"layer.{model}": str(layers[best]), "sweep": "true"},
                               tags={tracking.TAG_SWEEP_MODEL: model},
-                              metrics={"val/acc": val[best], "val/f1": val_f1[best], "test/acc": test[best],
-                                       "test/f1": test_f1[best], "perf/extract_ms_per_sample": extract_ms,
+                              metrics={**mean, **perf, "perf/extract_ms_per_sample": extract_ms,
                                        "perf/best_layer": layers[best], "perf/last_layer_test_acc": test[-1],
                                        "perf/last_layer_val_acc": val[-1]},
                               histories={"sweep/val_acc": list(val), "sweep/test_acc": list(test),
                                          "seed/val_acc": [s[best].val_acc for s in per_seed],
                                          "seed/test_acc": [s[best].test_acc for s in per_seed]})
         trial.set_user_attr("best_layer", layers[best])
-        trial.set_user_attr("test_acc", float(test[best]))
-        return float(val[best])
+        return _scored(trial, mean)
+
+    def _head_costs(self, model: str, layer: int, cfg: BenchConfig) -> dict[str, float]:
+        """Parameters, fused width and test-time ms/sample of the head the sweep trained for ``layer`` (a concat head, timed afresh)."""
+        dm = CachedFeatureDataModule.from_config([self.dirs[model].selection(model, str(layer))], cfg)
+        head = FusionClassifier.from_config(dm.input_dims, dm.num_classes, with_values(cfg, {"train.fusion": "concat"}).train)
+        with torch_threads(cfg.train.threads):
+            head_ms, _ = time_inference(head, dm.test_dataloader())
+        return {"perf/param_count": head.param_count, "perf/fused_dim": head.fused_dim, "perf/head_ms_per_sample": head_ms}
+
+
+def _scored(trial: optuna.Trial, scores: dict[str, float]) -> float:
+    """Store the four scores on the trial (``val_acc`` is its value; the others user attributes) and return ``val/acc``."""
+    for name in ("val/f1", "test/acc", "test/f1"):
+        trial.set_user_attr(name.replace("/", "_"), float(scores[name]))
+    return float(scores["val/acc"])
