@@ -12,6 +12,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
 from mlflow.tracking import MlflowClient
@@ -21,6 +22,7 @@ from benchmark.cli import main
 from benchmark.config import BenchConfig, load_config
 from extractors.run import extract_all
 from studies.runner import run_study, study_name
+from studies.storage import make_storage
 
 FAST_TRAIN = {"train.max_epochs": 3, "train.patience": 0, "train.batch_size": 8, "train.hidden_dims": (16,),
               "train.proj_dim": 16}
@@ -51,33 +53,42 @@ def study_cfg(env: dict[str, str], tmp: Path, preset: str, models: tuple[str, ..
     return load_config(env={}, **values)
 
 
-def child_runs(mlc: MlflowClient, study: str) -> list:
+def child_runs(mlc: MlflowClient, study: str, kind: str = "trial") -> list:
     exps = [e.experiment_id for e in mlc.search_experiments()]
-    return mlc.search_runs(exps, f"tags.`{tracking.TAG_STUDY}` = '{study}' and tags.`{tracking.TAG_KIND}` = 'trial'",
+    return mlc.search_runs(exps, f"tags.`{tracking.TAG_STUDY}` = '{study}' and tags.`{tracking.TAG_KIND}` = '{kind}'",
                            max_results=1000)
 
 
+def load(storage: str, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=make_storage(storage, 1))
+
+
+def assert_run_equals_trial(t: optuna.trial.FrozenTrial, params: dict, metrics: dict, tags: dict, parent_id: str) -> None:
+    """One trial's run, read back through any client: its tags, every Optuna param, and the four scores."""
+    assert tags[tracking.TAG_TRIAL] == str(t.number)
+    assert tags[tracking.TAG_STATE] == t.state.name
+    assert tags[tracking.TAG_PARENT] == parent_id
+    logged = {k.removeprefix("optuna."): v for k, v in params.items() if k.startswith("optuna.")}
+    assert logged == {k: str(v) for k, v in t.params.items()}, t.number
+    if t.state == optuna.trial.TrialState.COMPLETE:
+        expected = {"val/acc": t.value, "val/f1": t.user_attrs["val_f1"], "test/acc": t.user_attrs["test_acc"],
+                    "test/f1": t.user_attrs["test_f1"]}
+        assert {k: metrics[k] for k in expected} == pytest.approx(expected)
+
+
 def assert_runs_match_trials(cfg: BenchConfig, name: str) -> tuple[optuna.Study, list]:
-    study = optuna.load_study(study_name=name, storage=cfg.study.storage)
+    study = load(cfg.study.storage, name)
     mlc = MlflowClient(cfg.tracking.uri)
     runs = {r.info.run_id: r for r in child_runs(mlc, name)}
     trials = study.get_trials(deepcopy=False)
     assert len(runs) == len(trials)  # one run per trial, no more
     numbers = [t.number for t in trials]
     assert sorted(numbers) == list(range(len(trials)))  # every trial number exactly once
+    parents = child_runs(mlc, name, "study")
+    assert [p.info.run_id for p in parents] == [study.user_attrs["mlflow_parent_run_id"]]  # one parent run
     for t in trials:
         run = runs[t.user_attrs["mlflow_run_id"]]
-        assert run.data.tags[tracking.TAG_TRIAL] == str(t.number)
-        assert run.data.tags[tracking.TAG_STATE] == t.state.name
-        assert run.data.tags[tracking.TAG_PARENT] == study.user_attrs["mlflow_parent_run_id"]
-        if t.state == optuna.trial.TrialState.COMPLETE:
-            assert run.data.metrics["val/acc"] == pytest.approx(t.value)
-            assert run.data.metrics["test/acc"] == pytest.approx(t.user_attrs["test_acc"])
-            for key, value in t.params.items():
-                if key.startswith("train."):
-                    continue
-                if key in ("fusion",):
-                    assert run.data.params[key] == str(value)
+        assert_run_equals_trial(t, run.data.params, run.data.metrics, run.data.tags, parents[0].info.run_id)
     return study, list(runs.values())
 
 
@@ -108,17 +119,39 @@ def test_search_study_end_to_end(study_env, tmp_path) -> None:
 
 
 def test_layer_sweep_logs_accuracy_by_layer(study_env, tmp_path) -> None:
+    from benchmark.cache import FeatureCache
+    from lightning_modules.components.classifier import MLPHead
+    from studies.runner import resolve_dirs
+
     cfg = study_cfg(study_env, tmp_path, "layer-sweep", (study_env["a"], study_env["l"]))
     out = run_study(cfg)
     assert out.complete == 2
     _, runs = assert_runs_match_trials(cfg, out.name)
     mlc = MlflowClient(cfg.tracking.uri)
+    dirs = resolve_dirs(cfg)
     for run in runs:
         model = run.data.tags[tracking.TAG_SWEEP_MODEL]
         val = [m.value for m in sorted(mlc.get_metric_history(run.info.run_id, "sweep/val_acc"), key=lambda m: m.step)]
         assert len(val) == (3 if "bert" in model else 4)  # L+1 hidden states
         best = int(run.data.params[f"layer.{model}"])
         assert val[best] == pytest.approx(max(val)) and run.data.metrics["val/acc"] == pytest.approx(max(val))
+        m = run.data.metrics
+        # The sweep's costs: every layer's train/val/test rows read at least once, the chosen layer's head.
+        cache = FeatureCache(dirs[model].train)
+        width = cache.meta["hidden_size"]
+        head = MLPHead(width, cfg.train.hidden_dims, 2, 0.0, 0)
+        assert m["perf/param_count"] == sum(p.numel() for p in head.parameters())
+        assert m["perf/fused_dim"] == width
+        assert m["perf/feature_bytes"] >= len(val) * 90 * width * 2  # 60 train + 30 test fp16 rows of every layer
+        assert m["perf/fit_s"] > 0 and m["perf/head_ms_per_sample"] > 0 and m["perf/peak_rss_mb"] > 50
+        assert "perf/cuda_peak_mb" not in m  # CPU only
+
+
+def test_cuda_peak_is_the_largest_over_seeds() -> None:
+    from studies.objective import max_peak
+
+    assert max_peak([{"perf/cuda_peak_mb": 30.0}, {"perf/cuda_peak_mb": 10.0}]) == {"perf/cuda_peak_mb": 30.0}
+    assert max_peak([{}, {}]) == {}
 
 
 def test_grid_presets_cover_their_grid(study_env, tmp_path) -> None:
@@ -162,8 +195,44 @@ def test_study_bad_input(study_env, tmp_path, capsys) -> None:
     assert code == 2 and "needs at least 3 models" in err
     code, _, err = run_cli(capsys, "study", "--preset", "search", "--models", study_env["a"], *base, "--set", "extract.limit=20")
     assert code == 2 and f"run first: layerfuse extract --model {study_env['a']} --dataset {study_env['data']} --split train,test --limit 20" in err
+    base[base.index("--dataset") + 1] = "no-such-data"
+    code, _, err = run_cli(capsys, "study", "--preset", "search", "--models", study_env["a"], *base)
+    assert code == 2 and "no-such-data" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run_cli(capsys, "study", "--preset", "search", "--models", study_env["a"], *cli_base(study_env, tmp_path),
+                           "--set", "study.pruner=mediam")
+    assert code == 2 and "study.pruner='mediam'" in err and "threshold:X" in err
     for line in err.splitlines():
         assert "Traceback" not in line
+
+
+def test_missing_cache_message_runs_as_printed(study_env, tmp_path, capsys, monkeypatch) -> None:
+    """The printed extract command, run as printed, creates exactly the cache the study lacks (paths and columns kept)."""
+    import csv
+    import shlex
+
+    monkeypatch.chdir(tmp_path)  # nothing may land in the repository's default cache
+    data = tmp_path / "datasets" / "r8"  # the built-in name, read from a non-default paths.data_dir
+    data.mkdir(parents=True)
+    for split in ("train", "test"):  # the fixture texts under a non-default text column
+        rows = list(csv.reader((Path(study_env["data"]) / f"{split}.csv").open()))
+        rows[0] = ["body", "label"]
+        with (data / f"{split}.csv").open("w", newline="") as fh:
+            csv.writer(fh).writerows(rows)
+    argv = ["study", "--preset", "layer-sweep", "--models", study_env["a"], "--dataset", "r8", "--no-progress",
+            "--storage", f"sqlite:///{tmp_path}/optuna.db", "--set", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+            "--set", f"tracking.artifact_root={tmp_path}/artifacts", "--set", f"paths.data_dir={tmp_path / 'datasets'}",
+            "--set", f"paths.cache_dir={tmp_path / 'new cache'}", "--set", "data.text_column=body",
+            "--set", "extract.dtype=fp32", "--set", "extract.device=cpu", "--set", "train.max_epochs=1"]
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 2 and "run first: " in err
+    printed = shlex.split(err.split("run first: ", 1)[1])
+    assert printed[:2] == ["layerfuse", "extract"]
+    code, out, err = run_cli(capsys, *printed[1:], "--no-progress")
+    assert code == 0, err
+    assert "0 cached, 2 new" in out and (tmp_path / "new cache").is_dir()
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 0, err
+    assert "1 complete" in out
 
 
 def test_study_cli_prints_best_and_ui_hint(study_env, tmp_path, capsys) -> None:
@@ -187,8 +256,10 @@ def study_argv(env: dict[str, str], storage: str, tracking_uri: str, artifacts: 
             "--set", "train.batch_size=8", "--set", "train.hidden_dims=16", *extra]
 
 
-def test_sigkill_mid_trial_then_resume(study_env, tmp_path) -> None:
-    storage, uri = f"sqlite:///{tmp_path}/optuna.db", f"sqlite:///{tmp_path}/mlflow.db"
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_sigkill_mid_trial_then_resume(study_env, tmp_path, kind) -> None:
+    storage = f"sqlite:///{tmp_path}/optuna.db" if kind == "sqlite" else f"journal:{tmp_path}/optuna.log"
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
     # Long trials (many epochs, no early stopping) so the kill lands inside one.
     argv = study_argv(study_env, storage, uri, tmp_path / "art", 3, "killme", "--set", "train.max_epochs=150",
                       "--set", "train.patience=0", "--set", "study.heartbeat=1")
@@ -198,28 +269,65 @@ def test_sigkill_mid_trial_then_resume(study_env, tmp_path) -> None:
     while time.time() < deadline:
         time.sleep(0.5)
         try:
-            study = optuna.load_study(study_name="killme", storage=storage)
+            study = load(storage, "killme")
         except KeyError:
             continue
         running = [t for t in study.get_trials(deepcopy=False) if t.state.name == "RUNNING" and "mlflow_run_id" in t.user_attrs]
         done = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
         if running and done:
+            time.sleep(1)  # into the fit: its params are logged (a fit of 150 epochs lasts far longer)
             killed_number = running[0].number
             proc.send_signal(signal.SIGKILL)
             break
     proc.wait(30)
     assert killed_number is not None, "the study never reached a second trial"
-    time.sleep(4)  # past the heartbeat grace period (3 beats of 1 s)
+    # Rerun at once, within the heartbeat grace period: the dead trial still looks RUNNING.
     subprocess.run(argv, check=True, timeout=600, stdout=subprocess.DEVNULL)
-    study = optuna.load_study(study_name="killme", storage=storage)
+    study = load(storage, "killme")
     states = {t.number: t.state.name for t in study.trials}
     assert states[killed_number] == "FAIL"
     assert sum(s in ("COMPLETE", "PRUNED") for s in states.values()) == 3
     killed = study.trials[killed_number]
     retries = [t for t in study.trials if t.system_attrs.get("failed_trial") == killed_number]
     assert len(retries) == 1 and retries[0].params == killed.params  # retried with the same params, once
+    assert retries[0].user_attrs["retry_of"] == killed_number and retries[0].state.name in ("COMPLETE", "PRUNED")
     cfg = load_config(env={}, **{"study.storage": storage, "tracking.uri": uri})
     assert_runs_match_trials(cfg, "killme")
+    run = MlflowClient(uri).get_run(killed.user_attrs["mlflow_run_id"])
+    assert run.info.status == "FAILED" and "heartbeat" in run.data.tags["layerfuse.error"]
+
+
+def test_failed_trial_fails_the_parent_then_is_retried(study_env, tmp_path) -> None:
+    import shutil
+
+    from studies.runner import resolve_dirs
+
+    cache = tmp_path / "cache"
+    shutil.copytree(study_env["cache"], cache)
+    cfg = study_cfg(study_env, tmp_path, "layer-sweep", (study_env["a"],), **{"paths.cache_dir": str(cache), "train.max_epochs": 1})
+    labels_file = resolve_dirs(cfg)[study_env["a"]].train / "labels.npy"
+    labels = np.load(labels_file)
+    bad = labels.copy()
+    bad[0] = 99  # a corrupt label (same size and shape, so the cache still validates): training raises
+    np.save(labels_file, bad)
+    with pytest.raises(IndexError, match="out of bounds"):
+        run_study(cfg)
+    mlc = MlflowClient(cfg.tracking.uri)
+    study = load(cfg.study.storage, study_name(cfg))
+    assert [t.state.name for t in study.trials] == ["FAIL"]
+    parent = mlc.get_run(study.user_attrs["mlflow_parent_run_id"])
+    assert parent.info.status == "FAILED" and "out of bounds" in parent.data.tags["layerfuse.error"]
+    failed_run = mlc.get_run(study.trials[0].user_attrs["mlflow_run_id"])
+    assert failed_run.info.status == "FAILED" and "out of bounds" in failed_run.data.tags["layerfuse.error"]
+    np.save(labels_file, labels)  # repaired
+    out = run_study(cfg)  # the rerun retries the failed trial with its params (its grid point)
+    study = load(cfg.study.storage, study_name(cfg))
+    assert [t.state.name for t in study.trials] == ["FAIL", "COMPLETE"] and out.complete == 1
+    assert study.trials[1].params == study.trials[0].params
+    assert (study.trials[1].user_attrs["retry_of"], study.trials[1].user_attrs["retry"]) == (0, 1)
+    parent = mlc.get_run(out.parent_run_id)
+    assert parent.info.status == "FINISHED" and "layerfuse.error" not in parent.data.tags
+    assert_runs_match_trials(cfg, study_name(cfg))
 
 
 def _pg_url() -> str | None:
@@ -260,24 +368,22 @@ def pg_databases() -> tuple[str, str]:
 def test_two_workers_share_one_postgres_study(study_env, tmp_path, pg_databases) -> None:
     storage, uri = pg_databases
     argv = study_argv(study_env, storage, uri, tmp_path / "art", 6, "shared", "--set", "train.max_epochs=3")
-    # The first process creates the study and its parent run; the second joins as a second host would.
-    subprocess.run(argv[:argv.index("--trials") + 1] + ["1"] + argv[argv.index("--trials") + 2:], check=True, timeout=300,
-                   stdout=subprocess.DEVNULL)
+    # Cold start: two hosts launch the same command on a study that does not exist yet.
     procs = [subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(2)]
     for p in procs:
         _, err = p.communicate(timeout=600)
         assert p.returncode == 0, err.decode()[-2000:]
     cfg = load_config(env={}, **{"study.storage": storage, "tracking.uri": uri})
-    study, _ = assert_runs_match_trials(cfg, "shared")
-    finished = [t for t in study.trials if t.state.is_finished()]
-    assert len(finished) >= 6
+    study, _ = assert_runs_match_trials(cfg, "shared")  # one parent run, one run per trial
+    states = [t.state.name for t in study.trials]
+    assert states.count("COMPLETE") + states.count("PRUNED") == 6 and states.count("FAIL") == 0
 
 
 def test_local_workers_and_mlflow_server_rest(study_env, tmp_path) -> None:
     cfg = study_cfg(study_env, tmp_path, "search", (study_env["a"], study_env["b"]),
                     **{"study.trials": 4, "study.workers": 2, "study.name": "two-local"})
     out = run_study(cfg)
-    assert out.complete + out.pruned >= 4
+    assert (out.complete + out.pruned, out.failed) == (4, 0)
     study, runs = assert_runs_match_trials(cfg, "two-local")
     # The same runs through a real MLflow server on loopback (REST API).
     port = _free_port()
@@ -286,7 +392,7 @@ def test_local_workers_and_mlflow_server_rest(study_env, tmp_path) -> None:
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         base = f"http://127.0.0.1:{port}"
-        for _ in range(120):
+        for _ in range(240):
             try:
                 urllib.request.urlopen(f"{base}/health", timeout=1)
                 break
@@ -302,11 +408,15 @@ def test_local_workers_and_mlflow_server_rest(study_env, tmp_path) -> None:
         os.killpg(server.pid, signal.SIGTERM)  # the server and its uvicorn workers
         server.wait(30)
     assert len(rest_runs) == len(study.trials)
-    by_trial = {int(next(t["value"] for t in r["data"]["tags"] if t["key"] == tracking.TAG_TRIAL)): r for r in rest_runs}
+
+    def pairs(run: dict, key: str) -> dict:
+        return {x["key"]: x["value"] for x in run["data"].get(key, [])}
+
+    by_trial = {int(pairs(r, "tags")[tracking.TAG_TRIAL]): r for r in rest_runs}
     for t in study.trials:
-        metrics = {m["key"]: m["value"] for m in by_trial[t.number]["data"].get("metrics", [])}
-        if t.state.name == "COMPLETE":
-            assert metrics["val/acc"] == pytest.approx(t.value)
+        r = by_trial[t.number]
+        assert r["info"]["run_id"] == t.user_attrs["mlflow_run_id"]
+        assert_run_equals_trial(t, pairs(r, "params"), pairs(r, "metrics"), pairs(r, "tags"), out.parent_run_id)
 
 
 def test_ui_serves_the_configured_store(tmp_path) -> None:
@@ -356,3 +466,70 @@ def test_grid_study_with_two_workers_runs_each_point_once(study_env, tmp_path) -
     # A worker that finishes first must not re-run a grid point while the other runs the last one.
     assert out.complete == len(study.trials) == 3
     assert sorted(t.params["model"] for t in study.trials) == sorted(models)
+
+
+def _plan_only(preset_name: str, ctx: object) -> object:
+    from studies.presets import PRESETS
+
+    preset = PRESETS.get(preset_name)
+
+    def objective(trial: optuna.Trial) -> float:
+        preset.plan(trial, ctx)  # may prune (no model selected); no training: only the sampled params matter here
+        return 0.5
+    return objective
+
+
+def test_seeded_sampler_does_not_replay_on_resume_or_in_workers(tmp_path) -> None:
+    from studies.presets import PRESETS, StudyContext
+
+    ctx = StudyContext("d", ("a", "b"), {"a": 6, "b": 4})
+    storage = f"sqlite:///{tmp_path}/s.db"
+
+    def process(name: str) -> optuna.Study:  # what each process (run, worker, host) builds: a sampler seeded train.seed=0
+        return optuna.create_study(study_name=name, storage=storage, load_if_exists=True, direction="maximize",
+                                   sampler=PRESETS.get("search").sampler(ctx, 0))
+
+    first = process("resumed")
+    first.optimize(_plan_only("search", ctx), n_trials=3)
+    process("resumed").optimize(_plan_only("search", ctx), n_trials=3)  # the rerun of an interrupted study
+    resumed = [t.params for t in process("resumed").trials]
+    a, b = process("workers"), process("workers")  # two workers taking turns on one study
+    for _ in range(3):
+        a.optimize(_plan_only("search", ctx), n_trials=1)
+        b.optimize(_plan_only("search", ctx), n_trials=1)
+    workers = [t.params for t in a.trials]
+    for params in (resumed, workers):
+        assert len(params) == 6 and all(params[i] != params[j] for i in range(6) for j in range(i)), params
+    fresh = process("fresh")
+    fresh.optimize(_plan_only("search", ctx), n_trials=3)
+    assert [t.params for t in fresh.trials] == resumed[:3] == workers[:3]  # a fresh single-worker study is reproducible
+
+
+def test_search_with_max_k_1_never_aggregates() -> None:
+    from studies.presets import StudyContext
+
+    ctx = StudyContext("d", ("a",), {"a": 6}, max_k=1)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))  # in memory: planning only
+    study.optimize(_plan_only("search", ctx), n_trials=40)
+    used = [t.params for t in study.trials if t.params["use.a"]]
+    assert used and all(p["agg.a"] == "single" and "k.a" not in p for p in used)
+
+
+def test_a_trial_pruned_while_training(study_env, tmp_path) -> None:
+    a = study_env["a"]
+    # Every trial below 101% validation accuracy from epoch 5 on is pruned: the one trial trains, reports, is cut.
+    cfg = study_cfg(study_env, tmp_path, "search", (a,), **{"study.trials": 1, "study.pruning": True,
+                                                            "study.pruner": "threshold:1.01", "train.max_epochs": 8})
+    optuna.create_study(study_name=study_name(cfg), storage=make_storage(cfg.study.storage, 1),
+                        direction="maximize").enqueue_trial({f"use.{a}": True})  # it selects a model: it trains
+    out = run_study(cfg)
+    assert (out.complete, out.pruned) == (0, 1)
+    study, _ = assert_runs_match_trials(cfg, out.name)
+    trial = study.trials[0]
+    assert sorted(trial.intermediate_values) == list(range(6)) and "prune_reason" not in trial.user_attrs
+    mlc = MlflowClient(cfg.tracking.uri)
+    run = mlc.get_run(trial.user_attrs["mlflow_run_id"])
+    assert run.info.status == "KILLED" and run.data.tags[tracking.TAG_STATE] == "PRUNED"
+    history = {m.step: m.value for m in mlc.get_metric_history(run.info.run_id, "val/acc")}
+    assert history == pytest.approx(trial.intermediate_values)
+    assert "test/acc" not in run.data.metrics
