@@ -58,8 +58,11 @@ RESIDENT_BYTES = 1 << 30  # train + validation rows of all layers held in memory
 
 
 class BatchedHeads:
-    """The MLP heads of several layers as stacked tensors ``W_j (n, in, out)``, ``b_j (n, 1, out)``.
+    """The MLP heads of several layers as stacked tensors ``W_j (n, out, in)``, ``b_j (n, 1, out)``.
 
+    Weights keep ``nn.Linear``'s ``(out, in)`` layout and enter ``baddbmm`` transposed, as ``F.linear``
+    feeds them to its GEMM: with the ``(in, out)`` layout the 256 -> 2 output layer rounds differently from a
+    single fit's (measured: ~1e-6 per logit, which moved some layers' early stopping on real features).
     All heads must share one seed: their dropout generators then yield identical masks, so one draw per
     step is broadcast over the heads (the batched step stays equal to each head's own fit).
     """
@@ -70,7 +73,7 @@ class BatchedHeads:
             raise ValueError(f"batched heads share one seed (one dropout stream), got seeds {sorted(seeds)}")
         self.dropout = heads[0].dropout
         n_lin = len(heads[0].linears)
-        self.weights = [torch.stack([h.linears[j].weight.detach().T for h in heads]).contiguous().to(device) for j in range(n_lin)]
+        self.weights = [torch.stack([h.linears[j].weight.detach() for h in heads]).to(device) for j in range(n_lin)]
         self.biases = [torch.stack([h.linears[j].bias.detach()[None] for h in heads]).contiguous().to(device) for j in range(n_lin)]
         self.rng = np.random.default_rng(dropout_seed(seeds.pop()))
         for p in self.parameters():
@@ -83,7 +86,7 @@ class BatchedHeads:
     def forward(self, x: Tensor, train: bool) -> Tensor:
         """``(n, B, H) -> (n, B, C)`` logits; one dropout draw ``(B, h)`` per hidden layer, shared by all heads, when training."""
         for j, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
-            x = torch.baddbmm(b, x, w)  # (n, B, out)
+            x = torch.baddbmm(b, x, w.transpose(1, 2))  # (n, B, out)
             if j < len(self.weights) - 1:
                 x = x.relu()
                 if train and self.dropout > 0:
@@ -153,7 +156,12 @@ class StackedRows:
         """Keep the layers at positions ``idx`` of the current ones."""
         self.which = [self.which[i] for i in idx]
         if self.block is not None:
-            self.block = self.block[idx]  # a copy: the stopped layers' rows are freed
+            # Move the kept layers to the front in place (idx is ascending, so i <= j): a copy of the
+            # block while the old one is alive would double its memory at the first stop.
+            for i, j in enumerate(idx):
+                if i != j:
+                    self.block[i] = self.block[j]
+            self.block = self.block[:len(idx)]
 
 
 def sweep_device(accelerator: str) -> torch.device:

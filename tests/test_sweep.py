@@ -55,6 +55,29 @@ def test_sweep_equals_separate_fits(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     _assert_agree(scores, cfg, m)
 
 
+def test_batched_step_is_bit_equal_to_each_heads_own_step() -> None:
+    """Paper head shape (576 -> 256 -> 2, batch 100): logits and gradients of the stacked step equal each head's bits."""
+    from lightning_modules.components.classifier import MLPHead
+
+    gen = torch.Generator().manual_seed(0)
+    heads = [MLPHead(576, (256,), 2, 0.1, seed=0) for _ in range(3)]
+    with torch.no_grad():
+        for h in heads:  # same seed, same initial weights: make the heads differ
+            for p in h.parameters():
+                p.add_(torch.randn(p.shape, generator=gen) * 0.01)
+    batched = sweep.BatchedHeads(heads, torch.device("cpu"))
+    x, y = torch.randn(3, 100, 576, generator=gen), torch.randint(0, 2, (100,), generator=gen)
+    logits = batched.forward(x, train=True)  # (3, 100, 2)
+    torch.nn.functional.cross_entropy(logits.reshape(-1, 2), y.repeat(3), reduction="none").view(3, -1).mean(dim=1).sum().backward()
+    for i, h in enumerate(heads):
+        own = h.train()(x[i])
+        assert torch.equal(logits[i], own), f"head {i} logits"
+        torch.nn.functional.cross_entropy(own, y).backward()
+        for j, lin in enumerate(h.linears):
+            assert torch.equal(batched.weights[j].grad[i], lin.weight.grad), f"head {i} weight {j}"
+            assert torch.equal(batched.biases[j].grad[i, 0], lin.bias.grad), f"head {i} bias {j}"
+
+
 def test_batched_heads_need_one_seed() -> None:
     from lightning_modules.components.classifier import MLPHead
 
