@@ -169,7 +169,8 @@ class StudyLock:
         path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else journal_path(url)
         if path is not None:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-            self._file = Path(f"{path}.lock").open("a")  # noqa: SIM115 - kept open for the lock's lifetime
+            # Not "<path>.lock": Optuna's journal backend owns that name (a symlink lock it removes when stale).
+            self._file = Path(f"{path}.study-lock").open("a")  # noqa: SIM115 - kept open for the lock's lifetime
         elif url.startswith(("postgresql", "mysql")):
             import sqlalchemy
 
