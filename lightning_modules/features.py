@@ -196,26 +196,39 @@ class CachedFeatureDataset(Dataset[tuple[list[Tensor], Tensor]]):
     def stacked(self, positions: list[int] | np.ndarray, which: list[int]) -> tuple[Tensor, Tensor]:
         """Like ``batch`` for single-layer sources of one width: one ``(len(which), B, H)`` float32 tensor.
 
-        The rows are gathered into one float16 block and cast and scaled by torch in one pass over all
-        sources (the same IEEE operations as ``SelectionFeatures.read``, so the values are bit-equal).
+        The rows are gathered into one block in the files' dtype (``raw_rows``) and cast and scaled by
+        torch in one pass over all sources (``scale_rows``).
         """
         pos = np.sort(np.asarray(positions, dtype=np.int64))
-        rows = self.rows[pos]
+        raw = self.raw_rows(pos, which)
+        return self.scale_rows(torch.from_numpy(raw), which), torch.from_numpy(self.labels[pos])  # (n, B, H), (B,)
+
+    def raw_rows(self, positions: np.ndarray, which: list[int]) -> np.ndarray:
+        """Unscaled ``(len(which), len(positions), H)`` rows in the files' dtype (float16) of single-layer sources."""
+        rows = self.rows[positions]
         sources = [self.sources[j] for j in which]
         if any(s.aggregate is not None for s in sources):
-            raise ValueError("stacked() reads single-layer sources only; use batch() for aggregations")
+            raise ValueError("stacked reads single-layer sources only; use batch() for aggregations")
         raw = np.empty((len(sources), len(rows), sources[0].width), dtype=sources[0].files[0].dtype)
         for i, src in enumerate(sources):
             src.files[0].read(rows, out=raw[i])
         self.sources[0].counter.add(raw.nbytes)
-        x = torch.from_numpy(raw).float()  # (n, B, H)
-        if sources[0].mean is not None:
+        return raw
+
+    def scale_rows(self, raw: Tensor, which: list[int]) -> Tensor:
+        """``raw_rows`` output (or a gather of it) as float32, standardised per source when the scalers are fitted.
+
+        The same IEEE operations as ``SelectionFeatures.read`` (cast, subtract, divide), so the values are bit-equal.
+        """
+        x = raw.float()  # (n, B, H)
+        if self.sources[which[0]].mean is not None:
             key = tuple(which)
             if key not in self._scales:  # which changes only when sweep layers stop
+                sources = [self.sources[j] for j in which]
                 self._scales = {key: tuple(torch.from_numpy(np.stack([getattr(s, a) for s in sources]))[:, None] for a in ("mean", "std"))}
             mean, std = self._scales[key]
-            x.sub_(mean).div_(std)
-        return x, torch.from_numpy(self.labels[pos])  # (n, B, H), (B,)
+            x.sub_(mean.to(x.device)).div_(std.to(x.device))
+        return x
 
 
 class ShuffledBatchSampler(Sampler[list[int]]):

@@ -9,7 +9,7 @@ stacked parameter is the per-layer update), the same early-stopping rule per lay
 Where the time goes (BENCHMARKS.md): the batched matmuls and the Adam pass over the stacked weights; the
 rest is kept off the step. Every head has the same seed, so every head's dropout generator yields the same
 masks in lockstep: one ``(B, h)`` draw per step serves all heads (exactly the draws of a single fit). The
-train and validation rows of all layers are read once into a float32 block when it fits ``RESIDENT_BYTES``
+train and validation rows of all layers are read once into a float16 block when it fits ``RESIDENT_BYTES``
 (a batch is then an in-memory gather, not 31 x B reads from disk), else streamed per batch. A layer that
 stopped leaves the stacked weights, its Adam moments and the block, so it costs nothing afterwards.
 """
@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -54,15 +54,36 @@ class LayerScore:
     feature_bytes: int = 0  # bytes the whole sweep read from feature files (all its layers, all passes)
 
 
-RESIDENT_BYTES = 1 << 30  # train + validation rows of all layers held in memory up to this size (MR, 31 x 576: 0.5 GB)
+RESIDENT_BYTES = 1 << 30  # train + validation rows of all layers held in memory up to this size (MR, 31 x 576: 254 MB)
+
+
+class _BatchedLinear(torch.autograd.Function):
+    """``baddbmm(b, x, W^T)`` for weights in ``nn.Linear``'s ``(n, out, in)`` layout, with its backward by hand.
+
+    The values are those of autograd through the transposed view (so of ``F.linear``), but the weight
+    gradient is computed as ``grad^T @ x`` straight into the ``(out, in)`` layout, as ``F.linear``'s own
+    backward does; through the view, autograd made it ``(in, out)`` and copied it over (measured: +8 ms
+    of a 35 ms step at 31 x 576 -> 256).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, w: Tensor, b: Tensor) -> Tensor:
+        ctx.save_for_backward(x, w)
+        return torch.baddbmm(b, x, w.transpose(1, 2))  # (n, B, out)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor, Tensor]:
+        x, w = ctx.saved_tensors
+        grad_x = torch.bmm(grad, w) if ctx.needs_input_grad[0] else None  # (n, B, in); not for the features
+        return grad_x, torch.bmm(grad.transpose(1, 2), x), grad.sum(dim=1, keepdim=True)
 
 
 class BatchedHeads:
     """The MLP heads of several layers as stacked tensors ``W_j (n, out, in)``, ``b_j (n, 1, out)``.
 
-    Weights keep ``nn.Linear``'s ``(out, in)`` layout and enter ``baddbmm`` transposed, as ``F.linear``
-    feeds them to its GEMM: with the ``(in, out)`` layout the 256 -> 2 output layer rounds differently from a
-    single fit's (measured: ~1e-6 per logit, which moved some layers' early stopping on real features).
+    Weights keep ``nn.Linear``'s ``(out, in)`` layout and enter the GEMM transposed, as ``F.linear``
+    feeds them (``_BatchedLinear``): with the ``(in, out)`` layout the 256 -> 2 output layer rounds differently
+    from a single fit's (measured: ~1e-6 per logit, which moved some layers' early stopping on real features).
     All heads must share one seed: their dropout generators then yield identical masks, so one draw per
     step is broadcast over the heads (the batched step stays equal to each head's own fit).
     """
@@ -86,7 +107,7 @@ class BatchedHeads:
     def forward(self, x: Tensor, train: bool) -> Tensor:
         """``(n, B, H) -> (n, B, C)`` logits; one dropout draw ``(B, h)`` per hidden layer, shared by all heads, when training."""
         for j, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
-            x = torch.baddbmm(b, x, w.transpose(1, 2))  # (n, B, out)
+            x = _BatchedLinear.apply(x, w, b)  # (n, B, out)
             if j < len(self.weights) - 1:
                 x = x.relu()
                 if train and self.dropout > 0:
@@ -120,20 +141,16 @@ class BatchedHeads:
 class StackedRows:
     """One split's rows of the layers still training, as ``(n, B, H)`` float32 batches.
 
-    Resident: the whole split read once, layer by layer, into a ``(n, N, H)`` block by the reader a single
-    fit uses (``SelectionFeatures.read``; ``stacked`` gives the same bits), and a batch is an index into it.
-    Streamed: each batch is read from the layer files. ``keep`` drops stopped layers either way.
+    Resident: the whole split's rows read once into a ``(n, N, H)`` block in the files' dtype (float16,
+    half the bytes of float32 and faster to gather: measured 1.4 vs 2.6 ms per 31 x 100-row batch); a
+    batch is an index into it, cast and scaled as ``stacked`` does. Streamed: each batch is read from the
+    layer files by ``stacked``. Same values either way. ``keep`` drops stopped layers.
     """
 
     def __init__(self, dataset: CachedFeatureDataset, which: list[int], resident: bool, device: torch.device) -> None:
         self.dataset, self.which, self.device = dataset, list(which), device
         self.labels = torch.from_numpy(dataset.labels).to(device)  # (N,)
-        self.block: Tensor | None = None
-        if resident:
-            block = torch.empty(len(which), len(dataset), dataset.sources[which[0]].width)  # (n, N, H)
-            for i, j in enumerate(self.which):
-                dataset.sources[j].read(dataset.rows, out=block[i].numpy())
-            self.block = block.to(device)
+        self.block = torch.from_numpy(dataset.raw_rows(np.arange(len(dataset)), self.which)).to(device) if resident else None
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -144,13 +161,13 @@ class StackedRows:
             x, y = self.dataset.stacked(pos, self.which)
             return x.to(self.device), y.to(self.device)
         idx = torch.as_tensor(pos, device=self.device)
-        return self.block.index_select(1, idx), self.labels[idx]
+        return self.dataset.scale_rows(self.block.index_select(1, idx), self.which), self.labels[idx]
 
     def chunk(self, start: int, stop: int) -> tuple[Tensor, Tensor]:
-        """Positions ``start:stop`` in order (evaluation): a view of the resident block, no copy."""
+        """Positions ``start:stop`` in order (evaluation)."""
         if self.block is None:
             return self.batch(np.arange(start, stop))
-        return self.block[:, start:stop], self.labels[start:stop]
+        return self.dataset.scale_rows(self.block[:, start:stop], self.which), self.labels[start:stop]
 
     def keep(self, idx: list[int]) -> None:
         """Keep the layers at positions ``idx`` of the current ones."""
@@ -201,8 +218,9 @@ def _evaluate(heads: BatchedHeads, rows: StackedRows, batch_size: int, num_class
     for start in range(0, len(rows), batch_size):
         x, y = rows.chunk(start, min(start + batch_size, len(rows)))
         logits = heads.forward(x, train=False)  # (n, B, C)
-        n = logits.shape[0]
-        ce = F.cross_entropy(logits.reshape(-1, num_classes), y.repeat(n), reduction="none").view(n, -1).mean(dim=1)
+        # One mean-reduced cross-entropy per head, as the fit computes its batch loss: the same summation
+        # (a batched mean over reduction="none" rounds differently and could break a tie in early stopping).
+        ce = torch.stack([F.cross_entropy(lg, y) for lg in logits])  # (n,)
         losses.append(ce * len(y))
         preds.append(logits.argmax(dim=-1))
     pred, y = torch.cat(preds, dim=1), rows.labels  # (n, N), (N,)
@@ -246,7 +264,8 @@ def _sweep_layers(train_dir: Path, test_dir: Path, cfg: BenchConfig, layers: Seq
     opt = make_adam(heads.parameters(), t.lr, t.weight_decay)
     sampler = dm.batch_sampler("train")  # the very batches fit_and_evaluate's DataLoader yields
     everything = list(range(len(layers)))
-    train_val_bytes = len(layers) * (len(dm.datasets["train"]) + len(dm.datasets["val"])) * max(dm.input_dims) * 4
+    itemsize = dm.datasets["train"].sources[0].files[0].dtype.itemsize
+    train_val_bytes = len(layers) * (len(dm.datasets["train"]) + len(dm.datasets["val"])) * max(dm.input_dims) * itemsize
     resident = train_val_bytes <= RESIDENT_BYTES
     train, val = (StackedRows(dm.datasets[split], everything, resident, device) for split in ("train", "val"))
     tracks = [_Track(monitor_mode(t.monitor), t.patience) for _ in layers]
