@@ -177,7 +177,7 @@ class CachedFeatureDataset(Dataset[tuple[list[Tensor], Tensor]]):
         self.sources = sources
         self.rows = np.sort(np.asarray(rows, dtype=np.int64))
         self.labels = np.asarray(labels, dtype=np.int64)[self.rows]
-        self._scales: dict[tuple[int, ...], tuple[Tensor, ...]] = {}
+        self._scales: dict[tuple[int | str, ...], tuple[Tensor, ...]] = {}
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -222,12 +222,12 @@ class CachedFeatureDataset(Dataset[tuple[list[Tensor], Tensor]]):
         """
         x = raw.float()  # (n, B, H)
         if self.sources[which[0]].mean is not None:
-            key = tuple(which)
+            key = (*which, str(x.device))
             if key not in self._scales:  # which changes only when sweep layers stop
                 sources = [self.sources[j] for j in which]
-                self._scales = {key: tuple(torch.from_numpy(np.stack([getattr(s, a) for s in sources]))[:, None] for a in ("mean", "std"))}
+                self._scales = {key: tuple(torch.from_numpy(np.stack([getattr(s, a) for s in sources]))[:, None].to(x.device) for a in ("mean", "std"))}
             mean, std = self._scales[key]
-            x.sub_(mean.to(x.device)).div_(std.to(x.device))
+            x.sub_(mean).div_(std)
         return x
 
 
