@@ -256,7 +256,7 @@ def study_argv(env: dict[str, str], storage: str, tracking_uri: str, artifacts: 
             "--set", "train.batch_size=8", "--set", "train.hidden_dims=16", *extra]
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("journal", marks=pytest.mark.slow)])  # ~1 min each under load
 def test_sigkill_mid_trial_then_resume(study_env, tmp_path, kind) -> None:
     storage = f"sqlite:///{tmp_path}/optuna.db" if kind == "sqlite" else f"journal:{tmp_path}/optuna.log"
     uri = f"sqlite:///{tmp_path}/mlflow.db"
