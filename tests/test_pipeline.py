@@ -23,6 +23,7 @@ FAST = ["--set", "train.max_epochs=3", "--set", "train.patience=0", "--set", "tr
 def _argv(tmp: Path, data: Path, models: str, *extra: str) -> list[str]:
     return ["reproduce", "--datasets", str(data), "--models", models, "--seeds", "1", "--trials", "3", "--no-progress",
             "--set", f"paths.cache_dir={tmp / 'cache'}", "--set", "extract.dtype=fp32", "--set", "extract.device=cpu",
+            "--set", "extract.max_length=64",  # the tiny models have 64 positions (reproduce.yaml asks for 256)
             "--set", f"study.storage=sqlite:///{tmp}/optuna.db", "--set", f"tracking.uri=sqlite:///{tmp}/mlflow.db",
             "--set", f"tracking.artifact_root={tmp / 'artifacts'}", "--set", f"report.out_dir={tmp / 'reports'}",
             *FAST, *extra]
