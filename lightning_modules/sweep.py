@@ -78,12 +78,22 @@ class _BatchedLinear(torch.autograd.Function):
         return grad_x, torch.bmm(grad.transpose(1, 2), x), grad.sum(dim=1, keepdim=True)
 
 
+Param = Tensor | list[Tensor]  # one stacked leaf (n, ...) or one leaf per head
+VECTOR_UNIT = 16  # floats per 64-byte unit of torch's fused CPU Adam; its SIMD width (8 or 16) divides it
+
+
 class BatchedHeads:
     """The MLP heads of several layers as stacked tensors ``W_j (n, out, in)``, ``b_j (n, 1, out)``.
 
     Weights keep ``nn.Linear``'s ``(out, in)`` layout and enter the GEMM transposed, as ``F.linear``
     feeds them (``_BatchedLinear``): with the ``(in, out)`` layout the 256 -> 2 output layer rounds differently
     from a single fit's (measured: ~1e-6 per logit, which moved some layers' early stopping on real features).
+
+    Fused Adam updates whole SIMD vectors with an FMA and a tensor's tail element by element without one,
+    so an element's rounding depends on where it sits. A per-head tensor whose size is a multiple of
+    ``VECTOR_UNIT`` is stacked (each head's elements fill whole vectors, as in its own fit); a smaller or
+    ragged one (the 2-class output bias) stays one leaf per head, stacked only for the forward pass.
+
     All heads must share one seed: their dropout generators then yield identical masks, so one draw per
     step is broadcast over the heads (the batched step stays equal to each head's own fit).
     """
@@ -94,20 +104,28 @@ class BatchedHeads:
             raise ValueError(f"batched heads share one seed (one dropout stream), got seeds {sorted(seeds)}")
         self.dropout = heads[0].dropout
         n_lin = len(heads[0].linears)
-        self.weights = [torch.stack([h.linears[j].weight.detach() for h in heads]).to(device) for j in range(n_lin)]
-        self.biases = [torch.stack([h.linears[j].bias.detach()[None] for h in heads]).contiguous().to(device) for j in range(n_lin)]
+        self.weights = [self._param([h.linears[j].weight.detach() for h in heads], device) for j in range(n_lin)]
+        self.biases = [self._param([h.linears[j].bias.detach()[None] for h in heads], device) for j in range(n_lin)]
         self.rng = np.random.default_rng(dropout_seed(seeds.pop()))
-        for p in self.parameters():
-            p.requires_grad_(True)
+
+    @staticmethod
+    def _param(parts: list[Tensor], device: torch.device) -> Param:
+        if parts[0].numel() % VECTOR_UNIT == 0:
+            return torch.stack(parts).to(device).requires_grad_(True)
+        return [part.to(device).clone().requires_grad_(True) for part in parts]
+
+    @staticmethod
+    def _full(p: Param) -> Tensor:
+        return p if isinstance(p, Tensor) else torch.stack(p)
 
     def parameters(self) -> list[Tensor]:
-        """All stacked tensors (weights then biases)."""
-        return [*self.weights, *self.biases]
+        """All leaf tensors (weights then biases)."""
+        return [leaf for p in (*self.weights, *self.biases) for leaf in ([p] if isinstance(p, Tensor) else p)]
 
     def forward(self, x: Tensor, train: bool) -> Tensor:
         """``(n, B, H) -> (n, B, C)`` logits; one dropout draw ``(B, h)`` per hidden layer, shared by all heads, when training."""
         for j, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
-            x = _BatchedLinear.apply(x, w, b)  # (n, B, out)
+            x = _BatchedLinear.apply(x, self._full(w), self._full(b))  # (n, B, out)
             if j < len(self.weights) - 1:
                 x = x.relu()
                 if train and self.dropout > 0:
@@ -117,25 +135,32 @@ class BatchedHeads:
 
     def keep(self, idx: list[int], optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
         """Keep heads ``idx`` only (parameters and Adam moments); return the new optimizer."""
-        old = self.parameters()
-        self.weights = [w.detach()[idx].clone().requires_grad_(True) for w in self.weights]
-        self.biases = [b.detach()[idx].clone().requires_grad_(True) for b in self.biases]
+        moved: dict[Tensor, dict[str, Tensor]] = {}
+
+        def select(p: Param) -> Param:
+            if not isinstance(p, Tensor):
+                kept = [p[i] for i in idx]
+                moved.update({leaf: optimizer.state[leaf] for leaf in kept if leaf in optimizer.state})
+                return kept
+            new = p.detach()[idx].clone().requires_grad_(True)
+            if st := optimizer.state.get(p):
+                moved[new] = {"step": st["step"].clone(), "exp_avg": st["exp_avg"][idx].clone(), "exp_avg_sq": st["exp_avg_sq"][idx].clone()}
+            return new
+
+        self.weights, self.biases = [select(w) for w in self.weights], [select(b) for b in self.biases]
         new_opt = make_adam(self.parameters(), optimizer.defaults["lr"], optimizer.defaults["weight_decay"])
-        for p_old, p_new in zip(old, self.parameters(), strict=True):
-            st = optimizer.state.get(p_old)
-            if st:
-                new_opt.state[p_new] = {"step": st["step"].clone(), "exp_avg": st["exp_avg"][idx].clone(), "exp_avg_sq": st["exp_avg_sq"][idx].clone()}
+        new_opt.state.update(moved)
         return new_opt
 
     def snapshot(self, i: int) -> list[Tensor]:
-        """Copy of head ``i``'s tensors."""
-        return [p.detach()[i].clone() for p in self.parameters()]
+        """Copy of head ``i``'s tensors (weights then biases)."""
+        return [p.detach()[i].clone() if isinstance(p, Tensor) else p[i].detach().clone() for p in (*self.weights, *self.biases)]
 
     def load(self, states: list[list[Tensor]]) -> None:
-        """Replace all heads by the given snapshots (one per head, as ``snapshot`` returns them)."""
+        """Replace all heads by the given snapshots (one per head, as ``snapshot`` returns them); for evaluation only."""
         stacked = [torch.stack(parts) for parts in zip(*states, strict=True)]
         n_lin = len(self.weights)
-        self.weights, self.biases = stacked[:n_lin], stacked[n_lin:]
+        self.weights, self.biases = list(stacked[:n_lin]), list(stacked[n_lin:])
 
 
 class StackedRows:
