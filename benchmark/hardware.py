@@ -7,19 +7,24 @@ from pathlib import Path
 
 from benchmark.errors import UserError
 
-# CPU flags that make bf16 faster than fp32. AVX512-BF16 alone is not enough: measured with oneDNN on such a
-# CPU, bf16 matmuls ran at ~0.6x the fp32 rate (BENCHMARKS.md), so only AMX tiles select bf16.
-BF16_CPU_FLAGS = ("amx_bf16",)
+# CPU flags that make bf16 faster than fp32 for both kinds of model. Measured on this project's 2-core AVX512-BF16
+# CPU (no AMX) on 2026-11-27, other jobs running (load 6-10), 400 MR texts (minilm-l6) and 120 (smollm2-135m),
+# interleaved best of 3-5, bf16 with Linear weights stored in bf16 once (extractors.hf.cast_linear_weights):
+# minilm-l6 1.8-2.1x the fp32 tokens/s (one early run 0.8x), smollm2-135m 1.9-2.6x; pooled features vs fp32 cosine
+# >= 0.9997. Per-batch autocast (fp32 weights cast on every forward) was 1.2-2.1x slower than that, which is most of
+# why an earlier run (2026-11-22) found bf16 at 0.6x fp32 for minilm-l6. Dense bf16 matmuls ran at 2.3x the fp32
+# rate that day (2048^2: 129 vs 57 GFLOP/s). So AVX512-BF16 (Zen 4, Cooper Lake and later) selects bf16, as AMX does.
+BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 # Padded tokens per batch for the auto batch size. On CPU small batches keep the L+1 hidden states in cache
 # (2,048 beat 16,384 by 1.6x on minilm-l6); GPUs want large batches and back off on out-of-memory.
 TOKEN_BUDGET = {"cpu": 2048, "cuda": 65536}
 
 
-@lru_cache(maxsize=1)
-def cpu_has_bf16() -> bool:
-    """True when /proc/cpuinfo lists a bf16 matrix instruction set."""
+@lru_cache(maxsize=4)
+def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """True when ``cpuinfo`` lists a bf16 matrix instruction set (AVX512-BF16 or AMX)."""
     try:
-        flags = Path("/proc/cpuinfo").read_text().split()
+        flags = Path(cpuinfo).read_text().split()
     except OSError:
         return False
     return any(f in flags for f in BF16_CPU_FLAGS)
@@ -42,7 +47,7 @@ def resolve_token_budget(budget: int, device: str) -> int:
 
 
 def resolve_dtype(dtype: str, device: str) -> str:
-    """``auto`` -> ``bf16`` where the hardware runs it faster (CUDA with bf16, CPU with AMX), else ``fp32``/``fp16``."""
+    """``auto`` -> ``bf16`` where the hardware runs it faster (CUDA with bf16, CPU with AVX512-BF16 or AMX), else ``fp32``/``fp16``."""
     if dtype != "auto":
         return dtype
     if device == "cuda":

@@ -1,8 +1,9 @@
 """Extraction speed, side by side on the same texts in one run (a benchmark, never a test).
 
-Times, on the same N texts: layerfuse all-layer extraction (length-sorted, token-budget batches, per dtype);
-sentence-transformers ``encode`` of the same model (last layer only); a naive loop (original order, fixed batch,
-fp32, all layers); and the machine's fp32/bf16 matmul peak. Each figure is the best of 3 runs. Prints a markdown table of throughput, ratios and
+Times, on the same N texts, each from raw strings (tokenization included): layerfuse all-layer extraction
+(length-sorted, token-budget batches, per dtype); sentence-transformers ``encode`` of the same model (last layer
+only); a naive loop (original order, fixed batch, fp32, all layers); and the machine's fp32/bf16 matmul peak.
+Each figure is the best of 3 runs. Prints a markdown table of throughput, ratios and
 model FLOPs/s as a share of the bf16 peak.
 
     python -m benchmark.speed_extract --model minilm-l6 --dataset sst2 --n 2000
@@ -11,6 +12,7 @@ model FLOPs/s as a share of the bf16 peak.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from collections.abc import Callable
 
@@ -49,13 +51,22 @@ def model_flops(model: torch.nn.Module, lengths: list[int], num_layers: int, hid
 REPEATS = 3  # best of 3: other processes on a 2-core machine only ever make a run slower
 
 
-def timed(fn: Callable[[], object]) -> float:
-    """Best wall time of ``REPEATS`` calls."""
-    best = float("inf")
-    for _ in range(REPEATS):
-        start = time.perf_counter()
+def timed_round_robin(candidates: dict[str, Callable[[], object]]) -> dict[str, tuple[float, float]]:
+    """Best wall time and best process CPU time of each candidate over ``REPEATS`` rounds, after one warm-up round.
+
+    Candidates take turns within each round, so a change in the machine's load hits all of them alike rather than
+    whichever ran during it; the warm-up round builds the oneDNN kernels of every batch shape. CPU time is the
+    steadier figure on a shared machine: waiting for a core does not count in it.
+    """
+    for fn in candidates.values():
         fn()
-        best = min(best, time.perf_counter() - start)
+    best = {name: (float("inf"), float("inf")) for name in candidates}
+    for _ in range(REPEATS):
+        for name, fn in candidates.items():
+            start, start_cpu = time.perf_counter(), time.process_time()
+            fn()
+            wall, cpu = time.perf_counter() - start, time.process_time() - start_cpu
+            best[name] = (min(best[name][0], wall), min(best[name][1], cpu))
     return best
 
 
@@ -69,48 +80,59 @@ def run(model: str, dataset: str, n: int, split: str, dtypes: list[str], token_b
     rows.append(("matmul peak bf16 (GFLOP/s)", peak_bf16, ""))
     rows.append(("matmul peak fp32 (GFLOP/s)", peak_fp32, ""))
 
-    extractor = None
-    tokens = 0
-    layerfuse_rates = {}
+    extractors: dict[str, HFHiddenStateExtractor] = {}
+    candidates: dict[str, Callable[[], object]] = {}
     for dtype in dtypes:
-        extractor = HFHiddenStateExtractor(spec, "cpu", dtype, "mean", spec.max_length, token_budget=token_budget)
-        ids = extractor.tokenize(texts)
-        lengths = [len(x) for x in ids]
-        tokens = sum(lengths)
-        order = sorted(ids, key=len, reverse=True)
-        extractor.encode_ids(order[: max(1, len(order) // 20)])  # warm-up (oneDNN primitives)
-        seconds = timed(lambda: extractor.encode_ids(order))  # noqa: B023 - called immediately
-        flops = model_flops(extractor.model, lengths, extractor.num_layers, extractor.hidden_size)
-        layerfuse_rates[dtype] = tokens / seconds
-        rows.append((f"layerfuse all layers, {dtype} (tokens/s)", tokens / seconds,
-                     f"{flops / seconds / 1e9:.1f} GFLOP/s = {100 * flops / seconds / 1e9 / peak_bf16:.0f}% of bf16 peak, "
-                     f"{100 * flops / seconds / 1e9 / peak_fp32:.0f}% of fp32 peak"))
-    assert extractor is not None
+        # "bf16-autocast": fp32 weights that autocast casts on every batch, the way bf16 ran before weights were cast once.
+        ex = HFHiddenStateExtractor(spec, "cpu", dtype.removesuffix("-autocast"), "mean", spec.max_length,
+                                    token_budget=token_budget, cast_weights=not dtype.endswith("-autocast"))
+        extractors[dtype] = ex
+        # Tokenizing and sorting are timed too, as sentence-transformers' encode and the naive loop include them.
+        candidates[f"layerfuse {dtype}"] = lambda ex=ex: ex.encode_ids(sorted(ex.tokenize(texts), key=len, reverse=True))
+    first = next(iter(extractors.values()))
+    lengths = [len(x) for x in first.tokenize(texts)]
+    tokens = sum(lengths)
+    fp32_model = HFHiddenStateExtractor(spec, "cpu", "fp32", "mean", spec.max_length).model
 
-    # Naive: original order, fixed batches of 32, fp32, all layers, padded to the batch's longest.
     def naive() -> None:
+        """Original order, fixed batches of 32, fp32, all layers, padded to the batch's longest."""
         pool = POOLINGS.get("mean")
         with torch.inference_mode():
             for i in range(0, len(texts), 32):
-                enc = extractor.tokenizer(texts[i:i + 32], padding=True, truncation=True, max_length=spec.max_length,
-                                          return_tensors="pt")
-                out = extractor.model.float()(**enc, output_hidden_states=True)
+                enc = first.tokenizer(texts[i:i + 32], padding=True, truncation=True, max_length=spec.max_length,
+                                      return_tensors="pt")
+                out = fp32_model(**enc, output_hidden_states=True)
                 torch.stack([pool(h, enc["attention_mask"]) for h in out.hidden_states])
 
-    rows.append(("naive unsorted fp32 loop, all layers (tokens/s)", tokens / timed(naive), ""))
-
+    candidates["naive"] = naive
     try:
         from sentence_transformers import SentenceTransformer
-    except ImportError:
-        rows.append(("sentence-transformers encode", float("nan"), "not installed"))
-    else:
+
         st = SentenceTransformer(spec.source, device="cpu")
-        st.encode(texts[:64])
-        seconds = timed(lambda: st.encode(texts, batch_size=32))
-        rate = tokens / seconds
-        best = max(layerfuse_rates.values())
-        rows.append(("sentence-transformers encode, last layer (tokens/s)", rate,
-                     f"layerfuse best / sentence-transformers = {best / rate:.2f}x"))
+    except ImportError:
+        st_note = "not installed"
+    except (OSError, ValueError) as err:  # e.g. a GGUF folder, which sentence-transformers cannot load
+        st_note = f"cannot load this model ({type(err).__name__})"
+    else:
+        st_note = ""
+        candidates["st"] = lambda: st.encode(texts, batch_size=32)
+
+    best = timed_round_robin(candidates)
+    for dtype, ex in extractors.items():
+        seconds, cpu = best[f"layerfuse {dtype}"]
+        flops = model_flops(ex.model, lengths, ex.num_layers, ex.hidden_size) / seconds / 1e9
+        rows.append((f"layerfuse all layers, {dtype} (tokens/s)", tokens / seconds,
+                     f"{tokens / cpu:,.0f} tokens per CPU-s; {flops:.1f} GFLOP/s = {100 * flops / peak_bf16:.0f}% of bf16 peak, "
+                     f"{100 * flops / peak_fp32:.0f}% of fp32 peak"))
+    seconds, cpu = best["naive"]
+    rows.append(("naive unsorted fp32 loop, all layers (tokens/s)", tokens / seconds, f"{tokens / cpu:,.0f} tokens per CPU-s"))
+    if "st" not in best:
+        rows.append(("sentence-transformers encode", float("nan"), st_note))
+        return rows
+    seconds, cpu = best["st"]
+    ratios = "; ".join(f"layerfuse {d} / sentence-transformers = {seconds / best[f'layerfuse {d}'][0]:.2f}x "
+                       f"({cpu / best[f'layerfuse {d}'][1]:.2f}x per CPU-s)" for d in extractors)
+    rows.append(("sentence-transformers encode, last layer (tokens/s)", tokens / seconds, f"{tokens / cpu:,.0f} tokens per CPU-s; {ratios}"))
     return rows
 
 
@@ -120,11 +142,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", default="sst2")
     parser.add_argument("--split", default="train")
     parser.add_argument("--n", type=int, default=2000)
-    parser.add_argument("--dtypes", default="fp32,bf16")
+    parser.add_argument("--dtypes", default="fp32,bf16", help="comma list of fp32, bf16, fp16, bf16-autocast")
     parser.add_argument("--token-budget", type=int, default=2048)
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's); 1 gives steadier figures under load")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    load_before = os.getloadavg()[0]
     rows = run(args.model, args.dataset, args.n, args.split, args.dtypes.split(","), args.token_budget)
+    # Other processes only slow a run down; the load average says how much the figures may understate.
+    print(f"\nload average (1 min) before / after: {load_before:.2f} / {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     print(f"\n| {args.model} on {args.n} {args.dataset} {args.split} texts, {torch.get_num_threads()} threads | value | note |")
     print("|---|---:|---|")
     for name, value, note in rows:

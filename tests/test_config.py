@@ -70,3 +70,18 @@ def test_registry_errors_and_duplicates() -> None:
         reg.get("alpah")
     assert str(err.value) == "unknown widget 'alpah'. Did you mean 'alpha'? Valid widgets: alpha, b, beta"
     assert isinstance(err.value, KeyError)
+
+
+@pytest.mark.parametrize(("flags", "expected"), [("fpu avx512f avx512_bf16 sse", "bf16"), ("fpu amx_bf16 amx_tile", "bf16"),
+                                                 ("fpu avx2 avx512f", "fp32")])
+def test_auto_dtype_follows_the_cpu_bf16_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flags: str,
+                                               expected: str) -> None:
+    from benchmark import hardware
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+    read_flags = hardware.cpu_has_bf16.__wrapped__  # uncached
+    monkeypatch.setattr(hardware, "cpu_has_bf16", lambda: read_flags(str(cpuinfo)))
+    assert hardware.resolve_dtype("auto", "cpu") == expected
+    assert hardware.resolve_dtype("fp16", "cpu") == "fp16"  # an explicit dtype is never overridden
+    assert not read_flags(str(tmp_path / "missing"))  # no cpuinfo (macOS): fp32

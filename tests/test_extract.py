@@ -125,19 +125,7 @@ def test_interrupted_extraction_resumes_byte_identical(tiny_models, tiny_data, t
     clean = extract_all(make_cfg(model, tiny_data, tmp_path / "clean"))[0].path
 
     cfg = make_cfg(model, tiny_data, tmp_path / "resumed")
-    real_write = CacheWriter.write_chunk
-    written: list[int] = []
-
-    def dying_write(self: CacheWriter, i: int, *args: object, **kwargs: object) -> None:
-        if len(written) == 2:
-            raise KeyboardInterrupt  # the process is killed after two chunks
-        real_write(self, i, *args, **kwargs)
-        written.append(i)
-
-    monkeypatch.setattr(CacheWriter, "write_chunk", dying_write)
-    with pytest.raises(KeyboardInterrupt):
-        extract_all(cfg)
-    monkeypatch.setattr(CacheWriter, "write_chunk", real_write)
+    kill_after_two_chunks(cfg, monkeypatch)
     target = clean.relative_to(tmp_path / "clean")
     resumed_dir = tmp_path / "resumed" / target
     assert not resumed_dir.exists() and not is_complete(resumed_dir)  # a partial run is never a cache hit
@@ -235,6 +223,23 @@ def tiny_extractor(model: Path, token_budget: int = 60, batch_size: int = 0) -> 
                                             batch_size=batch_size, token_budget=token_budget)
 
 
+def kill_after_two_chunks(cfg: BenchConfig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run ``extract_all(cfg)`` as a process killed once it has written two chunks."""
+    real_write = CacheWriter.write_chunk
+    written: list[int] = []
+
+    def dying_write(self: CacheWriter, i: int, *args: object, **kwargs: object) -> None:
+        if len(written) == 2:
+            raise KeyboardInterrupt
+        real_write(self, i, *args, **kwargs)
+        written.append(i)
+
+    monkeypatch.setattr(CacheWriter, "write_chunk", dying_write)
+    with pytest.raises(KeyboardInterrupt):
+        extract_all(cfg)
+    monkeypatch.setattr(CacheWriter, "write_chunk", real_write)
+
+
 def sorted_ids(ex: hf_module.HFHiddenStateExtractor, data: Path) -> list[list[int]]:
     texts = [line.split(",")[0] for line in (data / "train.csv").read_text().splitlines()[1:]]
     return sorted(ex.tokenize(texts), key=len, reverse=True)
@@ -286,19 +291,7 @@ def test_resume_uses_the_batching_of_the_unfinished_run(tiny_models, tiny_data, 
     model = tiny_models["llama-left"]
     clean = extract_all(make_cfg(model, tiny_data, tmp_path / "clean"))[0].path
     cfg = make_cfg(model, tiny_data, tmp_path / "resumed")
-    real_write = CacheWriter.write_chunk
-    written: list[int] = []
-
-    def dying_write(self: CacheWriter, i: int, *args: object, **kwargs: object) -> None:
-        if len(written) == 2:
-            raise KeyboardInterrupt
-        real_write(self, i, *args, **kwargs)
-        written.append(i)
-
-    monkeypatch.setattr(CacheWriter, "write_chunk", dying_write)
-    with pytest.raises(KeyboardInterrupt):
-        extract_all(cfg)
-    monkeypatch.setattr(CacheWriter, "write_chunk", real_write)
+    kill_after_two_chunks(cfg, monkeypatch)
 
     budgets: list[tuple[int, int]] = []
     real_encode = hf_module.HFHiddenStateExtractor.encode_ids
@@ -312,6 +305,30 @@ def test_resume_uses_the_batching_of_the_unfinished_run(tiny_models, tiny_data, 
     assert FeatureCache(summary.path).meta["batching"] == {"batch_size": 0, "token_budget": 40, "device": "cpu"}
     for name in sorted(p.name for p in clean.iterdir() if p.suffix == ".npy"):
         assert (clean / name).read_bytes() == (summary.path / name).read_bytes(), name
+
+
+def test_resume_made_on_an_unusable_device_starts_over(tiny_models, tiny_data, cache_dir, monkeypatch, caplog) -> None:
+    import json
+
+    from benchmark.cache import partial_dir
+
+    cfg = make_cfg(tiny_models["bert-a"], tiny_data, cache_dir)
+    real_finalize = CacheWriter.finalize
+    monkeypatch.setattr(CacheWriter, "finalize", lambda self, *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        extract_all(cfg)  # every chunk written, not assembled
+    monkeypatch.setattr(CacheWriter, "finalize", real_finalize)
+    (state_file,) = cache_dir.rglob("partial.json")
+    state = json.loads(state_file.read_text())
+    state["batching"]["device"] = "cuda"  # as if a GPU machine had started it
+    state_file.write_text(json.dumps(state))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    batches = spy_forward(monkeypatch)
+    with caplog.at_level("WARNING", logger="extractors.run"):
+        (summary,) = extract_all(cfg)
+    assert "made on cuda, which this run cannot use; starting over on cpu" in caplog.text
+    assert sum(len(b) for b in batches) == 24 and not partial_dir(summary.path).exists()
+    assert FeatureCache(summary.path).meta["batching"]["device"] == "cpu"
 
 
 def test_weights_hash_is_remembered_until_the_file_changes(tiny_models, tmp_path, monkeypatch) -> None:
@@ -445,3 +462,32 @@ def test_hub_dataset_errors_are_one_clear_line(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", True)
     with pytest.raises(UserError, match=r"offline mode is on .*put mr/train.csv and test.csv under paths.data_dir"):
         load_split("mr", "train", tmp_path / "no-data")
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+def test_cpu_low_precision_weights_cast_once_bit_identical_to_autocast(tiny_models, tiny_data, dtype) -> None:
+    from benchmark.models import resolve_model
+
+    spec = resolve_model(str(tiny_models["llama-left"]), ".")
+    ex = hf_module.HFHiddenStateExtractor(spec, "cpu", dtype, "mean", 64, token_budget=60)
+    linears = [m for m in ex.model.modules() if isinstance(m, torch.nn.Linear)]
+    assert ex.cast_linears and linears and all(m.weight.dtype == hf_module.TORCH_DTYPES[dtype] for m in linears)
+    assert ex.model.embed_tokens.weight.dtype == torch.float32  # layer 0 (embeddings) keeps full precision
+    ids = sorted_ids(ex, tiny_data)
+    cast_once, _ = ex.encode_ids(ids)
+
+    # fp32 weights, cast by autocast on every batch
+    reference = hf_module.HFHiddenStateExtractor(spec, "cpu", dtype, "mean", 64, token_budget=60, cast_weights=False)
+    assert not reference.cast_linears and reference.model.layers[0].mlp.up_proj.weight.dtype == torch.float32
+    per_batch, _ = reference.encode_ids(ids)
+    assert np.array_equal(cast_once, per_batch)  # same bytes, so caches made either way stay valid
+
+    # A model that runs a Linear with autocast off cannot take a low-precision weight: reload with fp32 weights.
+    def autocast_off(module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        if module.weight.dtype != args[0].dtype:
+            raise RuntimeError(f"mat1 and mat2 must have the same dtype, but got {args[0].dtype} and {module.weight.dtype}")
+
+    linears[0].register_forward_pre_hook(autocast_off)
+    fallback, _ = ex.encode_ids(ids)
+    assert not ex.cast_linears and all(m.weight.dtype == torch.float32 for m in ex.model.modules() if isinstance(m, torch.nn.Linear))
+    assert np.array_equal(fallback, per_batch)
