@@ -51,8 +51,9 @@ def cast_linear_weights(model: torch.nn.Module, dtype: torch.dtype) -> int:
     """Store the weights of ``model``'s Linear layers in ``dtype``; returns how many were cast.
 
     Autocast casts every fp32 Linear weight to the compute dtype on each forward pass (a copy of every weight
-    per batch). A weight already in that dtype is used as is, so the results are bit-identical (tested) and
-    faster: 1.2-2.1x over per-batch autocast on this project's CPU (BENCHMARKS.md), with half the weight memory.
+    per batch). A weight already in that dtype is used as is, so the results are bit-identical (tested), the
+    weights take half the memory, and it is never measurably slower (0.96-2.1x per-batch autocast's speed on this
+    project's CPU, BENCHMARKS.md).
     Norms, embeddings and anything tied to them stay fp32.
     """
     keep = {id(p) for m in model.modules() if not isinstance(m, torch.nn.Linear) for p in m.parameters(recurse=False)}
