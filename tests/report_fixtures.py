@@ -2,7 +2,7 @@
 
 Runs are written through ``benchmark.tracking`` with the layout studies write (experiment per dataset,
 parent run per study holding the test labels, nested trial runs with ``layer.<alias>`` params, metrics,
-seed and sweep histories, predictions). Like real layer sweeps, sweep runs log no cost and no predictions.
+seed and sweep histories, predictions). Like real layer sweeps, sweep runs log the whole sweep's cost and no predictions.
 Models: ``dec`` (L=4) and ``enc`` (L=2), both swept, and ``emb``, never swept and not in the model registry
 (so its depth is unknown). The hand-computed expectations the tests check are spelled out next to the values.
 """
@@ -61,7 +61,8 @@ def trial(models: str, layers: dict[str, str], val: float, test: float, *, f1: f
 DEC = perf(16, 1.0, 2.0, 0.1)
 PAIR = perf(32, 1.5, 3.0, 0.2)
 TRIO = perf(48, 2.0, 3.5, 0.3)
-SWEEP = {"perf/extract_ms_per_sample": 2.0}  # a sweep measures extraction only
+# Like a real sweep, the cost of training every layer at once: 5 layers' bytes, more than any single fit reads.
+SWEEP = {"perf/extract_ms_per_sample": 2.0, "perf/feature_bytes": 5 * 2**20, "perf/fused_dim": 16}
 # toy, dec: best layer 3 (val .85, test .83), last layer 4 (val .82, test .80): gains +.03 / +.03.
 # Its seeds [.82, .84, .83]: mean .83, std .01, 95% bootstrap CI [.82, .84] (each end has 1/27 > 2.5% mass).
 SWEEP_TOY = [

@@ -91,7 +91,7 @@ def test_summary_best_configs_fusion_and_multi(report) -> None:
 
 def test_summary_cost_and_pareto(report) -> None:
     s = report.summary
-    cost = {r["n_models"]: r for r in s["cost"]}  # sweeps measure no cost, so toy2 has no row
+    cost = {r["n_models"]: r for r in s["cost"]}  # a sweep's cost is every layer's: left out, so toy2 has no row
     assert {r["dataset"] for r in s["cost"]} == {"toy"} and set(cost) == {1, 2, 3}
     assert (cost[1]["config"], cost[1]["fused_dim"], cost[1]["feature_mib"]) == ("dec@3", 16, 1.0)
     costs = ("fused_dim", "feature_mib", "extract_ms_per_sample", "head_ms_per_sample")

@@ -168,8 +168,13 @@ def multi_model(data: ReportData, min_models: int = 3) -> pd.DataFrame:
 
 
 def costed(data: ReportData) -> pd.DataFrame:
-    """Trials that measured their cost (``perf/feature_bytes``): layer sweeps train every layer at once and do not."""
-    return data.trials[data.trials["perf/feature_bytes"].notna() & data.trials["val/acc"].notna()]
+    """Trials that measured their cost (``perf/feature_bytes``), less layer sweeps.
+
+    A sweep's costs are those of training every layer at once (all layers' bytes, every pass), not of its chosen
+    layer alone, so beside single fits they would overstate a single model's cost L+1-fold.
+    """
+    t = data.trials
+    return t[t["perf/feature_bytes"].notna() & t["val/acc"].notna() & (t["sweep_model"] == "")]
 
 
 def cost_by_models(data: ReportData) -> pd.DataFrame:
