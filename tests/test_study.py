@@ -248,6 +248,33 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _wait_for_http(url: str, proc: subprocess.Popen, seconds: float = 300) -> bytes:
+    """The body of ``url`` once the server ``proc`` answers; fails if it exits or stays silent for ``seconds``.
+
+    A deadline, not a count of tries: on a loaded 2-core machine the MLflow server has taken over a minute to start.
+    """
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return urllib.request.urlopen(url, timeout=5).read()
+        except OSError:
+            if proc.poll() is not None:
+                raise AssertionError(f"the server exited with {proc.returncode} before answering {url}") from None
+            if time.monotonic() > deadline:
+                raise AssertionError(f"nothing answered {url} within {seconds:.0f} s") from None
+            time.sleep(0.5)
+
+
+def _stop_server(proc: subprocess.Popen) -> str:
+    """SIGTERM the server's process group (it and its web workers), SIGKILL after 60 s; its output, if piped."""
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        return proc.communicate(timeout=60)[0] or ""
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        return proc.communicate()[0] or ""
+
+
 def study_argv(env: dict[str, str], storage: str, tracking_uri: str, artifacts: Path, trials: int, name: str, *extra: str) -> list[str]:
     return [sys.executable, "-m", "benchmark", "study", "--preset", "search", "--models", f"{env['a']},{env['b']}",
             "--dataset", env["data"], "--trials", str(trials), "--name", name, "--storage", storage, "--no-pruning",
@@ -392,12 +419,7 @@ def test_local_workers_and_mlflow_server_rest(study_env, tmp_path) -> None:
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         base = f"http://127.0.0.1:{port}"
-        for _ in range(240):
-            try:
-                urllib.request.urlopen(f"{base}/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.5)
+        _wait_for_http(f"{base}/health", server)
         exp = json.load(urllib.request.urlopen(f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name="
                                                + urllib.request.quote(out.experiment)))["experiment"]
         body = json.dumps({"experiment_ids": [exp["experiment_id"]], "max_results": 1000,
@@ -405,8 +427,7 @@ def test_local_workers_and_mlflow_server_rest(study_env, tmp_path) -> None:
         req = urllib.request.Request(f"{base}/api/2.0/mlflow/runs/search", data=body, headers={"Content-Type": "application/json"})
         rest_runs = json.load(urllib.request.urlopen(req))["runs"]
     finally:
-        os.killpg(server.pid, signal.SIGTERM)  # the server and its uvicorn workers
-        server.wait(30)
+        _stop_server(server)
     assert len(rest_runs) == len(study.trials)
 
     def pairs(run: dict, key: str) -> dict:
@@ -425,17 +446,9 @@ def test_ui_serves_the_configured_store(tmp_path) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "benchmark", "ui", "--port", str(port), "--set", f"tracking.uri={uri}"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
-        for _ in range(120):
-            try:
-                body = urllib.request.urlopen(f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search?max_results=5", timeout=1).read()
-                break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            raise AssertionError("the UI did not answer on 127.0.0.1")
+        body = _wait_for_http(f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search?max_results=5", proc)
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # the server and its web workers
-        out = proc.communicate(timeout=30)[0]
+        out = _stop_server(proc)
     assert "Default" in body.decode()  # a fresh store answers with its default experiment
     assert f"http://127.0.0.1:{port}" in out and (tmp_path / "ui" / "mlflow.db").exists()
 
