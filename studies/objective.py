@@ -208,7 +208,7 @@ class Objective:
         for k in range(self.cfg.study.seeds):
             start = time.perf_counter()
             with cuda_peak() as peak:
-                per_seed.append(sweep_layers(d.train, d.test, with_values(cfg, {"train.seed": cfg.train.seed + k}), val_dir=d.val))
+                per_seed.append(sweep_seed(d, cfg, k))
             fit_s.append(time.perf_counter() - start)
             peaks.append(peak)
         layers = [s.layer for s in per_seed[0]]
@@ -216,7 +216,7 @@ class Objective:
         test = np.mean([[s.test_acc for s in scores] for scores in per_seed], axis=0)
         val_f1 = np.mean([[s.val_f1 for s in scores] for scores in per_seed], axis=0)
         test_f1 = np.mean([[s.test_f1 for s in scores] for scores in per_seed], axis=0)
-        best = int(np.argmax(val))  # chosen on validation; first (shallowest) layer wins ties
+        best = best_layer_index(val)
         mean = {"val/acc": val[best], "val/f1": val_f1[best], "test/acc": test[best], "test/f1": test_f1[best]}
         perf = {"perf/fit_s": statistics.fmean(fit_s), "perf/peak_rss_mb": peak_rss_mb(),
                 "perf/feature_bytes": statistics.fmean(s[best].feature_bytes for s in per_seed),
@@ -240,6 +240,16 @@ class Objective:
         with torch_threads(cfg.train.threads):
             head_ms, _ = time_inference(head, dm.test_dataloader())
         return {"perf/param_count": head.param_count, "perf/fused_dim": head.fused_dim, "perf/head_ms_per_sample": head_ms}
+
+
+def sweep_seed(d: ModelDirs, cfg: BenchConfig, k: int) -> list[Any]:
+    """The all-layer sweep of one model with the ``k``-th seed of a study (``train.seed + k``), as every preset seeds it."""
+    return sweep_layers(d.train, d.test, with_values(cfg, {"train.seed": cfg.train.seed + k}), val_dir=d.val)
+
+
+def best_layer_index(val: np.ndarray) -> int:
+    """Index of the best mean validation accuracy over seeds; the first (shallowest) layer wins ties."""
+    return int(np.argmax(val))
 
 
 def _scored(trial: optuna.Trial, scores: dict[str, float]) -> float:

@@ -203,17 +203,25 @@ class _WorkersFailed(RuntimeError):
 
 
 def _best_layers(study: optuna.Study, cfg: BenchConfig, dirs: dict[str, ModelDirs]) -> dict[str, int]:
-    """Each model's validation-best single layer by the fast sweep, computed once per study and stored in it."""
-    from lightning_modules.sweep import sweep_layers
+    """Each model's validation-best single layer, computed once per study and stored in it.
+
+    The same choice as the layer-sweep preset's: the fast sweep with each of the study's seeds, best mean validation
+    accuracy, so the layers fused are the ones the layer tables report.
+    """
+    import numpy as np
+
+    from studies.objective import best_layer_index, sweep_seed
 
     stored = study.user_attrs.get("best_layers")
     if stored is not None:
         return {k: int(v) for k, v in stored.items()}
     best = {}
     for model, d in dirs.items():
-        scores = sweep_layers(d.train, d.test, cfg, val_dir=d.val)
-        best[model] = max(scores, key=lambda s: (s.val_acc, -s.layer)).layer
-        log.info("%s: best layer on validation %d (val acc %.4f)", model, best[model], max(s.val_acc for s in scores))
+        per_seed = [sweep_seed(d, cfg, k) for k in range(cfg.study.seeds)]
+        val = np.mean([[s.val_acc for s in scores] for scores in per_seed], axis=0)
+        i = best_layer_index(val)
+        best[model] = per_seed[0][i].layer
+        log.info("%s: best layer on validation %d (mean val acc over %d seeds %.4f)", model, best[model], len(per_seed), val[i])
     study.set_user_attr("best_layers", best)
     return best
 

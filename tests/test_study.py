@@ -546,3 +546,25 @@ def test_a_trial_pruned_while_training(study_env, tmp_path) -> None:
     history = {m.step: m.value for m in mlc.get_metric_history(run.info.run_id, "val/acc")}
     assert history == pytest.approx(trial.intermediate_values)
     assert "test/acc" not in run.data.metrics
+
+
+def test_fused_layers_are_chosen_on_the_mean_over_seeds(monkeypatch) -> None:
+    from types import SimpleNamespace
+
+    from studies import objective, runner
+
+    # Seed 0 alone favours layer 1; the mean over both seeds favours layer 2 (0.77 vs 0.70), as the layer-sweep
+    # preset and every report table choose.
+    val = {0: [0.70, 0.80, 0.75], 1: [0.70, 0.60, 0.79]}
+    calls: list[int] = []
+
+    def fake_sweep(d: object, cfg: object, k: int) -> list[SimpleNamespace]:
+        calls.append(k)
+        return [SimpleNamespace(layer=i, val_acc=v) for i, v in enumerate(val[k])]
+
+    monkeypatch.setattr(objective, "sweep_seed", fake_sweep)
+    study = optuna.create_study()
+    cfg = load_config(env={}, **{"study.seeds": 2})
+    assert runner._best_layers(study, cfg, {"m": None}) == {"m": 2} and calls == [0, 1]
+    assert study.user_attrs["best_layers"] == {"m": 2}
+    assert runner._best_layers(study, cfg, {"m": None}) == {"m": 2} and calls == [0, 1]  # stored: no second sweep
