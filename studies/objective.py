@@ -212,11 +212,9 @@ class Objective:
             fit_s.append(time.perf_counter() - start)
             peaks.append(peak)
         layers = [s.layer for s in per_seed[0]]
-        val = np.mean([[s.val_acc for s in scores] for scores in per_seed], axis=0)
-        test = np.mean([[s.test_acc for s in scores] for scores in per_seed], axis=0)
-        val_f1 = np.mean([[s.val_f1 for s in scores] for scores in per_seed], axis=0)
-        test_f1 = np.mean([[s.test_f1 for s in scores] for scores in per_seed], axis=0)
-        best = best_layer_index(val)
+        val, test = seed_mean(per_seed, "val_acc"), seed_mean(per_seed, "test_acc")
+        val_f1, test_f1 = seed_mean(per_seed, "val_f1"), seed_mean(per_seed, "test_f1")
+        best = int(np.argmax(val))  # chosen on validation; first (shallowest) layer wins ties
         mean = {"val/acc": val[best], "val/f1": val_f1[best], "test/acc": test[best], "test/f1": test_f1[best]}
         perf = {"perf/fit_s": statistics.fmean(fit_s), "perf/peak_rss_mb": peak_rss_mb(),
                 "perf/feature_bytes": statistics.fmean(s[best].feature_bytes for s in per_seed),
@@ -247,9 +245,9 @@ def sweep_seed(d: ModelDirs, cfg: BenchConfig, k: int) -> list[Any]:
     return sweep_layers(d.train, d.test, with_values(cfg, {"train.seed": cfg.train.seed + k}), val_dir=d.val)
 
 
-def best_layer_index(val: np.ndarray) -> int:
-    """Index of the best mean validation accuracy over seeds; the first (shallowest) layer wins ties."""
-    return int(np.argmax(val))
+def seed_mean(per_seed: list[list[Any]], field: str) -> np.ndarray:
+    """Per-layer mean of one score (``val_acc``, ``test_f1``, ...) over the sweeps of several seeds."""
+    return np.mean([[getattr(s, field) for s in scores] for scores in per_seed], axis=0)
 
 
 def _scored(trial: optuna.Trial, scores: dict[str, float]) -> float:

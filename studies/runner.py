@@ -34,7 +34,7 @@ from benchmark.config import BenchConfig, DataConfig, PathsConfig, StudyConfig
 from benchmark.errors import UserError
 from benchmark.keys import load_text_split, resolve_features
 from benchmark.text_data import dataset_label
-from studies.objective import ModelDirs, Objective, StudyRuns, finish_run
+from studies.objective import ModelDirs, Objective, StudyRuns, finish_run, seed_mean, sweep_seed
 from studies.presets import PRESETS, Preset, StudyContext, check_fusions, check_models
 from studies.storage import StudyLock, make_storage, retry_failed
 
@@ -208,18 +208,14 @@ def _best_layers(study: optuna.Study, cfg: BenchConfig, dirs: dict[str, ModelDir
     The same choice as the layer-sweep preset's: the fast sweep with each of the study's seeds, best mean validation
     accuracy, so the layers fused are the ones the layer tables report.
     """
-    import numpy as np
-
-    from studies.objective import best_layer_index, sweep_seed
-
     stored = study.user_attrs.get("best_layers")
     if stored is not None:
         return {k: int(v) for k, v in stored.items()}
     best = {}
     for model, d in dirs.items():
         per_seed = [sweep_seed(d, cfg, k) for k in range(cfg.study.seeds)]
-        val = np.mean([[s.val_acc for s in scores] for scores in per_seed], axis=0)
-        i = best_layer_index(val)
+        val = seed_mean(per_seed, "val_acc")
+        i = int(val.argmax())  # first (shallowest) layer wins ties, as in the layer-sweep preset
         best[model] = per_seed[0][i].layer
         log.info("%s: best layer on validation %d (mean val acc over %d seeds %.4f)", model, best[model], len(per_seed), val[i])
     study.set_user_attr("best_layers", best)

@@ -551,7 +551,7 @@ def test_a_trial_pruned_while_training(study_env, tmp_path) -> None:
 def test_fused_layers_are_chosen_on_the_mean_over_seeds(monkeypatch) -> None:
     from types import SimpleNamespace
 
-    from studies import objective, runner
+    from studies import runner
 
     # Seed 0 alone favours layer 1; the mean over both seeds favours layer 2 (0.77 vs 0.70), as the layer-sweep
     # preset and every report table choose.
@@ -562,7 +562,7 @@ def test_fused_layers_are_chosen_on_the_mean_over_seeds(monkeypatch) -> None:
         calls.append(k)
         return [SimpleNamespace(layer=i, val_acc=v) for i, v in enumerate(val[k])]
 
-    monkeypatch.setattr(objective, "sweep_seed", fake_sweep)
+    monkeypatch.setattr(runner, "sweep_seed", fake_sweep)
     study = optuna.create_study()
     cfg = load_config(env={}, **{"study.seeds": 2})
     assert runner._best_layers(study, cfg, {"m": None}) == {"m": 2} and calls == [0, 1]
