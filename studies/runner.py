@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import multiprocessing
 import shlex
 import time
@@ -346,12 +347,21 @@ def run_study(cfg: BenchConfig) -> StudyOutcome:
     return summarise(s.study, cfg, s.mlc, parent)
 
 
+def best_trial(trials: list[optuna.trial.FrozenTrial]) -> optuna.trial.FrozenTrial | None:
+    """The complete trial the reports select: highest val/acc, then highest val/f1, then lowest number.
+
+    Optuna's ``best_trial`` stops at the first of equal values, so on a validation tie (TF-IDF classifiers often
+    tie on accuracy) the stage line named a different trial from the report's.
+    """
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    return max(complete, key=lambda t: (t.value, t.user_attrs.get("val_f1", -math.inf), -t.number)) if complete else None
+
+
 def summarise(study: optuna.Study, cfg: BenchConfig, mlc: Any, parent_run_id: str) -> StudyOutcome:
     """Count trial states, find the best trial, and record the summary on the parent run."""
     trials = study.get_trials(deepcopy=False)
     count = {s: sum(t.state == s for t in trials) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    best = max(complete, key=lambda t: (t.value, -t.number)) if complete else None
+    best = best_trial(trials)
     outcome = StudyOutcome(
         name=study.study_name, storage=cfg.study.storage, experiment=tracking.experiment_name(cfg.extract.dataset),
         parent_run_id=parent_run_id, complete=count[TrialState.COMPLETE], pruned=count[TrialState.PRUNED],

@@ -568,3 +568,22 @@ def test_fused_layers_are_chosen_on_the_mean_over_seeds(monkeypatch) -> None:
     assert runner._best_layers(study, cfg, {"m": None}) == {"m": 2} and calls == [0, 1]
     assert study.user_attrs["best_layers"] == {"m": 2}
     assert runner._best_layers(study, cfg, {"m": None}) == {"m": 2} and calls == [0, 1]  # stored: no second sweep
+
+
+def test_best_trial_breaks_validation_ties_as_the_report_does() -> None:
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import TrialState, create_trial
+
+    from studies.runner import best_trial
+
+    def trial(number: int, val: float | None, f1: float, state: TrialState = TrialState.COMPLETE):
+        t = create_trial(state=state, value=val, params={"c": float(number)}, distributions={"c": FloatDistribution(0, 10)},
+                         user_attrs={"val_f1": f1})
+        t.number = number
+        return t
+
+    # 1 and 2 tie on val/acc; 2 has the higher val/f1 and wins although Optuna's best_trial would say 1
+    trials = [trial(0, 0.90, 0.99), trial(1, 0.95, 0.80), trial(2, 0.95, 0.85), trial(3, 0.95, 0.85),
+              trial(4, None, 1.0, TrialState.PRUNED)]
+    assert best_trial(trials).number == 2
+    assert best_trial([trials[4]]) is None
