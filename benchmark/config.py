@@ -157,7 +157,7 @@ class StudyConfig:
     workers: int = field(default=1, metadata=_help("worker processes on this machine"))
     timeout: float | None = field(default=None, metadata=_help("stop starting trials after this many seconds"))
     pruning: bool = field(default=True, metadata=_help("prune unpromising trials while they train (with study.pruner)"))
-    pruner: str = field(default="median", metadata=_help("median (below the median of earlier trials at the same epoch) or threshold:X (val/acc below X); from epoch 5"))
+    pruner: str = field(default="median", metadata=_help("median (below the median of completed trials at the same epoch; grids: of the same pair or model) or threshold:X (val/acc below X); from epoch 5"))
     seeds: int = field(default=1, metadata=_help("seeds per configuration (metrics are their mean)"))
     heartbeat: float = field(default=10.0, metadata=_help("seconds between trial heartbeats; a trial silent for 3 beats is failed and retried"))
     fusions: tuple[str, ...] = field(default=(), metadata=_help("fusions the fusion-methods and search presets choose from (empty = all)"))

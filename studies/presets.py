@@ -77,6 +77,8 @@ class Preset:
         needs_best_layers: Whether plans read ``StudyContext.best_layers``.
         min_models: Fewest models the preset can use.
         needs_features: Whether trials read cached features (False: the lexical baseline reads the texts).
+        prune_within: Params whose values group trials for the median pruner (``studies.pruning``): a grid cell is
+            compared only with cells of its own pair or model, so a weak pair still finishes its best fusions.
     """
 
     name: str
@@ -86,6 +88,7 @@ class Preset:
     needs_best_layers: bool = False
     min_models: int = 1
     needs_features: bool = True
+    prune_within: tuple[str, ...] = ()
 
     def sampler(self, ctx: StudyContext, seed: int) -> optuna.samplers.BaseSampler:
         """Grid sampler over the preset's grid, or a multivariate TPE sampler seeded per trial (see ``studies.sampling``)."""
@@ -182,10 +185,11 @@ def _plan_baseline(trial: optuna.Trial, ctx: StudyContext) -> TrialPlan:
 PRESETS.add("layer-sweep", Preset("layer-sweep", "every single layer of each model (all layers of a model in one batched sweep)",
                                   _plan_sweep, grid=lambda c: {"model": list(c.models)}))
 PRESETS.add("last-k", Preset("last-k", "mean/max/min of the last k = 1..10 layers of each model (paper Fig. 3)", _plan_last_k,
-                             grid=lambda c: {"model": list(c.models), "agg": AGGREGATIONS.names(), "k": c.k_choices}))
+                             grid=lambda c: {"model": list(c.models), "agg": AGGREGATIONS.names(), "k": c.k_choices},
+                             prune_within=("model",)))
 PRESETS.add("fusion-methods", Preset("fusion-methods", "every fusion variant for each pair of models at their best layers",
                                      _plan_fusion, grid=lambda c: {"pair": _combos(c.models, 2), "fusion": c.fusion_choices},
-                                     needs_best_layers=True, min_models=2))
+                                     needs_best_layers=True, min_models=2, prune_within=("pair",)))
 PRESETS.add("multi-model", Preset("multi-model", "concatenation of every subset of >= 3 models at their best layers (Tables 5-6)",
                                   _plan_multi, grid=lambda c: {"subset": [s for k in range(3, len(c.models) + 1) for s in _combos(c.models, k)]},
                                   needs_best_layers=True, min_models=3))

@@ -37,6 +37,7 @@ from benchmark.keys import load_text_split, resolve_features
 from benchmark.text_data import dataset_label
 from studies.objective import ModelDirs, Objective, StudyRuns, finish_run, seed_mean, sweep_seed
 from studies.presets import PRESETS, Preset, StudyContext, check_fusions, check_models
+from studies.pruning import make_pruner
 from studies.storage import StudyLock, make_storage, retry_failed
 
 log = logging.getLogger(__name__)
@@ -160,16 +161,7 @@ def _close_stale_run(mlc: Any) -> Any:
 def _open_study(cfg: BenchConfig, preset: Preset, ctx: StudyContext, mlc: Any) -> optuna.Study:
     storage = make_storage(cfg.study.storage, cfg.study.heartbeat, on_stale=_close_stale_run(mlc))
     return optuna.create_study(study_name=study_name(cfg), storage=storage, load_if_exists=True, direction="maximize",
-                               sampler=preset.sampler(ctx, cfg.train.seed), pruner=_pruner(cfg.study))
-
-
-def _pruner(study: StudyConfig) -> optuna.pruners.BasePruner:
-    """``study.pruner``: median, or threshold:X on ``val/acc``; either judges a trial from its 6th epoch on."""
-    if not study.pruning:
-        return optuna.pruners.NopPruner()
-    if study.pruner == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=5)
-    return optuna.pruners.ThresholdPruner(lower=float(study.pruner.partition(":")[2]), n_warmup_steps=5)
+                               sampler=preset.sampler(ctx, cfg.train.seed), pruner=make_pruner(cfg.study, preset.prune_within))
 
 
 def _parent_run(study: optuna.Study, mlc: Any, experiment_id: str, cfg: BenchConfig) -> str:

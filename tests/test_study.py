@@ -587,3 +587,53 @@ def test_best_trial_breaks_validation_ties_as_the_report_does() -> None:
               trial(4, None, 1.0, TrialState.PRUNED)]
     assert best_trial(trials).number == 2
     assert best_trial([trials[4]]) is None
+
+
+def _finished(study: optuna.Study, pair: str, acc: float) -> None:
+    """A completed fusion-methods trial of ``pair`` whose validation accuracy was ``acc`` at every epoch."""
+    dist = optuna.distributions.CategoricalDistribution(["a+b", "a+c"])
+    study.add_trial(optuna.trial.create_trial(params={"pair": pair}, distributions={"pair": dist}, value=acc,
+                                              intermediate_values=dict.fromkeys(range(8), acc)))
+
+
+def _running(pair: str, acc: float) -> optuna.trial.FrozenTrial:
+    dist = optuna.distributions.CategoricalDistribution(["a+b", "a+c"])
+    return optuna.trial.create_trial(params={"pair": pair}, distributions={"pair": dist}, state=optuna.trial.TrialState.RUNNING,
+                                     intermediate_values=dict.fromkeys(range(6), acc))
+
+
+def test_grid_presets_prune_a_trial_only_against_its_own_pair() -> None:
+    from benchmark.config import StudyConfig
+    from studies.presets import PRESETS
+    from studies.pruning import make_pruner
+
+    study = optuna.create_study(direction="maximize")
+    for acc in (0.90, 0.91, 0.92, 0.93, 0.94):  # a strong pair sets a high median
+        _finished(study, "a+b", acc)
+    for acc in (0.60, 0.61, 0.62, 0.63, 0.64):  # a weak pair, median 0.62
+        _finished(study, "a+c", acc)
+    grouped = make_pruner(StudyConfig(), PRESETS.get("fusion-methods").prune_within)
+    plain = make_pruner(StudyConfig(), PRESETS.get("search").prune_within)
+    # Above its own pair's median, below the study's (0.77): only the study-wide median prunes it.
+    weak_but_good = _running("a+c", 0.63)
+    assert (grouped.prune(study, weak_but_good), plain.prune(study, weak_but_good)) == (False, True)
+    # Below its own pair's median: pruned either way; a strong pair's cell is judged against the strong pair.
+    assert grouped.prune(study, _running("a+c", 0.61)) and plain.prune(study, _running("a+c", 0.61))
+    assert grouped.prune(study, _running("a+b", 0.91)) and not plain.prune(study, _running("a+b", 0.91))
+    # A pair with fewer than 5 completed trials is never pruned yet (its own start-up).
+    fresh = optuna.create_study(direction="maximize")
+    for acc in (0.90, 0.91, 0.92, 0.93, 0.94):
+        _finished(fresh, "a+b", acc)
+    _finished(fresh, "a+c", 0.5)
+    assert not grouped.prune(fresh, _running("a+c", 0.3)) and plain.prune(fresh, _running("a+c", 0.3))
+
+
+def test_last_k_is_pruned_per_model_and_unpruned_studies_stay_unpruned() -> None:
+    from benchmark.config import StudyConfig
+    from studies.presets import PRESETS
+    from studies.pruning import GroupedPruner, make_pruner
+
+    assert PRESETS.get("last-k").prune_within == ("model",)
+    assert isinstance(make_pruner(StudyConfig(), PRESETS.get("last-k").prune_within), GroupedPruner)
+    assert isinstance(make_pruner(StudyConfig(pruning=False), ("pair",)), optuna.pruners.NopPruner)
+    assert isinstance(make_pruner(StudyConfig(pruner="threshold:0.5"), ("pair",)), optuna.pruners.ThresholdPruner)
