@@ -1,7 +1,7 @@
 """``make_pruner``: the study's pruner, with grid presets' trials judged only against their own group.
 
 Optuna's median pruner compares a trial with every completed trial at the same epoch. In a grid of model pairs x
-fusion methods that prunes a weak pair's cells wholesale once a strong pair has set the median (seen: 4 of 6 pairs
+fusion methods that prunes a weak pair's cells wholesale once a strong pair has set the median (seen: 2 of 6 pairs
 on MR, 1 of 6 on SST-2 and R8 finished no fusion at all), so the "fusion chosen per pair" table lost whole
 pairs. ``GroupedPruner`` hands the inner pruner a view of the study holding only the trials that share the
 grouping params (``Preset.prune_within``: the pair, or the model of a last-k cell), so each pair keeps its own
