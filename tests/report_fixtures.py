@@ -96,6 +96,12 @@ FUSION = [  # concat and hadamard tie on val .88; concat wins on val/f1 (.87 > .
     trial("dec,enc", {"dec": "3", "enc": "1"}, 0.86, 0.87, fusion="sum", cost=PAIR),
     trial("dec,enc", {"dec": "3", "enc": "1"}, 0.88, 0.84, f1=0.86, fusion="hadamard", cost=PAIR),
     trial("dec,enc", {"dec": "2", "enc": "1"}, 0.87, 0.89, cost=PAIR),  # concat again, lower val: not chosen
+    # Pruned at val .62 and .64: the grid shows matmul as "pruned (0.6400)"; the pruned sum is hidden by the finished one.
+    trial("dec,enc", {"dec": "3", "enc": "1"}, 0.62, 0.0, fusion="matmul", state="PRUNED"),
+    trial("dec,enc", {"dec": "3", "enc": "1"}, 0.64, 0.0, fusion="matmul", state="PRUNED"),
+    trial("dec,enc", {"dec": "3", "enc": "1"}, 0.99, 0.0, fusion="sum", state="PRUNED"),
+    # A pair of which every fusion was pruned (emb + enc): listed under the pair table, its own grid column.
+    trial("enc,emb", {"enc": "1", "emb": "1"}, 0.60, 0.0, fusion="concat", state="PRUNED"),
 ]
 MULTI = [  # dec+enc+emb: concat (val .87) beats sum (val .86) although sum tests higher; seeds mean .85, CI [.84, .86]
     trial("dec,enc,emb", {"dec": "3", "enc": "1", "emb": "1"}, 0.87, 0.85, seeds=[0.84, 0.85, 0.86], cost=TRIO),
@@ -149,7 +155,9 @@ def _log_trial(mlc: Any, exp_id: str, parent: str, study: str, preset: str, data
     if t["sweep"]:
         histories["sweep/val_acc"], histories["sweep/test_acc"] = t["sweep"]
     complete = t["state"] == "COMPLETE"
-    tracking.log_run_data(mlc, run_id, params=params, metrics=metrics if complete else {},
+    # Like real trials: a pruned one keeps the last validation accuracy it reported; nothing else is scored.
+    scored = metrics if complete else {"val/acc": t["val"]} if t["state"] == "PRUNED" else {}
+    tracking.log_run_data(mlc, run_id, params=params, metrics=scored,
                           histories=histories if complete else {})
     for seed, pred in enumerate(t["preds"] or []):
         tracking.log_array(mlc, run_id, pred, tracking.PRED_ARTIFACT.format(seed=seed))

@@ -120,6 +120,19 @@ def test_unfinished_trials_are_never_selected(report) -> None:
     assert 0.99 not in scores and 0.95 not in scores
 
 
+def test_pruned_fusion_cells_are_shown_but_never_selected(report) -> None:
+    s = report.summary
+    cut = {(r["pair"], r["fusion"]): (r["val_acc"], r["trials"]) for r in s["fusion_pruned"]}
+    # matmul: best of its two pruned trials; sum has a finished trial, so its pruned .99 is not a pruned cell.
+    assert cut == {("dec + enc", "matmul"): (0.64, 2), ("enc + emb", "concat"): (0.60, 1)}
+    assert {r["fusion"] for r in s["fusion_comparison"]} == {"concat", "hadamard", "sum", "residual:quaternion"}
+    md = (report.out_dir / "report.md").read_text()
+    assert "| matmul | pruned (0.6400) | pruned (0.6000) |" not in md  # each cell sits in its own pair's column
+    assert "| matmul | — | pruned (0.6400) |" in md or "| matmul | pruned (0.6400) | — |" in md
+    assert "Pairs with every fusion pruned (no row above): toy enc + emb." in md
+    assert "| toy | dec + enc | concat | 4 / 1 |" in md  # finished: concat, hadamard, sum, residual:quaternion
+
+
 def test_files_pngs_decode_and_html_embeds_every_image(report) -> None:
     import matplotlib.image
 

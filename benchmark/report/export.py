@@ -135,7 +135,8 @@ def _summary(data: ReportData, c: Computed, studies: Sequence[str], experiments:
         "requested_experiments": list(experiments), "tracking_uri": uri, "selection_rule": SELECTION_RULE,
         "trial_counts": data.counts, "finished_trials": len(data.trials), "num_layers": c.depth,
         "best": best, "best_layers": _records(c.best_last), "last_k": _records(c.last_k),
-        "fusion_comparison": _records(c.fusion), "multi_model": _records(c.multi), "cost": _records(c.cost),
+        "fusion_comparison": _records(c.fusion), "fusion_pruned": _records(c.pruned_fusion),
+        "multi_model": _records(c.multi), "cost": _records(c.cost),
         "pareto": _records(c.pareto), "paired_tests": c.paired, "baseline": _records(c.baseline),
     })
 

@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PERF = ("perf/fused_dim", "perf/feature_bytes", "perf/extract_ms_per_sample", "perf/head_ms_per_sample")  # Sec. 5.4
-COMPLETE = "COMPLETE"
+COMPLETE, PRUNED = "COMPLETE", "PRUNED"
 
 
 @dataclass
@@ -58,6 +58,9 @@ class ReportData:
         trials: One row per COMPLETE trial run of the neural presets (columns: see ``_trial_row``).
         baselines: The same rows for the lexical baseline (``tfidf-baseline`` preset; extra columns
             ``classifier`` and ``C``); reports compare every table against them.
+        pruned: The same rows for PRUNED trials that reported validation accuracy before they were cut
+            (``val/acc`` is the last value reported, nothing else is scored). Never selected: only shown, so a
+            grid's pruned cells read "pruned" with how far they got rather than nothing.
         parents: One row per study parent run (``run_id``, ``study``, ``preset``, ``dataset``, ``experiment``).
         counts: Trial states per study, e.g. ``{"s": {"COMPLETE": 3, "PRUNED": 1}}``.
         mlc: The MLflow client the data came from.
@@ -68,6 +71,7 @@ class ReportData:
     counts: dict[str, dict[str, int]]
     mlc: MlflowClient
     baselines: pd.DataFrame | None = None
+    pruned: pd.DataFrame | None = None
     _histories: dict[tuple[str, str], dict[int, float]] = field(default_factory=dict, repr=False)
 
     def history(self, run_id: str, key: str) -> dict[int, float]:
@@ -223,7 +227,7 @@ def load_runs(cfg: BenchConfig, studies: list[str], experiments: list[str]) -> R
         known = ", ".join(sorted(set(parents["study"]))) or "none yet"
         raise UserError(f"name a study (--study NAME) or an experiment (--experiment NAME); known studies: {known}")
     chosen = _select_parents(parents, exps, studies, experiments, cfg.tracking.uri)
-    rows, counts = [], {}
+    rows, pruned, counts = [], [], {}
     for study, group in chosen.groupby("study", sort=True):
         states: Counter[str] = Counter()
         for parent in group.itertuples():
@@ -234,6 +238,8 @@ def load_runs(cfg: BenchConfig, studies: list[str], experiments: list[str]) -> R
                 states[state] += 1
                 if state == COMPLETE:
                     rows.append(_trial_row(run, parent.dataset, parent.preset))
+                elif state == PRUNED and "val/acc" in run.data.metrics:  # pruned while training, not before
+                    pruned.append(_trial_row(run, parent.dataset, parent.preset))
         counts[str(study)] = dict(states)
         if str(study) in studies and not states[COMPLETE]:
             raise UserError(_no_trials_message(str(study), chosen, states))
@@ -244,4 +250,5 @@ def load_runs(cfg: BenchConfig, studies: list[str], experiments: list[str]) -> R
     lexical = every["preset"] == BASELINE_PRESET  # a report of the baseline alone has empty (but typed) trials
     trials, baselines = every[~lexical].reset_index(drop=True), every[lexical].reset_index(drop=True)
     log.info("report: %d finished trials (+%d baseline) from %d studies", len(trials), len(baselines), len(counts))
-    return ReportData(trials=trials, parents=chosen, counts=counts, mlc=mlc, baselines=baselines)
+    cut = pd.DataFrame(pruned, columns=list(every.columns))
+    return ReportData(trials=trials, parents=chosen, counts=counts, mlc=mlc, baselines=baselines, pruned=cut)

@@ -40,6 +40,7 @@ class Computed:
     paired: list[dict[str, Any]]
     baseline: pd.DataFrame
     lexical: dict[str, float]  # dataset -> test accuracy of the validation-selected TF-IDF baseline
+    pruned_fusion: pd.DataFrame  # two-model (pair, fusion) cells whose every trial was pruned
 
 
 def compute(data: ReportData) -> Computed:
@@ -56,7 +57,7 @@ def compute(data: ReportData) -> Computed:
     lexical = {str(r["dataset"]): float(r["test_acc"]) for _, r in grid.iterrows() if r["chosen"]} if not grid.empty else {}
     return Computed(depth, points, tables.best_vs_last(data, points, depth), tables.last_k_table(data),
                     tables.fusion_comparison(data), tables.multi_model(data), tables.cost_by_models(data),
-                    tables.pareto(data), best, commands, paired_tests(data), grid, lexical)
+                    tables.pareto(data), best, commands, paired_tests(data), grid, lexical, tables.pruned_fusions(data))
 
 
 def _lexical(c: Computed, dataset: Any) -> str:
@@ -195,25 +196,35 @@ def _fusion_section(doc: Doc, c: Computed, folder: Path, files: list[Path]) -> N
             "fusion chosen on validation for each pair; colour: gain over the validation-selected single model (test).",
             files)
     doc.heading("Fusion chosen on validation per pair", 3)
-    chosen = c.fusion[c.fusion["chosen"]]
-    _table(doc, ["dataset", "pair", "fusion (val-selected)", "fusions tried", "layers (val-selected)", "val acc",
+    chosen, cut = c.fusion[c.fusion["chosen"]], c.pruned_fusion
+
+    def tried(dataset: Any, pair: str) -> str:
+        finished = (c.fusion["dataset"] == dataset) & (c.fusion["pair"] == pair)
+        pruned = (cut["dataset"] == dataset) & (cut["pair"] == pair)
+        return f"{int(finished.sum())} / {int(pruned.sum())}"
+
+    _table(doc, ["dataset", "pair", "fusion (val-selected)", "fusions finished / pruned", "layers (val-selected)", "val acc",
                  "test acc (test)", "test over seeds (test)", "best member (val-selected)", "member (test)", "gain vs member (test)",
                  "TF-IDF (test)"],
-           [[display(r["dataset"]), r["pair"], r["fusion"],
-             str(int(((c.fusion["dataset"] == r["dataset"]) & (c.fusion["pair"] == r["pair"])).sum())),
+           [[display(r["dataset"]), r["pair"], r["fusion"], tried(r["dataset"], r["pair"]),
              r["layers_label"], fmt(r["val_acc"]), fmt(r["test_acc"]), fmt_seeds(r), r["best_member"],
              fmt(r["best_member_test_acc"]), fmt(r["gain_test_vs_member"], sign=True), _lexical(c, r["dataset"])]
             for _, r in chosen.iterrows()])
-    for dataset in sorted(c.fusion["dataset"].unique()):
-        sub = c.fusion[c.fusion["dataset"] == dataset]
-        pairs = sorted(sub["pair"].unique())
-        cells = {(r["fusion"], r["pair"]): (Bold if r["chosen"] else str)(f"{fmt(r['val_acc'])} / {fmt(r['test_acc'])}")
-                 for _, r in sub.iterrows()}
+    unfinished = sorted(set(zip(cut["dataset"], cut["pair"], strict=True)) - set(zip(chosen["dataset"], chosen["pair"], strict=True)))
+    if unfinished:
+        doc.note("Pairs with every fusion pruned (no row above): " + "; ".join(f"{display(d)} {p}" for d, p in unfinished) + ".")
+    for dataset in sorted(set(c.fusion["dataset"]) | set(cut["dataset"])):
+        sub, sub_cut = c.fusion[c.fusion["dataset"] == dataset], cut[cut["dataset"] == dataset]
+        pairs = sorted(set(sub["pair"]) | set(sub_cut["pair"]))
+        cells = {(r["fusion"], r["pair"]): f"pruned ({fmt(r['val_acc'])})" for _, r in sub_cut.iterrows()}
+        cells.update({(r["fusion"], r["pair"]): (Bold if r["chosen"] else str)(f"{fmt(r['val_acc'])} / {fmt(r['test_acc'])}")
+                      for _, r in sub.iterrows()})
         doc.heading(f"Every fusion method on {display(dataset)}", 3)
         doc.table(["fusion", *[f"{p} (val / test)" for p in pairs]],
-                  [[f, *[cells.get((f, p), "—") for p in pairs]] for f in sorted(sub["fusion"].unique())])
+                  [[f, *[cells.get((f, p), "—") for p in pairs]] for f in sorted(set(sub["fusion"]) | set(sub_cut["fusion"]))])
     doc.note("Each cell: validation / test accuracy of that fusion at the layers chosen on validation; bold: the "
-             "fusion chosen on validation for the pair.")
+             "fusion chosen on validation for the pair; pruned (x): every trial of the cell was cut by the pruner, x "
+             "the best validation accuracy it reported first (no test score); —: not run.")
 
 
 def _multi_section(doc: Doc, c: Computed) -> None:

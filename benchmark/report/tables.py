@@ -137,8 +137,7 @@ def fusion_comparison(data: ReportData) -> pd.DataFrame:
     t = data.trials[data.trials["n_models"] == 2]
     rows = []
     members: dict[tuple[str, tuple[str, ...]], pd.Series | None] = {}  # one search per pair, not per fusion
-    for (dataset, pair, _), group in t.groupby(["dataset", t["models"].map(lambda m: tuple(sorted(m))), "fusion"],
-                                                    sort=True):
+    for (dataset, pair, _), group in t.groupby(["dataset", t["models"].map(_set_key), "fusion"], sort=True):
         chosen = best(group)
         if chosen is None:
             continue
@@ -156,11 +155,37 @@ def fusion_comparison(data: ReportData) -> pd.DataFrame:
     return df.assign(chosen=df["run_id"].isin(top["run_id"])).reset_index(drop=True)
 
 
+PRUNED_CELL_COLUMNS = ("dataset", "pair", "fusion", "val_acc", "trials")
+
+
+def pruned_fusions(data: ReportData) -> pd.DataFrame:
+    """Two-model (pair, fusion) cells that only ever ran as pruned trials: the best validation accuracy they
+    reported before being cut and how many trials that was. Cells with a finished trial are ``fusion_comparison``'s.
+    """
+    cut = data.pruned
+    if cut is None or cut.empty:
+        return frame([], PRUNED_CELL_COLUMNS)
+    cut = cut[cut["n_models"] == 2]
+    done = data.trials[data.trials["n_models"] == 2]
+    finished = {(d, _set_key(m), f) for d, m, f in zip(done["dataset"], done["models"], done["fusion"], strict=True)}
+    rows = []
+    for (dataset, pair, fusion), group in cut.groupby(["dataset", cut["models"].map(_set_key), "fusion"], sort=True):
+        if (dataset, pair, fusion) not in finished:
+            rows.append({"dataset": dataset, "pair": " + ".join(display(m) for m in group["models"].iloc[0]),
+                         "fusion": fusion, "val_acc": float(group["val/acc"].max()), "trials": len(group)})
+    return frame(rows, PRUNED_CELL_COLUMNS)
+
+
+def _set_key(models: tuple[str, ...]) -> tuple[str, ...]:
+    """A model set as an order-free key."""
+    return tuple(sorted(models))
+
+
 def multi_model(data: ReportData, min_models: int = 3) -> pd.DataFrame:
     """Tables 5-6: per dataset and model set of ``min_models`` or more, the validation-selected fusion/layers."""
     t = data.trials[data.trials["n_models"] >= min_models]
     rows = []
-    for _, group in t.groupby(["dataset", t["models"].map(lambda m: tuple(sorted(m)))], sort=True):
+    for _, group in t.groupby(["dataset", t["models"].map(_set_key)], sort=True):
         chosen = best(group)
         if chosen is not None:
             rows.append(_config_row(data, chosen))
