@@ -60,7 +60,7 @@ class ReportData:
             ``classifier`` and ``C``); reports compare every table against them.
         pruned: The same rows for PRUNED trials that reported validation accuracy before they were cut
             (``val/acc`` is the last value reported, nothing else is scored). Never selected: only shown, so a
-            grid's pruned cells read "pruned" with how far they got rather than nothing.
+            grid's pruned cells read "pruned" with the score they were cut at rather than nothing.
         parents: One row per study parent run (``run_id``, ``study``, ``preset``, ``dataset``, ``experiment``).
         counts: Trial states per study, e.g. ``{"s": {"COMPLETE": 3, "PRUNED": 1}}``.
         mlc: The MLflow client the data came from.

@@ -224,7 +224,7 @@ def _fusion_section(doc: Doc, c: Computed, folder: Path, files: list[Path]) -> N
                   [[f, *[cells.get((f, p), "—") for p in pairs]] for f in sorted(set(sub["fusion"]) | set(sub_cut["fusion"]))])
     doc.note("Each cell: validation / test accuracy of that fusion at the layers chosen on validation; bold: the "
              "fusion chosen on validation for the pair; pruned (x): every trial of the cell was cut by the pruner, x "
-             "the best validation accuracy it reported first (no test score); —: not run.")
+             "the validation accuracy it last reported (no test score); —: not run.")
 
 
 def _multi_section(doc: Doc, c: Computed) -> None:

@@ -159,8 +159,9 @@ PRUNED_CELL_COLUMNS = ("dataset", "pair", "fusion", "val_acc", "trials")
 
 
 def pruned_fusions(data: ReportData) -> pd.DataFrame:
-    """Two-model (pair, fusion) cells that only ever ran as pruned trials: the best validation accuracy they
-    reported before being cut and how many trials that was. Cells with a finished trial are ``fusion_comparison``'s.
+    """Two-model (pair, fusion) cells that only ever ran as pruned trials: the validation accuracy they last reported
+    before being cut (the highest, over the cell's trials) and how many trials that was. Cells with a finished trial
+    are ``fusion_comparison``'s.
     """
     cut = data.pruned
     if cut is None or cut.empty:
