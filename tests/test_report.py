@@ -131,6 +131,8 @@ def test_pruned_fusion_cells_are_shown_but_never_selected(report) -> None:
     assert "| matmul | — | pruned (0.6400) |" in md or "| matmul | pruned (0.6400) | — |" in md
     assert "Pairs with every fusion pruned (no row above): toy enc + emb." in md
     assert "| toy | dec + enc | concat | 4 / 1 |" in md  # finished: concat, hadamard, sum, residual:quaternion
+    # residual:quaternion only ran in the search study, with its own layers: its cell says so.
+    assert "| residual:quaternion | 0.8700 / 0.8500 (search) | — |" in md and "| sum | 0.8600 / 0.8700 | — |" in md
 
 
 def test_files_pngs_decode_and_html_embeds_every_image(report) -> None:

@@ -217,14 +217,21 @@ def _fusion_section(doc: Doc, c: Computed, folder: Path, files: list[Path]) -> N
         sub, sub_cut = c.fusion[c.fusion["dataset"] == dataset], cut[cut["dataset"] == dataset]
         pairs = sorted(set(sub["pair"]) | set(sub_cut["pair"]))
         cells = {(r["fusion"], r["pair"]): f"pruned ({fmt(r['val_acc'])})" for _, r in sub_cut.iterrows()}
-        cells.update({(r["fusion"], r["pair"]): (Bold if r["chosen"] else str)(f"{fmt(r['val_acc'])} / {fmt(r['test_acc'])}")
+        cells.update({(r["fusion"], r["pair"]): (Bold if r["chosen"] else str)(f"{fmt(r['val_acc'])} / {fmt(r['test_acc'])}"
+                                                                              + _other_preset(r["preset"]))
                       for _, r in sub.iterrows()})
         doc.heading(f"Every fusion method on {display(dataset)}", 3)
         doc.table(["fusion", *[f"{p} (val / test)" for p in pairs]],
                   [[f, *[cells.get((f, p), "—") for p in pairs]] for f in sorted(set(sub["fusion"]) | set(sub_cut["fusion"]))])
     doc.note("Each cell: validation / test accuracy of that fusion at the layers chosen on validation; bold: the "
-             "fusion chosen on validation for the pair; pruned (x): every trial of the cell was cut by the pruner, x "
-             "the validation accuracy it last reported (no test score); —: not run.")
+             "fusion chosen on validation for the pair; (preset): the cell's best trial came from another preset (e.g. "
+             "search), with its own layers and head; pruned (x): every trial of the cell was cut by the pruner, x the "
+             "validation accuracy it last reported (no test score); —: not run.")
+
+
+def _other_preset(preset: str) -> str:
+    """`` (search)`` for a fusion-grid cell filled by another preset's trial; nothing for the grid's own."""
+    return "" if preset == "fusion-methods" else f" ({preset})"
 
 
 def _multi_section(doc: Doc, c: Computed) -> None:
