@@ -210,19 +210,22 @@ def _fusion_section(doc: Doc, c: Computed, folder: Path, files: list[Path]) -> N
              r["layers_label"], fmt(r["val_acc"]), fmt(r["test_acc"]), fmt_seeds(r), r["best_member"],
              fmt(r["best_member_test_acc"]), fmt(r["gain_test_vs_member"], sign=True), _lexical(c, r["dataset"])]
             for _, r in chosen.iterrows()])
-    unfinished = sorted(set(zip(cut["dataset"], cut["pair"], strict=True)) - set(zip(chosen["dataset"], chosen["pair"], strict=True)))
+    with_row = set(zip(chosen["dataset"], chosen["pair"], strict=True))
+    unfinished = sorted(set(zip(cut["dataset"], cut["pair"], strict=True)) - with_row)
     if unfinished:
-        doc.note("Pairs with every fusion pruned (no row above): " + "; ".join(f"{display(d)} {p}" for d, p in unfinished) + ".")
+        doc.note("Pairs with every fusion pruned (no row above): "
+                 + "; ".join(f"{display(d)} {p}" for d, p in unfinished) + ".")
     for dataset in sorted(set(c.fusion["dataset"]) | set(cut["dataset"])):
         sub, sub_cut = c.fusion[c.fusion["dataset"] == dataset], cut[cut["dataset"] == dataset]
         pairs = sorted(set(sub["pair"]) | set(sub_cut["pair"]))
+        fusions = sorted(set(sub["fusion"]) | set(sub_cut["fusion"]))
         cells = {(r["fusion"], r["pair"]): f"pruned ({fmt(r['val_acc'])})" for _, r in sub_cut.iterrows()}
-        cells.update({(r["fusion"], r["pair"]): (Bold if r["chosen"] else str)(f"{fmt(r['val_acc'])} / {fmt(r['test_acc'])}"
-                                                                              + _other_preset(r["preset"]))
-                      for _, r in sub.iterrows()})
+        for _, r in sub.iterrows():
+            text = f"{fmt(r['val_acc'])} / {fmt(r['test_acc'])}{_other_preset(r['preset'])}"
+            cells[r["fusion"], r["pair"]] = Bold(text) if r["chosen"] else text
         doc.heading(f"Every fusion method on {display(dataset)}", 3)
         doc.table(["fusion", *[f"{p} (val / test)" for p in pairs]],
-                  [[f, *[cells.get((f, p), "—") for p in pairs]] for f in sorted(set(sub["fusion"]) | set(sub_cut["fusion"]))])
+                  [[f, *[cells.get((f, p), "—") for p in pairs]] for f in fusions])
     doc.note("Each cell: validation / test accuracy of that fusion at the layers chosen on validation; bold: the "
              "fusion chosen on validation for the pair; (preset): the cell's best trial came from another preset (e.g. "
              "search), with its own layers and head; pruned (x): every trial of the cell was cut by the pruner, x the "
