@@ -82,6 +82,7 @@ SEARCH_TOY = [
     trial("emb", {"emb": "1"}, 0.70, 0.71, fusion="residual:sum", cost=perf(8, 0.25, 0.5, 0.05)),
     trial("dec,enc", {"dec": "3", "enc": "1"}, 0.87, 0.85, fusion="residual:quaternion", cost=PAIR),
     trial("dec,enc", {"dec": "1", "enc": "1"}, 0.95, 0.95, state="FAIL"),
+    trial("dec,enc", {"dec": "1", "enc": "1"}, 0.55, 0.0, fusion="moe", state="PRUNED"),  # grid cell "pruned (0.5500) (search)"
 ]
 LAST_K = [  # dec on toy: the best aggregation on validation is the mean of the last 2 layers (val .84, test .82)
     trial("dec", {"dec": "mean:last1"}, 0.82, 0.80, cost=DEC),

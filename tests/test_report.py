@@ -114,7 +114,7 @@ def test_paired_test_matches_hand_computation(report) -> None:
 def test_unfinished_trials_are_never_selected(report) -> None:
     s = report.summary
     assert s["trial_counts"]["sweep-toy"] == {"COMPLETE": 2, "PRUNED": 1}
-    assert s["trial_counts"]["search-toy"] == {"COMPLETE": 5, "FAIL": 1}
+    assert s["trial_counts"]["search-toy"] == {"COMPLETE": 5, "FAIL": 1, "PRUNED": 1}
     assert s["finished_trials"] == 19
     scores = [r["val_acc"] for key in ("best", "fusion_comparison", "cost", "pareto") for r in s[key]]
     assert 0.99 not in scores and 0.95 not in scores
@@ -124,13 +124,13 @@ def test_pruned_fusion_cells_are_shown_but_never_selected(report) -> None:
     s = report.summary
     cut = {(r["pair"], r["fusion"]): (r["val_acc"], r["trials"]) for r in s["fusion_pruned"]}
     # matmul: best of its two pruned trials; sum has a finished trial, so its pruned .99 is not a pruned cell.
-    assert cut == {("dec + enc", "matmul"): (0.64, 2), ("enc + emb", "concat"): (0.60, 1)}
+    assert cut == {("dec + enc", "matmul"): (0.64, 2), ("enc + emb", "concat"): (0.60, 1), ("dec + enc", "moe"): (0.55, 1)}
     assert {r["fusion"] for r in s["fusion_comparison"]} == {"concat", "hadamard", "sum", "residual:quaternion"}
     md = (report.out_dir / "report.md").read_text()
     assert "| matmul | pruned (0.6400) | pruned (0.6000) |" not in md  # each cell sits in its own pair's column
-    assert "| matmul | — | pruned (0.6400) |" in md or "| matmul | pruned (0.6400) | — |" in md
+    assert "| matmul | pruned (0.6400) | — |" in md and "| moe | pruned (0.5500) (search) | — |" in md
     assert "Pairs with every fusion pruned (no row above): toy enc + emb." in md
-    assert "| toy | dec + enc | concat | 4 / 1 |" in md  # finished: concat, hadamard, sum, residual:quaternion
+    assert "| toy | dec + enc | concat | 4 / 2 |" in md  # finished: concat, hadamard, sum, residual:quaternion; pruned: matmul, moe
     # residual:quaternion only ran in the search study, with its own layers: its cell says so.
     assert "| residual:quaternion | 0.8700 / 0.8500 (search) | — |" in md and "| sum | 0.8600 / 0.8700 | — |" in md
 

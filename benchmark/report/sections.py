@@ -219,7 +219,8 @@ def _fusion_section(doc: Doc, c: Computed, folder: Path, files: list[Path]) -> N
         sub, sub_cut = c.fusion[c.fusion["dataset"] == dataset], cut[cut["dataset"] == dataset]
         pairs = sorted(set(sub["pair"]) | set(sub_cut["pair"]))
         fusions = sorted(set(sub["fusion"]) | set(sub_cut["fusion"]))
-        cells = {(r["fusion"], r["pair"]): f"pruned ({fmt(r['val_acc'])})" for _, r in sub_cut.iterrows()}
+        cells = {(r["fusion"], r["pair"]): f"pruned ({fmt(r['val_acc'])}){_other_preset(r['preset'])}"
+                 for _, r in sub_cut.iterrows()}
         for _, r in sub.iterrows():
             text = f"{fmt(r['val_acc'])} / {fmt(r['test_acc'])}{_other_preset(r['preset'])}"
             cells[r["fusion"], r["pair"]] = Bold(text) if r["chosen"] else text

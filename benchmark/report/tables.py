@@ -155,13 +155,13 @@ def fusion_comparison(data: ReportData) -> pd.DataFrame:
     return df.assign(chosen=df["run_id"].isin(top["run_id"])).reset_index(drop=True)
 
 
-PRUNED_CELL_COLUMNS = ("dataset", "pair", "fusion", "val_acc", "trials")
+PRUNED_CELL_COLUMNS = ("dataset", "pair", "fusion", "val_acc", "preset", "trials")
 
 
 def pruned_fusions(data: ReportData) -> pd.DataFrame:
     """Two-model (pair, fusion) cells that only ever ran as pruned trials: the validation accuracy they last reported
-    before being cut (the highest, over the cell's trials) and how many trials that was. Cells with a finished trial
-    are ``fusion_comparison``'s.
+    before being cut (the highest over the cell's trials, with that trial's preset) and how many trials that was.
+    Cells with a finished trial are ``fusion_comparison``'s.
     """
     cut = data.pruned
     if cut is None or cut.empty:
@@ -172,8 +172,9 @@ def pruned_fusions(data: ReportData) -> pd.DataFrame:
     rows = []
     for (dataset, pair, fusion), group in cut.groupby(["dataset", cut["models"].map(_set_key), "fusion"], sort=True):
         if (dataset, pair, fusion) not in finished:
-            rows.append({"dataset": dataset, "pair": " + ".join(display(m) for m in group["models"].iloc[0]),
-                         "fusion": fusion, "val_acc": float(group["val/acc"].max()), "trials": len(group)})
+            top = group.loc[group["val/acc"].idxmax()]
+            rows.append({"dataset": dataset, "pair": " + ".join(display(m) for m in top["models"]), "fusion": fusion,
+                         "val_acc": float(top["val/acc"]), "preset": top["preset"], "trials": len(group)})
     return frame(rows, PRUNED_CELL_COLUMNS)
 
 
