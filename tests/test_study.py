@@ -154,21 +154,33 @@ def test_cuda_peak_is_the_largest_over_seeds() -> None:
     assert max_peak([{}, {}]) == {}
 
 
-def test_grid_presets_cover_their_grid(study_env, tmp_path) -> None:
+def test_grid_presets_cover_their_grid(study_env, tmp_path, monkeypatch) -> None:
+    import studies.runner
     from lightning_modules.components.fusion import fusion_names
+    from studies.pruning import GroupedPruner
 
-    cfg = study_cfg(study_env, tmp_path, "fusion-methods", (study_env["a"], study_env["b"]), **{"train.max_epochs": 1})
+    pruners = []  # what each study was opened with: grids group their pruner by pair / by model
+    make = studies.runner.make_pruner
+
+    def recorded(*args: object) -> object:
+        pruners.append(make(*args))
+        return pruners[-1]
+
+    monkeypatch.setattr(studies.runner, "make_pruner", recorded)
+    grid = {"train.max_epochs": 1, "study.pruning": True}  # median pruning from epoch 5: never reached here
+    cfg = study_cfg(study_env, tmp_path, "fusion-methods", (study_env["a"], study_env["b"]), **grid)
     out = run_study(cfg)
     study, runs = assert_runs_match_trials(cfg, out.name)
     assert sorted(t.params["fusion"] for t in study.trials) == sorted(fusion_names())
     assert set(study.user_attrs["best_layers"]) == {study_env["a"], study_env["b"]}
-    cfg = study_cfg(study_env, tmp_path, "last-k", (study_env["a"],), **{"train.max_epochs": 1})
+    cfg = study_cfg(study_env, tmp_path, "last-k", (study_env["a"],), **grid)
     out = run_study(cfg)
     study, _ = assert_runs_match_trials(cfg, out.name)
     assert len(study.trials) == 30  # 3 aggregations x k=1..10
     assert out.complete == 3 * 3 and out.pruned == 3 * 7  # the tiny BERT has 3 hidden states: k > 3 is pruned
     reasons = {t.user_attrs.get("prune_reason", "") for t in study.trials if t.state.name == "PRUNED"}
     assert all("fewer than k=" in r for r in reasons)
+    assert [(type(p), p.keys) for p in pruners] == [(GroupedPruner, ("pair",)), (GroupedPruner, ("model",))]
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
