@@ -649,3 +649,26 @@ def test_last_k_is_pruned_per_model_and_unpruned_studies_stay_unpruned() -> None
     assert isinstance(make_pruner(StudyConfig(), PRESETS.get("last-k").prune_within), GroupedPruner)
     assert isinstance(make_pruner(StudyConfig(pruning=False), ("pair",)), optuna.pruners.NopPruner)
     assert isinstance(make_pruner(StudyConfig(pruner="threshold:0.5"), ("pair",)), optuna.pruners.ThresholdPruner)
+
+
+def test_a_baseline_study_resumed_on_other_texts_is_refused(study_env, tmp_path) -> None:
+    from benchmark.config import with_values
+    from benchmark.errors import UserError
+
+    # The baseline reads texts, not caches: its texts are what make a rerun the same study or another one.
+    cfg = study_cfg(study_env, tmp_path, "tfidf-baseline", (study_env["a"],))
+    out = run_study(cfg)
+    assert (out.name, out.complete) == ("tfidf-baseline-" + Path(study_env["data"]).name, 6)
+    fewer = with_values(cfg, {"extract.limit": 40})  # 40 of the 60 training texts
+    with pytest.raises(UserError, match=r"other settings \(texts differ\)"):
+        run_study(fewer)
+    # A study from before texts were fingerprinted has none recorded: it adopts the current ones, then guards them.
+    study = optuna.load_study(study_name=out.name, storage=cfg.study.storage)
+    legacy = json.loads(study.user_attrs["config_fingerprint"])
+    del legacy["texts"]
+    study.set_user_attr("config_fingerprint", json.dumps(legacy, sort_keys=True))
+    assert run_study(cfg).complete == 6
+    study = optuna.load_study(study_name=out.name, storage=cfg.study.storage)
+    assert set(json.loads(study.user_attrs["config_fingerprint"])["texts"]) == {"train", "test"}
+    with pytest.raises(UserError, match="texts differ"):
+        run_study(fewer)
