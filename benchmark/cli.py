@@ -13,8 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmark.config import BenchConfig, load_config
-from benchmark.errors import UserError
+from benchmark.core.config import BenchConfig, load_config
+from benchmark.core.errors import UserError
 
 log = logging.getLogger("layerfuse")
 
@@ -47,14 +47,22 @@ def _positive_int(text: str) -> int:
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-c", "--config", help="YAML config file (section: {field: value})")
-    parser.add_argument("-s", "--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key, e.g. --set train.lr=3e-4 (repeatable)")
+    parser.add_argument(
+        "-s",
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set train.lr=3e-4 (repeatable)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
 
 
 def _subparser(sub: Any, name: str, help_text: str, epilog: str) -> argparse.ArgumentParser:
-    parser = sub.add_parser(name, help=help_text, description=help_text, epilog=epilog,
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = sub.add_parser(
+        name, help=help_text, description=help_text, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     _common(parser)
     return parser
 
@@ -69,12 +77,19 @@ def _quiet_transformers() -> None:
 
 # ---------------------------------------------------------------- extract
 
+
 def _add_extract(sub: Any) -> None:
-    p = _subparser(sub, "extract", "Extract and cache the pooled hidden states of every layer.",
-                   "examples:\n  layerfuse extract --model minilm-l6 --dataset mr\n"
-                   "  layerfuse extract --model smollm2-135m,minilm-l6 --dataset sst2 --split train,test --limit 2000\n"
-                   "  layerfuse extract --model ./my-model --dataset data/reviews_{split}.csv --set data.text_column=body")
-    p.add_argument("--model", "-m", type=_csv, action="append", help="model alias, hub id or folder (comma list, repeatable)")
+    p = _subparser(
+        sub,
+        "extract",
+        "Extract and cache the pooled hidden states of every layer.",
+        "examples:\n  layerfuse extract --model minilm-l6 --dataset mr\n"
+        "  layerfuse extract --model smollm2-135m,minilm-l6 --dataset sst2 --split train,test --limit 2000\n"
+        "  layerfuse extract --model ./my-model --dataset data/reviews_{split}.csv --set data.text_column=body",
+    )
+    p.add_argument(
+        "--model", "-m", type=_csv, action="append", help="model alias, hub id or folder (comma list, repeatable)"
+    )
     p.add_argument("--dataset", "-d", help="sst2|mr|r8|r52, a folder/file of split files, or a hub dataset id")
     p.add_argument("--split", type=_csv, help="splits, e.g. train,test")
     p.add_argument("--limit", type=_positive_int, help="seeded random subset of N rows per split")
@@ -85,10 +100,21 @@ def _add_extract(sub: Any) -> None:
     p.add_argument("--device", help="auto|cpu|cuda")
     p.add_argument("--overwrite", help="missing (default)|always|never")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.set_defaults(func=_run_extract, flag_keys={
-        "model": "extract.models", "dataset": "extract.dataset", "split": "extract.splits", "limit": "extract.limit",
-        "max_length": "extract.max_length", "pooling": "extract.pooling", "dtype": "extract.dtype",
-        "batch_size": "extract.batch_size", "device": "extract.device", "overwrite": "extract.overwrite"})
+    p.set_defaults(
+        func=_run_extract,
+        flag_keys={
+            "model": "extract.models",
+            "dataset": "extract.dataset",
+            "split": "extract.splits",
+            "limit": "extract.limit",
+            "max_length": "extract.max_length",
+            "pooling": "extract.pooling",
+            "dtype": "extract.dtype",
+            "batch_size": "extract.batch_size",
+            "device": "extract.device",
+            "overwrite": "extract.overwrite",
+        },
+    )
 
 
 def _run_extract(args: argparse.Namespace, cfg: BenchConfig) -> int:
@@ -102,19 +128,26 @@ def _run_extract(args: argparse.Namespace, cfg: BenchConfig) -> int:
     tokens = sum(s.tokens for s in new)
     # A rerun that only assembles chunks an interrupted run finished does no model work: no rate to show.
     rate = f", {tokens:,} tokens at {tokens / seconds:,.0f} tokens/s in {seconds:.1f}s" if seconds > 0 else ""
-    print(f"extracted {len(summaries)} model x split: {len(summaries) - len(new)} cached, {len(new)} new{rate}; "
-          f"cache: {cfg.paths.cache_dir}")
+    print(
+        f"extracted {len(summaries)} model x split: {len(summaries) - len(new)} cached, {len(new)} new{rate}; "
+        f"cache: {cfg.paths.cache_dir}"
+    )
     return 0
 
 
 # ---------------------------------------------------------------- study
 
+
 def _add_study(sub: Any) -> None:
-    p = _subparser(sub, "study", "Run (or resume) an Optuna study over cached features, tracked in MLflow.",
-                   "examples:\n  layerfuse study --preset layer-sweep --dataset mr --models smollm2-135m,minilm-l6\n"
-                   "  layerfuse study --preset search --dataset mr --models smollm2-135m,minilm-l6 --trials 50 --workers 2\n"
-                   "  layerfuse study --preset search --dataset r8 --models a,b --storage postgresql://u:pw@host/db  # on each host\n"
-                   "Re-running the same command resumes the study. Presets: layerfuse ls presets.")
+    p = _subparser(
+        sub,
+        "study",
+        "Run (or resume) an Optuna study over cached features, tracked in MLflow.",
+        "examples:\n  layerfuse study --preset layer-sweep --dataset mr --models smollm2-135m,minilm-l6\n"
+        "  layerfuse study --preset search --dataset mr --models smollm2-135m,minilm-l6 --trials 50 --workers 2\n"
+        "  layerfuse study --preset search --dataset r8 --models a,b --storage postgresql://u:pw@host/db  # on each host\n"
+        "Re-running the same command resumes the study. Presets: layerfuse ls presets.",
+    )
     p.add_argument("--preset", "-p", help="layer-sweep|last-k|fusion-methods|multi-model|search")
     p.add_argument("--dataset", "-d", help="dataset whose features are cached (as for extract)")
     p.add_argument("--models", "-m", type=_csv, help="comma list of models (their caches must exist)")
@@ -126,10 +159,20 @@ def _add_study(sub: Any) -> None:
     p.add_argument("--seeds", type=_positive_int, help="seeds per configuration")
     p.add_argument("--no-pruning", action="store_true", help="disable pruning (study.pruner: median or threshold:X)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.set_defaults(func=_run_study, flag_keys={
-        "preset": "study.preset", "dataset": "extract.dataset", "models": "extract.models", "trials": "study.trials",
-        "name": "study.name", "storage": "study.storage", "workers": "study.workers", "timeout": "study.timeout",
-        "seeds": "study.seeds"})
+    p.set_defaults(
+        func=_run_study,
+        flag_keys={
+            "preset": "study.preset",
+            "dataset": "extract.dataset",
+            "models": "extract.models",
+            "trials": "study.trials",
+            "name": "study.name",
+            "storage": "study.storage",
+            "workers": "study.workers",
+            "timeout": "study.timeout",
+            "seeds": "study.seeds",
+        },
+    )
 
 
 def _run_study(args: argparse.Namespace, cfg: BenchConfig) -> int:
@@ -150,20 +193,33 @@ def _run_study(args: argparse.Namespace, cfg: BenchConfig) -> int:
 
 # ---------------------------------------------------------------- fit
 
+
 def _layer_pair(text: str) -> tuple[str, str]:
     model, sep, spec = text.rpartition("=")
     if not sep or not model or not spec:
-        raise argparse.ArgumentTypeError(f"invalid --layer {text!r}: use MODEL=SPEC, e.g. smollm2-135m=16 or minilm-l6=mean:last4")
+        raise argparse.ArgumentTypeError(
+            f"invalid --layer {text!r}: use MODEL=SPEC, e.g. smollm2-135m=16 or minilm-l6=mean:last4"
+        )
     return model, spec
 
 
 def _add_fit(sub: Any) -> None:
-    p = _subparser(sub, "fit", "Train and score one configuration on cached features (no study).",
-                   "examples:\n  layerfuse fit --dataset mr --layer smollm2-135m=16\n"
-                   "  layerfuse fit --dataset mr --layer smollm2-135m=14 --layer minilm-l6=mean:last3 --fusion residual:sum --seeds 3")
+    p = _subparser(
+        sub,
+        "fit",
+        "Train and score one configuration on cached features (no study).",
+        "examples:\n  layerfuse fit --dataset mr --layer smollm2-135m=16\n"
+        "  layerfuse fit --dataset mr --layer smollm2-135m=14 --layer minilm-l6=mean:last3 --fusion residual:sum --seeds 3",
+    )
     p.add_argument("--dataset", "-d", help="dataset whose features are cached")
-    p.add_argument("--layer", type=_layer_pair, action="append", required=True, metavar="MODEL=SPEC",
-                   help="a model and its layer spec (16, -1, last, mean:last4, max:3,5,7); repeat for fusion")
+    p.add_argument(
+        "--layer",
+        type=_layer_pair,
+        action="append",
+        required=True,
+        metavar="MODEL=SPEC",
+        help="a model and its layer spec (16, -1, last, mean:last4, max:3,5,7); repeat for fusion",
+    )
     p.add_argument("--fusion", help="fusion name (layerfuse ls fusions)")
     p.add_argument("--seeds", type=_positive_int, default=1, help="fits with train.seed + k, k < seeds")
     p.set_defaults(func=_run_fit, flag_keys={"dataset": "extract.dataset", "fusion": "train.fusion"})
@@ -175,8 +231,10 @@ def _run_fit(args: argparse.Namespace, cfg: BenchConfig) -> int:
     layers = dict(args.layer)
     results = fit_config(cfg, layers, args.seeds)
     for k, r in enumerate(results):
-        print(f"seed {cfg.train.seed + k}: val acc {r.val_acc:.4f}  val f1 {r.val_f1:.4f}  test acc {r.test_acc:.4f}  "
-              f"test f1 {r.test_f1:.4f}  ({r.epochs} epochs, best {r.best_epoch}, {r.fit_s:.1f}s)")
+        print(
+            f"seed {cfg.train.seed + k}: val acc {r.val_acc:.4f}  val f1 {r.val_f1:.4f}  test acc {r.test_acc:.4f}  "
+            f"test f1 {r.test_f1:.4f}  ({r.epochs} epochs, best {r.best_epoch}, {r.fit_s:.1f}s)"
+        )
     if len(results) > 1:
         import statistics
 
@@ -187,13 +245,18 @@ def _run_fit(args: argparse.Namespace, cfg: BenchConfig) -> int:
 
 # ---------------------------------------------------------------- report
 
+
 def _add_report(sub: Any) -> None:
-    p = _subparser(sub, "report", "Export best-layer, fusion and cost tables and figures of studies, read back from MLflow.",
-                   "examples:\n  layerfuse report --study layer-sweep-mr-smollm2-135m+minilm-l6\n"
-                   "  layerfuse report --study a,b --out reports/both --format md,html --force\n"
-                   "  layerfuse report --experiment layerfuse/mr --set tracking.uri=sqlite:///other/mlflow.db\n\n"
-                   "Reports read MLflow only (tracking.uri), where every trial is logged, so there is no --storage:\n"
-                   "the Optuna storage holds nothing a report needs.")
+    p = _subparser(
+        sub,
+        "report",
+        "Export best-layer, fusion and cost tables and figures of studies, read back from MLflow.",
+        "examples:\n  layerfuse report --study layer-sweep-mr-smollm2-135m+minilm-l6\n"
+        "  layerfuse report --study a,b --out reports/both --format md,html --force\n"
+        "  layerfuse report --experiment layerfuse/mr --set tracking.uri=sqlite:///other/mlflow.db\n\n"
+        "Reports read MLflow only (tracking.uri), where every trial is logged, so there is no --storage:\n"
+        "the Optuna storage holds nothing a report needs.",
+    )
     p.add_argument("--study", type=_csv, action="append", help="study name(s) (comma list, repeatable)")
     p.add_argument("--experiment", type=_csv, action="append", help="every study in these MLflow experiments")
     p.add_argument("--out", help="output folder (default: report.out_dir/<name>)")
@@ -208,33 +271,51 @@ def _run_report(args: argparse.Namespace, cfg: BenchConfig) -> int:
     studies = tuple(s for group in args.study or () for s in group)
     experiments = tuple(e for group in args.experiment or () for e in group)
     if not studies and not experiments:
-        raise UserError("name what to report: --study NAME (see `layerfuse ui` or the study's output) or --experiment layerfuse/<dataset>")
-    result = write_report(cfg, studies=studies, experiments=experiments, out_dir=args.out, formats=cfg.report.formats,
-                          force=args.force)
+        raise UserError(
+            "name what to report: --study NAME (see `layerfuse ui` or the study's output) or --experiment layerfuse/<dataset>"
+        )
+    result = write_report(
+        cfg, studies=studies, experiments=experiments, out_dir=args.out, formats=cfg.report.formats, force=args.force
+    )
     print(f"report written to {result.out_dir}: " + ", ".join(Path(f).name for f in result.files))
     return 0
 
 
 # ---------------------------------------------------------------- ui
 
+
 def _add_ui(sub: Any) -> None:
-    p = _subparser(sub, "ui", "Start the MLflow UI on 127.0.0.1 against the configured tracking store.",
-                   "examples:\n  layerfuse ui\n  layerfuse ui --port 5001\n"
-                   "Optuna's own view of a study: optuna-dashboard sqlite:///mlruns/optuna.db")
+    p = _subparser(
+        sub,
+        "ui",
+        "Start the MLflow UI on 127.0.0.1 against the configured tracking store.",
+        "examples:\n  layerfuse ui\n  layerfuse ui --port 5001\n"
+        "Optuna's own view of a study: optuna-dashboard sqlite:///mlruns/optuna.db",
+    )
     p.add_argument("--port", type=_positive_int, default=5000, help="port on 127.0.0.1")
     p.set_defaults(func=_run_ui, flag_keys={})
 
 
 def ui_command(cfg: BenchConfig, port: int) -> list[str]:
     """The ``mlflow ui`` command line for the configured store, bound to loopback."""
-    return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", cfg.tracking.uri, "--host", "127.0.0.1",
-            "--port", str(port)]
+    return [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "ui",
+        "--backend-store-uri",
+        cfg.tracking.uri,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
 
 
 def _run_ui(args: argparse.Namespace, cfg: BenchConfig) -> int:
     import os
 
-    from benchmark.tracking import client
+    from benchmark.core.tracking import client
 
     client(cfg.tracking)  # creates the store's folder so the UI starts on a fresh checkout
     print(f"MLflow UI on http://127.0.0.1:{args.port} (store {cfg.tracking.uri}); Ctrl-C to stop", flush=True)
@@ -244,6 +325,7 @@ def _run_ui(args: argparse.Namespace, cfg: BenchConfig) -> int:
 
 # ---------------------------------------------------------------- quickstart, reproduce
 
+
 def packaged_config(name: str) -> str:
     """Path of a config shipped in ``studies/configs``."""
     import studies
@@ -252,39 +334,60 @@ def packaged_config(name: str) -> str:
 
 
 def _add_quickstart(sub: Any) -> None:
-    p = _subparser(sub, "quickstart", "The main job on the embedded defaults: extract, layer sweep, search study, report.",
-                   "examples:\n  layerfuse quickstart\n  layerfuse quickstart --set extract.limit=500 --set study.trials=8\n"
-                   "Steps are cached or resumed: rerunning finishes what an interrupted run left.")
+    p = _subparser(
+        sub,
+        "quickstart",
+        "The main job on the embedded defaults: extract, layer sweep, search study, report.",
+        "examples:\n  layerfuse quickstart\n  layerfuse quickstart --set extract.limit=500 --set study.trials=8\n"
+        "Steps are cached or resumed: rerunning finishes what an interrupted run left.",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_run_pipeline, flag_keys={}, default_config=packaged_config("quickstart"))
 
 
 def _add_reproduce(sub: Any) -> None:
-    p = _subparser(sub, "reproduce", "The paper's experiments per dataset (TF-IDF baseline, layer sweep, last-k, fusion "
-                   "methods, multi-model, search) over seeds, then one report across the datasets.",
-                   "examples:\n  layerfuse reproduce\n  layerfuse reproduce --datasets mr,r8 --seeds 3\n"
-                   "  layerfuse reproduce --datasets mr --limit 1000 --seeds 1 --trials 8   # a quick look\n"
-                   "Every stage is cached or resumed: rerunning finishes what an interrupted run left.")
+    p = _subparser(
+        sub,
+        "reproduce",
+        "The paper's experiments per dataset (TF-IDF baseline, layer sweep, last-k, fusion "
+        "methods, multi-model, search) over seeds, then one report across the datasets.",
+        "examples:\n  layerfuse reproduce\n  layerfuse reproduce --datasets mr,r8 --seeds 3\n"
+        "  layerfuse reproduce --datasets mr --limit 1000 --seeds 1 --trials 8   # a quick look\n"
+        "Every stage is cached or resumed: rerunning finishes what an interrupted run left.",
+    )
     p.add_argument("--datasets", type=_csv, help="comma list (default: sst2,mr,r8,r52)")
     p.add_argument("--models", "-m", type=_csv, help="comma list of models (default: the embedded ones and tfidf)")
     p.add_argument("--seeds", type=_positive_int, help="seeds per configuration (default 3)")
     p.add_argument("--trials", "-n", type=_positive_int, help="trials of the search preset")
     p.add_argument("--limit", type=_positive_int, help="seeded random subset of N rows per split")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.set_defaults(func=_run_pipeline, default_config=packaged_config("reproduce"), flag_keys={
-        "datasets": "pipeline.datasets", "models": "extract.models", "seeds": "study.seeds", "trials": "study.trials",
-        "limit": "extract.limit"})
+    p.set_defaults(
+        func=_run_pipeline,
+        default_config=packaged_config("reproduce"),
+        flag_keys={
+            "datasets": "pipeline.datasets",
+            "models": "extract.models",
+            "seeds": "study.seeds",
+            "trials": "study.trials",
+            "limit": "extract.limit",
+        },
+    )
 
 
 def _run_pipeline(args: argparse.Namespace, cfg: BenchConfig) -> int:
     import optuna
 
-    from studies.pipeline import run_pipeline
+    from benchmark.pipeline import run_pipeline
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    print(f"{args.command}: datasets {', '.join(cfg.pipeline.datasets)}; models {', '.join(cfg.extract.models)}; "
-          f"stages extract, {', '.join(cfg.pipeline.presets)}, report; {cfg.study.seeds} seed(s)", flush=True)
-    result = run_pipeline(cfg, on_stage=lambda s: print(f"[{s.seconds:7.1f}s] {s.dataset} {s.stage}: {s.outcome}", flush=True))
+    print(
+        f"{args.command}: datasets {', '.join(cfg.pipeline.datasets)}; models {', '.join(cfg.extract.models)}; "
+        f"stages extract, {', '.join(cfg.pipeline.presets)}, report; {cfg.study.seeds} seed(s)",
+        flush=True,
+    )
+    result = run_pipeline(
+        cfg, on_stage=lambda s: print(f"[{s.seconds:7.1f}s] {s.dataset} {s.stage}: {s.outcome}", flush=True)
+    )
     assert result.report is not None
     print(f"report: {result.report.out_dir}/report.html (also report.md, best_layers.csv, summary.json, stages.csv)")
     print("browse every trial: layerfuse ui")
@@ -293,28 +396,36 @@ def _run_pipeline(args: argparse.Namespace, cfg: BenchConfig) -> int:
 
 # ---------------------------------------------------------------- ls
 
+
 def _listing(what: str) -> list[tuple[str, str]]:
     if what == "models":
-        from benchmark.models import MODELS
+        from benchmark.core.models import MODELS
 
-        return [(n, f"{s.kind:7} L={s.num_layers:<3} H={s.hidden_size:<5} pooling={s.default_pooling:<10} {s.hf_id}"
-                 + (f" (embedded: {s.local_dir})" if s.local_dir else "")) for n, s in MODELS.items()]
+        return [
+            (
+                n,
+                f"{s.kind:7} L={s.num_layers:<3} H={s.hidden_size:<5} pooling={s.default_pooling:<10} {s.hf_id}"
+                + (f" (embedded: {s.local_dir})" if s.local_dir else ""),
+            )
+            for n, s in MODELS.items()
+        ]
     if what == "poolings":
         from extractors.pooling import POOLINGS
 
         return [(n, (f.__doc__ or "").strip().splitlines()[0]) for n, f in POOLINGS.items()]
     if what == "datasets":
-        from benchmark.text_data import DATASETS
+        from benchmark.core.text_data import DATASETS
 
-        return [(n, f"<data_dir>/{s.folder}/{{train,test}}.csv" + (f"; hub: {s.hf_id}" if s.hf_id else ""))
-                for n, s in DATASETS.items()]
+        return [
+            (n, f"<data_dir>/{s.folder}/{{train,test}}.csv" + (f"; hub: {s.hf_id}" if s.hf_id else ""))
+            for n, s in DATASETS.items()
+        ]
     if what == "fusions":
-        from lightning_modules.components.fusion import FUSIONS
-
-        from lightning_modules.components.fusion import RESIDUAL_PREFIX
+        from lightning_modules.components.fusion import FUSIONS, RESIDUAL_PREFIX
 
         return [(n, (f.__doc__ or "").strip().splitlines()[0]) for n, f in FUSIONS.items()] + [
-            (f"{RESIDUAL_PREFIX}<name>", "any fusion plus a residual connection to the mean projected input")]
+            (f"{RESIDUAL_PREFIX}<name>", "any fusion plus a residual connection to the mean projected input")
+        ]
     if what == "presets":
         from studies.presets import PRESETS
 
@@ -338,6 +449,7 @@ def _run_ls(args: argparse.Namespace, cfg: BenchConfig) -> int:
 
 
 # ---------------------------------------------------------------- main
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser."""
@@ -367,8 +479,11 @@ def _flag_values(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``layerfuse`` and ``python -m benchmark``; returns the exit code."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
     if not args.verbose:
         for noisy in ("httpx", "urllib3", "filelock", "transformers", "alembic", "numexpr"):
             logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -18,9 +18,9 @@ from collections.abc import Callable
 
 import torch
 
-from benchmark.config import load_config
-from benchmark.keys import load_text_split
-from benchmark.models import resolve_model
+from benchmark.core.config import load_config
+from benchmark.core.keys import load_text_split
+from benchmark.core.models import resolve_model
 from extractors.hf import HFHiddenStateExtractor
 from extractors.pooling import POOLINGS
 
@@ -70,7 +70,9 @@ def timed_round_robin(candidates: dict[str, Callable[[], object]]) -> dict[str, 
     return best
 
 
-def run(model: str, dataset: str, n: int, split: str, dtypes: list[str], token_budget: int) -> list[tuple[str, float, str]]:
+def run(
+    model: str, dataset: str, n: int, split: str, dtypes: list[str], token_budget: int
+) -> list[tuple[str, float, str]]:
     cfg = load_config(overrides=[f"extract.dataset={dataset}", f"extract.limit={n}"])
     texts = load_text_split(cfg, split).texts
     spec = resolve_model(model, cfg.paths.models_dir)
@@ -84,11 +86,20 @@ def run(model: str, dataset: str, n: int, split: str, dtypes: list[str], token_b
     candidates: dict[str, Callable[[], object]] = {}
     for dtype in dtypes:
         # "bf16-autocast": fp32 weights that autocast casts on every batch, the way bf16 ran before weights were cast once.
-        ex = HFHiddenStateExtractor(spec, "cpu", dtype.removesuffix("-autocast"), "mean", spec.max_length,
-                                    token_budget=token_budget, cast_weights=not dtype.endswith("-autocast"))
+        ex = HFHiddenStateExtractor(
+            spec,
+            "cpu",
+            dtype.removesuffix("-autocast"),
+            "mean",
+            spec.max_length,
+            token_budget=token_budget,
+            cast_weights=not dtype.endswith("-autocast"),
+        )
         extractors[dtype] = ex
         # Tokenizing and sorting are timed too, as sentence-transformers' encode and the naive loop include them.
-        candidates[f"layerfuse {dtype}"] = lambda ex=ex: ex.encode_ids(sorted(ex.tokenize(texts), key=len, reverse=True))
+        candidates[f"layerfuse {dtype}"] = lambda ex=ex: ex.encode_ids(
+            sorted(ex.tokenize(texts), key=len, reverse=True)
+        )
     first = next(iter(extractors.values()))
     lengths = [len(x) for x in first.tokenize(texts)]
     tokens = sum(lengths)
@@ -99,8 +110,9 @@ def run(model: str, dataset: str, n: int, split: str, dtypes: list[str], token_b
         pool = POOLINGS.get("mean")
         with torch.inference_mode():
             for i in range(0, len(texts), 32):
-                enc = first.tokenizer(texts[i:i + 32], padding=True, truncation=True, max_length=spec.max_length,
-                                      return_tensors="pt")
+                enc = first.tokenizer(
+                    texts[i : i + 32], padding=True, truncation=True, max_length=spec.max_length, return_tensors="pt"
+                )
                 out = fp32_model(**enc, output_hidden_states=True)
                 torch.stack([pool(h, enc["attention_mask"]) for h in out.hidden_states])
 
@@ -121,18 +133,34 @@ def run(model: str, dataset: str, n: int, split: str, dtypes: list[str], token_b
     for dtype, ex in extractors.items():
         seconds, cpu = best[f"layerfuse {dtype}"]
         flops = model_flops(ex.model, lengths, ex.num_layers, ex.hidden_size) / seconds / 1e9
-        rows.append((f"layerfuse all layers, {dtype} (tokens/s)", tokens / seconds,
-                     f"{tokens / cpu:,.0f} tokens per CPU-s; {flops:.1f} GFLOP/s = {100 * flops / peak_bf16:.0f}% of bf16 peak, "
-                     f"{100 * flops / peak_fp32:.0f}% of fp32 peak"))
+        rows.append(
+            (
+                f"layerfuse all layers, {dtype} (tokens/s)",
+                tokens / seconds,
+                f"{tokens / cpu:,.0f} tokens per CPU-s; {flops:.1f} GFLOP/s = {100 * flops / peak_bf16:.0f}% of bf16 peak, "
+                f"{100 * flops / peak_fp32:.0f}% of fp32 peak",
+            )
+        )
     seconds, cpu = best["naive"]
-    rows.append(("naive unsorted fp32 loop, all layers (tokens/s)", tokens / seconds, f"{tokens / cpu:,.0f} tokens per CPU-s"))
+    rows.append(
+        ("naive unsorted fp32 loop, all layers (tokens/s)", tokens / seconds, f"{tokens / cpu:,.0f} tokens per CPU-s")
+    )
     if "st" not in best:
         rows.append(("sentence-transformers encode", float("nan"), st_note))
         return rows
     seconds, cpu = best["st"]
-    ratios = "; ".join(f"layerfuse {d} / sentence-transformers = {seconds / best[f'layerfuse {d}'][0]:.2f}x "
-                       f"({cpu / best[f'layerfuse {d}'][1]:.2f}x per CPU-s)" for d in extractors)
-    rows.append(("sentence-transformers encode, last layer (tokens/s)", tokens / seconds, f"{tokens / cpu:,.0f} tokens per CPU-s; {ratios}"))
+    ratios = "; ".join(
+        f"layerfuse {d} / sentence-transformers = {seconds / best[f'layerfuse {d}'][0]:.2f}x "
+        f"({cpu / best[f'layerfuse {d}'][1]:.2f}x per CPU-s)"
+        for d in extractors
+    )
+    rows.append(
+        (
+            "sentence-transformers encode, last layer (tokens/s)",
+            tokens / seconds,
+            f"{tokens / cpu:,.0f} tokens per CPU-s; {ratios}",
+        )
+    )
     return rows
 
 
@@ -144,7 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--dtypes", default="fp32,bf16", help="comma list of fp32, bf16, fp16, bf16-autocast")
     parser.add_argument("--token-budget", type=int, default=2048)
-    parser.add_argument("--threads", type=int, help="torch threads (default: torch's); 1 gives steadier figures under load")
+    parser.add_argument(
+        "--threads", type=int, help="torch threads (default: torch's); 1 gives steadier figures under load"
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -152,8 +182,12 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()[0]
     rows = run(args.model, args.dataset, args.n, args.split, args.dtypes.split(","), args.token_budget)
     # Other processes only slow a run down; the load average says how much the figures may understate.
-    print(f"\nload average (1 min) before / after: {load_before:.2f} / {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
-    print(f"\n| {args.model} on {args.n} {args.dataset} {args.split} texts, {torch.get_num_threads()} threads | value | note |")
+    print(
+        f"\nload average (1 min) before / after: {load_before:.2f} / {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores"
+    )
+    print(
+        f"\n| {args.model} on {args.n} {args.dataset} {args.split} texts, {torch.get_num_threads()} threads | value | note |"
+    )
     print("|---|---:|---|")
     for name, value, note in rows:
         print(f"| {name} | {value:,.0f} | {note} |")

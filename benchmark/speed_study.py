@@ -20,21 +20,33 @@ from pathlib import Path
 
 import optuna
 
-from benchmark.config import load_config
+from benchmark.core.config import load_config
 from studies.runner import run_study
 from studies.storage import make_storage
 
 
-def measure(dataset: str, models: tuple[str, ...], trials: int, pruning: bool, seed: int, dtype: str,
-            max_length: int | None) -> dict[str, float]:
+def measure(
+    dataset: str, models: tuple[str, ...], trials: int, pruning: bool, seed: int, dtype: str, max_length: int | None
+) -> dict[str, float]:
     """Run one fresh ``search`` study and return its wall time, trained trials per minute and outcome."""
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = load_config(**{
-            "extract.dataset": dataset, "extract.models": models, "extract.show_progress": False, "extract.dtype": dtype,
-            "extract.max_length": max_length,
-            "study.preset": "search", "study.trials": trials, "study.pruning": pruning, "study.name": "speed",
-            "study.storage": f"sqlite:///{tmp}/optuna.db", "tracking.uri": f"sqlite:///{tmp}/mlflow.db",
-            "tracking.artifact_root": str(Path(tmp) / "artifacts"), "train.seed": seed})
+        cfg = load_config(
+            **{
+                "extract.dataset": dataset,
+                "extract.models": models,
+                "extract.show_progress": False,
+                "extract.dtype": dtype,
+                "extract.max_length": max_length,
+                "study.preset": "search",
+                "study.trials": trials,
+                "study.pruning": pruning,
+                "study.name": "speed",
+                "study.storage": f"sqlite:///{tmp}/optuna.db",
+                "tracking.uri": f"sqlite:///{tmp}/mlflow.db",
+                "tracking.artifact_root": str(Path(tmp) / "artifacts"),
+                "train.seed": seed,
+            }
+        )
         start = time.perf_counter()
         out = run_study(cfg)
         wall = time.perf_counter() - start
@@ -42,8 +54,15 @@ def measure(dataset: str, models: tuple[str, ...], trials: int, pruning: bool, s
         pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
         untrained = sum("prune_reason" in t.user_attrs and not t.intermediate_values for t in pruned)
     trained = out.complete + out.pruned - untrained
-    return {"wall_s": wall, "trials_per_min": 60 * trained / wall, "complete": out.complete, "pruned_training": out.pruned - untrained,
-            "pruned_untrained": untrained, "best_val": out.best_value or float("nan"), "best_test": out.best_test_acc or float("nan")}
+    return {
+        "wall_s": wall,
+        "trials_per_min": 60 * trained / wall,
+        "complete": out.complete,
+        "pruned_training": out.pruned - untrained,
+        "pruned_untrained": untrained,
+        "best_val": out.best_value or float("nan"),
+        "best_test": out.best_test_acc or float("nan"),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,15 +78,23 @@ def main(argv: list[str] | None = None) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     models = tuple(m for m in args.models.split(",") if m)
     started = dt.datetime.now(dt.UTC)
-    rows = {name: measure(args.dataset, models, args.trials, pruning, args.seed, args.dtype, args.max_length)
-            for name, pruning in (("no pruning", False), ("median pruning", True))}
-    print(f"\n{started:%Y-%m-%d %H:%M} UTC; load average (1, 5, 15 min) at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
-    print(f"\n| search preset, {args.trials} trials, {args.dataset}, {'+'.join(models)} | wall s | trained trials/min | complete "
-          "| pruned while training | pruned before training | best val acc | its test acc |")
+    rows = {
+        name: measure(args.dataset, models, args.trials, pruning, args.seed, args.dtype, args.max_length)
+        for name, pruning in (("no pruning", False), ("median pruning", True))
+    }
+    print(
+        f"\n{started:%Y-%m-%d %H:%M} UTC; load average (1, 5, 15 min) at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())}"
+    )
+    print(
+        f"\n| search preset, {args.trials} trials, {args.dataset}, {'+'.join(models)} | wall s | trained trials/min | complete "
+        "| pruned while training | pruned before training | best val acc | its test acc |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, r in rows.items():
-        print(f"| {name} | {r['wall_s']:.0f} | {r['trials_per_min']:.2f} | {r['complete']:.0f} | {r['pruned_training']:.0f} | "
-              f"{r['pruned_untrained']:.0f} | {r['best_val']:.4f} | {r['best_test']:.4f} |")
+        print(
+            f"| {name} | {r['wall_s']:.0f} | {r['trials_per_min']:.2f} | {r['complete']:.0f} | {r['pruned_training']:.0f} | "
+            f"{r['pruned_untrained']:.0f} | {r['best_val']:.4f} | {r['best_test']:.4f} |"
+        )
     ratio = rows["median pruning"]["trials_per_min"] / rows["no pruning"]["trials_per_min"]
     print(f"\npruning speed-up: {ratio:.2f}x trained trials per minute")
     return 0

@@ -30,14 +30,16 @@ from typing import Any
 
 import numpy as np
 
-from benchmark.cache import CacheWriter, FeatureCache, FeatureKey
-from benchmark.config import BenchConfig, load_config, with_values
+from benchmark.core.cache import CacheWriter, FeatureCache, FeatureKey
+from benchmark.core.config import BenchConfig, load_config, with_values
 
 log = logging.getLogger("benchmark.speed_train")
 
 
 def _config(spec: dict[str, Any]) -> BenchConfig:
-    return load_config(overrides=spec["sets"], **{"extract.dataset": spec["dataset"], "extract.models": (spec["model"],)})
+    return load_config(
+        overrides=spec["sets"], **{"extract.dataset": spec["dataset"], "extract.models": (spec["model"],)}
+    )
 
 
 def resample_cache(src: Path, dst_root: Path, n: int, seed: int, layers: list[int]) -> Path:
@@ -55,10 +57,13 @@ def resample_cache(src: Path, dst_root: Path, n: int, seed: int, layers: list[in
     chunk = 4096
     with CacheWriter(final, key, n=n, chunk_size=chunk) as w:
         for i in w.missing_chunks():
-            part = rows[i * chunk:(i + 1) * chunk]
+            part = rows[i * chunk : (i + 1) * chunk]
             feats = np.stack([cache.layer(layer)[part] for layer in layers])  # (k, n_i, H)
             w.write_chunk(i, np.arange(i * chunk, i * chunk + len(part)), feats)
-        w.finalize(cache.labels()[rows], {"label_names": cache.label_names, "texts_sha256": f"{cache.texts_sha256}-resampled-{n}-{seed}"})
+        w.finalize(
+            cache.labels()[rows],
+            {"label_names": cache.label_names, "texts_sha256": f"{cache.texts_sha256}-resampled-{n}-{seed}"},
+        )
     return final
 
 
@@ -75,8 +80,12 @@ def _job(job: str, spec: dict[str, Any]) -> dict[str, Any]:
     if job == "sweep":
         start, cpu = time.perf_counter(), time.process_time()
         scores = sweep_layers(train, test, cfg)
-        return {"wall_s": time.perf_counter() - start, "cpu_s": time.process_time() - cpu, "peak_rss_mb": peak_rss_mb(),
-                "scores": [asdict(s) for s in scores]}
+        return {
+            "wall_s": time.perf_counter() - start,
+            "cpu_s": time.process_time() - cpu,
+            "peak_rss_mb": peak_rss_mb(),
+            "scores": [asdict(s) for s in scores],
+        }
     if job == "sequential":
         single = with_values(cfg, {"train.fusion": "concat"})
         start, cpu, results = time.perf_counter(), time.process_time(), []
@@ -84,7 +93,12 @@ def _job(job: str, spec: dict[str, Any]) -> dict[str, Any]:
             r = fit_and_evaluate(single, [Selection(spec["model"], layer, train, test)])
             results.append({"layer": layer, **r.asdict()})
             log.info("layer %d: val %.4f test %.4f, %d epochs, %.1f s", layer, r.val_acc, r.test_acc, r.epochs, r.fit_s)
-        return {"wall_s": time.perf_counter() - start, "cpu_s": time.process_time() - cpu, "peak_rss_mb": peak_rss_mb(), "results": results}
+        return {
+            "wall_s": time.perf_counter() - start,
+            "cpu_s": time.process_time() - cpu,
+            "peak_rss_mb": peak_rss_mb(),
+            "results": results,
+        }
     if job == "fit":
         r = fit_and_evaluate(cfg, [Selection(spec["model"], spec["layer"], train, test)])
         return {"peak_rss_mb": r.peak_rss_mb, "fit_s": r.fit_s, "feature_bytes": r.feature_bytes, "epochs": r.epochs}
@@ -96,39 +110,67 @@ def _child(job: str, spec: dict[str, Any]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         spec_file, result = Path(tmp, "spec.json"), Path(tmp, "result.json")
         spec_file.write_text(json.dumps(spec))
-        subprocess.run([sys.executable, "-m", "benchmark.speed_train", "--child", job, "--spec", str(spec_file), "--result", str(result)], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "benchmark.speed_train",
+                "--child",
+                job,
+                "--spec",
+                str(spec_file),
+                "--result",
+                str(result),
+            ],
+            check=True,
+        )
         return dict(json.loads(result.read_text()))
 
 
-def _markdown(sweep: dict[str, Any], seq: dict[str, Any], rss: list[dict[str, Any]], command: str, notes: Sequence[str] = ()) -> str:
+def _markdown(
+    sweep: dict[str, Any], seq: dict[str, Any], rss: list[dict[str, Any]], command: str, notes: Sequence[str] = ()
+) -> str:
     out = [f"Command: `{command}`", "", *notes, ""]
     if sweep and seq:
-        out += ["| layer | sweep val acc | fits val acc | sweep test acc | fits test acc | abs diff test (points) | epochs (sweep / fit) |",
-                "|---:|---:|---:|---:|---:|---:|---|"]
+        out += [
+            "| layer | sweep val acc | fits val acc | sweep test acc | fits test acc | abs diff test (points) | epochs (sweep / fit) |",
+            "|---:|---:|---:|---:|---:|---:|---|",
+        ]
         diffs = []
         for s, r in zip(sweep["scores"], seq["results"], strict=True):
             diffs.append(abs(s["test_acc"] - r["test_acc"]) * 100)
-            out.append(f"| {s['layer']} | {s['val_acc']:.4f} | {r['val_acc']:.4f} | {s['test_acc']:.4f} | {r['test_acc']:.4f} | {diffs[-1]:.2f} | "
-                       f"{s['epochs']} / {r['epochs']} |")
+            out.append(
+                f"| {s['layer']} | {s['val_acc']:.4f} | {r['val_acc']:.4f} | {s['test_acc']:.4f} | {r['test_acc']:.4f} | {diffs[-1]:.2f} | "
+                f"{s['epochs']} / {r['epochs']} |"
+            )
         fit_total = sum(r["fit_s"] for r in seq["results"])
-        out += ["", "| measure | value |", "|---|---:|",
-                f"| layers / layer-epochs trained (sweep / fits) | {len(diffs)} / {sum(x['epochs'] for x in sweep['scores'])} / "
-                f"{sum(r['epochs'] for r in seq['results'])} |",
-                f"| batched sweep, wall s / CPU s | {sweep['wall_s']:.1f} / {sweep['cpu_s']:.1f} |",
-                f"| L+1 sequential fit_and_evaluate, wall s / CPU s | {seq['wall_s']:.1f} / {seq['cpu_s']:.1f} |",
-                f"| of which trainer.fit s | {fit_total:.1f} |",
-                f"| speed-up (wall) | {seq['wall_s'] / sweep['wall_s']:.1f}x |",
-                f"| speed-up (CPU time) | {seq['cpu_s'] / sweep['cpu_s']:.1f}x |",
-                f"| speed-up vs trainer.fit time only | {fit_total / sweep['wall_s']:.1f}x |",
-                f"| max / mean abs test-acc diff, points | {max(diffs):.2f} / {np.mean(diffs):.3f} |",
-                f"| best layer by val (sweep / fits) | {_best(sweep['scores'])} / {_best(seq['results'])} |",
-                f"| peak RSS sweep / sequential, MiB | {sweep['peak_rss_mb']:.0f} / {seq['peak_rss_mb']:.0f} |", ""]
+        out += [
+            "",
+            "| measure | value |",
+            "|---|---:|",
+            f"| layers / layer-epochs trained (sweep / fits) | {len(diffs)} / {sum(x['epochs'] for x in sweep['scores'])} / "
+            f"{sum(r['epochs'] for r in seq['results'])} |",
+            f"| batched sweep, wall s / CPU s | {sweep['wall_s']:.1f} / {sweep['cpu_s']:.1f} |",
+            f"| L+1 sequential fit_and_evaluate, wall s / CPU s | {seq['wall_s']:.1f} / {seq['cpu_s']:.1f} |",
+            f"| of which trainer.fit s | {fit_total:.1f} |",
+            f"| speed-up (wall) | {seq['wall_s'] / sweep['wall_s']:.1f}x |",
+            f"| speed-up (CPU time) | {seq['cpu_s'] / sweep['cpu_s']:.1f}x |",
+            f"| speed-up vs trainer.fit time only | {fit_total / sweep['wall_s']:.1f}x |",
+            f"| max / mean abs test-acc diff, points | {max(diffs):.2f} / {np.mean(diffs):.3f} |",
+            f"| best layer by val (sweep / fits) | {_best(sweep['scores'])} / {_best(seq['results'])} |",
+            f"| peak RSS sweep / sequential, MiB | {sweep['peak_rss_mb']:.0f} / {seq['peak_rss_mb']:.0f} |",
+            "",
+        ]
     if rss:
-        out += ["| fit of layer spec | train rows | test rows | peak RSS MiB | feature bytes read | selected train layers on disk, MiB | epochs | fit s |",
-                "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        out += [
+            "| fit of layer spec | train rows | test rows | peak RSS MiB | feature bytes read | selected train layers on disk, MiB | epochs | fit s |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
         for r in rss:
-            out.append(f"| `{r['layer']}` | {r['n']} | {r['test_n']} | {r['peak_rss_mb']:.0f} | {r['feature_bytes']:,} | {r['layer_mib']:.0f} | "
-                       f"{r['epochs']} | {r['fit_s']:.1f} |")
+            out.append(
+                f"| `{r['layer']}` | {r['n']} | {r['test_n']} | {r['peak_rss_mb']:.0f} | {r['feature_bytes']:,} | {r['layer_mib']:.0f} | "
+                f"{r['epochs']} | {r['fit_s']:.1f} |"
+            )
     return "\n".join(out) + "\n"
 
 
@@ -141,11 +183,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--dataset", default="r8")
-    parser.add_argument("-s", "--set", dest="sets", action="append", default=[], help="config override a.b=v (repeatable)")
+    parser.add_argument(
+        "-s", "--set", dest="sets", action="append", default=[], help="config override a.b=v (repeatable)"
+    )
     parser.add_argument("--skip", choices=("sweep", "rss"), action="append", default=[], help="leave a part out")
     parser.add_argument("--rss-n", type=int, default=20000, help="N of the peak-RSS fits (4N is run too)")
     parser.add_argument("--rss-layer", default="mean:last8", help="layer spec of the peak-RSS fits")
-    parser.add_argument("--rss-epochs", type=int, default=2, help="epochs of the peak-RSS fits (one pass reads every row)")
+    parser.add_argument(
+        "--rss-epochs", type=int, default=2, help="epochs of the peak-RSS fits (one pass reads every row)"
+    )
     parser.add_argument("--threads", type=int, help="train.threads of every measurement (default: the config's, 1)")
     parser.add_argument("--out", default="reports/speed_train", help="output path without suffix")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -168,7 +214,14 @@ def main(argv: list[str] | None = None) -> int:
     sel = resolve_selection(cfg, args.model, -1)
     cache = FeatureCache(sel.train_dir)  # CacheError with the path when not extracted yet
     spec |= {"train": str(sel.train_dir), "test": str(sel.test_dir)}
-    log.info("%s on %s: %d train rows, %d layers of width %d", args.model, args.dataset, cache.n, cache.num_layers + 1, cache.hidden_size)
+    log.info(
+        "%s on %s: %d train rows, %d layers of width %d",
+        args.model,
+        args.dataset,
+        cache.n,
+        cache.num_layers + 1,
+        cache.hidden_size,
+    )
     sweep = seq = {}
     if "sweep" not in args.skip:
         sweep = _child("sweep", spec)
@@ -186,14 +239,24 @@ def main(argv: list[str] | None = None) -> int:
                 test = resample_cache(sel.test_dir, Path(tmp), max(1, n // 2), 1, layers)
                 sets = [*spec["sets"], f"train.max_epochs={args.rss_epochs}", "train.patience=0"]
                 r = _child("fit", {**spec, "sets": sets, "train": str(train), "test": str(test), "layer": renumbered})
-                rss.append({"layer": args.rss_layer, "n": n, "test_n": max(1, n // 2), "layer_mib": n * len(layers) * cache.hidden_size * 2 / 2**20, **r})
+                rss.append(
+                    {
+                        "layer": args.rss_layer,
+                        "n": n,
+                        "test_n": max(1, n // 2),
+                        "layer_mib": n * len(layers) * cache.hidden_size * 2 / 2**20,
+                        **r,
+                    }
+                )
                 log.info("fit at N=%d: peak RSS %.0f MiB", n, r["peak_rss_mb"])
     command = "python -m benchmark.speed_train " + " ".join(argv if argv is not None else sys.argv[1:])
     load = f"load average before / after: {load_before[0]:.2f} / {os.getloadavg()[0]:.2f} (2 cores); train.threads: {cfg.train.threads}"
     md = _markdown(sweep, seq, rss, command, [load])
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps({"spec": spec, "sweep": sweep, "sequential": seq, "rss": rss}, indent=1))
+    out.with_suffix(".json").write_text(
+        json.dumps({"spec": spec, "sweep": sweep, "sequential": seq, "rss": rss}, indent=1)
+    )
     out.with_suffix(".md").write_text(md)
     sys.stdout.write(md)
     return 0

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from benchmark.errors import UserError
-from benchmark.models import ModelSpec, check_max_length
+from benchmark.core.errors import UserError
+from benchmark.core.models import ModelSpec, check_max_length
 from extractors.pooling import POOLINGS
 
 log = logging.getLogger(__name__)
@@ -42,8 +42,11 @@ def _load_error(spec: ModelSpec, err: Exception) -> str:
     if spec.path is not None:
         where = f"check that {spec.path} holds the model's weights and tokenizer files"
     else:
-        where = (f"its embedded copy {spec.local_dir}/ was not found under paths.models_dir (LAYERFUSE_MODELS_DIR), and "
-                 if spec.local_dir else "") + "hub ids need network access (HF_HUB_OFFLINE unset) and the right name"
+        where = (
+            f"its embedded copy {spec.local_dir}/ was not found under paths.models_dir (LAYERFUSE_MODELS_DIR), and "
+            if spec.local_dir
+            else ""
+        ) + "hub ids need network access (HF_HUB_OFFLINE unset) and the right name"
     return f"model '{spec.alias}': cannot load {spec.source} ({type(err).__name__}: {reason}); {where}"
 
 
@@ -81,9 +84,18 @@ class HFHiddenStateExtractor:
             keeps them fp32 for autocast to cast on every batch (for speed comparisons).
     """
 
-    def __init__(self, spec: ModelSpec, device: str, dtype: str, pooling: str, max_length: int,
-                 batch_size: int = 0, token_budget: int = 2048, trust_remote_code: bool = False,
-                 cast_weights: bool = True) -> None:
+    def __init__(
+        self,
+        spec: ModelSpec,
+        device: str,
+        dtype: str,
+        pooling: str,
+        max_length: int,
+        batch_size: int = 0,
+        token_budget: int = 2048,
+        trust_remote_code: bool = False,
+        cast_weights: bool = True,
+    ) -> None:
         from transformers import AutoModel, AutoTokenizer
 
         self.spec = spec
@@ -124,18 +136,31 @@ class HFHiddenStateExtractor:
             self.model = self._load_model()
         except (OSError, ValueError) as err:
             raise UserError(_load_error(spec, err)) from err
-        self.cast_linears = (cast_weights and self.device.type == "cpu" and self.dtype != torch.float32
-                             and cast_linear_weights(self.model, self.dtype) > 0)
+        self.cast_linears = (
+            cast_weights
+            and self.device.type == "cpu"
+            and self.dtype != torch.float32
+            and cast_linear_weights(self.model, self.dtype) > 0
+        )
         # Under left padding a decoder must count positions from each text's first real token, or padded
         # rows get shifted rotary/absolute positions and differ from the same text run alone.
         self.pass_positions = "position_ids" in inspect.signature(self.model.forward).parameters
         self.load_seconds = time.perf_counter() - started
-        config = self.model.config.get_text_config() if hasattr(self.model.config, "get_text_config") else self.model.config
+        config = (
+            self.model.config.get_text_config() if hasattr(self.model.config, "get_text_config") else self.model.config
+        )
         self.num_layers = int(config.num_hidden_layers)
         self.hidden_size = int(config.hidden_size)
         check_max_length(spec, max_length, config.to_dict())  # hub models: their limit is known only now
-        log.info("loaded %s (%d layers, H=%d) in %.1fs on %s/%s", spec.alias, self.num_layers, self.hidden_size,
-                 self.load_seconds, device, dtype)
+        log.info(
+            "loaded %s (%d layers, H=%d) in %.1fs on %s/%s",
+            spec.alias,
+            self.num_layers,
+            self.hidden_size,
+            self.load_seconds,
+            device,
+            dtype,
+        )
 
     def tokenize(self, texts: list[str]) -> list[list[int]]:
         """Token ids per text, with the model's prefix and special tokens, truncated to ``max_length``."""
@@ -151,7 +176,9 @@ class HFHiddenStateExtractor:
         """
         start = 0
         while start < len(lengths):
-            size = self.batch_size or max(1, self.token_budget // max(1, lengths[start]))  # lengths[start] is the longest
+            size = self.batch_size or max(
+                1, self.token_budget // max(1, lengths[start])
+            )  # lengths[start] is the longest
             end = min(start + size, len(lengths))
             if not self.batch_size:
                 run = start
@@ -184,7 +211,9 @@ class HFHiddenStateExtractor:
                     raise
                 # The model runs some Linear with autocast disabled, where a lower-precision weight cannot
                 # meet its fp32 input: reload it with fp32 weights and let autocast cast them per batch.
-                log.warning("%s: a Linear runs outside autocast (%s); reloading with fp32 weights", self.spec.alias, err)
+                log.warning(
+                    "%s: a Linear runs outside autocast (%s); reloading with fp32 weights", self.spec.alias, err
+                )
                 self.model, self.cast_linears = self._load_model(), False
                 out = self.model(**enc, output_hidden_states=True)
         # Pool layer by layer: stacking first would copy all (L+1, B, T, H) states at once.
@@ -197,7 +226,9 @@ class HFHiddenStateExtractor:
             return self._forward(ids)
         except torch.cuda.OutOfMemoryError:
             if len(ids) == 1:
-                raise UserError(f"one text of {len(ids[0])} tokens does not fit in GPU memory; lower --max-length") from None
+                raise UserError(
+                    f"one text of {len(ids[0])} tokens does not fit in GPU memory; lower --max-length"
+                ) from None
             torch.cuda.empty_cache()
             # Half of what failed, not half of the budget: repeated failures in one split must not shrink it twice.
             padded = len(ids) * max(len(x) for x in ids)

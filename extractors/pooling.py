@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import torch
 
-from benchmark.registry import Registry
+from benchmark.core.registry import Registry
 
 Pooling = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 POOLINGS: Registry[Pooling] = Registry("pooling")

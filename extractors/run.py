@@ -15,13 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from benchmark.cache import CacheWriter, is_complete, partial_dir, recorded_batching
-from benchmark.config import BenchConfig
-from benchmark.errors import UserError
-from benchmark.hardware import resolve_device, resolve_token_budget
-from benchmark.keys import ResolvedFeatures, load_text_split, resolve_features
-from benchmark.models import LEXICAL
-from benchmark.text_data import TextSplit
+from benchmark.core.cache import CacheWriter, is_complete, partial_dir, recorded_batching
+from benchmark.core.config import BenchConfig
+from benchmark.core.errors import UserError
+from benchmark.core.hardware import resolve_device, resolve_token_budget
+from benchmark.core.keys import ResolvedFeatures, load_text_split, resolve_features
+from benchmark.core.models import LEXICAL
+from benchmark.core.text_data import TextSplit
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +68,11 @@ def _peak_memory_mb(device: str) -> dict[str, float]:
 
 def _batching(cfg: BenchConfig, device: str) -> dict[str, Any]:
     """The settings that decide how texts are grouped into forward passes (and so the float rounding)."""
-    return {"batch_size": cfg.extract.batch_size, "token_budget": resolve_token_budget(cfg.extract.token_budget, device),
-            "device": device}
+    return {
+        "batch_size": cfg.extract.batch_size,
+        "token_budget": resolve_token_budget(cfg.extract.token_budget, device),
+        "device": device,
+    }
 
 
 def _extract_one(extractor: Any, rf: ResolvedFeatures, cfg: BenchConfig) -> ExtractSummary:
@@ -83,20 +86,38 @@ def _extract_one(extractor: Any, rf: ResolvedFeatures, cfg: BenchConfig) -> Extr
     asked = _batching(cfg, rf.device)
     with CacheWriter(rf.path, rf.key, n=len(texts), chunk_size=size, batching=asked) as writer:
         if writer.batching != asked:
-            log.info("%s %s: resuming with the batching of the unfinished run %s (this run asked for %s), so the result "
-                     "is byte-identical to one uninterrupted run", rf.spec.alias, rf.split.split, writer.batching, asked)
+            log.info(
+                "%s %s: resuming with the batching of the unfinished run %s (this run asked for %s), so the result "
+                "is byte-identical to one uninterrupted run",
+                rf.spec.alias,
+                rf.split.split,
+                writer.batching,
+                asked,
+            )
         if hasattr(extractor, "token_budget"):  # set per split: the extractor is shared by all splits of a model
             extractor.batch_size = int(writer.batching.get("batch_size", asked["batch_size"]))
             extractor.token_budget = int(writer.batching.get("token_budget", asked["token_budget"]))
         todo = writer.missing_chunks()
-        done_rows = len(texts) - sum(len(order[i * size:(i + 1) * size]) for i in todo)
+        done_rows = len(texts) - sum(len(order[i * size : (i + 1) * size]) for i in todo)
         if done_rows:
-            log.info("%s %s: resuming, %d of %d texts already extracted", rf.spec.alias, rf.split.split, done_rows, len(texts))
+            log.info(
+                "%s %s: resuming, %d of %d texts already extracted",
+                rf.spec.alias,
+                rf.split.split,
+                done_rows,
+                len(texts),
+            )
         seconds, tokens = 0.0, 0
-        with tqdm(total=len(texts), initial=done_rows, desc=f"{rf.spec.alias} {rf.split.split}", unit="text",
-                  disable=not cfg.extract.show_progress, dynamic_ncols=True) as bar:
+        with tqdm(
+            total=len(texts),
+            initial=done_rows,
+            desc=f"{rf.spec.alias} {rf.split.split}",
+            unit="text",
+            disable=not cfg.extract.show_progress,
+            dynamic_ncols=True,
+        ) as bar:
             for i in todo:
-                rows = order[i * size:(i + 1) * size]
+                rows = order[i * size : (i + 1) * size]
                 feats, stats = extractor.encode_ids([ids[r] for r in rows], progress=bar)
                 writer.write_chunk(i, rows, feats, {"seconds": stats.seconds, "tokens": stats.tokens})
                 seconds += stats.seconds
@@ -132,8 +153,13 @@ def _make_extractor(rf: ResolvedFeatures, cfg: BenchConfig) -> Any:
         return TfidfExtractor(load_text_split(cfg, "train").texts, rf.spec.hidden_size)
 
     return HFHiddenStateExtractor(
-        rf.spec, device=rf.device, dtype=rf.key.dtype, pooling=rf.key.pooling, max_length=rf.key.max_length,
-        batch_size=cfg.extract.batch_size, token_budget=resolve_token_budget(cfg.extract.token_budget, rf.device),
+        rf.spec,
+        device=rf.device,
+        dtype=rf.key.dtype,
+        pooling=rf.key.pooling,
+        max_length=rf.key.max_length,
+        batch_size=cfg.extract.batch_size,
+        token_budget=resolve_token_budget(cfg.extract.token_budget, rf.device),
         trust_remote_code=cfg.extract.trust_remote_code,
     )
 
@@ -153,12 +179,22 @@ def _resume_device(rf: ResolvedFeatures, cfg: BenchConfig, loaded_on: str | None
         except UserError:
             usable = False
         if usable:
-            log.info("%s %s: resuming on %s, the device of the unfinished run (this run asked for %s)",
-                     rf.spec.alias, rf.split.split, device, current)
+            log.info(
+                "%s %s: resuming on %s, the device of the unfinished run (this run asked for %s)",
+                rf.spec.alias,
+                rf.split.split,
+                device,
+                current,
+            )
             current = device
         else:
-            log.warning("%s %s: the unfinished run was made on %s, which this run cannot use; starting over on %s",
-                        rf.spec.alias, rf.split.split, device, current)
+            log.warning(
+                "%s %s: the unfinished run was made on %s, which this run cannot use; starting over on %s",
+                rf.spec.alias,
+                rf.split.split,
+                device,
+                current,
+            )
             shutil.rmtree(partial_dir(rf.path), ignore_errors=True)
     return rf if current == rf.device else replace(rf, device=current)
 
@@ -183,8 +219,10 @@ def extract_all(cfg: BenchConfig) -> list[ExtractSummary]:
                 summaries.append(ExtractSummary(model, split_name, rf.path, len(text_split.texts), True))
                 continue
             if cfg.extract.overwrite == "never":
-                raise UserError(f"no complete cache for {model} on {cfg.extract.dataset}/{split_name} and extract.overwrite=never; "
-                                "run without --overwrite never to extract it")
+                raise UserError(
+                    f"no complete cache for {model} on {cfg.extract.dataset}/{split_name} and extract.overwrite=never; "
+                    "run without --overwrite never to extract it"
+                )
             if cfg.extract.overwrite == "always":
                 shutil.rmtree(partial_dir(rf.path), ignore_errors=True)
             rf = _resume_device(rf, cfg, extractor_device)

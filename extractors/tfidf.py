@@ -89,7 +89,7 @@ class TfidfExtractor:
         norms = np.linalg.norm(dense, axis=1, keepdims=True)
         dense /= np.maximum(norms, 1e-12)
         out = np.zeros((1, len(ids), self.dim), dtype=np.float16)
-        out[0, :, :dense.shape[1]] = dense
+        out[0, :, : dense.shape[1]] = dense
         if progress is not None:
             progress.update(len(ids))  # type: ignore[attr-defined]
         return out, BatchStats(time.perf_counter() - started, sum(len(x) for x in ids))

@@ -12,7 +12,7 @@ import lightning.pytorch as L
 import torch
 from torch import Tensor
 
-from benchmark.errors import UserError
+from benchmark.core.errors import UserError
 
 
 def improved(current: float, best: float | None, mode: str) -> bool:
@@ -47,7 +47,9 @@ class RestoreBest(L.Callback):
         if trainer.sanity_checking:
             return
         if self.monitor not in trainer.callback_metrics:
-            raise UserError(f"RestoreBest monitors '{self.monitor}' but the module logged only {sorted(trainer.callback_metrics)}")
+            raise UserError(
+                f"RestoreBest monitors '{self.monitor}' but the module logged only {sorted(trainer.callback_metrics)}"
+            )
         current = float(trainer.callback_metrics[self.monitor])
         if improved(current, self.best, self.mode):
             self.best, self.best_epoch = current, trainer.current_epoch
@@ -88,7 +90,10 @@ TIMED_BATCHES = 10  # timing more batches only costs time: per-batch latency of 
 
 @torch.inference_mode()
 def time_inference(
-    model: torch.nn.Module, batches: Iterable[tuple[list[Tensor], Tensor]], warmup: int = 2, timed_batches: int = TIMED_BATCHES,
+    model: torch.nn.Module,
+    batches: Iterable[tuple[list[Tensor], Tensor]],
+    warmup: int = 2,
+    timed_batches: int = TIMED_BATCHES,
 ) -> tuple[float, Tensor]:
     """Milliseconds per sample of ``model``'s forward pass, and its predicted labels for every batch in order.
 

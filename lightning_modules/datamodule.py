@@ -18,12 +18,18 @@ import lightning.pytorch as L
 import numpy as np
 from torch.utils.data import DataLoader
 
-from benchmark.cache import CacheError, FeatureCache
-from lightning_modules.features import ByteCounter, CachedFeatureDataset, SelectionFeatures, ShuffledBatchSampler, stratified_split
+from benchmark.core.cache import CacheError, FeatureCache
+from lightning_modules.features import (
+    ByteCounter,
+    CachedFeatureDataset,
+    SelectionFeatures,
+    ShuffledBatchSampler,
+    stratified_split,
+)
 from lightning_modules.layers import LayerSpec, parse_layer_spec
 
 if TYPE_CHECKING:
-    from benchmark.config import BenchConfig
+    from benchmark.core.config import BenchConfig
 
 SPLITS = ("train", "val", "test")
 
@@ -63,7 +69,7 @@ def resolve_selection(cfg: BenchConfig, model: str, layer: str | int | LayerSpec
     Test split ``test``; validation split ``cfg.data.val_split`` when set. Directories need not exist yet;
     the DataModule says which extraction to run when one is missing.
     """
-    from benchmark.keys import load_text_split, resolve_features  # reads texts: only when resolving
+    from benchmark.core.keys import load_text_split, resolve_features  # reads texts: only when resolving
 
     splits = {"train": "train", "test": "test", **({"val": cfg.data.val_split} if cfg.data.val_split else {})}
     dirs = {ours: resolve_features(cfg, model, load_text_split(cfg, theirs)).path for ours, theirs in splits.items()}
@@ -74,7 +80,9 @@ def _open(sel: Selection, split: str, opened: dict[Path, FeatureCache]) -> Featu
     """The selection's cache of ``split``, validated once per directory (several selections may share one)."""
     path = sel.cache_dir(split)
     if path is None or not (path / "meta.json").is_file():
-        raise CacheError(f"no {split} features for '{sel.name}' at {path}: run `layerfuse extract --model {sel.name}` for that dataset and split first")
+        raise CacheError(
+            f"no {split} features for '{sel.name}' at {path}: run `layerfuse extract --model {sel.name}` for that dataset and split first"
+        )
     if path not in opened:
         opened[path] = FeatureCache(path)
     return opened[path]
@@ -153,8 +161,15 @@ class CachedFeatureDataModule(L.LightningDataModule):
     @classmethod
     def from_config(cls, selections: Sequence[Selection], cfg: BenchConfig) -> CachedFeatureDataModule:
         """Build from ``cfg.data`` and ``cfg.train`` (batch size, shuffle seed)."""
-        return cls(selections, batch_size=cfg.train.batch_size, val_fraction=cfg.data.val_fraction, split_seed=cfg.data.split_seed,
-                   standardize=cfg.data.standardize, num_workers=cfg.data.num_workers, shuffle_seed=cfg.train.seed)
+        return cls(
+            selections,
+            batch_size=cfg.train.batch_size,
+            val_fraction=cfg.data.val_fraction,
+            split_seed=cfg.data.split_seed,
+            standardize=cfg.data.standardize,
+            num_workers=cfg.data.num_workers,
+            shuffle_seed=cfg.train.seed,
+        )
 
     def setup(self, stage: str | None = None) -> None:
         """Open and cross-check the caches, split train, fit the scalers (once; later calls do nothing)."""
@@ -173,12 +188,18 @@ class CachedFeatureDataModule(L.LightningDataModule):
         name, train_cache = self.selections[0].name, firsts["train"]
         for split, cache in firsts.items():
             if cache.label_names != train_cache.label_names:
-                raise CacheError(f"train ({train_cache.path}) and {split} ({cache.path}) caches of '{name}' have different label names")
+                raise CacheError(
+                    f"train ({train_cache.path}) and {split} ({cache.path}) caches of '{name}' have different label names"
+                )
             if split != "train" and cache.texts_sha256 == train_cache.texts_sha256:
-                raise CacheError(f"the {split} cache of '{name}' ({cache.path}) holds the training texts: point {split}_dir at the {split} split")
+                raise CacheError(
+                    f"the {split} cache of '{name}' ({cache.path}) holds the training texts: point {split}_dir at the {split} split"
+                )
         if own_val and firsts["val"].texts_sha256 == firsts["test"].texts_sha256:
             # Choosing layers or epochs on the test texts would leak them into every reported test score.
-            raise CacheError(f"the val cache of '{name}' ({firsts['val'].path}) holds the test texts: point val_dir at the validation split")
+            raise CacheError(
+                f"the val cache of '{name}' ({firsts['val'].path}) holds the test texts: point val_dir at the validation split"
+            )
         self.label_names = train_cache.label_names
         if own_val:
             train_rows, val_rows = np.arange(len(labels["train"])), np.arange(len(labels["val"]))
@@ -215,12 +236,20 @@ class CachedFeatureDataModule(L.LightningDataModule):
         """Batches of ``split``: shuffled with ``shuffle_seed`` (a new permutation each epoch) for train, in order otherwise."""
         self.setup()
         train = split == "train"
-        return ShuffledBatchSampler(len(self.datasets[split]), self.batch_size if train else self.eval_batch_size, train, self.shuffle_seed)
+        return ShuffledBatchSampler(
+            len(self.datasets[split]), self.batch_size if train else self.eval_batch_size, train, self.shuffle_seed
+        )
 
     def _loader(self, split: str) -> DataLoader:
         sampler = self.batch_sampler(split)
         # batch_size=None: the sampler yields whole batches and the Dataset reads each with one fancy index.
-        return DataLoader(self.datasets[split], sampler=sampler, batch_size=None, num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+        return DataLoader(
+            self.datasets[split],
+            sampler=sampler,
+            batch_size=None,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled training batches (a new seeded permutation every epoch)."""

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, Sampler, get_worker_info
 
-from benchmark.cache import FeatureCache, layer_file
+from benchmark.core.cache import FeatureCache, layer_file
 from lightning_modules.layers import AGGREGATIONS, LayerSpec
 
 STATS_CHUNK_ROWS = 4096  # rows per read while computing standardisation statistics
@@ -93,7 +93,9 @@ class LayerFile:
         rb, fd = self.row_bytes, self._fd
         if len(idx) > 1 and (np.diff(idx) == 1).any():  # one read per run of consecutive rows
             starts = np.flatnonzero(np.diff(idx, prepend=-2) != 1)
-            chunks = zip((np.diff(starts, append=len(idx)) * rb).tolist(), (self.offset + idx[starts] * rb).tolist(), strict=True)
+            chunks = zip(
+                (np.diff(starts, append=len(idx)) * rb).tolist(), (self.offset + idx[starts] * rb).tolist(), strict=True
+            )
             data = b"".join([os.pread(fd, size, pos) for size, pos in chunks])
         else:  # sparse rows (a shuffled batch): one read per row
             data = b"".join([os.pread(fd, rb, pos) for pos in (self.offset + idx * rb).tolist()])
@@ -153,7 +155,7 @@ class SelectionFeatures:
         total = np.zeros(self.width, dtype=np.float64)
         total_sq = np.zeros(self.width, dtype=np.float64)
         for start in range(0, len(rows), STATS_CHUNK_ROWS):
-            x = self._read(rows[start:start + STATS_CHUNK_ROWS]).astype(np.float64)
+            x = self._read(rows[start : start + STATS_CHUNK_ROWS]).astype(np.float64)
             total += x.sum(axis=0)
             total_sq += np.square(x).sum(axis=0)
         mean = total / len(rows)
@@ -185,7 +187,9 @@ class CachedFeatureDataset(Dataset[tuple[list[Tensor], Tensor]]):
     def __getitem__(self, positions: int | list[int] | np.ndarray) -> tuple[list[Tensor], Tensor]:
         return self.batch(positions)
 
-    def batch(self, positions: int | list[int] | np.ndarray, which: list[int] | None = None) -> tuple[list[Tensor], Tensor]:
+    def batch(
+        self, positions: int | list[int] | np.ndarray, which: list[int] | None = None
+    ) -> tuple[list[Tensor], Tensor]:
         """Features of the given positions for all sources, or only the sources numbered in ``which``."""
         pos = np.sort(np.atleast_1d(np.asarray(positions, dtype=np.int64)))
         rows = self.rows[pos]
@@ -225,7 +229,12 @@ class CachedFeatureDataset(Dataset[tuple[list[Tensor], Tensor]]):
             key = (*which, str(x.device))
             if key not in self._scales:  # which changes only when sweep layers stop
                 sources = [self.sources[j] for j in which]
-                self._scales = {key: tuple(torch.from_numpy(np.stack([getattr(s, a) for s in sources]))[:, None].to(x.device) for a in ("mean", "std"))}
+                self._scales = {
+                    key: tuple(
+                        torch.from_numpy(np.stack([getattr(s, a) for s in sources]))[:, None].to(x.device)
+                        for a in ("mean", "std")
+                    )
+                }
             mean, std = self._scales[key]
             x.sub_(mean).div_(std)
         return x
@@ -247,7 +256,7 @@ class ShuffledBatchSampler(Sampler[list[int]]):
     def __iter__(self) -> Iterator[list[int]]:
         order = torch.randperm(self.n, generator=self.generator) if self.shuffle else torch.arange(self.n)
         for start in range(0, self.n, self.batch_size):
-            yield sorted(order[start:start + self.batch_size].tolist())
+            yield sorted(order[start : start + self.batch_size].tolist())
 
     def __len__(self) -> int:
         return math.ceil(self.n / self.batch_size)

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from benchmark.errors import UserError
-from benchmark.registry import Registry
+from benchmark.core.errors import UserError
+from benchmark.core.registry import Registry
 
 Aggregation = Callable[[np.ndarray], np.ndarray]
 AGGREGATIONS: Registry[Aggregation] = Registry("aggregation")
@@ -69,7 +69,9 @@ class LayerSpec:
         if not self.layers:
             raise LayerSpecError(f"layer spec has no layers; {_SYNTAX}")
         if self.agg is None and len(self.layers) != 1:
-            raise LayerSpecError(f"layers {self.layers} need an aggregation: write e.g. 'mean:{','.join(map(str, self.layers))}'")
+            raise LayerSpecError(
+                f"layers {self.layers} need an aggregation: write e.g. 'mean:{','.join(map(str, self.layers))}'"
+            )
         if self.agg is not None:
             AGGREGATIONS.get(self.agg)  # raises UnknownNameError listing mean, max, min
             if len(set(self.layers)) != len(self.layers):
@@ -92,7 +94,9 @@ class LayerSpec:
         total = num_layers + 1
         bad = [i for i in self.layers if not -total <= i < total]
         if bad:
-            raise LayerSpecError(f"layer spec '{self}': layer {bad[0]} does not exist; valid layers are 0..{num_layers} or -1..-{total}")
+            raise LayerSpecError(
+                f"layer spec '{self}': layer {bad[0]} does not exist; valid layers are 0..{num_layers} or -1..-{total}"
+            )
         out = tuple(i % total for i in self.layers)
         if len(set(out)) != len(out):
             raise LayerSpecError(f"layer spec '{self}' names the same layer twice for a model with {num_layers} layers")

@@ -26,7 +26,7 @@ from lightning_modules.components.fusion import FusionOptions, build_fusion, fus
 from lightning_modules.components.projection import Projection, common_dim
 
 if TYPE_CHECKING:
-    from benchmark.config import TrainConfig
+    from benchmark.core.config import TrainConfig
 
 Batch = tuple[list[Tensor], Tensor]
 
@@ -75,7 +75,12 @@ class FusionClassifier(L.LightningModule):
         self.fusion = build_fusion(fusion, dims[0], len(dims), FusionOptions(num_experts=moe_experts))
         self.fused_dim = fused_width(fusion, dims)
         self.head = MLPHead(self.fused_dim, hidden_dims, num_classes, dropout, seed)
-        scores = MetricCollection({"acc": MulticlassAccuracy(num_classes, average="micro"), "f1": MulticlassF1Score(num_classes, average="macro")})
+        scores = MetricCollection(
+            {
+                "acc": MulticlassAccuracy(num_classes, average="micro"),
+                "f1": MulticlassF1Score(num_classes, average="macro"),
+            }
+        )
         # ModuleDict keys cannot be "train" (an nn.Module method), hence one attribute per split.
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         self.val_scores, self.test_scores = scores.clone(prefix="val/"), scores.clone(prefix="test/")
@@ -86,8 +91,18 @@ class FusionClassifier(L.LightningModule):
     @classmethod
     def from_config(cls, input_dims: Sequence[int], num_classes: int, train: TrainConfig) -> FusionClassifier:
         """Build from ``cfg.train``."""
-        return cls(input_dims, num_classes, fusion=train.fusion, proj_dim=train.proj_dim, hidden_dims=train.hidden_dims, dropout=train.dropout,
-                   lr=train.lr, weight_decay=train.weight_decay, moe_experts=train.moe_experts, seed=train.seed)
+        return cls(
+            input_dims,
+            num_classes,
+            fusion=train.fusion,
+            proj_dim=train.proj_dim,
+            hidden_dims=train.hidden_dims,
+            dropout=train.dropout,
+            lr=train.lr,
+            weight_decay=train.weight_decay,
+            moe_experts=train.moe_experts,
+            seed=train.seed,
+        )
 
     @property
     def param_count(self) -> int:

@@ -28,7 +28,7 @@ from torch import Tensor
 from torch.nn import functional as F
 from torchmetrics.functional.classification import multiclass_f1_score
 
-from benchmark.cache import FeatureCache
+from benchmark.core.cache import FeatureCache
 from lightning_modules.callbacks import improved, monitor_mode, torch_threads
 from lightning_modules.components.classifier import MLPHead, apply_dropout, dropout_seed, make_adam
 from lightning_modules.datamodule import CachedFeatureDataModule, Selection
@@ -36,7 +36,7 @@ from lightning_modules.features import CachedFeatureDataset
 from lightning_modules.layers import LayerSpec
 
 if TYPE_CHECKING:
-    from benchmark.config import BenchConfig
+    from benchmark.core.config import BenchConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +144,11 @@ class BatchedHeads:
                 return kept
             new = p.detach()[idx].clone().requires_grad_(True)
             if st := optimizer.state.get(p):
-                moved[new] = {"step": st["step"].clone(), "exp_avg": st["exp_avg"][idx].clone(), "exp_avg_sq": st["exp_avg_sq"][idx].clone()}
+                moved[new] = {
+                    "step": st["step"].clone(),
+                    "exp_avg": st["exp_avg"][idx].clone(),
+                    "exp_avg_sq": st["exp_avg_sq"][idx].clone(),
+                }
             return new
 
         self.weights, self.biases = [select(w) for w in self.weights], [select(b) for b in self.biases]
@@ -154,7 +158,10 @@ class BatchedHeads:
 
     def snapshot(self, i: int) -> list[Tensor]:
         """Copy of head ``i``'s tensors (weights then biases)."""
-        return [p.detach()[i].clone() if isinstance(p, Tensor) else p[i].detach().clone() for p in (*self.weights, *self.biases)]
+        return [
+            p.detach()[i].clone() if isinstance(p, Tensor) else p[i].detach().clone()
+            for p in (*self.weights, *self.biases)
+        ]
 
     def load(self, states: list[list[Tensor]]) -> None:
         """Replace all heads by the given snapshots (one per head, as ``snapshot`` returns them); for evaluation only."""
@@ -175,7 +182,9 @@ class StackedRows:
     def __init__(self, dataset: CachedFeatureDataset, which: list[int], resident: bool, device: torch.device) -> None:
         self.dataset, self.which, self.device = dataset, list(which), device
         self.labels = torch.from_numpy(dataset.labels).to(device)  # (N,)
-        self.block = torch.from_numpy(dataset.raw_rows(np.arange(len(dataset)), self.which)).to(device) if resident else None
+        self.block = (
+            torch.from_numpy(dataset.raw_rows(np.arange(len(dataset)), self.which)).to(device) if resident else None
+        )
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -203,7 +212,7 @@ class StackedRows:
             for i, j in enumerate(idx):
                 if i != j:
                     self.block[i] = self.block[j]
-            self.block = self.block[:len(idx)]
+            self.block = self.block[: len(idx)]
 
 
 def sweep_device(accelerator: str) -> torch.device:
@@ -226,7 +235,9 @@ class _Track:
     val: tuple[float, float, float] = (float("nan"),) * 3  # (acc, f1, loss) at the best epoch
     state: list[Tensor] = field(default_factory=list)
 
-    def end_epoch(self, epoch: int, current: float, val: tuple[float, float, float], snapshot: Callable[[], list[Tensor]]) -> bool:
+    def end_epoch(
+        self, epoch: int, current: float, val: tuple[float, float, float], snapshot: Callable[[], list[Tensor]]
+    ) -> bool:
         """Record an epoch's monitored value; return True when the layer stops training."""
         self.epochs = epoch + 1
         if improved(current, self.best, self.mode):
@@ -237,7 +248,9 @@ class _Track:
 
 
 @torch.no_grad()
-def _evaluate(heads: BatchedHeads, rows: StackedRows, batch_size: int, num_classes: int) -> tuple[Tensor, Tensor, Tensor]:
+def _evaluate(
+    heads: BatchedHeads, rows: StackedRows, batch_size: int, num_classes: int
+) -> tuple[Tensor, Tensor, Tensor]:
     """Per-head (loss, acc, macro-F1) over ``rows`` in order, in batches of ``batch_size`` (as the fit's validation loader)."""
     losses, preds = [], []
     for start in range(0, len(rows), batch_size):
@@ -257,7 +270,11 @@ def _evaluate(heads: BatchedHeads, rows: StackedRows, batch_size: int, num_class
 
 
 def sweep_layers(
-    train_dir: str | Path, test_dir: str | Path, cfg: BenchConfig, layers: Sequence[int] | None = None, val_dir: str | Path | None = None,
+    train_dir: str | Path,
+    test_dir: str | Path,
+    cfg: BenchConfig,
+    layers: Sequence[int] | None = None,
+    val_dir: str | Path | None = None,
 ) -> list[LayerScore]:
     """Train one head per layer of a model's cache at once and score each at its best validation epoch.
 
@@ -277,12 +294,15 @@ def sweep_layers(
         return _sweep_layers(Path(train_dir), Path(test_dir), cfg, layers, None if val_dir is None else Path(val_dir))
 
 
-def _sweep_layers(train_dir: Path, test_dir: Path, cfg: BenchConfig, layers: Sequence[int] | None,
-                  val_dir: Path | None) -> list[LayerScore]:
+def _sweep_layers(
+    train_dir: Path, test_dir: Path, cfg: BenchConfig, layers: Sequence[int] | None, val_dir: Path | None
+) -> list[LayerScore]:
     t = cfg.train
     num_layers = FeatureCache(train_dir).num_layers
     layers = list(range(num_layers + 1)) if layers is None else [LayerSpec((i,)).resolve(num_layers)[0] for i in layers]
-    dm = CachedFeatureDataModule.from_config([Selection(f"layer {i}", i, Path(train_dir), Path(test_dir), val_dir) for i in layers], cfg)
+    dm = CachedFeatureDataModule.from_config(
+        [Selection(f"layer {i}", i, Path(train_dir), Path(test_dir), val_dir) for i in layers], cfg
+    )
     dm.setup()
     c, device = dm.num_classes, sweep_device(t.accelerator)
     heads = BatchedHeads([MLPHead(h, t.hidden_dims, c, t.dropout, t.seed) for h in dm.input_dims], device)
@@ -290,7 +310,9 @@ def _sweep_layers(train_dir: Path, test_dir: Path, cfg: BenchConfig, layers: Seq
     sampler = dm.batch_sampler("train")  # the very batches fit_and_evaluate's DataLoader yields
     everything = list(range(len(layers)))
     itemsize = dm.datasets["train"].sources[0].files[0].dtype.itemsize
-    train_val_bytes = len(layers) * (len(dm.datasets["train"]) + len(dm.datasets["val"])) * max(dm.input_dims) * itemsize
+    train_val_bytes = (
+        len(layers) * (len(dm.datasets["train"]) + len(dm.datasets["val"])) * max(dm.input_dims) * itemsize
+    )
     resident = train_val_bytes <= RESIDENT_BYTES
     train, val = (StackedRows(dm.datasets[split], everything, resident, device) for split in ("train", "val"))
     tracks = [_Track(monitor_mode(t.monitor), t.patience) for _ in layers]
@@ -321,6 +343,10 @@ def _sweep_layers(train_dir: Path, test_dir: Path, cfg: BenchConfig, layers: Seq
             val.keep(keep)
     del train, val  # free the resident block before the test pass
     heads.load([tr.state for tr in tracks])
-    _, test_acc, test_f1 = _evaluate(heads, StackedRows(dm.datasets["test"], everything, False, device), dm.eval_batch_size, c)
-    return [LayerScore(layer, *tr.val, float(test_acc[i]), float(test_f1[i]), tr.best_epoch, tr.epochs, dm.feature_bytes)
-            for i, (layer, tr) in enumerate(zip(layers, tracks, strict=True))]
+    _, test_acc, test_f1 = _evaluate(
+        heads, StackedRows(dm.datasets["test"], everything, False, device), dm.eval_batch_size, c
+    )
+    return [
+        LayerScore(layer, *tr.val, float(test_acc[i]), float(test_f1[i]), tr.best_epoch, tr.epochs, dm.feature_bytes)
+        for i, (layer, tr) in enumerate(zip(layers, tracks, strict=True))
+    ]

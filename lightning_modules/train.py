@@ -25,7 +25,7 @@ from lightning_modules.module import FusionClassifier
 if TYPE_CHECKING:
     from lightning.pytorch.loggers import Logger
 
-    from benchmark.config import BenchConfig
+    from benchmark.core.config import BenchConfig
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +66,19 @@ class FitResult:
     def metrics(self) -> dict[str, float]:
         """Flat ``split/metric`` and ``perf/*`` names for tracking."""
         return {
-            "val/acc": self.val_acc, "val/f1": self.val_f1, "val/loss": self.val_loss, "test/acc": self.test_acc, "test/f1": self.test_f1,
-            "perf/best_epoch": self.best_epoch, "perf/epochs": self.epochs, "perf/param_count": self.params, "perf/fit_s": self.fit_s,
-            "perf/head_ms_per_sample": self.head_ms_per_sample, "perf/fused_dim": self.fused_dim,
-            "perf/feature_bytes": self.feature_bytes, "perf/peak_rss_mb": self.peak_rss_mb,
+            "val/acc": self.val_acc,
+            "val/f1": self.val_f1,
+            "val/loss": self.val_loss,
+            "test/acc": self.test_acc,
+            "test/f1": self.test_f1,
+            "perf/best_epoch": self.best_epoch,
+            "perf/epochs": self.epochs,
+            "perf/param_count": self.params,
+            "perf/fit_s": self.fit_s,
+            "perf/head_ms_per_sample": self.head_ms_per_sample,
+            "perf/fused_dim": self.fused_dim,
+            "perf/feature_bytes": self.feature_bytes,
+            "perf/peak_rss_mb": self.peak_rss_mb,
         }
 
     def asdict(self) -> dict[str, float | int]:
@@ -96,9 +105,17 @@ def quiet_lightning() -> Iterator[None]:
 def make_trainer(cfg: BenchConfig, callbacks: Sequence[L.Callback] = (), logger: Logger | None = None) -> L.Trainer:
     """A quiet, deterministic single-device trainer for ``cfg.train`` (no checkpoints, no progress bar)."""
     return L.Trainer(
-        accelerator=cfg.train.accelerator, devices=1, max_epochs=cfg.train.max_epochs, deterministic=True,
-        callbacks=list(callbacks), logger=logger if logger is not None else False, num_sanity_val_steps=0,
-        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False, log_every_n_steps=1,
+        accelerator=cfg.train.accelerator,
+        devices=1,
+        max_epochs=cfg.train.max_epochs,
+        deterministic=True,
+        callbacks=list(callbacks),
+        logger=logger if logger is not None else False,
+        num_sanity_val_steps=0,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        log_every_n_steps=1,
     )
 
 
@@ -127,8 +144,9 @@ def fit_and_evaluate(
         return _fit_and_evaluate(cfg, selections, callbacks, logger)
 
 
-def _fit_and_evaluate(cfg: BenchConfig, selections: Sequence[Selection], callbacks: Sequence[L.Callback],
-                      logger: Logger | None) -> FitResult:
+def _fit_and_evaluate(
+    cfg: BenchConfig, selections: Sequence[Selection], callbacks: Sequence[L.Callback], logger: Logger | None
+) -> FitResult:
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     dm = CachedFeatureDataModule.from_config(selections, cfg)
     dm.setup()
@@ -144,11 +162,20 @@ def _fit_and_evaluate(cfg: BenchConfig, selections: Sequence[Selection], callbac
     feature_bytes = dm.feature_bytes  # before the timing pass re-reads the test split
     head_ms, test_pred = time_inference(model, dm.test_dataloader())
     result = FitResult(
-        val_acc=best.best_metrics.get("val/acc", float("nan")), val_f1=best.best_metrics.get("val/f1", float("nan")),
-        val_loss=best.best_metrics.get("val/loss", float("nan")), test_acc=float(test["test/acc"]), test_f1=float(test["test/f1"]),
-        best_epoch=best.best_epoch, epochs=timer.epochs, params=model.param_count, fit_s=timer.fit_s,
-        head_ms_per_sample=head_ms, fused_dim=model.fused_dim,
-        feature_bytes=feature_bytes, peak_rss_mb=peak_rss_mb(), test_pred=test_pred.numpy(),
+        val_acc=best.best_metrics.get("val/acc", float("nan")),
+        val_f1=best.best_metrics.get("val/f1", float("nan")),
+        val_loss=best.best_metrics.get("val/loss", float("nan")),
+        test_acc=float(test["test/acc"]),
+        test_f1=float(test["test/f1"]),
+        best_epoch=best.best_epoch,
+        epochs=timer.epochs,
+        params=model.param_count,
+        fit_s=timer.fit_s,
+        head_ms_per_sample=head_ms,
+        fused_dim=model.fused_dim,
+        feature_bytes=feature_bytes,
+        peak_rss_mb=peak_rss_mb(),
+        test_pred=test_pred.numpy(),
     )
     if logger is not None:
         logger.log_metrics({k: float(v) for k, v in result.metrics().items() if k.startswith("perf/")})

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from benchmark.config import BenchConfig
-from benchmark.keys import load_text_split
+from benchmark.core.config import BenchConfig
+from benchmark.core.keys import load_text_split
 from extractors.tfidf import fit_tfidf, words
 from lightning_modules.callbacks import peak_rss_mb
 from lightning_modules.features import stratified_split
@@ -81,10 +81,19 @@ def fit_baseline(cfg: BenchConfig, classifier: str, c: float) -> BaselineFit:
     intercept = np.atleast_1d(np.asarray(model.intercept_))  # type: ignore[attr-defined]
     n_test = max(len(t_texts), 1)
     result = FitResult(
-        val_acc=float(accuracy_score(v_y, val_pred)), val_f1=float(f1_score(v_y, val_pred, average="macro")),
-        val_loss=float("nan"), test_acc=float(accuracy_score(t_y, test_pred)),
-        test_f1=float(f1_score(t_y, test_pred, average="macro")), best_epoch=0, epochs=1,
-        params=int(coef.size + intercept.size), fit_s=fit_s, head_ms_per_sample=1000 * (t2 - t1) / n_test,
-        fused_dim=int(x.shape[1]), feature_bytes=_sparse_bytes(x, v, t), peak_rss_mb=peak_rss_mb(), test_pred=test_pred,
+        val_acc=float(accuracy_score(v_y, val_pred)),
+        val_f1=float(f1_score(v_y, val_pred, average="macro")),
+        val_loss=float("nan"),
+        test_acc=float(accuracy_score(t_y, test_pred)),
+        test_f1=float(f1_score(t_y, test_pred, average="macro")),
+        best_epoch=0,
+        epochs=1,
+        params=int(coef.size + intercept.size),
+        fit_s=fit_s,
+        head_ms_per_sample=1000 * (t2 - t1) / n_test,
+        fused_dim=int(x.shape[1]),
+        feature_bytes=_sparse_bytes(x, v, t),
+        peak_rss_mb=peak_rss_mb(),
+        test_pred=test_pred,
     )
     return BaselineFit(result, 1000 * (t1 - t0) / n_test)

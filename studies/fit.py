@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from benchmark.config import BenchConfig, with_values
+from benchmark.core.config import BenchConfig, with_values
 from lightning_modules.train import FitResult, fit_and_evaluate
 from studies.runner import resolve_dirs
 

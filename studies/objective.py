@@ -26,9 +26,9 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from benchmark import tracking
-from benchmark.cache import FeatureCache
-from benchmark.config import BenchConfig, to_yaml, with_values
+from benchmark.core import tracking
+from benchmark.core.cache import FeatureCache
+from benchmark.core.config import BenchConfig, to_yaml, with_values
 from lightning_modules.callbacks import peak_rss_mb, time_inference, torch_threads
 from lightning_modules.datamodule import CachedFeatureDataModule, Selection
 from lightning_modules.module import FusionClassifier
@@ -86,16 +86,36 @@ class StudyRuns:
 
 
 def trial_params(plan: TrialPlan, dataset: str, preset: str, seeds: int, cfg: BenchConfig) -> dict[str, Any]:
-    """The stable MLflow params of a planned trial (see ``benchmark.tracking``)."""
-    params: dict[str, Any] = {"preset": preset, "dataset": dataset, "models": ",".join(plan.models),
-                              "n_models": len(plan.models), "fusion": plan.fusion, "seeds": seeds}
+    """The stable MLflow params of a planned trial (see ``benchmark.core.tracking``)."""
+    params: dict[str, Any] = {
+        "preset": preset,
+        "dataset": dataset,
+        "models": ",".join(plan.models),
+        "n_models": len(plan.models),
+        "fusion": plan.fusion,
+        "seeds": seeds,
+    }
     params.update({f"layer.{m}": spec for m, spec in plan.layers.items()})
     if plan.baseline is not None:  # no neural head: its settings would only mislead
         return {**params, **{f"baseline.{k}": v for k, v in plan.baseline.items()}}
-    params.update({f"train.{k}": v for k, v in tracking.flatten({
-        "lr": cfg.train.lr, "hidden_dims": cfg.train.hidden_dims, "dropout": cfg.train.dropout,
-        "weight_decay": cfg.train.weight_decay, "proj_dim": cfg.train.proj_dim, "batch_size": cfg.train.batch_size,
-        "max_epochs": cfg.train.max_epochs, "patience": cfg.train.patience, "monitor": cfg.train.monitor}).items()})
+    params.update(
+        {
+            f"train.{k}": v
+            for k, v in tracking.flatten(
+                {
+                    "lr": cfg.train.lr,
+                    "hidden_dims": cfg.train.hidden_dims,
+                    "dropout": cfg.train.dropout,
+                    "weight_decay": cfg.train.weight_decay,
+                    "proj_dim": cfg.train.proj_dim,
+                    "batch_size": cfg.train.batch_size,
+                    "max_epochs": cfg.train.max_epochs,
+                    "patience": cfg.train.patience,
+                    "monitor": cfg.train.monitor,
+                }
+            ).items()
+        }
+    )
     return params
 
 
@@ -120,14 +140,25 @@ class Objective:
         runs: MLflow destination.
     """
 
-    def __init__(self, cfg: BenchConfig, preset: Preset, ctx: StudyContext, dirs: dict[str, ModelDirs], runs: StudyRuns) -> None:
+    def __init__(
+        self, cfg: BenchConfig, preset: Preset, ctx: StudyContext, dirs: dict[str, ModelDirs], runs: StudyRuns
+    ) -> None:
         self.cfg, self.preset, self.ctx, self.dirs, self.runs = cfg, preset, ctx, dirs, runs
 
     def __call__(self, trial: optuna.Trial) -> float:
-        run = self.runs.mlc.create_run(self.runs.experiment_id, run_name=f"{self.runs.study_name}#{trial.number}", tags={
-            tracking.TAG_PARENT: self.runs.parent_run_id, tracking.TAG_STUDY: self.runs.study_name,
-            tracking.TAG_KIND: tracking.KIND_TRIAL, tracking.TAG_PRESET: self.runs.preset,
-            tracking.TAG_TRIAL: str(trial.number), tracking.TAG_STATE: "RUNNING", **tracking.version_tags()})
+        run = self.runs.mlc.create_run(
+            self.runs.experiment_id,
+            run_name=f"{self.runs.study_name}#{trial.number}",
+            tags={
+                tracking.TAG_PARENT: self.runs.parent_run_id,
+                tracking.TAG_STUDY: self.runs.study_name,
+                tracking.TAG_KIND: tracking.KIND_TRIAL,
+                tracking.TAG_PRESET: self.runs.preset,
+                tracking.TAG_TRIAL: str(trial.number),
+                tracking.TAG_STATE: "RUNNING",
+                **tracking.version_tags(),
+            },
+        )
         run_id = run.info.run_id
         trial.set_user_attr("mlflow_run_id", run_id)
         try:
@@ -150,8 +181,14 @@ class Objective:
 
     def _pruned(self, trial: optuna.Trial, run_id: str, reason: str) -> None:
         """Close a pruned trial's run with the ``val/acc`` values it reported (step = epoch), if it trained."""
-        reported = next((t.intermediate_values for t in trial.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-                         if t.number == trial.number), {})
+        reported = next(
+            (
+                t.intermediate_values
+                for t in trial.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                if t.number == trial.number
+            ),
+            {},
+        )
         if reported:
             tracking.log_run_data(self.runs.mlc, run_id, histories={"val/acc": reported})
         finish_run(self.runs, run_id, "PRUNED", reason)
@@ -163,9 +200,13 @@ class Objective:
             tracking.log_run_data(self.runs.mlc, run_id, params={f"optuna.{k}": v for k, v in trial.params.items()})
         cfg = with_values(self.cfg, {"train.fusion": plan.fusion, **plan.train})
         mlc = self.runs.mlc
-        tracking.log_run_data(mlc, run_id, params=trial_params(plan, self.ctx.dataset, self.runs.preset, self.cfg.study.seeds, cfg))
+        tracking.log_run_data(
+            mlc, run_id, params=trial_params(plan, self.ctx.dataset, self.runs.preset, self.cfg.study.seeds, cfg)
+        )
         tracking.log_text(mlc, run_id, to_yaml(cfg), "config.yaml")
-        extract_ms = sum(float(FeatureCache(self.dirs[m].train).meta.get("extract_ms_per_sample", 0.0)) for m in plan.models)
+        extract_ms = sum(
+            float(FeatureCache(self.dirs[m].train).meta.get("extract_ms_per_sample", 0.0)) for m in plan.models
+        )
         if plan.sweep_model is not None:
             return self._sweep(plan.sweep_model, cfg, trial, run_id, extract_ms)
         selections = [self.dirs[m].selection(m, plan.layers[m]) for m in plan.models]
@@ -216,28 +257,50 @@ class Objective:
         val_f1, test_f1 = seed_mean(per_seed, "val_f1"), seed_mean(per_seed, "test_f1")
         best = int(np.argmax(val))  # chosen on validation; first (shallowest) layer wins ties
         mean = {"val/acc": val[best], "val/f1": val_f1[best], "test/acc": test[best], "test/f1": test_f1[best]}
-        perf = {"perf/fit_s": statistics.fmean(fit_s), "perf/peak_rss_mb": peak_rss_mb(),
-                "perf/feature_bytes": statistics.fmean(s[best].feature_bytes for s in per_seed),
-                **self._head_costs(model, layers[best], cfg), **max_peak(peaks)}
+        perf = {
+            "perf/fit_s": statistics.fmean(fit_s),
+            "perf/peak_rss_mb": peak_rss_mb(),
+            "perf/feature_bytes": statistics.fmean(s[best].feature_bytes for s in per_seed),
+            **self._head_costs(model, layers[best], cfg),
+            **max_peak(peaks),
+        }
         mlc = self.runs.mlc
-        tracking.log_run_data(mlc, run_id, params={f"layer.{model}": str(layers[best]), "sweep": "true"},
-                              tags={tracking.TAG_SWEEP_MODEL: model},
-                              metrics={**mean, **perf, "perf/extract_ms_per_sample": extract_ms,
-                                       "perf/best_layer": layers[best], "perf/last_layer_test_acc": test[-1],
-                                       "perf/last_layer_val_acc": val[-1]},
-                              histories={"sweep/val_acc": list(val), "sweep/test_acc": list(test),
-                                         "seed/val_acc": [s[best].val_acc for s in per_seed],
-                                         "seed/test_acc": [s[best].test_acc for s in per_seed]})
+        tracking.log_run_data(
+            mlc,
+            run_id,
+            params={f"layer.{model}": str(layers[best]), "sweep": "true"},
+            tags={tracking.TAG_SWEEP_MODEL: model},
+            metrics={
+                **mean,
+                **perf,
+                "perf/extract_ms_per_sample": extract_ms,
+                "perf/best_layer": layers[best],
+                "perf/last_layer_test_acc": test[-1],
+                "perf/last_layer_val_acc": val[-1],
+            },
+            histories={
+                "sweep/val_acc": list(val),
+                "sweep/test_acc": list(test),
+                "seed/val_acc": [s[best].val_acc for s in per_seed],
+                "seed/test_acc": [s[best].test_acc for s in per_seed],
+            },
+        )
         trial.set_user_attr("best_layer", layers[best])
         return _scored(trial, mean)
 
     def _head_costs(self, model: str, layer: int, cfg: BenchConfig) -> dict[str, float]:
         """Parameters, fused width and test-time ms/sample of the head the sweep trained for ``layer`` (a concat head, timed afresh)."""
         dm = CachedFeatureDataModule.from_config([self.dirs[model].selection(model, str(layer))], cfg)
-        head = FusionClassifier.from_config(dm.input_dims, dm.num_classes, with_values(cfg, {"train.fusion": "concat"}).train)
+        head = FusionClassifier.from_config(
+            dm.input_dims, dm.num_classes, with_values(cfg, {"train.fusion": "concat"}).train
+        )
         with torch_threads(cfg.train.threads):
             head_ms, _ = time_inference(head, dm.test_dataloader())
-        return {"perf/param_count": head.param_count, "perf/fused_dim": head.fused_dim, "perf/head_ms_per_sample": head_ms}
+        return {
+            "perf/param_count": head.param_count,
+            "perf/fused_dim": head.fused_dim,
+            "perf/head_ms_per_sample": head_ms,
+        }
 
 
 def sweep_seed(d: ModelDirs, cfg: BenchConfig, k: int) -> list[Any]:

@@ -16,9 +16,9 @@ from typing import Any
 
 import optuna
 
-from benchmark.errors import UserError
-from benchmark.tracking import BASELINE_PRESET
-from benchmark.registry import Registry
+from benchmark.core.errors import UserError
+from benchmark.core.registry import Registry
+from benchmark.core.tracking import BASELINE_PRESET
 from lightning_modules.components.fusion import fusion_names
 from lightning_modules.layers import AGGREGATIONS
 from studies.baseline import C_GRID, CLASSIFIERS
@@ -49,7 +49,7 @@ class StudyContext:
 
     @property
     def k_choices(self) -> list[int]:
-        """k = 1..max_k of the last-k preset."""
+        """K = 1..max_k of the last-k preset."""
         return list(range(1, self.max_k + 1))
 
 
@@ -95,7 +95,9 @@ class Preset:
         if self.grid is not None:
             # The seed orders the grid that grid ids index: every process must use the same one.
             return optuna.samplers.GridSampler(self.grid(ctx), seed=seed)
-        return TrialSeededSampler(lambda s: optuna.samplers.TPESampler(seed=s, multivariate=True, group=True, n_startup_trials=8), seed)
+        return TrialSeededSampler(
+            lambda s: optuna.samplers.TPESampler(seed=s, multivariate=True, group=True, n_startup_trials=8), seed
+        )
 
     def grid_size(self, ctx: StudyContext) -> int | None:
         """Number of grid points, or None for sampled presets."""
@@ -182,35 +184,80 @@ def _plan_baseline(trial: optuna.Trial, ctx: StudyContext) -> TrialPlan:
     return TrialPlan((), {}, fusion="none", baseline={"classifier": classifier, "C": c})
 
 
-PRESETS.add("layer-sweep", Preset("layer-sweep", "every single layer of each model (all layers of a model in one batched sweep)",
-                                  _plan_sweep, grid=lambda c: {"model": list(c.models)}))
-PRESETS.add("last-k", Preset("last-k", "mean/max/min of the last k = 1..10 layers of each model (paper Fig. 3)", _plan_last_k,
-                             grid=lambda c: {"model": list(c.models), "agg": AGGREGATIONS.names(), "k": c.k_choices},
-                             prune_within=("model",)))
-PRESETS.add("fusion-methods", Preset("fusion-methods", "every fusion variant for each pair of models at their best layers",
-                                     _plan_fusion, grid=lambda c: {"pair": _combos(c.models, 2), "fusion": c.fusion_choices},
-                                     needs_best_layers=True, min_models=2, prune_within=("pair",)))
-PRESETS.add("multi-model", Preset("multi-model", "concatenation of every subset of >= 3 models at their best layers (Tables 5-6)",
-                                  _plan_multi, grid=lambda c: {"subset": [s for k in range(3, len(c.models) + 1) for s in _combos(c.models, k)]},
-                                  needs_best_layers=True, min_models=3))
-PRESETS.add(BASELINE_PRESET, Preset(BASELINE_PRESET, "TF-IDF word 1-2 grams + linear SVM or logistic regression, C chosen on "
-                                     "validation (no features needed; --models is ignored)", _plan_baseline,
-                                     grid=lambda c: {"classifier": list(CLASSIFIERS), "C": list(C_GRID)},
-                                     min_models=0, needs_features=False))
-PRESETS.add("search", Preset("search", "TPE over model subset, per-model layer/aggregation, fusion and head hyper-parameters",
-                             _plan_search))
+PRESETS.add(
+    "layer-sweep",
+    Preset(
+        "layer-sweep",
+        "every single layer of each model (all layers of a model in one batched sweep)",
+        _plan_sweep,
+        grid=lambda c: {"model": list(c.models)},
+    ),
+)
+PRESETS.add(
+    "last-k",
+    Preset(
+        "last-k",
+        "mean/max/min of the last k = 1..10 layers of each model (paper Fig. 3)",
+        _plan_last_k,
+        grid=lambda c: {"model": list(c.models), "agg": AGGREGATIONS.names(), "k": c.k_choices},
+        prune_within=("model",),
+    ),
+)
+PRESETS.add(
+    "fusion-methods",
+    Preset(
+        "fusion-methods",
+        "every fusion variant for each pair of models at their best layers",
+        _plan_fusion,
+        grid=lambda c: {"pair": _combos(c.models, 2), "fusion": c.fusion_choices},
+        needs_best_layers=True,
+        min_models=2,
+        prune_within=("pair",),
+    ),
+)
+PRESETS.add(
+    "multi-model",
+    Preset(
+        "multi-model",
+        "concatenation of every subset of >= 3 models at their best layers (Tables 5-6)",
+        _plan_multi,
+        grid=lambda c: {"subset": [s for k in range(3, len(c.models) + 1) for s in _combos(c.models, k)]},
+        needs_best_layers=True,
+        min_models=3,
+    ),
+)
+PRESETS.add(
+    BASELINE_PRESET,
+    Preset(
+        BASELINE_PRESET,
+        "TF-IDF word 1-2 grams + linear SVM or logistic regression, C chosen on "
+        "validation (no features needed; --models is ignored)",
+        _plan_baseline,
+        grid=lambda c: {"classifier": list(CLASSIFIERS), "C": list(C_GRID)},
+        min_models=0,
+        needs_features=False,
+    ),
+)
+PRESETS.add(
+    "search",
+    Preset(
+        "search", "TPE over model subset, per-model layer/aggregation, fusion and head hyper-parameters", _plan_search
+    ),
+)
 
 
 def check_models(preset: Preset, models: tuple[str, ...]) -> None:
     """Raise a ``UserError`` when ``preset`` cannot run with ``models``."""
     if len(models) < preset.min_models:
-        raise UserError(f"preset '{preset.name}' needs at least {preset.min_models} models, got {len(models)} "
-                        f"({', '.join(models) or 'none'}); pass more with --models a,b,c")
+        raise UserError(
+            f"preset '{preset.name}' needs at least {preset.min_models} models, got {len(models)} "
+            f"({', '.join(models) or 'none'}); pass more with --models a,b,c"
+        )
 
 
 def check_fusions(names: tuple[str, ...]) -> tuple[str, ...]:
     """``names`` when every one is a valid fusion, else a ``UserError`` naming the bad one (with a suggestion)."""
-    from benchmark.registry import suggest
+    from benchmark.core.registry import suggest
 
     valid = fusion_names()
     for name in names:

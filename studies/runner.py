@@ -29,12 +29,12 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from benchmark import tracking
-from benchmark.cache import FeatureCache, is_complete
-from benchmark.config import BenchConfig, DataConfig, PathsConfig, StudyConfig
-from benchmark.errors import UserError
-from benchmark.keys import load_text_split, resolve_features
-from benchmark.text_data import dataset_label
+from benchmark.core import tracking
+from benchmark.core.cache import FeatureCache, is_complete
+from benchmark.core.config import BenchConfig, DataConfig, PathsConfig, StudyConfig
+from benchmark.core.errors import UserError
+from benchmark.core.keys import load_text_split, resolve_features
+from benchmark.core.text_data import dataset_label
 from studies.objective import ModelDirs, Objective, StudyRuns, finish_run, seed_mean, sweep_seed
 from studies.presets import PRESETS, Preset, StudyContext, check_fusions, check_models
 from studies.pruning import make_pruner
@@ -47,8 +47,10 @@ warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 TAG_ERROR = "layerfuse.error"  # on the parent run: the error that stopped a worker of the current attempt
 # Settings that change which cache an extraction writes, besides the flags below (passed on with --set).
-EXTRACT_SETTINGS = {"paths": (PathsConfig(), ("data_dir", "models_dir", "cache_dir")),
-                    "data": (DataConfig(), ("text_column", "label_column", "hf_config"))}
+EXTRACT_SETTINGS = {
+    "paths": (PathsConfig(), ("data_dir", "models_dir", "cache_dir")),
+    "data": (DataConfig(), ("text_column", "label_column", "hf_config")),
+}
 RESULT_NEUTRAL = ("threads",)  # train settings that change speed, not results: a study may resume with others
 
 
@@ -90,7 +92,16 @@ def _models_used(cfg: BenchConfig) -> tuple[str, ...]:
 def extract_command(cfg: BenchConfig, models: list[str]) -> str:
     """The exact ``layerfuse extract`` command that creates the missing caches (non-default paths and columns included)."""
     e = cfg.extract
-    parts = ["layerfuse", "extract", "--model", ",".join(models), "--dataset", e.dataset, "--split", ",".join(_splits(cfg))]
+    parts = [
+        "layerfuse",
+        "extract",
+        "--model",
+        ",".join(models),
+        "--dataset",
+        e.dataset,
+        "--split",
+        ",".join(_splits(cfg)),
+    ]
     parts += ["--limit", str(e.limit)] if e.limit else []
     parts += ["--max-length", str(e.max_length)] if e.max_length else []
     parts += ["--pooling", e.pooling] if e.pooling else []
@@ -120,8 +131,10 @@ def resolve_dirs(cfg: BenchConfig) -> dict[str, ModelDirs]:
             continue
         dirs[model] = ModelDirs(paths["train"], paths["test"], paths.get(cfg.data.val_split or ""))
     if missing:
-        raise UserError(f"no complete feature cache for {', '.join(missing)} on {cfg.extract.dataset}; "
-                        f"run first: {extract_command(cfg, missing)}")
+        raise UserError(
+            f"no complete feature cache for {', '.join(missing)} on {cfg.extract.dataset}; "
+            f"run first: {extract_command(cfg, missing)}"
+        )
     return dirs
 
 
@@ -129,10 +142,15 @@ TEXTS_KEY = "texts"  # fingerprint entry of the presets that read texts: each sp
 
 
 def _fingerprint(cfg: BenchConfig, dirs: dict[str, ModelDirs]) -> str:
-    blob = {"preset": cfg.study.preset, "dataset": cfg.extract.dataset, "models": list(_models_used(cfg)),
-            "caches": {m: str(d.train.relative_to(cfg.paths.cache_dir)) for m, d in dirs.items()},
-            "train": {k: v for k, v in dataclasses.asdict(cfg.train).items() if k not in RESULT_NEUTRAL},
-            "data": dataclasses.asdict(cfg.data), "seeds": cfg.study.seeds}
+    blob = {
+        "preset": cfg.study.preset,
+        "dataset": cfg.extract.dataset,
+        "models": list(_models_used(cfg)),
+        "caches": {m: str(d.train.relative_to(cfg.paths.cache_dir)) for m, d in dirs.items()},
+        "train": {k: v for k, v in dataclasses.asdict(cfg.train).items() if k not in RESULT_NEUTRAL},
+        "data": dataclasses.asdict(cfg.data),
+        "seeds": cfg.study.seeds,
+    }
     if not dirs:  # a preset that reads the texts, not caches (the lexical baseline): the texts stand for the caches
         blob[TEXTS_KEY] = {s: load_text_split(cfg, s).data_sha256[:16] for s in _splits(cfg)}
     defaults = StudyConfig()
@@ -156,38 +174,64 @@ def _check_fingerprint(study: optuna.Study, fingerprint: str) -> None:
             study.set_user_attr("config_fingerprint", fingerprint)
             return
         diff = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
-        raise UserError(f"study '{study.study_name}' was created with other settings ({', '.join(diff)} differ); "
-                        "rerun with the original settings to resume, or start a new study: --name NAME (layerfuse study), or "
-                        "stores of its own (--set study.storage=sqlite:///mlruns/optuna-new.db "
-                        "--set tracking.uri=sqlite:///mlruns/mlflow-new.db)")
+        raise UserError(
+            f"study '{study.study_name}' was created with other settings ({', '.join(diff)} differ); "
+            "rerun with the original settings to resume, or start a new study: --name NAME (layerfuse study), or "
+            "stores of its own (--set study.storage=sqlite:///mlruns/optuna-new.db "
+            "--set tracking.uri=sqlite:///mlruns/mlflow-new.db)"
+        )
 
 
 def _close_stale_run(mlc: Any) -> Any:
     def close(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         run_id = trial.user_attrs.get("mlflow_run_id")
-        log.warning("trial %d of %s lost its worker (no heartbeat): marked FAIL, to be retried", trial.number, study.study_name)
+        log.warning(
+            "trial %d of %s lost its worker (no heartbeat): marked FAIL, to be retried", trial.number, study.study_name
+        )
         if run_id:
             finish_run(StudyRuns(mlc, "", "", study.study_name, ""), run_id, "FAIL", "worker died (heartbeat lost)")
+
     return close
 
 
 def _open_study(cfg: BenchConfig, preset: Preset, ctx: StudyContext, mlc: Any) -> optuna.Study:
     storage = make_storage(cfg.study.storage, cfg.study.heartbeat, on_stale=_close_stale_run(mlc))
-    return optuna.create_study(study_name=study_name(cfg), storage=storage, load_if_exists=True, direction="maximize",
-                               sampler=preset.sampler(ctx, cfg.train.seed), pruner=make_pruner(cfg.study, preset.prune_within))
+    return optuna.create_study(
+        study_name=study_name(cfg),
+        storage=storage,
+        load_if_exists=True,
+        direction="maximize",
+        sampler=preset.sampler(ctx, cfg.train.seed),
+        pruner=make_pruner(cfg.study, preset.prune_within),
+    )
 
 
 def _parent_run(study: optuna.Study, mlc: Any, experiment_id: str, cfg: BenchConfig) -> str:
     """The study's parent run: created by the first process (under the study lock), reopened by later ones."""
     run_id = study.user_attrs.get("mlflow_parent_run_id")
     if run_id is None:
-        run = mlc.create_run(experiment_id, run_name=study.study_name, tags={
-            tracking.TAG_STUDY: study.study_name, tracking.TAG_KIND: tracking.KIND_STUDY,
-            tracking.TAG_PRESET: cfg.study.preset, "optuna.storage": cfg.study.storage.split("@")[-1],
-            **tracking.version_tags()})
+        run = mlc.create_run(
+            experiment_id,
+            run_name=study.study_name,
+            tags={
+                tracking.TAG_STUDY: study.study_name,
+                tracking.TAG_KIND: tracking.KIND_STUDY,
+                tracking.TAG_PRESET: cfg.study.preset,
+                "optuna.storage": cfg.study.storage.split("@")[-1],
+                **tracking.version_tags(),
+            },
+        )
         run_id = run.info.run_id
-        tracking.log_run_data(mlc, run_id, params={"preset": cfg.study.preset, "dataset": cfg.extract.dataset,
-                                                   "models": ",".join(_models_used(cfg)), "seeds": cfg.study.seeds})
+        tracking.log_run_data(
+            mlc,
+            run_id,
+            params={
+                "preset": cfg.study.preset,
+                "dataset": cfg.extract.dataset,
+                "models": ",".join(_models_used(cfg)),
+                "seeds": cfg.study.seeds,
+            },
+        )
         tracking.log_array(mlc, run_id, load_text_split(cfg, "test").labels, tracking.TEST_LABELS_ARTIFACT)
         study.set_user_attr("mlflow_parent_run_id", run_id)
     else:
@@ -223,7 +267,13 @@ def _best_layers(study: optuna.Study, cfg: BenchConfig, dirs: dict[str, ModelDir
         val = seed_mean(per_seed, "val_acc")
         i = int(val.argmax())  # first (shallowest) layer wins ties, as in the layer-sweep preset
         best[model] = per_seed[0][i].layer
-        log.info("%s: best layer on validation %d (mean val acc over %d seeds %.4f)", model, best[model], len(per_seed), val[i])
+        log.info(
+            "%s: best layer on validation %d (mean val acc over %d seeds %.4f)",
+            model,
+            best[model],
+            len(per_seed),
+            val[i],
+        )
     study.set_user_attr("best_layers", best)
     return best
 
@@ -255,8 +305,13 @@ def _setup(cfg: BenchConfig) -> _Setup:
         dirs = resolve_dirs(cfg)
     else:
         dirs = {}
-    ctx = StudyContext(cfg.extract.dataset, cfg.extract.models, {m: FeatureCache(d.train).num_layers for m, d in dirs.items()},
-                       fusions=check_fusions(cfg.study.fusions), max_k=cfg.study.max_k)
+    ctx = StudyContext(
+        cfg.extract.dataset,
+        cfg.extract.models,
+        {m: FeatureCache(d.train).num_layers for m, d in dirs.items()},
+        fusions=check_fusions(cfg.study.fusions),
+        max_k=cfg.study.max_k,
+    )
     lock = StudyLock(cfg.study.storage)
     with lock:  # one process at a time creates a fresh database's tables (MLflow's, Optuna's) and the study
         mlc = tracking.client(cfg.tracking)
@@ -271,8 +326,14 @@ def _optimize(s: _Setup, cfg: BenchConfig) -> None:
     from tqdm.auto import tqdm
 
     study, lock = s.study, s.lock
-    ctx = dataclasses.replace(s.ctx, best_layers=_best_layers(study, cfg, s.dirs)) if s.preset.needs_best_layers else s.ctx
-    runs = StudyRuns(s.mlc, s.experiment_id, str(study.user_attrs["mlflow_parent_run_id"]), study.study_name, s.preset.name)
+    ctx = (
+        dataclasses.replace(s.ctx, best_layers=_best_layers(study, cfg, s.dirs))
+        if s.preset.needs_best_layers
+        else s.ctx
+    )
+    runs = StudyRuns(
+        s.mlc, s.experiment_id, str(study.user_attrs["mlflow_parent_run_id"]), study.study_name, s.preset.name
+    )
     objective = Objective(cfg, s.preset, ctx, s.dirs, runs)
 
     def start(trial: optuna.Trial) -> float:
@@ -299,16 +360,24 @@ def _optimize(s: _Setup, cfg: BenchConfig) -> None:
                 waiting = False
                 continue
         if not waiting:
-            log.info("%s: %d of %d trials finished, %d running elsewhere; waiting for them (a dead worker's trial "
-                     "is retried once its heartbeat is %ss old)", study.study_name, finished, target, running,
-                     max(3, int(3 * cfg.study.heartbeat)))
+            log.info(
+                "%s: %d of %d trials finished, %d running elsewhere; waiting for them (a dead worker's trial "
+                "is retried once its heartbeat is %ss old)",
+                study.study_name,
+                finished,
+                target,
+                running,
+                max(3, int(3 * cfg.study.heartbeat)),
+            )
             waiting = True
         time.sleep(poll)
     bar.close()
 
 
 def _worker(cfg: BenchConfig) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     s = _setup(cfg)
     try:
@@ -338,14 +407,19 @@ def run_study(cfg: BenchConfig) -> StudyOutcome:
             _optimize(s, cfg)
         else:
             ctx_mp = multiprocessing.get_context("spawn")  # torch and SQLAlchemy do not survive fork
-            procs = [ctx_mp.Process(target=_worker, args=(cfg,), name=f"layerfuse-worker-{i}") for i in range(cfg.study.workers)]
+            procs = [
+                ctx_mp.Process(target=_worker, args=(cfg,), name=f"layerfuse-worker-{i}")
+                for i in range(cfg.study.workers)
+            ]
             for p in procs:
                 p.start()
             for p in procs:
                 p.join()
             bad = [p.exitcode for p in procs if p.exitcode]
             if bad:
-                raise _WorkersFailed(f"{len(bad)} of {len(procs)} study workers failed (exit codes {bad}); see their log above")
+                raise _WorkersFailed(
+                    f"{len(bad)} of {len(procs)} study workers failed (exit codes {bad}); see their log above"
+                )
     except BaseException as err:
         _fail_parent(s.mlc, parent, err)
         raise
@@ -359,7 +433,9 @@ def best_trial(trials: list[optuna.trial.FrozenTrial]) -> optuna.trial.FrozenTri
     tie on accuracy) the stage line named a different trial from the report's.
     """
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    return max(complete, key=lambda t: (t.value, t.user_attrs.get("val_f1", -math.inf), -t.number)) if complete else None
+    return (
+        max(complete, key=lambda t: (t.value, t.user_attrs.get("val_f1", -math.inf), -t.number)) if complete else None
+    )
 
 
 def summarise(study: optuna.Study, cfg: BenchConfig, mlc: Any, parent_run_id: str) -> StudyOutcome:
@@ -368,17 +444,31 @@ def summarise(study: optuna.Study, cfg: BenchConfig, mlc: Any, parent_run_id: st
     count = {s: sum(t.state == s for t in trials) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
     best = best_trial(trials)
     outcome = StudyOutcome(
-        name=study.study_name, storage=cfg.study.storage, experiment=tracking.experiment_name(cfg.extract.dataset),
-        parent_run_id=parent_run_id, complete=count[TrialState.COMPLETE], pruned=count[TrialState.PRUNED],
-        failed=count[TrialState.FAIL], best_number=best.number if best else None, best_value=best.value if best else None,
-        best_test_acc=best.user_attrs.get("test_acc") if best else None, best_params=dict(best.params) if best else {})
+        name=study.study_name,
+        storage=cfg.study.storage,
+        experiment=tracking.experiment_name(cfg.extract.dataset),
+        parent_run_id=parent_run_id,
+        complete=count[TrialState.COMPLETE],
+        pruned=count[TrialState.PRUNED],
+        failed=count[TrialState.FAIL],
+        best_number=best.number if best else None,
+        best_value=best.value if best else None,
+        best_test_acc=best.user_attrs.get("test_acc") if best else None,
+        best_params=dict(best.params) if best else {},
+    )
     metrics = {"study/complete": outcome.complete, "study/pruned": outcome.pruned, "study/failed": outcome.failed}
     if best is not None:
         metrics.update({"best/val_acc": float(best.value), "best/trial": best.number})
         if outcome.best_test_acc is not None:
             metrics["best/test_acc"] = float(outcome.best_test_acc)
-    tracking.log_run_data(mlc, parent_run_id, metrics=metrics,
-                          tags={"best_trial_run_id": best.user_attrs.get("mlflow_run_id", "") if best else ""})
-    tracking.log_text(mlc, parent_run_id, json.dumps(dataclasses.asdict(outcome), indent=2, default=str), "study_summary.json")
+    tracking.log_run_data(
+        mlc,
+        parent_run_id,
+        metrics=metrics,
+        tags={"best_trial_run_id": best.user_attrs.get("mlflow_run_id", "") if best else ""},
+    )
+    tracking.log_text(
+        mlc, parent_run_id, json.dumps(dataclasses.asdict(outcome), indent=2, default=str), "study_summary.json"
+    )
     mlc.set_terminated(parent_run_id, "FINISHED")
     return outcome

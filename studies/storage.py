@@ -31,7 +31,7 @@ from optuna.storages._heartbeat import BaseHeartbeat  # the interface fail_stale
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 
-from benchmark.errors import UserError
+from benchmark.core.errors import UserError
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
@@ -56,8 +56,13 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
         on_stale: Called with each trial ``fail_stale_trials`` has just failed.
     """
 
-    def __init__(self, backend: JournalFileBackend, heartbeat_interval: int, grace_period: int,
-                 on_stale: Callable[[optuna.Study, FrozenTrial], None] | None = None) -> None:
+    def __init__(
+        self,
+        backend: JournalFileBackend,
+        heartbeat_interval: int,
+        grace_period: int,
+        on_stale: Callable[[optuna.Study, FrozenTrial], None] | None = None,
+    ) -> None:
         super().__init__(backend)
         self.heartbeat_interval, self.grace_period, self.on_stale = heartbeat_interval, grace_period, on_stale
 
@@ -91,8 +96,9 @@ def journal_path(url: str) -> str | None:
     return url if url.endswith((".log", ".journal")) else None
 
 
-def make_storage(url: str, heartbeat_s: float,
-                 on_stale: Callable[[optuna.Study, FrozenTrial], None] | None = None) -> optuna.storages.BaseStorage:
+def make_storage(
+    url: str, heartbeat_s: float, on_stale: Callable[[optuna.Study, FrozenTrial], None] | None = None
+) -> optuna.storages.BaseStorage:
     """Storage for ``url``, with heartbeats.
 
     Args:
@@ -111,14 +117,21 @@ def make_storage(url: str, heartbeat_s: float,
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
             engine_kwargs = {"connect_args": {"timeout": 60}}  # several local workers share one file
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=interval,
-                                          grace_period=grace, heartbeat_stale_trial_callback=on_stale)
+        return optuna.storages.RDBStorage(
+            url,
+            engine_kwargs=engine_kwargs,
+            heartbeat_interval=interval,
+            grace_period=grace,
+            heartbeat_stale_trial_callback=on_stale,
+        )
     path = journal_path(url)
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         return HeartbeatJournalStorage(JournalFileBackend(path), interval, grace, on_stale)
-    raise UserError(f"study.storage={url!r} is not supported: use sqlite:///path.db, postgresql://user:pw@host/db, "
-                    "mysql://..., or journal:path/to/study.log")
+    raise UserError(
+        f"study.storage={url!r} is not supported: use sqlite:///path.db, postgresql://user:pw@host/db, "
+        "mysql://..., or journal:path/to/study.log"
+    )
 
 
 def retry_failed(study: optuna.Study, max_retry: int = MAX_RETRY) -> int | None:
@@ -139,12 +152,22 @@ def retry_failed(study: optuna.Study, max_retry: int = MAX_RETRY) -> int | None:
             log.debug("trial %d failed after %d retries: not retried again", t.number, max_retry)
             continue
         system = {k: v for k, v in t.system_attrs.items() if k in GRID_ATTRS}
-        study.add_trial(optuna.trial.create_trial(
-            state=TrialState.WAITING, params=t.params, distributions=t.distributions,
-            user_attrs={"retry_of": history[0], "retry": len(history)},
-            system_attrs={**system, "failed_trial": history[0], "retry_history": history}))
-        log.warning("trial %d of %s failed: retrying it with the same params (retry %d of %d)",
-                    t.number, study.study_name, len(history), max_retry)
+        study.add_trial(
+            optuna.trial.create_trial(
+                state=TrialState.WAITING,
+                params=t.params,
+                distributions=t.distributions,
+                user_attrs={"retry_of": history[0], "retry": len(history)},
+                system_attrs={**system, "failed_trial": history[0], "retry_history": history},
+            )
+        )
+        log.warning(
+            "trial %d of %s failed: retrying it with the same params (retry %d of %d)",
+            t.number,
+            study.study_name,
+            len(history),
+            max_retry,
+        )
         return t.number
     return None
 

@@ -20,8 +20,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 
-WORDS = ("good great fine bad awful poor movie film plot actor scene story the a is was very not quite "
-         "really boring fun dull bright slow fast").split()
+WORDS = (
+    "good great fine bad awful poor movie film plot actor scene story the a is was very not quite "
+    "really boring fun dull bright slow fast"
+).split()
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
 
 
@@ -59,9 +61,16 @@ def _tokenizer(padding_side: str, bos_eos: bool):
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     if bos_eos:
         tok.post_processor = processors.TemplateProcessing(
-            single="[CLS] $A [SEP]", special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]",
-                                   sep_token="[SEP]", padding_side=padding_side)
+            single="[CLS] $A [SEP]", special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])]
+        )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        padding_side=padding_side,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -74,17 +83,34 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     vocab = len(SPECIALS) + len(WORDS)
     out: dict[str, Path] = {}
     torch.manual_seed(0)
-    llama = LlamaModel(LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=37, num_hidden_layers=3,
-                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                                   pad_token_id=0))
+    llama = LlamaModel(
+        LlamaConfig(
+            vocab_size=vocab,
+            hidden_size=32,
+            intermediate_size=37,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=64,
+            pad_token_id=0,
+        )
+    )
     for side in ("left", "right"):
         folder = root / f"tiny-llama-{side}"
         llama.save_pretrained(folder)
         _tokenizer(side, bos_eos=False).save_pretrained(folder)
         out[f"llama-{side}"] = folder
     for name, hidden in (("bert-a", 32), ("bert-b", 48)):
-        bert = BertModel(BertConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=2, num_attention_heads=4,
-                                    intermediate_size=37, max_position_embeddings=64))
+        bert = BertModel(
+            BertConfig(
+                vocab_size=vocab,
+                hidden_size=hidden,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                intermediate_size=37,
+                max_position_embeddings=64,
+            )
+        )
         folder = root / f"tiny-{name}"
         bert.save_pretrained(folder)
         _tokenizer("right", bos_eos=True).save_pretrained(folder)

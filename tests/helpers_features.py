@@ -8,12 +8,18 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmark.cache import CacheWriter, FeatureKey
+from benchmark.core.cache import CacheWriter, FeatureKey
 from lightning_modules.datamodule import Selection
 
 
 def write_cache(
-    root: Path, model: str, split: str, feats: np.ndarray, labels: np.ndarray, texts_id: str | None = None, num_classes: int | None = None
+    root: Path,
+    model: str,
+    split: str,
+    feats: np.ndarray,
+    labels: np.ndarray,
+    texts_id: str | None = None,
+    num_classes: int | None = None,
 ) -> Path:
     """Write ``feats`` ``(L+1, N, H)`` and ``labels`` ``(N,)`` as a complete cache directory; return its path.
 
@@ -46,7 +52,9 @@ class SyntheticModel:
         return Selection(self.name, layer, self.train_dir, self.test_dir)
 
 
-def separable_features(n: int, hidden: int, num_layers: int, num_classes: int, seed: int, signal: float = 3.0) -> tuple[np.ndarray, np.ndarray]:
+def separable_features(
+    n: int, hidden: int, num_layers: int, num_classes: int, seed: int, signal: float = 3.0
+) -> tuple[np.ndarray, np.ndarray]:
     """``(L+1, n, H)`` features and labels; layer l carries class signal of strength ``signal * l / L``.
 
     Layer 0 is pure noise, the last layer is linearly separable with margin ~``signal``.
@@ -63,8 +71,16 @@ def separable_features(n: int, hidden: int, num_layers: int, num_classes: int, s
 
 
 def make_model(
-    root: Path, name: str = "fake", n_train: int = 200, n_test: int = 100, hidden: int = 8, num_layers: int = 3,
-    num_classes: int = 2, seed: int = 0, signal: float = 3.0, random_labels: bool = False,
+    root: Path,
+    name: str = "fake",
+    n_train: int = 200,
+    n_test: int = 100,
+    hidden: int = 8,
+    num_layers: int = 3,
+    num_classes: int = 2,
+    seed: int = 0,
+    signal: float = 3.0,
+    random_labels: bool = False,
 ) -> SyntheticModel:
     """Write train and test caches of a fake model whose upper layers separate the classes."""
     feats, labels = separable_features(n_train + n_test, hidden, num_layers, num_classes, seed, signal)

@@ -16,8 +16,18 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 
 
 def base(tiny_models: dict[str, Path], data: Path | str, cache: Path, model: str = "bert-a") -> list[str]:
-    return ["extract", "--model", str(tiny_models.get(model, model)), "--dataset", str(data), "--device", "cpu",
-            "--no-progress", "--set", f"paths.cache_dir={cache}"]
+    return [
+        "extract",
+        "--model",
+        str(tiny_models.get(model, model)),
+        "--dataset",
+        str(data),
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--set",
+        f"paths.cache_dir={cache}",
+    ]
 
 
 def test_extract_then_cache_hit_summary(tiny_models, tiny_data, cache_dir, capsys) -> None:
@@ -63,7 +73,7 @@ def test_bad_input_exit_2_one_line(tiny_models, tiny_data, cache_dir, capsys, ca
     for flag in ("--model", "--dataset"):
         if flag in extra:
             i = argv.index(flag)
-            del argv[i:i + 2]
+            del argv[i : i + 2]
     code, _, err = run(capsys, *argv, *extra)
     assert code == 2
     assert message in err and "Traceback" not in err
@@ -92,8 +102,16 @@ def test_data_file_problems(tiny_models, tmp_path, cache_dir, capsys) -> None:
 def test_custom_columns_and_split_pattern(tiny_models, tmp_path, cache_dir, capsys) -> None:
     for split in ("train", "test"):
         _write(tmp_path / f"reviews_{split}.csv", "body,stars\nnice film,5\nawful plot,1\nfine,3\n")
-    code, out, err = run(capsys, *base(tiny_models, tmp_path / "reviews_{split}.csv", cache_dir), "--split", "train,test",
-                         "--set", "data.text_column=body", "--set", "data.label_column=stars")
+    code, out, err = run(
+        capsys,
+        *base(tiny_models, tmp_path / "reviews_{split}.csv", cache_dir),
+        "--split",
+        "train,test",
+        "--set",
+        "data.text_column=body",
+        "--set",
+        "data.label_column=stars",
+    )
     assert code == 0, err
     assert "2 new" in out
 
@@ -101,8 +119,19 @@ def test_custom_columns_and_split_pattern(tiny_models, tmp_path, cache_dir, caps
 def test_gguf_folder_without_its_file(tmp_path, tiny_data, cache_dir, capsys) -> None:
     models = tmp_path / "models"
     _write(models / "SmolLM2-135M-Instruct-Q4_1-gguf" / "config.json", "{}")
-    code, _, err = run(capsys, "extract", "--model", "smollm2-135m", "--dataset", str(tiny_data), "--no-progress",
-                       "--set", f"paths.models_dir={models}", "--set", f"paths.cache_dir={cache_dir}")
+    code, _, err = run(
+        capsys,
+        "extract",
+        "--model",
+        "smollm2-135m",
+        "--dataset",
+        str(tiny_data),
+        "--no-progress",
+        "--set",
+        f"paths.models_dir={models}",
+        "--set",
+        f"paths.cache_dir={cache_dir}",
+    )
     assert code == 2 and "GGUF file SmolLM2-135M-Instruct.Q4_1.gguf is missing" in err
 
 
@@ -113,7 +142,7 @@ def test_local_folder_without_config(tmp_path, tiny_data, cache_dir, capsys) -> 
 
 
 def test_verbose_shows_traceback(tiny_models, tiny_data, cache_dir) -> None:
-    from benchmark.errors import UserError
+    from benchmark.core.errors import UserError
 
     with pytest.raises(UserError):
         main([*base(tiny_models, tiny_data, cache_dir), "--dtype", "fp8", "-v"])
@@ -123,7 +152,9 @@ def test_python_m_benchmark_is_the_cli(tmp_path) -> None:
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-m", "benchmark", "ls", "poolings"], capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmark", "ls", "poolings"], capture_output=True, text=True, check=False
+    )
     assert out.returncode == 0 and "last_token" in out.stdout
     # The console script sits beside the interpreter (CI calls .venv/bin/python without activating
     # the venv, so it need not be on PATH).
@@ -134,20 +165,36 @@ def test_python_m_benchmark_is_the_cli(tmp_path) -> None:
 
 
 def test_embedded_model_missing_from_models_dir(tmp_path, tiny_data, cache_dir, capsys, monkeypatch, caplog) -> None:
-    from benchmark.models import MODELS, ModelSpec
+    from benchmark.core.models import MODELS, ModelSpec
 
-    spec = ModelSpec("fake-embedded", "layerfuse-test/fake-embedded", "encoder", 2, 32, "mean", 64, local_dir="fake-dir")
+    spec = ModelSpec(
+        "fake-embedded", "layerfuse-test/fake-embedded", "encoder", 2, 32, "mean", 64, local_dir="fake-dir"
+    )
     monkeypatch.setitem(MODELS._entries, spec.alias, spec)
-    code, _, err = run(capsys, "extract", "--model", "fake-embedded", "--dataset", str(tiny_data), "--no-progress",
-                       "--set", f"paths.models_dir={tmp_path / 'models'}", "--set", f"paths.cache_dir={cache_dir}")
+    code, _, err = run(
+        capsys,
+        "extract",
+        "--model",
+        "fake-embedded",
+        "--dataset",
+        str(tiny_data),
+        "--no-progress",
+        "--set",
+        f"paths.models_dir={tmp_path / 'models'}",
+        "--set",
+        f"paths.cache_dir={cache_dir}",
+    )
     assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
-    assert "model 'fake-embedded'" in err and "fake-dir/ was not found under paths.models_dir (LAYERFUSE_MODELS_DIR)" in err
+    assert (
+        "model 'fake-embedded'" in err
+        and "fake-dir/ was not found under paths.models_dir (LAYERFUSE_MODELS_DIR)" in err
+    )
     assert "hub ids need network access" in err
     assert "using hub id layerfuse-test/fake-embedded" in caplog.text
 
 
 def test_rerun_that_only_assembles_finished_chunks(tiny_models, tiny_data, cache_dir, capsys, monkeypatch) -> None:
-    from benchmark.cache import CacheWriter
+    from benchmark.core.cache import CacheWriter
 
     real = CacheWriter.finalize
 

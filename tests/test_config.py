@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.config import ConfigError, load_config, to_yaml, with_values
-from benchmark.registry import Registry, UnknownNameError
+from benchmark.core.config import ConfigError, load_config, to_yaml, with_values
+from benchmark.core.registry import Registry, UnknownNameError
 
 
 def test_precedence_defaults_env_yaml_set(tmp_path: Path) -> None:
@@ -72,11 +72,14 @@ def test_registry_errors_and_duplicates() -> None:
     assert isinstance(err.value, KeyError)
 
 
-@pytest.mark.parametrize(("flags", "expected"), [("fpu avx512f avx512_bf16 sse", "bf16"), ("fpu amx_bf16 amx_tile", "bf16"),
-                                                 ("fpu avx2 avx512f", "fp32")])
-def test_auto_dtype_follows_the_cpu_bf16_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flags: str,
-                                               expected: str) -> None:
-    from benchmark import hardware
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [("fpu avx512f avx512_bf16 sse", "bf16"), ("fpu amx_bf16 amx_tile", "bf16"), ("fpu avx2 avx512f", "fp32")],
+)
+def test_auto_dtype_follows_the_cpu_bf16_flags(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flags: str, expected: str
+) -> None:
+    from benchmark.core import hardware
 
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")

@@ -9,8 +9,8 @@ import pytest
 import torch
 from helpers_features import make_model, separable_features, write_cache
 
-from benchmark.cache import CacheError
-from benchmark.errors import UserError
+from benchmark.core.cache import CacheError
+from benchmark.core.errors import UserError
 from lightning_modules import features
 from lightning_modules.datamodule import CachedFeatureDataModule, Selection
 from lightning_modules.features import ByteCounter, LayerFile, ShuffledBatchSampler, stratified_split
@@ -153,8 +153,15 @@ def _pair(tmp_path: Path, **other: object) -> tuple[Selection, Selection]:
     a_tr = write_cache(tmp_path, "a", "train", feats[:, :20], labels[:20])
     a_te = write_cache(tmp_path, "a", "test", feats[:, 20:], labels[20:])
     o_feats, o_labels = other.get("feats", feats[:, :20]), other.get("labels", labels[:20])
-    b_tr = write_cache(tmp_path, "b", "train", o_feats, o_labels, texts_id=other.get("texts_id"),  # type: ignore[arg-type]
-                       num_classes=other.get("num_classes", 2))  # type: ignore[arg-type]
+    b_tr = write_cache(
+        tmp_path,
+        "b",
+        "train",
+        o_feats,
+        o_labels,
+        texts_id=other.get("texts_id"),  # type: ignore[arg-type]
+        num_classes=other.get("num_classes", 2),
+    )  # type: ignore[arg-type]
     b_te = write_cache(tmp_path, "b", "test", feats[:, 20:], labels[20:])
     return Selection("a", -1, a_tr, a_te), Selection("b", -1, b_tr, b_te)
 
@@ -200,12 +207,18 @@ def test_own_validation_split_is_used_whole(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("val_texts", "test_classes", "error"),
     [
-        ("test", 2, r"the val cache of 'fake' \(.*validation.*\) holds the test texts: point val_dir at the validation split"),
+        (
+            "test",
+            2,
+            r"the val cache of 'fake' \(.*validation.*\) holds the test texts: point val_dir at the validation split",
+        ),
         ("train", 2, r"the val cache of 'fake' \(.*validation.*\) holds the training texts"),
         ("validation", 3, r"train \(.*\) and test \(.*\) caches of 'fake' have different label names"),
     ],
 )
-def test_own_validation_and_test_caches_are_checked_against_each_other(tmp_path: Path, val_texts: str, test_classes: int, error: str) -> None:
+def test_own_validation_and_test_caches_are_checked_against_each_other(
+    tmp_path: Path, val_texts: str, test_classes: int, error: str
+) -> None:
     feats, labels = separable_features(40, 4, 1, 2, seed=0)
     train = write_cache(tmp_path, "fake", "train", feats[:, :20], labels[:20])
     val = write_cache(tmp_path, "fake", "validation", feats[:, 20:30], labels[20:30], texts_id=val_texts)

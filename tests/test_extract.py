@@ -8,18 +8,26 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark.cache import CacheError, CacheWriter, FeatureCache, is_complete
-from benchmark.config import BenchConfig, load_config
-from benchmark.keys import POOLING_NAMES
+from benchmark.core.cache import CacheError, CacheWriter, FeatureCache, is_complete
+from benchmark.core.config import BenchConfig, load_config
+from benchmark.core.keys import POOLING_NAMES
 from extractors import hf as hf_module
 from extractors.pooling import POOLINGS
 from extractors.run import extract_all
 
 
 def make_cfg(model: Path, data: Path, cache: Path, **sets: object) -> BenchConfig:
-    base = {"extract.models": (str(model),), "extract.dataset": str(data), "extract.splits": ("train",),
-            "extract.dtype": "fp32", "extract.device": "cpu", "paths.cache_dir": str(cache),
-            "extract.show_progress": False, "extract.chunk_size": 5, "extract.token_budget": 40}
+    base = {
+        "extract.models": (str(model),),
+        "extract.dataset": str(data),
+        "extract.splits": ("train",),
+        "extract.dtype": "fp32",
+        "extract.device": "cpu",
+        "paths.cache_dir": str(cache),
+        "extract.show_progress": False,
+        "extract.chunk_size": 5,
+        "extract.token_budget": 40,
+    }
     base.update(sets)
     return load_config(env={}, **base)
 
@@ -71,7 +79,9 @@ def test_poolings_ignore_padding_on_either_side(side: str) -> None:
 
 @pytest.mark.parametrize("model_name", ["llama-left", "llama-right", "bert-a", "bert-a-left"])
 @pytest.mark.parametrize("pooling", ["mean", "max", "cls", "last_token"])
-def test_pooled_features_equal_hand_computation(tiny_models, tiny_data, cache_dir, monkeypatch, model_name, pooling) -> None:
+def test_pooled_features_equal_hand_computation(
+    tiny_models, tiny_data, cache_dir, monkeypatch, model_name, pooling
+) -> None:
     model = tiny_models[model_name]
     cfg = make_cfg(model, tiny_data, cache_dir, **{"extract.pooling": pooling})
     batches = spy_forward(monkeypatch)
@@ -132,8 +142,11 @@ def test_interrupted_extraction_resumes_byte_identical(tiny_models, tiny_data, t
 
     calls: list[int] = []
     real_encode = hf_module.HFHiddenStateExtractor.encode_ids
-    monkeypatch.setattr(hf_module.HFHiddenStateExtractor, "encode_ids",
-                        lambda self, ids, progress=None: (calls.append(len(ids)), real_encode(self, ids, progress))[1])
+    monkeypatch.setattr(
+        hf_module.HFHiddenStateExtractor,
+        "encode_ids",
+        lambda self, ids, progress=None: (calls.append(len(ids)), real_encode(self, ids, progress))[1],
+    )
     (summary,) = extract_all(cfg)
     assert summary.path == resumed_dir
     assert len(calls) == 5 - 2  # 24 texts / chunk 5 = 5 chunks, 2 were already done
@@ -144,8 +157,20 @@ def test_interrupted_extraction_resumes_byte_identical(tiny_models, tiny_data, t
     assert not resumed_dir.with_name(resumed_dir.name + ".partial").exists()
 
 
-@pytest.mark.parametrize("damage", ["truncate_layer", "delete_layer", "garbage_meta", "incomplete_meta", "no_meta",
-                                    "meta_is_list", "meta_without_n", "meta_without_files", "meta_files_not_dict"])
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "truncate_layer",
+        "delete_layer",
+        "garbage_meta",
+        "incomplete_meta",
+        "no_meta",
+        "meta_is_list",
+        "meta_without_n",
+        "meta_without_files",
+        "meta_files_not_dict",
+    ],
+)
 def test_corrupted_cache_is_detected_and_re_extracted(tiny_models, tiny_data, cache_dir, damage) -> None:
     import json
 
@@ -179,7 +204,7 @@ def test_corrupted_cache_is_detected_and_re_extracted(tiny_models, tiny_data, ca
 
 
 def test_limit_keeps_both_classes_and_original_order(tiny_models, tiny_data, cache_dir) -> None:
-    from benchmark.text_data import load_split
+    from benchmark.core.text_data import load_split
 
     full = load_split(str(tiny_data), "train", ".")
     sub = load_split(str(tiny_data), "train", ".", limit=10)
@@ -217,10 +242,11 @@ def test_overwrite_always_re_extracts_a_complete_cache(tiny_models, tiny_data, c
 
 
 def tiny_extractor(model: Path, token_budget: int = 60, batch_size: int = 0) -> hf_module.HFHiddenStateExtractor:
-    from benchmark.models import resolve_model
+    from benchmark.core.models import resolve_model
 
-    return hf_module.HFHiddenStateExtractor(resolve_model(str(model), "."), "cpu", "fp32", "mean", 64,
-                                            batch_size=batch_size, token_budget=token_budget)
+    return hf_module.HFHiddenStateExtractor(
+        resolve_model(str(model), "."), "cpu", "fp32", "mean", 64, batch_size=batch_size, token_budget=token_budget
+    )
 
 
 def kill_after_two_chunks(cfg: BenchConfig, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -295,8 +321,14 @@ def test_resume_uses_the_batching_of_the_unfinished_run(tiny_models, tiny_data, 
 
     budgets: list[tuple[int, int]] = []
     real_encode = hf_module.HFHiddenStateExtractor.encode_ids
-    monkeypatch.setattr(hf_module.HFHiddenStateExtractor, "encode_ids", lambda self, ids, progress=None: (
-        budgets.append((self.batch_size, self.token_budget)), real_encode(self, ids, progress))[1])
+    monkeypatch.setattr(
+        hf_module.HFHiddenStateExtractor,
+        "encode_ids",
+        lambda self, ids, progress=None: (
+            budgets.append((self.batch_size, self.token_budget)),
+            real_encode(self, ids, progress),
+        )[1],
+    )
     other = make_cfg(model, tiny_data, tmp_path / "resumed", **{"extract.token_budget": 1000, "extract.batch_size": 7})
     with caplog.at_level("INFO", logger="extractors.run"):
         (summary,) = extract_all(other)
@@ -310,7 +342,7 @@ def test_resume_uses_the_batching_of_the_unfinished_run(tiny_models, tiny_data, 
 def test_resume_made_on_an_unusable_device_starts_over(tiny_models, tiny_data, cache_dir, monkeypatch, caplog) -> None:
     import json
 
-    from benchmark.cache import partial_dir
+    from benchmark.core.cache import partial_dir
 
     cfg = make_cfg(tiny_models["bert-a"], tiny_data, cache_dir)
     real_finalize = CacheWriter.finalize
@@ -335,7 +367,7 @@ def test_weights_hash_is_remembered_until_the_file_changes(tiny_models, tmp_path
     import os
     import shutil
 
-    from benchmark import models
+    from benchmark.core import models
 
     folder = shutil.copytree(tiny_models["bert-a"], tmp_path / "model")
     hashed: list[int] = []
@@ -358,8 +390,8 @@ def test_weights_hash_is_remembered_until_the_file_changes(tiny_models, tmp_path
 
 
 def test_local_model_max_length_follows_its_position_limit(tiny_models, tiny_data, cache_dir) -> None:
-    from benchmark.errors import UserError
-    from benchmark.keys import load_text_split, resolve_features
+    from benchmark.core.errors import UserError
+    from benchmark.core.keys import load_text_split, resolve_features
 
     cfg = make_cfg(tiny_models["bert-a"], tiny_data, cache_dir)
     rf = resolve_features(cfg, str(tiny_models["bert-a"]), load_text_split(cfg, "train"))
@@ -377,13 +409,15 @@ def test_jsonl_and_parquet_splits_ignore_other_json_files(tmp_path) -> None:
 
     import pandas as pd
 
-    from benchmark.text_data import load_split
+    from benchmark.core.text_data import load_split
 
     folder = tmp_path / "reviews"
     folder.mkdir()
     rows = [{"text": f"text {i}", "label": "pos" if i % 2 else "neg"} for i in range(6)]
     (folder / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    pd.DataFrame([{"text": "held out", "label": "neu"}, {"text": "another", "label": "pos"}]).to_parquet(folder / "test.parquet")
+    pd.DataFrame([{"text": "held out", "label": "neu"}, {"text": "another", "label": "pos"}]).to_parquet(
+        folder / "test.parquet"
+    )
     (folder / "dataset_info.json").write_text(json.dumps({"description": "not a split", "citation": ""}))
     train = load_split(str(folder), "train", ".")
     test = load_split(str(folder), "test", ".")
@@ -395,24 +429,31 @@ def test_jsonl_and_parquet_splits_ignore_other_json_files(tmp_path) -> None:
 
 
 def test_missing_label_column_names_the_columns(tmp_path) -> None:
-    from benchmark.errors import UserError
-    from benchmark.text_data import load_split
+    from benchmark.core.errors import UserError
+    from benchmark.core.text_data import load_split
 
     folder = tmp_path / "nolabel"
     folder.mkdir()
     (folder / "train.csv").write_text("text,stars\nnice,5\n")
-    with pytest.raises(UserError, match=r"no column 'label' \(columns: text, stars\); set --set data.label_column=<name>"):
+    with pytest.raises(
+        UserError, match=r"no column 'label' \(columns: text, stars\); set --set data.label_column=<name>"
+    ):
         load_split(str(folder), "train", ".")
 
 
-def fake_hub(monkeypatch: pytest.MonkeyPatch, splits: dict[str, dict[str, list[object]]], text: str = "sentence",
-             offline: bool = False) -> list[str]:
+def fake_hub(
+    monkeypatch: pytest.MonkeyPatch,
+    splits: dict[str, dict[str, list[object]]],
+    text: str = "sentence",
+    offline: bool = False,
+) -> list[str]:
     """Replace ``datasets.load_dataset`` with an in-memory DatasetDict (no download); returns the ids asked for."""
     import datasets
 
     asked: list[str] = []
-    features = datasets.Features({text: datasets.Value("string"),
-                                  "label": datasets.ClassLabel(names=["negative", "positive"])})
+    features = datasets.Features(
+        {text: datasets.Value("string"), "label": datasets.ClassLabel(names=["negative", "positive"])}
+    )
 
     def load_dataset(path: str, name: str | None = None, **kwargs: object) -> datasets.DatasetDict:
         asked.append(path)
@@ -424,16 +465,18 @@ def fake_hub(monkeypatch: pytest.MonkeyPatch, splits: dict[str, dict[str, list[o
     return asked
 
 
-SST2_HUB = {"train": {"sentence": ["a fine film ", "dull"], "label": [1, 0]},
-            "validation": {"sentence": ["great", "awful", "okay"], "label": [1, 0, 1]},
-            "test": {"sentence": ["unlabelled"], "label": [-1]}}
+SST2_HUB = {
+    "train": {"sentence": ["a fine film ", "dull"], "label": [1, 0]},
+    "validation": {"sentence": ["great", "awful", "okay"], "label": [1, 0, 1]},
+    "test": {"sentence": ["unlabelled"], "label": [-1]},
+}
 
 
 def test_builtin_dataset_falls_back_to_its_hub_copy(tmp_path, monkeypatch, caplog) -> None:
-    from benchmark.text_data import load_split
+    from benchmark.core.text_data import load_split
 
     asked = fake_hub(monkeypatch, SST2_HUB)
-    with caplog.at_level("INFO", logger="benchmark.text_data"):
+    with caplog.at_level("INFO", logger="benchmark.core.text_data"):
         test = load_split("sst2", "test", tmp_path / "no-data")
     assert asked == ["stanfordnlp/sst2"] and "loading stanfordnlp/sst2 from the Hugging Face hub" in caplog.text
     assert test.texts == ["great", "awful", "okay"]  # our test split is the hub's labelled validation split
@@ -444,8 +487,8 @@ def test_builtin_dataset_falls_back_to_its_hub_copy(tmp_path, monkeypatch, caplo
 def test_hub_dataset_errors_are_one_clear_line(tmp_path, monkeypatch) -> None:
     import datasets
 
-    from benchmark.errors import UserError
-    from benchmark.text_data import load_split
+    from benchmark.core.errors import UserError
+    from benchmark.core.text_data import load_split
 
     fake_hub(monkeypatch, SST2_HUB)
     with pytest.raises(UserError, match=r"hub dataset org/glue-like split 'test' has no labels"):
@@ -457,7 +500,9 @@ def test_hub_dataset_errors_are_one_clear_line(tmp_path, monkeypatch) -> None:
         raise ConnectionError("no route to host")
 
     monkeypatch.setattr(datasets, "load_dataset", unreachable)
-    with pytest.raises(UserError, match=r"no local folder .*no-data/mr and its hub copy .* unreachable .*LAYERFUSE_DATA_DIR"):
+    with pytest.raises(
+        UserError, match=r"no local folder .*no-data/mr and its hub copy .* unreachable .*LAYERFUSE_DATA_DIR"
+    ):
         load_split("mr", "train", tmp_path / "no-data")
     monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", True)
     with pytest.raises(UserError, match=r"offline mode is on .*put mr/train.csv and test.csv under paths.data_dir"):
@@ -466,7 +511,7 @@ def test_hub_dataset_errors_are_one_clear_line(tmp_path, monkeypatch) -> None:
 
 @pytest.mark.parametrize("dtype", ["bf16", "fp16"])
 def test_cpu_low_precision_weights_cast_once_bit_identical_to_autocast(tiny_models, tiny_data, dtype) -> None:
-    from benchmark.models import resolve_model
+    from benchmark.core.models import resolve_model
 
     spec = resolve_model(str(tiny_models["llama-left"]), ".")
     ex = hf_module.HFHiddenStateExtractor(spec, "cpu", dtype, "mean", 64, token_budget=60)
@@ -485,9 +530,13 @@ def test_cpu_low_precision_weights_cast_once_bit_identical_to_autocast(tiny_mode
     # A model that runs a Linear with autocast off cannot take a low-precision weight: reload with fp32 weights.
     def autocast_off(module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
         if module.weight.dtype != args[0].dtype:
-            raise RuntimeError(f"mat1 and mat2 must have the same dtype, but got {args[0].dtype} and {module.weight.dtype}")
+            raise RuntimeError(
+                f"mat1 and mat2 must have the same dtype, but got {args[0].dtype} and {module.weight.dtype}"
+            )
 
     linears[0].register_forward_pre_hook(autocast_off)
     fallback, _ = ex.encode_ids(ids)
-    assert not ex.cast_linears and all(m.weight.dtype == torch.float32 for m in ex.model.modules() if isinstance(m, torch.nn.Linear))
+    assert not ex.cast_linears and all(
+        m.weight.dtype == torch.float32 for m in ex.model.modules() if isinstance(m, torch.nn.Linear)
+    )
     assert np.array_equal(fallback, per_batch)

@@ -5,18 +5,27 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmark.cache import FeatureCache
-from benchmark.config import load_config
+from benchmark.core.cache import FeatureCache
+from benchmark.core.config import load_config
 from extractors.run import extract_all
 
 pytestmark = pytest.mark.integration
 
 
 def test_embedded_models_on_mr(shared_dir, cache_dir) -> None:
-    cfg = load_config(env={}, **{
-        "paths.data_dir": str(shared_dir / "data"), "paths.models_dir": str(shared_dir / "models"),
-        "paths.cache_dir": str(cache_dir), "extract.models": ("minilm-l3", "smollm2-135m"), "extract.dataset": "mr",
-        "extract.splits": ("test",), "extract.limit": 36, "extract.show_progress": False})
+    cfg = load_config(
+        env={},
+        **{
+            "paths.data_dir": str(shared_dir / "data"),
+            "paths.models_dir": str(shared_dir / "models"),
+            "paths.cache_dir": str(cache_dir),
+            "extract.models": ("minilm-l3", "smollm2-135m"),
+            "extract.dataset": "mr",
+            "extract.splits": ("test",),
+            "extract.limit": 36,
+            "extract.show_progress": False,
+        },
+    )
     l3, smol = extract_all(cfg)
     a, b = FeatureCache(l3.path), FeatureCache(smol.path)
     assert (a.num_layers, a.hidden_size, a.n) == (3, 384, 36)
@@ -31,7 +40,7 @@ def test_embedded_models_on_mr(shared_dir, cache_dir) -> None:
 
     # The last layer of minilm-l3 with mean pooling is what sentence-transformers encodes for this model.
     st = pytest.importorskip("sentence_transformers")
-    from benchmark.keys import load_text_split
+    from benchmark.core.keys import load_text_split
 
     texts = load_text_split(cfg, "test").texts
     ref = st.SentenceTransformer(str(shared_dir / "models" / "paraphrase-MiniLM-L3-v2"), device="cpu").encode(texts)

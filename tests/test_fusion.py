@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from benchmark.registry import UnknownNameError
+from benchmark.core.registry import UnknownNameError
 from lightning_modules.components.classifier import MLPHead
 from lightning_modules.components.fusion import (
     FUSIONS,

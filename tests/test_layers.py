@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmark.registry import UnknownNameError
+from benchmark.core.registry import UnknownNameError
 from lightning_modules.layers import AGGREGATIONS, LayerSpec, LayerSpecError, parse_layer_spec
 
 
@@ -64,7 +64,9 @@ def test_resolve_counts_from_the_end_and_names_the_range() -> None:
 
 
 def test_aggregations_equal_hand_computation() -> None:
-    stack = np.array([[[1.0, -2.0], [3.0, 0.0]], [[5.0, 2.0], [-1.0, 4.0]], [[0.0, 8.0], [2.0, 2.0]]], dtype=np.float32)  # (3, 2, 2)
+    stack = np.array(
+        [[[1.0, -2.0], [3.0, 0.0]], [[5.0, 2.0], [-1.0, 4.0]], [[0.0, 8.0], [2.0, 2.0]]], dtype=np.float32
+    )  # (3, 2, 2)
     assert AGGREGATIONS.names() == ["max", "mean", "min"]
     np.testing.assert_allclose(AGGREGATIONS.get("mean")(stack), [[2.0, 8.0 / 3], [4.0 / 3, 2.0]], rtol=1e-6)
     np.testing.assert_array_equal(AGGREGATIONS.get("max")(stack), [[5.0, 8.0], [3.0, 4.0]])

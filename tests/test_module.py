@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import math
-from unittest import mock
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import lightning.pytorch as L
 import numpy as np
@@ -14,7 +14,7 @@ import torch
 from helpers_features import make_model
 from lightning.pytorch.loggers.logger import Logger
 
-from benchmark.config import BenchConfig, load_config, with_values
+from benchmark.core.config import BenchConfig, load_config, with_values
 from lightning_modules.callbacks import RestoreBest, time_inference
 from lightning_modules.components.fusion import fusion_names
 from lightning_modules.datamodule import CachedFeatureDataModule
@@ -48,7 +48,13 @@ class MemoryLogger(Logger):
 
 
 def _cfg(**values: Any) -> BenchConfig:
-    base = {"train.max_epochs": 15, "train.lr": 3e-3, "train.batch_size": 32, "train.patience": 5, "train.hidden_dims": (32,)}
+    base = {
+        "train.max_epochs": 15,
+        "train.lr": 3e-3,
+        "train.batch_size": 32,
+        "train.patience": 5,
+        "train.hidden_dims": (32,),
+    }
     return with_values(load_config(env={}), {**base, **values})
 
 
@@ -78,10 +84,28 @@ def test_metric_names_perf_and_best_epoch(tmp_path: Path) -> None:
     a = make_model(tmp_path, "a", n_train=120, n_test=60, hidden=8, signal=1.0)
     b = make_model(tmp_path, "b", n_train=120, n_test=60, hidden=12, signal=1.0)
     logger = MemoryLogger()
-    cfg = _cfg(**{"train.fusion": "residual:quaternion", "train.proj_dim": 0, "train.max_epochs": 6, "train.patience": 0, "train.lr": 0.05})
+    cfg = _cfg(
+        **{
+            "train.fusion": "residual:quaternion",
+            "train.proj_dim": 0,
+            "train.max_epochs": 6,
+            "train.patience": 0,
+            "train.lr": 0.05,
+        }
+    )
     result = fit_and_evaluate(cfg, [a.select(-1), b.select("mean:last2")], logger=logger)
     names = {k for _, k, _ in logger.rows}
-    assert {"train/loss", "train/acc", "train/f1", "val/loss", "val/acc", "val/f1", "val/acc_best", "test/acc", "test/f1"} <= names
+    assert {
+        "train/loss",
+        "train/acc",
+        "train/f1",
+        "val/loss",
+        "val/acc",
+        "val/f1",
+        "val/acc_best",
+        "test/acc",
+        "test/f1",
+    } <= names
     assert len(logger.series("train/acc")) == len(logger.series("train/f1")) == 6  # once per epoch
     assert {k for k in result.metrics() if k.startswith("perf/")} <= names
     val_loss = logger.series("val/loss")
@@ -105,8 +129,16 @@ def test_train_scores_are_the_epochs_accuracy_and_macro_f1(tmp_path: Path) -> No
     # lr 0 and no dropout: the weights never change, so each epoch's train scores are those of one fixed model.
     model = FusionClassifier(dm.input_dims, dm.num_classes, hidden_dims=(8,), dropout=0.0, lr=0.0)
     logger = MemoryLogger()
-    trainer = L.Trainer(max_epochs=2, accelerator="cpu", logger=logger, enable_progress_bar=False, enable_model_summary=False,
-                        enable_checkpointing=False, num_sanity_val_steps=0, log_every_n_steps=1)
+    trainer = L.Trainer(
+        max_epochs=2,
+        accelerator="cpu",
+        logger=logger,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        num_sanity_val_steps=0,
+        log_every_n_steps=1,
+    )
     trainer.fit(model, datamodule=dm)
     model.eval()
     xs, y = dm.datasets["train"][np.arange(len(dm.datasets["train"]))]
@@ -143,7 +175,9 @@ def test_every_fusion_trains_one_step(tmp_path: Path, fusion: str) -> None:
     dm = CachedFeatureDataModule([a.select(-1), b.select(1)], batch_size=8)
     model = FusionClassifier(dm.input_dims, dm.num_classes, fusion=fusion, proj_dim=16, hidden_dims=(8,))
     before = [p.detach().clone() for p in model.parameters()]
-    trainer = L.Trainer(fast_dev_run=True, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer = L.Trainer(
+        fast_dev_run=True, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False
+    )
     trainer.fit(model, datamodule=dm)
     assert all(not torch.equal(p, q) for p, q in zip(before, model.parameters()) if p.requires_grad)
 
@@ -185,7 +219,13 @@ def test_inference_timer_streams_and_times_a_bounded_number_of_batches() -> None
     with mock.patch("lightning_modules.callbacks.time.perf_counter", lambda: float(next(clock))):
         ms, pred = time_inference(model, batches(), warmup=2, timed_batches=3)
     # Each batch is predicted before the next is read (never more than one in memory); 2 warm-up passes on the first.
-    assert events == ["read 1", "forward 1", "forward 1", "forward 1", *[e for i in range(2, 7) for e in (f"read {i}", f"forward {i}")]]
+    assert events == [
+        "read 1",
+        "forward 1",
+        "forward 1",
+        "forward 1",
+        *[e for i in range(2, 7) for e in (f"read {i}", f"forward {i}")],
+    ]
     assert len(pred) == sum(range(1, 7))
     assert ms == pytest.approx(1000.0 * 3 / (1 + 2 + 3))  # the fake clock ticks once per reading: 1 s per timed batch
 

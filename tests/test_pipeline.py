@@ -10,23 +10,62 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from benchmark import tracking
 from benchmark.cli import main
-from studies.pipeline import STAGES_FILE
+from benchmark.core import tracking
+from benchmark.pipeline import STAGES_FILE
 from studies.presets import PRESETS
 
-FAST = ["--set", "train.max_epochs=3", "--set", "train.patience=0", "--set", "train.batch_size=8",
-        "--set", "train.hidden_dims=16", "--set", "train.proj_dim=16", "--set", "study.pruning=false",
-        "--set", "study.max_k=2", "--set", "study.fusions=concat,residual:sum"]
+FAST = [
+    "--set",
+    "train.max_epochs=3",
+    "--set",
+    "train.patience=0",
+    "--set",
+    "train.batch_size=8",
+    "--set",
+    "train.hidden_dims=16",
+    "--set",
+    "train.proj_dim=16",
+    "--set",
+    "study.pruning=false",
+    "--set",
+    "study.max_k=2",
+    "--set",
+    "study.fusions=concat,residual:sum",
+]
 
 
 def _argv(tmp: Path, data: Path, models: str, *extra: str) -> list[str]:
-    return ["reproduce", "--datasets", str(data), "--models", models, "--seeds", "1", "--trials", "3", "--no-progress",
-            "--set", f"paths.cache_dir={tmp / 'cache'}", "--set", "extract.dtype=fp32", "--set", "extract.device=cpu",
-            "--set", "extract.max_length=64",  # the tiny models have 64 positions (reproduce.yaml asks for 256)
-            "--set", f"study.storage=sqlite:///{tmp}/optuna.db", "--set", f"tracking.uri=sqlite:///{tmp}/mlflow.db",
-            "--set", f"tracking.artifact_root={tmp / 'artifacts'}", "--set", f"report.out_dir={tmp / 'reports'}",
-            *FAST, *extra]
+    return [
+        "reproduce",
+        "--datasets",
+        str(data),
+        "--models",
+        models,
+        "--seeds",
+        "1",
+        "--trials",
+        "3",
+        "--no-progress",
+        "--set",
+        f"paths.cache_dir={tmp / 'cache'}",
+        "--set",
+        "extract.dtype=fp32",
+        "--set",
+        "extract.device=cpu",
+        "--set",
+        "extract.max_length=64",  # the tiny models have 64 positions (reproduce.yaml asks for 256)
+        "--set",
+        f"study.storage=sqlite:///{tmp}/optuna.db",
+        "--set",
+        f"tracking.uri=sqlite:///{tmp}/mlflow.db",
+        "--set",
+        f"tracking.artifact_root={tmp / 'artifacts'}",
+        "--set",
+        f"report.out_dir={tmp / 'reports'}",
+        *FAST,
+        *extra,
+    ]
 
 
 def _trial_counts(storage: str) -> dict[str, int]:
@@ -46,7 +85,13 @@ def test_reproduce_runs_every_stage_reports_and_resumes(tiny_models, tmp_path, c
     assert counts["tfidf-baseline-toy"] == 6  # 2 classifiers x 3 values of C
     # 3 models: a layer sweep of each, 3 x 3 aggregations x k=1..2, 3 pairs x 2 fusions, one 3-model subset.
     names = {preset: f"{preset}-toy-tiny-bert-a+tiny-llama-right+tfidf" for preset in presets}
-    assert [counts[names[p]] for p in ("layer-sweep", "last-k", "fusion-methods", "multi-model", "search")] == [3, 18, 6, 1, 3]
+    assert [counts[names[p]] for p in ("layer-sweep", "last-k", "fusion-methods", "multi-model", "search")] == [
+        3,
+        18,
+        6,
+        1,
+        3,
+    ]
 
     out = tmp_path / "reports" / "reproduce"
     summary = json.loads((out / "summary.json").read_text())
@@ -69,10 +114,13 @@ def test_reproduce_runs_every_stage_reports_and_resumes(tiny_models, tmp_path, c
     # The study runs' artifacts and the baseline's params are in MLflow.
     mlc = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     exp = mlc.get_experiment_by_name(tracking.experiment_name("toy"))
-    base = mlc.search_runs([exp.experiment_id], f"tags.`{tracking.TAG_STUDY}` = 'tfidf-baseline-toy' and "
-                           f"tags.`{tracking.TAG_KIND}` = 'trial'")
+    base = mlc.search_runs(
+        [exp.experiment_id],
+        f"tags.`{tracking.TAG_STUDY}` = 'tfidf-baseline-toy' and tags.`{tracking.TAG_KIND}` = 'trial'",
+    )
     assert sorted((r.data.params["baseline.classifier"], float(r.data.params["baseline.C"])) for r in base) == sorted(
-        (c, x) for c in ("svm", "logreg") for x in (0.1, 1.0, 10.0))
+        (c, x) for c in ("svm", "logreg") for x in (0.1, 1.0, 10.0)
+    )
     assert all(r.data.metrics["perf/fused_dim"] > 0 and "train.lr" not in r.data.params for r in base)
 
     # Rerunning resumes: every stage is a cache hit or a finished study, no trial is added.
@@ -86,18 +134,23 @@ def test_reproduce_skips_presets_that_need_more_models(tiny_models, tmp_path, ca
     from conftest import write_dataset
 
     data = write_dataset(tmp_path / "toy", n_train=40, n_test=20)
-    argv = _argv(tmp_path, data, "tfidf", "--set", "pipeline.presets=tfidf-baseline,layer-sweep,fusion-methods,multi-model")
+    argv = _argv(
+        tmp_path, data, "tfidf", "--set", "pipeline.presets=tfidf-baseline,layer-sweep,fusion-methods,multi-model"
+    )
     assert main(argv) == 0
     names = set(_trial_counts(f"sqlite:///{tmp_path}/optuna.db"))
     assert names == {"tfidf-baseline-toy", "layer-sweep-toy-tfidf"}
     assert PRESETS.get("fusion-methods").min_models == 2
 
 
-@pytest.mark.parametrize(("extra", "message"), [
-    (["--set", "pipeline.presets=layer-sweep,fusion-method"], "unknown preset 'fusion-method'"),
-    (["--models", "minilm-l7"], "unknown model 'minilm-l7'"),
-    (["--datasets", ""], "pipeline.datasets is empty"),
-])
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--set", "pipeline.presets=layer-sweep,fusion-method"], "unknown preset 'fusion-method'"),
+        (["--models", "minilm-l7"], "unknown model 'minilm-l7'"),
+        (["--datasets", ""], "pipeline.datasets is empty"),
+    ],
+)
 def test_reproduce_bad_input_fails_before_any_work(tmp_path, tiny_data, extra, message, capsys) -> None:
     assert main([*_argv(tmp_path, tiny_data, "tfidf"), *extra]) == 2
     err = capsys.readouterr().err

@@ -13,15 +13,21 @@ from mlflow.tracking import MlflowClient
 from report_fixtures import BEST_CONFIG, REPORTED, STUDIES, build_store
 
 from benchmark.cli import build_parser, main
-from benchmark.config import load_config
-from benchmark.errors import UserError
+from benchmark.core.config import load_config
+from benchmark.core.errors import UserError
 from benchmark.report import write_report
 from benchmark.report.export import TAG_REPORT
 from benchmark.report.tables import BEST_LAST_COLUMNS
 
 # emb scored one layer only: no accuracy-by-layer figure of its own (a lone point says nothing about layers)
-EXPECTED_PNGS = {"acc_by_layer_dec.png", "acc_by_layer_enc.png", "last_k_dec.png",
-                 "fusion_comparison.png", "cost_vs_models.png", "acc_vs_cost.png"}
+EXPECTED_PNGS = {
+    "acc_by_layer_dec.png",
+    "acc_by_layer_enc.png",
+    "last_k_dec.png",
+    "fusion_comparison.png",
+    "cost_vs_models.png",
+    "acc_vs_cost.png",
+}
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +83,13 @@ def test_summary_best_configs_fusion_and_multi(report) -> None:
     s = report.summary
     toy, toy2 = rows_of(s, "best", dataset="toy")[0], rows_of(s, "best", dataset="toy2")[0]
     # concat and hadamard tie on val .88; concat's val/f1 .87 wins. Seeds [.85, .86, .87]: CI [.85, .87].
-    assert [toy[k] for k in ("study", "trial", "fusion", "val_acc", "test_acc")] == ["fusion-toy", 0, "concat", 0.88, 0.86]
+    assert [toy[k] for k in ("study", "trial", "fusion", "val_acc", "test_acc")] == [
+        "fusion-toy",
+        0,
+        "concat",
+        0.88,
+        0.86,
+    ]
     seeds = ("n_seeds", "test_mean", "test_std", "test_ci_low", "test_ci_high")
     assert [toy[k] for k in seeds] == [3, 0.86, 0.01, 0.85, 0.87]
     assert (toy2["config"], toy2["study"], toy2["val_acc"], toy2["test_acc"]) == ("dec@2", "sweep-toy2", 0.70, 0.72)
@@ -86,7 +98,12 @@ def test_summary_best_configs_fusion_and_multi(report) -> None:
     assert (fusion["concat"]["trial"], fusion["concat"]["test_acc"]) == (0, 0.86)  # not the concat at val .87
     assert fusion["sum"]["best_member"] == "dec@3" and fusion["sum"]["gain_test_vs_member"] == pytest.approx(0.03)
     (multi,) = s["multi_model"]
-    assert (multi["models"], multi["fusion"], multi["val_acc"], multi["test_acc"]) == ("dec,enc,emb", "concat", 0.87, 0.85)
+    assert (multi["models"], multi["fusion"], multi["val_acc"], multi["test_acc"]) == (
+        "dec,enc,emb",
+        "concat",
+        0.87,
+        0.85,
+    )
 
 
 def test_summary_cost_and_pareto(report) -> None:
@@ -107,7 +124,11 @@ def test_paired_test_matches_hand_computation(report) -> None:
     assert t["mean_diff"] == pytest.approx(0.02) and t["t"] == pytest.approx(0.02 / (0.01 / math.sqrt(3)))
     # Student t with 2 dof: CDF(t) = 1/2 + t / (2 sqrt(2 + t^2))
     assert t["p_value"] == pytest.approx(1 - t["t"] / math.sqrt(2 + t["t"] ** 2), rel=1e-6)
-    assert [(m["only_a"], m["only_b"], m["p_value"]) for m in p["mcnemar"]] == [(5, 0, 0.0625), (1, 2, 1.0), (0, 0, 1.0)]
+    assert [(m["only_a"], m["only_b"], m["p_value"]) for m in p["mcnemar"]] == [
+        (5, 0, 0.0625),
+        (1, 2, 1.0),
+        (0, 0, 1.0),
+    ]
     assert p["notes"] == []
 
 
@@ -124,13 +145,19 @@ def test_pruned_fusion_cells_are_shown_but_never_selected(report) -> None:
     s = report.summary
     cut = {(r["pair"], r["fusion"]): (r["val_acc"], r["trials"]) for r in s["fusion_pruned"]}
     # matmul: best of its two pruned trials; sum has a finished trial, so its pruned .99 is not a pruned cell.
-    assert cut == {("dec + enc", "matmul"): (0.64, 2), ("enc + emb", "concat"): (0.60, 1), ("dec + enc", "moe"): (0.55, 1)}
+    assert cut == {
+        ("dec + enc", "matmul"): (0.64, 2),
+        ("enc + emb", "concat"): (0.60, 1),
+        ("dec + enc", "moe"): (0.55, 1),
+    }
     assert {r["fusion"] for r in s["fusion_comparison"]} == {"concat", "hadamard", "sum", "residual:quaternion"}
     md = (report.out_dir / "report.md").read_text()
     assert "| matmul | pruned (0.6400) | pruned (0.6000) |" not in md  # each cell sits in its own pair's column
     assert "| matmul | pruned (0.6400) | — |" in md and "| moe | pruned (0.5500) (search) | — |" in md
     assert "Pairs with every fusion pruned (no row above): toy enc + emb." in md
-    assert "| toy | dec + enc | concat | 4 / 2 |" in md  # finished: concat, hadamard, sum, residual:quaternion; pruned: matmul, moe
+    assert (
+        "| toy | dec + enc | concat | 4 / 2 |" in md
+    )  # finished: concat, hadamard, sum, residual:quaternion; pruned: matmul, moe
     # residual:quaternion only ran in the search study, with its own layers: its cell says so.
     assert "| residual:quaternion | 0.8700 / 0.8500 (search) | — |" in md and "| sum | 0.8600 / 0.8700 | — |" in md
 
@@ -168,8 +195,10 @@ def test_artifacts_are_logged_on_every_parent_run(store, report) -> None:
 
 def test_reproduce_command_is_layerfuse_fit_with_the_run_config(report) -> None:
     toy = rows_of(report.summary, "best", dataset="toy")[0]["command"]
-    assert toy == ("layerfuse fit --dataset toy --layer dec=3 --layer enc=1 --fusion concat --seeds 3 "
-                   f"--set extract.limit={BEST_CONFIG['extract.limit']} --set train.lr={BEST_CONFIG['train.lr']}")
+    assert toy == (
+        "layerfuse fit --dataset toy --layer dec=3 --layer enc=1 --fusion concat --seeds 3 "
+        f"--set extract.limit={BEST_CONFIG['extract.limit']} --set train.lr={BEST_CONFIG['train.lr']}"
+    )
     args = build_parser().parse_args(shlex.split(toy)[1:])
     assert args.layer == [("dec", "3"), ("enc", "1")] and (args.fusion, args.seeds) == ("concat", 3)
     cfg = load_config(None, args.sets, env={})
@@ -183,7 +212,9 @@ def test_single_study_report_force_and_formats(store) -> None:
     out = root / "single"
     result = write_report(cfg, studies=["sweep-toy2"], out_dir=out, formats=("md",))
     assert result.artifact_path.startswith("report/sweep-toy2-") and not (out / "report.html").exists()
-    logged = {a.path for a in MlflowClient(cfg.tracking.uri).list_artifacts(parents["sweep-toy2"], result.artifact_path)}
+    logged = {
+        a.path for a in MlflowClient(cfg.tracking.uri).list_artifacts(parents["sweep-toy2"], result.artifact_path)
+    }
     assert f"{result.artifact_path}/summary.json" in logged and f"{result.artifact_path}/acc_by_layer_dec.png" in logged
     with pytest.raises(UserError, match="already exists: pass --force"):
         write_report(cfg, studies=["sweep-toy2"], out_dir=out)
@@ -206,12 +237,19 @@ def test_experiment_selects_its_studies(store) -> None:
 
 
 BAD = {
-    "unknown study": ({"studies": ["swep-toy2"]},
-                      r"unknown study 'swep-toy2'.* Did you mean 'sweep-toy2'\?.*Known studies: baseline-toy, empty-toy, "),
-    "no finished trials": ({"studies": ["empty-toy"]}, r"study 'empty-toy' has no finished trials \(1 fail, 1 pruned\); "
-                           r"run `layerfuse study --preset search --dataset toy`"),
-    "unknown experiment": ({"experiments": ["toy3"]},
-                           r"unknown experiment 'toy3'.* Known experiments: layerfuse/toy, layerfuse/toy2"),
+    "unknown study": (
+        {"studies": ["swep-toy2"]},
+        r"unknown study 'swep-toy2'.* Did you mean 'sweep-toy2'\?.*Known studies: baseline-toy, empty-toy, ",
+    ),
+    "no finished trials": (
+        {"studies": ["empty-toy"]},
+        r"study 'empty-toy' has no finished trials \(1 fail, 1 pruned\); "
+        r"run `layerfuse study --preset search --dataset toy`",
+    ),
+    "unknown experiment": (
+        {"experiments": ["toy3"]},
+        r"unknown experiment 'toy3'.* Known experiments: layerfuse/toy, layerfuse/toy2",
+    ),
     "bad format": ({"studies": ["sweep-toy2"], "formats": ("md", "pdf")}, r"report format 'pdf' is not known"),
     "nothing named": ({}, r"name a study \(--study NAME\) or an experiment"),
 }
@@ -228,10 +266,17 @@ def test_bad_input_gives_one_clear_message(store, tmp_path, case) -> None:
 
 def test_cli_report_reads_the_store_given_by_set(store, tmp_path, capsys) -> None:
     cfg, _, _ = store
-    sets = ["--set", f"tracking.uri={cfg.tracking.uri}", "--set", f"tracking.artifact_root={cfg.tracking.artifact_root}"]
+    sets = [
+        "--set",
+        f"tracking.uri={cfg.tracking.uri}",
+        "--set",
+        f"tracking.artifact_root={cfg.tracking.artifact_root}",
+    ]
     code = main(["report", "--study", "sweep-toy2", "--out", str(tmp_path / "cli"), "--format", "html", *sets])
     out, err = capsys.readouterr()
-    assert code == 0 and f"report written to {tmp_path / 'cli'}" in out and "report.html" in out and "report.md" not in out
+    assert (
+        code == 0 and f"report written to {tmp_path / 'cli'}" in out and "report.html" in out and "report.md" not in out
+    )
     assert json.loads((tmp_path / "cli" / "summary.json").read_text())["studies"] == ["sweep-toy2"]
     code = main(["report", "--study", "sweep-toy9", "--out", str(tmp_path / "bad"), *sets])
     _, err = capsys.readouterr()
@@ -271,7 +316,9 @@ def test_seed_statistics_in_multi_model_last_k_cost_and_pareto(report) -> None:
     pareto_table = md.split("### Pareto front")[1].split("\n## ")[0]
     assert "| dec@3 | 1.00 | 2.000 | 0.8600 | 0.8400 | 0.8400 ± 0.0100 [0.8300, 0.8500] (n=3) |" in pareto_table
     last_k_table = md.split("## Last-k layer aggregation")[1].split("\n## ")[0]
-    assert "| toy | dec | mean | 2 | 1..3 | **0.8400** | 0.8200 | 0.8200 ± 0.0100 [0.8100, 0.8300] (n=3) |" in last_k_table
+    assert (
+        "| toy | dec | mean | 2 | 1..3 | **0.8400** | 0.8200 | 0.8200 ± 0.0100 [0.8100, 0.8300] (n=3) |" in last_k_table
+    )
 
 
 def test_layer_grid_shows_validation_and_test(report) -> None:
@@ -298,8 +345,10 @@ ALONE = {  # study -> (filled sections, PNGs); search-toy's emb has one layer: n
     "lastk-toy": ({"best", "last-k", "cost"}, {"last_k_dec.png", *COST_PNGS}),
     "fusion-toy": ({"best", "fusion", "cost"}, {"fusion_comparison.png", *COST_PNGS}),
     "multi-toy": ({"best", "multi", "cost"}, COST_PNGS),
-    "search-toy": ({"best", "layers", "fusion", "paired", "cost"},
-                   {"acc_by_layer_dec.png", "fusion_comparison.png", *COST_PNGS}),
+    "search-toy": (
+        {"best", "layers", "fusion", "paired", "cost"},
+        {"acc_by_layer_dec.png", "fusion_comparison.png", *COST_PNGS},
+    ),
     "baseline-toy": ({"baseline"}, set()),
 }
 

@@ -9,13 +9,21 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from benchmark.cli import main
-from benchmark.config import load_config
+from benchmark.core.config import load_config
 from benchmark.report import write_report
 from extractors.run import extract_all
 from studies.runner import run_study
 
-FAST = {"train.max_epochs": 3, "train.patience": 0, "train.batch_size": 8, "train.hidden_dims": (16,),
-        "train.proj_dim": 16, "study.pruning": False, "study.trials": 4, "extract.show_progress": False}
+FAST = {
+    "train.max_epochs": 3,
+    "train.patience": 0,
+    "train.batch_size": 8,
+    "train.hidden_dims": (16,),
+    "train.proj_dim": 16,
+    "study.pruning": False,
+    "study.trials": 4,
+    "extract.show_progress": False,
+}
 
 
 @pytest.fixture(scope="module")
@@ -25,10 +33,18 @@ def studies(tiny_models, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("report-e2e")
     data = write_dataset(root / "data", n_train=60, n_test=30)
-    base = {"extract.models": (str(tiny_models["bert-a"]), str(tiny_models["bert-b"])), "extract.dataset": str(data),
-            "extract.dtype": "fp32", "extract.device": "cpu", "paths.cache_dir": str(root / "cache"),
-            "study.storage": f"sqlite:///{root}/optuna.db", "tracking.uri": f"sqlite:///{root}/mlflow.db",
-            "tracking.artifact_root": str(root / "artifacts"), "report.out_dir": str(root / "reports"), **FAST}
+    base = {
+        "extract.models": (str(tiny_models["bert-a"]), str(tiny_models["bert-b"])),
+        "extract.dataset": str(data),
+        "extract.dtype": "fp32",
+        "extract.device": "cpu",
+        "paths.cache_dir": str(root / "cache"),
+        "study.storage": f"sqlite:///{root}/optuna.db",
+        "tracking.uri": f"sqlite:///{root}/mlflow.db",
+        "tracking.artifact_root": str(root / "artifacts"),
+        "report.out_dir": str(root / "reports"),
+        **FAST,
+    }
     extract_all(load_config(env={}, **base))
     outcomes = [run_study(load_config(env={}, **base, **{"study.preset": p})) for p in ("layer-sweep", "search")]
     return load_config(env={}, **base), outcomes, root
@@ -60,14 +76,17 @@ def test_best_layers_are_the_sweeps_choices(studies, report) -> None:
     cfg, outcomes, _ = studies
     mlc = MlflowClient(cfg.tracking.uri)
     sweep = outcomes[0]
-    runs = mlc.search_runs([mlc.get_run(sweep.parent_run_id).info.experiment_id],
-                           f"tags.`mlflow.parentRunId` = '{sweep.parent_run_id}'")
+    runs = mlc.search_runs(
+        [mlc.get_run(sweep.parent_run_id).info.experiment_id], f"tags.`mlflow.parentRunId` = '{sweep.parent_run_id}'"
+    )
     rows = {r["model"]: r for r in report.summary["best_layers"]}
     assert len(runs) == len(rows) == 2
     for run in runs:
         model = run.data.tags["layerfuse.sweep_model"]
         val = [m.value for m in sorted(mlc.get_metric_history(run.info.run_id, "sweep/val_acc"), key=lambda m: m.step)]
-        test = [m.value for m in sorted(mlc.get_metric_history(run.info.run_id, "sweep/test_acc"), key=lambda m: m.step)]
+        test = [
+            m.value for m in sorted(mlc.get_metric_history(run.info.run_id, "sweep/test_acc"), key=lambda m: m.step)
+        ]
         row = rows[model]
         chosen = int(run.data.params[f"layer.{model}"])
         assert (row["source"], row["best_layer"], row["last_layer"]) == ("layer-sweep", chosen, 2)
@@ -86,8 +105,10 @@ def test_reproduce_command_retrains_the_best_configuration(studies, report, monk
     assert main(argv[1:]) == 0
     printed = re.findall(r"seed (\d+): val acc ([\d.]+) .* test acc ([\d.]+)", capsys.readouterr().out)
     mlc = MlflowClient(cfg.tracking.uri)
-    history = {k: sorted(mlc.get_metric_history(best["run_id"], k), key=lambda m: m.step)
-               for k in ("seed/val_acc", "seed/test_acc")}
+    history = {
+        k: sorted(mlc.get_metric_history(best["run_id"], k), key=lambda m: m.step)
+        for k in ("seed/val_acc", "seed/test_acc")
+    }
     assert len(printed) == len(history["seed/val_acc"]) >= 1
     assert [v for _, v, _ in printed] == [f"{m.value:.4f}" for m in history["seed/val_acc"]]
     assert [t for _, _, t in printed] == [f"{m.value:.4f}" for m in history["seed/test_acc"]]

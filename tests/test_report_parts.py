@@ -11,7 +11,7 @@ import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.text import Text
 
-from benchmark.config import load_config
+from benchmark.core.config import load_config
 from benchmark.report import plots
 from benchmark.report.reproduce import _set_value
 from benchmark.report.selection import display, last_k, single_layer
@@ -46,12 +46,20 @@ def test_mcnemar_and_paired_t_by_hand() -> None:
     assert flat.mean_diff == pytest.approx(0.1) and math.isnan(flat.t) and math.isnan(flat.p_value)
 
 
-@pytest.mark.parametrize(("text", "depth", "layer", "agg_k"), [
-    ("16", 30, 16, None), ("-1", 30, 30, None), ("-2", None, None, None), ("last", 4, 4, None),
-    ("mean:last4", 30, None, ("mean", 4)), ("max:last1", 30, None, ("max", 1)),
-    ("mean:14,15,16", 30, None, None),  # the search preset's absolute form is not a last-k point
-    ("", 30, None, None), ("nonsense", 30, None, None),
-])
+@pytest.mark.parametrize(
+    ("text", "depth", "layer", "agg_k"),
+    [
+        ("16", 30, 16, None),
+        ("-1", 30, 30, None),
+        ("-2", None, None, None),
+        ("last", 4, 4, None),
+        ("mean:last4", 30, None, ("mean", 4)),
+        ("max:last1", 30, None, ("max", 1)),
+        ("mean:14,15,16", 30, None, None),  # the search preset's absolute form is not a last-k point
+        ("", 30, None, None),
+        ("nonsense", 30, None, None),
+    ],
+)
 def test_layer_spec_bookkeeping(text, depth, layer, agg_k) -> None:
     assert single_layer(text, depth) == layer and last_k(text) == agg_k
 
@@ -75,11 +83,21 @@ def drawn_texts(fig) -> list[Text]:
     return [t for t in shown if t.get_visible() and t.get_text().strip()]
 
 
-@pytest.mark.parametrize(("key", "value"), [
-    ("train.lr", 3e-4), ("train.hidden_dims", (256, 128)), ("train.hidden_dims", (64,)), ("extract.limit", 500),
-    ("train.monitor", "val/acc"), ("paths.cache_dir", "/data/cache dir"), ("data.text_column", "1e-4"),
-    ("data.label_column", "None"), ("data.val_split", None), ("data.standardize", False),
-])
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("train.lr", 3e-4),
+        ("train.hidden_dims", (256, 128)),
+        ("train.hidden_dims", (64,)),
+        ("extract.limit", 500),
+        ("train.monitor", "val/acc"),
+        ("paths.cache_dir", "/data/cache dir"),
+        ("data.text_column", "1e-4"),
+        ("data.label_column", "None"),
+        ("data.val_split", None),
+        ("data.standardize", False),
+    ],
+)
 def test_set_values_parse_back_to_themselves(key, value) -> None:
     cfg = load_config(overrides=[f"{key}={_set_value(value)}"], env={})
     section, name = key.split(".")
@@ -93,8 +111,11 @@ def clashes(fig) -> list[str]:
     texts = drawn_texts(fig)
     boxes = [t.get_window_extent(renderer).expanded(0.98, 0.9) for t in texts]
     frame = fig.bbox
-    out = [f"outside: {t.get_text()!r}" for t, b in zip(texts, boxes, strict=True)
-           if b.x0 < frame.x0 - 1 or b.x1 > frame.x1 + 1 or b.y0 < frame.y0 - 1 or b.y1 > frame.y1 + 1]
+    out = [
+        f"outside: {t.get_text()!r}"
+        for t, b in zip(texts, boxes, strict=True)
+        if b.x0 < frame.x0 - 1 or b.x1 > frame.x1 + 1 or b.y0 < frame.y0 - 1 or b.y1 > frame.y1 + 1
+    ]
     for (ta, a), (tb, b) in itertools.combinations(zip(texts, boxes, strict=True), 2):
         if a.overlaps(b):
             out.append(f"overlap: {ta.get_text()!r} / {tb.get_text()!r}")
@@ -103,26 +124,80 @@ def clashes(fig) -> list[str]:
 
 def layer_frames() -> tuple[pd.DataFrame, pd.DataFrame]:
     rng = np.random.default_rng(0)
-    points = pd.DataFrame([{"dataset": d, "layer": i, "val/acc": 0.6 + 0.01 * i + rng.normal(0, 0.01),
-                            "test/acc": 0.58 + 0.01 * i, "source": "layer-sweep"} for d in DATASETS for i in range(31)])
-    rows = pd.DataFrame([{"dataset": d, "best_layer": 24, "best_val_acc": 0.9, "best_test_acc": 0.88, "last_layer": 30,
-                          "last_val_acc": 0.85, "last_test_acc": 0.86} for d in DATASETS])
+    points = pd.DataFrame(
+        [
+            {
+                "dataset": d,
+                "layer": i,
+                "val/acc": 0.6 + 0.01 * i + rng.normal(0, 0.01),
+                "test/acc": 0.58 + 0.01 * i,
+                "source": "layer-sweep",
+            }
+            for d in DATASETS
+            for i in range(31)
+        ]
+    )
+    rows = pd.DataFrame(
+        [
+            {
+                "dataset": d,
+                "best_layer": 24,
+                "best_val_acc": 0.9,
+                "best_test_acc": 0.88,
+                "last_layer": 30,
+                "last_val_acc": 0.85,
+                "last_test_acc": 0.86,
+            }
+            for d in DATASETS
+        ]
+    )
     return points, rows
 
 
 def test_figures_at_paper_scale_have_no_clashing_text() -> None:
     points, refs = layer_frames()
-    last_k = pd.DataFrame([{"dataset": d, "agg": a, "k": k, "val/acc": 0.8 + k / 100, "test/acc": 0.79 + k / 100}
-                           for d in DATASETS for a in ("mean", "max", "min") for k in range(1, 11)])
+    last_k = pd.DataFrame(
+        [
+            {"dataset": d, "agg": a, "k": k, "val/acc": 0.8 + k / 100, "test/acc": 0.79 + k / 100}
+            for d in DATASETS
+            for a in ("mean", "max", "min")
+            for k in range(1, 11)
+        ]
+    )
     fusions = fusion_names()
     pairs = [" + ".join(p) for p in itertools.combinations(("smollm2-135m", "minilm-l6", "minilm-l3", "tfidf"), 2)]
-    fusion = pd.DataFrame([{"dataset": d, "pair": p, "fusion": f, "val_acc": 0.8 + i / 100 - j / 50,
-                            "test_acc": 0.79 + i / 100, "chosen": f == fusions[-1]}
-                           for d in DATASETS for j, p in enumerate(pairs) for i, f in enumerate(fusions)])
-    trials = pd.DataFrame([{"dataset": d, "n_models": n, "val/acc": 0.7 + n / 20 + j / 100, "test/acc": 0.7 + n / 20,
-                            "perf/fused_dim": 384 * n, "perf/feature_bytes": 2**20 * 10.0 ** (n + j / 3),
-                            "perf/extract_ms_per_sample": 3.0 * n, "perf/head_ms_per_sample": 0.01 * n}
-                           for d in DATASETS for n in (1, 2, 3, 5) for j in range(3)])
+    fusion = pd.DataFrame(
+        [
+            {
+                "dataset": d,
+                "pair": p,
+                "fusion": f,
+                "val_acc": 0.8 + i / 100 - j / 50,
+                "test_acc": 0.79 + i / 100,
+                "chosen": f == fusions[-1],
+            }
+            for d in DATASETS
+            for j, p in enumerate(pairs)
+            for i, f in enumerate(fusions)
+        ]
+    )
+    trials = pd.DataFrame(
+        [
+            {
+                "dataset": d,
+                "n_models": n,
+                "val/acc": 0.7 + n / 20 + j / 100,
+                "test/acc": 0.7 + n / 20,
+                "perf/fused_dim": 384 * n,
+                "perf/feature_bytes": 2**20 * 10.0 ** (n + j / 3),
+                "perf/extract_ms_per_sample": 3.0 * n,
+                "perf/head_ms_per_sample": 0.01 * n,
+            }
+            for d in DATASETS
+            for n in (1, 2, 3, 5)
+            for j in range(3)
+        ]
+    )
     front = pd.DataFrame([{"dataset": d, "feature_mib": 10.0, "val_acc": 0.8, "test_acc": 0.79} for d in DATASETS])
     figures = {
         "acc_by_layer": plots.acc_by_layer(points, refs, "smollm2-135m"),
@@ -147,10 +222,25 @@ def test_figures_at_paper_scale_have_no_clashing_text() -> None:
 
 
 def test_layer_figure_marks_points_from_search_trials_and_keeps_stars_inside() -> None:
-    points = pd.DataFrame([{"dataset": "mr", "layer": layer, "val/acc": val, "test/acc": val - 0.01, "source": "trial"}
-                           for layer, val in ((2, 0.70), (5, 0.90))])
-    rows = pd.DataFrame([{"dataset": "mr", "best_layer": 5, "best_val_acc": 0.90, "best_test_acc": 0.89,
-                          "last_layer": 6, "last_val_acc": math.nan, "last_test_acc": math.nan}])
+    points = pd.DataFrame(
+        [
+            {"dataset": "mr", "layer": layer, "val/acc": val, "test/acc": val - 0.01, "source": "trial"}
+            for layer, val in ((2, 0.70), (5, 0.90))
+        ]
+    )
+    rows = pd.DataFrame(
+        [
+            {
+                "dataset": "mr",
+                "best_layer": 5,
+                "best_val_acc": 0.90,
+                "best_test_acc": 0.89,
+                "last_layer": 6,
+                "last_val_acc": math.nan,
+                "last_test_acc": math.nan,
+            }
+        ]
+    )
     fig = plots.acc_by_layer(points, rows, "emb")
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
     assert f"validation: {plots.FROM_TRIALS}" in labels and f"test: {plots.FROM_TRIALS}" in labels

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from helpers_features import make_model
 
-from benchmark.cache import FeatureCache
+from benchmark.core.cache import FeatureCache
 from benchmark.speed_train import _markdown, resample_cache
 
 
@@ -25,6 +25,15 @@ def test_resample_cache_keeps_selected_layers_of_drawn_rows(tmp_path: Path) -> N
 
 def test_markdown_reports_speedup_and_agreement() -> None:
     score = {"layer": 0, "val_acc": 0.8, "test_acc": 0.75, "epochs": 5}
-    md = _markdown({"scores": [score], "wall_s": 2.0, "cpu_s": 1.5, "peak_rss_mb": 500.0},
-                   {"results": [{**score, "test_acc": 0.7525, "fit_s": 8.0}], "wall_s": 10.0, "cpu_s": 9.0, "peak_rss_mb": 400.0}, [], "cmd")
-    assert "| speed-up (wall) | 5.0x |" in md and "| speed-up (CPU time) | 6.0x |" in md and "0.25 / 0.250" in md and "Command: `cmd`" in md
+    md = _markdown(
+        {"scores": [score], "wall_s": 2.0, "cpu_s": 1.5, "peak_rss_mb": 500.0},
+        {"results": [{**score, "test_acc": 0.7525, "fit_s": 8.0}], "wall_s": 10.0, "cpu_s": 9.0, "peak_rss_mb": 400.0},
+        [],
+        "cmd",
+    )
+    assert (
+        "| speed-up (wall) | 5.0x |" in md
+        and "| speed-up (CPU time) | 6.0x |" in md
+        and "0.25 / 0.250" in md
+        and "Command: `cmd`" in md
+    )

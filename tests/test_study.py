@@ -17,15 +17,20 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from benchmark import tracking
 from benchmark.cli import main
-from benchmark.config import BenchConfig, load_config
+from benchmark.core import tracking
+from benchmark.core.config import BenchConfig, load_config
 from extractors.run import extract_all
 from studies.runner import run_study, study_name
 from studies.storage import make_storage
 
-FAST_TRAIN = {"train.max_epochs": 3, "train.patience": 0, "train.batch_size": 8, "train.hidden_dims": (16,),
-              "train.proj_dim": 16}
+FAST_TRAIN = {
+    "train.max_epochs": 3,
+    "train.patience": 0,
+    "train.batch_size": 8,
+    "train.hidden_dims": (16,),
+    "train.proj_dim": 16,
+}
 
 
 @pytest.fixture(scope="module")
@@ -35,35 +40,61 @@ def study_env(tiny_models, tmp_path_factory) -> dict[str, str]:
 
     root = tmp_path_factory.mktemp("study")
     data = write_dataset(root / "data", n_train=60, n_test=30)
-    env = {"data": str(data), "cache": str(root / "cache"), "a": str(tiny_models["bert-a"]), "b": str(tiny_models["bert-b"]),
-           "l": str(tiny_models["llama-right"])}
-    cfg = load_config(env={}, **{"extract.models": (env["a"], env["b"], env["l"]), "extract.dataset": env["data"],
-                                 "extract.dtype": "fp32", "extract.device": "cpu", "paths.cache_dir": env["cache"],
-                                 "extract.show_progress": False})
+    env = {
+        "data": str(data),
+        "cache": str(root / "cache"),
+        "a": str(tiny_models["bert-a"]),
+        "b": str(tiny_models["bert-b"]),
+        "l": str(tiny_models["llama-right"]),
+    }
+    cfg = load_config(
+        env={},
+        **{
+            "extract.models": (env["a"], env["b"], env["l"]),
+            "extract.dataset": env["data"],
+            "extract.dtype": "fp32",
+            "extract.device": "cpu",
+            "paths.cache_dir": env["cache"],
+            "extract.show_progress": False,
+        },
+    )
     extract_all(cfg)
     return env
 
 
 def study_cfg(env: dict[str, str], tmp: Path, preset: str, models: tuple[str, ...], **extra: object) -> BenchConfig:
-    values = {"paths.cache_dir": env["cache"], "extract.dataset": env["data"], "extract.models": models,
-              "extract.dtype": "fp32", "extract.device": "cpu", "extract.show_progress": False,
-              "study.preset": preset, "study.storage": f"sqlite:///{tmp}/optuna.db", "study.pruning": False,
-              "tracking.uri": f"sqlite:///{tmp}/mlflow.db", "tracking.artifact_root": str(tmp / "artifacts"), **FAST_TRAIN}
+    values = {
+        "paths.cache_dir": env["cache"],
+        "extract.dataset": env["data"],
+        "extract.models": models,
+        "extract.dtype": "fp32",
+        "extract.device": "cpu",
+        "extract.show_progress": False,
+        "study.preset": preset,
+        "study.storage": f"sqlite:///{tmp}/optuna.db",
+        "study.pruning": False,
+        "tracking.uri": f"sqlite:///{tmp}/mlflow.db",
+        "tracking.artifact_root": str(tmp / "artifacts"),
+        **FAST_TRAIN,
+    }
     values.update(extra)
     return load_config(env={}, **values)
 
 
 def child_runs(mlc: MlflowClient, study: str, kind: str = "trial") -> list:
     exps = [e.experiment_id for e in mlc.search_experiments()]
-    return mlc.search_runs(exps, f"tags.`{tracking.TAG_STUDY}` = '{study}' and tags.`{tracking.TAG_KIND}` = '{kind}'",
-                           max_results=1000)
+    return mlc.search_runs(
+        exps, f"tags.`{tracking.TAG_STUDY}` = '{study}' and tags.`{tracking.TAG_KIND}` = '{kind}'", max_results=1000
+    )
 
 
 def load(storage: str, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=make_storage(storage, 1))
 
 
-def assert_run_equals_trial(t: optuna.trial.FrozenTrial, params: dict, metrics: dict, tags: dict, parent_id: str) -> None:
+def assert_run_equals_trial(
+    t: optuna.trial.FrozenTrial, params: dict, metrics: dict, tags: dict, parent_id: str
+) -> None:
     """One trial's run, read back through any client: its tags, every Optuna param, and the four scores."""
     assert tags[tracking.TAG_TRIAL] == str(t.number)
     assert tags[tracking.TAG_STATE] == t.state.name
@@ -71,8 +102,12 @@ def assert_run_equals_trial(t: optuna.trial.FrozenTrial, params: dict, metrics: 
     logged = {k.removeprefix("optuna."): v for k, v in params.items() if k.startswith("optuna.")}
     assert logged == {k: str(v) for k, v in t.params.items()}, t.number
     if t.state == optuna.trial.TrialState.COMPLETE:
-        expected = {"val/acc": t.value, "val/f1": t.user_attrs["val_f1"], "test/acc": t.user_attrs["test_acc"],
-                    "test/f1": t.user_attrs["test_f1"]}
+        expected = {
+            "val/acc": t.value,
+            "val/f1": t.user_attrs["val_f1"],
+            "test/acc": t.user_attrs["test_acc"],
+            "test/f1": t.user_attrs["test_f1"],
+        }
         assert {k: metrics[k] for k in expected} == pytest.approx(expected)
 
 
@@ -101,8 +136,19 @@ def test_search_study_end_to_end(study_env, tmp_path) -> None:
     assert complete, "no trial completed"
     for run in complete:
         m = run.data.metrics
-        for name in ("val/acc", "val/f1", "test/acc", "test/f1", "perf/feature_bytes", "perf/peak_rss_mb",
-                     "perf/extract_ms_per_sample", "perf/head_ms_per_sample", "perf/fit_s", "perf/param_count", "perf/fused_dim"):
+        for name in (
+            "val/acc",
+            "val/f1",
+            "test/acc",
+            "test/f1",
+            "perf/feature_bytes",
+            "perf/peak_rss_mb",
+            "perf/extract_ms_per_sample",
+            "perf/head_ms_per_sample",
+            "perf/fit_s",
+            "perf/param_count",
+            "perf/fused_dim",
+        ):
             assert name in m, name
         assert 0.0 <= m["val/acc"] <= 1.0 and m["perf/param_count"] > 0 and m["perf/feature_bytes"] > 0
         assert run.data.params["preset"] == "search" and int(run.data.params["n_models"]) >= 1
@@ -119,7 +165,7 @@ def test_search_study_end_to_end(study_env, tmp_path) -> None:
 
 
 def test_layer_sweep_logs_accuracy_by_layer(study_env, tmp_path) -> None:
-    from benchmark.cache import FeatureCache
+    from benchmark.core.cache import FeatureCache
     from lightning_modules.components.classifier import MLPHead
     from studies.runner import resolve_dirs
 
@@ -190,9 +236,23 @@ def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
 
 
 def cli_base(env: dict[str, str], tmp: Path) -> list[str]:
-    return ["--dataset", env["data"], "--storage", f"sqlite:///{tmp}/optuna.db", "--no-progress",
-            "--set", f"paths.cache_dir={env['cache']}", "--set", f"tracking.uri=sqlite:///{tmp}/mlflow.db",
-            "--set", f"tracking.artifact_root={tmp}/artifacts", "--set", "extract.dtype=fp32", "--set", "extract.device=cpu"]
+    return [
+        "--dataset",
+        env["data"],
+        "--storage",
+        f"sqlite:///{tmp}/optuna.db",
+        "--no-progress",
+        "--set",
+        f"paths.cache_dir={env['cache']}",
+        "--set",
+        f"tracking.uri=sqlite:///{tmp}/mlflow.db",
+        "--set",
+        f"tracking.artifact_root={tmp}/artifacts",
+        "--set",
+        "extract.dtype=fp32",
+        "--set",
+        "extract.device=cpu",
+    ]
 
 
 def test_study_bad_input(study_env, tmp_path, capsys) -> None:
@@ -203,15 +263,32 @@ def test_study_bad_input(study_env, tmp_path, capsys) -> None:
     assert code == 2 and "Did you mean 'minilm-l6'?" in err
     code, _, err = run_cli(capsys, "study", "--preset", "search", "--models", "", *base)
     assert code == 2 and "extract.models is empty" in err
-    code, _, err = run_cli(capsys, "study", "--preset", "multi-model", "--models", f"{study_env['a']},{study_env['b']}", *base)
+    code, _, err = run_cli(
+        capsys, "study", "--preset", "multi-model", "--models", f"{study_env['a']},{study_env['b']}", *base
+    )
     assert code == 2 and "needs at least 3 models" in err
-    code, _, err = run_cli(capsys, "study", "--preset", "search", "--models", study_env["a"], *base, "--set", "extract.limit=20")
-    assert code == 2 and f"run first: layerfuse extract --model {study_env['a']} --dataset {study_env['data']} --split train,test --limit 20" in err
+    code, _, err = run_cli(
+        capsys, "study", "--preset", "search", "--models", study_env["a"], *base, "--set", "extract.limit=20"
+    )
+    assert (
+        code == 2
+        and f"run first: layerfuse extract --model {study_env['a']} --dataset {study_env['data']} --split train,test --limit 20"
+        in err
+    )
     base[base.index("--dataset") + 1] = "no-such-data"
     code, _, err = run_cli(capsys, "study", "--preset", "search", "--models", study_env["a"], *base)
     assert code == 2 and "no-such-data" in err and len(err.strip().splitlines()) == 1
-    code, _, err = run_cli(capsys, "study", "--preset", "search", "--models", study_env["a"], *cli_base(study_env, tmp_path),
-                           "--set", "study.pruner=mediam")
+    code, _, err = run_cli(
+        capsys,
+        "study",
+        "--preset",
+        "search",
+        "--models",
+        study_env["a"],
+        *cli_base(study_env, tmp_path),
+        "--set",
+        "study.pruner=mediam",
+    )
     assert code == 2 and "study.pruner='mediam'" in err and "threshold:X" in err
     for line in err.splitlines():
         assert "Traceback" not in line
@@ -230,11 +307,34 @@ def test_missing_cache_message_runs_as_printed(study_env, tmp_path, capsys, monk
         rows[0] = ["body", "label"]
         with (data / f"{split}.csv").open("w", newline="") as fh:
             csv.writer(fh).writerows(rows)
-    argv = ["study", "--preset", "layer-sweep", "--models", study_env["a"], "--dataset", "r8", "--no-progress",
-            "--storage", f"sqlite:///{tmp_path}/optuna.db", "--set", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
-            "--set", f"tracking.artifact_root={tmp_path}/artifacts", "--set", f"paths.data_dir={tmp_path / 'datasets'}",
-            "--set", f"paths.cache_dir={tmp_path / 'new cache'}", "--set", "data.text_column=body",
-            "--set", "extract.dtype=fp32", "--set", "extract.device=cpu", "--set", "train.max_epochs=1"]
+    argv = [
+        "study",
+        "--preset",
+        "layer-sweep",
+        "--models",
+        study_env["a"],
+        "--dataset",
+        "r8",
+        "--no-progress",
+        "--storage",
+        f"sqlite:///{tmp_path}/optuna.db",
+        "--set",
+        f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+        "--set",
+        f"tracking.artifact_root={tmp_path}/artifacts",
+        "--set",
+        f"paths.data_dir={tmp_path / 'datasets'}",
+        "--set",
+        f"paths.cache_dir={tmp_path / 'new cache'}",
+        "--set",
+        "data.text_column=body",
+        "--set",
+        "extract.dtype=fp32",
+        "--set",
+        "extract.device=cpu",
+        "--set",
+        "train.max_epochs=1",
+    ]
     code, _, err = run_cli(capsys, *argv)
     assert code == 2 and "run first: " in err
     printed = shlex.split(err.split("run first: ", 1)[1])
@@ -248,8 +348,17 @@ def test_missing_cache_message_runs_as_printed(study_env, tmp_path, capsys, monk
 
 
 def test_study_cli_prints_best_and_ui_hint(study_env, tmp_path, capsys) -> None:
-    code, out, err = run_cli(capsys, "study", "--preset", "layer-sweep", "--models", study_env["a"], *cli_base(study_env, tmp_path),
-                             "--set", "train.max_epochs=2")
+    code, out, err = run_cli(
+        capsys,
+        "study",
+        "--preset",
+        "layer-sweep",
+        "--models",
+        study_env["a"],
+        *cli_base(study_env, tmp_path),
+        "--set",
+        "train.max_epochs=2",
+    )
     assert code == 0, err
     assert "1 complete, 0 pruned, 0 failed" in out and "best trial #0: val acc" in out and "layerfuse ui" in out
 
@@ -287,12 +396,44 @@ def _stop_server(proc: subprocess.Popen) -> str:
         return proc.communicate()[0] or ""
 
 
-def study_argv(env: dict[str, str], storage: str, tracking_uri: str, artifacts: Path, trials: int, name: str, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "benchmark", "study", "--preset", "search", "--models", f"{env['a']},{env['b']}",
-            "--dataset", env["data"], "--trials", str(trials), "--name", name, "--storage", storage, "--no-pruning",
-            "--no-progress", "--set", f"paths.cache_dir={env['cache']}", "--set", f"tracking.uri={tracking_uri}",
-            "--set", f"tracking.artifact_root={artifacts}", "--set", "extract.dtype=fp32", "--set", "extract.device=cpu",
-            "--set", "train.batch_size=8", "--set", "train.hidden_dims=16", *extra]
+def study_argv(
+    env: dict[str, str], storage: str, tracking_uri: str, artifacts: Path, trials: int, name: str, *extra: str
+) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "benchmark",
+        "study",
+        "--preset",
+        "search",
+        "--models",
+        f"{env['a']},{env['b']}",
+        "--dataset",
+        env["data"],
+        "--trials",
+        str(trials),
+        "--name",
+        name,
+        "--storage",
+        storage,
+        "--no-pruning",
+        "--no-progress",
+        "--set",
+        f"paths.cache_dir={env['cache']}",
+        "--set",
+        f"tracking.uri={tracking_uri}",
+        "--set",
+        f"tracking.artifact_root={artifacts}",
+        "--set",
+        "extract.dtype=fp32",
+        "--set",
+        "extract.device=cpu",
+        "--set",
+        "train.batch_size=8",
+        "--set",
+        "train.hidden_dims=16",
+        *extra,
+    ]
 
 
 @pytest.mark.parametrize("kind", ["sqlite", pytest.param("journal", marks=pytest.mark.slow)])  # ~1 min each under load
@@ -300,8 +441,20 @@ def test_sigkill_mid_trial_then_resume(study_env, tmp_path, kind) -> None:
     storage = f"sqlite:///{tmp_path}/optuna.db" if kind == "sqlite" else f"journal:{tmp_path}/optuna.log"
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     # Long trials (many epochs, no early stopping) so the kill lands inside one.
-    argv = study_argv(study_env, storage, uri, tmp_path / "art", 3, "killme", "--set", "train.max_epochs=150",
-                      "--set", "train.patience=0", "--set", "study.heartbeat=1")
+    argv = study_argv(
+        study_env,
+        storage,
+        uri,
+        tmp_path / "art",
+        3,
+        "killme",
+        "--set",
+        "train.max_epochs=150",
+        "--set",
+        "train.patience=0",
+        "--set",
+        "study.heartbeat=1",
+    )
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     killed_number = None
@@ -311,7 +464,9 @@ def test_sigkill_mid_trial_then_resume(study_env, tmp_path, kind) -> None:
             study = load(storage, "killme")
         except KeyError:
             continue
-        running = [t for t in study.get_trials(deepcopy=False) if t.state.name == "RUNNING" and "mlflow_run_id" in t.user_attrs]
+        running = [
+            t for t in study.get_trials(deepcopy=False) if t.state.name == "RUNNING" and "mlflow_run_id" in t.user_attrs
+        ]
         done = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
         if running and done:
             time.sleep(1)  # into the fit: its params are logged (a fit of 150 epochs lasts far longer)
@@ -343,7 +498,9 @@ def test_failed_trial_fails_the_parent_then_is_retried(study_env, tmp_path) -> N
 
     cache = tmp_path / "cache"
     shutil.copytree(study_env["cache"], cache)
-    cfg = study_cfg(study_env, tmp_path, "layer-sweep", (study_env["a"],), **{"paths.cache_dir": str(cache), "train.max_epochs": 1})
+    cfg = study_cfg(
+        study_env, tmp_path, "layer-sweep", (study_env["a"],), **{"paths.cache_dir": str(cache), "train.max_epochs": 1}
+    )
     labels_file = resolve_dirs(cfg)[study_env["a"]].train / "labels.npy"
     labels = np.load(labels_file)
     bad = labels.copy()
@@ -419,24 +576,55 @@ def test_two_workers_share_one_postgres_study(study_env, tmp_path, pg_databases)
 
 
 def test_local_workers_and_mlflow_server_rest(study_env, tmp_path) -> None:
-    cfg = study_cfg(study_env, tmp_path, "search", (study_env["a"], study_env["b"]),
-                    **{"study.trials": 4, "study.workers": 2, "study.name": "two-local"})
+    cfg = study_cfg(
+        study_env,
+        tmp_path,
+        "search",
+        (study_env["a"], study_env["b"]),
+        **{"study.trials": 4, "study.workers": 2, "study.name": "two-local"},
+    )
     out = run_study(cfg)
     assert (out.complete + out.pruned, out.failed) == (4, 0)
     study, runs = assert_runs_match_trials(cfg, "two-local")
     # The same runs through a real MLflow server on loopback (REST API).
     port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", cfg.tracking.uri,
-                               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            cfg.tracking.uri,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         base = f"http://127.0.0.1:{port}"
         _wait_for_http(f"{base}/health", server)
-        exp = json.load(urllib.request.urlopen(f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name="
-                                               + urllib.request.quote(out.experiment)))["experiment"]
-        body = json.dumps({"experiment_ids": [exp["experiment_id"]], "max_results": 1000,
-                           "filter": f"tags.`{tracking.TAG_STUDY}` = 'two-local' and tags.`{tracking.TAG_KIND}` = 'trial'"}).encode()
-        req = urllib.request.Request(f"{base}/api/2.0/mlflow/runs/search", data=body, headers={"Content-Type": "application/json"})
+        exp = json.load(
+            urllib.request.urlopen(
+                f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=" + urllib.request.quote(out.experiment)
+            )
+        )["experiment"]
+        body = json.dumps(
+            {
+                "experiment_ids": [exp["experiment_id"]],
+                "max_results": 1000,
+                "filter": f"tags.`{tracking.TAG_STUDY}` = 'two-local' and tags.`{tracking.TAG_KIND}` = 'trial'",
+            }
+        ).encode()
+        req = urllib.request.Request(
+            f"{base}/api/2.0/mlflow/runs/search", data=body, headers={"Content-Type": "application/json"}
+        )
         rest_runs = json.load(urllib.request.urlopen(req))["runs"]
     finally:
         _stop_server(server)
@@ -455,8 +643,13 @@ def test_local_workers_and_mlflow_server_rest(study_env, tmp_path) -> None:
 def test_ui_serves_the_configured_store(tmp_path) -> None:
     port = _free_port()
     uri = f"sqlite:///{tmp_path}/ui/mlflow.db"
-    proc = subprocess.Popen([sys.executable, "-m", "benchmark", "ui", "--port", str(port), "--set", f"tracking.uri={uri}"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "benchmark", "ui", "--port", str(port), "--set", f"tracking.uri={uri}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         body = _wait_for_http(f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search?max_results=5", proc)
     finally:
@@ -472,8 +665,19 @@ def test_fit_reproduces_a_search_trial(study_env, tmp_path, capsys) -> None:
     trial = max((t for t in study.trials if t.state.name == "COMPLETE"), key=lambda t: t.value)
     run = MlflowClient(cfg.tracking.uri).get_run(trial.user_attrs["mlflow_run_id"])
     p = run.data.params
-    argv = ["fit", "--dataset", study_env["data"], "--fusion", p["fusion"], "--set", f"paths.cache_dir={study_env['cache']}",
-            "--set", "extract.dtype=fp32", "--set", "extract.device=cpu"]
+    argv = [
+        "fit",
+        "--dataset",
+        study_env["data"],
+        "--fusion",
+        p["fusion"],
+        "--set",
+        f"paths.cache_dir={study_env['cache']}",
+        "--set",
+        "extract.dtype=fp32",
+        "--set",
+        "extract.device=cpu",
+    ]
     for model in p["models"].split(","):
         argv += ["--layer", f"{model}={p['layer.' + model]}"]
     for key in ("lr", "dropout", "weight_decay", "proj_dim", "batch_size", "max_epochs", "patience", "hidden_dims"):
@@ -501,6 +705,7 @@ def _plan_only(preset_name: str, ctx: object) -> object:
     def objective(trial: optuna.Trial) -> float:
         preset.plan(trial, ctx)  # may prune (no model selected); no training: only the sampled params matter here
         return 0.5
+
     return objective
 
 
@@ -510,9 +715,16 @@ def test_seeded_sampler_does_not_replay_on_resume_or_in_workers(tmp_path) -> Non
     ctx = StudyContext("d", ("a", "b"), {"a": 6, "b": 4})
     storage = f"sqlite:///{tmp_path}/s.db"
 
-    def process(name: str) -> optuna.Study:  # what each process (run, worker, host) builds: a sampler seeded train.seed=0
-        return optuna.create_study(study_name=name, storage=storage, load_if_exists=True, direction="maximize",
-                                   sampler=PRESETS.get("search").sampler(ctx, 0))
+    def process(
+        name: str,
+    ) -> optuna.Study:  # what each process (run, worker, host) builds: a sampler seeded train.seed=0
+        return optuna.create_study(
+            study_name=name,
+            storage=storage,
+            load_if_exists=True,
+            direction="maximize",
+            sampler=PRESETS.get("search").sampler(ctx, 0),
+        )
 
     first = process("resumed")
     first.optimize(_plan_only("search", ctx), n_trials=3)
@@ -543,10 +755,16 @@ def test_search_with_max_k_1_never_aggregates() -> None:
 def test_a_trial_pruned_while_training(study_env, tmp_path) -> None:
     a = study_env["a"]
     # Every trial below 101% validation accuracy from epoch 5 on is pruned: the one trial trains, reports, is cut.
-    cfg = study_cfg(study_env, tmp_path, "search", (a,), **{"study.trials": 1, "study.pruning": True,
-                                                            "study.pruner": "threshold:1.01", "train.max_epochs": 8})
-    optuna.create_study(study_name=study_name(cfg), storage=make_storage(cfg.study.storage, 1),
-                        direction="maximize").enqueue_trial({f"use.{a}": True})  # it selects a model: it trains
+    cfg = study_cfg(
+        study_env,
+        tmp_path,
+        "search",
+        (a,),
+        **{"study.trials": 1, "study.pruning": True, "study.pruner": "threshold:1.01", "train.max_epochs": 8},
+    )
+    optuna.create_study(
+        study_name=study_name(cfg), storage=make_storage(cfg.study.storage, 1), direction="maximize"
+    ).enqueue_trial({f"use.{a}": True})  # it selects a model: it trains
     out = run_study(cfg)
     assert (out.complete, out.pruned) == (0, 1)
     study, _ = assert_runs_match_trials(cfg, out.name)
@@ -589,14 +807,24 @@ def test_best_trial_breaks_validation_ties_as_the_report_does() -> None:
     from studies.runner import best_trial
 
     def trial(number: int, val: float | None, f1: float, state: TrialState = TrialState.COMPLETE):
-        t = create_trial(state=state, value=val, params={"c": float(number)}, distributions={"c": FloatDistribution(0, 10)},
-                         user_attrs={"val_f1": f1})
+        t = create_trial(
+            state=state,
+            value=val,
+            params={"c": float(number)},
+            distributions={"c": FloatDistribution(0, 10)},
+            user_attrs={"val_f1": f1},
+        )
         t.number = number
         return t
 
     # 1 and 2 tie on val/acc; 2 has the higher val/f1 and wins although Optuna's best_trial would say 1
-    trials = [trial(0, 0.90, 0.99), trial(1, 0.95, 0.80), trial(2, 0.95, 0.85), trial(3, 0.95, 0.85),
-              trial(4, None, 1.0, TrialState.PRUNED)]
+    trials = [
+        trial(0, 0.90, 0.99),
+        trial(1, 0.95, 0.80),
+        trial(2, 0.95, 0.85),
+        trial(3, 0.95, 0.85),
+        trial(4, None, 1.0, TrialState.PRUNED),
+    ]
     assert best_trial(trials).number == 2
     assert best_trial([trials[4]]) is None
 
@@ -604,18 +832,28 @@ def test_best_trial_breaks_validation_ties_as_the_report_does() -> None:
 def _finished(study: optuna.Study, pair: str, acc: float) -> None:
     """A completed fusion-methods trial of ``pair`` whose validation accuracy was ``acc`` at every epoch."""
     dist = optuna.distributions.CategoricalDistribution(["a+b", "a+c"])
-    study.add_trial(optuna.trial.create_trial(params={"pair": pair}, distributions={"pair": dist}, value=acc,
-                                              intermediate_values=dict.fromkeys(range(8), acc)))
+    study.add_trial(
+        optuna.trial.create_trial(
+            params={"pair": pair},
+            distributions={"pair": dist},
+            value=acc,
+            intermediate_values=dict.fromkeys(range(8), acc),
+        )
+    )
 
 
 def _running(pair: str, acc: float) -> optuna.trial.FrozenTrial:
     dist = optuna.distributions.CategoricalDistribution(["a+b", "a+c"])
-    return optuna.trial.create_trial(params={"pair": pair}, distributions={"pair": dist}, state=optuna.trial.TrialState.RUNNING,
-                                     intermediate_values=dict.fromkeys(range(6), acc))
+    return optuna.trial.create_trial(
+        params={"pair": pair},
+        distributions={"pair": dist},
+        state=optuna.trial.TrialState.RUNNING,
+        intermediate_values=dict.fromkeys(range(6), acc),
+    )
 
 
 def test_grid_presets_prune_a_trial_only_against_its_own_pair() -> None:
-    from benchmark.config import StudyConfig
+    from benchmark.core.config import StudyConfig
     from studies.presets import PRESETS
     from studies.pruning import make_pruner
 
@@ -641,7 +879,7 @@ def test_grid_presets_prune_a_trial_only_against_its_own_pair() -> None:
 
 
 def test_last_k_is_pruned_per_model_and_unpruned_studies_stay_unpruned() -> None:
-    from benchmark.config import StudyConfig
+    from benchmark.core.config import StudyConfig
     from studies.presets import PRESETS
     from studies.pruning import GroupedPruner, make_pruner
 
@@ -652,8 +890,8 @@ def test_last_k_is_pruned_per_model_and_unpruned_studies_stay_unpruned() -> None
 
 
 def test_a_baseline_study_resumed_on_other_texts_is_refused(study_env, tmp_path) -> None:
-    from benchmark.config import with_values
-    from benchmark.errors import UserError
+    from benchmark.core.config import with_values
+    from benchmark.core.errors import UserError
 
     # The baseline reads texts, not caches: its texts are what make a rerun the same study or another one.
     cfg = study_cfg(study_env, tmp_path, "tfidf-baseline", (study_env["a"],))

@@ -10,7 +10,7 @@ import pytest
 import torch
 from helpers_features import make_model
 
-from benchmark.config import BenchConfig, load_config, with_values
+from benchmark.core.config import BenchConfig, load_config, with_values
 from lightning_modules import sweep
 from lightning_modules.callbacks import torch_threads
 from lightning_modules.sweep import LayerScore, sweep_layers
@@ -18,7 +18,14 @@ from lightning_modules.train import fit_and_evaluate
 
 
 def _cfg(**values: Any) -> BenchConfig:
-    base = {"train.max_epochs": 8, "train.lr": 5e-3, "train.batch_size": 32, "train.patience": 2, "train.hidden_dims": (16, 8), "train.dropout": 0.3}
+    base = {
+        "train.max_epochs": 8,
+        "train.lr": 5e-3,
+        "train.batch_size": 32,
+        "train.patience": 2,
+        "train.hidden_dims": (16, 8),
+        "train.dropout": 0.3,
+    }
     return with_values(load_config(env={}), {**base, **values})
 
 
@@ -32,7 +39,9 @@ def _assert_agree(scores: list[LayerScore], cfg: BenchConfig, model: Any, tol: f
 
 
 @pytest.mark.parametrize(("monitor", "resident"), [("val/loss", True), ("val/acc", False)])
-def test_sweep_equals_separate_fits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, monitor: str, resident: bool) -> None:
+def test_sweep_equals_separate_fits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, monitor: str, resident: bool
+) -> None:
     if not resident:  # rows streamed from the layer files per batch instead of held in memory
         monkeypatch.setattr(sweep, "RESIDENT_BYTES", 0)
     m = make_model(tmp_path, n_train=96, n_test=60, hidden=12, num_layers=2, num_classes=3, signal=1.2)
@@ -51,7 +60,9 @@ def test_sweep_equals_separate_fits(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert min(s.epochs for s in scores) < cfg.train.max_epochs  # some layer stopped early and left the batch
     # A stopped layer costs nothing: each training batch of epoch e stacks only the layers that train past e.
     steps = math.ceil(86 / 32)  # 96 rows minus 10% stratified validation, batches of 32
-    assert train_shapes == [sum(s.epochs > e for s in scores) for e in range(max(s.epochs for s in scores)) for _ in range(steps)]
+    assert train_shapes == [
+        sum(s.epochs > e for s in scores) for e in range(max(s.epochs for s in scores)) for _ in range(steps)
+    ]
     assert scores[-1].test_acc > scores[0].test_acc  # the synthetic signal grows with depth
     _assert_agree(scores, cfg, m)
 
@@ -82,7 +93,12 @@ def _train_both(in_dim: int, hidden: tuple[int, ...], classes: int) -> None:
     for step in range(30):
         x, y = torch.randn(n, 100, in_dim, generator=gen) * 3, torch.randint(0, classes, (100,), generator=gen)
         logits = batched.forward(x, train=True)  # (n, 100, C)
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, classes), y.repeat(n), reduction="none").view(n, -1).mean(dim=1).sum()
+        loss = (
+            torch.nn.functional.cross_entropy(logits.reshape(-1, classes), y.repeat(n), reduction="none")
+            .view(n, -1)
+            .mean(dim=1)
+            .sum()
+        )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -125,13 +141,20 @@ def test_no_dropout_no_patience(tmp_path: Path) -> None:
 def test_sweep_agrees_with_fits_on_real_minilm_features(shared_dir: Path, tmp_path: Path) -> None:
     """Real features: 600 MR texts per split through minilm-l3; per-layer test accuracy within 0.5 points."""
     from extractors.run import extract_all
-
     from lightning_modules.datamodule import resolve_selection
 
-    cfg = load_config(env={}, **{
-        "paths.data_dir": str(shared_dir / "data"), "paths.models_dir": str(shared_dir / "models"), "paths.cache_dir": str(tmp_path),
-        "extract.models": ("minilm-l3",), "extract.dataset": "mr", "extract.limit": 600, "extract.show_progress": False,
-    })
+    cfg = load_config(
+        env={},
+        **{
+            "paths.data_dir": str(shared_dir / "data"),
+            "paths.models_dir": str(shared_dir / "models"),
+            "paths.cache_dir": str(tmp_path),
+            "extract.models": ("minilm-l3",),
+            "extract.dataset": "mr",
+            "extract.limit": 600,
+            "extract.show_progress": False,
+        },
+    )
     extract_all(cfg)
     sel = resolve_selection(cfg, "minilm-l3", -1)
     scores = sweep_layers(sel.train_dir, sel.test_dir, cfg)

@@ -7,17 +7,25 @@ import json
 import numpy as np
 import pytest
 
-from benchmark.cache import FeatureCache
-from benchmark.config import load_config
-from benchmark.keys import load_text_split, resolve_features
+from benchmark.core.cache import FeatureCache
+from benchmark.core.config import load_config
+from benchmark.core.keys import load_text_split, resolve_features
 from extractors.run import extract_all
 from lightning_modules.features import stratified_split
 from studies.baseline import fit_baseline
 
 
 def _cfg(data, cache_dir, **extra):
-    return load_config(env={}, **{"extract.models": ("tfidf",), "extract.dataset": str(data), "paths.cache_dir": str(cache_dir),
-                                  "extract.show_progress": False, **extra})
+    return load_config(
+        env={},
+        **{
+            "extract.models": ("tfidf",),
+            "extract.dataset": str(data),
+            "paths.cache_dir": str(cache_dir),
+            "extract.show_progress": False,
+            **extra,
+        },
+    )
 
 
 def test_tfidf_cache_equals_sklearn_fitted_on_train_only(tiny_data, cache_dir) -> None:
@@ -60,11 +68,10 @@ def test_tfidf_key_follows_the_train_split(tmp_path, cache_dir) -> None:
 
 @pytest.mark.parametrize("classifier", ["svm", "logreg"])
 def test_baseline_equals_sklearn_on_the_same_split(tmp_path, classifier) -> None:
+    from conftest import write_dataset
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.svm import LinearSVC
-
-    from conftest import write_dataset
 
     data = write_dataset(tmp_path / "d", n_train=80, n_test=40)
     cfg = _cfg(data, tmp_path / "cache")

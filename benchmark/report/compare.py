@@ -10,10 +10,10 @@ import logging
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
+from benchmark.core.tracking import PRED_ARTIFACT, TEST_LABELS_ARTIFACT
 from benchmark.report.selection import best, config_label
 from benchmark.report.stats import mcnemar_exact, paired_t
 from benchmark.report.tables import baseline_label, best_baseline, best_single
-from benchmark.tracking import PRED_ARTIFACT, TEST_LABELS_ARTIFACT
 
 if TYPE_CHECKING:
     import numpy as np
@@ -32,7 +32,9 @@ def _labels(data: ReportData, rows: list[pd.Series]) -> np.ndarray | None:
     return None
 
 
-def _mcnemar(data: ReportData, fused: pd.Series, single: pd.Series, seeds: list[int]) -> tuple[list[dict[str, Any]], str]:
+def _mcnemar(
+    data: ReportData, fused: pd.Series, single: pd.Series, seeds: list[int]
+) -> tuple[list[dict[str, Any]], str]:
     """McNemar per common seed, and why it was skipped (empty when it ran)."""
     labels = _labels(data, [fused, single])
     if labels is None:
@@ -44,8 +46,13 @@ def _mcnemar(data: ReportData, fused: pd.Series, single: pd.Series, seeds: list[
         if pa is None or pb is None:
             continue
         if not len(pa) == len(pb) == len(labels):
-            log.warning("report: seed %d predictions (%d, %d) and labels (%d) differ in length; McNemar skipped",
-                        seed, len(pa), len(pb), len(labels))
+            log.warning(
+                "report: seed %d predictions (%d, %d) and labels (%d) differ in length; McNemar skipped",
+                seed,
+                len(pa),
+                len(pb),
+                len(labels),
+            )
             continue
         out.append({"seed": seed, "n": len(labels), **asdict(mcnemar_exact(pa == labels, pb == labels))})
     if out:
@@ -88,15 +95,34 @@ def paired_tests(data: ReportData) -> list[dict[str, Any]]:
         if fused is None or single is None:
             continue
         lexical = best_baseline(data, str(dataset))
-        vs_baseline = [] if lexical is None else [
-            {"name": name, "config": config_label(row), "test_acc": float(row["test/acc"]),
-             "baseline": baseline_label(lexical), "baseline_test_acc": float(lexical["test/acc"]), **_pair(data, row, lexical)}
-            for name, row in (("best fusion", fused), ("best single model", single))]
-        out.append({
-            "dataset": str(dataset), "fusion": config_label(fused), "fusion_run_id": fused["run_id"],
-            "fusion_val_acc": float(fused["val/acc"]), "fusion_test_acc": float(fused["test/acc"]),
-            "single": config_label(single), "single_run_id": single["run_id"],
-            "single_val_acc": float(single["val/acc"]), "single_test_acc": float(single["test/acc"]),
-            **_pair(data, fused, single), "vs_baseline": vs_baseline,
-        })
+        vs_baseline = (
+            []
+            if lexical is None
+            else [
+                {
+                    "name": name,
+                    "config": config_label(row),
+                    "test_acc": float(row["test/acc"]),
+                    "baseline": baseline_label(lexical),
+                    "baseline_test_acc": float(lexical["test/acc"]),
+                    **_pair(data, row, lexical),
+                }
+                for name, row in (("best fusion", fused), ("best single model", single))
+            ]
+        )
+        out.append(
+            {
+                "dataset": str(dataset),
+                "fusion": config_label(fused),
+                "fusion_run_id": fused["run_id"],
+                "fusion_val_acc": float(fused["val/acc"]),
+                "fusion_test_acc": float(fused["test/acc"]),
+                "single": config_label(single),
+                "single_run_id": single["run_id"],
+                "single_val_acc": float(single["val/acc"]),
+                "single_test_acc": float(single["test/acc"]),
+                **_pair(data, fused, single),
+                "vs_baseline": vs_baseline,
+            }
+        )
     return out

@@ -22,13 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from benchmark.errors import UserError
-from benchmark.registry import suggest
+from benchmark.core.errors import UserError
+from benchmark.core.registry import suggest
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from benchmark.config import BenchConfig
+    from benchmark.core.config import BenchConfig
     from benchmark.report.runs import ReportData
     from benchmark.report.sections import Computed
 
@@ -91,8 +91,8 @@ def _check_formats(formats: Sequence[str]) -> tuple[str, ...]:
 
 
 def _name(studies: Sequence[str], experiments: Sequence[str]) -> str:
+    from benchmark.core.tracking import EXPERIMENT_PREFIX
     from benchmark.report.render import slug
-    from benchmark.tracking import EXPERIMENT_PREFIX
 
     names = [*studies, *(e.removeprefix(EXPERIMENT_PREFIX) for e in experiments)]
     if not names:
@@ -101,7 +101,7 @@ def _name(studies: Sequence[str], experiments: Sequence[str]) -> str:
     if len(text) <= MAX_NAME:
         return text
     digest = hashlib.sha256("\n".join(names).encode()).hexdigest()[:8]  # keeps long names distinct once cut
-    return f"{text[:MAX_NAME - 9]}-{digest}"
+    return f"{text[: MAX_NAME - 9]}-{digest}"
 
 
 def _title(data: ReportData, studies: Sequence[str], experiments: Sequence[str]) -> str:
@@ -109,8 +109,10 @@ def _title(data: ReportData, studies: Sequence[str], experiments: Sequence[str])
     if len(names) <= MAX_TITLE_NAMES:
         return "layerfuse report: " + ", ".join(names)
     presets = ", ".join(sorted(set(data.parents["preset"]) - {""}))
-    return (f"layerfuse report: {data.parents['study'].nunique()} studies ({presets}) "
-            f"on {', '.join(sorted(set(data.parents['dataset'])))}")
+    return (
+        f"layerfuse report: {data.parents['study'].nunique()} studies ({presets}) "
+        f"on {', '.join(sorted(set(data.parents['dataset'])))}"
+    )
 
 
 def _prepare(out: Path, force: bool) -> None:
@@ -119,31 +121,53 @@ def _prepare(out: Path, force: bool) -> None:
     if not force:
         raise UserError(f"report folder {out} already exists: pass --force to replace it, or choose another --out")
     if not out.is_dir() or (any(out.iterdir()) and not (out / SUMMARY).is_file()):
-        raise UserError(f"{out} exists and is not a layerfuse report folder (no {SUMMARY}); refusing to replace it "
-                        "even with --force: choose another --out")
+        raise UserError(
+            f"{out} exists and is not a layerfuse report folder (no {SUMMARY}); refusing to replace it "
+            "even with --force: choose another --out"
+        )
 
 
-def _summary(data: ReportData, c: Computed, studies: Sequence[str], experiments: Sequence[str], title: str,
-             uri: str) -> dict[str, Any]:
+def _summary(
+    data: ReportData, c: Computed, studies: Sequence[str], experiments: Sequence[str], title: str, uri: str
+) -> dict[str, Any]:
     from benchmark.report.selection import SELECTION_RULE
 
     best = _records(c.best)
     for row in best:
         row["command"] = c.commands.get(row["dataset"], "")
-    return _plain({
-        "title": title, "studies": sorted(data.counts), "requested_studies": list(studies),
-        "requested_experiments": list(experiments), "tracking_uri": uri, "selection_rule": SELECTION_RULE,
-        "trial_counts": data.counts, "finished_trials": len(data.trials), "num_layers": c.depth,
-        "best": best, "best_layers": _records(c.best_last), "last_k": _records(c.last_k),
-        "fusion_comparison": _records(c.fusion), "fusion_pruned": _records(c.pruned_fusion),
-        "multi_model": _records(c.multi), "cost": _records(c.cost),
-        "pareto": _records(c.pareto), "paired_tests": c.paired, "baseline": _records(c.baseline),
-    })
+    return _plain(
+        {
+            "title": title,
+            "studies": sorted(data.counts),
+            "requested_studies": list(studies),
+            "requested_experiments": list(experiments),
+            "tracking_uri": uri,
+            "selection_rule": SELECTION_RULE,
+            "trial_counts": data.counts,
+            "finished_trials": len(data.trials),
+            "num_layers": c.depth,
+            "best": best,
+            "best_layers": _records(c.best_last),
+            "last_k": _records(c.last_k),
+            "fusion_comparison": _records(c.fusion),
+            "fusion_pruned": _records(c.pruned_fusion),
+            "multi_model": _records(c.multi),
+            "cost": _records(c.cost),
+            "pareto": _records(c.pareto),
+            "paired_tests": c.paired,
+            "baseline": _records(c.baseline),
+        }
+    )
 
 
-def write_report(cfg: BenchConfig, studies: Sequence[str] = (), experiments: Sequence[str] = (),
-                 out_dir: str | Path | None = None, formats: Sequence[str] = FORMATS,
-                 force: bool = False) -> ReportResult:
+def write_report(
+    cfg: BenchConfig,
+    studies: Sequence[str] = (),
+    experiments: Sequence[str] = (),
+    out_dir: str | Path | None = None,
+    formats: Sequence[str] = FORMATS,
+    force: bool = False,
+) -> ReportResult:
     """Export the paper's figures and tables for the named studies and/or experiments.
 
     Args:
@@ -201,6 +225,11 @@ def write_report(cfg: BenchConfig, studies: Sequence[str] = (), experiments: Seq
     for run_id in parents:
         data.mlc.log_artifacts(run_id, str(out), artifact_path)
         data.mlc.set_tag(run_id, TAG_REPORT, artifact_path)  # after the upload: the tag never names a partial folder
-    log.info("report: wrote %d files to %s and logged them on %d parent run(s) under %s/",
-             len(summary["files"]), out, len(parents), artifact_path)
+    log.info(
+        "report: wrote %d files to %s and logged them on %d parent run(s) under %s/",
+        len(summary["files"]),
+        out,
+        len(parents),
+        artifact_path,
+    )
     return ReportResult(out, [out / f for f in summary["files"]], summary, parents, artifact_path)

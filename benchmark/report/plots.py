@@ -55,8 +55,14 @@ def _legend_below(fig: Figure, axes: list[Axes], ncol: int = 3) -> None:
             entries.setdefault(label, handle)
     longest = max((len(label) for label in entries), default=1)
     fits = max(1, int(fig.get_figwidth() * LEGEND_CHARS_PER_INCH) // (longest + 6))  # + room for the line sample
-    fig.legend(list(entries.values()), list(entries), loc="outside lower center", ncol=min(ncol, fits),
-               fontsize="small", frameon=False)
+    fig.legend(
+        list(entries.values()),
+        list(entries),
+        loc="outside lower center",
+        ncol=min(ncol, fits),
+        fontsize="small",
+        frameon=False,
+    )
 
 
 def _log_if_wide(ax: Axes, which: str, values: pd.Series) -> None:
@@ -217,26 +223,42 @@ def fusion_methods(df: pd.DataFrame, singles: dict[str, float]) -> Figure:
         im = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, norm=norm, aspect="auto")
         for (i, j), acc in np.ndenumerate(test):
             if not math.isnan(acc):
-                ax.text(j, i, f"{acc:.3f}\nval {val[i, j]:.3f}", ha="center", va="center", fontsize=6.5,
-                        linespacing=1.1, color=_cell_text_color(cmap, norm, values[i, j]))
+                ax.text(
+                    j,
+                    i,
+                    f"{acc:.3f}\nval {val[i, j]:.3f}",
+                    ha="center",
+                    va="center",
+                    fontsize=6.5,
+                    linespacing=1.1,
+                    color=_cell_text_color(cmap, norm, values[i, j]),
+                )
         for r in sub[sub["chosen"]].itertuples():
-            ax.add_patch(Rectangle((fusions.index(r.fusion) - 0.5, pairs.index(r.pair) - 0.5), 1, 1,
-                                   fill=False, ec="black", lw=2))
+            ax.add_patch(
+                Rectangle(
+                    (fusions.index(r.fusion) - 0.5, pairs.index(r.pair) - 0.5), 1, 1, fill=False, ec="black", lw=2
+                )
+            )
         ax.set_xticks(range(len(fusions)), fusions, rotation=90, fontsize="small")
         ax.set_yticks(range(len(pairs)), pairs, fontsize="small")
         ax.set_xlabel("fusion method")
         ax.set_ylabel("model pair")
         fig.colorbar(im, ax=ax, shrink=0.9, pad=0.01).ax.tick_params(labelsize="small")
-        _title(ax, f"{display(dataset)}: test (top) and validation accuracy per pair and fusion (layers chosen on "
-                   f"validation; frame: fusion chosen on validation); {what}")
+        _title(
+            ax,
+            f"{display(dataset)}: test (top) and validation accuracy per pair and fusion (layers chosen on "
+            f"validation; frame: fusion chosen on validation); {what}",
+        )
     _title(fig, "Fusion methods on model pairs")
     return fig
 
 
-COST_PANELS = (("perf/fused_dim", "fused dimension (features)", 1.0),
-               ("perf/feature_bytes", "feature memory (MiB)", 1 / MIB),
-               ("perf/extract_ms_per_sample", "extraction time (ms/sample)", 1.0),
-               ("perf/head_ms_per_sample", "classifier head time (ms/sample)", 1.0))
+COST_PANELS = (
+    ("perf/fused_dim", "fused dimension (features)", 1.0),
+    ("perf/feature_bytes", "feature memory (MiB)", 1 / MIB),
+    ("perf/extract_ms_per_sample", "extraction time (ms/sample)", 1.0),
+    ("perf/head_ms_per_sample", "classifier head time (ms/sample)", 1.0),
+)
 
 
 def cost_vs_models(trials: pd.DataFrame) -> Figure:
@@ -254,8 +276,15 @@ def cost_vs_models(trials: pd.DataFrame) -> Figure:
                 continue
             offset = (i - (len(datasets) - 1) / 2) * 0.08
             color = COLORS[i % len(COLORS)]
-            ax.plot(sub["n_models"] + offset, sub[key] * scale, "o", color=color, alpha=0.4, ms=4,
-                    label=f"{display(dataset)}: trials")
+            ax.plot(
+                sub["n_models"] + offset,
+                sub[key] * scale,
+                "o",
+                color=color,
+                alpha=0.4,
+                ms=4,
+                label=f"{display(dataset)}: trials",
+            )
             med = (sub[key] * scale).groupby(sub["n_models"]).median()
             ax.plot(med.index + offset, med.values, "-D", color=color, lw=2, ms=6, label=f"{display(dataset)}: median")
         _log_if_wide(ax, "y", trials[key].dropna() * scale)
@@ -287,11 +316,25 @@ def acc_vs_cost(trials: pd.DataFrame, front: pd.DataFrame) -> Figure:
             ax = axes[r][c]
             for i, n in enumerate(sizes):
                 mask = sub["n_models"] == n
-                ax.plot(mib[mask], sub.loc[mask, f"{split}/acc"], "o", color=COLORS[i % len(COLORS)], alpha=0.55,
-                        ms=5, label=f"{n} model{'s' if n > 1 else ''}")
+                ax.plot(
+                    mib[mask],
+                    sub.loc[mask, f"{split}/acc"],
+                    "o",
+                    color=COLORS[i % len(COLORS)],
+                    alpha=0.55,
+                    ms=5,
+                    label=f"{n} model{'s' if n > 1 else ''}",
+                )
             if c == 0:
-                ax.plot(fr["feature_mib"], fr["val_acc"], "-D", color="black", ms=5, drawstyle="steps-post",
-                        label="Pareto front (validation)")
+                ax.plot(
+                    fr["feature_mib"],
+                    fr["val_acc"],
+                    "-D",
+                    color="black",
+                    ms=5,
+                    drawstyle="steps-post",
+                    label="Pareto front (validation)",
+                )
             else:  # the same runs on test: no longer a front, so points joined only as a guide
                 ax.plot(fr["feature_mib"], fr["test_acc"], ":D", color="black", ms=5, label="Pareto runs on test")
             _log_if_wide(ax, "x", mib)

@@ -34,8 +34,10 @@ def fmt_seeds(row: Any, prefix: str = "") -> str:
     n = row.get(f"{prefix}n_seeds", math.nan)
     if n is None or (isinstance(n, float) and math.isnan(n)) or n < 2:
         return "—"
-    return (f"{fmt(row[f'{prefix}test_mean'])} ± {fmt(row[f'{prefix}test_std'])} "
-            f"[{fmt(row[f'{prefix}test_ci_low'])}, {fmt(row[f'{prefix}test_ci_high'])}] (n={int(n)})")
+    return (
+        f"{fmt(row[f'{prefix}test_mean'])} ± {fmt(row[f'{prefix}test_std'])} "
+        f"[{fmt(row[f'{prefix}test_ci_low'])}, {fmt(row[f'{prefix}test_ci_high'])}] (n={int(n)})"
+    )
 
 
 def slug(text: str) -> str:
@@ -50,7 +52,8 @@ class Bold(str):
 @dataclass
 class Doc:
     """Ordered blocks: ``("h", level, text)``, ``("p", text)``, ``("note", text)``, ``("code", text)``,
-    ``("table", headers, rows)``, ``("img", file name, caption)``."""
+    ``("table", headers, rows)``, ``("img", file name, caption)``.
+    """
 
     title: str
     blocks: list[tuple[object, ...]] = field(default_factory=list)
@@ -127,9 +130,12 @@ def to_html(doc: Doc, folder: Path) -> str:
 
     Each ``<img>`` also carries ``data-file`` with the PNG's file name beside the page.
     """
-    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-           f"<title>{html.escape(doc.title)}</title><style>{CSS}</style></head><body>",
-           f"<h1>{html.escape(doc.title)}</h1>"]
+    out = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{html.escape(doc.title)}</title><style>{CSS}</style></head><body>",
+        f"<h1>{html.escape(doc.title)}</h1>",
+    ]
     for block in doc.blocks:
         kind = block[0]
         if kind == "h":
@@ -142,13 +148,21 @@ def to_html(doc: Doc, folder: Path) -> str:
             out.append(f"<pre><code>{html.escape(str(block[1]))}</code></pre>")
         elif kind == "table":
             head = "".join(f"<th>{html.escape(str(h))}</th>" for h in block[1])  # type: ignore[attr-defined]
-            body = "".join("<tr>" + "".join(
-                f"<td><b>{html.escape(c)}</b></td>" if isinstance(c, Bold) else f"<td>{html.escape(str(c))}</td>"
-                for c in row) + "</tr>" for row in block[2])  # type: ignore[attr-defined]
+            body = "".join(
+                "<tr>"
+                + "".join(
+                    f"<td><b>{html.escape(c)}</b></td>" if isinstance(c, Bold) else f"<td>{html.escape(str(c))}</td>"
+                    for c in row
+                )
+                + "</tr>"
+                for row in block[2]
+            )  # type: ignore[attr-defined]
             out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
         elif kind == "img":
             name, caption = str(block[1]), str(block[2])
-            out.append(f'<figure><img src="{_img_src(folder, name)}" data-file="{html.escape(name)}" '
-                       f'alt="{html.escape(caption)}"><figcaption>{html.escape(caption)}</figcaption></figure>')
+            out.append(
+                f'<figure><img src="{_img_src(folder, name)}" data-file="{html.escape(name)}" '
+                f'alt="{html.escape(caption)}"><figcaption>{html.escape(caption)}</figcaption></figure>'
+            )
     out.append("</body></html>")
     return "\n".join(out) + "\n"

@@ -12,7 +12,7 @@ import ast
 import shlex
 from typing import TYPE_CHECKING, Any
 
-from benchmark.config import BenchConfig, load_config, to_dict
+from benchmark.core.config import BenchConfig, load_config, to_dict
 
 if TYPE_CHECKING:
     import pandas as pd

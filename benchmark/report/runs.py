@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
-from benchmark.errors import UserError
-from benchmark.registry import suggest
-from benchmark.tracking import (
+from benchmark.core.errors import UserError
+from benchmark.core.registry import suggest
+from benchmark.core.tracking import (
     BASELINE_PRESET,
     EXPERIMENT_PREFIX,
     KIND_STUDY,
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from mlflow.entities import Run
     from mlflow.tracking import MlflowClient
 
-    from benchmark.config import BenchConfig
+    from benchmark.core.config import BenchConfig
 
 log = logging.getLogger(__name__)
 
@@ -170,9 +170,16 @@ def _parents_table(mlc: MlflowClient, experiments: dict[str, str]) -> pd.DataFra
     if experiments:
         for run in _search(mlc, list(experiments.values()), f"tags.`{TAG_KIND}` = '{KIND_STUDY}'"):
             exp = names[str(run.info.experiment_id)]
-            rows.append({"run_id": run.info.run_id, "study": run.data.tags.get(TAG_STUDY, run.info.run_name or ""),
-                         "preset": run.data.tags.get(TAG_PRESET, ""), "experiment": exp,
-                         "experiment_id": str(run.info.experiment_id), "dataset": exp.removeprefix(EXPERIMENT_PREFIX)})
+            rows.append(
+                {
+                    "run_id": run.info.run_id,
+                    "study": run.data.tags.get(TAG_STUDY, run.info.run_name or ""),
+                    "preset": run.data.tags.get(TAG_PRESET, ""),
+                    "experiment": exp,
+                    "experiment_id": str(run.info.experiment_id),
+                    "dataset": exp.removeprefix(EXPERIMENT_PREFIX),
+                }
+            )
     return pd.DataFrame(rows, columns=["run_id", "study", "preset", "experiment", "experiment_id", "dataset"])
 
 
@@ -181,8 +188,9 @@ def _known(kind: str, plural: str, name: str, choices: list[str], uri: str) -> U
     return UserError(f"unknown {kind} '{name}' in {uri}.{suggest(name, choices)} Known {plural}: {listing}")
 
 
-def _select_parents(parents: pd.DataFrame, experiments: dict[str, str], studies: list[str],
-                    wanted_experiments: list[str], uri: str) -> pd.DataFrame:
+def _select_parents(
+    parents: pd.DataFrame, experiments: dict[str, str], studies: list[str], wanted_experiments: list[str], uri: str
+) -> pd.DataFrame:
     known_studies = sorted(set(parents["study"]))
     for name in studies:
         if name not in known_studies:
@@ -193,8 +201,10 @@ def _select_parents(parents: pd.DataFrame, experiments: dict[str, str], studies:
         if full not in experiments:
             raise _known("experiment", "experiments", name, sorted(experiments), uri)
         if not (parents["experiment"] == full).any():
-            raise UserError(f"experiment '{full}' holds no studies: run `layerfuse study --dataset "
-                            f"{full.removeprefix(EXPERIMENT_PREFIX)} ...` first")
+            raise UserError(
+                f"experiment '{full}' holds no studies: run `layerfuse study --dataset "
+                f"{full.removeprefix(EXPERIMENT_PREFIX)} ...` first"
+            )
         exp_names.append(full)
     keep = parents["study"].isin(studies) | parents["experiment"].isin(exp_names)
     return parents[keep].reset_index(drop=True)
@@ -203,8 +213,10 @@ def _select_parents(parents: pd.DataFrame, experiments: dict[str, str], studies:
 def _no_trials_message(study: str, parents: pd.DataFrame, states: Counter[str]) -> str:
     first = parents[parents["study"] == study].iloc[0]
     seen = ", ".join(f"{n} {s.lower()}" for s, n in sorted(states.items())) or "no trials at all"
-    return (f"study '{study}' has no finished trials ({seen}); run `layerfuse study --preset {first['preset'] or '...'} "
-            f"--dataset {first['dataset']}` until some trials complete, then report again")
+    return (
+        f"study '{study}' has no finished trials ({seen}); run `layerfuse study --preset {first['preset'] or '...'} "
+        f"--dataset {first['dataset']}` until some trials complete, then report again"
+    )
 
 
 def load_runs(cfg: BenchConfig, studies: list[str], experiments: list[str]) -> ReportData:

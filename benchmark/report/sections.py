@@ -54,10 +54,25 @@ def compute(data: ReportData) -> Computed:
         config = data.artifact(r["run_id"], CONFIG_ARTIFACT)
         commands[str(r["dataset"])] = command(trials.loc[r["run_id"]], None if config is None else config.decode())
     grid = tables.baseline_grid(data)
-    lexical = {str(r["dataset"]): float(r["test_acc"]) for _, r in grid.iterrows() if r["chosen"]} if not grid.empty else {}
-    return Computed(depth, points, tables.best_vs_last(data, points, depth), tables.last_k_table(data),
-                    tables.fusion_comparison(data), tables.multi_model(data), tables.cost_by_models(data),
-                    tables.pareto(data), best, commands, paired_tests(data), grid, lexical, tables.pruned_fusions(data))
+    lexical = (
+        {str(r["dataset"]): float(r["test_acc"]) for _, r in grid.iterrows() if r["chosen"]} if not grid.empty else {}
+    )
+    return Computed(
+        depth,
+        points,
+        tables.best_vs_last(data, points, depth),
+        tables.last_k_table(data),
+        tables.fusion_comparison(data),
+        tables.multi_model(data),
+        tables.cost_by_models(data),
+        tables.pareto(data),
+        best,
+        commands,
+        paired_tests(data),
+        grid,
+        lexical,
+        tables.pruned_fusions(data),
+    )
 
 
 def _lexical(c: Computed, dataset: Any) -> str:
@@ -74,8 +89,11 @@ OPTIONAL = ("over seeds", "TF-IDF")  # columns left out when no row has a value 
 
 def _table(doc: Doc, headers: list[str], rows: list[list[str]]) -> None:
     """Add a table, leaving out optional columns (seed statistics, TF-IDF) that are empty in every row."""
-    keep = [i for i, h in enumerate(headers)
-            if not (any(o in h for o in OPTIONAL) and all(str(r[i]) in ("—", "") for r in rows))]
+    keep = [
+        i
+        for i, h in enumerate(headers)
+        if not (any(o in h for o in OPTIONAL) and all(str(r[i]) in ("—", "") for r in rows))
+    ]
     doc.table([headers[i] for i in keep], [[r[i] for i in keep] for r in rows])
 
 
@@ -92,12 +110,16 @@ def _intro(doc: Doc, data: ReportData) -> None:
     t, base = data.trials, data.baselines
     datasets = sorted({display(d) for d in (*t["dataset"], *(() if base is None else base["dataset"]))})
     lexical = f" (+{len(base)} TF-IDF baseline)" if base is not None and len(base) else ""
-    doc.para(f"Studies: {', '.join(sorted(data.counts))}. Datasets: {', '.join(datasets)}. "
-             f"Finished trials: {len(t)}{lexical}.")
-    doc.note(f"Selection rule: {SELECTION_RULE}. Validation is the held-out part of train (or the dataset's own "
-             "validation split); columns marked (test) are test scores of the validation-selected configuration. "
-             "Where several seeds exist, ± is the sample std over seeds and [..] a 95% percentile-bootstrap "
-             "interval of the mean (10,000 resamples, seed 0).")
+    doc.para(
+        f"Studies: {', '.join(sorted(data.counts))}. Datasets: {', '.join(datasets)}. "
+        f"Finished trials: {len(t)}{lexical}."
+    )
+    doc.note(
+        f"Selection rule: {SELECTION_RULE}. Validation is the held-out part of train (or the dataset's own "
+        "validation split); columns marked (test) are test scores of the validation-selected configuration. "
+        "Where several seeds exist, ± is the sample std over seeds and [..] a 95% percentile-bootstrap "
+        "interval of the mean (10,000 resamples, seed 0)."
+    )
 
 
 def _best_section(doc: Doc, c: Computed) -> None:
@@ -105,14 +127,40 @@ def _best_section(doc: Doc, c: Computed) -> None:
     if c.best.empty:
         doc.note("No trials of the neural presets: only the TF-IDF baseline below.")
         return
-    rows = [[display(r["dataset"]), r["config"], r["study"], str(r["trial"]), fmt(r["val_acc"]),
-             Bold(fmt(r["test_acc"])), fmt_seeds(r), _lexical(c, r["dataset"]), _vs_lexical(c, r["dataset"], r["test_acc"])]
-            for _, r in c.best.iterrows()]
-    _table(doc, ["dataset", "configuration", "study", "trial", "val acc", "test acc (test)", "test over seeds (test)",
-                 "TF-IDF (test)", "vs TF-IDF (test)"], rows)
+    rows = [
+        [
+            display(r["dataset"]),
+            r["config"],
+            r["study"],
+            str(r["trial"]),
+            fmt(r["val_acc"]),
+            Bold(fmt(r["test_acc"])),
+            fmt_seeds(r),
+            _lexical(c, r["dataset"]),
+            _vs_lexical(c, r["dataset"], r["test_acc"]),
+        ]
+        for _, r in c.best.iterrows()
+    ]
+    _table(
+        doc,
+        [
+            "dataset",
+            "configuration",
+            "study",
+            "trial",
+            "val acc",
+            "test acc (test)",
+            "test over seeds (test)",
+            "TF-IDF (test)",
+            "vs TF-IDF (test)",
+        ],
+        rows,
+    )
     for dataset, cmd in c.commands.items():
-        doc.para(f"Re-train the best {display(dataset)} configuration with its seeds (from the repository root, "
-                 "where the study ran):")
+        doc.para(
+            f"Re-train the best {display(dataset)} configuration with its seeds (from the repository root, "
+            "where the study ran):"
+        )
         doc.code(cmd)
 
 
@@ -121,27 +169,66 @@ def _layer_section(doc: Doc, c: Computed, folder: Path, files: list[Path]) -> No
     if c.points.empty:
         doc.note("No single-layer runs: run the `layer-sweep` preset to fill this section.")
         return
-    doc.note("Single layers of single models, from layer-sweep runs (same head settings for every layer); a model "
-             f"without a sweep shows its single-layer trials instead (column source; diamonds {plots.FROM_TRIALS}).")
+    doc.note(
+        "Single layers of single models, from layer-sweep runs (same head settings for every layer); a model "
+        f"without a sweep shows its single-layer trials instead (column source; diamonds {plots.FROM_TRIALS})."
+    )
     layers = c.points.groupby(["model", "dataset"])["layer"].nunique().groupby(level="model").max()
     flat = sorted(str(m) for m, n in layers.items() if n < 2)
     for model in sorted(m for m in c.points["model"].unique() if m not in flat):
         rows = c.best_last[c.best_last["model"] == model]
-        _figure(doc, plots.acc_by_layer(c.points[c.points["model"] == model], rows, display(model)), folder,
-                f"acc_by_layer_{slug(display(model))}.png", f"Accuracy by layer for {display(model)}: validation "
-                "(solid) and test (dashed); stars mark the layer chosen on validation (large: its validation, small: its "
-                "test accuracy), the dotted line the last layer.",
-                files)
+        _figure(
+            doc,
+            plots.acc_by_layer(c.points[c.points["model"] == model], rows, display(model)),
+            folder,
+            f"acc_by_layer_{slug(display(model))}.png",
+            f"Accuracy by layer for {display(model)}: validation "
+            "(solid) and test (dashed); stars mark the layer chosen on validation (large: its validation, small: its "
+            "test accuracy), the dotted line the last layer.",
+            files,
+        )
     if flat:
-        doc.note(f"No accuracy-by-layer figure for {', '.join(display(m) for m in flat)}: a single layer was scored "
-                 "(e.g. TF-IDF, a one-layer feature); its numbers are in the tables below.")
+        doc.note(
+            f"No accuracy-by-layer figure for {', '.join(display(m) for m in flat)}: a single layer was scored "
+            "(e.g. TF-IDF, a one-layer feature); its numbers are in the tables below."
+        )
     doc.heading("Best layer vs last layer (Table 2, Specific Layer rows)", 3)
-    _table(doc, ["dataset", "model", "source", "last layer", "last val", "last test (test)", "best layer (val-selected)",
-                 "best val", "best test (test)", "gain val", "gain (test)", "best over seeds (test)", "TF-IDF (test)"],
-           [[display(r["dataset"]), display(r["model"]), r["source"], fmt(r["last_layer"], 0), fmt(r["last_val_acc"]),
-             fmt(r["last_test_acc"]), Bold(str(r["best_layer"])), fmt(r["best_val_acc"]), fmt(r["best_test_acc"]),
-             fmt(r["gain_val"], sign=True), Bold(fmt(r["gain_test"], sign=True)), fmt_seeds(r, "best_"),
-             _lexical(c, r["dataset"])] for _, r in c.best_last.iterrows()])
+    _table(
+        doc,
+        [
+            "dataset",
+            "model",
+            "source",
+            "last layer",
+            "last val",
+            "last test (test)",
+            "best layer (val-selected)",
+            "best val",
+            "best test (test)",
+            "gain val",
+            "gain (test)",
+            "best over seeds (test)",
+            "TF-IDF (test)",
+        ],
+        [
+            [
+                display(r["dataset"]),
+                display(r["model"]),
+                r["source"],
+                fmt(r["last_layer"], 0),
+                fmt(r["last_val_acc"]),
+                fmt(r["last_test_acc"]),
+                Bold(str(r["best_layer"])),
+                fmt(r["best_val_acc"]),
+                fmt(r["best_test_acc"]),
+                fmt(r["gain_val"], sign=True),
+                Bold(fmt(r["gain_test"], sign=True)),
+                fmt_seeds(r, "best_"),
+                _lexical(c, r["dataset"]),
+            ]
+            for _, r in c.best_last.iterrows()
+        ],
+    )
     for dataset in sorted(c.points["dataset"].unique()):
         val, test = tables.layer_grid(c.points, dataset, "val/acc"), tables.layer_grid(c.points, dataset)
         layers, models = val.index.union(test.index), val.columns.union(test.columns)
@@ -149,9 +236,19 @@ def _layer_section(doc: Doc, c: Computed, folder: Path, files: list[Path]) -> No
         chosen = {r["model"]: r["best_layer"] for _, r in c.best_last[c.best_last["dataset"] == dataset].iterrows()}
         doc.heading(f"Layer-wise accuracy on {display(dataset)} (Tables 3-4)", 3)
         doc.note("Each cell: validation / test accuracy of that single layer; bold = the layer chosen on validation.")
-        doc.table(["layer", *[f"{display(str(m))} (val / test)" for m in models]],
-                  [[str(layer), *[(Bold if chosen.get(m) == layer else str)(f"{fmt(val.at[layer, m])} / {fmt(v)}")
-                                  for m, v in row.items()]] for layer, row in test.iterrows()])
+        doc.table(
+            ["layer", *[f"{display(str(m))} (val / test)" for m in models]],
+            [
+                [
+                    str(layer),
+                    *[
+                        (Bold if chosen.get(m) == layer else str)(f"{fmt(val.at[layer, m])} / {fmt(v)}")
+                        for m, v in row.items()
+                    ],
+                ]
+                for layer, row in test.iterrows()
+            ],
+        )
 
 
 def _last_k_section(doc: Doc, c: Computed, folder: Path, files: list[Path]) -> None:
@@ -163,21 +260,52 @@ def _last_k_section(doc: Doc, c: Computed, folder: Path, files: list[Path]) -> N
     flat = sorted(str(m) for m, n in ks.items() if n < 2)
     for model in sorted(m for m in c.last_k["model"].unique() if m not in flat):
         sub = c.last_k[c.last_k["model"] == model]
-        _figure(doc, plots.last_k_curves(sub, c.best_last[c.best_last["model"] == model], display(model)), folder,
-                f"last_k_{slug(display(model))}.png", f"Mean/max/min of the last k layers of {display(model)}: "
-                "validation (left), test (right); reference lines: the last layer alone and the validation-selected "
-                "single layer.", files)
+        _figure(
+            doc,
+            plots.last_k_curves(sub, c.best_last[c.best_last["model"] == model], display(model)),
+            folder,
+            f"last_k_{slug(display(model))}.png",
+            f"Mean/max/min of the last k layers of {display(model)}: "
+            "validation (left), test (right); reference lines: the last layer alone and the validation-selected "
+            "single layer.",
+            files,
+        )
     if flat:
         doc.note(f"No last-k figure for {', '.join(display(m) for m in flat)}: only k = 1 was scored (one layer).")
     best = tables.last_k_best(c.last_k)
     top = set(tables.rank(c.last_k).drop_duplicates(["dataset", "model"])["run_id"])
-    _table(doc, ["dataset", "model", "aggregation", "k (val-selected)", "k tried", "val acc", "test acc (test)",
-                 "test over seeds (test)", "TF-IDF (test)"],
-           [[display(r["dataset"]), display(r["model"]), r["agg"], str(r["k"]), _k_range(c.last_k, r),
-             (Bold if r["run_id"] in top else str)(fmt(r["val/acc"])), fmt(r["test/acc"]), fmt_seeds(r),
-             _lexical(c, r["dataset"])] for _, r in best.iterrows()])
-    doc.note("One row per aggregation: the k chosen on validation among those scored (every k is in the figure and "
-             "in summary.json); bold: the aggregation and k chosen on validation for each model and dataset.")
+    _table(
+        doc,
+        [
+            "dataset",
+            "model",
+            "aggregation",
+            "k (val-selected)",
+            "k tried",
+            "val acc",
+            "test acc (test)",
+            "test over seeds (test)",
+            "TF-IDF (test)",
+        ],
+        [
+            [
+                display(r["dataset"]),
+                display(r["model"]),
+                r["agg"],
+                str(r["k"]),
+                _k_range(c.last_k, r),
+                (Bold if r["run_id"] in top else str)(fmt(r["val/acc"])),
+                fmt(r["test/acc"]),
+                fmt_seeds(r),
+                _lexical(c, r["dataset"]),
+            ]
+            for _, r in best.iterrows()
+        ],
+    )
+    doc.note(
+        "One row per aggregation: the k chosen on validation among those scored (every k is in the figure and "
+        "in summary.json); bold: the aggregation and k chosen on validation for each model and dataset."
+    )
 
 
 def _k_range(table: pd.DataFrame, r: pd.Series) -> str:
@@ -191,10 +319,15 @@ def _fusion_section(doc: Doc, c: Computed, folder: Path, files: list[Path]) -> N
         doc.note("No two-model runs: run the `fusion-methods` preset to fill this section.")
         return
     singles = {p["dataset"]: p["single_test_acc"] for p in c.paired}
-    _figure(doc, plots.fusion_methods(c.fusion, singles), folder, "fusion_comparison.png",
-            "Test accuracy per model pair and fusion method at the layers chosen on validation; the frame marks the "
-            "fusion chosen on validation for each pair; colour: gain over the validation-selected single model (test).",
-            files)
+    _figure(
+        doc,
+        plots.fusion_methods(c.fusion, singles),
+        folder,
+        "fusion_comparison.png",
+        "Test accuracy per model pair and fusion method at the layers chosen on validation; the frame marks the "
+        "fusion chosen on validation for each pair; colour: gain over the validation-selected single model (test).",
+        files,
+    )
     doc.heading("Fusion chosen on validation per pair", 3)
     chosen, cut = c.fusion[c.fusion["chosen"]], c.pruned_fusion
 
@@ -203,34 +336,70 @@ def _fusion_section(doc: Doc, c: Computed, folder: Path, files: list[Path]) -> N
         pruned = (cut["dataset"] == dataset) & (cut["pair"] == pair)
         return f"{int(finished.sum())} / {int(pruned.sum())}"
 
-    _table(doc, ["dataset", "pair", "fusion (val-selected)", "fusions finished / pruned", "layers (val-selected)", "val acc",
-                 "test acc (test)", "test over seeds (test)", "best member (val-selected)", "member (test)", "gain vs member (test)",
-                 "TF-IDF (test)"],
-           [[display(r["dataset"]), r["pair"], r["fusion"], tried(r["dataset"], r["pair"]),
-             r["layers_label"], fmt(r["val_acc"]), fmt(r["test_acc"]), fmt_seeds(r), r["best_member"],
-             fmt(r["best_member_test_acc"]), fmt(r["gain_test_vs_member"], sign=True), _lexical(c, r["dataset"])]
-            for _, r in chosen.iterrows()])
+    _table(
+        doc,
+        [
+            "dataset",
+            "pair",
+            "fusion (val-selected)",
+            "fusions finished / pruned",
+            "layers (val-selected)",
+            "val acc",
+            "test acc (test)",
+            "test over seeds (test)",
+            "best member (val-selected)",
+            "member (test)",
+            "gain vs member (test)",
+            "TF-IDF (test)",
+        ],
+        [
+            [
+                display(r["dataset"]),
+                r["pair"],
+                r["fusion"],
+                tried(r["dataset"], r["pair"]),
+                r["layers_label"],
+                fmt(r["val_acc"]),
+                fmt(r["test_acc"]),
+                fmt_seeds(r),
+                r["best_member"],
+                fmt(r["best_member_test_acc"]),
+                fmt(r["gain_test_vs_member"], sign=True),
+                _lexical(c, r["dataset"]),
+            ]
+            for _, r in chosen.iterrows()
+        ],
+    )
     with_row = set(zip(chosen["dataset"], chosen["pair"], strict=True))
     unfinished = sorted(set(zip(cut["dataset"], cut["pair"], strict=True)) - with_row)
     if unfinished:
-        doc.note("Pairs with every fusion pruned (no row above): "
-                 + "; ".join(f"{display(d)} {p}" for d, p in unfinished) + ".")
+        doc.note(
+            "Pairs with every fusion pruned (no row above): "
+            + "; ".join(f"{display(d)} {p}" for d, p in unfinished)
+            + "."
+        )
     for dataset in sorted(set(c.fusion["dataset"]) | set(cut["dataset"])):
         sub, sub_cut = c.fusion[c.fusion["dataset"] == dataset], cut[cut["dataset"] == dataset]
         pairs = sorted(set(sub["pair"]) | set(sub_cut["pair"]))
         fusions = sorted(set(sub["fusion"]) | set(sub_cut["fusion"]))
-        cells = {(r["fusion"], r["pair"]): f"pruned ({fmt(r['val_acc'])}){_other_preset(r['preset'])}"
-                 for _, r in sub_cut.iterrows()}
+        cells = {
+            (r["fusion"], r["pair"]): f"pruned ({fmt(r['val_acc'])}){_other_preset(r['preset'])}"
+            for _, r in sub_cut.iterrows()
+        }
         for _, r in sub.iterrows():
             text = f"{fmt(r['val_acc'])} / {fmt(r['test_acc'])}{_other_preset(r['preset'])}"
             cells[r["fusion"], r["pair"]] = Bold(text) if r["chosen"] else text
         doc.heading(f"Every fusion method on {display(dataset)}", 3)
-        doc.table(["fusion", *[f"{p} (val / test)" for p in pairs]],
-                  [[f, *[cells.get((f, p), "—") for p in pairs]] for f in fusions])
-    doc.note("Each cell: validation / test accuracy of that fusion at the layers chosen on validation; bold: the "
-             "fusion chosen on validation for the pair; (preset): the cell's best trial came from another preset (e.g. "
-             "search), with its own layers and head; pruned (x): every trial of the cell was cut by the pruner, x the "
-             "validation accuracy it last reported (no test score); —: not run.")
+        doc.table(
+            ["fusion", *[f"{p} (val / test)" for p in pairs]],
+            [[f, *[cells.get((f, p), "—") for p in pairs]] for f in fusions],
+        )
+    doc.note(
+        "Each cell: validation / test accuracy of that fusion at the layers chosen on validation; bold: the "
+        "fusion chosen on validation for the pair; (preset): the cell's best trial came from another preset (e.g. "
+        "search), with its own layers and head; pruned (x): every trial of the cell was cut by the pruner, x the "
+        "validation accuracy it last reported (no test score); —: not run."
+    )
 
 
 def _other_preset(preset: str) -> str:
@@ -244,11 +413,36 @@ def _multi_section(doc: Doc, c: Computed) -> None:
         doc.note("No runs with three or more models: run the `multi-model` preset to fill this section.")
         return
     multi = c.multi.sort_values(["dataset", "n_models", "models"])
-    _table(doc, ["dataset", "models", "model set", "fusion (val-selected)", "layers (val-selected)", "val acc",
-                 "test acc (test)", "test over seeds (test)", "TF-IDF (test)", "vs TF-IDF (test)"],
-           [[display(r["dataset"]), str(r["n_models"]), ", ".join(display(m) for m in r["models"].split(",")),
-             r["fusion"], r["layers_label"], fmt(r["val_acc"]), fmt(r["test_acc"]), fmt_seeds(r),
-             _lexical(c, r["dataset"]), _vs_lexical(c, r["dataset"], r["test_acc"])] for _, r in multi.iterrows()])
+    _table(
+        doc,
+        [
+            "dataset",
+            "models",
+            "model set",
+            "fusion (val-selected)",
+            "layers (val-selected)",
+            "val acc",
+            "test acc (test)",
+            "test over seeds (test)",
+            "TF-IDF (test)",
+            "vs TF-IDF (test)",
+        ],
+        [
+            [
+                display(r["dataset"]),
+                str(r["n_models"]),
+                ", ".join(display(m) for m in r["models"].split(",")),
+                r["fusion"],
+                r["layers_label"],
+                fmt(r["val_acc"]),
+                fmt(r["test_acc"]),
+                fmt_seeds(r),
+                _lexical(c, r["dataset"]),
+                _vs_lexical(c, r["dataset"], r["test_acc"]),
+            ]
+            for _, r in multi.iterrows()
+        ],
+    )
     doc.note("One row per dataset and model set: the fusion method and layers chosen on validation for that set.")
 
 
@@ -263,15 +457,30 @@ def _mcnemar_cell(tests: list[dict[str, Any]]) -> str:
 def _baseline_section(doc: Doc, c: Computed) -> None:
     doc.heading("Lexical baseline: TF-IDF word 1-2 grams")
     if c.baseline.empty:
-        doc.note("No baseline runs: run the `tfidf-baseline` preset on the same dataset to fill this section and the "
-                 "TF-IDF columns of every table.")
+        doc.note(
+            "No baseline runs: run the `tfidf-baseline` preset on the same dataset to fill this section and the "
+            "TF-IDF columns of every table."
+        )
         return
-    doc.note("Fitted on the same train part and validated on the same rows as the neural heads; the classifier and "
-             "C are chosen on validation (bold) and its test accuracy fills the TF-IDF column of every table.")
-    _table(doc, ["dataset", "classifier", "C", "val acc", "test acc (test)", "test over seeds (test)"],
-              [[display(r["dataset"]), tables.BASELINE_NAMES.get(r["classifier"], r["classifier"]), f"{r['C']:g}",
-                (Bold if r["chosen"] else str)(fmt(r["val_acc"])), fmt(r["test_acc"]), fmt_seeds(r)]
-               for _, r in c.baseline.iterrows()])
+    doc.note(
+        "Fitted on the same train part and validated on the same rows as the neural heads; the classifier and "
+        "C are chosen on validation (bold) and its test accuracy fills the TF-IDF column of every table."
+    )
+    _table(
+        doc,
+        ["dataset", "classifier", "C", "val acc", "test acc (test)", "test over seeds (test)"],
+        [
+            [
+                display(r["dataset"]),
+                tables.BASELINE_NAMES.get(r["classifier"], r["classifier"]),
+                f"{r['C']:g}",
+                (Bold if r["chosen"] else str)(fmt(r["val_acc"])),
+                fmt(r["test_acc"]),
+                fmt_seeds(r),
+            ]
+            for _, r in c.baseline.iterrows()
+        ],
+    )
 
 
 def _stats_section(doc: Doc, c: Computed) -> None:
@@ -279,20 +488,61 @@ def _stats_section(doc: Doc, c: Computed) -> None:
     if not c.paired:
         doc.note("Needs both single-model and multi-model runs on a dataset.")
         return
-    rows = [[display(p["dataset"]), p["fusion"], fmt(p["fusion_test_acc"]), p["single"], fmt(p["single_test_acc"]),
-             _ttest(p["paired_t"]), _mcnemar_cell(p["mcnemar"])] for p in c.paired]
-    doc.table(["dataset", "best fusion (val-selected)", "fusion (test)", "best single (val-selected)", "single (test)",
-               "paired t-test over seeds (test)", "McNemar exact (test): only fusion right vs only single right"], rows)
+    rows = [
+        [
+            display(p["dataset"]),
+            p["fusion"],
+            fmt(p["fusion_test_acc"]),
+            p["single"],
+            fmt(p["single_test_acc"]),
+            _ttest(p["paired_t"]),
+            _mcnemar_cell(p["mcnemar"]),
+        ]
+        for p in c.paired
+    ]
+    doc.table(
+        [
+            "dataset",
+            "best fusion (val-selected)",
+            "fusion (test)",
+            "best single (val-selected)",
+            "single (test)",
+            "paired t-test over seeds (test)",
+            "McNemar exact (test): only fusion right vs only single right",
+        ],
+        rows,
+    )
     for p in c.paired:
         for note in p["notes"]:
             doc.note(f"{display(p['dataset'])}: {note}.")
     versus = [(p["dataset"], v) for p in c.paired for v in p["vs_baseline"]]
     if versus:
         doc.heading("Against the TF-IDF baseline (paired tests)", 3)
-        doc.table(["dataset", "which", "configuration (val-selected)", "test acc (test)", "TF-IDF (val-selected C)",
-                   "TF-IDF (test)", "paired t-test over seeds (test)", "McNemar exact (test): only model right vs only TF-IDF right"],
-                  [[display(d), v["name"], v["config"], fmt(v["test_acc"]), v["baseline"], fmt(v["baseline_test_acc"]),
-                    _ttest(v["paired_t"]), _mcnemar_cell(v["mcnemar"])] for d, v in versus])
+        doc.table(
+            [
+                "dataset",
+                "which",
+                "configuration (val-selected)",
+                "test acc (test)",
+                "TF-IDF (val-selected C)",
+                "TF-IDF (test)",
+                "paired t-test over seeds (test)",
+                "McNemar exact (test): only model right vs only TF-IDF right",
+            ],
+            [
+                [
+                    display(d),
+                    v["name"],
+                    v["config"],
+                    fmt(v["test_acc"]),
+                    v["baseline"],
+                    fmt(v["baseline_test_acc"]),
+                    _ttest(v["paired_t"]),
+                    _mcnemar_cell(v["mcnemar"]),
+                ]
+                for d, v in versus
+            ],
+        )
 
 
 def _cost_section(doc: Doc, c: Computed, data: ReportData, folder: Path, files: list[Path]) -> None:
@@ -301,23 +551,80 @@ def _cost_section(doc: Doc, c: Computed, data: ReportData, folder: Path, files: 
         doc.note("No run measured its cost (layer sweeps do not): run the `search` or `fusion-methods` preset.")
         return
     doc.note("Runs that measured their cost; layer sweeps train every layer at once and are left out here.")
-    _table(doc, ["dataset", "models", "best configuration (val-selected)", "val acc", "test acc (test)",
-                 "test over seeds (test)", "fused dim", "feature MiB", "extract ms/sample", "head ms/sample"],
-           [[display(r["dataset"]), str(r["n_models"]), r["config"], fmt(r["val_acc"]), fmt(r["test_acc"]), fmt_seeds(r),
-             fmt(r["fused_dim"], 0), fmt(r["feature_mib"], 2), fmt(r["extract_ms_per_sample"], 3),
-             fmt(r["head_ms_per_sample"], 4)] for _, r in c.cost.iterrows()])
+    _table(
+        doc,
+        [
+            "dataset",
+            "models",
+            "best configuration (val-selected)",
+            "val acc",
+            "test acc (test)",
+            "test over seeds (test)",
+            "fused dim",
+            "feature MiB",
+            "extract ms/sample",
+            "head ms/sample",
+        ],
+        [
+            [
+                display(r["dataset"]),
+                str(r["n_models"]),
+                r["config"],
+                fmt(r["val_acc"]),
+                fmt(r["test_acc"]),
+                fmt_seeds(r),
+                fmt(r["fused_dim"], 0),
+                fmt(r["feature_mib"], 2),
+                fmt(r["extract_ms_per_sample"], 3),
+                fmt(r["head_ms_per_sample"], 4),
+            ]
+            for _, r in c.cost.iterrows()
+        ],
+    )
     costed = tables.costed(data)
-    _figure(doc, plots.cost_vs_models(costed), folder, "cost_vs_models.png",
-            "Fused dimension, feature memory, extraction and head time per sample vs number of models "
-            "(every costed trial; lines join the medians).", files)
-    _figure(doc, plots.acc_vs_cost(costed, c.pareto), folder, "acc_vs_cost.png",
-            "Accuracy vs feature memory: the Pareto front is chosen on validation (left) and shown with the same "
-            "runs' test scores (right).", files)
+    _figure(
+        doc,
+        plots.cost_vs_models(costed),
+        folder,
+        "cost_vs_models.png",
+        "Fused dimension, feature memory, extraction and head time per sample vs number of models "
+        "(every costed trial; lines join the medians).",
+        files,
+    )
+    _figure(
+        doc,
+        plots.acc_vs_cost(costed, c.pareto),
+        folder,
+        "acc_vs_cost.png",
+        "Accuracy vs feature memory: the Pareto front is chosen on validation (left) and shown with the same "
+        "runs' test scores (right).",
+        files,
+    )
     doc.heading("Pareto front (validation accuracy vs feature memory)", 3)
-    _table(doc, ["dataset", "configuration", "feature MiB", "extract ms/sample", "val acc", "test acc (test)",
-                 "test over seeds (test)"],
-           [[display(r["dataset"]), r["config"], fmt(r["feature_mib"], 2), fmt(r["extract_ms_per_sample"], 3),
-             fmt(r["val_acc"]), fmt(r["test_acc"]), fmt_seeds(r)] for _, r in c.pareto.iterrows()])
+    _table(
+        doc,
+        [
+            "dataset",
+            "configuration",
+            "feature MiB",
+            "extract ms/sample",
+            "val acc",
+            "test acc (test)",
+            "test over seeds (test)",
+        ],
+        [
+            [
+                display(r["dataset"]),
+                r["config"],
+                fmt(r["feature_mib"], 2),
+                fmt(r["extract_ms_per_sample"], 3),
+                fmt(r["val_acc"]),
+                fmt(r["test_acc"]),
+                fmt_seeds(r),
+            ]
+            for _, r in c.pareto.iterrows()
+        ],
+    )
 
 
 def build(data: ReportData, c: Computed, folder: Path, title: str) -> tuple[Doc, list[Path]]:
@@ -334,6 +641,7 @@ def build(data: ReportData, c: Computed, folder: Path, title: str) -> tuple[Doc,
     _cost_section(doc, c, data, folder, files)
     states = sorted({s for v in data.counts.values() for s in v})
     doc.heading("Trials per study")
-    doc.table(["study", *states],
-              [[study, *[str(v.get(s, 0)) for s in states]] for study, v in sorted(data.counts.items())])
+    doc.table(
+        ["study", *states], [[study, *[str(v.get(s, 0)) for s in states]] for study, v in sorted(data.counts.items())]
+    )
     return doc, files

@@ -18,14 +18,17 @@ if TYPE_CHECKING:
 
 SWEEP = "layer-sweep"
 PLAIN_FUSION = "concat"  # of one input: the input itself
-SELECTION_RULE = ("validation-selected: highest val/acc, ties broken by higher val/f1, then lower trial number, "
-                  "then lower layer index; test accuracy is reported for the chosen configuration only")
+SELECTION_RULE = (
+    "validation-selected: highest val/acc, ties broken by higher val/f1, then lower trial number, "
+    "then lower layer index; test accuracy is reported for the chosen configuration only"
+)
 
 
 def rank(df: pd.DataFrame) -> pd.DataFrame:
     """``df`` sorted best-first by the selection rule (NaN val/f1 sorts after any number)."""
-    key = df.assign(_v=-df["val/acc"].fillna(-math.inf), _f=-df["val/f1"].fillna(-math.inf),
-                    _l=df["layer"] if "layer" in df else 0)
+    key = df.assign(
+        _v=-df["val/acc"].fillna(-math.inf), _f=-df["val/f1"].fillna(-math.inf), _l=df["layer"] if "layer" in df else 0
+    )
     return key.sort_values(["_v", "_f", "trial", "_l"], kind="stable").drop(columns=["_v", "_f", "_l"])
 
 
@@ -71,7 +74,7 @@ def num_layers(data: ReportData) -> dict[str, int | None]:
     Trials do not log the depth of a model outside the registry, and guessing it from the deepest layer a
     trial used would mislabel the last layer.
     """
-    from benchmark.models import MODELS
+    from benchmark.core.models import MODELS
 
     trials = data.trials
     out: dict[str, int | None] = {}
@@ -101,15 +104,39 @@ def layer_points(data: ReportData, depth: dict[str, int | None]) -> pd.DataFrame
         model = t["models"][0]
         own = single_layer(t["layers"].get(model), depth.get(model))
         swept = t["sweep_model"] == model
-        base = {"dataset": t["dataset"], "model": model, "trial": t["trial"], "run_id": t["run_id"], "study": t["study"],
-                "source": SWEEP if swept else "trial"}
+        base = {
+            "dataset": t["dataset"],
+            "model": model,
+            "trial": t["trial"],
+            "run_id": t["run_id"],
+            "study": t["study"],
+            "source": SWEEP if swept else "trial",
+        }
         if own is not None:
-            rows.append({**base, "layer": own, "val/acc": t["val/acc"], "val/f1": t["val/f1"], "test/acc": t["test/acc"],
-                         "own": True})
+            rows.append(
+                {
+                    **base,
+                    "layer": own,
+                    "val/acc": t["val/acc"],
+                    "val/f1": t["val/f1"],
+                    "test/acc": t["test/acc"],
+                    "own": True,
+                }
+            )
         if swept:
             val, test = data.history(t["run_id"], "sweep/val_acc"), data.history(t["run_id"], "sweep/test_acc")
-            rows += [{**base, "layer": layer, "val/acc": v, "val/f1": math.nan, "test/acc": test.get(layer, math.nan),
-                      "own": False} for layer, v in val.items() if layer != own]
+            rows += [
+                {
+                    **base,
+                    "layer": layer,
+                    "val/acc": v,
+                    "val/f1": math.nan,
+                    "test/acc": test.get(layer, math.nan),
+                    "own": False,
+                }
+                for layer, v in val.items()
+                if layer != own
+            ]
     cols = ["dataset", "model", "layer", "val/acc", "val/f1", "test/acc", "trial", "run_id", "study", "source", "own"]
     points = pd.DataFrame(rows, columns=cols)
     has_sweep = points.groupby(["dataset", "model"])["source"].transform(lambda s: (s == SWEEP).any()).astype(bool)

@@ -18,12 +18,42 @@ if TYPE_CHECKING:
     from benchmark.report.runs import ReportData
 
 SEED_COLUMNS = ("n_seeds", "test_mean", "test_std", "test_ci_low", "test_ci_high")
-CONFIG_COLUMNS = ("dataset", "models", "n_models", "fusion", "config", "layers_label", "layers", "val_acc", "val_f1",
-                  "test_acc", "test_f1", "trial", "study", "preset", "run_id", *SEED_COLUMNS)
+CONFIG_COLUMNS = (
+    "dataset",
+    "models",
+    "n_models",
+    "fusion",
+    "config",
+    "layers_label",
+    "layers",
+    "val_acc",
+    "val_f1",
+    "test_acc",
+    "test_f1",
+    "trial",
+    "study",
+    "preset",
+    "run_id",
+    *SEED_COLUMNS,
+)
 COST_COLUMNS = ("fused_dim", "feature_mib", "extract_ms_per_sample", "head_ms_per_sample")
-BEST_LAST_COLUMNS = ("dataset", "model", "source", "layers_evaluated", "last_layer", "last_val_acc", "last_test_acc",
-                     "best_layer", "best_val_acc", "best_test_acc", "gain_val", "gain_test", "best_run_id", "best_study",
-                     *(f"best_{c}" for c in SEED_COLUMNS))
+BEST_LAST_COLUMNS = (
+    "dataset",
+    "model",
+    "source",
+    "layers_evaluated",
+    "last_layer",
+    "last_val_acc",
+    "last_test_acc",
+    "best_layer",
+    "best_val_acc",
+    "best_test_acc",
+    "gain_val",
+    "gain_test",
+    "best_run_id",
+    "best_study",
+    *(f"best_{c}" for c in SEED_COLUMNS),
+)
 LAST_K_COLUMNS = ("dataset", "model", "agg", "k", "val/acc", "val/f1", "test/acc", "trial", "run_id", *SEED_COLUMNS)
 MIB = 2**20
 
@@ -60,16 +90,27 @@ def best_vs_last(data: ReportData, points: pd.DataFrame, depth: dict[str, int | 
         last_val = float(at_last["val/acc"].iloc[0]) if len(at_last) else math.nan
         last_test = float(at_last["test/acc"].iloc[0]) if len(at_last) else math.nan
         row: dict[str, Any] = {
-            "dataset": dataset, "model": model, "source": chosen["source"], "layers_evaluated": len(group),
-            "last_layer": last, "last_val_acc": last_val, "last_test_acc": last_test,
-            "best_layer": int(chosen["layer"]), "best_val_acc": float(chosen["val/acc"]),
+            "dataset": dataset,
+            "model": model,
+            "source": chosen["source"],
+            "layers_evaluated": len(group),
+            "last_layer": last,
+            "last_val_acc": last_val,
+            "last_test_acc": last_test,
+            "best_layer": int(chosen["layer"]),
+            "best_val_acc": float(chosen["val/acc"]),
             "best_test_acc": float(chosen["test/acc"]),
-            "gain_val": float(chosen["val/acc"]) - last_val, "gain_test": float(chosen["test/acc"]) - last_test,
-            "best_run_id": chosen["run_id"], "best_study": chosen["study"],
+            "gain_val": float(chosen["val/acc"]) - last_val,
+            "gain_test": float(chosen["test/acc"]) - last_test,
+            "best_run_id": chosen["run_id"],
+            "best_study": chosen["study"],
         }
         own = bool(chosen["own"])
-        row.update(seed_columns(data, chosen["run_id"], "best_") if own else dict.fromkeys(
-            [f"best_{c}" for c in SEED_COLUMNS], math.nan))
+        row.update(
+            seed_columns(data, chosen["run_id"], "best_")
+            if own
+            else dict.fromkeys([f"best_{c}" for c in SEED_COLUMNS], math.nan)
+        )
         rows.append(row)
     return frame(rows, BEST_LAST_COLUMNS)
 
@@ -88,8 +129,19 @@ def last_k_table(data: ReportData) -> pd.DataFrame:
         found = last_k(t["layers"].get(model))
         if found is None:
             continue
-        rows.append({"dataset": t["dataset"], "model": model, "agg": found[0], "k": found[1], "val/acc": t["val/acc"],
-                     "val/f1": t["val/f1"], "test/acc": t["test/acc"], "trial": t["trial"], "run_id": t["run_id"]})
+        rows.append(
+            {
+                "dataset": t["dataset"],
+                "model": model,
+                "agg": found[0],
+                "k": found[1],
+                "val/acc": t["val/acc"],
+                "val/f1": t["val/f1"],
+                "test/acc": t["test/acc"],
+                "trial": t["trial"],
+                "run_id": t["run_id"],
+            }
+        )
     df = rank(frame(rows, LAST_K_COLUMNS)).drop_duplicates(["dataset", "model", "agg", "k"])
     seeds = [seed_columns(data, run_id) for run_id in df["run_id"]]  # only the kept rows: one history read each
     df = df.assign(**{c: [s[c] for s in seeds] for c in SEED_COLUMNS}) if seeds else df
@@ -105,13 +157,21 @@ def last_k_best(table: pd.DataFrame) -> pd.DataFrame:
 def _config_row(data: ReportData, row: pd.Series) -> dict[str, Any]:
     """A run as a table row (``CONFIG_COLUMNS``): configuration, scores and its per-seed test statistics."""
     out: dict[str, Any] = {
-        "dataset": row["dataset"], "models": ",".join(row["models"]), "n_models": int(row["n_models"]),
-        "fusion": row["fusion"], "config": config_label(row),
+        "dataset": row["dataset"],
+        "models": ",".join(row["models"]),
+        "n_models": int(row["n_models"]),
+        "fusion": row["fusion"],
+        "config": config_label(row),
         "layers_label": layers_label(row),
         "layers": "; ".join(f"{m}={row['layers'][m]}" for m in row["models"] if m in row["layers"]),
-        "val_acc": float(row["val/acc"]), "val_f1": float(row["val/f1"]), "test_acc": float(row["test/acc"]),
-        "test_f1": float(row["test/f1"]), "trial": int(row["trial"]), "study": row["study"],
-        "preset": row["preset"], "run_id": row["run_id"],
+        "val_acc": float(row["val/acc"]),
+        "val_f1": float(row["val/f1"]),
+        "test_acc": float(row["test/acc"]),
+        "test_f1": float(row["test/f1"]),
+        "trial": int(row["trial"]),
+        "study": row["study"],
+        "preset": row["preset"],
+        "run_id": row["run_id"],
     }
     out.update(seed_columns(data, row["run_id"]))
     return out
@@ -173,8 +233,16 @@ def pruned_fusions(data: ReportData) -> pd.DataFrame:
     for (dataset, pair, fusion), group in cut.groupby(["dataset", cut["models"].map(_set_key), "fusion"], sort=True):
         if (dataset, pair, fusion) not in finished:
             top = group.loc[group["val/acc"].idxmax()]
-            rows.append({"dataset": dataset, "pair": " + ".join(display(m) for m in top["models"]), "fusion": fusion,
-                         "val_acc": float(top["val/acc"]), "preset": top["preset"], "trials": len(group)})
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "pair": " + ".join(display(m) for m in top["models"]),
+                    "fusion": fusion,
+                    "val_acc": float(top["val/acc"]),
+                    "preset": top["preset"],
+                    "trials": len(group),
+                }
+            )
     return frame(rows, PRUNED_CELL_COLUMNS)
 
 
@@ -215,9 +283,12 @@ def cost_by_models(data: ReportData) -> pd.DataFrame:
 
 
 def _costs(row: pd.Series) -> dict[str, float]:
-    return {"fused_dim": float(row["perf/fused_dim"]), "feature_mib": float(row["perf/feature_bytes"]) / MIB,
-            "extract_ms_per_sample": float(row["perf/extract_ms_per_sample"]),
-            "head_ms_per_sample": float(row["perf/head_ms_per_sample"])}
+    return {
+        "fused_dim": float(row["perf/fused_dim"]),
+        "feature_mib": float(row["perf/feature_bytes"]) / MIB,
+        "extract_ms_per_sample": float(row["perf/extract_ms_per_sample"]),
+        "head_ms_per_sample": float(row["perf/head_ms_per_sample"]),
+    }
 
 
 def pareto(data: ReportData) -> pd.DataFrame:
@@ -260,8 +331,15 @@ def baseline_grid(data: ReportData) -> pd.DataFrame:
     rows = []
     for _, group in base.groupby("dataset", sort=True):
         for i, (_, r) in enumerate(rank(group).iterrows()):
-            rows.append({**_config_row(data, r), "config": baseline_label(r), "classifier": r["classifier"],
-                         "C": float(r["C"]), "chosen": i == 0})
+            rows.append(
+                {
+                    **_config_row(data, r),
+                    "config": baseline_label(r),
+                    "classifier": r["classifier"],
+                    "C": float(r["C"]),
+                    "chosen": i == 0,
+                }
+            )
     return frame(rows, columns)
 
 

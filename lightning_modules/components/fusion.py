@@ -15,8 +15,8 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from benchmark.errors import UserError
-from benchmark.registry import Registry
+from benchmark.core.errors import UserError
+from benchmark.core.registry import Registry
 
 RESIDUAL_PREFIX = "residual:"
 
@@ -267,9 +267,11 @@ class ResidualFusion(Fusion):
 
 def _split_name(name: str) -> tuple[type[Fusion], bool]:
     residual = name.startswith(RESIDUAL_PREFIX)
-    base = name[len(RESIDUAL_PREFIX):] if residual else name
+    base = name[len(RESIDUAL_PREFIX) :] if residual else name
     if base.startswith(RESIDUAL_PREFIX):
-        raise FusionConfigError(f"fusion '{name}' nests residual twice; use '{RESIDUAL_PREFIX}{base[len(RESIDUAL_PREFIX):]}'")
+        raise FusionConfigError(
+            f"fusion '{name}' nests residual twice; use '{RESIDUAL_PREFIX}{base[len(RESIDUAL_PREFIX) :]}'"
+        )
     return FUSIONS.get(base), residual
 
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmark.errors import UserError
-from benchmark.registry import Registry
+from benchmark.core.errors import UserError
+from benchmark.core.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,9 @@ class DatasetSpec:
 
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset")
-DATASETS.add("sst2", DatasetSpec("sst2", "sst2", "stanfordnlp/sst2", (("train", "train"), ("test", "validation")), "sentence"))
+DATASETS.add(
+    "sst2", DatasetSpec("sst2", "sst2", "stanfordnlp/sst2", (("train", "train"), ("test", "validation")), "sentence")
+)
 DATASETS.add("mr", DatasetSpec("mr", "mr", "cornell-movie-review-data/rotten_tomatoes"))
 DATASETS.add("r8", DatasetSpec("r8", "r8"))
 DATASETS.add("r52", DatasetSpec("r52", "r52"))
@@ -84,7 +86,8 @@ def dataset_slug(name: str) -> str:
 
 def dataset_label(name: str) -> str:
     """A short readable name for study and experiment names: a local folder or file by its own name (no
-    suffix, no ``{split}``), anything else (registry name, hub id) by its slug."""
+    suffix, no ``{split}``), anything else (registry name, hub id) by its slug.
+    """
     path = Path(name)
     if "{split}" in name and path.parent.is_dir():
         stem = path.name.replace("{split}", "").split(".")[0].strip("_-.")
@@ -158,7 +161,9 @@ def _split_files(dataset: str, split: str, data_dir: str | Path) -> dict[str, Pa
         if not folder.is_dir():
             if spec.hf_id:
                 raise _HubFallback(folder)
-            raise UserError(f"dataset '{dataset}': folder {folder} not found; set paths.data_dir or LAYERFUSE_DATA_DIR to the folder holding {dataset}/")
+            raise UserError(
+                f"dataset '{dataset}': folder {folder} not found; set paths.data_dir or LAYERFUSE_DATA_DIR to the folder holding {dataset}/"
+            )
     elif "{split}" in dataset:
         pattern = Path(dataset)
         rx = re.compile(re.escape(pattern.name).replace(re.escape("{split}"), "(?P<split>.+)") + "$")
@@ -168,7 +173,9 @@ def _split_files(dataset: str, split: str, data_dir: str | Path) -> dict[str, Pa
                     found.setdefault(m["split"], []).append(p)
         files = _keep_splits(found, split, dataset)
         if not files:
-            raise UserError(f"dataset pattern {dataset} matches no split file; expected e.g. {dataset.replace('{split}', 'train')}")
+            raise UserError(
+                f"dataset pattern {dataset} matches no split file; expected e.g. {dataset.replace('{split}', 'train')}"
+            )
         return files
     else:
         folder = Path(dataset)
@@ -188,14 +195,17 @@ def _split_files(dataset: str, split: str, data_dir: str | Path) -> dict[str, Pa
             found.setdefault(p.stem, []).append(p)
     files = _keep_splits(found, split, str(folder))
     if not files:
-        raise UserError(f"dataset folder {folder} holds no split files: expected <split>{'|'.join(FILE_SUFFIXES)} with split "
-                        f"one of {', '.join(KNOWN_SPLITS)} (e.g. train.csv, test.csv)")
+        raise UserError(
+            f"dataset folder {folder} holds no split files: expected <split>{'|'.join(FILE_SUFFIXES)} with split "
+            f"one of {', '.join(KNOWN_SPLITS)} (e.g. train.csv, test.csv)"
+        )
     return files
 
 
 def _hub_labels(ds: object, label_col: str) -> tuple[list[str] | None, list[str] | None]:
     """Label strings of a hub split (None when withheld: ClassLabel -1, as in GLUE test splits) and the class
-    names when the column is a ClassLabel."""
+    names when the column is a ClassLabel.
+    """
     feat = ds.features.get(label_col)  # type: ignore[attr-defined]
     values = ds[label_col]  # type: ignore[index]
     names = list(feat.names) if getattr(feat, "names", None) else None
@@ -206,8 +216,9 @@ def _hub_labels(ds: object, label_col: str) -> tuple[list[str] | None, list[str]
     return [names[i] for i in values], names
 
 
-def _load_hub(dataset: str, split: str, hf_config: str | None, text_col: str, label_col: str,
-              local: Path | None) -> tuple[dict[str, tuple[list[str], list[str]]], list[str] | None]:
+def _load_hub(
+    dataset: str, split: str, hf_config: str | None, text_col: str, label_col: str, local: Path | None
+) -> tuple[dict[str, tuple[list[str], list[str]]], list[str] | None]:
     """Every split of a hub dataset (a built-in one under our split and column names) as texts and label strings."""
     import datasets
 
@@ -220,13 +231,20 @@ def _load_hub(dataset: str, split: str, hf_config: str | None, text_col: str, la
         dsd = datasets.load_dataset(hub_id, hf_config)
     except Exception as err:  # noqa: BLE001 - the hub raises many types; all mean "cannot load this id"
         offline = bool(datasets.config.HF_HUB_OFFLINE or datasets.config.HF_DATASETS_OFFLINE)
-        why = ("offline mode is on (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE) and it is not in the local hub cache" if offline
-               else f"the hub was unreachable or has no such dataset ({type(err).__name__})")
+        why = (
+            "offline mode is on (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE) and it is not in the local hub cache"
+            if offline
+            else f"the hub was unreachable or has no such dataset ({type(err).__name__})"
+        )
         if spec:
-            raise UserError(f"dataset '{dataset}': no local folder {local} and its hub copy {hub_id} could not be loaded: {why}; "
-                            f"put {spec.folder}/train.csv and test.csv under paths.data_dir (LAYERFUSE_DATA_DIR)") from None
-        raise UserError(f"dataset '{dataset}' is not a registered name, local file or folder, and the hub could not load it: "
-                        f"{why}. Registered: {', '.join(DATASETS.names())}") from None
+            raise UserError(
+                f"dataset '{dataset}': no local folder {local} and its hub copy {hub_id} could not be loaded: {why}; "
+                f"put {spec.folder}/train.csv and test.csv under paths.data_dir (LAYERFUSE_DATA_DIR)"
+            ) from None
+        raise UserError(
+            f"dataset '{dataset}' is not a registered name, local file or folder, and the hub could not load it: "
+            f"{why}. Registered: {', '.join(DATASETS.names())}"
+        ) from None
     pairs = list(spec.hf_splits) if spec else [(s, s) for s in dsd]
     out: dict[str, tuple[list[str], list[str]]] = {}
     names = None
@@ -238,7 +256,9 @@ def _load_hub(dataset: str, split: str, hf_config: str | None, text_col: str, la
         labels, names = _hub_labels(ds, label_col)
         if labels is None:
             if ours == split:
-                raise UserError(f"hub dataset {hub_id} split '{theirs}' has no labels; choose a labelled split with --split")
+                raise UserError(
+                    f"hub dataset {hub_id} split '{theirs}' has no labels; choose a labelled split with --split"
+                )
             continue
         out[ours] = ([str(t or "").strip() for t in ds[text_col]], labels)
     if split not in out:
@@ -281,11 +301,15 @@ def load_split(
         all_splits, names = _load_hub(dataset, split, hf_config, text_column, label_column, hub.local)
     else:
         if split not in files:
-            raise UserError(f"dataset '{dataset}' has no split '{split}' (found: {', '.join(sorted(files))}); use --split {','.join(sorted(files))}")
+            raise UserError(
+                f"dataset '{dataset}' has no split '{split}' (found: {', '.join(sorted(files))}); use --split {','.join(sorted(files))}"
+            )
         all_splits = {s: _read_file(p, text_column, label_column) for s, p in files.items()}
     texts, raw_labels = all_splits[split]
     if not texts:
-        raise UserError(f"dataset '{dataset}' split '{split}' is empty: check the file has rows under a text,label header")
+        raise UserError(
+            f"dataset '{dataset}' split '{split}' is empty: check the file has rows under a text,label header"
+        )
     if names is None:
         names = _sort_labels({lab for _, labs in all_splits.values() for lab in labs})
     index = {name: i for i, name in enumerate(names)}

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from benchmark.config import BenchConfig, with_values
-from benchmark.models import resolve_model
+from benchmark.core.config import BenchConfig, with_values
+from benchmark.core.models import resolve_model
 from studies.presets import PRESETS
 
 if TYPE_CHECKING:

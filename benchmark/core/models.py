@@ -10,13 +10,13 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass, replace
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
-from benchmark.cache import atomic_write_bytes
-from benchmark.errors import UserError
-from benchmark.registry import Registry, UnknownNameError
+from benchmark.core.cache import atomic_write_bytes
+from benchmark.core.errors import UserError
+from benchmark.core.registry import Registry, UnknownNameError
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +75,43 @@ def _add(spec: ModelSpec) -> None:
 
 # Decoders default to masked mean pooling: on frozen decoder states it beat last-token pooling in our MR
 # probe (last-token states of small decoders are dominated by next-token prediction); `last_token` stays available.
-_add(ModelSpec("smollm2-135m", "HuggingFaceTB/SmolLM2-135M-Instruct", "decoder", 30, 576, "mean", 512,
-               local_dir="SmolLM2-135M-Instruct-Q4_1-gguf", gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf"))
-_add(ModelSpec("minilm-l6", "sentence-transformers/all-MiniLM-L6-v2", "encoder", 6, 384, "mean", 256, local_dir="all-MiniLM-L6-v2"))
-_add(ModelSpec("minilm-l3", "sentence-transformers/paraphrase-MiniLM-L3-v2", "encoder", 3, 384, "mean", 128, local_dir="paraphrase-MiniLM-L3-v2"))
+_add(
+    ModelSpec(
+        "smollm2-135m",
+        "HuggingFaceTB/SmolLM2-135M-Instruct",
+        "decoder",
+        30,
+        576,
+        "mean",
+        512,
+        local_dir="SmolLM2-135M-Instruct-Q4_1-gguf",
+        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+    )
+)
+_add(
+    ModelSpec(
+        "minilm-l6",
+        "sentence-transformers/all-MiniLM-L6-v2",
+        "encoder",
+        6,
+        384,
+        "mean",
+        256,
+        local_dir="all-MiniLM-L6-v2",
+    )
+)
+_add(
+    ModelSpec(
+        "minilm-l3",
+        "sentence-transformers/paraphrase-MiniLM-L3-v2",
+        "encoder",
+        3,
+        384,
+        "mean",
+        128,
+        local_dir="paraphrase-MiniLM-L3-v2",
+    )
+)
 # The paper's models (hub only; several need accepting a licence on the hub first).
 _add(ModelSpec("llama2-7b", "meta-llama/Llama-2-7b-hf", "decoder", 32, 4096, "mean", 512))
 _add(ModelSpec("qwen2.5-7b", "Qwen/Qwen2.5-7B", "decoder", 28, 3584, "mean", 512))
@@ -86,10 +119,20 @@ _add(ModelSpec("mistral-7b", "mistralai/Mistral-7B-v0.1", "decoder", 32, 4096, "
 _add(ModelSpec("falcon3-7b", "tiiuae/Falcon3-7B-Base", "decoder", 28, 3072, "mean", 512))
 _add(ModelSpec("gemma2-2b", "google/gemma-2-2b", "decoder", 26, 2304, "mean", 512))
 # NV-Embed-v2 ships custom code: it needs extract.trust_remote_code=true; it expects instruction-prefixed queries.
-_add(ModelSpec("nv-embed-v2", "nvidia/NV-Embed-v2", "decoder", 32, 4096, "mean", 512,
-               prefix="Instruct: Classify the given text\nQuery: "))
+_add(
+    ModelSpec(
+        "nv-embed-v2",
+        "nvidia/NV-Embed-v2",
+        "decoder",
+        32,
+        4096,
+        "mean",
+        512,
+        prefix="Instruct: Classify the given text\nQuery: ",
+    )
+)
 # The lexical baseline as a fusable one-layer "model": TF-IDF word 1-2 grams reduced by truncated SVD to 512 dims.
-# Its "revision" names the recipe; the cache key adds the hash of the train split it was fitted on (benchmark.keys).
+# Its "revision" names the recipe; the cache key adds the hash of the train split it was fitted on (benchmark.core.keys).
 _add(ModelSpec("tfidf", "layerfuse/tfidf-svd", LEXICAL, 0, 512, "mean", 0, revision="w12-df2-sublin-svd512-v1"))
 _add(ModelSpec("e5-large-v2", "intfloat/e5-large-v2", "encoder", 24, 1024, "mean", 512, prefix="query: "))
 
@@ -110,7 +153,9 @@ def _read_config(folder: Path) -> dict[str, Any]:
     try:
         cfg = json.loads((folder / "config.json").read_text())
     except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-        raise UserError(f"model folder {folder} has no readable config.json: point --model at a Hugging Face model folder") from None
+        raise UserError(
+            f"model folder {folder} has no readable config.json: point --model at a Hugging Face model folder"
+        ) from None
     if not isinstance(cfg, dict):
         raise UserError(f"model folder {folder}: config.json is not a JSON object")
     return cfg
@@ -133,8 +178,10 @@ def check_max_length(spec: ModelSpec, max_length: int, config: dict[str, Any] | 
         config = _read_config(Path(spec.path))
     limit = position_limit(config)
     if limit is not None and max_length > limit:
-        raise UserError(f"max length {max_length} exceeds the {limit} positions of model '{spec.alias}' "
-                        f"(config max_position_embeddings); use --max-length {limit} or less")
+        raise UserError(
+            f"max length {max_length} exceeds the {limit} positions of model '{spec.alias}' "
+            f"(config max_position_embeddings); use --max-length {limit} or less"
+        )
 
 
 def _local_spec(name: str, folder: Path) -> ModelSpec:
@@ -143,22 +190,34 @@ def _local_spec(name: str, folder: Path) -> ModelSpec:
         raise UserError(f"model folder {folder} has no config.json: point --model at a Hugging Face model folder")
     cfg = _read_config(folder)
     text = cfg.get("text_config") or cfg
-    is_decoder = bool(cfg.get("is_decoder")) or any(a.endswith("ForCausalLM") for a in cfg.get("architectures") or []) \
+    is_decoder = (
+        bool(cfg.get("is_decoder"))
+        or any(a.endswith("ForCausalLM") for a in cfg.get("architectures") or [])
         or text.get("model_type") in {"llama", "mistral", "qwen2", "gemma", "gemma2", "falcon", "gpt2", "phi3", "phi"}
+    )
     gguf = sorted(folder.glob("*.gguf"))
     return ModelSpec(
-        alias=name, hf_id=name, kind="decoder" if is_decoder else "encoder",
+        alias=name,
+        hf_id=name,
+        kind="decoder" if is_decoder else "encoder",
         num_layers=int(text.get("num_hidden_layers", text.get("n_layer", 0))),
         hidden_size=int(text.get("hidden_size", text.get("n_embd", 0))),
-        default_pooling="mean", max_length=min(DEFAULT_MAX_LENGTH, position_limit(cfg) or DEFAULT_MAX_LENGTH),
-        gguf_file=gguf[0].name if gguf else None, path=str(folder),
+        default_pooling="mean",
+        max_length=min(DEFAULT_MAX_LENGTH, position_limit(cfg) or DEFAULT_MAX_LENGTH),
+        gguf_file=gguf[0].name if gguf else None,
+        path=str(folder),
     )
 
 
-@lru_cache(maxsize=None)
+@cache
 def _warn_hub_fallback(name: str, folder: str, hf_id: str) -> None:
-    log.warning("model '%s': no folder %s (paths.models_dir / LAYERFUSE_MODELS_DIR); using hub id %s, which needs "
-                "network access", name, folder, hf_id)
+    log.warning(
+        "model '%s': no folder %s (paths.models_dir / LAYERFUSE_MODELS_DIR); using hub id %s, which needs "
+        "network access",
+        name,
+        folder,
+        hf_id,
+    )
 
 
 def resolve_model(name: str, models_dir: str | Path) -> ModelSpec:
@@ -173,7 +232,9 @@ def resolve_model(name: str, models_dir: str | Path) -> ModelSpec:
             folder = Path(models_dir) / spec.local_dir
             if folder.is_dir():
                 if spec.gguf_file and not (folder / spec.gguf_file).is_file():
-                    raise UserError(f"model '{name}': GGUF file {spec.gguf_file} is missing from {folder}; restore it or set paths.models_dir")
+                    raise UserError(
+                        f"model '{name}': GGUF file {spec.gguf_file} is missing from {folder}; restore it or set paths.models_dir"
+                    )
                 return replace(spec, path=str(folder))
             _warn_hub_fallback(name, str(folder), spec.hf_id)
         return spec

@@ -8,12 +8,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmark.cache import FeatureKey, key_dir
-from benchmark.config import BenchConfig, ConfigError
-from benchmark.hardware import resolve_device, resolve_dtype
-from benchmark.models import LEXICAL, ModelSpec, check_max_length, model_revision, resolve_model
-from benchmark.registry import suggest
-from benchmark.text_data import TextSplit, load_split
+from benchmark.core.cache import FeatureKey, key_dir
+from benchmark.core.config import BenchConfig, ConfigError
+from benchmark.core.hardware import resolve_device, resolve_dtype
+from benchmark.core.models import LEXICAL, ModelSpec, check_max_length, model_revision, resolve_model
+from benchmark.core.registry import suggest
+from benchmark.core.text_data import TextSplit, load_split
 
 POOLING_NAMES = ("mean", "last_token", "cls", "max")  # mirrored by extractors.pooling.POOLINGS (tested)
 
@@ -31,19 +31,27 @@ class ResolvedFeatures:
 
 def load_text_split(cfg: BenchConfig, split: str) -> TextSplit:
     """Load ``cfg.extract.dataset``'s ``split`` with the configured columns and limit."""
-    return load_split(cfg.extract.dataset, split, cfg.paths.data_dir, cfg.extract.limit,
-                      cfg.data.text_column, cfg.data.label_column, cfg.data.hf_config)
+    return load_split(
+        cfg.extract.dataset,
+        split,
+        cfg.paths.data_dir,
+        cfg.extract.limit,
+        cfg.data.text_column,
+        cfg.data.label_column,
+        cfg.data.hf_config,
+    )
 
 
 def resolve_features(cfg: BenchConfig, model: str, text_split: TextSplit) -> ResolvedFeatures:
     """Resolve the cache key and directory for ``model`` on ``text_split`` under ``cfg``."""
-
     spec = resolve_model(model, cfg.paths.models_dir)
     if spec.kind == LEXICAL:
         return _resolve_lexical(cfg, spec, text_split)
     pooling = cfg.extract.pooling or spec.default_pooling
     if pooling not in POOLING_NAMES:
-        raise ConfigError(f"extract.pooling={pooling!r} is not valid.{suggest(pooling, list(POOLING_NAMES))} Choose one of: {', '.join(POOLING_NAMES)}")
+        raise ConfigError(
+            f"extract.pooling={pooling!r} is not valid.{suggest(pooling, list(POOLING_NAMES))} Choose one of: {', '.join(POOLING_NAMES)}"
+        )
     device = resolve_device(cfg.extract.device)
     max_length = cfg.extract.max_length or spec.max_length
     check_max_length(spec, max_length)
@@ -63,7 +71,14 @@ def resolve_features(cfg: BenchConfig, model: str, text_split: TextSplit) -> Res
 def _resolve_lexical(cfg: BenchConfig, spec: ModelSpec, text_split: TextSplit) -> ResolvedFeatures:
     """Key of a lexical model: its features depend on the train split it is fitted on, not on pooling or length."""
     fitted_on = text_split if text_split.split == "train" else load_text_split(cfg, "train")
-    key = FeatureKey(model_id=spec.hf_id, revision=f"{spec.revision}-fit-{fitted_on.data_sha256[:12]}",
-                     dataset=text_split.dataset, data_sha256=text_split.data_sha256, split=text_split.split,
-                     pooling="tfidf", max_length=0, dtype="fp32")
+    key = FeatureKey(
+        model_id=spec.hf_id,
+        revision=f"{spec.revision}-fit-{fitted_on.data_sha256[:12]}",
+        dataset=text_split.dataset,
+        data_sha256=text_split.data_sha256,
+        split=text_split.split,
+        pooling="tfidf",
+        max_length=0,
+        dtype="fp32",
+    )
     return ResolvedFeatures(spec, text_split, key, key_dir(cfg.paths.cache_dir, key), "cpu")

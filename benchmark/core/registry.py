@@ -6,7 +6,7 @@ import difflib
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
-from benchmark.errors import UserError
+from benchmark.core.errors import UserError
 
 T = TypeVar("T")
 

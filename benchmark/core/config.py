@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmark.errors import UserError
-from benchmark.registry import suggest
+from benchmark.core.errors import UserError
+from benchmark.core.registry import suggest
 
 DTYPES = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
@@ -42,7 +42,9 @@ def _help(text: str) -> dict[str, str]:
 
 def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise ConfigError(f"{key}={value!r} is not valid.{suggest(value, list(choices))} Choose one of: {', '.join(choices)}")
+        raise ConfigError(
+            f"{key}={value!r} is not valid.{suggest(value, list(choices))} Choose one of: {', '.join(choices)}"
+        )
 
 
 def _check_positive(key: str, value: float | None, allow_zero: bool = False) -> None:
@@ -54,26 +56,41 @@ def _check_positive(key: str, value: float | None, allow_zero: bool = False) -> 
 class PathsConfig:
     """Where inputs and outputs live."""
 
-    data_dir: str = field(default="../shared/data", metadata=_help("folder with <dataset>/{train,test}.csv (env LAYERFUSE_DATA_DIR)"))
-    models_dir: str = field(default="../shared/models", metadata=_help("folder holding the embedded models (env LAYERFUSE_MODELS_DIR)"))
-    cache_dir: str = field(default=".cache/features", metadata=_help("per-layer feature cache (env LAYERFUSE_CACHE_DIR)"))
+    data_dir: str = field(
+        default="../shared/data", metadata=_help("folder with <dataset>/{train,test}.csv (env LAYERFUSE_DATA_DIR)")
+    )
+    models_dir: str = field(
+        default="../shared/models", metadata=_help("folder holding the embedded models (env LAYERFUSE_MODELS_DIR)")
+    )
+    cache_dir: str = field(
+        default=".cache/features", metadata=_help("per-layer feature cache (env LAYERFUSE_CACHE_DIR)")
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class ExtractConfig:
     """How features are extracted."""
 
-    models: tuple[str, ...] = field(default=("smollm2-135m", "minilm-l6"), metadata=_help("model aliases, hub ids or local dirs"))
+    models: tuple[str, ...] = field(
+        default=("smollm2-135m", "minilm-l6"), metadata=_help("model aliases, hub ids or local dirs")
+    )
     dataset: str = field(default="mr", metadata=_help("dataset name, local file, or hub id"))
     splits: tuple[str, ...] = field(default=("train", "test"), metadata=_help("splits to extract"))
-    limit: int | None = field(default=None, metadata=_help("keep a seeded random subset of N rows per split (original order kept)"))
+    limit: int | None = field(
+        default=None, metadata=_help("keep a seeded random subset of N rows per split (original order kept)")
+    )
     max_length: int | None = field(default=None, metadata=_help("max tokens per text; default: the model's own"))
     pooling: str | None = field(default=None, metadata=_help("mean|last_token|cls|max; default: the model's own"))
     dtype: str = field(default="auto", metadata=_help("auto|fp32|bf16|fp16 (auto: bf16 where the hardware has it)"))
     batch_size: int = field(default=0, metadata=_help("texts per batch; 0 = auto (token budget, OOM back-off on CUDA)"))
-    token_budget: int = field(default=0, metadata=_help("padded tokens per batch when batch_size is auto; 0 = per device (cpu 2048, cuda 65536)"))
+    token_budget: int = field(
+        default=0,
+        metadata=_help("padded tokens per batch when batch_size is auto; 0 = per device (cpu 2048, cuda 65536)"),
+    )
     device: str = field(default="auto", metadata=_help("auto|cpu|cuda"))
-    overwrite: str = field(default="missing", metadata=_help("missing: reuse complete caches; always: redo; never: fail if absent"))
+    overwrite: str = field(
+        default="missing", metadata=_help("missing: reuse complete caches; always: redo; never: fail if absent")
+    )
     chunk_size: int = field(default=1024, metadata=_help("texts per resumable chunk"))
     trust_remote_code: bool = field(default=False, metadata=_help("allow model code from the hub (off by default)"))
     show_progress: bool = field(default=True, metadata=_help("progress bar per model x split"))
@@ -103,15 +120,25 @@ class DataConfig:
     val_fraction: float = field(default=0.1, metadata=_help("stratified share of train held out for validation"))
     standardize: bool = field(default=True, metadata=_help("standardise features with train-part statistics"))
     num_workers: int = field(default=0, metadata=_help("DataLoader workers"))
-    val_split: str | None = field(default=None, metadata=_help("the dataset's own validation split (extract it too); None = hold out val_fraction of train"))
-    split_seed: int = field(default=0, metadata=_help("seed of the train/validation split (fixed across train.seed, so every trial validates on the same rows)"))
+    val_split: str | None = field(
+        default=None,
+        metadata=_help("the dataset's own validation split (extract it too); None = hold out val_fraction of train"),
+    )
+    split_seed: int = field(
+        default=0,
+        metadata=_help(
+            "seed of the train/validation split (fixed across train.seed, so every trial validates on the same rows)"
+        ),
+    )
 
     def __post_init__(self) -> None:
         if not 0.0 < self.val_fraction < 1.0:
             raise ConfigError(f"data.val_fraction={self.val_fraction} must be between 0 and 1 (exclusive), e.g. 0.1")
         _check_positive("data.num_workers", self.num_workers, allow_zero=True)
         if self.val_split in ("train", "test"):
-            raise ConfigError(f"data.val_split={self.val_split!r} would validate on the {self.val_split} split: name a separate split (e.g. validation) or leave it unset")
+            raise ConfigError(
+                f"data.val_split={self.val_split!r} would validate on the {self.val_split} split: name a separate split (e.g. validation) or leave it unset"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +156,9 @@ class TrainConfig:
     proj_dim: int = field(default=1024, metadata=_help("common projection size d (0 = smallest input size)"))
     fusion: str = field(default="concat", metadata=_help("fusion name (see `layerfuse ls fusions`)"))
     accelerator: str = field(default="cpu", metadata=_help("Lightning accelerator (cpu|gpu|auto)"))
-    monitor: str = field(default="val/loss", metadata=_help("early stopping and best-epoch metric: val/loss or val/acc"))
+    monitor: str = field(
+        default="val/loss", metadata=_help("early stopping and best-epoch metric: val/loss or val/acc")
+    )
     moe_experts: int = field(default=0, metadata=_help("moe fusion experts (0 = one expert per input)"))
     threads: int = field(default=1, metadata=_help("torch CPU threads while training heads (0 = torch's default)"))
 
@@ -152,15 +181,30 @@ class StudyConfig:
 
     preset: str = field(default="search", metadata=_help("study preset (see `layerfuse ls presets`)"))
     name: str | None = field(default=None, metadata=_help("study name; default: <preset>-<dataset>-<model+model>"))
-    trials: int = field(default=20, metadata=_help("finished (complete or pruned) trials to reach; grid presets run their whole grid"))
-    storage: str = field(default="sqlite:///mlruns/optuna.db", metadata=_help("Optuna storage: sqlite:///f.db, postgresql://..., or journal:f.log"))
+    trials: int = field(
+        default=20, metadata=_help("finished (complete or pruned) trials to reach; grid presets run their whole grid")
+    )
+    storage: str = field(
+        default="sqlite:///mlruns/optuna.db",
+        metadata=_help("Optuna storage: sqlite:///f.db, postgresql://..., or journal:f.log"),
+    )
     workers: int = field(default=1, metadata=_help("worker processes on this machine"))
     timeout: float | None = field(default=None, metadata=_help("stop starting trials after this many seconds"))
     pruning: bool = field(default=True, metadata=_help("prune unpromising trials while they train (with study.pruner)"))
-    pruner: str = field(default="median", metadata=_help("median (below the median of completed trials at the same epoch; grids: of the same pair or model) or threshold:X (val/acc below X); from epoch 5"))
+    pruner: str = field(
+        default="median",
+        metadata=_help(
+            "median (below the median of completed trials at the same epoch; grids: of the same pair or model) or threshold:X (val/acc below X); from epoch 5"
+        ),
+    )
     seeds: int = field(default=1, metadata=_help("seeds per configuration (metrics are their mean)"))
-    heartbeat: float = field(default=10.0, metadata=_help("seconds between trial heartbeats; a trial silent for 3 beats is failed and retried"))
-    fusions: tuple[str, ...] = field(default=(), metadata=_help("fusions the fusion-methods and search presets choose from (empty = all)"))
+    heartbeat: float = field(
+        default=10.0,
+        metadata=_help("seconds between trial heartbeats; a trial silent for 3 beats is failed and retried"),
+    )
+    fusions: tuple[str, ...] = field(
+        default=(), metadata=_help("fusions the fusion-methods and search presets choose from (empty = all)")
+    )
     max_k: int = field(default=10, metadata=_help("largest k of last-k aggregations (paper: 10)"))
 
     def __post_init__(self) -> None:
@@ -172,14 +216,18 @@ class StudyConfig:
         _check_positive("study.max_k", self.max_k)
         kind, _, value = self.pruner.partition(":")
         if not (self.pruner == "median" or (kind == "threshold" and value.replace(".", "", 1).isdigit())):
-            raise ConfigError(f"study.pruner={self.pruner!r} is not valid: use median or threshold:X (e.g. threshold:0.6)")
+            raise ConfigError(
+                f"study.pruner={self.pruner!r} is not valid: use median or threshold:X (e.g. threshold:0.6)"
+            )
 
 
 @dataclass(frozen=True, slots=True)
 class TrackingConfig:
     """MLflow tracking."""
 
-    uri: str = field(default="sqlite:///mlruns/mlflow.db", metadata=_help("MLflow tracking URI (env MLFLOW_TRACKING_URI)"))
+    uri: str = field(
+        default="sqlite:///mlruns/mlflow.db", metadata=_help("MLflow tracking URI (env MLFLOW_TRACKING_URI)")
+    )
     artifact_root: str = field(default="mlruns/artifacts", metadata=_help("artifact location for new experiments"))
 
 
@@ -195,10 +243,13 @@ class ReportConfig:
 class PipelineConfig:
     """The multi-stage runs (``layerfuse reproduce``, ``layerfuse quickstart``): datasets x study presets, then one report."""
 
-    datasets: tuple[str, ...] = field(default=("sst2", "mr", "r8", "r52"), metadata=_help("datasets, each run through every stage"))
+    datasets: tuple[str, ...] = field(
+        default=("sst2", "mr", "r8", "r52"), metadata=_help("datasets, each run through every stage")
+    )
     presets: tuple[str, ...] = field(
         default=("tfidf-baseline", "layer-sweep", "last-k", "fusion-methods", "multi-model", "search"),
-        metadata=_help("study presets in order (those needing more models than given are skipped)"))
+        metadata=_help("study presets in order (those needing more models than given are skipped)"),
+    )
     report_name: str = field(default="reproduce", metadata=_help("report folder under report.out_dir"))
 
     def __post_init__(self) -> None:
@@ -268,13 +319,17 @@ def _apply(cfg: BenchConfig, key: str, raw: Any, source: str) -> BenchConfig:
     sections = {f.name: f for f in dataclasses.fields(BenchConfig)}
     parts = key.split(".")
     if len(parts) != 2 or parts[0] not in sections:
-        raise ConfigError(f"unknown config key '{key}' ({source}).{suggest(parts[0], list(sections))} Keys look like section.field; sections: {', '.join(sections)}")
+        raise ConfigError(
+            f"unknown config key '{key}' ({source}).{suggest(parts[0], list(sections))} Keys look like section.field; sections: {', '.join(sections)}"
+        )
     section_name, field_name = parts
     section = getattr(cfg, section_name)
     hints = _section_types(type(section))
     if field_name not in hints:
         full = [f"{section_name}.{n}" for n in hints]
-        raise ConfigError(f"unknown config key '{key}' ({source}).{suggest(key, full)} Valid keys in '{section_name}': {', '.join(hints)}")
+        raise ConfigError(
+            f"unknown config key '{key}' ({source}).{suggest(key, full)} Valid keys in '{section_name}': {', '.join(hints)}"
+        )
     value = _coerce(key, raw, hints[field_name])
     try:
         new_section = dataclasses.replace(section, **{field_name: value})
@@ -361,7 +416,10 @@ def to_dict(cfg: BenchConfig) -> dict[str, Any]:
             return [plain(x) for x in v]
         return v
 
-    return {sec: {k: plain(v) for k, v in dataclasses.asdict(getattr(cfg, sec)).items()} for sec in (f.name for f in dataclasses.fields(cfg))}
+    return {
+        sec: {k: plain(v) for k, v in dataclasses.asdict(getattr(cfg, sec)).items()}
+        for sec in (f.name for f in dataclasses.fields(cfg))
+    }
 
 
 def to_yaml(cfg: BenchConfig) -> str:

@@ -35,7 +35,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from benchmark.config import TrackingConfig
+from benchmark.core.config import TrackingConfig
 
 if TYPE_CHECKING:
     import numpy as np
@@ -63,7 +63,7 @@ TEST_LABELS_ARTIFACT = "predictions/test_labels.npy"  # on the parent run: true 
 
 def experiment_name(dataset: str) -> str:
     """The experiment holding every study on ``dataset`` (a file or folder dataset is named by its slug)."""
-    from benchmark.text_data import dataset_label
+    from benchmark.core.text_data import dataset_label
 
     return f"{EXPERIMENT_PREFIX}{dataset_label(dataset)}"
 
@@ -111,8 +111,14 @@ def ensure_experiment(mlc: MlflowClient, name: str, tracking: TrackingConfig) ->
 def git_commit() -> str:
     """The repository's HEAD commit, or ``unknown`` outside a checkout."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent, check=False)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parent,
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
     return out.stdout.strip() or "unknown"
@@ -146,9 +152,14 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
-def log_run_data(mlc: MlflowClient, run_id: str, params: Mapping[str, Any] | None = None,
-                 metrics: Mapping[str, float] | None = None, tags: Mapping[str, str] | None = None,
-                 histories: Mapping[str, list[float] | Mapping[int, float]] | None = None) -> None:
+def log_run_data(
+    mlc: MlflowClient,
+    run_id: str,
+    params: Mapping[str, Any] | None = None,
+    metrics: Mapping[str, float] | None = None,
+    tags: Mapping[str, str] | None = None,
+    histories: Mapping[str, list[float] | Mapping[int, float]] | None = None,
+) -> None:
     """Log params, final metrics, tags and step histories (a list: step = index; a mapping: step -> value) in one batch call."""
     import time
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmark.errors import UserError
+from benchmark.core.errors import UserError
 
 FORMAT_VERSION = 1
 FEATURE_DTYPE = np.float16
@@ -62,8 +62,13 @@ class FeatureKey:
     def relpath(self) -> Path:
         """Directory of this key relative to the cache root."""
         model = "__".join(_slug(p) for p in self.model_id.strip("/").split("/")[-2:])
-        return Path(model, _slug(self.revision), f"{_slug(self.dataset)}-{self.data_sha256[:12]}", _slug(self.split),
-                    f"{_slug(self.pooling)}-L{self.max_length}-{_slug(self.dtype)}")
+        return Path(
+            model,
+            _slug(self.revision),
+            f"{_slug(self.dataset)}-{self.data_sha256[:12]}",
+            _slug(self.split),
+            f"{_slug(self.pooling)}-L{self.max_length}-{_slug(self.dtype)}",
+        )
 
     def sha256(self) -> str:
         """Hash of the canonical JSON of all key fields."""
@@ -119,21 +124,29 @@ def validate(path: str | Path) -> dict[str, Any]:
     try:
         meta = json.loads(meta_file.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError):
-        raise CacheError(f"cache {path}: meta.json is corrupt; delete the folder or re-extract with --overwrite always") from None
+        raise CacheError(
+            f"cache {path}: meta.json is corrupt; delete the folder or re-extract with --overwrite always"
+        ) from None
     if not isinstance(meta, dict) or not meta.get("complete") or meta.get("format_version") != FORMAT_VERSION:
-        raise CacheError(f"cache {path}: meta.json is incomplete or of another format version; re-extract with --overwrite always")
+        raise CacheError(
+            f"cache {path}: meta.json is incomplete or of another format version; re-extract with --overwrite always"
+        )
     try:  # a meta.json that parses can still lack fields or hold the wrong types (hand edits, other tools)
         n, h, num_layers = int(meta["n"]), int(meta["hidden_size"]), int(meta["num_layers"])
         files = {str(name): int(size) for name, size in meta["files"].items()}
     except (KeyError, TypeError, ValueError, AttributeError):
-        raise CacheError(f"cache {path}: meta.json lacks n, hidden_size, num_layers or files; re-extract with --overwrite always") from None
+        raise CacheError(
+            f"cache {path}: meta.json lacks n, hidden_size, num_layers or files; re-extract with --overwrite always"
+        ) from None
     for name, size in files.items():
         f = path / name
         if not f.is_file() or f.stat().st_size != size:
             raise CacheError(f"cache {path}: {name} is missing or truncated; re-extract with --overwrite always")
     for layer in range(num_layers + 1):
         if _npy_shape(path / layer_file(layer)) != (n, h):
-            raise CacheError(f"cache {path}: {layer_file(layer)} does not have shape ({n}, {h}); re-extract with --overwrite always")
+            raise CacheError(
+                f"cache {path}: {layer_file(layer)} does not have shape ({n}, {h}); re-extract with --overwrite always"
+            )
     if _npy_shape(path / "labels.npy") != (n,):
         raise CacheError(f"cache {path}: labels.npy does not have shape ({n},); re-extract with --overwrite always")
     return dict(meta)
@@ -191,7 +204,9 @@ class FeatureCache:
         """Normalise a possibly negative layer index, or raise naming the valid range."""
         total = self.num_layers + 1
         if not -total <= layer < total:
-            raise CacheError(f"layer {layer} is out of range for {self.meta['model_id']}: valid 0..{self.num_layers} or -1..-{total}")
+            raise CacheError(
+                f"layer {layer} is out of range for {self.meta['model_id']}: valid 0..{self.num_layers} or -1..-{total}"
+            )
         return layer % total
 
     def layer(self, layer: int) -> np.ndarray:
@@ -220,7 +235,9 @@ def recorded_batching(final_dir: str | Path, key: FeatureKey, n: int, chunk_size
         state = json.loads((partial_dir(final_dir) / "partial.json").read_text())
     except (OSError, json.JSONDecodeError, UnicodeDecodeError):
         return None
-    if not isinstance(state, dict) or {k: state.get(k) for k in ("key", "n", "chunk_size")} != CacheWriter._ident(key, n, chunk_size):
+    if not isinstance(state, dict) or {k: state.get(k) for k in ("key", "n", "chunk_size")} != CacheWriter._ident(
+        key, n, chunk_size
+    ):
         return None
     batching = state.get("batching")
     return dict(batching) if isinstance(batching, dict) else {}
@@ -256,8 +273,9 @@ class CacheWriter:
     beside the features, so the final files are in original order whatever the processing order was.
     """
 
-    def __init__(self, final_dir: str | Path, key: FeatureKey, n: int, chunk_size: int,
-                 batching: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, final_dir: str | Path, key: FeatureKey, n: int, chunk_size: int, batching: dict[str, Any] | None = None
+    ) -> None:
         self.final_dir = Path(final_dir)
         self.partial = partial_dir(self.final_dir)
         self.key = key
@@ -345,9 +363,15 @@ class CacheWriter:
         (self.partial / "partial.json").unlink()
         files = {p.name: p.stat().st_size for p in sorted(self.partial.iterdir()) if p.suffix == ".npy"}
         full = {
-            "format_version": FORMAT_VERSION, **asdict(self.key), "key_sha256": self.key.sha256(),
-            "n": self.n, "hidden_size": int(hidden), "num_layers": int(num_states - 1), **meta,
-            "files": files, "complete": True,
+            "format_version": FORMAT_VERSION,
+            **asdict(self.key),
+            "key_sha256": self.key.sha256(),
+            "n": self.n,
+            "hidden_size": int(hidden),
+            "num_layers": int(num_states - 1),
+            **meta,
+            "files": files,
+            "complete": True,
         }
         atomic_write_bytes(self.partial / "meta.json", json.dumps(full, indent=2, sort_keys=True).encode())
         if self.final_dir.exists():  # --overwrite always: move the old entry aside first, then drop it

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from benchmark.errors import UserError
+from benchmark.core.errors import UserError
 
 # CPU flags that make bf16 faster than fp32 for both kinds of model. Measured on this project's 2-core AVX512-BF16
 # CPU (no AMX) on 2026-11-27, other jobs running (load 6-10), 400 MR texts (minilm-l6) and 120 (smollm2-135m),
