@@ -34,23 +34,17 @@ from lightning_modules.components.classifier import MLPHead, apply_dropout, drop
 from lightning_modules.datamodule import CachedFeatureDataModule, Selection
 from lightning_modules.features import CachedFeatureDataset
 from lightning_modules.layers import LayerSpec
+from lightning_modules.scores import HeadScore
 
 if TYPE_CHECKING:
     from benchmark.core.config import BenchConfig
 
 
 @dataclass(frozen=True, slots=True)
-class LayerScore:
-    """One layer's scores at its best validation epoch."""
+class LayerScore(HeadScore):
+    """One layer's head scores, as a separate fit of that layer would report them."""
 
     layer: int
-    val_acc: float
-    val_f1: float
-    val_loss: float
-    test_acc: float
-    test_f1: float
-    best_epoch: int
-    epochs: int
     feature_bytes: int = 0  # bytes the whole sweep read from feature files (all its layers, all passes)
 
 
@@ -347,6 +341,14 @@ def _sweep_layers(
         heads, StackedRows(dm.datasets["test"], everything, False, device), dm.eval_batch_size, c
     )
     return [
-        LayerScore(layer, *tr.val, float(test_acc[i]), float(test_f1[i]), tr.best_epoch, tr.epochs, dm.feature_bytes)
+        LayerScore(
+            *tr.val,
+            float(test_acc[i]),
+            float(test_f1[i]),
+            tr.best_epoch,
+            tr.epochs,
+            layer=layer,
+            feature_bytes=dm.feature_bytes,
+        )
         for i, (layer, tr) in enumerate(zip(layers, tracks, strict=True))
     ]

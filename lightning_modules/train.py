@@ -21,6 +21,7 @@ from lightning.pytorch.callbacks import EarlyStopping
 from lightning_modules.callbacks import FitTimer, RestoreBest, monitor_mode, peak_rss_mb, time_inference, torch_threads
 from lightning_modules.datamodule import CachedFeatureDataModule, Selection
 from lightning_modules.module import FusionClassifier
+from lightning_modules.scores import HeadScore
 
 if TYPE_CHECKING:
     from lightning.pytorch.loggers import Logger
@@ -31,14 +32,10 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
-class FitResult:
+class FitResult(HeadScore):
     """Scores (at the best validation epoch) and costs of one fit.
 
     Attributes:
-        val_acc, val_f1, val_loss: Validation scores of the restored best epoch.
-        test_acc, test_f1: Test scores of the same weights.
-        best_epoch: 0-based epoch whose weights were kept.
-        epochs: Epochs trained (early stopping may end before ``max_epochs``).
         params: Trainable parameters.
         fit_s: Wall seconds of ``trainer.fit``.
         head_ms_per_sample: Forward-pass milliseconds per test sample, features in memory, after warm-up.
@@ -48,13 +45,6 @@ class FitResult:
         test_pred: Predicted test labels in test order (for paired tests between configurations).
     """
 
-    val_acc: float
-    val_f1: float
-    val_loss: float
-    test_acc: float
-    test_f1: float
-    best_epoch: int
-    epochs: int
     params: int
     fit_s: float
     head_ms_per_sample: float

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 
 from benchmark.core.config import BenchConfig, with_values
 from lightning_modules.train import FitResult, fit_and_evaluate
-from studies.runner import resolve_dirs
+from studies.caches import resolve_dirs
 
 
 def fit_config(cfg: BenchConfig, layers: Mapping[str, str], seeds: int = 1) -> list[FitResult]:

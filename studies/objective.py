@@ -18,7 +18,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -30,11 +29,12 @@ from benchmark.core import tracking
 from benchmark.core.cache import FeatureCache
 from benchmark.core.config import BenchConfig, to_yaml, with_values
 from lightning_modules.callbacks import peak_rss_mb, time_inference, torch_threads
-from lightning_modules.datamodule import CachedFeatureDataModule, Selection
+from lightning_modules.datamodule import CachedFeatureDataModule
 from lightning_modules.module import FusionClassifier
-from lightning_modules.sweep import sweep_layers
 from lightning_modules.train import fit_and_evaluate
 from studies.baseline import fit_baseline
+from studies.best_layers import seed_mean, sweep_seed
+from studies.caches import ModelDirs
 from studies.presets import Preset, StudyContext, TrialPlan
 
 if TYPE_CHECKING:
@@ -59,19 +59,6 @@ def max_peak(peaks: list[dict[str, float]]) -> dict[str, float]:
     """``perf/cuda_peak_mb`` over several blocks (seeds): the largest, or nothing when none ran on CUDA."""
     values = [p["perf/cuda_peak_mb"] for p in peaks if "perf/cuda_peak_mb" in p]
     return {"perf/cuda_peak_mb": max(values)} if values else {}
-
-
-@dataclass(frozen=True)
-class ModelDirs:
-    """A model's train/test (and optional validation) cache directories on the study's dataset."""
-
-    train: Path
-    test: Path
-    val: Path | None = None
-
-    def selection(self, name: str, layer: str) -> Selection:
-        """The DataModule selection of this model at ``layer``."""
-        return Selection(name, layer, self.train, self.test, self.val)
 
 
 @dataclass
@@ -123,7 +110,7 @@ def finish_run(runs: StudyRuns, run_id: str, state: str, reason: str = "") -> No
     """Close a trial's run with its Optuna state and why it was pruned (``layerfuse.prune_reason``) or failed (``layerfuse.error``)."""
     tags = {tracking.TAG_STATE: state}
     if reason:
-        tags["layerfuse.prune_reason" if state == "PRUNED" else "layerfuse.error"] = reason[:5000]
+        tags[tracking.TAG_PRUNE_REASON if state == "PRUNED" else tracking.TAG_ERROR] = reason[:5000]
     tracking.log_run_data(runs.mlc, run_id, tags=tags)
     status = {"COMPLETE": "FINISHED", "PRUNED": "KILLED"}.get(state, "FAILED")
     runs.mlc.set_terminated(run_id, status)
@@ -301,16 +288,6 @@ class Objective:
             "perf/fused_dim": head.fused_dim,
             "perf/head_ms_per_sample": head_ms,
         }
-
-
-def sweep_seed(d: ModelDirs, cfg: BenchConfig, k: int) -> list[Any]:
-    """The all-layer sweep of one model with the ``k``-th seed of a study (``train.seed + k``), as every preset seeds it."""
-    return sweep_layers(d.train, d.test, with_values(cfg, {"train.seed": cfg.train.seed + k}), val_dir=d.val)
-
-
-def seed_mean(per_seed: list[list[Any]], field: str) -> np.ndarray:
-    """Per-layer mean of one score (``val_acc``, ``test_f1``, ...) over the sweeps of several seeds."""
-    return np.mean([[getattr(s, field) for s in scores] for scores in per_seed], axis=0)
 
 
 def _scored(trial: optuna.Trial, scores: dict[str, float]) -> float:

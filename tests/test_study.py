@@ -167,7 +167,7 @@ def test_search_study_end_to_end(study_env, tmp_path) -> None:
 def test_layer_sweep_logs_accuracy_by_layer(study_env, tmp_path) -> None:
     from benchmark.core.cache import FeatureCache
     from lightning_modules.components.classifier import MLPHead
-    from studies.runner import resolve_dirs
+    from studies.caches import resolve_dirs
 
     cfg = study_cfg(study_env, tmp_path, "layer-sweep", (study_env["a"], study_env["l"]))
     out = run_study(cfg)
@@ -494,7 +494,7 @@ def test_sigkill_mid_trial_then_resume(study_env, tmp_path, kind) -> None:
 def test_failed_trial_fails_the_parent_then_is_retried(study_env, tmp_path) -> None:
     import shutil
 
-    from studies.runner import resolve_dirs
+    from studies.caches import resolve_dirs
 
     cache = tmp_path / "cache"
     shutil.copytree(study_env["cache"], cache)
@@ -781,7 +781,7 @@ def test_a_trial_pruned_while_training(study_env, tmp_path) -> None:
 def test_fused_layers_are_chosen_on_the_mean_over_seeds(monkeypatch) -> None:
     from types import SimpleNamespace
 
-    from studies import runner
+    from studies import best_layers
 
     # Seed 0 alone favours layer 1; the mean over both seeds favours layer 2 (0.77 vs 0.70), as the layer-sweep
     # preset and every report table choose.
@@ -792,19 +792,19 @@ def test_fused_layers_are_chosen_on_the_mean_over_seeds(monkeypatch) -> None:
         calls.append(k)
         return [SimpleNamespace(layer=i, val_acc=v) for i, v in enumerate(val[k])]
 
-    monkeypatch.setattr(runner, "sweep_seed", fake_sweep)
+    monkeypatch.setattr(best_layers, "sweep_seed", fake_sweep)
     study = optuna.create_study()
     cfg = load_config(env={}, **{"study.seeds": 2})
-    assert runner._best_layers(study, cfg, {"m": None}) == {"m": 2} and calls == [0, 1]
+    assert best_layers.best_layers(study, cfg, {"m": None}) == {"m": 2} and calls == [0, 1]
     assert study.user_attrs["best_layers"] == {"m": 2}
-    assert runner._best_layers(study, cfg, {"m": None}) == {"m": 2} and calls == [0, 1]  # stored: no second sweep
+    assert best_layers.best_layers(study, cfg, {"m": None}) == {"m": 2} and calls == [0, 1]  # stored: no second sweep
 
 
 def test_best_trial_breaks_validation_ties_as_the_report_does() -> None:
     from optuna.distributions import FloatDistribution
     from optuna.trial import TrialState, create_trial
 
-    from studies.runner import best_trial
+    from studies.summary import best_trial
 
     def trial(number: int, val: float | None, f1: float, state: TrialState = TrialState.COMPLETE):
         t = create_trial(

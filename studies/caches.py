@@ -1,0 +1,44 @@
+"""Where a study's features live: each model's train/test/validation cache folders, or the command that makes them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmark.core.cache import is_complete
+from benchmark.core.config import BenchConfig
+from benchmark.core.errors import UserError
+from benchmark.core.keys import load_text_split, resolve_features
+from lightning_modules.datamodule import Selection
+from studies.naming import extract_command, splits
+
+
+@dataclass(frozen=True)
+class ModelDirs:
+    """A model's train/test (and optional validation) cache directories on the study's dataset."""
+
+    train: Path
+    test: Path
+    val: Path | None = None
+
+    def selection(self, name: str, layer: str) -> Selection:
+        """The DataModule selection of this model at ``layer``."""
+        return Selection(name, layer, self.train, self.test, self.val)
+
+
+def resolve_dirs(cfg: BenchConfig) -> dict[str, ModelDirs]:
+    """Cache directories of every model, or a ``UserError`` naming the extraction to run."""
+    texts = {s: load_text_split(cfg, s) for s in splits(cfg)}
+    dirs, missing = {}, []
+    for model in cfg.extract.models:
+        paths = {s: resolve_features(cfg, model, ts).path for s, ts in texts.items()}
+        if not all(is_complete(p) for p in paths.values()):
+            missing.append(model)
+            continue
+        dirs[model] = ModelDirs(paths["train"], paths["test"], paths.get(cfg.data.val_split or ""))
+    if missing:
+        raise UserError(
+            f"no complete feature cache for {', '.join(missing)} on {cfg.extract.dataset}; "
+            f"run first: {extract_command(cfg, missing)}"
+        )
+    return dirs

@@ -1,0 +1,62 @@
+"""A study's fingerprint: the settings its trials depend on, so that a resume with other settings is refused."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+
+import optuna
+
+from benchmark.core.config import BenchConfig, StudyConfig
+from benchmark.core.errors import UserError
+from benchmark.core.keys import load_text_split
+from studies.caches import ModelDirs
+from studies.naming import models_used, splits
+
+log = logging.getLogger(__name__)
+
+RESULT_NEUTRAL = ("threads",)  # train settings that change speed, not results: a study may resume with others
+
+TEXTS_KEY = "texts"  # fingerprint entry of the presets that read texts: each split's data hash
+
+
+def fingerprint(cfg: BenchConfig, dirs: dict[str, ModelDirs]) -> str:
+    blob = {
+        "preset": cfg.study.preset,
+        "dataset": cfg.extract.dataset,
+        "models": list(models_used(cfg)),
+        "caches": {m: str(d.train.relative_to(cfg.paths.cache_dir)) for m, d in dirs.items()},
+        "train": {k: v for k, v in dataclasses.asdict(cfg.train).items() if k not in RESULT_NEUTRAL},
+        "data": dataclasses.asdict(cfg.data),
+        "seeds": cfg.study.seeds,
+    }
+    if not dirs:  # a preset that reads the texts, not caches (the lexical baseline): the texts stand for the caches
+        blob[TEXTS_KEY] = {s: load_text_split(cfg, s).data_sha256[:16] for s in splits(cfg)}
+    defaults = StudyConfig()
+    for key in ("fusions", "max_k"):  # search-space settings; left out at their defaults so older studies still resume
+        if getattr(cfg.study, key) != getattr(defaults, key):
+            blob[f"study.{key}"] = getattr(cfg.study, key)
+    return json.dumps(blob, sort_keys=True, default=str)
+
+
+def check_fingerprint(study: optuna.Study, fingerprint: str) -> None:
+    old = study.user_attrs.get("config_fingerprint")
+    if old is None:
+        study.set_user_attr("config_fingerprint", fingerprint)
+        return
+    if old != fingerprint:
+        a, b = json.loads(old), json.loads(fingerprint)
+        if TEXTS_KEY not in a and a == {k: v for k, v in b.items() if k != TEXTS_KEY}:
+            # Baseline studies from before the texts were fingerprinted: nothing to compare with, so record them now
+            # (a later run on other texts, e.g. another extract.limit, is then refused).
+            log.warning("study '%s' predates the check of its texts: recording the current ones", study.study_name)
+            study.set_user_attr("config_fingerprint", fingerprint)
+            return
+        diff = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+        raise UserError(
+            f"study '{study.study_name}' was created with other settings ({', '.join(diff)} differ); "
+            "rerun with the original settings to resume, or start a new study: --name NAME (layerfuse study), or "
+            "stores of its own (--set study.storage=sqlite:///mlruns/optuna-new.db "
+            "--set tracking.uri=sqlite:///mlruns/mlflow-new.db)"
+        )
