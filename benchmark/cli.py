@@ -145,7 +145,8 @@ def _add_study(sub: Any) -> None:
         "Run (or resume) an Optuna study over cached features, tracked in MLflow.",
         "examples:\n  layerfuse study --preset layer-sweep --dataset mr --models smollm2-135m,minilm-l6\n"
         "  layerfuse study --preset search --dataset mr --models smollm2-135m,minilm-l6 --trials 50 --workers 2\n"
-        "  layerfuse study --preset search --dataset r8 --models a,b --storage postgresql://u:pw@host/db  # on each host\n"
+        "  layerfuse study --preset search --dataset r8 --models a,b --storage postgresql://u:pw@host/db  # on each "
+        "host\n"
         "Re-running the same command resumes the study. Presets: layerfuse ls presets.",
     )
     p.add_argument("--preset", "-p", help="layer-sweep|last-k|fusion-methods|multi-model|search")
@@ -209,7 +210,8 @@ def _add_fit(sub: Any) -> None:
         "fit",
         "Train and score one configuration on cached features (no study).",
         "examples:\n  layerfuse fit --dataset mr --layer smollm2-135m=16\n"
-        "  layerfuse fit --dataset mr --layer smollm2-135m=14 --layer minilm-l6=mean:last3 --fusion residual:sum --seeds 3",
+        "  layerfuse fit --dataset mr --layer smollm2-135m=14 --layer minilm-l6=mean:last3 --fusion residual:sum "
+        "--seeds 3",
     )
     p.add_argument("--dataset", "-d", help="dataset whose features are cached")
     p.add_argument(
@@ -272,7 +274,8 @@ def _run_report(args: argparse.Namespace, cfg: BenchConfig) -> int:
     experiments = tuple(e for group in args.experiment or () for e in group)
     if not studies and not experiments:
         raise UserError(
-            "name what to report: --study NAME (see `layerfuse ui` or the study's output) or --experiment layerfuse/<dataset>"
+            "name what to report: --study NAME (see `layerfuse ui` or the study's output) or --experiment "
+            "layerfuse/<dataset>"
         )
     result = write_report(
         cfg, studies=studies, experiments=experiments, out_dir=args.out, formats=cfg.report.formats, force=args.force
@@ -476,6 +479,14 @@ def _flag_values(args: argparse.Namespace) -> dict[str, Any]:
     return values
 
 
+def _check_registered_names(cfg: BenchConfig) -> None:
+    """Names the config holds whose registries live above the config's layer (raises ``UnknownNameError``)."""
+    if cfg.extract.pooling is not None:
+        from extractors.pooling import POOLINGS
+
+        POOLINGS.get(cfg.extract.pooling)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``layerfuse`` and ``python -m benchmark``; returns the exit code."""
     args = build_parser().parse_args(argv)
@@ -489,6 +500,7 @@ def main(argv: list[str] | None = None) -> int:
             logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         cfg = load_config(args.config or getattr(args, "default_config", None), args.sets, **_flag_values(args))
+        _check_registered_names(cfg)
         handler: Handler = args.func
         return handler(args, cfg)
     except UserError as err:

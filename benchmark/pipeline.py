@@ -1,4 +1,4 @@
-"""``run_pipeline(cfg)``: every dataset of ``pipeline.datasets`` through extraction and each study preset, then one report.
+"""``run_pipeline(cfg)``: each dataset of ``pipeline.datasets`` through extraction and each preset, then one report.
 
 This is ``layerfuse reproduce`` (the paper's experiment families, Sec. 3.1-3.4, plus the TF-IDF baseline) and
 ``layerfuse quickstart`` (the same pipeline with fewer stages). Every stage is resumable on its own (the feature

@@ -73,6 +73,7 @@ def timed_round_robin(candidates: dict[str, Callable[[], object]]) -> dict[str, 
 def run(
     model: str, dataset: str, n: int, split: str, dtypes: list[str], token_budget: int
 ) -> list[tuple[str, float, str]]:
+    """Measure each dtype's extraction throughput side by side: (label, value, note) rows for the table."""
     cfg = load_config(overrides=[f"extract.dataset={dataset}", f"extract.limit={n}"])
     texts = load_text_split(cfg, split).texts
     spec = resolve_model(model, cfg.paths.models_dir)
@@ -85,7 +86,8 @@ def run(
     extractors: dict[str, HFHiddenStateExtractor] = {}
     candidates: dict[str, Callable[[], object]] = {}
     for dtype in dtypes:
-        # "bf16-autocast": fp32 weights that autocast casts on every batch, the way bf16 ran before weights were cast once.
+        # "bf16-autocast": fp32 weights that autocast casts on every batch, the way bf16 ran before weights were cast
+        # once.
         ex = HFHiddenStateExtractor(
             spec,
             "cpu",
@@ -137,7 +139,8 @@ def run(
             (
                 f"layerfuse all layers, {dtype} (tokens/s)",
                 tokens / seconds,
-                f"{tokens / cpu:,.0f} tokens per CPU-s; {flops:.1f} GFLOP/s = {100 * flops / peak_bf16:.0f}% of bf16 peak, "
+                f"{tokens / cpu:,.0f} tokens per CPU-s; {flops:.1f} GFLOP/s = {100 * flops / peak_bf16:.0f}% of bf16 "
+                "peak, "
                 f"{100 * flops / peak_fp32:.0f}% of fp32 peak",
             )
         )
@@ -165,6 +168,7 @@ def run(
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark from the command line; returns the exit code."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="minilm-l6")
     parser.add_argument("--dataset", default="sst2")
@@ -186,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
         f"\nload average (1 min) before / after: {load_before:.2f} / {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores"
     )
     print(
-        f"\n| {args.model} on {args.n} {args.dataset} {args.split} texts, {torch.get_num_threads()} threads | value | note |"
+        f"\n| {args.model} on {args.n} {args.dataset} {args.split} texts, {torch.get_num_threads()} threads | value "
+        "| note |"
     )
     print("|---|---:|---|")
     for name, value, note in rows:

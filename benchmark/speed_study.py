@@ -1,5 +1,7 @@
-"""Study throughput, side by side in one run (a benchmark, never a test): trials per minute of the ``search``
-preset on cached features, with and without median pruning, each in its own throw-away stores (under ``$TMPDIR``).
+"""Study throughput, side by side in one run (a benchmark, never a test).
+
+Trials per minute of the ``search`` preset on cached features, with and without median pruning, each in its own
+throw-away stores (under ``$TMPDIR``).
 
     python -m benchmark.speed_study --dataset mr --models minilm-l6,minilm-l3 --trials 20 --max-length 256 --dtype bf16
 
@@ -21,6 +23,7 @@ from pathlib import Path
 import optuna
 
 from benchmark.core.config import load_config
+from studies.presets import SEARCH
 from studies.runner import run_study
 from studies.storage import make_storage
 
@@ -37,7 +40,7 @@ def measure(
                 "extract.show_progress": False,
                 "extract.dtype": dtype,
                 "extract.max_length": max_length,
-                "study.preset": "search",
+                "study.preset": SEARCH,
                 "study.trials": trials,
                 "study.pruning": pruning,
                 "study.name": "speed",
@@ -66,6 +69,7 @@ def measure(
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark from the command line; returns the exit code."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="r8")
     parser.add_argument("--models", default="minilm-l6,minilm-l3")
@@ -83,16 +87,19 @@ def main(argv: list[str] | None = None) -> int:
         for name, pruning in (("no pruning", False), ("median pruning", True))
     }
     print(
-        f"\n{started:%Y-%m-%d %H:%M} UTC; load average (1, 5, 15 min) at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())}"
+        f"\n{started:%Y-%m-%d %H:%M} UTC; load average (1, 5, 15 min) at the end: "
+        f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}"
     )
     print(
-        f"\n| search preset, {args.trials} trials, {args.dataset}, {'+'.join(models)} | wall s | trained trials/min | complete "
+        f"\n| search preset, {args.trials} trials, {args.dataset}, {'+'.join(models)} | wall s | trained trials/min "
+        "| complete "
         "| pruned while training | pruned before training | best val acc | its test acc |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, r in rows.items():
         print(
-            f"| {name} | {r['wall_s']:.0f} | {r['trials_per_min']:.2f} | {r['complete']:.0f} | {r['pruned_training']:.0f} | "
+            f"| {name} | {r['wall_s']:.0f} | {r['trials_per_min']:.2f} | {r['complete']:.0f} | "
+            f"{r['pruned_training']:.0f} | "
             f"{r['pruned_untrained']:.0f} | {r['best_val']:.4f} | {r['best_test']:.4f} |"
         )
     ratio = rows["median pruning"]["trials_per_min"] / rows["no pruning"]["trials_per_min"]

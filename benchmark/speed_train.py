@@ -133,14 +133,16 @@ def _markdown(
     out = [f"Command: `{command}`", "", *notes, ""]
     if sweep and seq:
         out += [
-            "| layer | sweep val acc | fits val acc | sweep test acc | fits test acc | abs diff test (points) | epochs (sweep / fit) |",
+            "| layer | sweep val acc | fits val acc | sweep test acc | fits test acc | abs diff test (points) | "
+            "epochs (sweep / fit) |",
             "|---:|---:|---:|---:|---:|---:|---|",
         ]
         diffs = []
         for s, r in zip(sweep["scores"], seq["results"], strict=True):
             diffs.append(abs(s["test_acc"] - r["test_acc"]) * 100)
             out.append(
-                f"| {s['layer']} | {s['val_acc']:.4f} | {r['val_acc']:.4f} | {s['test_acc']:.4f} | {r['test_acc']:.4f} | {diffs[-1]:.2f} | "
+                f"| {s['layer']} | {s['val_acc']:.4f} | {r['val_acc']:.4f} | {s['test_acc']:.4f} | "
+                f"{r['test_acc']:.4f} | {diffs[-1]:.2f} | "
                 f"{s['epochs']} / {r['epochs']} |"
             )
         fit_total = sum(r["fit_s"] for r in seq["results"])
@@ -148,7 +150,8 @@ def _markdown(
             "",
             "| measure | value |",
             "|---|---:|",
-            f"| layers / layer-epochs trained (sweep / fits) | {len(diffs)} / {sum(x['epochs'] for x in sweep['scores'])} / "
+            f"| layers / layer-epochs trained (sweep / fits) | {len(diffs)} / "
+            f"{sum(x['epochs'] for x in sweep['scores'])} / "
             f"{sum(r['epochs'] for r in seq['results'])} |",
             f"| batched sweep, wall s / CPU s | {sweep['wall_s']:.1f} / {sweep['cpu_s']:.1f} |",
             f"| L+1 sequential fit_and_evaluate, wall s / CPU s | {seq['wall_s']:.1f} / {seq['cpu_s']:.1f} |",
@@ -163,12 +166,14 @@ def _markdown(
         ]
     if rss:
         out += [
-            "| fit of layer spec | train rows | test rows | peak RSS MiB | feature bytes read | selected train layers on disk, MiB | epochs | fit s |",
+            "| fit of layer spec | train rows | test rows | peak RSS MiB | feature bytes read | selected train "
+            "layers on disk, MiB | epochs | fit s |",
             "|---|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for r in rss:
             out.append(
-                f"| `{r['layer']}` | {r['n']} | {r['test_n']} | {r['peak_rss_mb']:.0f} | {r['feature_bytes']:,} | {r['layer_mib']:.0f} | "
+                f"| `{r['layer']}` | {r['n']} | {r['test_n']} | {r['peak_rss_mb']:.0f} | {r['feature_bytes']:,} | "
+                f"{r['layer_mib']:.0f} | "
                 f"{r['epochs']} | {r['fit_s']:.1f} |"
             )
     return "\n".join(out) + "\n"
@@ -250,7 +255,10 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 log.info("fit at N=%d: peak RSS %.0f MiB", n, r["peak_rss_mb"])
     command = "python -m benchmark.speed_train " + " ".join(argv if argv is not None else sys.argv[1:])
-    load = f"load average before / after: {load_before[0]:.2f} / {os.getloadavg()[0]:.2f} (2 cores); train.threads: {cfg.train.threads}"
+    load = (
+        f"load average before / after: {load_before[0]:.2f} / {os.getloadavg()[0]:.2f} (2 cores); "
+        f"train.threads: {cfg.train.threads}"
+    )
     md = _markdown(sweep, seq, rss, command, [load])
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

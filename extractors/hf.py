@@ -221,7 +221,7 @@ class HFHiddenStateExtractor:
         return pooled.cpu(), int(mask.sum())
 
     def _forward_backoff(self, ids: list[list[int]]) -> tuple[torch.Tensor, int]:
-        """``_forward``, halving the batch on CUDA out-of-memory until it fits (the budget shrinks for later batches)."""
+        """``_forward``, halving the batch on CUDA OOM until it fits (later batches keep the smaller size)."""
         try:
             return self._forward(ids)
         except torch.cuda.OutOfMemoryError:

@@ -81,7 +81,8 @@ def _open(sel: Selection, split: str, opened: dict[Path, FeatureCache]) -> Featu
     path = sel.cache_dir(split)
     if path is None or not (path / "meta.json").is_file():
         raise CacheError(
-            f"no {split} features for '{sel.name}' at {path}: run `layerfuse extract --model {sel.name}` for that dataset and split first"
+            f"no {split} features for '{sel.name}' at {path}: run `layerfuse extract --model {sel.name}` for that "
+            "dataset and split first"
         )
     if path not in opened:
         opened[path] = FeatureCache(path)
@@ -109,7 +110,8 @@ def check_same_rows(caches: list[tuple[Selection, FeatureCache]], split: str) ->
             what = "different labels"
         if what:
             raise CacheError(
-                f"{split} features of '{sel0.name}' ({first.path}) and '{sel.name}' ({cache.path}) do not cover the same texts "
+                f"{split} features of '{sel0.name}' ({first.path}) and '{sel.name}' ({cache.path}) do not cover the "
+                "same texts "
                 f"and labels in the same order: {what}. Extract every model with the same dataset, split and --limit"
             )
     return labels0
@@ -189,16 +191,19 @@ class CachedFeatureDataModule(L.LightningDataModule):
         for split, cache in firsts.items():
             if cache.label_names != train_cache.label_names:
                 raise CacheError(
-                    f"train ({train_cache.path}) and {split} ({cache.path}) caches of '{name}' have different label names"
+                    f"train ({train_cache.path}) and {split} ({cache.path}) caches of '{name}' have different label "
+                    "names"
                 )
             if split != "train" and cache.texts_sha256 == train_cache.texts_sha256:
                 raise CacheError(
-                    f"the {split} cache of '{name}' ({cache.path}) holds the training texts: point {split}_dir at the {split} split"
+                    f"the {split} cache of '{name}' ({cache.path}) holds the training texts: point {split}_dir at "
+                    f"the {split} split"
                 )
         if own_val and firsts["val"].texts_sha256 == firsts["test"].texts_sha256:
             # Choosing layers or epochs on the test texts would leak them into every reported test score.
             raise CacheError(
-                f"the val cache of '{name}' ({firsts['val'].path}) holds the test texts: point val_dir at the validation split"
+                f"the val cache of '{name}' ({firsts['val'].path}) holds the test texts: point val_dir at the "
+                "validation split"
             )
         self.label_names = train_cache.label_names
         if own_val:
@@ -233,7 +238,7 @@ class CachedFeatureDataModule(L.LightningDataModule):
         return self.counter.total
 
     def batch_sampler(self, split: str) -> ShuffledBatchSampler:
-        """Batches of ``split``: shuffled with ``shuffle_seed`` (a new permutation each epoch) for train, in order otherwise."""
+        """Batches of ``split``: train shuffled with ``shuffle_seed`` (new order each epoch), the others in order."""
         self.setup()
         train = split == "train"
         return ShuffledBatchSampler(

@@ -86,7 +86,7 @@ class LayerFile:
         return self.shape[1] * self.dtype.itemsize
 
     def read(self, rows: np.ndarray | slice, out: np.ndarray | None = None) -> np.ndarray:
-        """The given rows (sorted indices or a slice), ``(n, H)`` in the file's dtype: read-only, or written into ``out``."""
+        """The given rows (sorted indices or a slice), ``(n, H)`` in the file's dtype: read-only, or into ``out``."""
         if self._fd is None:
             self._fd = os.open(self.path, os.O_RDONLY)
         idx = np.arange(self.shape[0])[rows] if isinstance(rows, slice) else np.asarray(rows, dtype=np.int64)

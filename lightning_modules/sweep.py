@@ -117,7 +117,7 @@ class BatchedHeads:
         return [leaf for p in (*self.weights, *self.biases) for leaf in ([p] if isinstance(p, Tensor) else p)]
 
     def forward(self, x: Tensor, train: bool) -> Tensor:
-        """``(n, B, H) -> (n, B, C)`` logits; one dropout draw ``(B, h)`` per hidden layer, shared by all heads, when training."""
+        """``(n, B, H) -> (n, B, C)`` logits; training draws one dropout mask ``(B, h)`` per layer for all heads."""
         for j, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
             x = _BatchedLinear.apply(x, self._full(w), self._full(b))  # (n, B, out)
             if j < len(self.weights) - 1:
@@ -158,7 +158,7 @@ class BatchedHeads:
         ]
 
     def load(self, states: list[list[Tensor]]) -> None:
-        """Replace all heads by the given snapshots (one per head, as ``snapshot`` returns them); for evaluation only."""
+        """Replace all heads by the given snapshots (one per head, as ``snapshot`` returns them); evaluation only."""
         stacked = [torch.stack(parts) for parts in zip(*states, strict=True)]
         n_lin = len(self.weights)
         self.weights, self.biases = list(stacked[:n_lin]), list(stacked[n_lin:])
@@ -245,7 +245,7 @@ class _Track:
 def _evaluate(
     heads: BatchedHeads, rows: StackedRows, batch_size: int, num_classes: int
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Per-head (loss, acc, macro-F1) over ``rows`` in order, in batches of ``batch_size`` (as the fit's validation loader)."""
+    """Per-head (loss, acc, macro-F1) over ``rows`` in order, in batches of ``batch_size`` (as the fit's val loader)."""
     losses, preds = [], []
     for start in range(0, len(rows), batch_size):
         x, y = rows.chunk(start, min(start + batch_size, len(rows)))

@@ -78,7 +78,7 @@ class FitResult(HeadScore):
 
 @contextmanager
 def quiet_lightning() -> Iterator[None]:
-    """Silence Lightning's per-fit INFO banners and warnings that do not concern the user (one study runs hundreds of fits)."""
+    """Silence Lightning's per-fit INFO banners and irrelevant warnings (one study runs hundreds of fits)."""
     lightning_log = logging.getLogger("lightning.pytorch")
     level = lightning_log.level
     lightning_log.setLevel(logging.WARNING)

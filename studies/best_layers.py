@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 
 def sweep_seed(d: ModelDirs, cfg: BenchConfig, k: int) -> list[Any]:
-    """The all-layer sweep of one model with the ``k``-th seed of a study (``train.seed + k``), as every preset seeds it."""
+    """The all-layer sweep of one model with a study's ``k``-th seed (``train.seed + k``), as every preset seeds it."""
     return sweep_layers(d.train, d.test, with_values(cfg, {"train.seed": cfg.train.seed + k}), val_dir=d.val)
 
 

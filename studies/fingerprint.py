@@ -22,6 +22,7 @@ TEXTS_KEY = "texts"  # fingerprint entry of the presets that read texts: each sp
 
 
 def fingerprint(cfg: BenchConfig, dirs: dict[str, ModelDirs]) -> str:
+    """The settings a study's trials depend on, as canonical JSON."""
     blob = {
         "preset": cfg.study.preset,
         "dataset": cfg.extract.dataset,
@@ -41,6 +42,7 @@ def fingerprint(cfg: BenchConfig, dirs: dict[str, ModelDirs]) -> str:
 
 
 def check_fingerprint(study: optuna.Study, fingerprint: str) -> None:
+    """Record ``fingerprint`` on a new study; refuse (``UserError``) to resume one created with other settings."""
     old = study.user_attrs.get("config_fingerprint")
     if old is None:
         study.set_user_attr("config_fingerprint", fingerprint)

@@ -34,7 +34,7 @@ def models_used(cfg: BenchConfig) -> tuple[str, ...]:
 
 
 def extract_command(cfg: BenchConfig, models: list[str]) -> str:
-    """The exact ``layerfuse extract`` command that creates the missing caches (non-default paths and columns included)."""
+    """The exact ``layerfuse extract`` command that creates the missing caches (non-default paths and columns kept)."""
     e = cfg.extract
     parts = [
         "layerfuse",
@@ -61,4 +61,5 @@ def extract_command(cfg: BenchConfig, models: list[str]) -> str:
 
 
 def splits(cfg: BenchConfig) -> list[str]:
+    """The splits a study reads: train, test and the dataset's own validation split when configured."""
     return ["train", "test"] + ([cfg.data.val_split] if cfg.data.val_split else [])

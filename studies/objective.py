@@ -107,7 +107,7 @@ def trial_params(plan: TrialPlan, dataset: str, preset: str, seeds: int, cfg: Be
 
 
 def finish_run(runs: StudyRuns, run_id: str, state: str, reason: str = "") -> None:
-    """Close a trial's run with its Optuna state and why it was pruned (``layerfuse.prune_reason``) or failed (``layerfuse.error``)."""
+    """Close a trial's run with its Optuna state and why it was pruned or failed (tags prune reason / error)."""
     tags = {tracking.TAG_STATE: state}
     if reason:
         tags[tracking.TAG_PRUNE_REASON if state == "PRUNED" else tracking.TAG_ERROR] = reason[:5000]
@@ -133,6 +133,7 @@ class Objective:
         self.cfg, self.preset, self.ctx, self.dirs, self.runs = cfg, preset, ctx, dirs, runs
 
     def __call__(self, trial: optuna.Trial) -> float:
+        """Run one trial in its own MLflow run; return its mean validation accuracy."""
         run = self.runs.mlc.create_run(
             self.runs.experiment_id,
             run_name=f"{self.runs.study_name}#{trial.number}",
@@ -276,7 +277,7 @@ class Objective:
         return _scored(trial, mean)
 
     def _head_costs(self, model: str, layer: int, cfg: BenchConfig) -> dict[str, float]:
-        """Parameters, fused width and test-time ms/sample of the head the sweep trained for ``layer`` (a concat head, timed afresh)."""
+        """Parameters, fused width and test ms/sample of the head the sweep trained for ``layer`` (timed afresh)."""
         dm = CachedFeatureDataModule.from_config([self.dirs[model].selection(model, str(layer))], cfg)
         head = FusionClassifier.from_config(
             dm.input_dims, dm.num_classes, with_values(cfg, {"train.fusion": "concat"}).train
@@ -291,7 +292,7 @@ class Objective:
 
 
 def _scored(trial: optuna.Trial, scores: dict[str, float]) -> float:
-    """Store the four scores on the trial (``val_acc`` is its value; the others user attributes) and return ``val/acc``."""
+    """Store the four scores on the trial (``val/acc`` as its value, the others as user attributes); return it."""
     for name in ("val/f1", "test/acc", "test/f1"):
         trial.set_user_attr(name.replace("/", "_"), float(scores[name]))
     return float(scores["val/acc"])

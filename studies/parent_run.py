@@ -65,6 +65,8 @@ def fail_parent(mlc: Any, run_id: str, err: BaseException) -> None:
 
 
 def close_stale_run(mlc: Any) -> Any:
+    """The storage callback that closes a dead worker's trial run as FAILED when Optuna fails its trial."""
+
     def close(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         run_id = trial.user_attrs.get("mlflow_run_id")
         log.warning(

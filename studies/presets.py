@@ -18,7 +18,6 @@ import optuna
 
 from benchmark.core.errors import UserError
 from benchmark.core.registry import Registry
-from benchmark.core.tracking import BASELINE_PRESET
 from lightning_modules.components.fusion import fusion_names
 from lightning_modules.layers import AGGREGATIONS
 from studies.baseline import C_GRID, CLASSIFIERS
@@ -91,7 +90,7 @@ class Preset:
     prune_within: tuple[str, ...] = ()
 
     def sampler(self, ctx: StudyContext, seed: int) -> optuna.samplers.BaseSampler:
-        """Grid sampler over the preset's grid, or a multivariate TPE sampler seeded per trial (see ``studies.sampling``)."""
+        """Grid sampler over the preset's grid, or a multivariate TPE sampler seeded per trial (studies.sampling)."""
         if self.grid is not None:
             # The seed orders the grid that grid ids index: every process must use the same one.
             return optuna.samplers.GridSampler(self.grid(ctx), seed=seed)
@@ -110,6 +109,15 @@ class Preset:
 
 
 PRESETS: Registry[Preset] = Registry("preset")
+# Registered names, for the code (reports, benchmarks) that treats one preset specially.
+LAYER_SWEEP, LAST_K, FUSION_METHODS, MULTI_MODEL, BASELINE, SEARCH = (
+    "layer-sweep",
+    "last-k",
+    "fusion-methods",
+    "multi-model",
+    "tfidf-baseline",
+    "search",
+)
 
 
 def _prune(trial: optuna.Trial, reason: str) -> None:
@@ -185,18 +193,18 @@ def _plan_baseline(trial: optuna.Trial, ctx: StudyContext) -> TrialPlan:
 
 
 PRESETS.add(
-    "layer-sweep",
+    LAYER_SWEEP,
     Preset(
-        "layer-sweep",
+        LAYER_SWEEP,
         "every single layer of each model (all layers of a model in one batched sweep)",
         _plan_sweep,
         grid=lambda c: {"model": list(c.models)},
     ),
 )
 PRESETS.add(
-    "last-k",
+    LAST_K,
     Preset(
-        "last-k",
+        LAST_K,
         "mean/max/min of the last k = 1..10 layers of each model (paper Fig. 3)",
         _plan_last_k,
         grid=lambda c: {"model": list(c.models), "agg": AGGREGATIONS.names(), "k": c.k_choices},
@@ -204,9 +212,9 @@ PRESETS.add(
     ),
 )
 PRESETS.add(
-    "fusion-methods",
+    FUSION_METHODS,
     Preset(
-        "fusion-methods",
+        FUSION_METHODS,
         "every fusion variant for each pair of models at their best layers",
         _plan_fusion,
         grid=lambda c: {"pair": _combos(c.models, 2), "fusion": c.fusion_choices},
@@ -216,9 +224,9 @@ PRESETS.add(
     ),
 )
 PRESETS.add(
-    "multi-model",
+    MULTI_MODEL,
     Preset(
-        "multi-model",
+        MULTI_MODEL,
         "concatenation of every subset of >= 3 models at their best layers (Tables 5-6)",
         _plan_multi,
         grid=lambda c: {"subset": [s for k in range(3, len(c.models) + 1) for s in _combos(c.models, k)]},
@@ -227,9 +235,9 @@ PRESETS.add(
     ),
 )
 PRESETS.add(
-    BASELINE_PRESET,
+    BASELINE,
     Preset(
-        BASELINE_PRESET,
+        BASELINE,
         "TF-IDF word 1-2 grams + linear SVM or logistic regression, C chosen on "
         "validation (no features needed; --models is ignored)",
         _plan_baseline,
@@ -239,9 +247,9 @@ PRESETS.add(
     ),
 )
 PRESETS.add(
-    "search",
+    SEARCH,
     Preset(
-        "search", "TPE over model subset, per-model layer/aggregation, fusion and head hyper-parameters", _plan_search
+        SEARCH, "TPE over model subset, per-model layer/aggregation, fusion and head hyper-parameters", _plan_search
     ),
 )
 

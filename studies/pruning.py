@@ -55,6 +55,7 @@ class GroupedPruner(optuna.pruners.BasePruner):
         self.inner, self.keys = inner, tuple(keys)
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        """Whether the inner pruner prunes ``trial`` among the trials of its own group."""
         view = _GroupView(study, self.keys, _group_of(trial, self.keys))
         return self.inner.prune(view, trial)  # type: ignore[arg-type]  # duck-typed: the pruner reads get_trials/direction
 

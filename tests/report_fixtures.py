@@ -2,7 +2,8 @@
 
 Runs are written through ``benchmark.core.tracking`` with the layout studies write (experiment per dataset,
 parent run per study holding the test labels, nested trial runs with ``layer.<alias>`` params, metrics,
-seed and sweep histories, predictions). Like real layer sweeps, sweep runs log the whole sweep's cost and no predictions.
+seed and sweep histories, predictions). Like real layer sweeps, sweep runs log the whole sweep's cost and no
+predictions.
 Models: ``dec`` (L=4) and ``enc`` (L=2), both swept, and ``emb``, never swept and not in the model registry
 (so its depth is unknown). The hand-computed expectations the tests check are spelled out next to the values.
 """
@@ -152,7 +153,8 @@ FUSION = [  # concat and hadamard tie on val .88; concat wins on val/f1 (.87 > .
     trial("dec,enc", {"dec": "3", "enc": "1"}, 0.86, 0.87, fusion="sum", cost=PAIR),
     trial("dec,enc", {"dec": "3", "enc": "1"}, 0.88, 0.84, f1=0.86, fusion="hadamard", cost=PAIR),
     trial("dec,enc", {"dec": "2", "enc": "1"}, 0.87, 0.89, cost=PAIR),  # concat again, lower val: not chosen
-    # Pruned at val .62 and .64: the grid shows matmul as "pruned (0.6400)"; the pruned sum is hidden by the finished one.
+    # Pruned at val .62 and .64: the grid shows matmul as "pruned (0.6400)"; the pruned sum is hidden by the finished
+    # one.
     trial("dec,enc", {"dec": "3", "enc": "1"}, 0.62, 0.0, fusion="matmul", state="PRUNED"),
     trial("dec,enc", {"dec": "3", "enc": "1"}, 0.64, 0.0, fusion="matmul", state="PRUNED"),
     trial("dec,enc", {"dec": "3", "enc": "1"}, 0.99, 0.0, fusion="sum", state="PRUNED"),

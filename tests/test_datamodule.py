@@ -17,8 +17,8 @@ from lightning_modules.features import ByteCounter, LayerFile, ShuffledBatchSamp
 
 
 def _epoch(loader) -> tuple[list[torch.Tensor], torch.Tensor]:
-    xs, ys = zip(*loader)
-    return [torch.cat(parts) for parts in zip(*xs)], torch.cat(ys)
+    xs, ys = zip(*loader, strict=True)
+    return [torch.cat(parts) for parts in zip(*xs, strict=True)], torch.cat(ys)
 
 
 def test_stratified_split_is_stratified_disjoint_and_seeded() -> None:

@@ -10,7 +10,6 @@ import torch
 
 from benchmark.core.cache import CacheError, CacheWriter, FeatureCache, is_complete
 from benchmark.core.config import BenchConfig, load_config
-from benchmark.core.keys import POOLING_NAMES
 from extractors import hf as hf_module
 from extractors.pooling import POOLINGS
 from extractors.run import extract_all
@@ -59,10 +58,6 @@ def spy_forward(monkeypatch: pytest.MonkeyPatch) -> list[list[list[int]]]:
 
     monkeypatch.setattr(hf_module.HFHiddenStateExtractor, "_forward", spy)
     return seen
-
-
-def test_pooling_registry_matches_key_names() -> None:
-    assert set(POOLINGS.names()) == set(POOLING_NAMES)
 
 
 @pytest.mark.parametrize("side", ["left", "right"])

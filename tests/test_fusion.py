@@ -106,7 +106,9 @@ def test_quaternion_is_the_hamilton_product() -> None:
     out = build_fusion("quaternion", 4, 3)(xs)
     torch.testing.assert_close(out.norm(dim=1), torch.ones(3))
     p = tuple(torch.randn(1, 1) for _ in range(4))
-    assert all(torch.equal(u, v) for u, v in zip(hamilton(p, (torch.ones(1, 1), *(torch.zeros(1, 1),) * 3)), p))  # type: ignore[arg-type]
+    assert all(
+        torch.equal(u, v) for u, v in zip(hamilton(p, (torch.ones(1, 1), *(torch.zeros(1, 1),) * 3)), p, strict=True)
+    )  # type: ignore[arg-type]
 
 
 def test_moe_gate_weights_experts() -> None:
@@ -119,7 +121,7 @@ def test_moe_gate_weights_experts() -> None:
         per_input.gate.weight.zero_()
         per_input.gate.bias.zero_()
     xs = [torch.randn(2, 8) for _ in range(3)]
-    expect = torch.stack([e(x).relu() for e, x in zip(per_input.experts, xs)]).mean(0)
+    expect = torch.stack([e(x).relu() for e, x in zip(per_input.experts, xs, strict=True)]).mean(0)
     torch.testing.assert_close(per_input(xs), expect)
     with pytest.raises(FusionConfigError, match="moe_experts=-1"):
         build_fusion("moe", 8, 2, FusionOptions(num_experts=-1))
@@ -157,7 +159,7 @@ def test_head_init_and_dropout_are_functions_of_seed() -> None:
     h1 = MLPHead(8, (16, 4), 3, dropout=0.5, seed=7)
     torch.manual_seed(999)
     h2 = MLPHead(8, (16, 4), 3, dropout=0.5, seed=7)
-    for p, q in zip(h1.parameters(), h2.parameters()):
+    for p, q in zip(h1.parameters(), h2.parameters(), strict=True):
         torch.testing.assert_close(p, q)
     x = torch.randn(6, 8)
     torch.manual_seed(1)

@@ -179,7 +179,7 @@ def test_every_fusion_trains_one_step(tmp_path: Path, fusion: str) -> None:
         fast_dev_run=True, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False
     )
     trainer.fit(model, datamodule=dm)
-    assert all(not torch.equal(p, q) for p, q in zip(before, model.parameters()) if p.requires_grad)
+    assert all(not torch.equal(p, q) for p, q in zip(before, model.parameters(), strict=True) if p.requires_grad)
 
 
 def test_projection_is_skipped_only_for_plain_concat() -> None:

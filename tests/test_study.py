@@ -272,7 +272,8 @@ def test_study_bad_input(study_env, tmp_path, capsys) -> None:
     )
     assert (
         code == 2
-        and f"run first: layerfuse extract --model {study_env['a']} --dataset {study_env['data']} --split train,test --limit 20"
+        and f"run first: layerfuse extract --model {study_env['a']} --dataset {study_env['data']} "
+        "--split train,test --limit 20"
         in err
     )
     base[base.index("--dataset") + 1] = "no-such-data"
@@ -295,7 +296,7 @@ def test_study_bad_input(study_env, tmp_path, capsys) -> None:
 
 
 def test_missing_cache_message_runs_as_printed(study_env, tmp_path, capsys, monkeypatch) -> None:
-    """The printed extract command, run as printed, creates exactly the cache the study lacks (paths and columns kept)."""
+    """The printed extract command, run as printed, creates exactly the missing cache (paths and columns kept)."""
     import csv
     import shlex
 

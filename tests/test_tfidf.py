@@ -41,7 +41,7 @@ def test_tfidf_cache_equals_sklearn_fitted_on_train_only(tiny_data, cache_dir) -
     x = vec.fit_transform(train.texts)
     width = min(512, x.shape[1] - 1, x.shape[0] - 1)
     svd = TruncatedSVD(n_components=width, algorithm="randomized", n_iter=7, random_state=0).fit(x)
-    for split, texts in (("train", train), ("test", test)):
+    for texts in (train, test):
         want = svd.transform(vec.transform(texts.texts))
         want /= np.linalg.norm(want, axis=1, keepdims=True)
         cache = FeatureCache(resolve_features(cfg, "tfidf", texts).path)

@@ -1,3 +1,5 @@
-"""The base layer: errors, the registry type, hardware, the feature cache, config, the model zoo, text data,
-cache keys and the MLflow tracking contract. It imports nothing of ours above it.
+"""The base layer, which imports nothing of ours above it.
+
+Errors, the registry type, hardware, the feature cache, config, the model zoo, text data, cache keys and the
+MLflow tracking contract.
 """

@@ -137,7 +137,8 @@ class DataConfig:
         _check_positive("data.num_workers", self.num_workers, allow_zero=True)
         if self.val_split in ("train", "test"):
             raise ConfigError(
-                f"data.val_split={self.val_split!r} would validate on the {self.val_split} split: name a separate split (e.g. validation) or leave it unset"
+                f"data.val_split={self.val_split!r} would validate on the {self.val_split} split: name a separate "
+                "split (e.g. validation) or leave it unset"
             )
 
 
@@ -194,7 +195,8 @@ class StudyConfig:
     pruner: str = field(
         default="median",
         metadata=_help(
-            "median (below the median of completed trials at the same epoch; grids: of the same pair or model) or threshold:X (val/acc below X); from epoch 5"
+            "median (below the median of completed trials at the same epoch; grids: of the same pair or model) or "
+            "threshold:X (val/acc below X); from epoch 5"
         ),
     )
     seeds: int = field(default=1, metadata=_help("seeds per configuration (metrics are their mean)"))
@@ -241,7 +243,7 @@ class ReportConfig:
 
 @dataclass(frozen=True, slots=True)
 class PipelineConfig:
-    """The multi-stage runs (``layerfuse reproduce``, ``layerfuse quickstart``): datasets x study presets, then one report."""
+    """The multi-stage runs (``layerfuse reproduce``, ``quickstart``): datasets x study presets, then one report."""
 
     datasets: tuple[str, ...] = field(
         default=("sst2", "mr", "r8", "r52"), metadata=_help("datasets, each run through every stage")
@@ -320,7 +322,8 @@ def _apply(cfg: BenchConfig, key: str, raw: Any, source: str) -> BenchConfig:
     parts = key.split(".")
     if len(parts) != 2 or parts[0] not in sections:
         raise ConfigError(
-            f"unknown config key '{key}' ({source}).{suggest(parts[0], list(sections))} Keys look like section.field; sections: {', '.join(sections)}"
+            f"unknown config key '{key}' ({source}).{suggest(parts[0], list(sections))} Keys look like "
+            f"section.field; sections: {', '.join(sections)}"
         )
     section_name, field_name = parts
     section = getattr(cfg, section_name)
@@ -328,7 +331,8 @@ def _apply(cfg: BenchConfig, key: str, raw: Any, source: str) -> BenchConfig:
     if field_name not in hints:
         full = [f"{section_name}.{n}" for n in hints]
         raise ConfigError(
-            f"unknown config key '{key}' ({source}).{suggest(key, full)} Valid keys in '{section_name}': {', '.join(hints)}"
+            f"unknown config key '{key}' ({source}).{suggest(key, full)} Valid keys in '{section_name}': "
+            f"{', '.join(hints)}"
         )
     value = _coerce(key, raw, hints[field_name])
     try:

@@ -48,7 +48,7 @@ def resolve_token_budget(budget: int, device: str) -> int:
 
 
 def resolve_dtype(dtype: str, device: str) -> str:
-    """``auto`` -> ``bf16`` where the hardware runs it faster (CUDA with bf16, CPU with AVX512-BF16 or AMX), else ``fp32``/``fp16``."""
+    """``auto`` -> ``bf16`` where the hardware runs it faster (CUDA, CPU with AVX512-BF16 or AMX), else ``fp32``."""
     if dtype != "auto":
         return dtype
     if device == "cuda":

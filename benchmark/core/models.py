@@ -132,7 +132,8 @@ _add(
     )
 )
 # The lexical baseline as a fusable one-layer "model": TF-IDF word 1-2 grams reduced by truncated SVD to 512 dims.
-# Its "revision" names the recipe; the cache key adds the hash of the train split it was fitted on (benchmark.core.keys).
+# Its "revision" names the recipe; the cache key adds the hash of the train split it was fitted on
+# (benchmark.core.keys).
 _add(ModelSpec("tfidf", "layerfuse/tfidf-svd", LEXICAL, 0, 512, "mean", 0, revision="w12-df2-sublin-svd512-v1"))
 _add(ModelSpec("e5-large-v2", "intfloat/e5-large-v2", "encoder", 24, 1024, "mean", 512, prefix="query: "))
 
@@ -233,7 +234,8 @@ def resolve_model(name: str, models_dir: str | Path) -> ModelSpec:
             if folder.is_dir():
                 if spec.gguf_file and not (folder / spec.gguf_file).is_file():
                     raise UserError(
-                        f"model '{name}': GGUF file {spec.gguf_file} is missing from {folder}; restore it or set paths.models_dir"
+                        f"model '{name}': GGUF file {spec.gguf_file} is missing from {folder}; restore it or set "
+                        "paths.models_dir"
                     )
                 return replace(spec, path=str(folder))
             _warn_hub_fallback(name, str(folder), spec.hf_id)

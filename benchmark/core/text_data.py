@@ -85,8 +85,10 @@ def dataset_slug(name: str) -> str:
 
 
 def dataset_label(name: str) -> str:
-    """A short readable name for study and experiment names: a local folder or file by its own name (no
-    suffix, no ``{split}``), anything else (registry name, hub id) by its slug.
+    """A short readable name for study and experiment names.
+
+    A local folder or file is named by its own name (no suffix, no ``{split}``), anything else (registry name,
+    hub id) by its slug.
     """
     path = Path(name)
     if "{split}" in name and path.parent.is_dir():
@@ -162,7 +164,8 @@ def _split_files(dataset: str, split: str, data_dir: str | Path) -> dict[str, Pa
             if spec.hf_id:
                 raise _HubFallback(folder)
             raise UserError(
-                f"dataset '{dataset}': folder {folder} not found; set paths.data_dir or LAYERFUSE_DATA_DIR to the folder holding {dataset}/"
+                f"dataset '{dataset}': folder {folder} not found; set paths.data_dir or LAYERFUSE_DATA_DIR to the "
+                f"folder holding {dataset}/"
             )
     elif "{split}" in dataset:
         pattern = Path(dataset)
@@ -203,8 +206,9 @@ def _split_files(dataset: str, split: str, data_dir: str | Path) -> dict[str, Pa
 
 
 def _hub_labels(ds: object, label_col: str) -> tuple[list[str] | None, list[str] | None]:
-    """Label strings of a hub split (None when withheld: ClassLabel -1, as in GLUE test splits) and the class
-    names when the column is a ClassLabel.
+    """Label strings of a hub split and the class names when the column is a ClassLabel.
+
+    Labels are None when withheld (ClassLabel -1, as in GLUE test splits).
     """
     feat = ds.features.get(label_col)  # type: ignore[attr-defined]
     values = ds[label_col]  # type: ignore[index]
@@ -290,6 +294,9 @@ def load_split(
         split: Split name (``train``/``test``/...).
         data_dir: Folder holding the built-in datasets.
         limit: Keep a fixed seeded random subset of this many rows, in original order.
+        text_column: Column holding the texts.
+        label_column: Column holding the labels.
+        hf_config: Configuration name of a hub dataset.
 
     Raises:
         UserError: missing folder/file/column/split, or an empty split.
@@ -302,7 +309,8 @@ def load_split(
     else:
         if split not in files:
             raise UserError(
-                f"dataset '{dataset}' has no split '{split}' (found: {', '.join(sorted(files))}); use --split {','.join(sorted(files))}"
+                f"dataset '{dataset}' has no split '{split}' (found: {', '.join(sorted(files))}); use --split "
+                f"{','.join(sorted(files))}"
             )
         all_splits = {s: _read_file(p, text_column, label_column) for s, p in files.items()}
     texts, raw_labels = all_splits[split]

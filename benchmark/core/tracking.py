@@ -20,7 +20,8 @@ Layout (the contract between ``studies`` and ``benchmark.report``):
   the largest over seeds), and per-seed histories ``seed/val_acc``, ``seed/test_acc`` (step = seed index). A
   trial pruned while training has instead the ``val/acc`` values it reported (step = epoch). A layer-sweep run
   also has histories ``sweep/val_acc`` and ``sweep/test_acc`` with step = layer index (MLflow plots them as
-  accuracy by layer), tag ``layerfuse.sweep_model=<alias>``. Artifacts: ``config.yaml`` and ``predictions/test_pred_seed<k>.npy``
+  accuracy by layer), tag ``layerfuse.sweep_model=<alias>``. Artifacts: ``config.yaml`` and
+  ``predictions/test_pred_seed<k>.npy``
   (predicted test labels in test order) for paired tests; the parent run holds the true labels as
   ``predictions/test_labels.npy``.
 """
@@ -53,7 +54,6 @@ TAG_SWEEP_MODEL = "layerfuse.sweep_model"
 TAG_PARENT = "mlflow.parentRunId"
 TAG_ERROR = "layerfuse.error"  # why a trial failed, or (parent run) the error that stopped a worker
 TAG_PRUNE_REASON = "layerfuse.prune_reason"
-BASELINE_PRESET = "tfidf-baseline"  # trials of this preset are the lexical baseline that reports compare against
 KIND_STUDY = "study"
 KIND_TRIAL = "trial"
 METRICS = ("val/acc", "val/f1", "test/acc", "test/f1")
@@ -162,7 +162,10 @@ def log_run_data(
     tags: Mapping[str, str] | None = None,
     histories: Mapping[str, list[float] | Mapping[int, float]] | None = None,
 ) -> None:
-    """Log params, final metrics, tags and step histories (a list: step = index; a mapping: step -> value) in one batch call."""
+    """Log params, final metrics, tags and step histories in one batch call.
+
+    A history is a list (step = index) or a mapping (step -> value).
+    """
     import time
 
     from mlflow.entities import Metric, Param, RunTag

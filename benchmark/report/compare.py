@@ -1,4 +1,4 @@
-"""Best fusion vs best single model (and both vs the TF-IDF baseline) per dataset: paired t-test over seeds, McNemar per seed.
+"""Best fusion vs best single model (and both vs TF-IDF) per dataset: paired t-test over seeds, McNemar per seed.
 
 McNemar compares the two runs' test predictions (``predictions/test_pred_seed<k>.npy``) against the true
 test labels, which the study's parent run holds (``predictions/test_labels.npy``).

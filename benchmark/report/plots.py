@@ -184,8 +184,8 @@ def fusion_methods(df: pd.DataFrame, singles: dict[str, float]) -> Figure:
     """Table 2's two-model rows as one heatmap per dataset: model pairs (rows) by fusion methods (columns).
 
     Each cell prints the test (top) and validation accuracy at the layers chosen on validation; a black frame
-    marks the fusion chosen on validation for that pair. The colour is the gain over the validation-selected single model
-    (test; diverging, white = no gain) where that model is known, else the test accuracy itself. A heatmap
+    marks the fusion chosen on validation for that pair. The colour is the gain over the validation-selected single
+    model (test; diverging, white = no gain) where that model is known, else the test accuracy itself. A heatmap
     stays legible at the scale of a full reproduction (6 pairs x 14 fusions per dataset) where a dot plot does not.
 
     Args:

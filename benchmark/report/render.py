@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
-color:#222;line-height:1.45}table{border-collapse:collapse;margin:.6em 0 1.2em;font-size:.9em}
+CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;
+padding:0 1em;color:#222;line-height:1.45}table{border-collapse:collapse;margin:.6em 0 1.2em;font-size:.9em}
 th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}th{background:#f3f3f3}
 td:first-child,th:first-child{text-align:left}
 img{max-width:100%;border:1px solid #eee}figure{margin:1em 0}figcaption{font-size:.9em;color:#555}
@@ -51,8 +51,10 @@ class Bold(str):
 
 @dataclass
 class Doc:
-    """Ordered blocks: ``("h", level, text)``, ``("p", text)``, ``("note", text)``, ``("code", text)``,
-    ``("table", headers, rows)``, ``("img", file name, caption)``.
+    """Ordered blocks of a report.
+
+    ``("h", level, text)``, ``("p", text)``, ``("note", text)``, ``("code", text)``, ``("table", headers, rows)``,
+    ``("img", file name, caption)``.
     """
 
     title: str

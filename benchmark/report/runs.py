@@ -21,7 +21,6 @@ from urllib.request import url2pathname
 from benchmark.core.errors import UserError
 from benchmark.core.registry import suggest
 from benchmark.core.tracking import (
-    BASELINE_PRESET,
     EXPERIMENT_PREFIX,
     KIND_STUDY,
     KIND_TRIAL,
@@ -35,6 +34,7 @@ from benchmark.core.tracking import (
     TAG_TRIAL,
     client,
 )
+from studies.presets import BASELINE
 
 if TYPE_CHECKING:
     import numpy as np
@@ -259,7 +259,7 @@ def load_runs(cfg: BenchConfig, studies: list[str], experiments: list[str]) -> R
         names = ", ".join(sorted(counts))
         raise UserError(f"no finished trials in studies {names}; run `layerfuse study ...` until some trials complete")
     every = pd.DataFrame(rows).sort_values(["dataset", "study", "trial"], kind="stable").reset_index(drop=True)
-    lexical = every["preset"] == BASELINE_PRESET  # a report of the baseline alone has empty (but typed) trials
+    lexical = every["preset"] == BASELINE  # a report of the baseline alone has empty (but typed) trials
     trials, baselines = every[~lexical].reset_index(drop=True), every[lexical].reset_index(drop=True)
     log.info("report: %d finished trials (+%d baseline) from %d studies", len(trials), len(baselines), len(counts))
     cut = pd.DataFrame(pruned, columns=list(every.columns))

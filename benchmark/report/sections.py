@@ -14,6 +14,7 @@ from benchmark.report.compare import paired_tests
 from benchmark.report.render import Bold, Doc, fmt, fmt_seeds, slug
 from benchmark.report.reproduce import CONFIG_ARTIFACT, command
 from benchmark.report.selection import SELECTION_RULE, display, layer_points, num_layers
+from studies.presets import FUSION_METHODS
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -404,7 +405,7 @@ def _fusion_section(doc: Doc, c: Computed, folder: Path, files: list[Path]) -> N
 
 def _other_preset(preset: str) -> str:
     """`` (search)`` for a fusion-grid cell filled by another preset's trial; nothing for the grid's own."""
-    return "" if preset == "fusion-methods" else f" ({preset})"
+    return "" if preset == FUSION_METHODS else f" ({preset})"
 
 
 def _multi_section(doc: Doc, c: Computed) -> None:

@@ -10,13 +10,14 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from lightning_modules.layers import LayerSpec, parse_layer_spec
+from studies.presets import LAYER_SWEEP
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from benchmark.report.runs import ReportData
 
-SWEEP = "layer-sweep"
+SWEEP = LAYER_SWEEP  # the source of a point scored by a layer-sweep run
 PLAIN_FUSION = "concat"  # of one input: the input itself
 SELECTION_RULE = (
     "validation-selected: highest val/acc, ties broken by higher val/f1, then lower trial number, "

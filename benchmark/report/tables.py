@@ -219,8 +219,10 @@ PRUNED_CELL_COLUMNS = ("dataset", "pair", "fusion", "val_acc", "preset", "trials
 
 
 def pruned_fusions(data: ReportData) -> pd.DataFrame:
-    """Two-model (pair, fusion) cells that only ever ran as pruned trials: the validation accuracy they last reported
-    before being cut (the highest over the cell's trials, with that trial's preset) and how many trials that was.
+    """Two-model (pair, fusion) cells that only ever ran as pruned trials.
+
+    The validation accuracy they last reported before being cut (the highest over the cell's trials, with that
+    trial's preset) and how many trials that was.
     Cells with a finished trial are ``fusion_comparison``'s.
     """
     cut = data.pruned

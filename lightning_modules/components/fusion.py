@@ -130,7 +130,8 @@ class MatmulFusion(Fusion):
         if s * s != d:
             lo, hi = s * s, (s + 1) ** 2
             raise FusionConfigError(
-                f"fusion 'matmul' needs a square size d, got d={d}: set train.proj_dim to a square such as {lo} ({s}^2) or {hi} ({s + 1}^2)"
+                f"fusion 'matmul' needs a square size d, got d={d}: set train.proj_dim to a square such as {lo} "
+                f"({s}^2) or {hi} ({s + 1}^2)"
             )
         self.side = s
 
@@ -179,7 +180,8 @@ class QuaternionFusion(Fusion):
         super().__init__(d, k, options)
         if d % 4:
             raise FusionConfigError(
-                f"fusion 'quaternion' needs d divisible by 4, got d={d}: set train.proj_dim to e.g. {d - d % 4 or 4} or {d + 4 - d % 4}"
+                f"fusion 'quaternion' needs d divisible by 4, got d={d}: set train.proj_dim to e.g. {d - d % 4 or 4} "
+                f"or {d + 4 - d % 4}"
             )
 
     def forward(self, xs: list[Tensor]) -> Tensor:
