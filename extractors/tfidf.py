@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from sklearn.feature_extraction.text import TfidfVectorizer
 
 TOKEN = re.compile(r"(?u)\b\w\w+\b")  # scikit-learn's default token pattern
-NGRAMS = (1, 2)
 MIN_DF = 2
 SVD_SEED = 0
 
@@ -38,6 +37,7 @@ def words(text: str) -> list[str]:
 
 
 def _ngrams(tokens: list[str]) -> list[str]:
+    """Word unigrams and bigrams, as scikit-learn's ``ngram_range=(1, 2)`` builds them."""
     out = list(tokens)
     out += [f"{a} {b}" for a, b in zip(tokens, tokens[1:], strict=False)]
     return out

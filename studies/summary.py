@@ -37,8 +37,8 @@ class StudyOutcome:
 def best_trial(trials: list[optuna.trial.FrozenTrial]) -> optuna.trial.FrozenTrial | None:
     """The complete trial the reports select: highest val/acc, then highest val/f1, then lowest number.
 
-    Optuna's ``best_trial`` stops at the first of equal values, so on a validation tie (TF-IDF classifiers often
-    tie on accuracy) the stage line named a different trial from the report's.
+    Not Optuna's ``best_trial``, which takes the first of equal values: on a validation tie (TF-IDF classifiers
+    often tie on accuracy) the study summary must name the trial the reports name.
     """
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     return (

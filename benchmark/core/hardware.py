@@ -7,14 +7,9 @@ from pathlib import Path
 
 from benchmark.core.errors import UserError
 
-# CPU flags that make bf16 faster than fp32 for both kinds of model. Measured on this project's 2-core AVX512-BF16
-# CPU (no AMX) on 2026-11-27, other jobs running (load 6-10), 400 MR texts (minilm-l6) and 120 (smollm2-135m),
-# interleaved best of 3-5, bf16 with Linear weights stored in bf16 once (extractors.hf.cast_linear_weights):
-# minilm-l6 1.8-2.1x the fp32 tokens/s (one early run 0.8x), smollm2-135m 1.9-2.6x; pooled features vs fp32 cosine
-# >= 0.9997; benchmark.speed_extract later the same day: 1.45x (minilm-l6) and 1.70x (smollm2-135m). An earlier
-# run (2026-11-22) found bf16 at 0.6x fp32, but it also measured the bf16 matmul peak below fp32's, the opposite of
-# every later run (2.3-2.6x): a loaded-machine outlier. So AVX512-BF16 (Zen 4, Cooper Lake and later) selects bf16,
-# as AMX does.
+# CPU flags that make bf16 faster than fp32 for both kinds of model: with AVX512-BF16 (Zen 4, Cooper Lake and
+# later) or AMX, bf16 extraction with Linear weights cast once runs 1.5-2.6x fp32's tokens/s at >= 0.9997 cosine to
+# the fp32 features (BENCHMARKS.md, "Extraction"); without them bf16 is emulated and slower than fp32.
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 # Padded tokens per batch for the auto batch size. On CPU small batches keep the L+1 hidden states in cache
 # (2,048 beat 16,384 by 1.6x on minilm-l6); GPUs want large batches and back off on out-of-memory.
