@@ -93,8 +93,11 @@ def open_shard(cfg: BenchConfig) -> Shard:
 
         cuda = cfg.extract.device != "cpu" and torch.cuda.is_available()
         if cuda:
-            torch.cuda.set_device(local_rank)
-        dist.init_process_group("nccl" if cuda else "gloo", timeout=BARRIER_TIMEOUT)
+            torch.cuda.set_device(local_rank)  # "cuda" in the cache key and batching then means this rank's GPU
+            gpu = torch.device("cuda", local_rank)
+            dist.init_process_group("nccl", timeout=BARRIER_TIMEOUT, device_id=gpu)
+        else:
+            dist.init_process_group("gloo", timeout=BARRIER_TIMEOUT)
         log.info("rank %d of %d (%s)", rank, world, f"cuda:{local_rank}" if cuda else "cpu")
         return Shard(rank, world, torchrun=True)
     if cfg.extract.shard is not None:
