@@ -1,7 +1,8 @@
 """Which chunks of an extraction this process computes: all of them, one ``torchrun`` rank's, or one ``--shard``'s.
 
-Chunk ``i`` of a key belongs to worker ``i % N``. Chunks (length-sorted order cut every ``extract.chunk_size``
-texts) and their batching do not depend on N, so any N writes the same bytes, and a rerun with another N resumes.
+Each chunk of a key belongs to one of the N workers (``Shard.owns``). Chunks (the length-sorted order cut every
+``extract.chunk_size`` texts) and their batching do not depend on N, so any N writes the same bytes, and a rerun
+with another N resumes.
 Under ``torchrun`` (``WORLD_SIZE`` > 1) the ranks meet at barriers of a ``torch.distributed`` process group
 (gloo on CPU, nccl on CUDA, ``LOCAL_RANK`` picks the GPU) and rank 0 finishes each cache; independent
 ``--shard I/N`` jobs never wait for each other, and the last one to finish completes the cache.
@@ -55,8 +56,13 @@ class Shard:
         return not self.torchrun or self.index == 0
 
     def owns(self, chunk: int) -> bool:
-        """True when chunk ``chunk`` is this worker's to compute."""
-        return chunk % self.count == self.index
+        """True when chunk ``chunk`` is this worker's to compute.
+
+        Chunks go out in a snake order (0, 1, .., N-1, N-1, .., 1, 0, 0, 1, ..): they are sorted longest first,
+        so plain round robin would always hand worker 0 the longest chunk of every round.
+        """
+        position = chunk % (2 * self.count)
+        return min(position, 2 * self.count - 1 - position) == self.index
 
     def barrier(self) -> None:
         """Wait for every rank (a no-op outside torchrun)."""

@@ -18,10 +18,11 @@ from benchmark.core.errors import UserError
 from benchmark.core.locks import CacheLock
 from extractors import hf as hf_module
 from extractors.run import extract_all
+from extractors.shard import Shard
 from tests.conftest import REPO, write_dataset
 from tests.test_extract import make_cfg
 
-N_TEXTS, CHUNK = 300, 20  # 15 chunks: rank 0 computes 8, rank 1 computes 7
+N_TEXTS, CHUNK = 300, 20  # 15 chunks: rank 0 computes 7 (0, 3, 4, 7, ...), rank 1 computes 8 (1, 2, 5, 6, ...)
 SETTINGS = {"extract.chunk_size": CHUNK, "extract.token_budget": 64}
 
 # Rank 1 is SIGKILLed right after writing its first chunk; torchrun then stops rank 0 wherever it is.
@@ -97,8 +98,8 @@ def test_a_killed_rank_loses_only_its_chunk_and_one_process_completes(
     final = cache / one_process.relative_to(one_process.parents[4])
     assert not is_complete(final)
     chunks = sorted(int(p.stem.split("_")[1]) for p in partial_dir(final).glob("chunk_*.json"))
-    assert 1 in chunks and 3 not in chunks  # rank 1 wrote chunk 1, then died before chunk 3
-    assert all(i % 2 == 0 for i in chunks if i != 1)  # the rest are rank 0's
+    assert 1 in chunks and 2 not in chunks  # rank 1 wrote chunk 1, then died before chunk 2
+    assert all(Shard(0, 2).owns(i) for i in chunks if i != 1)  # the rest are rank 0's
 
     encoded: list[int] = []
     real = hf_module.HFHiddenStateExtractor.encode_ids
@@ -121,13 +122,13 @@ def test_shards_in_turn_the_last_completes_the_cache(tiny_models, texts_300, one
     final = cache / one_process.relative_to(one_process.parents[4])
     assert not is_complete(final)
     written = sorted(int(p.stem.split("_")[1]) for p in partial_dir(final).glob("chunk_*.json"))
-    assert written == list(range(0, N_TEXTS // CHUNK, 2))
+    assert written == [0, 3, 4, 7, 8, 11, 12]
 
     (summary,) = extract_all(make_cfg(model, texts_300, cache, **SETTINGS, **{"extract.shard": "1/2"}))
     assert summary.complete and summary.path == final
     assert sha256_files(final) == sha256_files(one_process)
     workers = FeatureCache(final).meta["workers"]
-    assert {w.split(" on ")[0]: v["chunks"] for w, v in workers.items()} == {"shard 0/2": 8, "shard 1/2": 7}
+    assert {w.split(" on ")[0]: v["chunks"] for w, v in workers.items()} == {"shard 0/2": 7, "shard 1/2": 8}
 
 
 def test_a_shard_never_clears_chunks_of_other_settings(tiny_models, texts_300, tmp_path) -> None:
@@ -154,6 +155,12 @@ def test_shard_locks_are_shared_between_shards_and_exclude_a_lone_writer(tmp_pat
     lone.release()
 
 
+def test_chunks_go_to_workers_in_snake_order() -> None:
+    assert [i for i in range(8) if Shard(0, 2).owns(i)] == [0, 3, 4, 7]
+    assert [[i for i in range(7) if Shard(w, 3).owns(i)] for w in range(3)] == [[0, 5, 6], [1, 4], [2, 3]]
+    assert all(Shard().owns(i) for i in range(5))
+
+
 @pytest.mark.parametrize("text", ["2/2", "-1/2", "1", "a/b", "0/0"])
 def test_bad_shard_names_the_form(text: str) -> None:
     with pytest.raises(ConfigError, match="use I/N with 0 <= I < N"):
@@ -176,13 +183,14 @@ def test_shards_write_only_their_own_chunks(tmp_path) -> None:
     final = tmp_path / key.relpath()
     writers = [CacheWriter(final, key, n=10, chunk_size=3, shared=True).open() for _ in range(2)]
     for index, w in enumerate(writers):
-        for i in range(index, w.num_chunks, 2):
+        for i in (i for i in range(w.num_chunks) if Shard(index, 2).owns(i)):
             rows = np.arange(i * 3, min(10, i * 3 + 3))
             w.write_chunk(i, rows, np.zeros((2, len(rows), 4)), {"tokens": 1.0}, worker=f"shard {index}/2")
     assert not writers[0].claim_finish()  # shard 1 still holds the lock
     writers[0].close()
     assert writers[1].claim_finish()
     assert json.loads((partial_dir(final) / "chunk_00001.json").read_text())["worker"] == "shard 1/2"
+    assert json.loads((partial_dir(final) / "chunk_00003.json").read_text())["worker"] == "shard 0/2"
     per_worker = {"chunks": 2, "tokens": 2.0}
     assert writers[1].worker_stats() == {"shard 0/2": per_worker, "shard 1/2": per_worker}
     writers[1].close()
