@@ -81,9 +81,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"round {r}: {name}: {runs[name][-1]['wall_s']:.1f} s", file=sys.stderr)
     identical = all(len({json.dumps(runs[n][r]["sha256"]) for n in runs}) == 1 for r in range(args.rounds))
     best = {name: min(rs, key=lambda x: x["wall_s"]) for name, rs in runs.items()}
-    cmd = "python -m benchmark.speed_shard " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python -m benchmark.speed_shard " + " ".join(argv if argv is not None else sys.argv[1:])
     lines = [
-        f"`{cmd}`: {args.model}, {args.n} {args.dataset} train texts, {best[next(iter(best))]['tokens']:,} tokens, "
+        f"`{command}`: {args.model}, {args.n} {args.dataset} train texts, {best[next(iter(best))]['tokens']:,} tokens, "
         f"chunks of {args.chunk_size}; best of {args.rounds} rounds, load average before {load:.2f}; "
         f"caches byte-identical in every round: {'yes' if identical else 'NO'}",
         "",
