@@ -1,9 +1,10 @@
 """Sharded CPU extraction: P processes x 1 thread under torchrun against 1 process x P threads (a benchmark).
 
-Each round runs both commands in turn, each into a fresh cache, and checks that they wrote the same bytes (sha256
-of every file). Reported per candidate, best of the rounds: wall seconds of the whole command (process start,
-imports and model load included), tokens per wall second, compute tokens per second (tokens over the compute
-seconds of the slowest worker, from ``meta.json``), and the CPU seconds of all its processes.
+1 process x 1 thread runs beside them as the reference for parallel efficiency. Each round runs the commands
+in turn, each into a fresh cache, and checks that they wrote the same bytes (sha256 of every file). Reported per
+candidate, best of the rounds: wall seconds of the whole command (process start, imports and model load
+included), tokens per wall second, compute tokens per second (tokens over the compute seconds of the slowest
+worker, from ``meta.json``), and the CPU seconds of all its processes.
 
     python -m benchmark.speed_shard --model minilm-l3 --dataset mr --n 2000 --procs 2 --rounds 3
 """
@@ -71,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     candidates = {
         f"torchrun {args.procs} processes x 1 thread": ([*torchrun, "-m", "benchmark", *extract], 1),
         f"1 process x {args.procs} threads": ([sys.executable, "-m", "benchmark", *extract], args.procs),
+        "1 process x 1 thread (reference)": ([sys.executable, "-m", "benchmark", *extract], 1),
     }
     load = os.getloadavg()[0]
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in candidates}

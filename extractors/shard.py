@@ -47,6 +47,8 @@ class Shard:
     @property
     def worker(self) -> str:
         """Name recorded with each chunk this process writes (per-worker throughput in meta.json)."""
+        if not self.sharded:
+            return f"single process on {socket.gethostname()}"
         kind = "rank" if self.torchrun else "shard"
         return f"{kind} {self.index}/{self.count} on {socket.gethostname()}"
 
