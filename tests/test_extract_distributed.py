@@ -194,3 +194,28 @@ def test_shards_write_only_their_own_chunks(tmp_path) -> None:
     per_worker = {"chunks": 2, "tokens": 2.0}
     assert writers[1].worker_stats() == {"shard 0/2": per_worker, "shard 1/2": per_worker}
     writers[1].close()
+
+
+def test_a_shard_never_starts_over_the_chunks_of_another_device(tiny_models, tiny_data, tmp_path, monkeypatch) -> None:
+    import torch
+
+    cfg = make_cfg(tiny_models["bert-a"], tiny_data, tmp_path, **{"extract.shard": "0/2"})
+    extract_all(cfg)  # shard 0's chunks; shard 1's are missing
+    (state_file,) = tmp_path.rglob("partial.json")
+    state = json.loads(state_file.read_text())
+    state["batching"]["device"] = "cuda"  # as if the job array had run on GPU nodes
+    state_file.write_text(json.dumps(state))
+    chunks = sorted(p.name for p in state_file.parent.iterdir())
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    other = make_cfg(tiny_models["bert-a"], tiny_data, tmp_path, **{"extract.shard": "1/2"})
+    with pytest.raises(UserError, match="was made on cuda, which this shard cannot use"):
+        extract_all(other)
+    assert sorted(p.name for p in state_file.parent.iterdir()) == chunks
+
+
+def test_shard_under_torchrun_is_refused(monkeypatch) -> None:
+    from extractors.shard import open_shard
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(UserError, match="torchrun already splits the work by rank; drop --shard"):
+        open_shard(load_config(env={}, **{"extract.shard": "0/2"}))
