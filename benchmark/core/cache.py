@@ -336,11 +336,14 @@ class CacheWriter:
         """True when this writer may finalise now: it holds the lock exclusively and every chunk is written.
 
         A shard first gives up its shared lock; while another shard still holds one, or chunks of shards that
-        have not run yet are missing, it returns False and leaves finishing to the last shard.
+        have not run yet are missing, it returns False and leaves finishing to the last shard. Releasing before
+        asking (rather than converting the lock) means the last shard to release always gets it, also where a
+        failed conversion would keep the shared lock (``flock`` emulated by POSIX locks on NFS).
         """
-        if self.shared and not self._lock.try_acquire(exclusive=True):
+        if self.shared:
             self._lock.release()
-            return False
+            if not self._lock.try_acquire(exclusive=True):
+                return False
         return self.partial.is_dir() and not self.missing_chunks()
 
     def _chunk(self, i: int) -> Path:
