@@ -85,7 +85,9 @@ def _add_extract(sub: Any) -> None:
         "Extract and cache the pooled hidden states of every layer.",
         "examples:\n  layerfuse extract --model minilm-l6 --dataset mr\n"
         "  layerfuse extract --model smollm2-135m,minilm-l6 --dataset sst2 --split train,test --limit 2000\n"
-        "  layerfuse extract --model ./my-model --dataset data/reviews_{split}.csv --set data.text_column=body",
+        "  layerfuse extract --model ./my-model --dataset data/reviews_{split}.csv --set data.text_column=body\n"
+        "  torchrun --nproc-per-node 4 -m benchmark extract --model llama2-7b --dataset sst2  # 4 GPUs or processes\n"
+        "  layerfuse extract --model minilm-l6 --dataset mr --shard 0/4  # job 0 of 4; the last one completes",
     )
     p.add_argument(
         "--model", "-m", type=_csv, action="append", help="model alias, hub id or folder (comma list, repeatable)"
@@ -99,6 +101,7 @@ def _add_extract(sub: Any) -> None:
     p.add_argument("--batch-size", type=_batch_size, help="auto or texts per batch")
     p.add_argument("--device", help="auto|cpu|cuda")
     p.add_argument("--overwrite", help="missing (default)|always|never")
+    p.add_argument("--shard", metavar="I/N", help="compute only shard I of N (job arrays; not under torchrun)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(
         func=_run_extract,
@@ -113,6 +116,7 @@ def _add_extract(sub: Any) -> None:
             "batch_size": "extract.batch_size",
             "device": "extract.device",
             "overwrite": "extract.overwrite",
+            "shard": "extract.shard",
         },
     )
 
@@ -128,8 +132,10 @@ def _run_extract(args: argparse.Namespace, cfg: BenchConfig) -> int:
     tokens = sum(s.tokens for s in new)
     # A rerun that only assembles chunks an interrupted run finished does no model work: no rate to show.
     rate = f", {tokens:,} tokens at {tokens / seconds:,.0f} tokens/s in {seconds:.1f}s" if seconds > 0 else ""
+    waiting = sum(not s.complete for s in summaries)
+    rest = f" ({waiting} wait for other shards: the last to finish completes them)" if waiting else ""
     print(
-        f"extracted {len(summaries)} model x split: {len(summaries) - len(new)} cached, {len(new)} new{rate}; "
+        f"extracted {len(summaries)} model x split: {len(summaries) - len(new)} cached, {len(new)} new{rest}{rate}; "
         f"cache: {cfg.paths.cache_dir}"
     )
     return 0

@@ -1,6 +1,6 @@
 """``extract_all(cfg)``: every configured model x split into the feature cache, skipping complete keys.
 
-A model is loaded only when at least one of its splits needs work, and once for all its splits.
+A model is loaded only when this process has a chunk of one of its splits to compute, and once for all its splits.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from benchmark.core.hardware import resolve_device, resolve_token_budget
 from benchmark.core.keys import ResolvedFeatures, load_text_split, resolve_features
 from benchmark.core.models import LEXICAL
 from benchmark.core.text_data import TextSplit
+from extractors.shard import Shard, open_shard
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ class ExtractSummary:
     cached: bool
     seconds: float = 0.0
     tokens: int = 0
+    complete: bool = True  # False for a shard that wrote its chunks while others still have to
 
     @property
     def tokens_per_s(self) -> float:
@@ -75,16 +77,80 @@ def _batching(cfg: BenchConfig, device: str) -> dict[str, Any]:
     }
 
 
-def _extract_one(extractor: Any, rf: ResolvedFeatures, cfg: BenchConfig) -> ExtractSummary:
+def _compute_chunks(
+    get_extractor: LazyExtractor, writer: CacheWriter, rf: ResolvedFeatures, cfg: BenchConfig, shard: Shard
+) -> tuple[float, int]:
+    """Compute and write this worker's missing chunks; returns (seconds, tokens) of the work done."""
     from tqdm.auto import tqdm
 
-    texts = rf.split.texts
+    texts, size = rf.split.texts, writer.chunk_size
+    todo = [i for i in writer.missing_chunks() if shard.owns(i)]
+    if not todo:  # nothing of ours left (a rerun, or a shard whose chunks are done): no model needed
+        return 0.0, 0
+    extractor = get_extractor()
+    if hasattr(extractor, "token_budget"):  # set per split: the extractor is shared by all splits of a model
+        extractor.batch_size = int(writer.batching["batch_size"])
+        extractor.token_budget = int(writer.batching["token_budget"])
     ids = extractor.tokenize(texts)
-    # Longest first, ties by index: a fixed order, so chunks (and their bytes) are the same on every run.
+    # Longest first, ties by index: a fixed order, so chunks (and their bytes) are the same on every run and for
+    # any number of shards.
     order = np.array(sorted(range(len(ids)), key=lambda i: (-len(ids[i]), i)), dtype=np.int64)
-    size = cfg.extract.chunk_size
+    mine = sum(len(order[i * size : (i + 1) * size]) for i in range(writer.num_chunks) if shard.owns(i))
+    left = sum(len(order[i * size : (i + 1) * size]) for i in todo)
+    if left < mine:
+        log.info("%s %s: resuming, %d of %d texts already extracted", rf.spec.alias, rf.split.split, mine - left, mine)
+    seconds, tokens = 0.0, 0
+    desc = f"{rf.spec.alias} {rf.split.split}" + (f" [{shard.index}/{shard.count}]" if shard.sharded else "")
+    bar_args = {"desc": desc, "unit": "text", "disable": not cfg.extract.show_progress, "dynamic_ncols": True}
+    with tqdm(total=mine, initial=mine - left, **bar_args) as bar:
+        for i in todo:
+            rows = order[i * size : (i + 1) * size]
+            feats, stats = extractor.encode_ids([ids[r] for r in rows], progress=bar)
+            writer.write_chunk(i, rows, feats, {"seconds": stats.seconds, "tokens": stats.tokens}, shard.worker)
+            seconds += stats.seconds
+            tokens += stats.tokens
+    return seconds, tokens
+
+
+def _finalize(writer: CacheWriter, rf: ResolvedFeatures, load_seconds: float) -> None:
+    totals = writer.chunk_stats()
+    workers = {
+        name: {**w, "tokens_per_s": w.get("tokens", 0) / max(w.get("seconds", 0.0), 1e-9)}
+        for name, w in sorted(writer.worker_stats().items())
+    }
+    meta = {
+        "model_alias": rf.spec.alias,
+        "model_source": rf.spec.hf_id,
+        "model_kind": rf.spec.kind,
+        "label_names": rf.split.label_names,
+        "texts_sha256": rf.split.texts_sha256,
+        "labels_sha256": rf.split.labels_sha256,
+        "device": rf.device,
+        "batching": writer.batching,
+        # Summed over every worker and run that wrote a chunk: compute cost, not wall time of a parallel run.
+        "extract_seconds": totals.get("seconds", 0.0),
+        "tokens": int(totals.get("tokens", 0)),
+        "tokens_per_s": totals.get("tokens", 0) / max(totals.get("seconds", 0.0), 1e-9),
+        "extract_ms_per_sample": 1000 * totals.get("seconds", 0.0) / writer.n,
+        "workers": workers,
+        "model_load_seconds": load_seconds,
+        "versions": library_versions(),
+        **_peak_memory_mb(rf.device),
+    }
+    writer.finalize(rf.split.labels, meta)
+
+
+def _extract_one(get_extractor: LazyExtractor, rf: ResolvedFeatures, cfg: BenchConfig, shard: Shard) -> ExtractSummary:
     asked = _batching(cfg, rf.device)
-    with CacheWriter(rf.path, rf.key, n=len(texts), chunk_size=size, batching=asked) as writer:
+    writer = CacheWriter(
+        rf.path, rf.key, n=len(rf.split.texts), chunk_size=cfg.extract.chunk_size, batching=asked, shared=shard.sharded
+    )
+    if shard.torchrun and shard.index > 0:
+        shard.barrier()  # rank 0 lays out (or clears) the partial folder alone first
+    try:
+        writer.open()
+        if shard.torchrun and shard.index == 0:
+            shard.barrier()
         if writer.batching != asked:
             log.info(
                 "%s %s: resuming with the batching of the unfinished run %s (this run asked for %s), so the result "
@@ -94,54 +160,63 @@ def _extract_one(extractor: Any, rf: ResolvedFeatures, cfg: BenchConfig) -> Extr
                 writer.batching,
                 asked,
             )
-        if hasattr(extractor, "token_budget"):  # set per split: the extractor is shared by all splits of a model
-            extractor.batch_size = int(writer.batching.get("batch_size", asked["batch_size"]))
-            extractor.token_budget = int(writer.batching.get("token_budget", asked["token_budget"]))
-        todo = writer.missing_chunks()
-        done_rows = len(texts) - sum(len(order[i * size : (i + 1) * size]) for i in todo)
-        if done_rows:
-            log.info(
-                "%s %s: resuming, %d of %d texts already extracted",
-                rf.spec.alias,
-                rf.split.split,
-                done_rows,
-                len(texts),
-            )
-        seconds, tokens = 0.0, 0
-        with tqdm(
-            total=len(texts),
-            initial=done_rows,
-            desc=f"{rf.spec.alias} {rf.split.split}",
-            unit="text",
-            disable=not cfg.extract.show_progress,
-            dynamic_ncols=True,
-        ) as bar:
-            for i in todo:
-                rows = order[i * size : (i + 1) * size]
-                feats, stats = extractor.encode_ids([ids[r] for r in rows], progress=bar)
-                writer.write_chunk(i, rows, feats, {"seconds": stats.seconds, "tokens": stats.tokens})
-                seconds += stats.seconds
-                tokens += stats.tokens
-        totals = writer.chunk_stats()
-        meta = {
-            "model_alias": rf.spec.alias,
-            "model_source": rf.spec.hf_id,
-            "model_kind": rf.spec.kind,
-            "label_names": rf.split.label_names,
-            "texts_sha256": rf.split.texts_sha256,
-            "labels_sha256": rf.split.labels_sha256,
-            "device": rf.device,
-            "batching": writer.batching,
-            "extract_seconds": totals.get("seconds", 0.0),
-            "tokens": int(totals.get("tokens", 0)),
-            "tokens_per_s": totals.get("tokens", 0) / max(totals.get("seconds", 0.0), 1e-9),
-            "extract_ms_per_sample": 1000 * totals.get("seconds", 0.0) / len(texts),
-            "model_load_seconds": extractor.load_seconds,
-            "versions": library_versions(),
-            **_peak_memory_mb(rf.device),
-        }
-        writer.finalize(rf.split.labels, meta)
-    return ExtractSummary(rf.spec.alias, rf.split.split, rf.path, len(texts), False, seconds, tokens)
+        seconds, tokens = _compute_chunks(get_extractor, writer, rf, cfg, shard)
+        if shard.torchrun:
+            if shard.index > 0:
+                writer.close()  # rank 0 takes the lock alone to finish
+            shard.barrier()
+        if shard.may_finish and writer.claim_finish():
+            _finalize(writer, rf, get_extractor.load_seconds)
+    finally:
+        writer.close()
+    shard.barrier()  # under torchrun every rank returns once the cache is complete
+    complete = is_complete(rf.path)
+    if not complete:
+        log.info(
+            "%s %s: shard %d/%d wrote its chunks; the last shard to finish completes %s",
+            rf.spec.alias,
+            rf.split.split,
+            shard.index,
+            shard.count,
+            rf.path,
+        )
+    return ExtractSummary(rf.spec.alias, rf.split.split, rf.path, len(rf.split.texts), False, seconds, tokens, complete)
+
+
+class LazyExtractor:
+    """The extractor of one model, loaded on first call (a worker with no chunk left to compute never loads it).
+
+    ``bind`` names the features it is loaded for; once loaded, it serves every later split of the model.
+    """
+
+    def __init__(self, cfg: BenchConfig) -> None:
+        self.cfg = cfg
+        self.rf: ResolvedFeatures | None = None
+        self.value: Any = None
+
+    @property
+    def device(self) -> str | None:
+        """The device it was loaded on, or None before loading."""
+        return None if self.value is None or self.rf is None else self.rf.device
+
+    @property
+    def load_seconds(self) -> float:
+        """Seconds the load took (0 when not loaded)."""
+        return float(self.value.load_seconds) if self.value is not None else 0.0
+
+    def bind(self, rf: ResolvedFeatures) -> LazyExtractor:
+        """Load for ``rf`` if not loaded yet."""
+        if self.value is None:
+            self.rf = rf
+        return self
+
+    def __call__(self) -> Any:
+        """The extractor, loaded now if this is the first call."""
+        if self.value is None:
+            if self.rf is None:
+                raise RuntimeError("LazyExtractor called before bind()")
+            self.value = _make_extractor(self.rf, self.cfg)
+        return self.value
 
 
 def _make_extractor(rf: ResolvedFeatures, cfg: BenchConfig) -> Any:
@@ -164,11 +239,12 @@ def _make_extractor(rf: ResolvedFeatures, cfg: BenchConfig) -> Any:
     )
 
 
-def _resume_device(rf: ResolvedFeatures, cfg: BenchConfig, loaded_on: str | None) -> ResolvedFeatures:
+def _resume_device(rf: ResolvedFeatures, cfg: BenchConfig, loaded_on: str | None, shard: Shard) -> ResolvedFeatures:
     """Run on the device an unfinished extraction of this key used, where possible; otherwise start it over.
 
     Chunks from another device differ in their last bits, so mixing devices would break byte identity. A model
-    already loaded for an earlier split fixes the device for the later ones.
+    already loaded for an earlier split fixes the device for the later ones. A shard never starts over: the
+    chunks may be another shard's work in progress.
     """
     current = loaded_on or rf.device
     recorded = recorded_batching(rf.path, rf.key, len(rf.split.texts), cfg.extract.chunk_size)
@@ -187,6 +263,11 @@ def _resume_device(rf: ResolvedFeatures, cfg: BenchConfig, loaded_on: str | None
                 current,
             )
             current = device
+        elif shard.sharded:
+            raise UserError(
+                f"{rf.spec.alias} {rf.split.split}: the unfinished extraction at {partial_dir(rf.path)} was made on "
+                f"{device}, which this shard cannot use; finish it there, or delete that folder to start over"
+            )
         else:
             log.warning(
                 "%s %s: the unfinished run was made on %s, which this run cannot use; starting over on %s",
@@ -205,13 +286,24 @@ def extract_all(cfg: BenchConfig) -> list[ExtractSummary]:
     Returns:
         One summary per model x split, in config order.
 
+    Under ``torchrun`` or with ``extract.shard`` this process computes only its share of each cache
+    (``extractors.shard``).
+
     Raises:
         UserError: bad model/dataset/split, or ``overwrite=never`` with a missing cache.
     """
     splits: dict[str, TextSplit] = {s: load_text_split(cfg, s) for s in cfg.extract.splits}
+    shard = open_shard(cfg)
+    try:
+        return _extract_models(cfg, splits, shard)
+    finally:
+        shard.close()
+
+
+def _extract_models(cfg: BenchConfig, splits: dict[str, TextSplit], shard: Shard) -> list[ExtractSummary]:
     summaries = []
     for model in cfg.extract.models:
-        extractor, extractor_device = None, None
+        extractor = LazyExtractor(cfg)
         for split_name, text_split in splits.items():
             rf = resolve_features(cfg, model, text_split)
             if cfg.extract.overwrite != "always" and is_complete(rf.path):
@@ -223,10 +315,8 @@ def extract_all(cfg: BenchConfig) -> list[ExtractSummary]:
                     f"no complete cache for {model} on {cfg.extract.dataset}/{split_name} and extract.overwrite=never; "
                     "run without --overwrite never to extract it"
                 )
-            if cfg.extract.overwrite == "always":
+            if cfg.extract.overwrite == "always" and shard.index == 0:  # rank 0, before the other ranks join
                 shutil.rmtree(partial_dir(rf.path), ignore_errors=True)
-            rf = _resume_device(rf, cfg, extractor_device)
-            if extractor is None:
-                extractor, extractor_device = _make_extractor(rf, cfg), rf.device
-            summaries.append(_extract_one(extractor, rf, cfg))
+            rf = _resume_device(rf, cfg, extractor.device, shard)
+            summaries.append(_extract_one(extractor.bind(rf), rf, cfg, shard))
     return summaries

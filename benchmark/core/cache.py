@@ -14,13 +14,11 @@ Finalising assembles the layer files inside ``.partial`` and renames it into pla
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
 import shutil
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from benchmark.core.errors import UserError
+from benchmark.core.locks import CacheLock
 
 FORMAT_VERSION = 1
 FEATURE_DTYPE = np.float16
@@ -243,20 +242,6 @@ def recorded_batching(final_dir: str | Path, key: FeatureKey, n: int, chunk_size
     return dict(batching) if isinstance(batching, dict) else {}
 
 
-@contextmanager
-def _exclusive(lock_path: Path) -> Iterator[None]:
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "w") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise UserError(f"another process is writing {lock_path.with_suffix('')}; wait for it to finish") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 class CacheWriter:
     """Write one key directory atomically, in resumable chunks.
 
@@ -271,10 +256,20 @@ class CacheWriter:
 
     Chunk ``i`` covers rows ``order[i*C:(i+1)*C]`` of a fixed processing order; the row indices are stored
     beside the features, so the final files are in original order whatever the processing order was.
+
+    ``shared=True`` is for one shard of a sharded extraction: shards hold the lock shared while each writes its
+    own chunks, refuse (never clear) a partial folder of other settings, since its chunks may be another shard's
+    work, and ``claim_finish`` lets exactly one of them, holding the lock exclusively, finalise.
     """
 
     def __init__(
-        self, final_dir: str | Path, key: FeatureKey, n: int, chunk_size: int, batching: dict[str, Any] | None = None
+        self,
+        final_dir: str | Path,
+        key: FeatureKey,
+        n: int,
+        chunk_size: int,
+        batching: dict[str, Any] | None = None,
+        shared: bool = False,
     ) -> None:
         self.final_dir = Path(final_dir)
         self.partial = partial_dir(self.final_dir)
@@ -283,10 +278,39 @@ class CacheWriter:
         self.chunk_size = chunk_size
         self.num_chunks = (n + chunk_size - 1) // chunk_size
         self.batching = dict(batching or {})
-        self._lock = _exclusive(self.final_dir.with_name(self.final_dir.name + ".lock"))
+        self.shared = shared
+        self._lock = CacheLock(self.final_dir.with_name(self.final_dir.name + ".lock"))
+
+    def open(self) -> CacheWriter:
+        """Take the lock and lay out (or resume) the partial folder; ``with CacheWriter(...)`` calls it."""
+        if not self.shared:
+            self._lock.acquire_exclusive()
+            self._prepare()
+            return self
+        alone = self._lock.wait_shared_or_exclusive()
+        recorded = recorded_batching(self.final_dir, self.key, self.n, self.chunk_size)
+        if recorded is None and (self.partial.exists() or not alone):
+            self._lock.release()  # never clear chunks that may be another shard's work
+            raise UserError(
+                f"the unfinished extraction at {self.partial} was made with another chunk size or key than this "
+                "shard's; give every shard the same settings, or delete that folder to start over"
+            )
+        if alone:
+            self._prepare()
+            if not self._lock.try_acquire(exclusive=False):
+                raise UserError(f"another process took the lock of {self.final_dir} while this shard set it up")
+        elif recorded:
+            self.batching = recorded
+        return self
+
+    def close(self) -> None:
+        """Release the lock (finished or not); chunks written so far stay for a rerun."""
+        self._lock.release()
 
     def __enter__(self) -> CacheWriter:
-        self._lock.__enter__()
+        return self.open()
+
+    def _prepare(self) -> None:
         ident_file = self.partial / "partial.json"
         if self.partial.exists():
             recorded = recorded_batching(self.final_dir, self.key, self.n, self.chunk_size)
@@ -300,14 +324,27 @@ class CacheWriter:
             self.partial.mkdir(parents=True)
             ident = {**self._ident(self.key, self.n, self.chunk_size), "batching": self.batching}
             atomic_write_bytes(ident_file, json.dumps(ident).encode())
-        return self
 
     @staticmethod
     def _ident(key: FeatureKey, n: int, chunk_size: int) -> dict[str, Any]:
         return {"key": asdict(key), "n": n, "chunk_size": chunk_size}
 
     def __exit__(self, *exc: object) -> None:
-        self._lock.__exit__(*exc)
+        self.close()
+
+    def claim_finish(self) -> bool:
+        """True when this writer may finalise now: it holds the lock exclusively and every chunk is written.
+
+        A shard first gives up its shared lock; while another shard still holds one, or chunks of shards that
+        have not run yet are missing, it returns False and leaves finishing to the last shard. Releasing before
+        asking (rather than converting the lock) means the last shard to release always gets it, also where a
+        failed conversion would keep the shared lock (``flock`` emulated by POSIX locks on NFS).
+        """
+        if self.shared:
+            self._lock.release()
+            if not self._lock.try_acquire(exclusive=True):
+                return False
+        return self.partial.is_dir() and not self.missing_chunks()
 
     def _chunk(self, i: int) -> Path:
         return self.partial / f"chunk_{i:05d}.npy"
@@ -320,26 +357,53 @@ class CacheWriter:
         """Chunk indices still to compute."""
         return [i for i in range(self.num_chunks) if not self.chunk_done(i)]
 
-    def write_chunk(self, i: int, rows: np.ndarray, feats: np.ndarray, stats: dict[str, float] | None = None) -> None:
+    def write_chunk(
+        self,
+        i: int,
+        rows: np.ndarray,
+        feats: np.ndarray,
+        stats: dict[str, float] | None = None,
+        worker: str | None = None,
+    ) -> None:
         """Atomically store chunk ``i``: ``rows`` (n_i,) original indices, ``feats`` (L+1, n_i, H).
 
         ``stats`` (e.g. seconds, tokens) are kept beside the chunk and summed into meta.json, so the
-        throughput recorded for a resumed extraction covers every run that contributed.
+        throughput recorded for a resumed extraction covers every run that contributed; ``worker`` names the
+        process that computed it, for the per-worker sums of ``worker_stats``.
         """
         if feats.shape[1] != len(rows):
             raise ValueError(f"chunk {i}: {feats.shape[1]} feature rows for {len(rows)} indices")
-        atomic_write_bytes(self._chunk(i).with_suffix(".json"), json.dumps(stats or {}).encode())
+        record: dict[str, Any] = {**(stats or {}), **({"worker": worker} if worker else {})}
+        atomic_write_bytes(self._chunk(i).with_suffix(".json"), json.dumps(record).encode())
         _atomic_save_npy(self._chunk(i).with_suffix(".idx.npy"), np.asarray(rows, dtype=np.int64))
         _atomic_save_npy(self._chunk(i), np.ascontiguousarray(feats, dtype=FEATURE_DTYPE))
+
+    def _chunk_records(self) -> Iterator[dict[str, Any]]:
+        for i in range(self.num_chunks):
+            f = self._chunk(i).with_suffix(".json")
+            yield dict(json.loads(f.read_text())) if f.is_file() else {}
+
+    @staticmethod
+    def _add(total: dict[str, float], record: dict[str, Any]) -> None:
+        for k, v in record.items():
+            if isinstance(v, int | float):
+                total[k] = total.get(k, 0) + v
 
     def chunk_stats(self) -> dict[str, float]:
         """Sum of the ``stats`` of all written chunks."""
         total: dict[str, float] = {}
-        for i in range(self.num_chunks):
-            f = self._chunk(i).with_suffix(".json")
-            for k, v in (json.loads(f.read_text()) if f.is_file() else {}).items():
-                total[k] = total.get(k, 0) + v
+        for record in self._chunk_records():
+            self._add(total, record)
         return total
+
+    def worker_stats(self) -> dict[str, dict[str, float]]:
+        """The sums of ``chunk_stats`` per worker that wrote chunks, with their count as ``chunks``."""
+        out: dict[str, dict[str, float]] = {}
+        for record in self._chunk_records():
+            if "worker" in record:
+                total = out.setdefault(str(record["worker"]), {"chunks": 0})
+                self._add(total, {**record, "chunks": 1})
+        return out
 
     def finalize(self, labels: np.ndarray, meta: dict[str, Any]) -> Path:
         """Assemble layer files in original order, write labels and meta.json last, and move into place."""
@@ -360,6 +424,8 @@ class CacheWriter:
         for i in range(self.num_chunks):
             for suffix in (".npy", ".idx.npy", ".json"):
                 self._chunk(i).with_suffix(suffix).unlink(missing_ok=True)
+        for torn in self.partial.glob("*.tmp*"):  # half-written files of killed runs
+            torn.unlink()
         (self.partial / "partial.json").unlink()
         files = {p.name: p.stat().st_size for p in sorted(self.partial.iterdir()) if p.suffix == ".npy"}
         full = {

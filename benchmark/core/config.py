@@ -52,6 +52,28 @@ def _check_positive(key: str, value: float | None, allow_zero: bool = False) -> 
         raise ConfigError(f"{key}={value} must be {'>= 0' if allow_zero else '> 0'}")
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"I/N"`` -> ``(I, N)`` with ``0 <= I < N``.
+
+    Raises:
+        ConfigError: naming the value and the expected form.
+    """
+    index, _, count = text.partition("/")
+    try:
+        i, n = int(index), int(count)
+    except ValueError:
+        i, n = -1, 0
+    if not 0 <= i < n:
+        raise ConfigError(f"extract.shard={text!r} is not valid: use I/N with 0 <= I < N, e.g. 0/4 for the first of 4")
+    return i, n
+
+
+def torchrun_env(env: typing.Mapping[str, str] | None = None) -> tuple[int, int, int]:
+    """``(RANK, WORLD_SIZE, LOCAL_RANK)`` set by ``torchrun`` for each process it starts; ``(0, 1, 0)`` without it."""
+    env = os.environ if env is None else env
+    return int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0))
+
+
 @dataclass(frozen=True, slots=True)
 class PathsConfig:
     """Where inputs and outputs live."""
@@ -92,6 +114,12 @@ class ExtractConfig:
         default="missing", metadata=_help("missing: reuse complete caches; always: redo; never: fail if absent")
     )
     chunk_size: int = field(default=1024, metadata=_help("texts per resumable chunk"))
+    shard: str | None = field(
+        default=None,
+        metadata=_help(
+            "I/N: compute chunks I, I+N, ... only (job arrays); the last shard to finish completes the cache"
+        ),
+    )
     trust_remote_code: bool = field(default=False, metadata=_help("allow model code from the hub (off by default)"))
     show_progress: bool = field(default=True, metadata=_help("progress bar per model x split"))
 
@@ -104,6 +132,13 @@ class ExtractConfig:
         _check_positive("extract.batch_size", self.batch_size, allow_zero=True)
         _check_positive("extract.token_budget", self.token_budget, allow_zero=True)
         _check_positive("extract.chunk_size", self.chunk_size)
+        if self.shard is not None:
+            parse_shard(self.shard)
+            if self.overwrite == "always":
+                raise ConfigError(
+                    "extract.shard with extract.overwrite=always would let each shard delete the chunks of the others; "
+                    "run `layerfuse extract --overwrite always` once without --shard, or delete the cache folder first"
+                )
         if not self.models:
             raise ConfigError("extract.models is empty: name at least one model (see `layerfuse ls models`)")
         if not self.splits:
