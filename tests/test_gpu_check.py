@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from benchmark.gpu_check import main
 
 
@@ -26,3 +28,14 @@ def test_dry_run_on_cpu_passes_every_check(tiny_models, tiny_data, tmp_path, cap
     assert checks["sweep"]["layers"] == 4 and checks["sweep"]["speedup"] > 0  # tiny llama: 3 layers + embeddings
     assert checks["search"]["trials"]["complete"] + checks["search"]["trials"]["pruned"] == 2
     assert report["versions"]["device"] == "cpu" and report["versions"]["torch"]
+
+
+@pytest.mark.gpu
+def test_gpu_check_on_cuda_passes_every_check(tiny_models, tiny_data, tmp_path) -> None:
+    """The same checks on CUDA with tiny models (seconds); the full check is ``python -m benchmark.gpu_check``."""
+    out = tmp_path / "gpu_check.json"
+    models = f"{tiny_models['llama-left']},{tiny_models['bert-a']}"
+    args = ["--device", "cuda", "--dry-run", "--models", models, "--dataset", str(tiny_data), "--out", str(out)]
+    assert main([*args, "--work-dir", str(tmp_path / "work")]) == 0
+    report = json.loads(out.read_text())
+    assert report["versions"]["device"] == "cuda" and all(c["ok"] for c in report["checks"].values())
