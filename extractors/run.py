@@ -9,6 +9,7 @@ import logging
 import resource
 import shutil
 import sys
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,8 @@ from benchmark.core.hardware import resolve_device, resolve_token_budget
 from benchmark.core.keys import ResolvedFeatures, load_text_split, resolve_features
 from benchmark.core.models import LEXICAL
 from benchmark.core.text_data import TextSplit
+from extractors.progress import library_bars
+from extractors.tracked import ExtractTracker
 
 log = logging.getLogger(__name__)
 
@@ -199,8 +202,10 @@ def _resume_device(rf: ResolvedFeatures, cfg: BenchConfig, loaded_on: str | None
     return rf if current == rf.device else replace(rf, device=current)
 
 
-def extract_all(cfg: BenchConfig) -> list[ExtractSummary]:
+def extract_all(cfg: BenchConfig, track: bool = False) -> list[ExtractSummary]:
     """Extract every ``cfg.extract.models`` x ``cfg.extract.splits`` of ``cfg.extract.dataset``.
+
+    With ``track`` (the commands), each model x split that needs work is one MLflow run (``extractors.tracked``).
 
     Returns:
         One summary per model x split, in config order.
@@ -210,6 +215,7 @@ def extract_all(cfg: BenchConfig) -> list[ExtractSummary]:
     """
     splits: dict[str, TextSplit] = {s: load_text_split(cfg, s) for s in cfg.extract.splits}
     summaries = []
+    tracker = ExtractTracker(cfg) if track else None
     for model in cfg.extract.models:
         extractor, extractor_device = None, None
         for split_name, text_split in splits.items():
@@ -227,6 +233,8 @@ def extract_all(cfg: BenchConfig) -> list[ExtractSummary]:
                 shutil.rmtree(partial_dir(rf.path), ignore_errors=True)
             rf = _resume_device(rf, cfg, extractor_device)
             if extractor is None:
-                extractor, extractor_device = _make_extractor(rf, cfg), rf.device
-            summaries.append(_extract_one(extractor, rf, cfg))
+                with library_bars(cfg.extract.show_progress):
+                    extractor, extractor_device = _make_extractor(rf, cfg), rf.device
+            with tracker.run(rf) if tracker else nullcontext():
+                summaries.append(_extract_one(extractor, rf, cfg))
     return summaries
