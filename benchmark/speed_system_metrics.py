@@ -1,3 +1,5 @@
+# mypy: disable-error-code="no-untyped-call"
+# MLflow's system-metrics monitor is untyped, and this benchmark drives it by hand.
 """System-metrics overhead (a benchmark, never a test): what MLflow's system metrics cost a tracked run.
 
 Two figures, in throw-away stores under ``$TMPDIR``: the wall and CPU time of one sample (every monitor
