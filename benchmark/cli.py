@@ -392,6 +392,8 @@ def _run_pipeline(args: argparse.Namespace, cfg: BenchConfig) -> int:
     from benchmark.pipeline import run_pipeline
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if not args.verbose:
+        _quiet_transformers()  # as in extract: the bars kept are one per long step (GGUF conversion, extraction)
     print(
         f"{args.command}: datasets {', '.join(cfg.pipeline.datasets)}; models {', '.join(cfg.extract.models)}; "
         f"stages extract, {', '.join(cfg.pipeline.presets)}, report; {cfg.study.seeds} seed(s)",
