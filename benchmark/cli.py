@@ -126,7 +126,7 @@ def _run_extract(args: argparse.Namespace, cfg: BenchConfig) -> int:
 
     if not args.verbose:
         _quiet_transformers()
-    summaries = extract_all(cfg)
+    summaries = extract_all(cfg, track=True)
     new = [s for s in summaries if not s.cached]
     seconds = sum(s.seconds for s in new)
     tokens = sum(s.tokens for s in new)
@@ -234,10 +234,11 @@ def _add_fit(sub: Any) -> None:
 
 
 def _run_fit(args: argparse.Namespace, cfg: BenchConfig) -> int:
-    from studies.fit import fit_config
+    from benchmark.core.tracking import experiment_name
+    from studies.fit import fit_tracked
 
     layers = dict(args.layer)
-    results = fit_config(cfg, layers, args.seeds)
+    run_id, results = fit_tracked(cfg, layers, args.seeds)
     for k, r in enumerate(results):
         print(
             f"seed {cfg.train.seed + k}: val acc {r.val_acc:.4f}  val f1 {r.val_f1:.4f}  test acc {r.test_acc:.4f}  "
@@ -248,6 +249,7 @@ def _run_fit(args: argparse.Namespace, cfg: BenchConfig) -> int:
 
         accs = [r.test_acc for r in results]
         print(f"test acc mean {statistics.fmean(accs):.4f} +- {statistics.stdev(accs):.4f} over {len(accs)} seeds")
+    print(f"tracked: MLflow run {run_id} in experiment '{experiment_name(cfg.extract.dataset)}' (layerfuse ui)")
     return 0
 
 
@@ -297,16 +299,21 @@ def _add_ui(sub: Any) -> None:
     p = _subparser(
         sub,
         "ui",
-        "Start the MLflow UI on 127.0.0.1 against the configured tracking store.",
-        "examples:\n  layerfuse ui\n  layerfuse ui --port 5001\n"
+        "Start the MLflow UI on 127.0.0.1 against the configured tracking store (one web worker, no job runner).",
+        "examples:\n  layerfuse ui\n  layerfuse ui --port 5001 --workers 2\n"
         "Optuna's own view of a study: optuna-dashboard sqlite:///mlruns/optuna.db",
     )
     p.add_argument("--port", type=_positive_int, default=5000, help="port on 127.0.0.1")
+    p.add_argument("--workers", type=_positive_int, default=1, help="web worker processes (MLflow's default: 4)")
     p.set_defaults(func=_run_ui, flag_keys={})
 
 
-def ui_command(cfg: BenchConfig, port: int) -> list[str]:
-    """The ``mlflow ui`` command line for the configured store, bound to loopback."""
+# MLflow's job runner serves GenAI jobs (judges, trace scans) that layerfuse never submits; it costs processes.
+UI_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
+def ui_command(cfg: BenchConfig, port: int, workers: int = 1) -> list[str]:
+    """The ``mlflow ui`` command line for the configured store, bound to loopback (run it with ``UI_ENV``)."""
     return [
         sys.executable,
         "-m",
@@ -318,6 +325,8 @@ def ui_command(cfg: BenchConfig, port: int) -> list[str]:
         "127.0.0.1",
         "--port",
         str(port),
+        "--workers",
+        str(workers),
     ]
 
 
@@ -328,8 +337,8 @@ def _run_ui(args: argparse.Namespace, cfg: BenchConfig) -> int:
 
     client(cfg.tracking)  # creates the store's folder so the UI starts on a fresh checkout
     print(f"MLflow UI on http://127.0.0.1:{args.port} (store {cfg.tracking.uri}); Ctrl-C to stop", flush=True)
-    cmd = ui_command(cfg, args.port)
-    os.execv(cmd[0], cmd)  # become the server, so Ctrl-C and signals reach it directly
+    cmd = ui_command(cfg, args.port, args.workers)
+    os.execve(cmd[0], cmd, {**os.environ, **UI_ENV})  # become the server, so Ctrl-C and signals reach it directly
 
 
 # ---------------------------------------------------------------- quickstart, reproduce
@@ -389,6 +398,8 @@ def _run_pipeline(args: argparse.Namespace, cfg: BenchConfig) -> int:
     from benchmark.pipeline import run_pipeline
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if not args.verbose:
+        _quiet_transformers()  # as in extract: the bars kept are one per long step (GGUF conversion, extraction)
     print(
         f"{args.command}: datasets {', '.join(cfg.pipeline.datasets)}; models {', '.join(cfg.extract.models)}; "
         f"stages extract, {', '.join(cfg.pipeline.presets)}, report; {cfg.study.seeds} seed(s)",

@@ -94,7 +94,7 @@ def run_pipeline(cfg: BenchConfig, on_stage: Callable[[Stage], None] | None = No
     for dataset in cfg.pipeline.datasets:
         dcfg = with_values(cfg, {"extract.dataset": dataset})
         started = time.perf_counter()
-        summaries = extract_all(dcfg)
+        summaries = extract_all(dcfg, track=True)
         new = [s for s in summaries if not s.cached]
         done(dataset, "extract", started, f"{len(summaries) - len(new)} cached, {len(new)} extracted")
         for preset in cfg.pipeline.presets:

@@ -9,6 +9,7 @@ import logging
 import resource
 import shutil
 import sys
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,9 @@ from benchmark.core.hardware import resolve_device, resolve_token_budget
 from benchmark.core.keys import ResolvedFeatures, load_text_split, resolve_features
 from benchmark.core.models import LEXICAL
 from benchmark.core.text_data import TextSplit
+from extractors.progress import library_bars
 from extractors.shard import Shard, open_shard
+from extractors.tracked import ExtractTracker
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +218,8 @@ class LazyExtractor:
         if self.value is None:
             if self.rf is None:
                 raise RuntimeError("LazyExtractor called before bind()")
-            self.value = _make_extractor(self.rf, self.cfg)
+            with library_bars(self.cfg.extract.show_progress):
+                self.value = _make_extractor(self.rf, self.cfg)
         return self.value
 
 
@@ -280,8 +284,10 @@ def _resume_device(rf: ResolvedFeatures, cfg: BenchConfig, loaded_on: str | None
     return rf if current == rf.device else replace(rf, device=current)
 
 
-def extract_all(cfg: BenchConfig) -> list[ExtractSummary]:
+def extract_all(cfg: BenchConfig, track: bool = False) -> list[ExtractSummary]:
     """Extract every ``cfg.extract.models`` x ``cfg.extract.splits`` of ``cfg.extract.dataset``.
+
+    With ``track`` (the commands), each model x split that needs work is one MLflow run (``extractors.tracked``).
 
     Returns:
         One summary per model x split, in config order.
@@ -295,12 +301,14 @@ def extract_all(cfg: BenchConfig) -> list[ExtractSummary]:
     splits: dict[str, TextSplit] = {s: load_text_split(cfg, s) for s in cfg.extract.splits}
     shard = open_shard(cfg)
     try:
-        return _extract_models(cfg, splits, shard)
+        return _extract_models(cfg, splits, shard, ExtractTracker(cfg) if track else None)
     finally:
         shard.close()
 
 
-def _extract_models(cfg: BenchConfig, splits: dict[str, TextSplit], shard: Shard) -> list[ExtractSummary]:
+def _extract_models(
+    cfg: BenchConfig, splits: dict[str, TextSplit], shard: Shard, tracker: ExtractTracker | None
+) -> list[ExtractSummary]:
     summaries = []
     for model in cfg.extract.models:
         extractor = LazyExtractor(cfg)
@@ -318,5 +326,6 @@ def _extract_models(cfg: BenchConfig, splits: dict[str, TextSplit], shard: Shard
             if cfg.extract.overwrite == "always" and shard.index == 0:  # rank 0, before the other ranks join
                 shutil.rmtree(partial_dir(rf.path), ignore_errors=True)
             rf = _resume_device(rf, cfg, extractor.device, shard)
-            summaries.append(_extract_one(extractor.bind(rf), rf, cfg, shard))
+            with tracker.run(rf) if tracker else nullcontext():
+                summaries.append(_extract_one(extractor.bind(rf), rf, cfg, shard))
     return summaries

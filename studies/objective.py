@@ -15,7 +15,7 @@ import logging
 import math
 import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -28,6 +28,7 @@ from optuna.trial import TrialState
 from benchmark.core import tracking
 from benchmark.core.cache import FeatureCache
 from benchmark.core.config import BenchConfig, to_yaml, with_values
+from benchmark.core.run_inputs import log_inputs
 from lightning_modules.callbacks import peak_rss_mb, time_inference, torch_threads
 from lightning_modules.datamodule import CachedFeatureDataModule
 from lightning_modules.module import FusionClassifier
@@ -35,9 +36,11 @@ from lightning_modules.train import fit_and_evaluate
 from studies.baseline import fit_baseline
 from studies.best_layers import seed_mean, sweep_seed
 from studies.caches import ModelDirs
+from studies.inputs import cache_key_tags
 from studies.presets import Preset, StudyContext, TrialPlan
 
 if TYPE_CHECKING:
+    from mlflow.entities import DatasetInput
     from mlflow.tracking import MlflowClient
 
 log = logging.getLogger(__name__)
@@ -70,6 +73,7 @@ class StudyRuns:
     parent_run_id: str
     study_name: str
     preset: str
+    inputs: Sequence[DatasetInput] = ()  # the train/validation/test sets, logged on every trial run
 
 
 def trial_params(plan: TrialPlan, dataset: str, preset: str, seeds: int, cfg: BenchConfig) -> dict[str, Any]:
@@ -149,6 +153,7 @@ class Objective:
         )
         run_id = run.info.run_id
         trial.set_user_attr("mlflow_run_id", run_id)
+        log_inputs(self.runs.mlc, run_id, self.runs.inputs)
         try:
             value = self._run(trial, run_id)
         except optuna.TrialPruned as err:
@@ -189,9 +194,12 @@ class Objective:
         cfg = with_values(self.cfg, {"train.fusion": plan.fusion, **plan.train})
         mlc = self.runs.mlc
         tracking.log_run_data(
-            mlc, run_id, params=trial_params(plan, self.ctx.dataset, self.runs.preset, self.cfg.study.seeds, cfg)
+            mlc,
+            run_id,
+            params=trial_params(plan, self.ctx.dataset, self.runs.preset, self.cfg.study.seeds, cfg),
+            tags=cache_key_tags(cfg, {m: self.dirs[m].train for m in plan.models if m in self.dirs}),
         )
-        tracking.log_text(mlc, run_id, to_yaml(cfg), "config.yaml")
+        tracking.log_text(mlc, run_id, to_yaml(cfg), tracking.CONFIG_ARTIFACT)
         extract_ms = sum(
             float(FeatureCache(self.dirs[m].train).meta.get("extract_ms_per_sample", 0.0)) for m in plan.models
         )
@@ -211,8 +219,7 @@ class Objective:
             peaks.append(peak)
             if results[-1].test_pred.size:
                 tracking.log_array(mlc, run_id, results[-1].test_pred, tracking.PRED_ARTIFACT.format(seed=k))
-        mean = {name: statistics.fmean(r.metrics()[name] for r in results) for name in results[0].metrics()}
-        mean = {name: v for name, v in mean.items() if not math.isnan(v)}  # e.g. the baseline has no val/loss
+        mean = seed_mean_metrics(results)
         metrics = {**mean, "perf/extract_ms_per_sample": extract_ms, **max_peak(peaks)}
         histories = {"seed/val_acc": [r.val_acc for r in results], "seed/test_acc": [r.test_acc for r in results]}
         tracking.log_run_data(mlc, run_id, metrics=metrics, histories=histories)
@@ -289,6 +296,12 @@ class Objective:
             "perf/fused_dim": head.fused_dim,
             "perf/head_ms_per_sample": head_ms,
         }
+
+
+def seed_mean_metrics(results: Sequence[Any]) -> dict[str, float]:
+    """Each score of ``FitResult.metrics()`` averaged over seeds (NaN ones, e.g. the baseline's val/loss, left out)."""
+    mean = {name: statistics.fmean(r.metrics()[name] for r in results) for name in results[0].metrics()}
+    return {name: v for name, v in mean.items() if not math.isnan(v)}
 
 
 def _scored(trial: optuna.Trial, scores: dict[str, float]) -> float:

@@ -29,9 +29,11 @@ from benchmark.core import tracking
 from benchmark.core.cache import FeatureCache
 from benchmark.core.config import BenchConfig
 from benchmark.core.errors import UserError
+from benchmark.core.run_inputs import log_inputs
 from studies.best_layers import best_layers
 from studies.caches import ModelDirs, resolve_dirs
 from studies.fingerprint import check_fingerprint, fingerprint
+from studies.inputs import cache_key_tags, training_inputs
 from studies.naming import study_name
 from studies.objective import Objective, StudyRuns
 from studies.parent_run import WorkersFailed, close_stale_run, fail_parent, parent_run
@@ -49,7 +51,7 @@ __all__ = ["StudyOutcome", "run_study", "study_name"]
 
 def _open_study(cfg: BenchConfig, preset: Preset, ctx: StudyContext, mlc: Any) -> optuna.Study:
     storage = make_storage(cfg.study.storage, cfg.study.heartbeat, on_stale=close_stale_run(mlc))
-    return optuna.create_study(
+    study = optuna.create_study(
         study_name=study_name(cfg),
         storage=storage,
         load_if_exists=True,
@@ -57,6 +59,9 @@ def _open_study(cfg: BenchConfig, preset: Preset, ctx: StudyContext, mlc: Any) -
         sampler=preset.sampler(ctx, cfg.train.seed),
         pruner=make_pruner(cfg.study, preset.prune_within),
     )
+    if study.metric_names is None:  # optuna-dashboard and trials_dataframe() then say what is maximised
+        study.set_metric_names([tracking.OBJECTIVE])
+    return study
 
 
 def _target(preset: Preset, ctx: StudyContext, cfg: BenchConfig) -> int:
@@ -111,7 +116,12 @@ def _optimize(s: _Setup, cfg: BenchConfig) -> None:
         dataclasses.replace(s.ctx, best_layers=best_layers(study, cfg, s.dirs)) if s.preset.needs_best_layers else s.ctx
     )
     runs = StudyRuns(
-        s.mlc, s.experiment_id, str(study.user_attrs["mlflow_parent_run_id"]), study.study_name, s.preset.name
+        s.mlc,
+        s.experiment_id,
+        str(study.user_attrs["mlflow_parent_run_id"]),
+        study.study_name,
+        s.preset.name,
+        training_inputs(cfg),
     )
     objective = Objective(cfg, s.preset, ctx, s.dirs, runs)
 
@@ -181,24 +191,27 @@ def run_study(cfg: BenchConfig) -> StudyOutcome:
         parent = parent_run(s.study, s.mlc, s.experiment_id, cfg)
         if s.preset.needs_best_layers:
             best_layers(s.study, cfg, s.dirs)  # before any trial, so every worker reads the same layers
+    log_inputs(s.mlc, parent, training_inputs(cfg))  # idempotent: a resumed study's parent run keeps one of each
+    tracking.log_run_data(s.mlc, parent, tags=cache_key_tags(cfg, {m: d.train for m, d in s.dirs.items()}))
     try:
-        if cfg.study.workers == 1:
-            _optimize(s, cfg)
-        else:
-            ctx_mp = multiprocessing.get_context("spawn")  # torch and SQLAlchemy do not survive fork
-            procs = [
-                ctx_mp.Process(target=_worker, args=(cfg,), name=f"layerfuse-worker-{i}")
-                for i in range(cfg.study.workers)
-            ]
-            for p in procs:
-                p.start()
-            for p in procs:
-                p.join()
-            bad = [p.exitcode for p in procs if p.exitcode]
-            if bad:
-                raise WorkersFailed(
-                    f"{len(bad)} of {len(procs)} study workers failed (exit codes {bad}); see their log above"
-                )
+        with tracking.system_metrics(parent, cfg.tracking, resume=True):
+            if cfg.study.workers == 1:
+                _optimize(s, cfg)
+            else:
+                ctx_mp = multiprocessing.get_context("spawn")  # torch and SQLAlchemy do not survive fork
+                procs = [
+                    ctx_mp.Process(target=_worker, args=(cfg,), name=f"layerfuse-worker-{i}")
+                    for i in range(cfg.study.workers)
+                ]
+                for p in procs:
+                    p.start()
+                for p in procs:
+                    p.join()
+                bad = [p.exitcode for p in procs if p.exitcode]
+                if bad:
+                    raise WorkersFailed(
+                        f"{len(bad)} of {len(procs)} study workers failed (exit codes {bad}); see their log above"
+                    )
     except BaseException as err:
         fail_parent(s.mlc, parent, err)
         raise

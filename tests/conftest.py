@@ -40,6 +40,16 @@ WORDS = (
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def session_mlflow_store(tmp_path_factory: pytest.TempPathFactory):
+    """Commands that track runs without being given a store (``layerfuse extract`` in CLI tests) write to one
+    session store, never to the repository's ``mlruns/`` (and pay MLflow's schema set-up once).
+    """
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db")
+        yield
+
+
 def _texts(n: int, seed: int) -> list[tuple[str, str]]:
     import random
 

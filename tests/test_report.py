@@ -6,17 +6,16 @@ import csv
 import json
 import math
 import shlex
-from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 from report_fixtures import BEST_CONFIG, REPORTED, STUDIES, build_store
 
 from benchmark.cli import build_parser, main
+from benchmark.core import tracking
 from benchmark.core.config import load_config
 from benchmark.core.errors import UserError
 from benchmark.report import write_report
-from benchmark.report.export import TAG_REPORT
 from benchmark.report.tables import BEST_LAST_COLUMNS
 
 # emb scored one layer only: no accuracy-by-layer figure of its own (a lone point says nothing about layers)
@@ -181,16 +180,21 @@ def test_files_pngs_decode_and_html_embeds_every_image(report) -> None:
     assert "No accuracy-by-layer figure for emb: a single layer was scored" in md
 
 
-def test_artifacts_are_logged_on_every_parent_run(store, report) -> None:
+def test_files_are_logged_once_on_a_report_run(store, report) -> None:
     cfg, parents, _ = store
     mlc = MlflowClient(cfg.tracking.uri)
     assert report.parent_runs == sorted(parents[s] for s in REPORTED) == report.summary["parent_runs"]
-    assert report.artifact_path == report.summary["artifact_path"] and report.artifact_path.startswith("report/")
+    run = mlc.get_run(report.run_id)
+    assert report.summary["report_run_id"] == report.run_id and run.info.status == "FINISHED"
+    assert run.data.tags[tracking.TAG_KIND] == tracking.KIND_REPORT
+    assert run.data.tags[tracking.TAG_REPORT_STUDIES].split(",") == sorted(REPORTED)
+    # toy and toy2 are two experiments: a report spanning both lives in layerfuse/reports
+    assert mlc.get_experiment(run.info.experiment_id).name == tracking.REPORTS_EXPERIMENT
+    assert {a.path for a in mlc.list_artifacts(report.run_id)} == set(report.summary["files"])
     for study in REPORTED:
-        logged = {Path(a.path).name for a in mlc.list_artifacts(parents[study], report.artifact_path)}
-        assert logged == set(report.summary["files"]), study
-        assert mlc.get_run(parents[study]).data.tags[TAG_REPORT] == report.artifact_path
-    assert parents["empty-toy"] not in report.parent_runs
+        assert mlc.get_run(parents[study]).data.tags[tracking.TAG_REPORT_RUN] == report.run_id
+        assert not mlc.list_artifacts(parents[study], "report"), study  # no copies on the parent runs
+    assert tracking.TAG_REPORT_RUN not in mlc.get_run(parents["empty-toy"]).data.tags
 
 
 def test_reproduce_command_is_layerfuse_fit_with_the_run_config(report) -> None:
@@ -211,11 +215,12 @@ def test_single_study_report_force_and_formats(store) -> None:
     cfg, parents, root = store
     out = root / "single"
     result = write_report(cfg, studies=["sweep-toy2"], out_dir=out, formats=("md",))
-    assert result.artifact_path.startswith("report/sweep-toy2-") and not (out / "report.html").exists()
-    logged = {
-        a.path for a in MlflowClient(cfg.tracking.uri).list_artifacts(parents["sweep-toy2"], result.artifact_path)
-    }
-    assert f"{result.artifact_path}/summary.json" in logged and f"{result.artifact_path}/acc_by_layer_dec.png" in logged
+    assert not (out / "report.html").exists()
+    mlc = MlflowClient(cfg.tracking.uri)
+    logged = {a.path for a in mlc.list_artifacts(result.run_id)}
+    assert "summary.json" in logged and "acc_by_layer_dec.png" in logged
+    # one study: the report run sits in that study's experiment
+    assert mlc.get_run(result.run_id).info.experiment_id == mlc.get_run(parents["sweep-toy2"]).info.experiment_id
     with pytest.raises(UserError, match="already exists: pass --force"):
         write_report(cfg, studies=["sweep-toy2"], out_dir=out)
     (out / "stale.txt").write_text("from an earlier report")
@@ -369,24 +374,22 @@ def test_each_preset_reports_on_its_own(store, tmp_path, study) -> None:
     assert header == list(BEST_LAST_COLUMNS) and bool(rows) == ("layers" in filled)
 
 
-def test_each_report_gets_its_own_artifact_folder_and_the_tag_names_the_latest(store, tmp_path) -> None:
+def test_each_report_is_a_run_and_an_unchanged_one_reuses_it(store, tmp_path) -> None:
     cfg, parents, _ = store
     mlc = MlflowClient(cfg.tracking.uri)
     parent = parents["sweep-toy2"]
 
-    def logged(path: str) -> set[str]:
-        return {Path(a.path).name for a in mlc.list_artifacts(parent, path)}
+    def logged(run_id: str) -> set[str]:
+        return {a.path for a in mlc.list_artifacts(run_id)}
 
     both = write_report(cfg, studies=["sweep-toy2"], out_dir=tmp_path / "r")
     same = write_report(cfg, studies=["sweep-toy2"], out_dir=tmp_path / "r", force=True)
-    assert same.artifact_path == both.artifact_path  # unchanged report: same content hash, same folder
+    assert same.run_id == both.run_id  # unchanged report: same content hash, same run
     md_only = write_report(cfg, studies=["sweep-toy2"], out_dir=tmp_path / "r", formats=("md",), force=True)
-    assert md_only.artifact_path != both.artifact_path
-    assert logged(md_only.artifact_path) == set(md_only.summary["files"])
-    assert "report.html" not in md_only.summary["files"]
-    assert "report.html" in logged(both.artifact_path)  # the older report stays whole in its own folder
-    assert {both.artifact_path, md_only.artifact_path} <= {a.path for a in mlc.list_artifacts(parent, "report")}
-    assert mlc.get_run(parent).data.tags[TAG_REPORT] == md_only.artifact_path
+    assert md_only.run_id != both.run_id
+    assert logged(md_only.run_id) == set(md_only.summary["files"]) and "report.html" not in md_only.summary["files"]
+    assert "report.html" in logged(both.run_id)  # the older report stays whole in its own run
+    assert mlc.get_run(parent).data.tags[tracking.TAG_REPORT_RUN] == md_only.run_id
 
 
 @pytest.mark.slow

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import re
 import shlex
+import statistics
 
 import pytest
 from mlflow.tracking import MlflowClient
 
 from benchmark.cli import main
+from benchmark.core import tracking
 from benchmark.core.config import load_config
 from benchmark.report import write_report
 from extractors.run import extract_all
@@ -56,7 +58,7 @@ def report(studies):
     return write_report(cfg, studies=[o.name for o in outcomes])
 
 
-def test_report_files_and_parent_artifacts(studies, report) -> None:
+def test_report_files_and_report_run(studies, report) -> None:
     cfg, outcomes, root = studies
     names = {p.name for p in report.out_dir.iterdir()}
     assert report.out_dir.parent == root / "reports" and len(report.out_dir.name) <= 80  # long study names are cut
@@ -67,9 +69,9 @@ def test_report_files_and_parent_artifacts(studies, report) -> None:
     assert all(f'data-file="{n}"' in html for n in names if n.endswith(".png"))
     mlc = MlflowClient(cfg.tracking.uri)
     assert report.parent_runs == sorted(o.parent_run_id for o in outcomes)
+    assert {a.path for a in mlc.list_artifacts(report.run_id)} == set(report.summary["files"])
     for outcome in outcomes:
-        logged = {a.path.rsplit("/", 1)[-1] for a in mlc.list_artifacts(outcome.parent_run_id, report.artifact_path)}
-        assert logged == set(report.summary["files"])
+        assert mlc.get_run(outcome.parent_run_id).data.tags[tracking.TAG_REPORT_RUN] == report.run_id
 
 
 def test_best_layers_are_the_sweeps_choices(studies, report) -> None:
@@ -99,8 +101,8 @@ def test_reproduce_command_retrains_the_best_configuration(studies, report, monk
     (best,) = report.summary["best"]
     argv = shlex.split(best["command"])
     assert argv[:2] == ["layerfuse", "fit"]
-    for var in ("MLFLOW_TRACKING_URI", "LAYERFUSE_CACHE_DIR"):
-        monkeypatch.delenv(var, raising=False)
+    monkeypatch.delenv("LAYERFUSE_CACHE_DIR", raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", cfg.tracking.uri)  # where the fit run goes; the command reads no run
     capsys.readouterr()
     assert main(argv[1:]) == 0
     printed = re.findall(r"seed (\d+): val acc ([\d.]+) .* test acc ([\d.]+)", capsys.readouterr().out)
@@ -112,3 +114,6 @@ def test_reproduce_command_retrains_the_best_configuration(studies, report, monk
     assert len(printed) == len(history["seed/val_acc"]) >= 1
     assert [v for _, v, _ in printed] == [f"{m.value:.4f}" for m in history["seed/val_acc"]]
     assert [t for _, _, t in printed] == [f"{m.value:.4f}" for m in history["seed/test_acc"]]
+    experiment = mlc.get_run(best["run_id"]).info.experiment_id
+    (fit,) = mlc.search_runs([experiment], f"tags.`{tracking.TAG_KIND}` = '{tracking.KIND_FIT}'")
+    assert fit.data.metrics["val/acc"] == pytest.approx(statistics.fmean(m.value for m in history["seed/val_acc"]))

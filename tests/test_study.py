@@ -678,6 +678,10 @@ def test_fit_reproduces_a_search_trial(study_env, tmp_path, capsys) -> None:
         "extract.dtype=fp32",
         "--set",
         "extract.device=cpu",
+        "--set",
+        f"tracking.uri={cfg.tracking.uri}",
+        "--set",
+        f"tracking.artifact_root={cfg.tracking.artifact_root}",
     ]
     for model in p["models"].split(","):
         argv += ["--layer", f"{model}={p['layer.' + model]}"]

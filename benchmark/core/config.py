@@ -266,6 +266,15 @@ class TrackingConfig:
         default="sqlite:///mlruns/mlflow.db", metadata=_help("MLflow tracking URI (env MLFLOW_TRACKING_URI)")
     )
     artifact_root: str = field(default="mlruns/artifacts", metadata=_help("artifact location for new experiments"))
+    system_metrics: bool = field(
+        default=True, metadata=_help("log MLflow system metrics (CPU, memory, RSS, GPU) on extract and study runs")
+    )
+    system_metrics_interval: float = field(
+        default=10.0, metadata=_help("seconds between system-metric samples (one costs ~7 ms of CPU)")
+    )
+
+    def __post_init__(self) -> None:
+        _check_positive("tracking.system_metrics_interval", self.system_metrics_interval)
 
 
 @dataclass(frozen=True, slots=True)

@@ -71,6 +71,8 @@ class TextSplit:
     label_names: list[str]
     texts_sha256: str
     labels_sha256: str
+    source: str = ""  # the file read, or the hub dataset id when ``from_hub``
+    from_hub: bool = False
 
     @property
     def data_sha256(self) -> str:
@@ -306,6 +308,8 @@ def load_split(
         files = _split_files(dataset, split, data_dir)
     except _HubFallback as hub:
         all_splits, names = _load_hub(dataset, split, hf_config, text_column, label_column, hub.local)
+        spec = DATASETS.get(dataset) if dataset in DATASETS else None
+        source, from_hub = (spec.hf_id if spec and spec.hf_id else dataset), True
     else:
         if split not in files:
             raise UserError(
@@ -313,6 +317,7 @@ def load_split(
                 f"{','.join(sorted(files))}"
             )
         all_splits = {s: _read_file(p, text_column, label_column) for s, p in files.items()}
+        source, from_hub = str(files[split].resolve()), False
     texts, raw_labels = all_splits[split]
     if not texts:
         raise UserError(
@@ -332,4 +337,6 @@ def load_split(
         label_names=names,
         texts_sha256=hashlib.sha256("\x1e".join(texts).encode()).hexdigest(),
         labels_sha256=hashlib.sha256(labels.tobytes()).hexdigest(),
+        source=source,
+        from_hub=from_hub,
     )

@@ -24,6 +24,17 @@ Layout (the contract between ``studies`` and ``benchmark.report``):
   ``predictions/test_pred_seed<k>.npy``
   (predicted test labels in test order) for paired tests; the parent run holds the true labels as
   ``predictions/test_labels.npy``.
+- Every experiment carries ``mlflow.experimentKind=custom_model_development`` so MLflow 3's UI opens its
+  model-training view. Study parent runs and trial runs list the splits they use as MLflow dataset inputs
+  (name = dataset label, digest = the split's data hash as in the cache key, context ``train``/``validation``/
+  ``test``; see ``benchmark.core.run_inputs``) and tag ``layerfuse.cache_key.<model>`` with each model's train
+  cache folder (relative to the cache root).
+- ``layerfuse fit`` logs one run (``layerfuse.run_kind=fit``; params, mean and per-seed metrics, predictions,
+  ``config.yaml``), ``layerfuse extract`` one run per extracted model x split (``extract``; ``perf/*`` costs of
+  the extraction, tag ``layerfuse.cache_key``), and ``layerfuse report`` one run per report (``report``; the
+  report files, tag ``layerfuse.report_studies``), which each study parent run it covers names in its tag
+  ``layerfuse.report_run_id``. Extract runs and study parent runs also hold MLflow system metrics
+  (``system/*``, sampled every ``tracking.system_metrics_interval`` seconds) when ``tracking.system_metrics``.
 """
 
 from __future__ import annotations
@@ -31,7 +42,8 @@ from __future__ import annotations
 import io
 import logging
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, nullcontext
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -61,6 +73,30 @@ SEED_HISTORIES = ("seed/val_acc", "seed/test_acc")
 SWEEP_HISTORIES = ("sweep/val_acc", "sweep/test_acc")
 PRED_ARTIFACT = "predictions/test_pred_seed{seed}.npy"
 TEST_LABELS_ARTIFACT = "predictions/test_labels.npy"  # on the parent run: true test labels, test order
+CONFIG_ARTIFACT = "config.yaml"
+OBJECTIVE = "val/acc"  # what every study maximises (Optuna's metric name too)
+TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"  # MLflow 3's model-training view, not its GenAI one
+KIND_FIT = "fit"
+KIND_EXTRACT = "extract"
+KIND_REPORT = "report"
+TAG_CACHE_KEY = "layerfuse.cache_key"  # an extract run's cache folder; with ".<model>" on runs that read features
+TAG_REPORT_RUN = "layerfuse.report_run_id"  # on a study parent run: the latest report run covering it
+TAG_REPORT_STUDIES = "layerfuse.report_studies"  # on a report run: the studies it covers, comma-separated
+TAG_REPORT_DIGEST = "layerfuse.report_digest"  # on a report run: hash of its summary.json (an unchanged re-report)
+REPORTS_EXPERIMENT = f"{EXPERIMENT_PREFIX}reports"  # report runs covering studies of several experiments
+CONTEXT_TRAIN, CONTEXT_VALIDATION, CONTEXT_TEST = "train", "validation", "test"  # MLflow dataset-input contexts
+SYSTEM_PREFIX = "system/"  # MLflow's prefix of system metrics
+PROCESS_RSS = "process_rss_megabytes"  # system metric of ours: resident memory of the process and its children
+EXTRACT_METRICS = {  # meta.json field -> metric of an extract run
+    "extract_seconds": "perf/extract_s",
+    "tokens": "perf/tokens",
+    "tokens_per_s": "perf/tokens_per_s",
+    "extract_ms_per_sample": "perf/extract_ms_per_sample",
+    "model_load_seconds": "perf/model_load_s",
+    "peak_rss_mb": "perf/peak_rss_mb",
+    "cuda_peak_mb": "perf/cuda_peak_mb",
+}
 
 
 def experiment_name(dataset: str) -> str:
@@ -92,21 +128,76 @@ def ensure_experiment(mlc: MlflowClient, name: str, tracking: TrackingConfig) ->
     """Id of experiment ``name``, created with its artifacts under ``tracking.artifact_root`` if new."""
     exp = mlc.get_experiment_by_name(name)
     if exp is not None:
+        if exp.tags.get(TAG_EXPERIMENT_KIND) != EXPERIMENT_KIND:  # an experiment made before the kind was set
+            mlc.set_experiment_tag(exp.experiment_id, TAG_EXPERIMENT_KIND, EXPERIMENT_KIND)
         return str(exp.experiment_id)
     location = None
     if "://" not in tracking.artifact_root or tracking.artifact_root.startswith("file:"):
         folder = Path(tracking.artifact_root.removeprefix("file://")).resolve() / name.replace("/", "_")
-        folder.mkdir(parents=True, exist_ok=True)
-        location = folder.as_uri()
+        location = folder.as_uri()  # created by the first artifact (extract runs have none)
     else:
         location = f"{tracking.artifact_root.rstrip('/')}/{name.replace('/', '_')}"
     try:
-        return str(mlc.create_experiment(name, artifact_location=location))
+        return str(mlc.create_experiment(name, artifact_location=location, tags={TAG_EXPERIMENT_KIND: EXPERIMENT_KIND}))
     except Exception:  # noqa: BLE001 - another worker created it first (RESOURCE_ALREADY_EXISTS)
         exp = mlc.get_experiment_by_name(name)
         if exp is None:
             raise
         return str(exp.experiment_id)
+
+
+@contextmanager
+def system_metrics(run_id: str, tracking: TrackingConfig, resume: bool = False) -> Iterator[None]:
+    """MLflow's system metrics (``system/*``: CPU, memory, GPU where there is one, this process's RSS) on a run.
+
+    Sampled every ``tracking.system_metrics_interval`` seconds in a thread while the block runs (nothing when
+    ``tracking.system_metrics`` is off); ``resume`` continues the steps of a run reopened by a rerun.
+    """
+    if not tracking.system_metrics:
+        yield
+        return
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    from benchmark.core.process_monitor import ProcessMonitor
+
+    monitor = SystemMetricsMonitor(  # type: ignore[no-untyped-call]
+        run_id,
+        sampling_interval=tracking.system_metrics_interval,
+        resume_logging=resume,
+        tracking_uri=tracking.uri,
+    )
+    monitor.monitors.append(ProcessMonitor())
+    monitor.start()  # type: ignore[no-untyped-call]
+    try:
+        yield
+    finally:
+        monitor.finish()  # type: ignore[no-untyped-call]
+
+
+@contextmanager
+def tracked_run(
+    mlc: MlflowClient,
+    experiment_id: str,
+    run_name: str,
+    kind: str,
+    tracking: TrackingConfig,
+    tags: Mapping[str, str] | None = None,
+    with_system_metrics: bool = False,
+) -> Iterator[str]:
+    """A run of ``kind`` (tags: run kind, versions, ``tags``) for the block; yields its id.
+
+    The run ends FINISHED, or FAILED (KILLED on Ctrl-C) with tag ``layerfuse.error`` when the block raises.
+    """
+    run = mlc.create_run(experiment_id, run_name=run_name, tags={TAG_KIND: kind, **version_tags(), **(tags or {})})
+    run_id = str(run.info.run_id)
+    try:
+        with system_metrics(run_id, tracking) if with_system_metrics else nullcontext():
+            yield run_id
+    except BaseException as err:
+        log_run_data(mlc, run_id, tags={TAG_ERROR: f"{type(err).__name__}: {err}"[:5000]})
+        mlc.set_terminated(run_id, "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+        raise
+    mlc.set_terminated(run_id, "FINISHED")
 
 
 @lru_cache(maxsize=1)

@@ -1,9 +1,9 @@
 """Best-layer reports: the paper's figures and tables, read back from MLflow for any study or experiment.
 
 ``write_report(cfg, studies=..., experiments=...)`` writes ``report.md``, ``report.html`` (self-contained),
-PNG figures, ``best_layers.csv`` and ``summary.json``, and logs them on the studies' parent runs under a
-folder of their own, ``report/<name>-<content hash>``; each parent run's tag ``layerfuse.report_path`` names
-the latest one. Modules: ``runs`` (MLflow -> DataFrame), ``selection`` (the validation rule, layer specs,
+PNG figures, ``best_layers.csv`` and ``summary.json``, and logs them once, on a run of their own
+(``layerfuse.run_kind=report``); each study parent run's tag ``layerfuse.report_run_id`` names the latest one
+covering it. Modules: ``runs`` (MLflow -> DataFrame), ``selection`` (the validation rule, layer specs,
 labels), ``tables`` and ``compare`` (the numbers), ``stats`` (seed statistics and paired tests), ``reproduce``
 (the re-training command), ``plots`` (figures), ``render`` (Markdown/HTML), ``sections`` (layout) and
 ``export`` (the folder and the artifacts).

@@ -1,12 +1,12 @@
-"""``write_report``: read studies from MLflow, write the report folder atomically, log it on the parent runs.
+"""``write_report``: read studies from MLflow, write the report folder atomically, log it as a run of its own.
 
 The folder is built as ``.<name>.tmp-<pid>`` beside the target and moved into place at the end, so a failed
 report never leaves a half-written folder, and ``force`` only ever replaces an earlier report folder.
 
-On MLflow, each report goes to its own artifact folder ``report/<name>-<content hash>`` of every parent run it
-covers (MLflow cannot delete artifacts, so a re-report never mixes its files with an older report's), and the
-tag ``layerfuse.report_path`` of each parent run names the folder of the latest report logged on it. An
-unchanged re-report has the same hash and rewrites the same folder with the same files.
+On MLflow, each report is one run (tag ``layerfuse.run_kind=report``) holding its files, tagged with the studies it
+covers (``layerfuse.report_studies``) and its content hash (``layerfuse.report_digest``); it sits in the studies'
+experiment, or in ``layerfuse/reports`` when they span several. Each study parent run it covers names it in its
+tag ``layerfuse.report_run_id``. An unchanged re-report (same hash) reuses its run instead of adding one.
 """
 
 from __future__ import annotations
@@ -17,11 +17,13 @@ import logging
 import math
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from benchmark.core import tracking
 from benchmark.core.errors import UserError
 from benchmark.core.registry import suggest
 
@@ -37,11 +39,10 @@ log = logging.getLogger(__name__)
 FORMATS = ("md", "html")
 SUMMARY = "summary.json"
 CSV = "best_layers.csv"
-ARTIFACT_DIR = "report"
-TAG_REPORT = "layerfuse.report_path"  # parent-run tag: artifact folder of the latest report logged on the run
 HASH_CHARS = 10
 MAX_TITLE_NAMES = 4  # longer lists are summarised in the title (the intro lists every study)
 MAX_NAME = 80  # folder and artifact names stay far below file-system limits (255 bytes)
+MAX_TAG_CHARS = 8000  # MLflow's longest tag value; summary.json lists every study in any case
 
 
 @dataclass
@@ -52,16 +53,15 @@ class ReportResult:
         out_dir: The report folder.
         files: Every file written into it.
         summary: The content of ``summary.json``.
-        parent_runs: Ids of the study parent runs the files were logged to (under ``artifact_path``).
-        artifact_path: Artifact folder on those runs, ``report/<name>-<hash of summary.json>``; each parent run's
-            ``layerfuse.report_path`` tag names it while it is the latest report logged on that run.
+        parent_runs: Ids of the study parent runs the report covers (their ``layerfuse.report_run_id`` names it).
+        run_id: The report's own MLflow run, holding the files.
     """
 
     out_dir: Path
     files: list[Path]
     summary: dict[str, Any]
     parent_runs: list[str] = field(default_factory=list)
-    artifact_path: str = ARTIFACT_DIR
+    run_id: str = ""
 
 
 def _plain(value: Any) -> Any:
@@ -160,6 +160,31 @@ def _summary(
     )
 
 
+@contextmanager
+def _report_run(data: ReportData, cfg: BenchConfig, name: str, digest: str) -> Iterator[tuple[str, bool]]:
+    """The run of this report: an earlier run of the same content, or a fresh one; yields (run id, fresh)."""
+    experiments = sorted(set(data.parents["experiment_id"]))
+    mlc = data.mlc
+    experiment_id = (
+        experiments[0]
+        if len(experiments) == 1
+        else tracking.ensure_experiment(mlc, tracking.REPORTS_EXPERIMENT, cfg.tracking)
+    )
+    same = mlc.search_runs(
+        [experiment_id],
+        f"tags.`{tracking.TAG_KIND}` = '{tracking.KIND_REPORT}' and tags.`{tracking.TAG_REPORT_DIGEST}` = '{digest}' "
+        "and attributes.status = 'FINISHED'",
+        max_results=1,
+    )
+    if same:
+        yield same[0].info.run_id, False
+        return
+    studies = ",".join(sorted(set(data.parents["study"])))
+    tags = {tracking.TAG_REPORT_STUDIES: studies[:MAX_TAG_CHARS], tracking.TAG_REPORT_DIGEST: digest}
+    with tracking.tracked_run(mlc, experiment_id, name, tracking.KIND_REPORT, cfg.tracking, tags) as run_id:
+        yield run_id, True
+
+
 def write_report(
     cfg: BenchConfig,
     studies: Sequence[str] = (),
@@ -179,8 +204,7 @@ def write_report(
         force: Replace an existing report folder.
 
     Returns:
-        The folder, its files, the summary, and the parent runs the files were logged to (under a fresh
-        ``report/<name>-<hash>`` folder, named by each parent run's ``layerfuse.report_path`` tag).
+        The folder, its files, the summary, the parent runs covered and the report's own run.
 
     Raises:
         UserError: bad format, nothing named, unknown study/experiment, no finished trials, or an existing folder
@@ -215,21 +239,24 @@ def write_report(
         summary = _summary(data, computed, studies, experiments, title, cfg.tracking.uri)
         summary.update(files=sorted([*files, CSV, SUMMARY]), parent_runs=parents)
         digest = hashlib.sha256(json.dumps(summary, sort_keys=True, allow_nan=False).encode()).hexdigest()
-        artifact_path = summary["artifact_path"] = f"{ARTIFACT_DIR}/{name}-{digest[:HASH_CHARS]}"
-        (tmp / SUMMARY).write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        with _report_run(data, cfg, name, digest[:HASH_CHARS]) as (run_id, fresh):
+            summary["report_run_id"] = run_id
+            (tmp / SUMMARY).write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
+            if out.exists():
+                shutil.rmtree(out)
+            os.replace(tmp, out)
+            if fresh:
+                data.mlc.log_artifacts(run_id, str(out))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    for run_id in parents:
-        data.mlc.log_artifacts(run_id, str(out), artifact_path)
-        data.mlc.set_tag(run_id, TAG_REPORT, artifact_path)  # after the upload: the tag never names a partial folder
+    for parent in parents:  # after the upload: the tag never names a run without its files
+        data.mlc.set_tag(parent, tracking.TAG_REPORT_RUN, run_id)
     log.info(
-        "report: wrote %d files to %s and logged them on %d parent run(s) under %s/",
+        "report: wrote %d files to %s, %s run %s (covering %d study parent run(s))",
         len(summary["files"]),
         out,
+        "logged them as" if fresh else "unchanged since",
+        run_id,
         len(parents),
-        artifact_path,
     )
-    return ReportResult(out, [out / f for f in summary["files"]], summary, parents, artifact_path)
+    return ReportResult(out, [out / f for f in summary["files"]], summary, parents, run_id)

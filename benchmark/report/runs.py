@@ -25,6 +25,7 @@ from benchmark.core.tracking import (
     KIND_STUDY,
     KIND_TRIAL,
     METRICS,
+    REPORTS_EXPERIMENT,
     TAG_KIND,
     TAG_PARENT,
     TAG_PRESET,
@@ -157,9 +158,9 @@ def _trial_row(run: Run, dataset: str, preset: str) -> dict[str, Any]:
 
 
 def _experiments(mlc: MlflowClient) -> dict[str, str]:
-    """``{experiment name: id}`` of every layerfuse experiment."""
+    """``{experiment name: id}`` of every layerfuse experiment of a dataset (not the one of cross-dataset reports)."""
     found = mlc.search_experiments(filter_string=f"name LIKE '{EXPERIMENT_PREFIX}%'")
-    return {e.name: str(e.experiment_id) for e in found}
+    return {e.name: str(e.experiment_id) for e in found if e.name != REPORTS_EXPERIMENT}
 
 
 def _parents_table(mlc: MlflowClient, experiments: dict[str, str]) -> pd.DataFrame:
