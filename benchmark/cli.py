@@ -60,7 +60,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def _subparser(sub: Any, name: str, help_text: str, epilog: str) -> argparse.ArgumentParser:
-    parser = sub.add_parser(
+    parser: argparse.ArgumentParser = sub.add_parser(
         name, help=help_text, description=help_text, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     _common(parser)
@@ -71,8 +71,9 @@ def _quiet_transformers() -> None:
     """Hide transformers' weight-loading bars; our own per model x split bar is the one that matters."""
     from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
+    # transformers leaves these two unannotated
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
 
 
 # ---------------------------------------------------------------- extract

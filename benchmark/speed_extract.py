@@ -98,10 +98,12 @@ def run(
             cast_weights=not dtype.endswith("-autocast"),
         )
         extractors[dtype] = ex
+
         # Tokenizing and sorting are timed too, as sentence-transformers' encode and the naive loop include them.
-        candidates[f"layerfuse {dtype}"] = lambda ex=ex: ex.encode_ids(
-            sorted(ex.tokenize(texts), key=len, reverse=True)
-        )
+        def encode(ex: HFHiddenStateExtractor = ex) -> object:
+            return ex.encode_ids(sorted(ex.tokenize(texts), key=len, reverse=True))
+
+        candidates[f"layerfuse {dtype}"] = encode
     first = next(iter(extractors.values()))
     lengths = [len(x) for x in first.tokenize(texts)]
     tokens = sum(lengths)

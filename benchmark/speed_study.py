@@ -19,6 +19,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import optuna
 
@@ -33,23 +34,22 @@ def measure(
 ) -> dict[str, float]:
     """Run one fresh ``search`` study and return its wall time, trained trials per minute and outcome."""
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = load_config(
-            **{
-                "extract.dataset": dataset,
-                "extract.models": models,
-                "extract.show_progress": False,
-                "extract.dtype": dtype,
-                "extract.max_length": max_length,
-                "study.preset": SEARCH,
-                "study.trials": trials,
-                "study.pruning": pruning,
-                "study.name": "speed",
-                "study.storage": f"sqlite:///{tmp}/optuna.db",
-                "tracking.uri": f"sqlite:///{tmp}/mlflow.db",
-                "tracking.artifact_root": str(Path(tmp) / "artifacts"),
-                "train.seed": seed,
-            }
-        )
+        sets: dict[str, Any] = {
+            "extract.dataset": dataset,
+            "extract.models": models,
+            "extract.show_progress": False,
+            "extract.dtype": dtype,
+            "extract.max_length": max_length,
+            "study.preset": SEARCH,
+            "study.trials": trials,
+            "study.pruning": pruning,
+            "study.name": "speed",
+            "study.storage": f"sqlite:///{tmp}/optuna.db",
+            "tracking.uri": f"sqlite:///{tmp}/mlflow.db",
+            "tracking.artifact_root": str(Path(tmp) / "artifacts"),
+            "train.seed": seed,
+        }
+        cfg = load_config(**sets)
         start = time.perf_counter()
         out = run_study(cfg)
         wall = time.perf_counter() - start

@@ -71,6 +71,7 @@ def _job(job: str, spec: dict[str, Any]) -> dict[str, Any]:
     """Run one measurement in this process and return its figures."""
     from lightning_modules.callbacks import peak_rss_mb
     from lightning_modules.datamodule import Selection
+    from lightning_modules.layers import parse_layer_spec
     from lightning_modules.sweep import sweep_layers
     from lightning_modules.train import fit_and_evaluate
 
@@ -90,7 +91,7 @@ def _job(job: str, spec: dict[str, Any]) -> dict[str, Any]:
         single = with_values(cfg, {"train.fusion": "concat"})
         start, cpu, results = time.perf_counter(), time.process_time(), []
         for layer in range(FeatureCache(train).num_layers + 1):
-            r = fit_and_evaluate(single, [Selection(spec["model"], layer, train, test)])
+            r = fit_and_evaluate(single, [Selection(spec["model"], parse_layer_spec(layer), train, test)])
             results.append({"layer": layer, **r.asdict()})
             log.info("layer %d: val %.4f test %.4f, %d epochs, %.1f s", layer, r.val_acc, r.test_acc, r.epochs, r.fit_s)
         return {

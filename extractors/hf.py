@@ -12,8 +12,9 @@ from __future__ import annotations
 import inspect
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -131,7 +132,9 @@ class HFHiddenStateExtractor:
             model_kwargs["gguf_file"] = spec.gguf_file
         if self.device.type == "cuda" and self.dtype != torch.float32:
             model_kwargs["dtype"] = self.dtype
-        self._load_model = lambda: AutoModel.from_pretrained(spec.source, **model_kwargs).to(self.device).eval()
+        self._load_model: Callable[[], Any] = lambda: (
+            AutoModel.from_pretrained(spec.source, **model_kwargs).to(self.device).eval()
+        )
         try:
             self.model = self._load_model()
         except (OSError, ValueError) as err:

@@ -30,6 +30,7 @@ from lightning_modules.layers import LayerSpec, parse_layer_spec
 
 if TYPE_CHECKING:
     from benchmark.core.config import BenchConfig
+    from lightning_modules.module import Batch
 
 SPLITS = ("train", "val", "test")
 
@@ -245,7 +246,7 @@ class CachedFeatureDataModule(L.LightningDataModule):
             len(self.datasets[split]), self.batch_size if train else self.eval_batch_size, train, self.shuffle_seed
         )
 
-    def _loader(self, split: str) -> DataLoader:
+    def _loader(self, split: str) -> DataLoader[Batch]:
         sampler = self.batch_sampler(split)
         # batch_size=None: the sampler yields whole batches and the Dataset reads each with one fancy index.
         return DataLoader(
@@ -256,14 +257,14 @@ class CachedFeatureDataModule(L.LightningDataModule):
             persistent_workers=self.num_workers > 0,
         )
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> DataLoader[Batch]:
         """Shuffled training batches (a new seeded permutation every epoch)."""
         return self._loader("train")
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> DataLoader[Batch]:
         """Validation batches in row order."""
         return self._loader("val")
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> DataLoader[Batch]:
         """Test batches in row order."""
         return self._loader("test")

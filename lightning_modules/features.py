@@ -32,7 +32,8 @@ class ByteCounter:
     """
 
     def __init__(self) -> None:
-        self._slots = torch.zeros(MAX_WORKERS + 1, dtype=torch.int64).share_memory_()
+        # torch leaves Tensor.share_memory_ unannotated
+        self._slots = torch.zeros(MAX_WORKERS + 1, dtype=torch.int64).share_memory_()  # type: ignore[no-untyped-call]
         self._view = self._slots.numpy()  # same memory; numpy increments are ~50x cheaper than tensor ones
 
     def __getstate__(self) -> dict[str, Tensor]:
@@ -69,7 +70,7 @@ class LayerFile:
             raise ValueError(f"{path}: expected a C-ordered 2-D array, got shape {mm.shape}")
         self.offset = int(mm.offset)
         self.shape: tuple[int, int] = (int(mm.shape[0]), int(mm.shape[1]))
-        self.dtype = mm.dtype
+        self.dtype: np.dtype[Any] = mm.dtype
         del mm
         self._fd: int | None = None
 
@@ -226,7 +227,7 @@ class CachedFeatureDataset(Dataset[tuple[list[Tensor], Tensor]]):
         """
         x = raw.float()  # (n, B, H)
         if self.sources[which[0]].mean is not None:
-            key = (*which, str(x.device))
+            key: tuple[int | str, ...] = (*which, str(x.device))
             if key not in self._scales:  # which changes only when sweep layers stop
                 sources = [self.sources[j] for j in which]
                 self._scales = {

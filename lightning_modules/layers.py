@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 
@@ -30,19 +31,19 @@ AGGREGATIONS: Registry[Aggregation] = Registry("aggregation")
 @AGGREGATIONS.register("mean")
 def _mean(stack: np.ndarray) -> np.ndarray:
     """Element-wise mean over the layer axis: ``(k, B, H) -> (B, H)``."""
-    return stack.mean(axis=0)
+    return cast(np.ndarray, stack.mean(axis=0))
 
 
 @AGGREGATIONS.register("max")
 def _max(stack: np.ndarray) -> np.ndarray:
     """Element-wise max over the layer axis: ``(k, B, H) -> (B, H)``."""
-    return stack.max(axis=0)
+    return cast(np.ndarray, stack.max(axis=0))
 
 
 @AGGREGATIONS.register("min")
 def _min(stack: np.ndarray) -> np.ndarray:
     """Element-wise min over the layer axis: ``(k, B, H) -> (B, H)``."""
-    return stack.min(axis=0)
+    return cast(np.ndarray, stack.min(axis=0))
 
 
 class LayerSpecError(UserError, ValueError):

@@ -20,11 +20,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.nn import functional as F
 from torchmetrics.functional.classification import multiclass_f1_score
 
@@ -33,7 +33,7 @@ from lightning_modules.callbacks import improved, monitor_mode, torch_threads
 from lightning_modules.components.classifier import MLPHead, apply_dropout, dropout_seed, make_adam
 from lightning_modules.datamodule import CachedFeatureDataModule, Selection
 from lightning_modules.features import CachedFeatureDataset
-from lightning_modules.layers import LayerSpec
+from lightning_modules.layers import LayerSpec, parse_layer_spec
 from lightning_modules.scores import HeadScore
 
 if TYPE_CHECKING:
@@ -98,8 +98,9 @@ class BatchedHeads:
             raise ValueError(f"batched heads share one seed (one dropout stream), got seeds {sorted(seeds)}")
         self.dropout = heads[0].dropout
         n_lin = len(heads[0].linears)
-        self.weights = [self._param([h.linears[j].weight.detach() for h in heads], device) for j in range(n_lin)]
-        self.biases = [self._param([h.linears[j].bias.detach()[None] for h in heads], device) for j in range(n_lin)]
+        linears = [[cast(nn.Linear, h.linears[j]) for j in range(n_lin)] for h in heads]
+        self.weights = [self._param([lin[j].weight.detach() for lin in linears], device) for j in range(n_lin)]
+        self.biases = [self._param([lin[j].bias.detach()[None] for lin in linears], device) for j in range(n_lin)]
         self.rng = np.random.default_rng(dropout_seed(seeds.pop()))
 
     @staticmethod
@@ -119,7 +120,8 @@ class BatchedHeads:
     def forward(self, x: Tensor, train: bool) -> Tensor:
         """``(n, B, H) -> (n, B, C)`` logits; training draws one dropout mask ``(B, h)`` per layer for all heads."""
         for j, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
-            x = _BatchedLinear.apply(x, self._full(w), self._full(b))  # (n, B, out)
+            # torch leaves autograd.Function.apply unannotated
+            x = _BatchedLinear.apply(x, self._full(w), self._full(b))  # type: ignore[no-untyped-call]  # (n, B, out)
             if j < len(self.weights) - 1:
                 x = x.relu()
                 if train and self.dropout > 0:
@@ -295,7 +297,7 @@ def _sweep_layers(
     num_layers = FeatureCache(train_dir).num_layers
     layers = list(range(num_layers + 1)) if layers is None else [LayerSpec((i,)).resolve(num_layers)[0] for i in layers]
     dm = CachedFeatureDataModule.from_config(
-        [Selection(f"layer {i}", i, Path(train_dir), Path(test_dir), val_dir) for i in layers], cfg
+        [Selection(f"layer {i}", parse_layer_spec(i), Path(train_dir), Path(test_dir), val_dir) for i in layers], cfg
     )
     dm.setup()
     c, device = dm.num_classes, sweep_device(t.accelerator)
@@ -319,7 +321,7 @@ def _sweep_layers(
             # Sum of per-head mean losses: each head's gradient is that of its own loss.
             loss = F.cross_entropy(logits.reshape(-1, c), y.repeat(n), reduction="none").view(n, -1).mean(dim=1).sum()
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]  # torch leaves Tensor.backward unannotated
             opt.step()
         v_loss, v_acc, v_f1 = _evaluate(heads, val, dm.eval_batch_size, c)
         monitored = v_loss if t.monitor == "val/loss" else v_acc

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import optuna
@@ -22,7 +22,7 @@ def sweep_seed(d: ModelDirs, cfg: BenchConfig, k: int) -> list[Any]:
 
 def seed_mean(per_seed: list[list[Any]], field: str) -> np.ndarray:
     """Per-layer mean of one score (``val_acc``, ``test_f1``, ...) over the sweeps of several seeds."""
-    return np.mean([[getattr(s, field) for s in scores] for scores in per_seed], axis=0)
+    return cast(np.ndarray, np.mean([[getattr(s, field) for s in scores] for scores in per_seed], axis=0))
 
 
 def best_layers(study: optuna.Study, cfg: BenchConfig, dirs: dict[str, ModelDirs]) -> dict[str, int]:

@@ -10,6 +10,7 @@ from benchmark.core.config import BenchConfig
 from benchmark.core.errors import UserError
 from benchmark.core.keys import load_text_split, resolve_features
 from lightning_modules.datamodule import Selection
+from lightning_modules.layers import parse_layer_spec
 from studies.naming import extract_command, splits
 
 
@@ -23,7 +24,7 @@ class ModelDirs:
 
     def selection(self, name: str, layer: str) -> Selection:
         """The DataModule selection of this model at ``layer``."""
-        return Selection(name, layer, self.train, self.test, self.val)
+        return Selection(name, parse_layer_spec(layer), self.train, self.test, self.val)
 
 
 def resolve_dirs(cfg: BenchConfig) -> dict[str, ModelDirs]:

@@ -50,11 +50,12 @@ log = logging.getLogger(__name__)
 def cuda_peak() -> Iterator[dict[str, float]]:
     """Yield a dict that receives ``perf/cuda_peak_mb`` of the enclosed block when CUDA is in use."""
     out: dict[str, float] = {}
-    on_cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+    # torch leaves torch.cuda.is_initialized unannotated
+    on_cuda = torch.cuda.is_available() and torch.cuda.is_initialized()  # type: ignore[no-untyped-call]
     if on_cuda:
         torch.cuda.reset_peak_memory_stats()
     yield out
-    if on_cuda or (torch.cuda.is_available() and torch.cuda.is_initialized()):
+    if on_cuda or (torch.cuda.is_available() and torch.cuda.is_initialized()):  # type: ignore[no-untyped-call]
         out["perf/cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
 
 

@@ -6,7 +6,7 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import optuna
 from optuna.trial import TrialState
@@ -64,9 +64,14 @@ def summarise(study: optuna.Study, cfg: BenchConfig, mlc: Any, parent_run_id: st
         best_test_acc=best.user_attrs.get("test_acc") if best else None,
         best_params=dict(best.params) if best else {},
     )
-    metrics = {"study/complete": outcome.complete, "study/pruned": outcome.pruned, "study/failed": outcome.failed}
+    metrics: dict[str, float] = {
+        "study/complete": outcome.complete,
+        "study/pruned": outcome.pruned,
+        "study/failed": outcome.failed,
+    }
     if best is not None:
-        metrics.update({"best/val_acc": float(best.value), "best/trial": best.number})
+        # a complete trial (the only kind best_trial returns) has a value
+        metrics.update({"best/val_acc": float(cast(float, best.value)), "best/trial": best.number})
         if outcome.best_test_acc is not None:
             metrics["best/test_acc"] = float(outcome.best_test_acc)
     tracking.log_run_data(

@@ -21,7 +21,7 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -210,11 +210,11 @@ class FeatureCache:
 
     def layer(self, layer: int) -> np.ndarray:
         """Memory-mapped ``(N, H)`` float16 features of one layer."""
-        return np.load(self.path / layer_file(self.layer_index(layer)), mmap_mode="r")
+        return cast(np.ndarray, np.load(self.path / layer_file(self.layer_index(layer)), mmap_mode="r"))
 
     def labels(self) -> np.ndarray:
         """``(N,)`` int64 labels."""
-        return np.load(self.path / "labels.npy")
+        return cast(np.ndarray, np.load(self.path / "labels.npy"))
 
 
 def partial_dir(final_dir: str | Path) -> Path:

@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass, replace
 from functools import cache, lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from benchmark.core.cache import atomic_write_bytes
 from benchmark.core.errors import UserError
@@ -296,7 +296,7 @@ def model_revision(spec: ModelSpec, cache_dir: str | Path | None = None) -> str:
     slot = str(folder.resolve())
     hit = known.get(slot)
     if isinstance(hit, dict) and hit.get("files") == entry["files"] and isinstance(hit.get("sha256"), str):
-        return "sha-" + hit["sha256"][:16]
+        return "sha-" + cast(str, hit["sha256"])[:16]
     digest = _hash_files(files)
     if memo:
         known[slot] = {**entry, "sha256": digest}

@@ -135,7 +135,7 @@ def _summary(
     best = _records(c.best)
     for row in best:
         row["command"] = c.commands.get(row["dataset"], "")
-    return _plain(
+    summary: dict[str, Any] = _plain(
         {
             "title": title,
             "studies": sorted(data.counts),
@@ -158,6 +158,7 @@ def _summary(
             "baseline": _records(c.baseline),
         }
     )
+    return summary
 
 
 @contextmanager

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import textwrap
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     import pandas as pd
+    from matplotlib.artist import Artist
     from matplotlib.axes import Axes
     from matplotlib.colors import Colormap, Normalize
 
@@ -43,13 +44,13 @@ def _title(ax: Axes | Figure, text: str) -> None:
     if isinstance(ax, Figure):
         ax.suptitle("\n".join(textwrap.wrap(text, int(ax.get_figwidth() * TITLE_CHARS_PER_INCH * 0.8))))
         return
-    inches = ax.get_position().width * ax.get_figure().get_figwidth()
+    inches = ax.get_position().width * cast(Figure, ax.get_figure()).get_figwidth()  # our axes sit on a Figure
     ax.set_title("\n".join(textwrap.wrap(text, max(20, int(inches * TITLE_CHARS_PER_INCH)))), fontsize="medium")
 
 
 def _legend_below(fig: Figure, axes: list[Axes], ncol: int = 3) -> None:
     """One legend under the figure for every labelled line of ``axes`` (each label once)."""
-    entries: dict[str, object] = {}
+    entries: dict[str, Artist] = {}
     for ax in axes:
         for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
             entries.setdefault(label, handle)
@@ -231,7 +232,7 @@ def fusion_methods(df: pd.DataFrame, singles: dict[str, float]) -> Figure:
                     va="center",
                     fontsize=6.5,
                     linespacing=1.1,
-                    color=_cell_text_color(cmap, norm, values[i, j]),
+                    color=_cell_text_color(cmap, norm, cast(float, values[i, j])),
                 )
         for r in sub[sub["chosen"]].itertuples():
             ax.add_patch(

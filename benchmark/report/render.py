@@ -11,7 +11,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;
 padding:0 1em;color:#222;line-height:1.45}table{border-collapse:collapse;margin:.6em 0 1.2em;font-size:.9em}
@@ -100,16 +100,16 @@ def to_markdown(doc: Doc) -> str:
     for block in doc.blocks:
         kind = block[0]
         if kind == "h":
-            out += ["#" * int(block[1]) + f" {block[2]}", ""]  # type: ignore[call-overload]
+            out += ["#" * int(cast(int, block[1])) + f" {block[2]}", ""]
         elif kind in ("p", "note"):
             out += [f"_{block[1]}_" if kind == "note" else str(block[1]), ""]
         elif kind == "code":
             out += ["```bash", str(block[1]), "```", ""]
         elif kind == "table":
-            headers, rows = block[1], block[2]
-            out.append("| " + " | ".join(_md_cell(h) for h in headers) + " |")  # type: ignore[attr-defined]
-            out.append("|" + "|".join("---" for _ in headers) + "|")  # type: ignore[attr-defined]
-            out += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]  # type: ignore[attr-defined]
+            headers, rows = cast("list[str]", block[1]), cast("list[list[str]]", block[2])
+            out.append("| " + " | ".join(_md_cell(h) for h in headers) + " |")
+            out.append("|" + "|".join("---" for _ in headers) + "|")
+            out += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
             out.append("")
         elif kind == "img":
             out += [f"![{block[2]}]({block[1]})", "", f"_{block[2]}_", ""]
@@ -149,7 +149,8 @@ def to_html(doc: Doc, folder: Path) -> str:
         elif kind == "code":
             out.append(f"<pre><code>{html.escape(str(block[1]))}</code></pre>")
         elif kind == "table":
-            head = "".join(f"<th>{html.escape(str(h))}</th>" for h in block[1])  # type: ignore[attr-defined]
+            headers, rows = cast("list[str]", block[1]), cast("list[list[str]]", block[2])
+            head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
             body = "".join(
                 "<tr>"
                 + "".join(
@@ -157,8 +158,8 @@ def to_html(doc: Doc, folder: Path) -> str:
                     for c in row
                 )
                 + "</tr>"
-                for row in block[2]
-            )  # type: ignore[attr-defined]
+                for row in rows
+            )
             out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
         elif kind == "img":
             name, caption = str(block[1]), str(block[2])

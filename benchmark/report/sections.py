@@ -13,7 +13,7 @@ from benchmark.report import plots, tables
 from benchmark.report.compare import paired_tests
 from benchmark.report.render import Bold, Doc, fmt, fmt_seeds, slug
 from benchmark.report.reproduce import CONFIG_ARTIFACT, command
-from benchmark.report.selection import SELECTION_RULE, display, layer_points, num_layers
+from benchmark.report.selection import SELECTION_RULE, display, layer_points, num_layers, rank
 from studies.presets import FUSION_METHODS
 
 if TYPE_CHECKING:
@@ -274,7 +274,7 @@ def _last_k_section(doc: Doc, c: Computed, folder: Path, files: list[Path]) -> N
     if flat:
         doc.note(f"No last-k figure for {', '.join(display(m) for m in flat)}: only k = 1 was scored (one layer).")
     best = tables.last_k_best(c.last_k)
-    top = set(tables.rank(c.last_k).drop_duplicates(["dataset", "model"])["run_id"])
+    top = set(rank(c.last_k).drop_duplicates(["dataset", "model"])["run_id"])
     _table(
         doc,
         [
@@ -630,7 +630,8 @@ def _cost_section(doc: Doc, c: Computed, data: ReportData, folder: Path, files: 
 
 def build(data: ReportData, c: Computed, folder: Path, title: str) -> tuple[Doc, list[Path]]:
     """Lay out the report, writing each figure as a PNG into ``folder``; return the document and the PNG paths."""
-    doc, files = Doc(title), []
+    doc = Doc(title)
+    files: list[Path] = []
     _intro(doc, data)
     _best_section(doc, c)
     _baseline_section(doc, c)

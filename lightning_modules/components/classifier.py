@@ -51,7 +51,8 @@ class MLPHead(nn.Module):
                 if self._rng is None:
                     self._rng = np.random.default_rng(dropout_seed(self.seed))
                 x = apply_dropout(x, torch.from_numpy(self._rng.random(tuple(x.shape), dtype=np.float32)), self.dropout)
-        return self.linears[-1](x)  # (B, C)
+        logits: Tensor = self.linears[-1](x)
+        return logits  # (B, C)
 
 
 def apply_dropout(x: Tensor, uniform: Tensor, p: float) -> Tensor:

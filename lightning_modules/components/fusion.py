@@ -213,7 +213,8 @@ class MoEFusion(Fusion):
     def forward(self, xs: list[Tensor]) -> Tensor:
         """``k x (B, d) -> (B, d)``."""
         joined = torch.cat(xs, dim=-1)  # (B, k d)
-        gate = self.gate(joined).softmax(dim=-1)  # (B, E)
+        logits: Tensor = self.gate(joined)
+        gate = logits.softmax(dim=-1)  # (B, E)
         inputs = xs if self.per_input else [joined] * len(self.experts)
         outs = torch.stack([e(x).relu() for e, x in zip(self.experts, inputs, strict=True)], dim=1)  # (B, E, d)
         return (gate.unsqueeze(-1) * outs).sum(dim=1)  # (B, d)
@@ -264,7 +265,9 @@ class ResidualFusion(Fusion):
 
     def forward(self, xs: list[Tensor]) -> Tensor:
         """``k x (B, d) -> (B, inner out)``."""
-        return self.inner(xs) + self.skip(torch.stack(xs).mean(dim=0))  # (B, out)
+        inner: Tensor = self.inner(xs)
+        skip: Tensor = self.skip(torch.stack(xs).mean(dim=0))
+        return inner + skip  # (B, out)
 
 
 def _split_name(name: str) -> tuple[type[Fusion], bool]:

@@ -19,7 +19,8 @@ class Projection(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, in_dim) -> (B, out_dim)``."""
-        return self.linear(x).relu()  # (B, d)
+        out: Tensor = self.linear(x)
+        return out.relu()  # (B, d)
 
 
 def common_dim(input_dims: list[int], proj_dim: int) -> int:
