@@ -514,7 +514,7 @@ def main(argv: list[str] | None = None) -> int:
         datefmt="%H:%M:%S",
     )
     if not args.verbose:
-        for noisy in ("httpx", "urllib3", "filelock", "transformers", "alembic", "numexpr"):
+        for noisy in ("httpx", "urllib3", "filelock", "transformers", "alembic", "numexpr", "mlflow"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         cfg = load_config(args.config or getattr(args, "default_config", None), args.sets, **_flag_values(args))

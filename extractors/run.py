@@ -9,7 +9,6 @@ import logging
 import resource
 import shutil
 import sys
-from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -326,6 +325,10 @@ def _extract_models(
             if cfg.extract.overwrite == "always" and shard.index == 0:  # rank 0, before the other ranks join
                 shutil.rmtree(partial_dir(rf.path), ignore_errors=True)
             rf = _resume_device(rf, cfg, extractor.device, shard)
-            with tracker.run(rf) if tracker else nullcontext():
+            if tracker is None:
                 summaries.append(_extract_one(extractor.bind(rf), rf, cfg, shard))
+                continue
+            extractor.bind(rf)()  # load before the run opens: a model that cannot load is a user error, not a run
+            with tracker.run(rf):
+                summaries.append(_extract_one(extractor, rf, cfg, shard))
     return summaries
