@@ -223,6 +223,7 @@ class Objective:
             peaks.append(peak)
             if results[-1].test_pred.size:
                 tracking.log_array(mlc, run_id, results[-1].test_pred, tracking.PRED_ARTIFACT.format(seed=k))
+        trial.set_user_attr(tracking.TRIAL_BEST_EPOCHS, [r.best_epoch for r in results])
         mean = {name: statistics.fmean(r.metrics()[name] for r in results) for name in results[0].metrics()}
         mean = {name: v for name, v in mean.items() if not math.isnan(v)}  # e.g. the baseline has no val/loss
         metrics = {**mean, "perf/extract_ms_per_sample": extract_ms, **max_peak(peaks)}
@@ -286,6 +287,7 @@ class Objective:
             },
         )
         trial.set_user_attr("best_layer", layers[best])
+        trial.set_user_attr(tracking.TRIAL_BEST_EPOCHS, [s[best].best_epoch for s in per_seed])
         return _scored(trial, mean)
 
     def _head_costs(self, model: str, layer: int, cfg: BenchConfig) -> dict[str, float]:

@@ -23,6 +23,7 @@ Layout (the contract between ``studies`` and ``benchmark.report``):
   accuracy by layer), tag ``layerfuse.sweep_model=<alias>``. Artifacts: ``config.yaml`` and ``predictions/test_pred_seed<k>.npy``
   (predicted test labels in test order) for paired tests; the parent run holds the true labels as
   ``predictions/test_labels.npy``.
+- One child run per refit of a chosen trial (``layerfuse.run_kind=refit``; see ``KIND_REFIT`` below).
 """
 
 from __future__ import annotations
@@ -59,6 +60,16 @@ SEED_HISTORIES = ("seed/val_acc", "seed/test_acc")
 SWEEP_HISTORIES = ("sweep/val_acc", "sweep/test_acc")
 PRED_ARTIFACT = "predictions/test_pred_seed{seed}.npy"
 TEST_LABELS_ARTIFACT = "predictions/test_labels.npy"  # on the parent run: true test labels, test order
+CONFIG_ARTIFACT = "config.yaml"
+# Refit of a chosen trial on all training rows (studies.refit): a child run of the study's parent run, tagged with
+# the trial's run id; params are the trial's plus refit.epochs, metrics test/* and seed/test_acc, test predictions
+# under PRED_ARTIFACT, and per seed the head (HEAD_DIR) that an exported model applies.
+KIND_REFIT = "refit"
+TAG_REFIT_OF = "layerfuse.refit_of"  # the trial run a refit run re-trains
+TRIAL_BEST_EPOCHS = "best_epochs"  # Optuna trial user attribute: 0-based best epoch of each fit of the trial
+PARAM_REFIT_EPOCHS = "refit.epochs"
+HEAD_DIR = "refit/seed{seed}"  # net.safetensors, scalers.npz, head.json
+MODEL_ARTIFACT = "model"  # the exported MLflow pyfunc model, logged under the refit run
 
 
 def experiment_name(dataset: str) -> str:
