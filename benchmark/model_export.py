@@ -23,7 +23,7 @@ from benchmark.core import tracking
 from benchmark.core.config import BenchConfig
 from benchmark.core.errors import UserError
 from benchmark.core.keys import load_text_split, resolve_features
-from benchmark.core.models import LEXICAL, weights_sha256
+from benchmark.core.models import LEXICAL, ModelSpec, weights_sha256
 from benchmark.pyfunc_model import BUNDLE_FILE, FORMAT_VERSION, NET_FILE, SCALERS_FILE, TFIDF_FILE, TextClassifier
 from lightning_modules.layers import parse_layer_spec
 from studies.refit import HEAD_JSON, choose, refit_study, trial_config
@@ -77,9 +77,6 @@ def _member(tcfg: BenchConfig, model: str, spec_text: str, folder: Path, weights
         with (folder / TFIDF_FILE).open("wb") as fh:
             pickle.dump(fitted, fh)
         return {**entry, "folder": folder.name}
-    from extractors.hf import HFHiddenStateExtractor, cast_linear_weights
-    from extractors.truncate import truncate, weights_dtype
-
     if weights == "reference":
         source = rf.spec.path or rf.spec.hf_id
         local = rf.spec.path
@@ -94,19 +91,40 @@ def _member(tcfg: BenchConfig, model: str, spec_text: str, folder: Path, weights
             "gguf_file": rf.spec.gguf_file,
             "weights_sha256": weights_sha256(local),
         }
-    ext = HFHiddenStateExtractor(rf.spec, "cpu", "fp32", rf.key.pooling, rf.key.max_length)
-    cut = truncate(ext.model, entry["cut_at"], strip_norm=False)  # the norm's weights load; the runtime drops it
-    if rf.key.dtype != "fp32":
-        # Inference casts Linear weights to the compute dtype anyway (extractors.hf): storing them so is lossless.
-        cast_linear_weights(ext.model, weights_dtype(rf.key.dtype))
+    cut = save_cut_model(rf.spec, entry["cut_at"], rf.key.dtype, rf.key.pooling, rf.key.max_length, folder)
+    return {**entry, "folder": folder.name, "cut": cut}
+
+
+def save_cut_model(spec: ModelSpec, cut_at: int, dtype: str, pooling: str, max_length: int, folder: Path) -> bool:
+    """Save ``spec``'s model cut after layer ``cut_at`` (safetensors; GGUF loads dequantized) and its tokenizer.
+
+    Under a bf16/fp16 policy the Linear weights are stored in that dtype: inference casts them so anyway
+    (``extractors.hf.cast_linear_weights``), so it is lossless and halves their bytes. Returns whether it was cut.
+    """
+    from extractors.hf import HFHiddenStateExtractor, cast_linear_weights
+    from extractors.truncate import truncate, weights_dtype
+
+    ext = HFHiddenStateExtractor(spec, "cpu", "fp32", pooling, max_length)
+    cut = truncate(ext.model, cut_at, strip_norm=False)  # the norm's weights load; the runtime drops the norm
+    quantizer = getattr(ext.model, "hf_quantizer", None)
+    if quantizer is not None and spec.gguf_file:
+        if getattr(quantizer, "packed_modules", None):
+            raise UserError(f"model '{spec.alias}': its GGUF weights stay packed; export it with --weights reference")
+        # GGUF loads dequantized into plain weights: save them as an ordinary checkpoint.
+        ext.model.hf_quantizer = None
+        if hasattr(ext.model.config, "quantization_config"):
+            del ext.model.config.quantization_config
+    if dtype != "fp32":
+        cast_linear_weights(ext.model, weights_dtype(dtype))
     ext.model.save_pretrained(folder, safe_serialization=True)
     ext.tokenizer.save_pretrained(folder)
-    return {**entry, "folder": folder.name, "cut": cut}
+    return cut
 
 
 def build_bundle(tcfg: BenchConfig, head_dir: Path, layers: dict[str, str], out: Path, weights: str) -> Path:
     """Write the bundle of a configuration (``layers``: model -> spec) with the head in ``head_dir`` into ``out``."""
     head = json.loads((head_dir / HEAD_JSON).read_text())
+    out.mkdir(parents=True, exist_ok=True)
     members_dir = out / "members"
     members = [
         _member(tcfg, m, spec, members_dir / f"{i}-{Path(m).name}", weights)

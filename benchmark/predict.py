@@ -68,7 +68,7 @@ def texts_of(table: Any, column: str, path: Path) -> list[str]:
         )
     if len(table) == 0:
         raise UserError(f"--input {path} has no rows")
-    values = table[column].tolist()
+    values: list[str] = table[column].tolist()
     bad = next((i for i, v in enumerate(values) if not isinstance(v, str)), None)
     if bad is not None:
         raise UserError(f"--input {path}: row {bad} of column '{column}' is {values[bad]!r}, not a text")

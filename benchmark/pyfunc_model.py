@@ -21,10 +21,10 @@ import pickle
 from pathlib import Path
 from typing import Any
 
-import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 import torch
+from mlflow.pyfunc.model import PythonModel
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,7 @@ class WeightsMismatchError(RuntimeError):
 
 
 def _hf_member(member: dict[str, Any], root: Path, device: str) -> Any:
+    from benchmark.core.hardware import resolve_token_budget
     from benchmark.core.models import ModelSpec, weights_sha256
     from extractors.hf import HFHiddenStateExtractor
     from extractors.truncate import strip_final_norm, truncate
@@ -72,7 +73,10 @@ def _hf_member(member: dict[str, Any], root: Path, device: str) -> Any:
         prefix=member.get("prefix", ""),
         path=path,
     )
-    ext = HFHiddenStateExtractor(spec, device, member["dtype"], member["pooling"], member["max_length"])
+    budget = resolve_token_budget(0, device)  # padded tokens per forward pass, as extraction batches on this device
+    ext = HFHiddenStateExtractor(
+        spec, device, member["dtype"], member["pooling"], member["max_length"], token_budget=budget
+    )
     if "folder" in member:
         if member["cut"]:
             strip_final_norm(ext.model)
@@ -185,10 +189,10 @@ def input_texts(model_input: Any) -> list[str]:
     bad = next((i for i, v in enumerate(values) if not isinstance(v, str)), None)
     if bad is not None:
         raise ValueError(f"row {bad}: {values[bad]!r} is not a text (a string)")
-    return values
+    return [str(v) for v in values]
 
 
-class TextClassifier(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+class TextClassifier(PythonModel):
     """The pyfunc model: ``predict`` takes texts and returns ``label`` plus ``prob_<class>`` columns."""
 
     def load_context(self, context: Any) -> None:

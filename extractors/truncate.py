@@ -11,6 +11,7 @@ A model kept whole (L = num_layers) keeps its norm: then its last state is the f
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import torch
 from torch import nn
@@ -25,14 +26,14 @@ class TruncateError(ValueError):
     """A model whose block list cannot be found, or a layer it does not have."""
 
 
-def _config(model: nn.Module) -> object:
-    config = model.config  # type: ignore[attr-defined]
+def _config(model: nn.Module) -> Any:
+    config: Any = model.config
     return config.get_text_config() if hasattr(config, "get_text_config") else config
 
 
 def num_layers(model: nn.Module) -> int:
     """Transformer blocks of ``model`` according to its config."""
-    return int(_config(model).num_hidden_layers)  # type: ignore[attr-defined]
+    return int(_config(model).num_hidden_layers)
 
 
 def block_list(model: nn.Module) -> tuple[nn.Module, str, nn.ModuleList]:
@@ -92,7 +93,8 @@ def truncate(model: nn.Module, layer: int, strip_norm: bool = True) -> bool:
         return False
     owner, attr, blocks = block_list(model)
     setattr(owner, attr, nn.ModuleList(list(blocks)[:layer]))
-    for config in {id(c): c for c in (model.config, _config(model))}.values():  # type: ignore[attr-defined]
+    configs: list[Any] = [model.config, _config(model)]
+    for config in {id(c): c for c in configs}.values():
         if getattr(config, "num_hidden_layers", None) == n:
             config.num_hidden_layers = layer
         for key in PER_LAYER_CONFIG:

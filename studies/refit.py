@@ -285,7 +285,7 @@ def log_head(mlc: Any, run_id: str, seed: int, fit: AllRowsFit, layers: dict[str
         for i, (mean, std) in enumerate(zip(fit.means, fit.stds, strict=True)):
             if mean is not None and std is not None:
                 arrays[f"mean_{i}"], arrays[f"std_{i}"] = mean, std
-        np.savez(folder / SCALERS_FILE, **arrays)
+        np.savez(folder / SCALERS_FILE, **arrays)  # type: ignore[arg-type]
         head = {"net": fit.net, "label_names": fit.label_names, "layers": layers, "epochs": fit.epochs}
         (folder / HEAD_JSON).write_text(json.dumps(head, indent=1))
         mlc.log_artifacts(run_id, str(folder), tracking.HEAD_DIR.format(seed=seed))

@@ -186,3 +186,29 @@ def test_mlflow_models_serve_answers_invocations(exported, tmp_path) -> None:
 
     want = mlflow.pyfunc.load_model(str(root / "saved")).predict(texts)
     assert [row["label"] for row in answer["predictions"]] == want["label"].tolist()
+
+
+def test_export_cli_weights_reference_checks_the_hash(exported, tmp_path, capsys) -> None:
+    import mlflow
+
+    from benchmark.pyfunc_model import Bundle, WeightsMismatchError
+
+    cfg, _, root = exported
+    code, out, err = _cli(
+        capsys, "export", "--study", STUDY, "--weights", "reference", "--out", str(tmp_path / "ref"),
+        "--storage", cfg.study.storage, "--set", f"tracking.uri={cfg.tracking.uri}",
+        "--set", f"paths.cache_dir={cfg.paths.cache_dir}",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "saved to" in out
+    bundle = next((tmp_path / "ref" / "artifacts").rglob(BUNDLE_FILE)).parent
+    meta = json.loads((bundle / BUNDLE_FILE).read_text())
+    assert all("folder" not in m and len(m["weights_sha256"]) == 64 for m in meta["members"])
+    assert not list((bundle).rglob("*.safetensors"))[1:]  # only the head's weights travel
+    texts = load_text_split(cfg, "test").texts
+    want = mlflow.pyfunc.load_model(str(root / "saved")).predict(texts)
+    assert Bundle(bundle, "cpu").predict(texts)["label"].tolist() == want["label"].tolist()
+    meta["members"][0]["weights_sha256"] = "0" * 64
+    (bundle / BUNDLE_FILE).write_text(json.dumps(meta))
+    with pytest.raises(WeightsMismatchError, match="sha256"):
+        Bundle(bundle, "cpu")

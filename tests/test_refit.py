@@ -48,3 +48,13 @@ def test_refit_bad_study_and_trial(toy) -> None:
         refit_study(toy, "nope")
     with pytest.raises(UserError, match="trials 0..0"):
         refit_study(toy, STUDY, trial=5)
+
+
+def test_refit_cli_reuses_the_finished_run(toy, capsys) -> None:
+    from benchmark.cli import main
+
+    first = refit_study(toy, STUDY)
+    argv = ["refit", "--study", STUDY, "--storage", toy.study.storage, "--set", f"tracking.uri={toy.tracking.uri}"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert f"reused run {first.run_id}" in out and "sum:" in out
