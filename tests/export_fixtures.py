@@ -14,10 +14,10 @@ STUDY = "export-toy"
 
 
 def tiny_study(tiny_models: dict[str, Path], root: Path) -> BenchConfig:
-    """Extract a 60/30 toy dataset with a tiny Llama (3 layers) and BERT (2 layers), run one enqueued search trial.
+    """Extract a 60/30 toy dataset with a tiny Llama (3 layers), BERT (2 layers) and TF-IDF, run one enqueued trial.
 
-    The trial fuses ``mean:1,2`` of the Llama (its layer 3 is never needed) with the BERT's last layer by ``sum``,
-    trained for 2 seeds.
+    The search trial fuses ``mean:1,2`` of the Llama (its layer 3 is never needed), the BERT's last layer and the
+    TF-IDF features by ``sum``, trained for 2 seeds.
     """
     from conftest import write_dataset
 
@@ -28,7 +28,7 @@ def tiny_study(tiny_models: dict[str, Path], root: Path) -> BenchConfig:
         **{
             "paths.cache_dir": str(root / "cache"),
             "extract.dataset": str(data),
-            "extract.models": (llama, bert),
+            "extract.models": (llama, bert, "tfidf"),
             "extract.dtype": "fp32",
             "extract.device": "cpu",
             "extract.show_progress": False,
@@ -56,6 +56,9 @@ def tiny_study(tiny_models: dict[str, Path], root: Path) -> BenchConfig:
             f"use.{bert}": True,
             f"layer.{bert}": 2,
             f"agg.{bert}": "single",
+            "use.tfidf": True,
+            "layer.tfidf": 0,
+            "agg.tfidf": "single",
             "fusion": "sum",
             "train.lr": 3e-3,
             "train.hidden": 128,

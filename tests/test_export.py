@@ -66,7 +66,8 @@ def test_bundle_holds_only_the_needed_blocks(exported, tiny_models) -> None:
     cfg, result, root = exported
     bundle = next((root / "saved" / "artifacts").rglob(BUNDLE_FILE)).parent
     meta = json.loads((bundle / BUNDLE_FILE).read_text())
-    llama, bert = meta["members"]
+    llama, bert, tfidf = meta["members"]
+    assert tfidf["kind"] == "lexical" and (bundle / tfidf["folder"] / "tfidf.pkl").is_file()
     assert llama["layers"] == [1, 2] and llama["agg"] == "mean" and llama["cut_at"] == 2 and llama["cut"] is True
     assert bert["layers"] == [2] and bert["cut"] is False  # its last layer: kept whole
     full = AutoModel.from_pretrained(tiny_models["llama-left"])
@@ -74,7 +75,8 @@ def test_bundle_holds_only_the_needed_blocks(exported, tiny_models) -> None:
     per_block = param_count(full.layers[0])
     assert cut.config.num_hidden_layers == 2 and param_count(full) - param_count(cut) == per_block
     requirements = (root / "saved" / "requirements.txt").read_text()
-    assert "torch==" in requirements and "lightning" not in requirements and "optuna" not in requirements
+    assert "torch==" in requirements and "scikit-learn==" in requirements
+    assert "lightning" not in requirements and "optuna" not in requirements
     assert result.registered == "toy-clf" and result.version == "1"
     mv = MlflowClient(cfg.tracking.uri).get_model_version_by_alias("toy-clf", "champion")
     assert str(mv.version) == "1" and mv.run_id == result.refit_run_id
@@ -203,7 +205,8 @@ def test_export_cli_weights_reference_checks_the_hash(exported, tmp_path, capsys
     assert "saved to" in out
     bundle = next((tmp_path / "ref" / "artifacts").rglob(BUNDLE_FILE)).parent
     meta = json.loads((bundle / BUNDLE_FILE).read_text())
-    assert all("folder" not in m and len(m["weights_sha256"]) == 64 for m in meta["members"])
+    hf = [m for m in meta["members"] if m["kind"] != "lexical"]
+    assert len(hf) == 2 and all("folder" not in m and len(m["weights_sha256"]) == 64 for m in hf)
     assert not list((bundle).rglob("*.safetensors"))[1:]  # only the head's weights travel
     texts = load_text_split(cfg, "test").texts
     want = mlflow.pyfunc.load_model(str(root / "saved")).predict(texts)
