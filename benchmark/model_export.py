@@ -230,8 +230,12 @@ def export_model(
         bundle = build_bundle(tcfg, head_dir, refit.layers, (tmp / "bundle"), weights)
         size = sum(p.stat().st_size for p in bundle.rglob("*") if p.is_file())
         kwargs = _model_kwargs(bundle, tmp, load_text_split(tcfg, "test").texts[:3])
-        with mlflow.start_run(run_id=refit.run_id):
-            info = mlflow.pyfunc.log_model(name=tracking.MODEL_ARTIFACT, registered_model_name=name, **kwargs)
+        try:
+            with mlflow.start_run(run_id=refit.run_id):
+                info = mlflow.pyfunc.log_model(name=tracking.MODEL_ARTIFACT, registered_model_name=name, **kwargs)
+        except BaseException:
+            mlc.set_terminated(refit.run_id, "FINISHED")  # the refit itself stays valid (and reusable)
+            raise
         version = None
         if name is not None:
             version = str(info.registered_model_version)

@@ -80,7 +80,7 @@ class RefitResult:
 
 def _load_study(cfg: BenchConfig, name: str) -> optuna.Study:
     storage = make_storage(cfg.study.storage, cfg.study.heartbeat)
-    names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+    names = optuna.study.get_all_study_names(storage)
     if name not in names:
         from benchmark.core.registry import suggest
 
