@@ -27,6 +27,8 @@ from benchmark.core.models import LEXICAL, ModelSpec, weights_sha256
 from benchmark.pyfunc_model import BUNDLE_FILE, FORMAT_VERSION, NET_FILE, SCALERS_FILE, TFIDF_FILE, TextClassifier
 from lightning_modules.layers import parse_layer_spec
 from studies.refit import HEAD_JSON, choose, refit_study, trial_config
+from studies.refit import NET_FILE as HEAD_NET_FILE
+from studies.refit import SCALERS_FILE as HEAD_SCALERS_FILE
 
 log = logging.getLogger(__name__)
 
@@ -133,8 +135,8 @@ def build_bundle(tcfg: BenchConfig, head_dir: Path, layers: dict[str, str], out:
     for m in members:
         if "folder" in m:
             m["folder"] = f"members/{m['folder']}"
-    shutil.copy(head_dir / "net.safetensors", out / NET_FILE)
-    shutil.copy(head_dir / "scalers.npz", out / SCALERS_FILE)
+    shutil.copy(head_dir / HEAD_NET_FILE, out / NET_FILE)
+    shutil.copy(head_dir / HEAD_SCALERS_FILE, out / SCALERS_FILE)
     meta = {"format": FORMAT_VERSION, "members": members, "net": head["net"], "label_names": head["label_names"]}
     (out / BUNDLE_FILE).write_text(json.dumps(meta, indent=1))
     return out

@@ -206,7 +206,7 @@ def refit_study(
     existing = None if force else find_refit(cfg, chosen)
     if existing is not None:
         run = mlc.get_run(existing)
-        history = mlc.get_metric_history(existing, "seed/test_acc")
+        history = mlc.get_metric_history(existing, tracking.SEED_TEST_ACC)
         log.info("trial %d of %s: reusing refit run %s", chosen.trial, study_name, existing)
         return RefitResult(
             study_name,
@@ -252,12 +252,12 @@ def refit_study(
                 "test/acc": statistics.fmean(f.test_acc for f in fits),
                 "test/f1": statistics.fmean(f.test_f1 for f in fits),
                 "perf/fit_s": statistics.fmean(f.fit_s for f in fits),
-                "perf/train_rows": fits[0].train_rows,
+                tracking.METRIC_TRAIN_ROWS: fits[0].train_rows,
             },
-            histories={"seed/test_acc": [f.test_acc for f in fits]},
+            histories={tracking.SEED_TEST_ACC: [f.test_acc for f in fits]},
         )
     except BaseException as err:
-        tracking.log_run_data(mlc, rid, tags={"layerfuse.error": f"{type(err).__name__}: {err}"[:5000]})
+        tracking.log_run_data(mlc, rid, tags={tracking.TAG_RUN_ERROR: f"{type(err).__name__}: {err}"[:5000]})
         mlc.set_terminated(rid, "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
         raise
     mlc.set_terminated(rid, "FINISHED")

@@ -68,6 +68,9 @@ KIND_REFIT = "refit"
 TAG_REFIT_OF = "layerfuse.refit_of"  # the trial run a refit run re-trains
 TRIAL_BEST_EPOCHS = "best_epochs"  # Optuna trial user attribute: 0-based best epoch of each fit of the trial
 PARAM_REFIT_EPOCHS = "refit.epochs"
+METRIC_TRAIN_ROWS = "perf/train_rows"  # training rows a refit used (all of train)
+SEED_TEST_ACC = SEED_HISTORIES[1]
+TAG_RUN_ERROR = "layerfuse.error"
 HEAD_DIR = "refit/seed{seed}"  # net.safetensors, scalers.npz, head.json
 MODEL_ARTIFACT = "model"  # the exported MLflow pyfunc model, logged under the refit run
 
