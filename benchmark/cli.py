@@ -478,6 +478,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_extract, _add_study, _add_fit, _add_report, _add_ui, _add_quickstart, _add_reproduce, _add_ls):
         add(sub)
+    from benchmark.cli_use import ADDERS  # refit, export, predict
+
+    for add_use in ADDERS:
+        add_use(sub, _subparser)
     return parser
 
 

@@ -109,6 +109,30 @@ class LayerFile:
         return out
 
 
+def standardise(
+    raw: np.ndarray, mean: np.ndarray | None, std: np.ndarray | None, out: np.ndarray | None = None
+) -> np.ndarray:
+    """``(raw - mean) / std`` as float32 (``raw`` cast as it is read), or ``raw`` as float32 without statistics.
+
+    The one scaling of features, for training and for exported models, so both see bit-equal inputs.
+    """
+    if out is None:
+        out = np.empty(raw.shape, dtype=np.float32)
+    if mean is not None and std is not None:
+        np.subtract(raw, mean, out=out)  # casts float16 -> float32 in the same pass
+        np.divide(out, std, out=out)
+    else:
+        out[...] = raw
+    return out
+
+
+def aggregate_layers(parts: list[np.ndarray], agg: str | None) -> np.ndarray:
+    """A selection's ``(n, H)`` features from its layers' rows: one layer as is, or their float32 aggregation."""
+    if agg is None:
+        return parts[0]
+    return AGGREGATIONS.get(agg)(np.stack(parts).astype(np.float32))  # (k, n, H) -> (n, H)
+
+
 class SelectionFeatures:
     """One selection's features in one split: the layer files it needs, aggregated and optionally scaled.
 
@@ -132,21 +156,12 @@ class SelectionFeatures:
         """Unscaled ``(n, H)`` features: the file's dtype for one layer, float32 for an aggregation."""
         parts = [f.read(rows) for f in self.files]
         self.counter.add(sum(p.nbytes for p in parts))
-        if self.aggregate is None:
-            return parts[0]
-        return self.aggregate(np.stack(parts).astype(np.float32))  # (k, n, H) -> (n, H)
+        return aggregate_layers(parts, self.spec.agg)
 
     def read(self, rows: np.ndarray | slice, out: np.ndarray | None = None) -> np.ndarray:
         """Aggregated, scaled ``(n, H)`` float32 features of ``rows``, written into ``out`` when given."""
         raw = self._read(rows)
-        if out is None:
-            out = np.empty(raw.shape, dtype=np.float32)
-        if self.mean is not None and self.std is not None:
-            np.subtract(raw, self.mean, out=out)  # casts float16 -> float32 in the same pass
-            np.divide(out, self.std, out=out)
-        else:
-            out[...] = raw
-        return out
+        return standardise(raw, self.mean, self.std, out)
 
     def fit_scaler(self, rows: np.ndarray) -> None:
         """Per-feature mean and std over ``rows`` (the training part), read in chunks of ``STATS_CHUNK_ROWS``.

@@ -15,15 +15,14 @@ from typing import TYPE_CHECKING, cast
 
 import lightning.pytorch as L
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.nn import functional as F
 from torchmetrics import MaxMetric, MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
 
-from lightning_modules.components.classifier import MLPHead, make_adam
-from lightning_modules.components.fusion import FusionOptions, build_fusion, fused_width, needs_projection
-from lightning_modules.components.projection import Projection, common_dim
+from lightning_modules.components.classifier import make_adam
+from lightning_modules.components.net import FusionNet
 
 if TYPE_CHECKING:
     from benchmark.core.config import TrainConfig
@@ -65,16 +64,9 @@ class FusionClassifier(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        dims = list(input_dims)
-        if needs_projection(fusion):
-            d = common_dim(dims, proj_dim)
-            self.projections = nn.ModuleList(Projection(h, d) for h in dims)
-            dims = [d] * len(dims)
-        else:
-            self.projections = nn.ModuleList()
-        self.fusion = build_fusion(fusion, dims[0], len(dims), FusionOptions(num_experts=moe_experts))
-        self.fused_dim = fused_width(fusion, dims)
-        self.head = MLPHead(self.fused_dim, hidden_dims, num_classes, dropout, seed)
+        # The parts live here (state-dict keys projections.*, fusion.*, head.*); FusionNet is the one way to build them.
+        net = FusionNet(input_dims, num_classes, fusion, proj_dim, hidden_dims, dropout, moe_experts, seed)
+        self.projections, self.fusion, self.head, self.fused_dim = net.projections, net.fusion, net.head, net.fused_dim
         scores = MetricCollection(
             {
                 "acc": MulticlassAccuracy(num_classes, average="micro"),

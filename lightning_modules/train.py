@@ -92,8 +92,13 @@ def quiet_lightning() -> Iterator[None]:
         lightning_log.setLevel(level)
 
 
-def make_trainer(cfg: BenchConfig, callbacks: Sequence[L.Callback] = (), logger: Logger | None = None) -> L.Trainer:
-    """A quiet, deterministic single-device trainer for ``cfg.train`` (no checkpoints, no progress bar)."""
+def make_trainer(
+    cfg: BenchConfig, callbacks: Sequence[L.Callback] = (), logger: Logger | None = None, validate: bool = True
+) -> L.Trainer:
+    """A quiet, deterministic single-device trainer for ``cfg.train`` (no checkpoints, no progress bar).
+
+    ``validate=False`` runs no validation loop (a refit on all training rows has no validation rows).
+    """
     return L.Trainer(
         accelerator=cfg.train.accelerator,
         devices=1,
@@ -106,6 +111,7 @@ def make_trainer(cfg: BenchConfig, callbacks: Sequence[L.Callback] = (), logger:
         enable_model_summary=False,
         enable_checkpointing=False,
         log_every_n_steps=1,
+        limit_val_batches=None if validate else 0,
     )
 
 

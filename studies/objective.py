@@ -220,6 +220,7 @@ class Objective:
             peaks.append(peak)
             if results[-1].test_pred.size:
                 tracking.log_array(mlc, run_id, results[-1].test_pred, tracking.PRED_ARTIFACT.format(seed=k))
+        trial.set_user_attr(tracking.TRIAL_BEST_EPOCHS, [r.best_epoch for r in results])
         mean = seed_mean_metrics(results)
         metrics = {**mean, "perf/extract_ms_per_sample": extract_ms, **max_peak(peaks)}
         histories = {"seed/val_acc": [r.val_acc for r in results], "seed/test_acc": [r.test_acc for r in results]}
@@ -282,6 +283,7 @@ class Objective:
             },
         )
         trial.set_user_attr("best_layer", layers[best])
+        trial.set_user_attr(tracking.TRIAL_BEST_EPOCHS, [s[best].best_epoch for s in per_seed])
         return _scored(trial, mean)
 
     def _head_costs(self, model: str, layer: int, cfg: BenchConfig) -> dict[str, float]:

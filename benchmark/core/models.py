@@ -267,6 +267,19 @@ def _hash_files(files: tuple[tuple[str, int, int], ...]) -> str:
     return h.hexdigest()
 
 
+def weight_files(folder: str | Path) -> list[Path]:
+    """The weight files of a local model folder (sorted), or its ``config.json`` when it holds none."""
+    folder = Path(folder)
+    weights = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
+    # A hub snapshot folder without weight files is unusual; fall back to config identity.
+    return weights or [folder / "config.json"]
+
+
+def weights_sha256(folder: str | Path) -> str:
+    """The full sha256 over a local model folder's weight files (names and bytes), as ``model_revision`` hashes them."""
+    return _hash_files(tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in weight_files(folder)))
+
+
 def _memo_load(memo: Path) -> dict[str, Any]:
     try:
         data = json.loads(memo.read_text())
@@ -285,11 +298,7 @@ def model_revision(spec: ModelSpec, cache_dir: str | Path | None = None) -> str:
     if spec.path is None:
         return spec.revision
     folder = Path(spec.path)
-    weights = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
-    if not weights:
-        # A hub snapshot folder without weight files is unusual; fall back to config identity.
-        weights = [folder / "config.json"]
-    files = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in weights)
+    files = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in weight_files(folder))
     memo = Path(cache_dir) / WEIGHTS_HASH_FILE if cache_dir is not None else None
     entry = {"files": [list(f) for f in files]}
     known = _memo_load(memo) if memo else {}

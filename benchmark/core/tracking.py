@@ -35,6 +35,7 @@ Layout (the contract between ``studies`` and ``benchmark.report``):
   report files, tag ``layerfuse.report_studies``), which each study parent run it covers names in its tag
   ``layerfuse.report_run_id``. Extract runs and study parent runs also hold MLflow system metrics
   (``system/*``, sampled every ``tracking.system_metrics_interval`` seconds) when ``tracking.system_metrics``.
+- One child run per refit of a chosen trial (``layerfuse.run_kind=refit``; see ``KIND_REFIT`` below).
 """
 
 from __future__ import annotations
@@ -97,6 +98,17 @@ EXTRACT_METRICS = {  # meta.json field -> metric of an extract run
     "peak_rss_mb": "perf/peak_rss_mb",
     "cuda_peak_mb": "perf/cuda_peak_mb",
 }
+# Refit of a chosen trial on all training rows (studies.refit): a child run of the study's parent run, tagged with
+# the trial's run id; params are the trial's plus refit.epochs, metrics test/* and seed/test_acc, test predictions
+# under PRED_ARTIFACT, and per seed the head (HEAD_DIR) that an exported model applies.
+KIND_REFIT = "refit"
+TAG_REFIT_OF = "layerfuse.refit_of"  # the trial run a refit run re-trains
+TRIAL_BEST_EPOCHS = "best_epochs"  # Optuna trial user attribute: 0-based best epoch of each fit of the trial
+PARAM_REFIT_EPOCHS = "refit.epochs"
+METRIC_TRAIN_ROWS = "perf/train_rows"  # training rows a refit used (all of train)
+SEED_TEST_ACC = SEED_HISTORIES[1]
+HEAD_DIR = "refit/seed{seed}"  # net.safetensors, scalers.npz, head.json
+MODEL_ARTIFACT = "model"  # the exported MLflow pyfunc model, logged under the refit run
 
 
 def experiment_name(dataset: str) -> str:

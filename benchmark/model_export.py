@@ -1,0 +1,250 @@
+"""``export_model``: a study's chosen configuration as an MLflow pyfunc model that reads raw text.
+
+The model is built from the refit of the chosen trial (``studies.refit``; run first when missing): its head
+for one seed, and per member model the weights cut after the highest layer the configuration uses
+(``extractors.truncate``), the tokenizer, pooling, max length and dtype policy of the features it was trained
+on, or for ``tfidf`` the fitted vectorizer and SVD. It is logged under the refit run as ``model``, optionally
+registered with an alias, and optionally saved to a folder. See ``benchmark.pyfunc_model`` for the layout.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import json
+import logging
+import pickle
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmark.core import tracking
+from benchmark.core.config import BenchConfig
+from benchmark.core.errors import UserError
+from benchmark.core.keys import load_text_split, resolve_features
+from benchmark.core.models import LEXICAL, ModelSpec, weights_sha256
+from benchmark.pyfunc_model import BUNDLE_FILE, FORMAT_VERSION, NET_FILE, SCALERS_FILE, TFIDF_FILE, TextClassifier
+from lightning_modules.layers import parse_layer_spec
+from studies.refit import HEAD_JSON, choose, refit_study, trial_config
+from studies.refit import NET_FILE as HEAD_NET_FILE
+from studies.refit import SCALERS_FILE as HEAD_SCALERS_FILE
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_MODES = ("copy", "reference")
+CODE_PACKAGES = ("benchmark", "extractors", "lightning_modules")  # what loading imports (shipped as code_paths)
+BASE_REQUIREMENTS = ("mlflow", "torch", "transformers", "tokenizers", "safetensors", "numpy", "pandas")
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """Where an exported model went."""
+
+    model_uri: str
+    refit_run_id: str
+    registered: str | None
+    version: str | None
+    out: Path | None
+    bundle_bytes: int
+
+
+def _member(tcfg: BenchConfig, model: str, spec_text: str, folder: Path, weights: str) -> dict[str, Any]:
+    """Write member ``model``'s files into ``folder`` and return its ``layerfuse_model.json`` entry."""
+    from benchmark.core.cache import FeatureCache
+
+    rf = resolve_features(tcfg, model, load_text_split(tcfg, "train"))
+    cache = FeatureCache(rf.path)
+    spec = parse_layer_spec(spec_text)
+    layers = list(spec.resolve(cache.num_layers))
+    entry: dict[str, Any] = {
+        "alias": model,
+        "kind": rf.spec.kind,
+        "layers": layers,
+        "agg": spec.agg,
+        "layer_spec": str(spec),
+        "num_layers": cache.num_layers,
+        "hidden_size": cache.hidden_size,
+        "pooling": rf.key.pooling,
+        "max_length": rf.key.max_length,
+        "dtype": rf.key.dtype,
+        "prefix": rf.spec.prefix,
+        "cut_at": max(layers),
+    }
+    if rf.spec.kind == LEXICAL:
+        from extractors.tfidf import TfidfExtractor
+
+        folder.mkdir(parents=True)
+        fitted = TfidfExtractor(rf.split.texts, rf.spec.hidden_size)  # seeded: the fit the cache was written with
+        with (folder / TFIDF_FILE).open("wb") as fh:
+            pickle.dump(fitted, fh)
+        return {**entry, "folder": folder.name}
+    if weights == "reference":
+        source = rf.spec.path or rf.spec.hf_id
+        local = rf.spec.path
+        if local is None:
+            from huggingface_hub import snapshot_download
+
+            local = snapshot_download(rf.spec.hf_id, revision=rf.spec.revision)
+        return {
+            **entry,
+            "source": source,
+            "revision": rf.spec.revision if rf.spec.path is None else "",
+            "gguf_file": rf.spec.gguf_file,
+            "weights_sha256": weights_sha256(local),
+        }
+    cut = save_cut_model(rf.spec, entry["cut_at"], rf.key.dtype, rf.key.pooling, rf.key.max_length, folder)
+    return {**entry, "folder": folder.name, "cut": cut}
+
+
+def save_cut_model(spec: ModelSpec, cut_at: int, dtype: str, pooling: str, max_length: int, folder: Path) -> bool:
+    """Save ``spec``'s model cut after layer ``cut_at`` (safetensors; GGUF loads dequantized) and its tokenizer.
+
+    Under a bf16/fp16 policy the Linear weights are stored in that dtype: inference casts them so anyway
+    (``extractors.hf.cast_linear_weights``), so it is lossless and halves their bytes. Returns whether it was cut.
+    """
+    from extractors.hf import HFHiddenStateExtractor, cast_linear_weights
+    from extractors.truncate import truncate, weights_dtype
+
+    ext = HFHiddenStateExtractor(spec, "cpu", "fp32", pooling, max_length)
+    cut = truncate(ext.model, cut_at, strip_norm=False)  # the norm's weights load; the runtime drops the norm
+    quantizer = getattr(ext.model, "hf_quantizer", None)
+    if quantizer is not None and spec.gguf_file:
+        if getattr(quantizer, "packed_modules", None):
+            raise UserError(f"model '{spec.alias}': its GGUF weights stay packed; export it with --weights reference")
+        # GGUF loads dequantized into plain weights: save them as an ordinary checkpoint.
+        ext.model.hf_quantizer = None
+        if hasattr(ext.model.config, "quantization_config"):
+            del ext.model.config.quantization_config
+    if dtype != "fp32":
+        cast_linear_weights(ext.model, weights_dtype(dtype))
+    ext.model.save_pretrained(folder, safe_serialization=True)
+    ext.tokenizer.save_pretrained(folder)
+    return cut
+
+
+def build_bundle(tcfg: BenchConfig, head_dir: Path, layers: dict[str, str], out: Path, weights: str) -> Path:
+    """Write the bundle of a configuration (``layers``: model -> spec) with the head in ``head_dir`` into ``out``."""
+    head = json.loads((head_dir / HEAD_JSON).read_text())
+    out.mkdir(parents=True, exist_ok=True)
+    members_dir = out / "members"
+    members = [
+        _member(tcfg, m, spec, members_dir / f"{i}-{Path(m).name}", weights)
+        for i, (m, spec) in enumerate(layers.items())
+    ]
+    for m in members:
+        if "folder" in m:
+            m["folder"] = f"members/{m['folder']}"
+    shutil.copy(head_dir / HEAD_NET_FILE, out / NET_FILE)
+    shutil.copy(head_dir / HEAD_SCALERS_FILE, out / SCALERS_FILE)
+    meta = {"format": FORMAT_VERSION, "members": members, "net": head["net"], "label_names": head["label_names"]}
+    (out / BUNDLE_FILE).write_text(json.dumps(meta, indent=1))
+    return out
+
+
+def requirements(lexical: bool, gguf: bool) -> list[str]:
+    """Pinned pip requirements of loading the model (no lightning, optuna or the feature cache)."""
+    names = [*BASE_REQUIREMENTS, *(["scikit-learn", "scipy"] if lexical else []), *(["gguf"] if gguf else [])]
+    out = []
+    for name in names:
+        try:
+            out.append(f"{name}=={md.version(name).split('+')[0]}")
+        except md.PackageNotFoundError:
+            out.append(name)
+    return out
+
+
+def _code_paths(tmp: Path) -> list[str]:
+    import benchmark
+
+    repo = Path(benchmark.__file__).resolve().parent.parent
+    paths = []
+    for pkg in CODE_PACKAGES:
+        dst = tmp / "code" / pkg
+        shutil.copytree(repo / pkg, dst, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        paths.append(str(dst))
+    return paths
+
+
+def _model_kwargs(bundle: Path, tmp: Path, example: list[str]) -> dict[str, Any]:
+    from mlflow.models import infer_signature
+
+    from benchmark.pyfunc_model import Bundle
+
+    meta = json.loads((bundle / BUNDLE_FILE).read_text())
+    # An unnamed string column: the model takes a list of strings or a DataFrame with one (any-named) text column.
+    signature = infer_signature(example, Bundle(bundle, "cpu").predict(example))
+    return {
+        "python_model": TextClassifier(),
+        "artifacts": {"bundle": str(bundle)},
+        "code_paths": _code_paths(tmp),
+        "signature": signature,
+        "input_example": example,
+        "pip_requirements": requirements(
+            any(m["kind"] == LEXICAL for m in meta["members"]), any(m.get("gguf_file") for m in meta["members"])
+        ),
+    }
+
+
+def export_model(
+    cfg: BenchConfig,
+    study: str,
+    trial: int | None = None,
+    run_id: str | None = None,
+    seed: int = 0,
+    name: str | None = None,
+    alias: str = "champion",
+    out: str | Path | None = None,
+    weights: str = "copy",
+) -> ExportResult:
+    """Export the chosen configuration of ``study`` (see module doc); refits it first when no refit run exists.
+
+    Args:
+        cfg: Stores and paths (``study.storage``, ``tracking.uri``, ``paths``).
+        study: Study name.
+        trial: A trial number instead of the best trial.
+        run_id: A trial's MLflow run id instead of the best trial.
+        seed: Which refit seed's head (0 = ``train.seed``).
+        name: Register the model under this name and point ``alias`` at the new version.
+        alias: Registry alias (default ``champion``).
+        out: Also save the model to this folder (must not exist or be empty).
+        weights: ``copy`` (cut weights inside the model) or ``reference`` (source path/hub id + weights hash).
+
+    Raises:
+        UserError: bad study/trial/seed/weights mode, an occupied ``out`` folder, missing caches.
+    """
+    import mlflow
+
+    if weights not in WEIGHTS_MODES:
+        raise UserError(f"--weights {weights!r}: use one of {', '.join(WEIGHTS_MODES)}")
+    out_dir = Path(out) if out is not None else None
+    if out_dir is not None and out_dir.exists() and any(out_dir.iterdir()):
+        raise UserError(f"--out {out_dir} exists and is not empty: name a new folder")
+    chosen = choose(cfg, study, trial, run_id)
+    if not 0 <= seed < chosen.seeds:
+        raise UserError(f"--seed {seed}: the study trains seeds 0..{chosen.seeds - 1}")
+    refit = refit_study(cfg, study, trial=chosen.trial)
+    tcfg = trial_config(cfg, chosen)
+    mlc = tracking.client(cfg.tracking)
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        head_dir = Path(mlc.download_artifacts(refit.run_id, tracking.HEAD_DIR.format(seed=seed), str(tmp)))
+        bundle = build_bundle(tcfg, head_dir, refit.layers, (tmp / "bundle"), weights)
+        size = sum(p.stat().st_size for p in bundle.rglob("*") if p.is_file())
+        kwargs = _model_kwargs(bundle, tmp, load_text_split(tcfg, "test").texts[:3])
+        try:
+            with mlflow.start_run(run_id=refit.run_id):
+                info = mlflow.pyfunc.log_model(name=tracking.MODEL_ARTIFACT, registered_model_name=name, **kwargs)
+        except BaseException:
+            mlc.set_terminated(refit.run_id, "FINISHED")  # the refit itself stays valid (and reusable)
+            raise
+        version = None
+        if name is not None:
+            version = str(info.registered_model_version)
+            mlc.set_registered_model_alias(name, alias, version)
+        if out_dir is not None:
+            if out_dir.exists():
+                out_dir.rmdir()
+            mlflow.pyfunc.save_model(path=str(out_dir), **kwargs)
+    log.info("exported %s (bundle %.1f MB) under run %s", info.model_uri, size / 2**20, refit.run_id)
+    return ExportResult(info.model_uri, refit.run_id, name, version, out_dir, size)

@@ -1,0 +1,134 @@
+"""``predict_file``: classify the texts of a CSV/JSONL/Parquet file with an exported model, in input order.
+
+Texts are sent to the model in length-sorted batches (little padding per forward pass), with a progress bar;
+the output holds the input rows and columns plus ``label`` and one ``prob_<class>`` column per class. Empty
+strings are texts like any other (the model sees only its special tokens).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmark.core.errors import UserError
+
+log = logging.getLogger(__name__)
+
+FORMATS = (".csv", ".jsonl", ".json", ".parquet")
+BATCH_TEXTS = 256  # texts per model call: a progress step; the model batches by tokens inside
+
+
+@dataclass(frozen=True)
+class PredictSummary:
+    """What ``predict_file`` wrote."""
+
+    rows: int
+    out: Path
+    label_counts: dict[str, int]
+
+
+def _format(path: Path, what: str) -> str:
+    suffix = path.suffix.lower()
+    if suffix not in FORMATS:
+        raise UserError(f"{what} {path}: unknown format {suffix or '(none)'}; use one of {', '.join(FORMATS)}")
+    return suffix
+
+
+def read_table(path: Path) -> Any:
+    """The rows of a CSV (every value text, empty cells as empty strings), JSON Lines or Parquet file."""
+    import pandas as pd
+
+    suffix = _format(path, "--input")
+    if not path.is_file():
+        raise UserError(f"--input {path} does not exist")
+    try:
+        if suffix == ".csv":
+            return pd.read_csv(path, dtype=str, keep_default_na=False)
+        if suffix == ".parquet":
+            return pd.read_parquet(path)
+        return pd.read_json(path, lines=True, dtype=False)
+    except pd.errors.EmptyDataError:
+        raise UserError(f"--input {path} is empty: it has no header and no rows") from None
+    except ValueError as err:
+        raise UserError(f"--input {path} cannot be read as {suffix[1:]}: {str(err).splitlines()[0]}") from None
+
+
+def texts_of(table: Any, column: str, path: Path) -> list[str]:
+    """The text column as a list of strings.
+
+    Raises:
+        UserError: a missing column (listing the present ones), no rows, or a value that is not a string.
+    """
+    if column not in table.columns:
+        raise UserError(
+            f"--input {path} has no column '{column}'; its columns: {', '.join(map(str, table.columns))} "
+            "(choose one with --text-column)"
+        )
+    if len(table) == 0:
+        raise UserError(f"--input {path} has no rows")
+    values: list[str] = table[column].tolist()
+    bad = next((i for i, v in enumerate(values) if not isinstance(v, str)), None)
+    if bad is not None:
+        raise UserError(f"--input {path}: row {bad} of column '{column}' is {values[bad]!r}, not a text")
+    return values
+
+
+def load_model(uri: str) -> Any:
+    """``mlflow.pyfunc.load_model(uri)``, with a one-line ``UserError`` when the URI names no model."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return mlflow.pyfunc.load_model(uri)
+    except (MlflowException, OSError) as err:
+        reason = (str(err).strip().splitlines() or [""])[0][:300]
+        raise UserError(
+            f"cannot load model {uri!r}: {reason}; use models:/NAME@ALIAS, runs:/RUN_ID/model or a model folder"
+        ) from None
+
+
+def predict_file(
+    model_uri: str, input_path: str | Path, out_path: str | Path, text_column: str = "text", show_progress: bool = True
+) -> PredictSummary:
+    """Classify ``input_path``'s ``text_column`` with the model at ``model_uri`` and write ``out_path``.
+
+    Raises:
+        UserError: unknown model URI, unreadable/empty input, missing column, non-text values, bad output format.
+    """
+    import numpy as np
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    src, dst = Path(input_path), Path(out_path)
+    out_format = _format(dst, "--out")
+    table = read_table(src)
+    texts = texts_of(table, text_column, src)
+    model = load_model(model_uri)
+    order = sorted(range(len(texts)), key=lambda i: (-len(texts[i]), i))
+    parts = []
+    with tqdm(total=len(texts), desc="predict", unit="text", disable=not show_progress) as bar:
+        for start in range(0, len(order), BATCH_TEXTS):
+            idx = order[start : start + BATCH_TEXTS]
+            parts.append(model.predict([texts[i] for i in idx]))
+            bar.update(len(idx))
+    sorted_out = pd.concat(parts, ignore_index=True)
+    result = pd.DataFrame(index=sorted_out.index, columns=sorted_out.columns)
+    result.iloc[np.asarray(order)] = sorted_out.to_numpy()
+    result = result.astype(sorted_out.dtypes.to_dict())
+    clash = {c: f"{c}_input" for c in result.columns if c in table.columns}
+    if clash:  # e.g. a test file's true labels: kept beside the prediction
+        log.warning("input columns %s renamed to %s", list(clash), list(clash.values()))
+        table = table.rename(columns=clash)
+    written = pd.concat([table.reset_index(drop=True), result], axis=1)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if out_format == ".csv":
+        written.to_csv(dst, index=False)
+    elif out_format == ".parquet":
+        written.to_parquet(dst, index=False)
+    else:
+        written.to_json(dst, orient="records", lines=True, force_ascii=False)
+    counts = {str(k): int(v) for k, v in result["label"].value_counts().items()}
+    log.info("predicted %d rows into %s: %s", len(written), dst, counts)
+    return PredictSummary(len(written), dst, counts)

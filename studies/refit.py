@@ -1,0 +1,292 @@
+"""``refit_study``: re-train a study's chosen configuration on all training rows, once per study seed, tracked.
+
+The chosen configuration is the study's best trial (``studies.runner.best_trial``), or a named trial or trial
+run. Its head is trained again on every training row (no validation rows held out) for a fixed number of
+epochs: the median over the trial's fits of (best epoch + 1), read from the trial's ``best_epochs`` user
+attribute, or from its logged ``perf/best_epoch`` for trials that predate it. Seed k trains with
+``train.seed + k``, as the trial's fits did.
+
+The refit is a child run of the study's parent run (``layerfuse.run_kind=refit``, tag ``layerfuse.refit_of`` =
+the trial's run) with the trial's params plus ``refit.epochs``, ``test/*`` metrics, test predictions under the
+trials' artifact names, the resolved config, and per seed the head an exported model applies (``HEAD_DIR``:
+``net.safetensors``, ``scalers.npz``, ``head.json``). A finished refit of the same trial is reused.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from benchmark.core import tracking
+from benchmark.core.config import BenchConfig, load_config, to_yaml, with_values
+from benchmark.core.errors import UserError
+from lightning_modules.refit import AllRowsFit, fit_all_rows
+from studies.caches import resolve_dirs
+from studies.storage import make_storage
+from studies.summary import best_trial
+
+log = logging.getLogger(__name__)
+
+SECTIONS = ("extract", "data", "train")  # what a trial's config decides; paths, stores and speed stay the caller's
+CALLER_KEYS = ("extract.show_progress", "extract.device", "train.threads", "train.accelerator", "data.num_workers")
+NET_FILE, SCALERS_FILE, HEAD_JSON = "net.safetensors", "scalers.npz", "head.json"
+
+
+@dataclass(frozen=True)
+class Chosen:
+    """A study's chosen trial and what its run recorded."""
+
+    study: str
+    trial: int
+    run_id: str
+    parent_run_id: str
+    experiment_id: str
+    params: dict[str, str]
+    epochs: int
+    seeds: int
+
+
+@dataclass(frozen=True)
+class RefitResult:
+    """A finished refit run.
+
+    Attributes:
+        study, trial: The study and the number of the trial re-trained.
+        run_id: The refit run; ``source_run_id`` the trial's run.
+        layers: Model -> layer spec of the configuration; ``fusion`` its fusion.
+        epochs: Epochs each seed trained.
+        test_acc: Test accuracy per seed.
+        reused: True when an earlier finished refit run was found and returned.
+    """
+
+    study: str
+    trial: int
+    run_id: str
+    source_run_id: str
+    layers: dict[str, str]
+    fusion: str
+    epochs: int
+    test_acc: list[float]
+    reused: bool = False
+
+
+def _load_study(cfg: BenchConfig, name: str) -> optuna.Study:
+    storage = make_storage(cfg.study.storage, cfg.study.heartbeat)
+    names = optuna.study.get_all_study_names(storage)
+    if name not in names:
+        from benchmark.core.registry import suggest
+
+        raise UserError(
+            f"no study '{name}' in {cfg.study.storage}.{suggest(name, names)} "
+            f"Studies there: {', '.join(sorted(names)) or 'none'} (pass --storage for another store)"
+        )
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def _pick(study: optuna.Study, trial: int | None, run_id: str | None) -> FrozenTrial:
+    trials = study.get_trials(deepcopy=False)
+    if run_id is not None:
+        found = [t for t in trials if t.user_attrs.get("mlflow_run_id") == run_id]
+        if not found:
+            raise UserError(f"run {run_id} is not a trial run of study '{study.study_name}'")
+        picked = found[0]
+    elif trial is not None:
+        if not 0 <= trial < len(trials):
+            raise UserError(f"study '{study.study_name}' has trials 0..{len(trials) - 1}, not {trial}")
+        picked = trials[trial]
+    else:
+        best = best_trial(trials)
+        if best is None:
+            raise UserError(f"study '{study.study_name}' has no complete trial to refit; run or resume it first")
+        return best
+    if picked.state != TrialState.COMPLETE:
+        raise UserError(f"trial {picked.number} of '{study.study_name}' is {picked.state.name}, not COMPLETE")
+    return picked
+
+
+def refit_epochs(trial: FrozenTrial, run_metrics: dict[str, float]) -> int:
+    """Median over the trial's fits of (best epoch + 1); older trials: their logged mean ``perf/best_epoch`` + 1."""
+    best = trial.user_attrs.get(tracking.TRIAL_BEST_EPOCHS)
+    if best:
+        return max(1, round(statistics.median(int(e) + 1 for e in best)))
+    if "perf/best_epoch" in run_metrics:
+        return max(1, round(run_metrics["perf/best_epoch"] + 1))
+    raise UserError(f"trial {trial.number} recorded no best epoch (neither user attribute nor perf/best_epoch)")
+
+
+def choose(cfg: BenchConfig, study_name: str, trial: int | None = None, run_id: str | None = None) -> Chosen:
+    """The chosen trial of ``study_name`` (best, or ``trial`` / ``run_id``) with its run's params and epochs.
+
+    Raises:
+        UserError: unknown study, trial or run; a trial that is not complete, has no run, or trained no head.
+    """
+    study = _load_study(cfg, study_name)
+    t = _pick(study, trial, run_id)
+    source = t.user_attrs.get("mlflow_run_id")
+    if not source:
+        raise UserError(f"trial {t.number} of '{study_name}' has no MLflow run (tracking.uri {cfg.tracking.uri})")
+    run = tracking.client(cfg.tracking).get_run(source)
+    params = dict(run.data.params)
+    if any(k.startswith("baseline.") for k in params):
+        raise UserError(
+            f"trial {t.number} of '{study_name}' is a TF-IDF baseline classifier, not a head on features: "
+            "refit and export a trial of a feature study (layer-sweep, search, ...)"
+        )
+    return Chosen(
+        study=study_name,
+        trial=t.number,
+        run_id=source,
+        parent_run_id=run.data.tags.get(tracking.TAG_PARENT, ""),
+        experiment_id=run.info.experiment_id,
+        params=params,
+        epochs=refit_epochs(t, dict(run.data.metrics)),
+        seeds=int(params.get("seeds", 1)),
+    )
+
+
+def trial_config(cfg: BenchConfig, chosen: Chosen) -> BenchConfig:
+    """``cfg`` with the trial's extract, data and train settings (from its ``config.yaml``) and its models."""
+    mlc = tracking.client(cfg.tracking)
+    with tempfile.TemporaryDirectory() as tmp:
+        local = mlc.download_artifacts(chosen.run_id, tracking.CONFIG_ARTIFACT, tmp)
+        logged = load_config(local, env={})
+    values = {
+        f"{sec}.{k}": v
+        for sec in SECTIONS
+        for k, v in asdict(getattr(logged, sec)).items()
+        if f"{sec}.{k}" not in CALLER_KEYS
+    }
+    values["extract.models"] = tuple(chosen.params["models"].split(","))
+    values["train.fusion"] = chosen.params["fusion"]
+    return with_values(cfg, values)
+
+
+def layers_of(chosen: Chosen) -> dict[str, str]:
+    """Model -> layer spec of the chosen configuration, in its model order."""
+    return {m: chosen.params[f"layer.{m}"] for m in chosen.params["models"].split(",")}
+
+
+def find_refit(cfg: BenchConfig, chosen: Chosen) -> str | None:
+    """The latest FINISHED refit run of ``chosen``'s trial, if any."""
+    runs = tracking.client(cfg.tracking).search_runs(
+        [chosen.experiment_id],
+        f"tags.`{tracking.TAG_REFIT_OF}` = '{chosen.run_id}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0].info.run_id if runs else None
+
+
+def refit_study(
+    cfg: BenchConfig, study_name: str, trial: int | None = None, run_id: str | None = None, force: bool = False
+) -> RefitResult:
+    """Refit the chosen configuration of ``study_name`` on all training rows, once per study seed (see module doc).
+
+    Args:
+        cfg: Where the stores and caches are (``study.storage``, ``tracking.uri``, ``paths``).
+        study_name: The study.
+        trial: A trial number instead of the best trial.
+        run_id: A trial's MLflow run id instead of the best trial.
+        force: Refit even when a finished refit of that trial exists.
+
+    Raises:
+        UserError: see ``choose``; missing caches (with the extract command).
+    """
+    chosen = choose(cfg, study_name, trial, run_id)
+    layers = layers_of(chosen)
+    mlc = tracking.client(cfg.tracking)
+    existing = None if force else find_refit(cfg, chosen)
+    if existing is not None:
+        run = mlc.get_run(existing)
+        history = mlc.get_metric_history(existing, tracking.SEED_TEST_ACC)
+        log.info("trial %d of %s: reusing refit run %s", chosen.trial, study_name, existing)
+        return RefitResult(
+            study_name,
+            chosen.trial,
+            existing,
+            chosen.run_id,
+            layers,
+            chosen.params["fusion"],
+            int(run.data.params[tracking.PARAM_REFIT_EPOCHS]),
+            [m.value for m in sorted(history, key=lambda m: m.step)],
+            reused=True,
+        )
+    tcfg = trial_config(cfg, chosen)
+    dirs = resolve_dirs(tcfg)
+    selections = [dirs[m].selection(m, spec) for m, spec in layers.items()]
+    run = mlc.create_run(
+        chosen.experiment_id,
+        run_name=f"{study_name}#{chosen.trial}-refit",
+        tags={
+            tracking.TAG_PARENT: chosen.parent_run_id,
+            tracking.TAG_STUDY: study_name,
+            tracking.TAG_KIND: tracking.KIND_REFIT,
+            tracking.TAG_PRESET: chosen.params.get("preset", ""),
+            tracking.TAG_TRIAL: str(chosen.trial),
+            tracking.TAG_REFIT_OF: chosen.run_id,
+            **tracking.version_tags(),
+        },
+    )
+    rid = run.info.run_id
+    try:
+        tracking.log_run_data(mlc, rid, params={**chosen.params, tracking.PARAM_REFIT_EPOCHS: chosen.epochs})
+        tracking.log_text(mlc, rid, to_yaml(tcfg), tracking.CONFIG_ARTIFACT)
+        fits = []
+        for k in range(chosen.seeds):
+            fit = fit_all_rows(with_values(tcfg, {"train.seed": tcfg.train.seed + k}), selections, chosen.epochs)
+            tracking.log_array(mlc, rid, fit.test_pred, tracking.PRED_ARTIFACT.format(seed=k))
+            log_head(mlc, rid, k, fit, layers)
+            fits.append(fit)
+        tracking.log_run_data(
+            mlc,
+            rid,
+            metrics={
+                "test/acc": statistics.fmean(f.test_acc for f in fits),
+                "test/f1": statistics.fmean(f.test_f1 for f in fits),
+                "perf/fit_s": statistics.fmean(f.fit_s for f in fits),
+                tracking.METRIC_TRAIN_ROWS: fits[0].train_rows,
+            },
+            histories={tracking.SEED_TEST_ACC: [f.test_acc for f in fits]},
+        )
+    except BaseException as err:
+        tracking.log_run_data(mlc, rid, tags={tracking.TAG_ERROR: f"{type(err).__name__}: {err}"[:5000]})
+        mlc.set_terminated(rid, "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+        raise
+    mlc.set_terminated(rid, "FINISHED")
+    log.info("refit of trial %d of %s: run %s, test acc %s", chosen.trial, study_name, rid, [f.test_acc for f in fits])
+    return RefitResult(
+        study_name,
+        chosen.trial,
+        rid,
+        chosen.run_id,
+        layers,
+        chosen.params["fusion"],
+        chosen.epochs,
+        [f.test_acc for f in fits],
+    )
+
+
+def log_head(mlc: Any, run_id: str, seed: int, fit: AllRowsFit, layers: dict[str, str]) -> None:
+    """Store one seed's head under ``HEAD_DIR``: weights (safetensors), scalers (npz) and ``head.json``."""
+    from safetensors.torch import save_file
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        save_file({k: v.contiguous() for k, v in fit.state.items()}, str(folder / NET_FILE))
+        arrays: dict[str, np.ndarray] = {}
+        for i, (mean, std) in enumerate(zip(fit.means, fit.stds, strict=True)):
+            if mean is not None and std is not None:
+                arrays[f"mean_{i}"], arrays[f"std_{i}"] = mean, std
+        np.savez(folder / SCALERS_FILE, **arrays)  # type: ignore[arg-type]
+        head = {"net": fit.net, "label_names": fit.label_names, "layers": layers, "epochs": fit.epochs}
+        (folder / HEAD_JSON).write_text(json.dumps(head, indent=1))
+        mlc.log_artifacts(run_id, str(folder), tracking.HEAD_DIR.format(seed=seed))

@@ -1,0 +1,60 @@
+"""Refit of a study's chosen trial on all training rows: one child run per refit, heads and predictions logged."""
+
+from __future__ import annotations
+
+import numpy as np
+import optuna
+import pytest
+from export_fixtures import STUDY, tiny_study
+from mlflow.tracking import MlflowClient
+
+from benchmark.core import tracking
+from benchmark.core.errors import UserError
+from studies.refit import refit_study
+
+
+@pytest.fixture(scope="module")
+def toy(tiny_models, tmp_path_factory):
+    return tiny_study(tiny_models, tmp_path_factory.mktemp("refit"))
+
+
+def test_refit_trains_on_all_rows_for_the_median_best_epoch(toy) -> None:
+    study = optuna.load_study(study_name=STUDY, storage=toy.study.storage)
+    trial = study.trials[0]
+    best = trial.user_attrs[tracking.TRIAL_BEST_EPOCHS]
+    assert len(best) == 2  # one per seed
+    result = refit_study(toy, STUDY)
+    assert result.trial == 0 and not result.reused
+    assert result.epochs == max(1, round(float(np.median(np.array(best) + 1))))
+    mlc = MlflowClient(toy.tracking.uri)
+    run = mlc.get_run(result.run_id)
+    tags, params = run.data.tags, run.data.params
+    assert tags[tracking.TAG_KIND] == tracking.KIND_REFIT and tags[tracking.TAG_REFIT_OF] == result.source_run_id
+    assert tags[tracking.TAG_PARENT] == study.user_attrs["mlflow_parent_run_id"]
+    assert params[tracking.PARAM_REFIT_EPOCHS] == str(result.epochs) and params["fusion"] == "sum"
+    assert run.data.metrics[tracking.METRIC_TRAIN_ROWS] == 60  # every training row, none held out
+    labels = np.load(mlc.download_artifacts(tags[tracking.TAG_PARENT], tracking.TEST_LABELS_ARTIFACT))
+    for k in range(2):
+        pred = np.load(mlc.download_artifacts(result.run_id, tracking.PRED_ARTIFACT.format(seed=k)))
+        assert pred.shape == (30,) and float((pred == labels).mean()) == pytest.approx(result.test_acc[k])
+        files = {f.path.rsplit("/", 1)[-1] for f in mlc.list_artifacts(result.run_id, tracking.HEAD_DIR.format(seed=k))}
+        assert files == {"net.safetensors", "scalers.npz", "head.json"}
+    again = refit_study(toy, STUDY)
+    assert again.reused and again.run_id == result.run_id and again.test_acc == result.test_acc
+
+
+def test_refit_bad_study_and_trial(toy) -> None:
+    with pytest.raises(UserError, match="no study 'nope'"):
+        refit_study(toy, "nope")
+    with pytest.raises(UserError, match="trials 0..0"):
+        refit_study(toy, STUDY, trial=5)
+
+
+def test_refit_cli_reuses_the_finished_run(toy, capsys) -> None:
+    from benchmark.cli import main
+
+    first = refit_study(toy, STUDY)
+    argv = ["refit", "--study", STUDY, "--storage", toy.study.storage, "--set", f"tracking.uri={toy.tracking.uri}"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert f"reused run {first.run_id}" in out and "sum:" in out
