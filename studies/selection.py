@@ -60,8 +60,9 @@ class Selection:
 
 
 def _units(values: Sequence[float] | np.ndarray) -> np.ndarray:
-    arr = np.asarray(values, dtype=float).ravel()
-    return arr[np.isfinite(arr)]
+    arr: np.ndarray = np.asarray(values, dtype=float).ravel()
+    finite: np.ndarray = arr[np.isfinite(arr)]
+    return finite
 
 
 def standard_error(values: Sequence[float] | np.ndarray) -> float:
