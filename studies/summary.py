@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -69,17 +70,19 @@ def _candidates(mlc: Any, order: list[optuna.trial.FrozenTrial]) -> tuple[list[l
     """Per-unit validation scores and ``one-se`` costs of each trial, read off its MLflow run."""
     from benchmark.core.models import MODELS
 
-    units, costs = [], []
+    def history(run_id: str) -> Callable[[str], dict[int, float]]:
+        return lambda key: {int(m.step): float(m.value) for m in mlc.get_metric_history(run_id, key)}
+
+    units: list[list[float]] = []
+    costs: list[tuple[float, ...]] = []
     for t in order:
-        run_id = t.user_attrs.get("mlflow_run_id")
+        run_id, value = t.user_attrs.get("mlflow_run_id"), float(t.value or math.nan)
         if run_id is None:  # a trial without its run: its value alone, cost unknown
-            units.append([float(t.value)])  # type: ignore[arg-type]
+            units.append([value])
             costs.append(run_cost(math.nan, math.nan, math.nan, {}, {}))
             continue
         data = mlc.get_run(run_id).data
-        units.append(
-            unit_scores(lambda key, r=run_id: {m.step: m.value for m in mlc.get_metric_history(r, key)}, t.value)
-        )  # type: ignore[misc, arg-type]
+        units.append(unit_scores(history(str(run_id)), value))
         models = [m for m in data.params.get("models", "").split(",") if m]
         layers = {m: data.params[f"layer.{m}"] for m in models if f"layer.{m}" in data.params}
         depth = {m: MODELS.get(m).num_layers if m in MODELS else None for m in models}
