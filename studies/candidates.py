@@ -31,6 +31,11 @@ def unit_scores(history: Callable[[str], Mapping[int, float]], value: float) -> 
     return [float(value)]
 
 
+def unit_source(history: Callable[[str], Mapping[int, float]]) -> str:
+    """Where ``unit_scores`` reads a run's units: ``cv/val_acc``, ``seed/val_acc``, or ``val/acc`` (one value)."""
+    return next((key for key in UNIT_SOURCES if history(key)), "val/acc")
+
+
 def deepest_layer(layers: Mapping[str, str], depth: Mapping[str, int | None]) -> float:
     """The deepest absolute layer a configuration reads (negative indices resolved by ``depth``; unknown: inf)."""
     deepest = -math.inf

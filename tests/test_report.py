@@ -459,6 +459,12 @@ def test_tie_columns_on_the_fixture(report) -> None:
 def test_report_names_the_rule_and_marks_tied_rows(report) -> None:
     md = (report.out_dir / "report.md").read_text()
     assert "Chosen by selection.rule = argmax" in md and "within one standard error" in md
+    # the fixture's sweep-toy dec and three fusion-toy trials log cv/val_acc, the others only seed/val_acc;
+    # dec's sweep has the per-layer artifact (4 layers besides its own), the other sweeps do not
+    assert (
+        "of 19 finished runs, 4 with per-unit cv/val_acc, 15 with per-seed seed/val_acc only; of 14 single-layer "
+        "points, 4 from cv/sweep_val_acc.npy and 10 from their run alone" in md
+    )
     grid = md.split("### Layer-wise accuracy on toy ")[1].split("\n#")[0]
     # dec's layers 2 and 4 are tied with the chosen layer 3 (bold); enc's layer 2 is not tied with its layer 1
     assert "| 2 | 0.8000 / 0.7900 ≈ | — / — | 0.7800 / 0.7700 |" in grid and "| 4 | 0.8200 / 0.8000 ≈ | — / — |" in grid

@@ -90,6 +90,12 @@ class ReportData:
 
         return unit_scores(lambda key: self.history(run_id, key), value)
 
+    def unit_source(self, run_id: str) -> str:
+        """Which history ``units`` read for a run (``cv/val_acc``, ``seed/val_acc``, or ``val/acc``)."""
+        from studies.candidates import unit_source
+
+        return unit_source(lambda key: self.history(run_id, key))
+
     def artifact(self, run_id: str, artifact: str) -> bytes | None:
         """The bytes of one artifact file of a run, or None when the run does not have it.
 

@@ -14,7 +14,7 @@ from benchmark.report.compare import paired_tests
 from benchmark.report.render import Bold, Doc, fmt, fmt_seeds, slug
 from benchmark.report.reproduce import CONFIG_ARTIFACT, command
 from benchmark.report.selection import SELECTION_RULE, display, layer_points, num_layers
-from benchmark.report.ties import TIED_MARK, UNIT_NOTE, rule_text, tie_groups
+from benchmark.report.ties import TIED_MARK, UNIT_NOTE, rule_text, tie_groups, units_summary
 from studies.presets import FUSION_METHODS
 
 if TYPE_CHECKING:
@@ -707,6 +707,7 @@ def build(data: ReportData, c: Computed, folder: Path, title: str) -> tuple[Doc,
     doc = Doc(title)
     files: list[Path] = []
     _intro(doc, data)
+    doc.note(units_summary(c.overall, c.points))
     _best_section(doc, c)
     _baseline_section(doc, c)
     _layer_section(doc, c, folder, files)

@@ -103,7 +103,8 @@ def layer_points(data: ReportData, depth: dict[str, int | None]) -> pd.DataFrame
     """
     import pandas as pd
 
-    from benchmark.report.ties import COST, UNITS, sweep_units
+    from benchmark.core.tracking import SWEEP_UNITS_ARTIFACT
+    from benchmark.report.ties import COST, SOURCE, UNITS, sweep_units
     from studies.selection import cost_key
 
     rows: list[dict[str, Any]] = []
@@ -130,6 +131,7 @@ def layer_points(data: ReportData, depth: dict[str, int | None]) -> pd.DataFrame
                     "own": True,
                     UNITS: data.units(t["run_id"], t["val/acc"]),
                     COST: cost_key(1, 0, 0, own),
+                    SOURCE: data.unit_source(t["run_id"]),
                 }
             )
         if swept:
@@ -145,13 +147,14 @@ def layer_points(data: ReportData, depth: dict[str, int | None]) -> pd.DataFrame
                     "own": False,
                     UNITS: [float(u) for u in grid[layer]] if grid is not None and layer < len(grid) else [v],
                     COST: cost_key(1, 0, 0, layer),
+                    SOURCE: SWEEP_UNITS_ARTIFACT if grid is not None and layer < len(grid) else "val/acc",
                 }
                 for layer, v in val.items()
                 if layer != own
             ]
     cols = [
         *("dataset", "model", "layer", "val/acc", "val/f1", "test/acc", "trial", "run_id", "study", "source", "own"),
-        *(UNITS, COST),
+        *(UNITS, COST, SOURCE),
     ]
     points = pd.DataFrame(rows, columns=cols)
     has_sweep = points.groupby(["dataset", "model"])["source"].transform(lambda s: (s == SWEEP).any()).astype(bool)

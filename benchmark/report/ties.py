@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from benchmark.core.tracking import SWEEP_UNITS_ARTIFACT
+from benchmark.core.tracking import CV_VAL_ACC, SEED_VAL_ACC, SWEEP_UNITS_ARTIFACT
 from studies.candidates import run_cost
 from studies.selection import RULE_TEXT, select
 
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
     from benchmark.report.runs import ReportData
 
-UNITS, COST = "units", "cost"
+UNITS, COST, SOURCE = "units", "cost", "unit_source"
 TIE_COLUMNS = ("n_units", "val_acc_se", "diff_se", "tied_with_best", "top", "picked")
 TIED_MARK = "≈"  # appended to a tied cell in grids
 UNIT_NOTE = (
@@ -32,6 +32,20 @@ UNIT_NOTE = (
     "(units = seeds), and a score without either (e.g. the unchosen layers of an older sweep) has a standard error "
     "of 0: it ties only on exact equality. Candidates scored on different numbers of units are not paired (SE 0)."
 )
+
+
+def units_summary(overall: pd.DataFrame, points: pd.DataFrame) -> str:
+    """Where a report's per-unit scores came from, in one sentence (``overall`` and ``points`` with ``unit_source``)."""
+    runs = overall[SOURCE].value_counts() if SOURCE in overall else {}
+    layers = points[SOURCE].value_counts() if SOURCE in points else {}
+    names = {CV_VAL_ACC: "per-unit cv/val_acc", SEED_VAL_ACC: "per-seed seed/val_acc only", "val/acc": "one value"}
+    parts = [f"{int(runs.get(k, 0))} with {v}" for k, v in names.items() if runs.get(k, 0)]
+    swept = int(layers.get(SWEEP_UNITS_ARTIFACT, 0))
+    return (
+        f"Per-unit scores of this report: of {len(overall)} finished runs, {', '.join(parts) or 'none'}; of "
+        f"{len(points)} single-layer points, {swept} from {SWEEP_UNITS_ARTIFACT} and {len(points) - swept} from "
+        "their run alone (a sweep's unchosen layers: one value, SE 0)."
+    )
 
 
 def rule_text(rule: str) -> str:
@@ -48,7 +62,7 @@ def trial_candidates(data: ReportData, df: pd.DataFrame, depth: dict[str, int | 
             df["n_models"], df["perf/fused_dim"], df["perf/feature_bytes"], df["layers"], strict=True
         )
     ]
-    return df.assign(**{UNITS: units, COST: costs})
+    return df.assign(**{UNITS: units, COST: costs, SOURCE: [data.unit_source(r) for r in df["run_id"]]})
 
 
 def sweep_units(data: ReportData, run_id: str) -> Any:
