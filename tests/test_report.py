@@ -473,6 +473,9 @@ def test_report_names_the_rule_and_marks_tied_rows(report) -> None:
     assert "| toy | dec@3 + enc@1 (hadamard) | fusion-toy | 2 | 0.8800 | 0.0000 | 3 | 0.8400 |" in tied
     assert "| dec + enc | concat | 4 / 2 | concat, hadamard |" in md
     assert "| hadamard | 0.8800 / 0.8400 ≈ |" in md
+    # the cost table: the three-model concat is tied with the overall best, search's dec@3 ([.86] x 3) is not
+    assert "| 48 | 2.00 | 3.500 | 0.3000 | yes |" in md and "| 16 | 1.00 | 2.000 | 0.1000 | no |" in md
+    assert "| toy | logistic regression | 1 | **0.8000** | 0.7800 |" in md
 
 
 def test_figure_2_shades_the_tied_layers(report) -> None:

@@ -543,7 +543,7 @@ def _baseline_section(doc: Doc, c: Computed) -> None:
     )
     _table(
         doc,
-        ["dataset", "classifier", "C", "val acc", "test acc (test)", "test over seeds (test)"],
+        ["dataset", "classifier", "C", "val acc", "test acc (test)", "test over seeds (test)", "tied with best"],
         [
             [
                 display(r["dataset"]),
@@ -552,6 +552,7 @@ def _baseline_section(doc: Doc, c: Computed) -> None:
                 (Bold if r["chosen"] else str)(fmt(r["val_acc"])),
                 fmt(r["test_acc"]),
                 fmt_seeds(r),
+                _tied(r["tied_with_best"]),
             ]
             for _, r in c.baseline.iterrows()
         ],
@@ -625,7 +626,11 @@ def _cost_section(doc: Doc, c: Computed, data: ReportData, folder: Path, files: 
     if c.cost.empty:
         doc.note("No run measured its cost (layer sweeps do not): run the `search` or `fusion-methods` preset.")
         return
-    doc.note("Runs that measured their cost; layer sweeps train every layer at once and are left out here.")
+    doc.note(
+        "Runs that measured their cost; layer sweeps train every layer at once and are left out here. Tied with best "
+        "(all runs): within one standard error of the dataset's best configuration over every finished run."
+    )
+    tied = set(c.overall.loc[c.overall["tied_with_best"].astype(bool), "run_id"])
     _table(
         doc,
         [
@@ -639,6 +644,7 @@ def _cost_section(doc: Doc, c: Computed, data: ReportData, folder: Path, files: 
             "feature MiB",
             "extract ms/sample",
             "head ms/sample",
+            "tied with best (all runs)",
         ],
         [
             [
@@ -652,6 +658,7 @@ def _cost_section(doc: Doc, c: Computed, data: ReportData, folder: Path, files: 
                 fmt(r["feature_mib"], 2),
                 fmt(r["extract_ms_per_sample"], 3),
                 fmt(r["head_ms_per_sample"], 4),
+                _tied(r["run_id"] in tied),
             ]
             for _, r in c.cost.iterrows()
         ],
@@ -686,6 +693,7 @@ def _cost_section(doc: Doc, c: Computed, data: ReportData, folder: Path, files: 
             "val acc",
             "test acc (test)",
             "test over seeds (test)",
+            "tied with best (all runs)",
         ],
         [
             [
@@ -696,6 +704,7 @@ def _cost_section(doc: Doc, c: Computed, data: ReportData, folder: Path, files: 
                 fmt(r["val_acc"]),
                 fmt(r["test_acc"]),
                 fmt_seeds(r),
+                _tied(r["run_id"] in tied),
             ]
             for _, r in c.pareto.iterrows()
         ],

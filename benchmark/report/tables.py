@@ -386,21 +386,25 @@ def baseline_label(row: pd.Series | Any) -> str:
 
 
 def baseline_grid(data: ReportData) -> pd.DataFrame:
-    """Every finished baseline trial, best first per dataset by the selection rule, with ``chosen`` marking the top."""
-    columns = (*CONFIG_COLUMNS, "classifier", "C", "chosen")
+    """Every finished baseline trial, best first per dataset by the selection rule, with ``chosen`` marking the top.
+
+    The baseline trials of a dataset are one ranking: ``tied_with_best`` marks those tied with the top.
+    """
+    columns = (*CONFIG_COLUMNS, "classifier", "C", "chosen", "tied_with_best")
     base = data.baselines
     if base is None or base.empty:
         return frame([], columns)
     rows = []
     for _, group in base.groupby("dataset", sort=True):
-        for i, (_, r) in enumerate(rank(group).iterrows()):
+        for _, r in tie_groups(trial_candidates(data, group, {}), ["dataset"], data.rule).iterrows():
             rows.append(
                 {
                     **_config_row(data, r),
                     "config": baseline_label(r),
                     "classifier": r["classifier"],
                     "C": float(r["C"]),
-                    "chosen": i == 0,
+                    "chosen": bool(r["top"]),
+                    "tied_with_best": bool(r["tied_with_best"]),
                 }
             )
     return frame(rows, columns)
