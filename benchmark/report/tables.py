@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from benchmark.report.selection import best, config_label, display, last_k, layers_label, num_layers, rank
 from benchmark.report.stats import seed_stats
-from benchmark.report.ties import COST, TIE_COLUMNS, UNITS, picked, tie_groups, trial_candidates
+from benchmark.report.ties import COST, TIE_COLUMNS, UNITS, picked, tie, tie_groups, trial_candidates
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -215,13 +215,19 @@ def _config_row(data: ReportData, row: pd.Series) -> dict[str, Any]:
     return out
 
 
+def choose(data: ReportData, trials: pd.DataFrame) -> pd.Series | None:
+    """The trial ``data.rule`` picks among trial rows ``trials`` as one ranking (None when none has val/acc)."""
+    trials = trials[trials["val/acc"].notna()]
+    return None if trials.empty else picked(tie(trial_candidates(data, trials, num_layers(data)), data.rule))
+
+
 def best_single(data: ReportData, dataset: str, members: tuple[str, ...] | None = None) -> pd.Series | None:
-    """Validation-selected single-model run on ``dataset`` (optionally only among ``members``)."""
+    """The single-model run ``selection.rule`` picks on ``dataset`` (optionally only among ``members``)."""
     t = data.trials
     mask = (t["dataset"] == dataset) & (t["n_models"] == 1)
     if members is not None:
         mask &= t["models"].map(lambda ms: ms[0] in members)
-    return best(t[mask])
+    return choose(data, t[mask])
 
 
 FUSION_COLUMNS = (*CONFIG_COLUMNS, "pair", "best_member", "best_member_test_acc", "gain_test_vs_member", "chosen")
@@ -318,10 +324,10 @@ def costed(data: ReportData) -> pd.DataFrame:
 
 
 def cost_by_models(data: ReportData) -> pd.DataFrame:
-    """Sec. 5.4: per dataset and number of models, the validation-selected costed run and what it costs."""
+    """Sec. 5.4: per dataset and number of models, the costed run the rule picks and what it costs."""
     rows = []
     for _, group in costed(data).groupby(["dataset", "n_models"], sort=True):
-        chosen = best(group)
+        chosen = choose(data, group)
         if chosen is not None:
             rows.append({**_config_row(data, chosen), **_costs(chosen), "trials": len(group)})
     return frame(rows, (*CONFIG_COLUMNS, *COST_COLUMNS, "trials"))
@@ -411,11 +417,11 @@ def baseline_grid(data: ReportData) -> pd.DataFrame:
 
 
 def best_baseline(data: ReportData, dataset: str) -> pd.Series | None:
-    """The validation-selected baseline trial on ``dataset`` (None without baseline runs)."""
+    """The baseline trial the rule picks on ``dataset`` (None without baseline runs)."""
     base = data.baselines
     if base is None or base.empty:
         return None
-    return best(base[base["dataset"] == dataset])
+    return choose(data, base[base["dataset"] == dataset])
 
 
 def baseline_test_acc(data: ReportData, dataset: str) -> float:
