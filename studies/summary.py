@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -13,6 +14,8 @@ from optuna.trial import TrialState
 
 from benchmark.core import tracking
 from benchmark.core.config import BenchConfig
+from studies.candidates import run_cost, unit_scores
+from studies.selection import ARGMAX, Selection, select
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -32,25 +35,80 @@ class StudyOutcome:
     best_value: float | None
     best_test_acc: float | None
     best_params: dict[str, Any]
+    rule: str = ARGMAX
+    tied: tuple[int, ...] = ()  # numbers of the trials tied with the highest mean validation accuracy
 
 
-def best_trial(trials: list[optuna.trial.FrozenTrial]) -> optuna.trial.FrozenTrial | None:
-    """The complete trial the reports select: highest val/acc, then highest val/f1, then lowest number.
+def ranked(trials: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
+    """Complete trials best first, as the reports rank them: highest val/acc, then val/f1, then lowest number.
 
     Not Optuna's ``best_trial``, which takes the first of equal values: on a validation tie (TF-IDF classifiers
     often tie on accuracy) the study summary must name the trial the reports name.
     """
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    return (
-        max(complete, key=lambda t: (t.value, t.user_attrs.get("val_f1", -math.inf), -t.number)) if complete else None
-    )
+    return sorted(complete, key=lambda t: (-float(t.value), -t.user_attrs.get("val_f1", -math.inf), t.number))  # type: ignore[arg-type]
+
+
+def best_trial(trials: list[optuna.trial.FrozenTrial]) -> optuna.trial.FrozenTrial | None:
+    """The complete trial with the highest val/acc (ties: ``ranked``'s order), or None."""
+    order = ranked(trials)
+    return order[0] if order else None
+
+
+def choose(
+    order: list[optuna.trial.FrozenTrial],
+    units: list[list[float]],
+    costs: list[tuple[float, ...]],
+    rule: str,
+) -> tuple[optuna.trial.FrozenTrial, Selection]:
+    """The trial ``rule`` chooses among ``ranked`` trials (with per-unit scores and costs), and the ranking."""
+    picked = select(units, costs, rule)
+    return order[picked.chosen], picked
+
+
+def _candidates(mlc: Any, order: list[optuna.trial.FrozenTrial]) -> tuple[list[list[float]], list[tuple[float, ...]]]:
+    """Per-unit validation scores and ``one-se`` costs of each trial, read off its MLflow run."""
+    from benchmark.core.models import MODELS
+
+    def history(run_id: str) -> Callable[[str], dict[int, float]]:
+        return lambda key: {int(m.step): float(m.value) for m in mlc.get_metric_history(run_id, key)}
+
+    units: list[list[float]] = []
+    costs: list[tuple[float, ...]] = []
+    for t in order:
+        run_id, value = t.user_attrs.get("mlflow_run_id"), float(t.value or math.nan)
+        if run_id is None:  # a trial without its run: its value alone, cost unknown
+            units.append([value])
+            costs.append(run_cost(math.nan, math.nan, math.nan, {}, {}))
+            continue
+        data = mlc.get_run(run_id).data
+        units.append(unit_scores(history(str(run_id)), value))
+        models = [m for m in data.params.get("models", "").split(",") if m]
+        layers = {m: data.params[f"layer.{m}"] for m in models if f"layer.{m}" in data.params}
+        depth = {m: MODELS.get(m).num_layers if m in MODELS else None for m in models}
+        costs.append(
+            run_cost(
+                float(data.params.get("n_models", len(models)) or len(models)),
+                data.metrics.get(tracking.PERF_FUSED_DIM, math.nan),
+                data.metrics.get(tracking.PERF_FEATURE_BYTES, math.nan),
+                layers,
+                depth,
+            )
+        )
+    return units, costs
 
 
 def summarise(study: optuna.Study, cfg: BenchConfig, mlc: Any, parent_run_id: str) -> StudyOutcome:
-    """Count trial states, find the best trial, and record the summary on the parent run."""
+    """Count trial states, choose a trial by ``selection.rule``, and record the summary and tie set on the parent run.
+
+    The rule changes only the choice, not the trials, so rerunning a finished study with another rule recomputes
+    its summary.
+    """
     trials = study.get_trials(deepcopy=False)
     count = {s: sum(t.state == s for t in trials) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
-    best = best_trial(trials)
+    order = ranked(trials)
+    best, picked = choose(order, *_candidates(mlc, order), cfg.selection.rule) if order else (None, None)
+    tied = tuple(order[i].number for i in picked.tied) if picked else ()
     outcome = StudyOutcome(
         name=study.study_name,
         storage=cfg.study.storage,
@@ -63,6 +121,8 @@ def summarise(study: optuna.Study, cfg: BenchConfig, mlc: Any, parent_run_id: st
         best_value=best.value if best else None,
         best_test_acc=best.user_attrs.get("test_acc") if best else None,
         best_params=dict(best.params) if best else {},
+        rule=cfg.selection.rule,
+        tied=tied,
     )
     metrics: dict[str, float] = {
         "study/complete": outcome.complete,
@@ -78,8 +138,22 @@ def summarise(study: optuna.Study, cfg: BenchConfig, mlc: Any, parent_run_id: st
         mlc,
         parent_run_id,
         metrics=metrics,
-        tags={"best_trial_run_id": best.user_attrs.get("mlflow_run_id", "") if best else ""},
+        tags={
+            "best_trial_run_id": best.user_attrs.get("mlflow_run_id", "") if best else "",
+            tracking.TAG_SELECTION_RULE: cfg.selection.rule,
+        },
     )
+    if picked is not None:
+        tie_set = {
+            "rule": cfg.selection.rule,
+            "best": order[picked.best].number,
+            "chosen": best.number if best else None,
+            "tied": [
+                {"trial": order[i].number, "val_acc": float(picked.mean[i]), "diff_se": float(picked.diff_se[i])}
+                for i in picked.tied
+            ],
+        }
+        tracking.log_text(mlc, parent_run_id, json.dumps(tie_set, indent=2), tracking.TIED_ARTIFACT)
     tracking.log_text(
         mlc, parent_run_id, json.dumps(dataclasses.asdict(outcome), indent=2, default=str), "study_summary.json"
     )

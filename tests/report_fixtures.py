@@ -73,10 +73,14 @@ def trial(
     preds: list[np.ndarray] | None = None,
     config: dict[str, Any] | None = None,
     baseline: tuple[str, float] | None = None,
+    units: list[float] | None = None,
+    sweep_units: list[list[float]] | None = None,
 ) -> dict[str, Any]:
     """One trial: ``seeds`` are its per-seed test accuracies (one seed at ``test`` when None).
 
     ``baseline`` (classifier, C) makes it a ``tfidf-baseline`` trial, logged with no models, as that preset does.
+    ``units`` are its per-unit validation accuracies (``cv/val_acc``; without them it has only ``seed/val_acc``, as
+    runs from before cross-validation), ``sweep_units`` a sweep's ``cv/sweep_val_acc.npy`` (layers x units).
     """
     return {
         "models": models,
@@ -92,6 +96,8 @@ def trial(
         "preds": preds,
         "config": config,
         "baseline": baseline,
+        "units": units,
+        "sweep_units": sweep_units,
     }
 
 
@@ -102,6 +108,10 @@ TRIO = perf(48, 2.0, 3.5, 0.3)
 SWEEP = {"perf/extract_ms_per_sample": 2.0, "perf/feature_bytes": 5 * 2**20, "perf/fused_dim": 16}
 # toy, dec: best layer 3 (val .85, test .83), last layer 4 (val .82, test .80): gains +.03 / +.03.
 # Its seeds [.82, .84, .83]: mean .83, std .01, 95% bootstrap CI [.82, .84] (each end has 1/27 > 2.5% mass).
+# Per-unit validation scores (3 units) of its layers: layer 3 [.86, .84, .85] is the best (SE .01 / sqrt 3);
+# layer 2 (differences [-.04, .14, .05]: mean .05, SE .09 / sqrt 3 = .052) and layer 4 ([-.04, .08, .05]: mean .03,
+# SE .036) are tied with it, layers 0 and 1 are not: tie set {2, 3, 4}; one-se picks layer 2 (the shallowest).
+DEC_UNITS = [[0.60] * 3, [0.70] * 3, [0.90, 0.70, 0.80], [0.86, 0.84, 0.85], [0.90, 0.76, 0.80]]
 SWEEP_TOY = [
     trial(
         "dec",
@@ -112,8 +122,11 @@ SWEEP_TOY = [
         seeds=[0.82, 0.84, 0.83],
         cost=SWEEP,
         sweep=([0.60, 0.70, 0.80, 0.85, 0.82], [0.58, 0.69, 0.79, 0.83, 0.80]),
+        units=DEC_UNITS[3],
+        sweep_units=DEC_UNITS,
     ),
     # toy, enc: best layer 1 (val .79, test .80), last layer 2 (val .78, test .77): gains +.01 / +.03.
+    # A sweep from before cross-validation: one value per layer, so SE 0 and a tie set of layer 1 alone.
     trial("enc", {"enc": "1"}, 0.79, 0.80, cost=SWEEP, sweep=([0.70, 0.79, 0.78], [0.69, 0.80, 0.77])),
     trial("dec", {"dec": "0"}, 0.99, 0.99, state="PRUNED", cost=DEC),  # never picked
 ]
@@ -138,7 +151,12 @@ LAST_K = [  # dec on toy: the best aggregation on validation is the mean of the 
     trial("dec", {"dec": "max:last2"}, 0.81, 0.79, cost=perf(16, 2.0, 2.0, 0.1)),
     trial("dec", {"dec": "min:last2"}, 0.78, 0.77, cost=perf(16, 2.0, 2.0, 0.1)),
 ]
-FUSION = [  # concat and hadamard tie on val .88; concat wins on val/f1 (.87 > .86): the best toy configuration
+# concat and hadamard tie on val .88; concat wins on val/f1 (.87 > .86): the best toy configuration. Per unit:
+# concat [.90, .86, .88]; hadamard [.88, .88, .88] (equal mean: tied); sum [.87, .85, .86] (differences
+# [.03, .01, .02]: mean .02 > SE .0058, not tied); the search's residual:quaternion (.87) has one unit, so it is not
+# paired (SE 0) and not tied. Tie set of the pair: {concat, hadamard}. Over every toy trial the multi-model concat
+# (seed/val_acc [.87] x 3: differences [.03, -.01, .01], mean .01 <= SE .0115) joins them.
+FUSION = [
     trial(
         "dec,enc",
         {"dec": "3", "enc": "1"},
@@ -149,9 +167,10 @@ FUSION = [  # concat and hadamard tie on val .88; concat wins on val/f1 (.87 > .
         cost=PAIR,
         preds=FUSION_PREDS,
         config=BEST_CONFIG,
+        units=[0.90, 0.86, 0.88],
     ),
-    trial("dec,enc", {"dec": "3", "enc": "1"}, 0.86, 0.87, fusion="sum", cost=PAIR),
-    trial("dec,enc", {"dec": "3", "enc": "1"}, 0.88, 0.84, f1=0.86, fusion="hadamard", cost=PAIR),
+    trial("dec,enc", {"dec": "3", "enc": "1"}, 0.86, 0.87, fusion="sum", cost=PAIR, units=[0.87, 0.85, 0.86]),
+    trial("dec,enc", {"dec": "3", "enc": "1"}, 0.88, 0.84, f1=0.86, fusion="hadamard", cost=PAIR, units=[0.88] * 3),
     trial("dec,enc", {"dec": "2", "enc": "1"}, 0.87, 0.89, cost=PAIR),  # concat again, lower val: not chosen
     # Pruned at val .62 and .64: the grid shows matmul as "pruned (0.6400)"; the pruned sum is hidden by the finished
     # one.
@@ -250,10 +269,14 @@ def _log_trial(
     histories = {"seed/test_acc": t["seeds"], "seed/val_acc": [t["val"]] * len(t["seeds"])}
     if t["sweep"]:
         histories["sweep/val_acc"], histories["sweep/test_acc"] = t["sweep"]
+    if t["units"]:
+        histories[tracking.CV_VAL_ACC] = t["units"]
     complete = t["state"] == "COMPLETE"
     # Like real trials: a pruned one keeps the last validation accuracy it reported; nothing else is scored.
     scored = metrics if complete else {"val/acc": t["val"]} if t["state"] == "PRUNED" else {}
     tracking.log_run_data(mlc, run_id, params=params, metrics=scored, histories=histories if complete else {})
+    if t["sweep_units"] and complete:
+        tracking.log_array(mlc, run_id, np.array(t["sweep_units"]), tracking.SWEEP_UNITS_ARTIFACT)
     for seed, pred in enumerate(t["preds"] or []):
         tracking.log_array(mlc, run_id, pred, tracking.PRED_ARTIFACT.format(seed=seed))
     if t["config"]:

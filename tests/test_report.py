@@ -7,6 +7,7 @@ import json
 import math
 import shlex
 
+import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 from report_fixtures import BEST_CONFIG, REPORTED, STUDIES, build_store
@@ -417,3 +418,93 @@ def test_report_at_reproduce_scale_stays_readable(tmp_path) -> None:
     assert table_rows("### Fusion chosen on validation per pair") == n_data * n_models * (n_models - 1) // 2
     assert table_rows("## Three or more models") == n_data * 5  # 4 triples and the quadruple
     assert md.count("(n=3)") > 100
+
+
+def test_tie_columns_on_the_fixture(report) -> None:
+    with (report.out_dir / "best_layers.csv").open() as fh:
+        rows = {(r["dataset"], r["model"]): r for r in csv.DictReader(fh)}
+    dec, enc, toy2 = rows["toy", "dec"], rows["toy", "enc"], rows["toy2", "dec"]
+    # dec: layer 3's units [.86, .84, .85] (SE .01 / sqrt 3); layers 2, 3 and 4 tied; the last layer (4) among them
+    assert float(dec["val_acc_se"]) == pytest.approx(0.01 / math.sqrt(3))
+    assert (dec["tied_with_best"], dec["tied_layers"], dec["top_layer"], dec["best_layer"]) == (
+        "True",
+        "2 3 4",
+        "3",
+        "3",
+    )
+    # enc and toy2: sweeps from before cross-validation, one value per layer: SE 0, ties only on equal accuracy
+    assert (enc["tied_with_best"], enc["tied_layers"], float(enc["val_acc_se"])) == ("False", "1", 0.0)
+    assert (toy2["tied_with_best"], toy2["tied_layers"], toy2["rule"]) == ("False", "2", "argmax")
+    sets = {(t["ranking"], t["dataset"], t.get("model") or t.get("pair") or ""): t for t in report.summary["tie_sets"]}
+    layers = sets["layer", "toy", "dec"]
+    assert (layers["rule"], layers["best"], layers["chosen"]) == ("argmax", "3", "3")
+    assert [t["candidate"] for t in layers["tied"]] == ["2", "3", "4"]
+    # SE of the paired differences to layer 3: [-.04, .14, .05] and [-.04, .08, .05]
+    se = [np.std(d, ddof=1) / math.sqrt(3) for d in ([-0.04, 0.14, 0.05], [0, 0, 0], [-0.04, 0.08, 0.05])]
+    assert [t["diff_se"] for t in layers["tied"]] == pytest.approx(se)
+    pair = sets["fusion", "toy", "dec + enc"]
+    assert [t["candidate"] for t in pair["tied"]] == ["concat", "hadamard"] and pair["chosen"] == "concat"
+    overall = sets["overall", "toy", ""]
+    assert [t["candidate"] for t in overall["tied"]] == [
+        "dec@3 + enc@1 (concat)",
+        "dec@3 + enc@1 (hadamard)",
+        "dec@3 + enc@1 + emb@1 (concat)",
+    ]
+    assert [t["test_acc"] for t in overall["tied"]] == [0.86, 0.84, 0.85]
+    assert {(r["config"], r["test_acc"]) for r in report.summary["tied_configs"]} >= {
+        ("dec@3 + enc@1 (hadamard)", 0.84)
+    }
+
+
+def test_report_names_the_rule_and_marks_tied_rows(report) -> None:
+    md = (report.out_dir / "report.md").read_text()
+    assert "Chosen by selection.rule = argmax" in md and "within one standard error" in md
+    # the fixture's sweep-toy dec and three fusion-toy trials log cv/val_acc, the others only seed/val_acc;
+    # dec's sweep has the per-layer artifact (4 layers besides its own), the other sweeps do not
+    assert (
+        "of 19 finished runs, 4 with per-unit cv/val_acc, 15 with per-seed seed/val_acc only; of 14 single-layer "
+        "points, 4 from cv/sweep_val_acc.npy and 10 from their run alone" in md
+    )
+    grid = md.split("### Layer-wise accuracy on toy ")[1].split("\n#")[0]
+    # dec's layers 2 and 4 are tied with the chosen layer 3 (bold); enc's layer 2 is not tied with its layer 1
+    assert "| 2 | 0.8000 / 0.7900 ≈ | — / — | 0.7800 / 0.7700 |" in grid and "| 4 | 0.8200 / 0.8000 ≈ | — / — |" in grid
+    tied = md.split("### Configurations tied with the best (validation)")[1].split("\n#")[0]
+    assert "| toy | **dec@3 + enc@1 (concat)** | fusion-toy | 0 | 0.8800 |" in tied
+    assert "| toy | dec@3 + enc@1 (hadamard) | fusion-toy | 2 | 0.8800 | 0.0000 | 3 | 0.8400 |" in tied
+    assert "| dec + enc | concat | 4 / 2 | concat, hadamard |" in md
+    assert "| hadamard | 0.8800 / 0.8400 ≈ |" in md
+    # the cost table: the three-model concat is tied with the overall best, search's dec@3 ([.86] x 3) is not
+    assert "| 48 | 2.00 | 3.500 | 0.3000 | yes |" in md and "| 16 | 1.00 | 2.000 | 0.1000 | no |" in md
+    assert "| toy | logistic regression | 1 | **0.8000** | 0.7800 |" in md
+
+
+def test_figure_2_shades_the_tied_layers(report) -> None:
+    from benchmark.report import plots
+    from benchmark.report.runs import load_runs
+    from benchmark.report.sections import compute
+
+    cfg = load_config(env={}, **{"tracking.uri": report.summary["tracking_uri"]})
+    c = compute(load_runs(cfg, ["sweep-toy"], []))
+    dec = c.points[c.points["model"] == "dec"]
+    fig = plots.acc_by_layer(dec, c.best_last[c.best_last["model"] == "dec"], "dec")
+    shaded = sorted(round(p.get_x() + 0.5) for p in fig.axes[0].patches)  # one span per tied layer
+    assert shaded == [2, 3, 4]
+
+
+def test_one_se_report_picks_the_shallowest_tied_layer(store, tmp_path) -> None:
+    cfg, _, _ = store
+    one_se = load_config(
+        env={},
+        **{
+            "tracking.uri": cfg.tracking.uri,
+            "tracking.artifact_root": cfg.tracking.artifact_root,
+            "selection.rule": "one-se",
+        },
+    )
+    result = write_report(one_se, studies=["sweep-toy"], out_dir=tmp_path / "one-se")
+    (dec,) = [r for r in result.summary["best_layers"] if r["model"] == "dec"]
+    assert (dec["best_layer"], dec["top_layer"], dec["rule"], dec["best_val_acc"]) == (2, 3, "one-se", 0.80)
+    assert (
+        result.summary["rule"] == "one-se"
+        and "Chosen by selection.rule = one-se" in (result.out_dir / "report.md").read_text()
+    )

@@ -22,6 +22,7 @@ DTYPES = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 OVERWRITE = ("missing", "always", "never")
 MONITORS = ("val/loss", "val/acc")
+SELECTION_RULES = ("argmax", "one-se")
 
 # Environment variable -> dotted config key. Applied after defaults, before the YAML file.
 ENV_KEYS = {
@@ -259,6 +260,22 @@ class StudyConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class SelectionConfig:
+    """How a choice among validation-scored candidates is made (the study summary, fused layers, reports)."""
+
+    rule: str = field(
+        default="argmax",
+        metadata=_help(
+            "argmax: the highest mean validation accuracy; one-se: the cheapest candidate (fewest models, then "
+            "smallest fused width / feature bytes, then shallowest layer) within one standard error of the best"
+        ),
+    )
+
+    def __post_init__(self) -> None:
+        _check_choice("selection.rule", self.rule, SELECTION_RULES)
+
+
+@dataclass(frozen=True, slots=True)
 class TrackingConfig:
     """MLflow tracking."""
 
@@ -314,6 +331,7 @@ class BenchConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     study: StudyConfig = field(default_factory=StudyConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)

@@ -24,6 +24,11 @@ Layout (the contract between ``studies`` and ``benchmark.report``):
   ``predictions/test_pred_seed<k>.npy``
   (predicted test labels in test order) for paired tests; the parent run holds the true labels as
   ``predictions/test_labels.npy``.
+  Per-unit validation scores (a unit is one (fold, seed) fit, u = fold * seeds + seed): history ``cv/val_acc``
+  (step = unit) and ``val/acc_se``; a layer sweep also ``sweep/val_acc_se`` (step = layer) and the artifact
+  ``cv/sweep_val_acc.npy`` (layers x units). Older runs have only ``seed/val_acc`` (units = seeds). The parent run's
+  summary names the selection rule (tag ``layerfuse.selection_rule``) and the trials tied with the best
+  (``tie_set.json``).
 - Every experiment carries ``mlflow.experimentKind=custom_model_development`` so MLflow 3's UI opens its
   model-training view. Study parent runs and trial runs list the splits they use as MLflow dataset inputs
   (name = dataset label, digest = the split's data hash as in the cache key, context ``train``/``validation``/
@@ -72,6 +77,15 @@ KIND_TRIAL = "trial"
 METRICS = ("val/acc", "val/f1", "test/acc", "test/f1")
 SEED_HISTORIES = ("seed/val_acc", "seed/test_acc")
 SWEEP_HISTORIES = ("sweep/val_acc", "sweep/test_acc")
+CV_VAL_ACC = "cv/val_acc"
+VAL_ACC_SE = "val/acc_se"
+SWEEP_VAL_ACC_SE = "sweep/val_acc_se"
+SWEEP_UNITS_ARTIFACT = "cv/sweep_val_acc.npy"
+SEED_VAL_ACC = SEED_HISTORIES[0]  # per-unit scores of runs from before cross-validation (units = seeds)
+TAG_SELECTION_RULE = "layerfuse.selection_rule"  # parent run: the rule that chose its best trial
+PERF_FUSED_DIM = "perf/fused_dim"  # with PERF_FEATURE_BYTES, the one-se rule's cost after the number of models
+PERF_FEATURE_BYTES = "perf/feature_bytes"
+TIED_ARTIFACT = "tie_set.json"  # parent run: the trials tied with the best, and the rule
 PRED_ARTIFACT = "predictions/test_pred_seed{seed}.npy"
 TEST_LABELS_ARTIFACT = "predictions/test_labels.npy"  # on the parent run: true test labels, test order
 CONFIG_ARTIFACT = "config.yaml"

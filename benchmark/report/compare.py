@@ -11,9 +11,9 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from benchmark.core.tracking import PRED_ARTIFACT, TEST_LABELS_ARTIFACT
-from benchmark.report.selection import best, config_label
+from benchmark.report.selection import config_label
 from benchmark.report.stats import mcnemar_exact, paired_t
-from benchmark.report.tables import baseline_label, best_baseline, best_single
+from benchmark.report.tables import baseline_label, best_baseline, best_single, choose
 
 if TYPE_CHECKING:
     import numpy as np
@@ -90,7 +90,7 @@ def paired_tests(data: ReportData) -> list[dict[str, Any]]:
     out = []
     trials = data.trials
     for dataset in sorted(trials["dataset"].unique()):
-        fused = best(trials[(trials["dataset"] == dataset) & (trials["n_models"] >= 2)])
+        fused = choose(data, trials[(trials["dataset"] == dataset) & (trials["n_models"] >= 2)])
         single = best_single(data, str(dataset))
         if fused is None or single is None:
             continue

@@ -130,7 +130,8 @@ def _prepare(out: Path, force: bool) -> None:
 def _summary(
     data: ReportData, c: Computed, studies: Sequence[str], experiments: Sequence[str], title: str, uri: str
 ) -> dict[str, Any]:
-    from benchmark.report.selection import SELECTION_RULE
+    from benchmark.report.selection import SELECTION_RULE, config_label
+    from benchmark.report.ties import rule_text, tie_sets
 
     best = _records(c.best)
     for row in best:
@@ -143,6 +144,16 @@ def _summary(
             "requested_experiments": list(experiments),
             "tracking_uri": uri,
             "selection_rule": SELECTION_RULE,
+            "rule": data.rule,
+            "rule_text": rule_text(data.rule),
+            "tie_sets": [
+                *tie_sets(c.points, "layer", ["dataset", "model"], lambda r: str(int(r["layer"])), data.rule),
+                *tie_sets(c.last_k, "last_k", ["dataset", "model"], lambda r: f"{r['agg']}:last{r['k']}", data.rule),
+                *tie_sets(c.fusion, "fusion", ["dataset", "pair"], lambda r: str(r["fusion"]), data.rule),
+                *tie_sets(c.multi, "model_set", ["dataset"], lambda r: str(r["models"]), data.rule),
+                *tie_sets(c.overall, "overall", ["dataset"], config_label, data.rule),
+            ],
+            "tied_configs": _records(c.tied),
             "trial_counts": data.counts,
             "finished_trials": len(data.trials),
             "num_layers": c.depth,

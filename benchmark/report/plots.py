@@ -93,7 +93,8 @@ def acc_by_layer(points: pd.DataFrame, rows: pd.DataFrame, model: str) -> Figure
     fusions of one input) are drawn as unjoined diamonds with their own legend entry.
 
     Args:
-        points: ``layer_points`` rows of this model (columns dataset, layer, val/acc, test/acc, source).
+        points: ``layer_points`` rows of this model (columns dataset, layer, val/acc, test/acc, source, and
+            optionally tied_with_best: those layers are shaded in the dataset's colour).
         rows: ``best_vs_last`` rows of this model (best_layer, last_layer per dataset).
         model: Model name for the title.
     """
@@ -112,6 +113,9 @@ def acc_by_layer(points: pd.DataFrame, rows: pd.DataFrame, model: str) -> Figure
         trials = points[mine & ~swept]
         ax.plot(trials["layer"], trials["val/acc"], "D", color=color, mfc="none", ms=6, mew=1.5)
         ax.plot(trials["layer"], trials["test/acc"], "D", color=color, ms=4.5, alpha=0.75)
+        tied = points[mine & points["tied_with_best"].astype(bool)] if "tied_with_best" in points else points.iloc[0:0]
+        for layer in tied["layer"]:
+            ax.axvspan(layer - 0.5, layer + 0.5, color=color, alpha=0.12, lw=0)
         info = rows[rows["dataset"] == dataset]
         if len(info):
             b = info.iloc[0]
@@ -124,6 +128,8 @@ def acc_by_layer(points: pd.DataFrame, rows: pd.DataFrame, model: str) -> Figure
         _key(ax, f"validation: {FROM_TRIALS}", ls="none", marker="D", mfc="none", ms=6, mew=1.5)
         _key(ax, f"test: {FROM_TRIALS}", ls="none", marker="D", ms=4.5)
     _key(ax, "best layer (chosen on validation)", ls="none", marker="*", ms=12, color="grey", mec="black")
+    if "tied_with_best" in points and points["tied_with_best"].astype(bool).any():
+        _key(ax, "shaded: tied with the best (within 1 SE)", lw=8, alpha=0.25, color="grey")
     lasts = sorted({int(v) for v in rows["last_layer"] if v is not None and not math.isnan(v)}) if len(rows) else []
     for j, last in enumerate(lasts):
         ax.axvline(last, color="grey", ls=":", lw=1.5, label=f"last layer (L={last})" if j == 0 else None)

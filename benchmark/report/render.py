@@ -1,6 +1,7 @@
-"""A tiny document model rendered twice: Markdown (images beside it) and self-contained HTML (images embedded).
+"""A tiny document model written as Markdown (images beside it), and that Markdown as self-contained HTML.
 
-Both renderings come from the same ``Doc`` blocks, so the two files always say the same thing.
+The HTML is markdown-it's rendering of the Markdown file (images embedded) in a Jinja2 page, so the two files
+always say the same thing.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}th{background:#f
 td:first-child,th:first-child{text-align:left}
 img{max-width:100%;border:1px solid #eee}figure{margin:1em 0}figcaption{font-size:.9em;color:#555}
 code,pre{background:#f6f6f6;padding:.1em .3em;border-radius:3px}pre{padding:.7em;overflow-x:auto;white-space:pre-wrap}
-.note{color:#555;font-size:.9em}"""
+p>em:only-child{color:#555;font-size:.9em}"""
 
 
 def fmt(x: Any, digits: int = 4, sign: bool = False) -> str:
@@ -116,10 +117,11 @@ def to_markdown(doc: Doc) -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
-def _inline(text: str) -> str:
-    """Escape, then turn `code` spans into <code>."""
-    parts = html.escape(str(text)).split("`")
-    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
+PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>{{ title }}</title><style>{{ css | safe }}</style></head><body>
+{{ body | safe }}</body></html>
+"""
 
 
 def _img_src(folder: Path, name: str) -> str:
@@ -128,44 +130,21 @@ def _img_src(folder: Path, name: str) -> str:
 
 
 def to_html(doc: Doc, folder: Path) -> str:
-    """One self-contained HTML page: PNGs from ``folder`` embedded as base64 ``data:`` URIs.
+    """One self-contained HTML page: the Markdown rendering through markdown-it, PNGs from ``folder`` embedded.
 
-    Each ``<img>`` also carries ``data-file`` with the PNG's file name beside the page.
+    Each ``<img>`` carries its PNG as a base64 ``data:`` URI and ``data-file`` with the PNG's file name beside the
+    page. Raw HTML in the text is escaped, not passed through.
     """
-    out = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{html.escape(doc.title)}</title><style>{CSS}</style></head><body>",
-        f"<h1>{html.escape(doc.title)}</h1>",
-    ]
-    for block in doc.blocks:
-        kind = block[0]
-        if kind == "h":
-            out.append(f"<h{block[1]}>{_inline(str(block[2]))}</h{block[1]}>")
-        elif kind == "p":
-            out.append(f"<p>{_inline(str(block[1]))}</p>")
-        elif kind == "note":
-            out.append(f'<p class="note">{_inline(str(block[1]))}</p>')
-        elif kind == "code":
-            out.append(f"<pre><code>{html.escape(str(block[1]))}</code></pre>")
-        elif kind == "table":
-            headers, rows = cast("list[str]", block[1]), cast("list[list[str]]", block[2])
-            head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
-            body = "".join(
-                "<tr>"
-                + "".join(
-                    f"<td><b>{html.escape(c)}</b></td>" if isinstance(c, Bold) else f"<td>{html.escape(str(c))}</td>"
-                    for c in row
-                )
-                + "</tr>"
-                for row in rows
-            )
-            out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
-        elif kind == "img":
-            name, caption = str(block[1]), str(block[2])
-            out.append(
-                f'<figure><img src="{_img_src(folder, name)}" data-file="{html.escape(name)}" '
-                f'alt="{html.escape(caption)}"><figcaption>{html.escape(caption)}</figcaption></figure>'
-            )
-    out.append("</body></html>")
-    return "\n".join(out) + "\n"
+    import jinja2
+    from markdown_it import MarkdownIt
+
+    md = MarkdownIt("commonmark", {"html": False}).enable("table")
+
+    def image(renderer: Any, tokens: Any, idx: int, options: Any, env: Any) -> str:
+        token = tokens[idx]
+        name, alt = str(token.attrGet("src")), html.escape(token.content)
+        return f'<img src="{_img_src(folder, name)}" data-file="{html.escape(name)}" alt="{alt}">'
+
+    md.add_render_rule("image", image)
+    template = jinja2.Environment(autoescape=True).from_string(PAGE)
+    return template.render(title=doc.title, css=CSS, body=md.render(to_markdown(doc)))

@@ -65,6 +65,7 @@ class ReportData:
         parents: One row per study parent run (``run_id``, ``study``, ``preset``, ``dataset``, ``experiment``).
         counts: Trial states per study, e.g. ``{"s": {"COMPLETE": 3, "PRUNED": 1}}``.
         mlc: The MLflow client the data came from.
+        rule: ``selection.rule`` of the report (``argmax`` or ``one-se``): how each ranking chooses.
     """
 
     trials: pd.DataFrame
@@ -73,6 +74,7 @@ class ReportData:
     mlc: MlflowClient
     baselines: pd.DataFrame | None = None
     pruned: pd.DataFrame | None = None
+    rule: str = "argmax"
     _histories: dict[tuple[str, str], dict[int, float]] = field(default_factory=dict, repr=False)
 
     def history(self, run_id: str, key: str) -> dict[int, float]:
@@ -81,6 +83,18 @@ class ReportData:
             points = self.mlc.get_metric_history(run_id, key)
             self._histories[run_id, key] = {int(m.step): float(m.value) for m in points}
         return self._histories[run_id, key]
+
+    def units(self, run_id: str, value: float) -> list[float]:
+        """Per-unit validation accuracies of a run (``cv/val_acc``, else ``seed/val_acc``, else ``[value]``)."""
+        from studies.candidates import unit_scores
+
+        return unit_scores(lambda key: self.history(run_id, key), value)
+
+    def unit_source(self, run_id: str) -> str:
+        """Which history ``units`` read for a run (``cv/val_acc``, ``seed/val_acc``, or ``val/acc``)."""
+        from studies.candidates import unit_source
+
+        return unit_source(lambda key: self.history(run_id, key))
 
     def artifact(self, run_id: str, artifact: str) -> bytes | None:
         """The bytes of one artifact file of a run, or None when the run does not have it.
@@ -264,4 +278,6 @@ def load_runs(cfg: BenchConfig, studies: list[str], experiments: list[str]) -> R
     trials, baselines = every[~lexical].reset_index(drop=True), every[lexical].reset_index(drop=True)
     log.info("report: %d finished trials (+%d baseline) from %d studies", len(trials), len(baselines), len(counts))
     cut = pd.DataFrame(pruned, columns=list(every.columns))
-    return ReportData(trials=trials, parents=chosen, counts=counts, mlc=mlc, baselines=baselines, pruned=cut)
+    return ReportData(
+        trials=trials, parents=chosen, counts=counts, mlc=mlc, baselines=baselines, pruned=cut, rule=cfg.selection.rule
+    )

@@ -13,7 +13,8 @@ from benchmark.report import plots, tables
 from benchmark.report.compare import paired_tests
 from benchmark.report.render import Bold, Doc, fmt, fmt_seeds, slug
 from benchmark.report.reproduce import CONFIG_ARTIFACT, command
-from benchmark.report.selection import SELECTION_RULE, display, layer_points, num_layers, rank
+from benchmark.report.selection import SELECTION_RULE, display, layer_points, num_layers
+from benchmark.report.ties import TIED_MARK, UNIT_NOTE, rule_text, tie_groups, units_summary
 from studies.presets import FUSION_METHODS
 
 if TYPE_CHECKING:
@@ -42,13 +43,17 @@ class Computed:
     baseline: pd.DataFrame
     lexical: dict[str, float]  # dataset -> test accuracy of the validation-selected TF-IDF baseline
     pruned_fusion: pd.DataFrame  # two-model (pair, fusion) cells whose every trial was pruned
+    overall: pd.DataFrame  # every finished trial, ranked per dataset with the tie columns
+    tied: pd.DataFrame  # per dataset, the configurations tied with the best, with their test scores
 
 
 def compute(data: ReportData) -> Computed:
     """Run every table function of ``tables`` and ``compare`` on ``data``."""
     depth = num_layers(data)
-    points = layer_points(data, depth)
-    best = tables.best_configs(data)
+    points = tie_groups(layer_points(data, depth), ["dataset", "model"], data.rule)
+    points = points.sort_values(["dataset", "model", "layer"]).reset_index(drop=True)
+    ranked = tables.overall(data)
+    best = tables.best_configs(data, ranked)
     trials = data.trials.set_index("run_id", drop=False)
     commands = {}
     for _, r in best.iterrows():
@@ -73,6 +78,8 @@ def compute(data: ReportData) -> Computed:
         grid,
         lexical,
         tables.pruned_fusions(data),
+        ranked,
+        tables.tied_configs(data, ranked),
     )
 
 
@@ -107,6 +114,15 @@ def _figure(doc: Doc, fig: Any, folder: Path, name: str, caption: str, files: li
     doc.image(name, caption)
 
 
+def _tied(flag: Any) -> str:
+    return "yes" if bool(flag) else "no"
+
+
+def _mark(text: str, tied: Any) -> str:
+    """A grid cell with the tie mark when its candidate is tied with the best (the chosen one is bold instead)."""
+    return f"{text} {TIED_MARK}" if bool(tied) else text
+
+
 def _intro(doc: Doc, data: ReportData) -> None:
     t, base = data.trials, data.baselines
     datasets = sorted({display(d) for d in (*t["dataset"], *(() if base is None else base["dataset"]))})
@@ -120,6 +136,12 @@ def _intro(doc: Doc, data: ReportData) -> None:
         "validation split); columns marked (test) are test scores of the validation-selected configuration. "
         "Where several seeds exist, ± is the sample std over seeds and [..] a 95% percentile-bootstrap "
         "interval of the mean (10,000 resamples, seed 0)."
+    )
+    doc.note(
+        f"Chosen by selection.rule = {data.rule} ({rule_text(data.rule)}). Every ranking also has a tie set: the "
+        "candidates whose mean validation accuracy is within one standard error of the best's, the standard error "
+        f"being that of the paired per-unit differences to the best; tables mark them (tied with best: yes, or "
+        f"{TIED_MARK} in a grid). {UNIT_NOTE}"
     )
 
 
@@ -156,6 +178,28 @@ def _best_section(doc: Doc, c: Computed) -> None:
             "vs TF-IDF (test)",
         ],
         rows,
+    )
+    doc.heading("Configurations tied with the best (validation)", 3)
+    doc.note(
+        f"Every configuration within one standard error of each dataset's best on validation ({len(c.tied)} in all), "
+        "with its test accuracy: the spread the single choice above hides. Bold: the one the rule chose."
+    )
+    _table(
+        doc,
+        ["dataset", "configuration", "study", "trial", "val acc", "val SE", "units", "test acc (test)"],
+        [
+            [
+                display(r["dataset"]),
+                (Bold if r["picked"] else str)(r["config"]),
+                r["study"],
+                str(r["trial"]),
+                fmt(r["val_acc"]),
+                fmt(r["val_acc_se"]),
+                str(int(r["n_units"])),
+                fmt(r["test_acc"]),
+            ]
+            for _, r in c.tied.iterrows()
+        ],
     )
     for dataset, cmd in c.commands.items():
         doc.para(
@@ -209,6 +253,9 @@ def _layer_section(doc: Doc, c: Computed, folder: Path, files: list[Path]) -> No
             "gain val",
             "gain (test)",
             "best over seeds (test)",
+            "best val SE",
+            "layers tied with best",
+            "last tied with best",
             "TF-IDF (test)",
         ],
         [
@@ -225,6 +272,9 @@ def _layer_section(doc: Doc, c: Computed, folder: Path, files: list[Path]) -> No
                 fmt(r["gain_val"], sign=True),
                 Bold(fmt(r["gain_test"], sign=True)),
                 fmt_seeds(r, "best_"),
+                fmt(r["val_acc_se"]),
+                r["tied_layers"],
+                _tied(r["tied_with_best"]) if r["last_layer"] is not None else "—",
                 _lexical(c, r["dataset"]),
             ]
             for _, r in c.best_last.iterrows()
@@ -235,15 +285,23 @@ def _layer_section(doc: Doc, c: Computed, folder: Path, files: list[Path]) -> No
         layers, models = val.index.union(test.index), val.columns.union(test.columns)
         val, test = val.reindex(index=layers, columns=models), test.reindex(index=layers, columns=models)
         chosen = {r["model"]: r["best_layer"] for _, r in c.best_last[c.best_last["dataset"] == dataset].iterrows()}
+        sub = c.points[c.points["dataset"] == dataset]
+        sub = sub[sub["tied_with_best"].astype(bool)]
+        tied = set(zip(sub["layer"], sub["model"], strict=True))
         doc.heading(f"Layer-wise accuracy on {display(dataset)} (Tables 3-4)", 3)
-        doc.note("Each cell: validation / test accuracy of that single layer; bold = the layer chosen on validation.")
+        doc.note(
+            "Each cell: validation / test accuracy of that single layer; bold = the layer chosen on validation; "
+            f"{TIED_MARK} = another layer tied with the model's best."
+        )
         doc.table(
             ["layer", *[f"{display(str(m))} (val / test)" for m in models]],
             [
                 [
                     str(layer),
                     *[
-                        (Bold if chosen.get(m) == layer else str)(f"{fmt(val.at[layer, m])} / {fmt(v)}")
+                        (Bold if chosen.get(m) == layer else str)(
+                            _mark(f"{fmt(val.at[layer, m])} / {fmt(v)}", (layer, m) in tied and chosen.get(m) != layer)
+                        )
                         for m, v in row.items()
                     ],
                 ]
@@ -274,7 +332,7 @@ def _last_k_section(doc: Doc, c: Computed, folder: Path, files: list[Path]) -> N
     if flat:
         doc.note(f"No last-k figure for {', '.join(display(m) for m in flat)}: only k = 1 was scored (one layer).")
     best = tables.last_k_best(c.last_k)
-    top = set(rank(c.last_k).drop_duplicates(["dataset", "model"])["run_id"])
+    top = set(c.last_k.loc[c.last_k["picked"].astype(bool), "run_id"])
     _table(
         doc,
         [
@@ -287,6 +345,7 @@ def _last_k_section(doc: Doc, c: Computed, folder: Path, files: list[Path]) -> N
             "test acc (test)",
             "test over seeds (test)",
             "TF-IDF (test)",
+            "tied with best",
         ],
         [
             [
@@ -299,13 +358,15 @@ def _last_k_section(doc: Doc, c: Computed, folder: Path, files: list[Path]) -> N
                 fmt(r["test/acc"]),
                 fmt_seeds(r),
                 _lexical(c, r["dataset"]),
+                _tied(r["tied_with_best"]),
             ]
             for _, r in best.iterrows()
         ],
     )
     doc.note(
         "One row per aggregation: the k chosen on validation among those scored (every k is in the figure and "
-        "in summary.json); bold: the aggregation and k chosen on validation for each model and dataset."
+        "in summary.json); bold: the aggregation and k chosen on validation for each model and dataset; tied with "
+        "best: within one standard error of the model's best aggregation and k."
     )
 
 
@@ -332,6 +393,10 @@ def _fusion_section(doc: Doc, c: Computed, folder: Path, files: list[Path]) -> N
     doc.heading("Fusion chosen on validation per pair", 3)
     chosen, cut = c.fusion[c.fusion["chosen"]], c.pruned_fusion
 
+    def tied_fusions(dataset: Any, pair: str) -> str:
+        rows = c.fusion[(c.fusion["dataset"] == dataset) & (c.fusion["pair"] == pair) & c.fusion["tied_with_best"]]
+        return ", ".join(rows["fusion"])
+
     def tried(dataset: Any, pair: str) -> str:
         finished = (c.fusion["dataset"] == dataset) & (c.fusion["pair"] == pair)
         pruned = (cut["dataset"] == dataset) & (cut["pair"] == pair)
@@ -344,6 +409,7 @@ def _fusion_section(doc: Doc, c: Computed, folder: Path, files: list[Path]) -> N
             "pair",
             "fusion (val-selected)",
             "fusions finished / pruned",
+            "fusions tied with best",
             "layers (val-selected)",
             "val acc",
             "test acc (test)",
@@ -359,6 +425,7 @@ def _fusion_section(doc: Doc, c: Computed, folder: Path, files: list[Path]) -> N
                 r["pair"],
                 r["fusion"],
                 tried(r["dataset"], r["pair"]),
+                tied_fusions(r["dataset"], r["pair"]),
                 r["layers_label"],
                 fmt(r["val_acc"]),
                 fmt(r["test_acc"]),
@@ -389,6 +456,7 @@ def _fusion_section(doc: Doc, c: Computed, folder: Path, files: list[Path]) -> N
         }
         for _, r in sub.iterrows():
             text = f"{fmt(r['val_acc'])} / {fmt(r['test_acc'])}{_other_preset(r['preset'])}"
+            text = _mark(text, r["tied_with_best"] and not r["chosen"])
             cells[r["fusion"], r["pair"]] = Bold(text) if r["chosen"] else text
         doc.heading(f"Every fusion method on {display(dataset)}", 3)
         doc.table(
@@ -397,9 +465,10 @@ def _fusion_section(doc: Doc, c: Computed, folder: Path, files: list[Path]) -> N
         )
     doc.note(
         "Each cell: validation / test accuracy of that fusion at the layers chosen on validation; bold: the "
-        "fusion chosen on validation for the pair; (preset): the cell's best trial came from another preset (e.g. "
-        "search), with its own layers and head; pruned (x): every trial of the cell was cut by the pruner, x the "
-        "validation accuracy it last reported (no test score); —: not run."
+        f"fusion chosen on validation for the pair; {TIED_MARK}: another fusion tied with the pair's best; "
+        "(preset): the cell's best trial came from another preset (e.g. search), with its own layers and head; "
+        "pruned (x): every trial of the cell was cut by the pruner, x the validation accuracy it last reported (no "
+        "test score); —: not run."
     )
 
 
@@ -427,6 +496,7 @@ def _multi_section(doc: Doc, c: Computed) -> None:
             "test over seeds (test)",
             "TF-IDF (test)",
             "vs TF-IDF (test)",
+            "tied with best",
         ],
         [
             [
@@ -440,11 +510,15 @@ def _multi_section(doc: Doc, c: Computed) -> None:
                 fmt_seeds(r),
                 _lexical(c, r["dataset"]),
                 _vs_lexical(c, r["dataset"], r["test_acc"]),
+                _tied(r["tied_with_best"]) if (multi["dataset"] == r["dataset"]).sum() > 1 else "only set",
             ]
             for _, r in multi.iterrows()
         ],
     )
-    doc.note("One row per dataset and model set: the fusion method and layers chosen on validation for that set.")
+    doc.note(
+        "One row per dataset and model set: the fusion method and layers chosen on validation for that set; tied "
+        "with best: within one standard error of the dataset's best model set on validation."
+    )
 
 
 def _ttest(t: dict[str, Any] | None) -> str:
@@ -469,7 +543,7 @@ def _baseline_section(doc: Doc, c: Computed) -> None:
     )
     _table(
         doc,
-        ["dataset", "classifier", "C", "val acc", "test acc (test)", "test over seeds (test)"],
+        ["dataset", "classifier", "C", "val acc", "test acc (test)", "test over seeds (test)", "tied with best"],
         [
             [
                 display(r["dataset"]),
@@ -478,6 +552,7 @@ def _baseline_section(doc: Doc, c: Computed) -> None:
                 (Bold if r["chosen"] else str)(fmt(r["val_acc"])),
                 fmt(r["test_acc"]),
                 fmt_seeds(r),
+                _tied(r["tied_with_best"]),
             ]
             for _, r in c.baseline.iterrows()
         ],
@@ -551,7 +626,11 @@ def _cost_section(doc: Doc, c: Computed, data: ReportData, folder: Path, files: 
     if c.cost.empty:
         doc.note("No run measured its cost (layer sweeps do not): run the `search` or `fusion-methods` preset.")
         return
-    doc.note("Runs that measured their cost; layer sweeps train every layer at once and are left out here.")
+    doc.note(
+        "Runs that measured their cost; layer sweeps train every layer at once and are left out here. Tied with best "
+        "(all runs): within one standard error of the dataset's best configuration over every finished run."
+    )
+    tied = set(c.overall.loc[c.overall["tied_with_best"].astype(bool), "run_id"])
     _table(
         doc,
         [
@@ -565,6 +644,7 @@ def _cost_section(doc: Doc, c: Computed, data: ReportData, folder: Path, files: 
             "feature MiB",
             "extract ms/sample",
             "head ms/sample",
+            "tied with best (all runs)",
         ],
         [
             [
@@ -578,6 +658,7 @@ def _cost_section(doc: Doc, c: Computed, data: ReportData, folder: Path, files: 
                 fmt(r["feature_mib"], 2),
                 fmt(r["extract_ms_per_sample"], 3),
                 fmt(r["head_ms_per_sample"], 4),
+                _tied(r["run_id"] in tied),
             ]
             for _, r in c.cost.iterrows()
         ],
@@ -612,6 +693,7 @@ def _cost_section(doc: Doc, c: Computed, data: ReportData, folder: Path, files: 
             "val acc",
             "test acc (test)",
             "test over seeds (test)",
+            "tied with best (all runs)",
         ],
         [
             [
@@ -622,6 +704,7 @@ def _cost_section(doc: Doc, c: Computed, data: ReportData, folder: Path, files: 
                 fmt(r["val_acc"]),
                 fmt(r["test_acc"]),
                 fmt_seeds(r),
+                _tied(r["run_id"] in tied),
             ]
             for _, r in c.pareto.iterrows()
         ],
@@ -633,6 +716,7 @@ def build(data: ReportData, c: Computed, folder: Path, title: str) -> tuple[Doc,
     doc = Doc(title)
     files: list[Path] = []
     _intro(doc, data)
+    doc.note(units_summary(c.overall, c.points))
     _best_section(doc, c)
     _baseline_section(doc, c)
     _layer_section(doc, c, folder, files)

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 SWEEP = LAYER_SWEEP  # the source of a point scored by a layer-sweep run
 PLAIN_FUSION = "concat"  # of one input: the input itself
 SELECTION_RULE = (
-    "validation-selected: highest val/acc, ties broken by higher val/f1, then lower trial number, "
+    "validation-selected: highest mean val/acc over units, ties broken by higher val/f1, then lower trial number, "
     "then lower layer index; test accuracy is reported for the chosen configuration only"
 )
 
@@ -97,8 +97,15 @@ def layer_points(data: ReportData, depth: dict[str, int | None]) -> pd.DataFrame
     every layer with the same head settings. Only for a (dataset, model) without a sweep do single-model
     trials of other presets whose layer spec is one layer fill in (``source`` says which). ``own`` is True when
     the row's run was trained and selected at exactly that layer, so its per-seed histories describe it.
+    ``units`` holds each point's per-unit validation scores (a sweep's ``cv/sweep_val_acc.npy`` row, else the run's
+    own units for its chosen layer, else the single value) and ``cost`` its ``one-se`` cost (the layer: every layer
+    of a model has the same width).
     """
     import pandas as pd
+
+    from benchmark.core.tracking import SWEEP_UNITS_ARTIFACT
+    from benchmark.report.ties import COST, SOURCE, UNITS, sweep_units
+    from studies.selection import cost_key
 
     rows: list[dict[str, Any]] = []
     for t in data.trials[data.trials["n_models"] == 1].to_dict("records"):
@@ -122,10 +129,14 @@ def layer_points(data: ReportData, depth: dict[str, int | None]) -> pd.DataFrame
                     "val/f1": t["val/f1"],
                     "test/acc": t["test/acc"],
                     "own": True,
+                    UNITS: data.units(t["run_id"], t["val/acc"]),
+                    COST: cost_key(1, 0, 0, own),
+                    SOURCE: data.unit_source(t["run_id"]),
                 }
             )
         if swept:
             val, test = data.history(t["run_id"], "sweep/val_acc"), data.history(t["run_id"], "sweep/test_acc")
+            grid = sweep_units(data, t["run_id"])  # (layers, units), or None before cross-validation
             rows += [
                 {
                     **base,
@@ -134,11 +145,17 @@ def layer_points(data: ReportData, depth: dict[str, int | None]) -> pd.DataFrame
                     "val/f1": math.nan,
                     "test/acc": test.get(layer, math.nan),
                     "own": False,
+                    UNITS: [float(u) for u in grid[layer]] if grid is not None and layer < len(grid) else [v],
+                    COST: cost_key(1, 0, 0, layer),
+                    SOURCE: SWEEP_UNITS_ARTIFACT if grid is not None and layer < len(grid) else "val/acc",
                 }
                 for layer, v in val.items()
                 if layer != own
             ]
-    cols = ["dataset", "model", "layer", "val/acc", "val/f1", "test/acc", "trial", "run_id", "study", "source", "own"]
+    cols = [
+        *("dataset", "model", "layer", "val/acc", "val/f1", "test/acc", "trial", "run_id", "study", "source", "own"),
+        *(UNITS, COST, SOURCE),
+    ]
     points = pd.DataFrame(rows, columns=cols)
     has_sweep = points.groupby(["dataset", "model"])["source"].transform(lambda s: (s == SWEEP).any()).astype(bool)
     points = rank(points[~has_sweep | (points["source"] == SWEEP)])

@@ -9,8 +9,9 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from benchmark.report.selection import best, config_label, display, last_k, layers_label, rank
+from benchmark.report.selection import best, config_label, display, last_k, layers_label, num_layers, rank
 from benchmark.report.stats import seed_stats
+from benchmark.report.ties import COST, TIE_COLUMNS, UNITS, picked, tie, tie_groups, trial_candidates
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -53,8 +54,14 @@ BEST_LAST_COLUMNS = (
     "best_run_id",
     "best_study",
     *(f"best_{c}" for c in SEED_COLUMNS),
+    "val_acc_se",
+    "tied_with_best",
+    "tied_layers",
+    "top_layer",
+    "rule",
 )
 LAST_K_COLUMNS = ("dataset", "model", "agg", "k", "val/acc", "val/f1", "test/acc", "trial", "run_id", *SEED_COLUMNS)
+SCRATCH = ["val/acc", "val/f1", UNITS, COST]  # ranking inputs of config rows, dropped once ranked
 MIB = 2**20
 
 
@@ -76,13 +83,17 @@ def seed_columns(data: ReportData, run_id: str, prefix: str = "") -> dict[str, f
 
 
 def best_vs_last(data: ReportData, points: pd.DataFrame, depth: dict[str, int | None]) -> pd.DataFrame:
-    """Table 2's "Specific Layer" rows: per dataset and model, the last layer vs the validation-selected layer.
+    """Table 2's "Specific Layer" rows: per dataset and model, the last layer vs the layer chosen on validation.
 
-    Gains are best minus last (positive = choosing the layer on validation beat the last layer).
+    ``points`` are ``layer_points`` ranked per (dataset, model) by ``ties.tie_groups``; ``best_*`` describe the
+    layer the rule picked. Gains are best minus last (positive = choosing the layer on validation beat the last
+    layer). ``val_acc_se``: the picked layer's standard error over units; ``tied_with_best``: the last layer is
+    tied with the best (so choosing a layer did not beat it by more than one standard error); ``tied_layers``: every
+    layer tied with the best; ``top_layer``: the highest mean (the ``argmax`` choice).
     """
     rows = []
     for (dataset, model), group in points.groupby(["dataset", "model"], sort=True):
-        chosen = best(group)
+        chosen = picked(group)
         if chosen is None:
             continue
         last = depth.get(str(model))  # None: depth unknown, so no last-layer comparison
@@ -104,6 +115,11 @@ def best_vs_last(data: ReportData, points: pd.DataFrame, depth: dict[str, int | 
             "gain_test": float(chosen["test/acc"]) - last_test,
             "best_run_id": chosen["run_id"],
             "best_study": chosen["study"],
+            "val_acc_se": float(chosen["val_acc_se"]),
+            "tied_with_best": bool(at_last["tied_with_best"].iloc[0]) if len(at_last) else False,
+            "tied_layers": " ".join(str(int(x)) for x in sorted(group.loc[group["tied_with_best"], "layer"])),
+            "top_layer": int(group.loc[group["top"], "layer"].iloc[0]),
+            "rule": data.rule,
         }
         own = bool(chosen["own"])
         row.update(
@@ -122,9 +138,13 @@ def layer_grid(points: pd.DataFrame, dataset: str, split: str = "test/acc") -> p
 
 
 def last_k_table(data: ReportData) -> pd.DataFrame:
-    """Figure 3's data: per dataset, model, aggregation (mean/max/min) and k, the validation-selected run."""
+    """Figure 3's data: per dataset, model, aggregation (mean/max/min) and k, the validation-selected run.
+
+    Each (dataset, model) is one ranking over its aggregations and k (``TIE_COLUMNS``).
+    """
     rows = []
-    for t in data.trials[data.trials["n_models"] == 1].to_dict("records"):
+    singles = data.trials[data.trials["n_models"] == 1]
+    for t in trial_candidates(data, singles, num_layers(data)).to_dict("records"):
         model = t["models"][0]
         found = last_k(t["layers"].get(model))
         if found is None:
@@ -140,11 +160,14 @@ def last_k_table(data: ReportData) -> pd.DataFrame:
                 "test/acc": t["test/acc"],
                 "trial": t["trial"],
                 "run_id": t["run_id"],
+                UNITS: t[UNITS],
+                COST: t[COST],
             }
         )
-    df = rank(frame(rows, LAST_K_COLUMNS)).drop_duplicates(["dataset", "model", "agg", "k"])
+    df = rank(frame(rows, (*LAST_K_COLUMNS, UNITS, COST))).drop_duplicates(["dataset", "model", "agg", "k"])
     seeds = [seed_columns(data, run_id) for run_id in df["run_id"]]  # only the kept rows: one history read each
     df = df.assign(**{c: [s[c] for s in seeds] for c in SEED_COLUMNS}) if seeds else df
+    df = tie_groups(df, ["dataset", "model"], data.rule).drop(columns=[UNITS, COST])
     return df.sort_values(["dataset", "model", "agg", "k"]).reset_index(drop=True)
 
 
@@ -152,6 +175,21 @@ def last_k_best(table: pd.DataFrame) -> pd.DataFrame:
     """Per dataset, model and aggregation, the validation-selected k (rows of ``last_k_table``)."""
     picked = rank(table).drop_duplicates(["dataset", "model", "agg"])
     return picked.sort_values(["dataset", "model", "agg"]).reset_index(drop=True)
+
+
+def _ranked_configs(
+    data: ReportData, rows: list[dict[str, Any]], columns: tuple[str, ...], keys: list[str]
+) -> pd.DataFrame:
+    """Config rows (with ``units`` and ``cost``) ranked per group of ``keys`` with the tie columns."""
+    df = frame(rows, (*columns, UNITS, COST))
+    df = df.assign(**{"val/acc": df["val_acc"], "val/f1": df["val_f1"]})
+    return tie_groups(df, keys, data.rule).drop(columns=SCRATCH)
+
+
+def _candidate(data: ReportData, row: pd.Series) -> dict[str, Any]:
+    """A trial row's ranking inputs: its per-unit validation scores and its ``one-se`` cost."""
+    one = trial_candidates(data, row.to_frame().T, num_layers(data)).iloc[0]
+    return {UNITS: one[UNITS], COST: one[COST]}
 
 
 def _config_row(data: ReportData, row: pd.Series) -> dict[str, Any]:
@@ -177,13 +215,19 @@ def _config_row(data: ReportData, row: pd.Series) -> dict[str, Any]:
     return out
 
 
+def choose(data: ReportData, trials: pd.DataFrame) -> pd.Series | None:
+    """The trial ``data.rule`` picks among trial rows ``trials`` as one ranking (None when none has val/acc)."""
+    trials = trials[trials["val/acc"].notna()]
+    return None if trials.empty else picked(tie(trial_candidates(data, trials, num_layers(data)), data.rule))
+
+
 def best_single(data: ReportData, dataset: str, members: tuple[str, ...] | None = None) -> pd.Series | None:
-    """Validation-selected single-model run on ``dataset`` (optionally only among ``members``)."""
+    """The single-model run ``selection.rule`` picks on ``dataset`` (optionally only among ``members``)."""
     t = data.trials
     mask = (t["dataset"] == dataset) & (t["n_models"] == 1)
     if members is not None:
         mask &= t["models"].map(lambda ms: ms[0] in members)
-    return best(t[mask])
+    return choose(data, t[mask])
 
 
 FUSION_COLUMNS = (*CONFIG_COLUMNS, "pair", "best_member", "best_member_test_acc", "gain_test_vs_member", "chosen")
@@ -192,7 +236,8 @@ FUSION_COLUMNS = (*CONFIG_COLUMNS, "pair", "best_member", "best_member_test_acc"
 def fusion_comparison(data: ReportData) -> pd.DataFrame:
     """Table 2's two-model rows: per dataset, model pair and fusion, the validation-selected layers.
 
-    ``chosen`` marks, per dataset and pair, the fusion chosen on validation among these rows.
+    Each (dataset, pair) is one ranking over its fusions (``TIE_COLUMNS``); ``chosen`` marks the fusion the rule
+    picked.
     """
     t = data.trials[data.trials["n_models"] == 2]
     rows = []
@@ -209,10 +254,10 @@ def fusion_comparison(data: ReportData) -> pd.DataFrame:
         row["best_member"] = config_label(single) if single is not None else ""
         row["best_member_test_acc"] = float(single["test/acc"]) if single is not None else math.nan
         row["gain_test_vs_member"] = row["test_acc"] - row["best_member_test_acc"]
-        rows.append(row)
-    df = frame(rows, FUSION_COLUMNS).sort_values(["dataset", "pair", "val_acc"], ascending=[True, True, False])
-    top = rank(df.assign(**{"val/acc": df["val_acc"], "val/f1": df["val_f1"]})).drop_duplicates(["dataset", "pair"])
-    return df.assign(chosen=df["run_id"].isin(top["run_id"])).reset_index(drop=True)
+        rows.append({**row, **_candidate(data, chosen)})
+    df = _ranked_configs(data, rows, FUSION_COLUMNS, ["dataset", "pair"])
+    df = df.sort_values(["dataset", "pair", "val_acc"], ascending=[True, True, False], kind="stable")
+    return df.assign(chosen=df["picked"].astype(bool)).reset_index(drop=True)
 
 
 PRUNED_CELL_COLUMNS = ("dataset", "pair", "fusion", "val_acc", "preset", "trials")
@@ -254,14 +299,18 @@ def _set_key(models: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def multi_model(data: ReportData, min_models: int = 3) -> pd.DataFrame:
-    """Tables 5-6: per dataset and model set of ``min_models`` or more, the validation-selected fusion/layers."""
+    """Tables 5-6: per dataset and model set of ``min_models`` or more, the validation-selected fusion/layers.
+
+    The model sets of a dataset are one ranking (``TIE_COLUMNS``).
+    """
     t = data.trials[data.trials["n_models"] >= min_models]
     rows = []
     for _, group in t.groupby(["dataset", t["models"].map(_set_key)], sort=True):
         chosen = best(group)
         if chosen is not None:
-            rows.append(_config_row(data, chosen))
-    return frame(rows, CONFIG_COLUMNS)
+            rows.append({**_config_row(data, chosen), **_candidate(data, chosen)})
+    df = _ranked_configs(data, rows, CONFIG_COLUMNS, ["dataset"])
+    return df.sort_values(["dataset", "models"], kind="stable").reset_index(drop=True)
 
 
 def costed(data: ReportData) -> pd.DataFrame:
@@ -275,10 +324,10 @@ def costed(data: ReportData) -> pd.DataFrame:
 
 
 def cost_by_models(data: ReportData) -> pd.DataFrame:
-    """Sec. 5.4: per dataset and number of models, the validation-selected costed run and what it costs."""
+    """Sec. 5.4: per dataset and number of models, the costed run the rule picks and what it costs."""
     rows = []
     for _, group in costed(data).groupby(["dataset", "n_models"], sort=True):
-        chosen = best(group)
+        chosen = choose(data, group)
         if chosen is not None:
             rows.append({**_config_row(data, chosen), **_costs(chosen), "trials": len(group)})
     return frame(rows, (*CONFIG_COLUMNS, *COST_COLUMNS, "trials"))
@@ -306,14 +355,32 @@ def pareto(data: ReportData) -> pd.DataFrame:
     return frame(rows, (*CONFIG_COLUMNS, *COST_COLUMNS))
 
 
-def best_configs(data: ReportData) -> pd.DataFrame:
-    """The validation-selected configuration per dataset over every finished trial."""
-    rows = []
-    for _, group in data.trials.groupby("dataset", sort=True):
-        chosen = best(group)
-        if chosen is not None:
-            rows.append({**_config_row(data, chosen), **_costs(chosen)})
-    return frame(rows, (*CONFIG_COLUMNS, *COST_COLUMNS))
+def overall(data: ReportData) -> pd.DataFrame:
+    """Every finished trial of each dataset as one ranking (``TIE_COLUMNS``), best first.
+
+    The overall pick is the ``picked`` row of each dataset.
+    """
+    ranked = tie_groups(trial_candidates(data, data.trials, num_layers(data)), ["dataset"], data.rule)
+    return ranked.drop(columns=[UNITS, COST]).reset_index(drop=True)
+
+
+def best_configs(data: ReportData, ranked: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The configuration ``selection.rule`` picks per dataset over every finished trial (``ranked``: ``overall``)."""
+    ranked = overall(data) if ranked is None else ranked
+    rows = [
+        {**_config_row(data, r), **_costs(r), **{c: r[c] for c in TIE_COLUMNS}}
+        for _, r in ranked[ranked["picked"].astype(bool)].iterrows()
+    ]
+    return frame(rows, (*CONFIG_COLUMNS, *COST_COLUMNS, *TIE_COLUMNS))
+
+
+def tied_configs(data: ReportData, ranked: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset, every configuration tied with the best (``ranked``: ``overall``), with its test scores."""
+    rows = [
+        {**_config_row(data, r), **{c: r[c] for c in TIE_COLUMNS}}
+        for _, r in ranked[ranked["tied_with_best"].astype(bool)].iterrows()
+    ]
+    return frame(rows, (*CONFIG_COLUMNS, *TIE_COLUMNS))
 
 
 BASELINE_NAMES = {"svm": "linear SVM", "logreg": "logistic regression"}
@@ -325,32 +392,36 @@ def baseline_label(row: pd.Series | Any) -> str:
 
 
 def baseline_grid(data: ReportData) -> pd.DataFrame:
-    """Every finished baseline trial, best first per dataset by the selection rule, with ``chosen`` marking the top."""
-    columns = (*CONFIG_COLUMNS, "classifier", "C", "chosen")
+    """Every finished baseline trial, best first per dataset by the selection rule, with ``chosen`` marking the top.
+
+    The baseline trials of a dataset are one ranking: ``tied_with_best`` marks those tied with the top.
+    """
+    columns = (*CONFIG_COLUMNS, "classifier", "C", "chosen", "tied_with_best")
     base = data.baselines
     if base is None or base.empty:
         return frame([], columns)
     rows = []
     for _, group in base.groupby("dataset", sort=True):
-        for i, (_, r) in enumerate(rank(group).iterrows()):
+        for _, r in tie_groups(trial_candidates(data, group, {}), ["dataset"], data.rule).iterrows():
             rows.append(
                 {
                     **_config_row(data, r),
                     "config": baseline_label(r),
                     "classifier": r["classifier"],
                     "C": float(r["C"]),
-                    "chosen": i == 0,
+                    "chosen": bool(r["top"]),
+                    "tied_with_best": bool(r["tied_with_best"]),
                 }
             )
     return frame(rows, columns)
 
 
 def best_baseline(data: ReportData, dataset: str) -> pd.Series | None:
-    """The validation-selected baseline trial on ``dataset`` (None without baseline runs)."""
+    """The baseline trial the rule picks on ``dataset`` (None without baseline runs)."""
     base = data.baselines
     if base is None or base.empty:
         return None
-    return best(base[base["dataset"] == dataset])
+    return choose(data, base[base["dataset"] == dataset])
 
 
 def baseline_test_acc(data: ReportData, dataset: str) -> float:

@@ -1,0 +1,141 @@
+"""Tie sets for every ranking a report makes, and the choice ``selection.rule`` makes among them.
+
+A ranking's candidates are rows of a table (layers of one model, last-k aggregations of one model, fusions of one
+pair, model subsets, every configuration of a dataset). ``tie`` ranks them by ``selection.rank`` (the tie-breaks)
+and adds ``n_units``, ``val_acc_se`` (SE of the candidate's own units), ``diff_se`` (SE of its paired per-unit
+differences to the best), ``tied_with_best``, ``top`` (the highest mean) and ``picked`` (the rule's choice), from the
+candidates' ``units`` (per-unit validation accuracies) and ``cost`` (``studies.selection.cost_key``) columns.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+from benchmark.core.tracking import CV_VAL_ACC, SEED_VAL_ACC, SWEEP_UNITS_ARTIFACT
+from studies.candidates import run_cost
+from studies.selection import RULE_TEXT, select
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import pandas as pd
+
+    from benchmark.report.runs import ReportData
+
+UNITS, COST, SOURCE = "units", "cost", "unit_source"
+TIE_COLUMNS = ("n_units", "val_acc_se", "diff_se", "tied_with_best", "top", "picked")
+TIED_MARK = "≈"  # appended to a tied cell in grids
+UNIT_NOTE = (
+    "A unit is one (fold, seed) fit; per-unit scores are the runs' `cv/val_acc` (layer sweeps: "
+    "`cv/sweep_val_acc.npy`). Runs from before cross-validation fall back to their per-seed `seed/val_acc` "
+    "(units = seeds), and a score without either (e.g. the unchosen layers of an older sweep) has a standard error "
+    "of 0: it ties only on exact equality. Candidates scored on different numbers of units are not paired (SE 0)."
+)
+
+
+def units_summary(overall: pd.DataFrame, points: pd.DataFrame) -> str:
+    """Where a report's per-unit scores came from, in one sentence (``overall`` and ``points`` with ``unit_source``)."""
+    runs = overall[SOURCE].value_counts() if SOURCE in overall else {}
+    layers = points[SOURCE].value_counts() if SOURCE in points else {}
+    names = {CV_VAL_ACC: "per-unit cv/val_acc", SEED_VAL_ACC: "per-seed seed/val_acc only", "val/acc": "one value"}
+    parts = [f"{int(runs.get(k, 0))} with {v}" for k, v in names.items() if runs.get(k, 0)]
+    swept = int(layers.get(SWEEP_UNITS_ARTIFACT, 0))
+    return (
+        f"Per-unit scores of this report: of {len(overall)} finished runs, {', '.join(parts) or 'none'}; of "
+        f"{len(points)} single-layer points, {swept} from {SWEEP_UNITS_ARTIFACT} and {len(points) - swept} from "
+        "their run alone (a sweep's unchosen layers: one value, SE 0)."
+    )
+
+
+def rule_text(rule: str) -> str:
+    """The rule as the report names it."""
+    return RULE_TEXT[rule]
+
+
+def trial_candidates(data: ReportData, df: pd.DataFrame, depth: dict[str, int | None]) -> pd.DataFrame:
+    """Trial rows (``runs._trial_row`` columns) with their ``units`` and ``cost``."""
+    units = [data.units(r, v) for r, v in zip(df["run_id"], df["val/acc"], strict=True)]
+    costs = [
+        run_cost(n, w, b, layers, depth)
+        for n, w, b, layers in zip(
+            df["n_models"], df["perf/fused_dim"], df["perf/feature_bytes"], df["layers"], strict=True
+        )
+    ]
+    return df.assign(**{UNITS: units, COST: costs, SOURCE: [data.unit_source(r) for r in df["run_id"]]})
+
+
+def sweep_units(data: ReportData, run_id: str) -> Any:
+    """A layer sweep's per-unit validation scores ``(layers, units)``, or None for a sweep from before them."""
+    return data.array(run_id, SWEEP_UNITS_ARTIFACT)
+
+
+def tie(df: pd.DataFrame, rule: str) -> pd.DataFrame:
+    """``df`` (one ranking, with ``units`` and ``cost``) ranked best first with the tie columns.
+
+    Rows without ``val/acc`` are dropped.
+    """
+    from benchmark.report.selection import rank
+
+    ordered = rank(df[df["val/acc"].notna()])
+    if ordered.empty:
+        return ordered.assign(**{c: [] for c in TIE_COLUMNS})
+    s = select(list(ordered[UNITS]), list(ordered[COST]), rule)
+    n = range(len(ordered))
+    return ordered.assign(
+        n_units=[len(u) for u in ordered[UNITS]],
+        val_acc_se=s.se,
+        diff_se=s.diff_se,
+        tied_with_best=[i in s.tied for i in n],
+        top=[i == s.best for i in n],
+        picked=[i == s.chosen for i in n],
+    )
+
+
+def tie_groups(df: pd.DataFrame, keys: list[str], rule: str) -> pd.DataFrame:
+    """``tie`` applied to each group of ``df`` by ``keys`` (one ranking per group), groups in key order."""
+    import pandas as pd
+
+    parts = [tie(group, rule) for _, group in df.groupby(keys, sort=True)]
+    if not parts:
+        return df.iloc[0:0].assign(**{c: [] for c in TIE_COLUMNS})
+    return pd.concat(parts)
+
+
+def picked(ranked: pd.DataFrame) -> pd.Series | None:
+    """The rule's choice of a ``tie``-ranked frame (None when empty)."""
+    rows = ranked[ranked["picked"].astype(bool)] if len(ranked) else ranked
+    return None if rows.empty else rows.iloc[0]
+
+
+def tie_sets(
+    ranked: pd.DataFrame, ranking: str, keys: list[str], label: Callable[[Any], str], rule: str
+) -> list[dict[str, Any]]:
+    """``summary.json`` entries of one kind of ranking: per group, the rule, the best, the choice and the tied."""
+    out = []
+    for group_key, group in ranked.groupby(keys, sort=True):
+        values = group_key if isinstance(group_key, tuple) else (group_key,)
+        rows = group.to_dict("records")
+        top = [r for r in rows if r["top"]]
+        chosen = [r for r in rows if r["picked"]]
+        out.append(
+            {
+                "ranking": ranking,
+                **dict(zip(keys, (str(v) for v in values), strict=True)),
+                "rule": rule,
+                "best": label(top[0]) if top else None,
+                "chosen": label(chosen[0]) if chosen else None,
+                "tied": [
+                    {
+                        "candidate": label(r),
+                        "val_acc": float(r.get("val/acc", r.get("val_acc", math.nan))),
+                        "val_acc_se": float(r["val_acc_se"]),
+                        "diff_se": float(r["diff_se"]),
+                        "test_acc": float(r.get("test/acc", r.get("test_acc", math.nan))),
+                    }
+                    for r in rows
+                    if r["tied_with_best"]
+                ],
+            }
+        )
+    return out

@@ -1,0 +1,128 @@
+"""Tie sets and the selection rule over candidates scored on the same validation units (numpy only).
+
+A unit is one (fold, seed) fit; every candidate of a ranking is scored on the same units, in the same order, so
+two candidates are compared pairwise, unit by unit. The best candidate is the argmax of the mean over units (on
+equal means, the first in the order the caller gives, which carries the caller's tie-breaks). The tie set is every
+candidate whose mean is within one standard error of the best's, the standard error being that of the paired
+per-unit differences to the best. ``argmax`` chooses the best; ``one-se`` chooses the cheapest tied candidate:
+fewest models, then smallest fused width / feature bytes, then shallowest layer (the order of the caller's cost
+tuples), then the higher mean.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from benchmark.core.config import SELECTION_RULES
+
+ARGMAX, ONE_SE = SELECTION_RULES
+EQUAL = 1e-12  # means this close are equal: the same accuracy summed in another order differs in the last bits
+RULE_TEXT = {
+    ARGMAX: "argmax: the highest mean validation accuracy over units",
+    ONE_SE: (
+        "one-se: among the candidates tied with the best (mean validation accuracy within one standard error of "
+        "the paired per-unit differences to the best), the cheapest: fewest models, then smallest fused width and "
+        "feature bytes, then shallowest layer"
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Selection:
+    """One ranking's outcome; indices refer to the candidates in the order given.
+
+    Attributes:
+        rule: The rule that chose (``argmax`` or ``one-se``).
+        best: Index of the highest mean (first of equal means).
+        chosen: Index the rule chose (``best`` under ``argmax``).
+        tied: Indices tied with the best, ``best`` included, in the order given.
+        mean: Mean over units per candidate (NaN: no score, never tied).
+        se: Standard error of each candidate's own units (std ddof=1 / sqrt(n); 0 with one unit).
+        diff_se: Standard error of the paired per-unit differences to the best (0 for the best itself, and
+            where the units cannot be paired: a single unit or unequal counts, so those tie only on equal means).
+    """
+
+    rule: str
+    best: int
+    chosen: int
+    tied: tuple[int, ...]
+    mean: np.ndarray
+    se: np.ndarray
+    diff_se: np.ndarray
+
+    def is_tied(self, index: int) -> bool:
+        """Whether candidate ``index`` is in the tie set."""
+        return index in self.tied
+
+
+def _units(values: Sequence[float] | np.ndarray) -> np.ndarray:
+    arr: np.ndarray = np.asarray(values, dtype=float).ravel()
+    finite: np.ndarray = arr[np.isfinite(arr)]
+    return finite
+
+
+def standard_error(values: Sequence[float] | np.ndarray) -> float:
+    """Standard error of the mean of per-unit scores: std (ddof=1) / sqrt(n); 0 with one unit, NaN with none."""
+    arr = _units(values)
+    if arr.size == 0:
+        return math.nan
+    return float(arr.std(ddof=1) / math.sqrt(arr.size)) if arr.size > 1 else 0.0
+
+
+def paired_se(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> float:
+    """Standard error of the per-unit differences ``a - b``; 0 when they cannot be paired (unequal or single units)."""
+    x, y = np.asarray(a, dtype=float).ravel(), np.asarray(b, dtype=float).ravel()
+    if x.size != y.size or x.size < 2:
+        return 0.0
+    d = x - y
+    d = d[np.isfinite(d)]
+    return float(d.std(ddof=1) / math.sqrt(d.size)) if d.size > 1 else 0.0
+
+
+def cost_key(n_models: float, width: float, feature_bytes: float, layer: float) -> tuple[float, ...]:
+    """The ``one-se`` cost of a candidate as a sortable tuple; an unknown (NaN) part sorts as the most expensive."""
+    return tuple(
+        math.inf if v is None or math.isnan(float(v)) else float(v) for v in (n_models, width, feature_bytes, layer)
+    )
+
+
+def select(
+    units: Sequence[Sequence[float] | np.ndarray],
+    costs: Sequence[tuple[float, ...]] | None = None,
+    rule: str = ARGMAX,
+) -> Selection:
+    """The best candidate, its tie set and the rule's choice.
+
+    Args:
+        units: Per candidate, its per-unit validation accuracies (aligned units across candidates; a single value
+            for a candidate scored once). The order is the caller's tie-break order: on equal means, earlier wins.
+        costs: Per candidate, a cost tuple compared lexicographically (see ``cost_key``); without costs ``one-se``
+            chooses the best.
+        rule: ``argmax`` or ``one-se``.
+
+    Returns:
+        The ``Selection``.
+
+    Raises:
+        ValueError: an unknown rule, no candidate with a score, or costs of another length than ``units``.
+    """
+    if rule not in SELECTION_RULES:
+        raise ValueError(f"selection rule {rule!r} is not known; choose one of: {', '.join(SELECTION_RULES)}")
+    if costs is not None and len(costs) != len(units):
+        raise ValueError(f"{len(costs)} costs for {len(units)} candidates")
+    mean = np.array([float(_units(u).mean()) if _units(u).size else math.nan for u in units])
+    if not np.isfinite(mean).any():
+        raise ValueError("no candidate has a validation score")
+    top = float(np.nanmax(mean))
+    best = int(np.flatnonzero(mean >= top - EQUAL)[0])
+    se = np.array([standard_error(u) for u in units])
+    diff_se = np.array([0.0 if i == best else paired_se(units[best], u) for i, u in enumerate(units)])
+    tied = tuple(int(i) for i in np.flatnonzero(np.isfinite(mean) & (mean[best] - mean <= diff_se + EQUAL)))
+    chosen = best
+    if rule == ONE_SE and costs is not None:
+        chosen = min(tied, key=lambda i: (tuple(costs[i]), -round(float(mean[i]), 12), i))
+    return Selection(rule, best, int(chosen), tied, mean, se, diff_se)
