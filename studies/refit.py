@@ -1,7 +1,7 @@
 """``refit_study``: re-train a study's chosen configuration on all training rows, once per study seed, tracked.
 
-The chosen configuration is the study's best trial (``studies.runner.best_trial``), or a named trial or trial
-run. Its head is trained again on every training row (no validation rows held out) for a fixed number of
+The chosen configuration is the trial the study's summary chooses (``studies.summary.chosen_trial``, by
+``selection.rule``), or a named trial or trial run. Its head is trained again on every training row (no validation rows held out) for a fixed number of
 epochs: the median over the trial's fits of (best epoch + 1), read from the trial's ``best_epochs`` user
 attribute, or from its logged ``perf/best_epoch`` for trials that predate it. Seed k trains with
 ``train.seed + k``, as the trial's fits did.
@@ -32,7 +32,7 @@ from benchmark.core.errors import UserError
 from lightning_modules.refit import AllRowsFit, fit_all_rows
 from studies.caches import resolve_dirs
 from studies.storage import make_storage
-from studies.summary import best_trial
+from studies.summary import chosen_trial
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def _load_study(cfg: BenchConfig, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=storage)
 
 
-def _pick(study: optuna.Study, trial: int | None, run_id: str | None) -> FrozenTrial:
+def _pick(study: optuna.Study, trial: int | None, run_id: str | None, cfg: BenchConfig) -> FrozenTrial:
     trials = study.get_trials(deepcopy=False)
     if run_id is not None:
         found = [t for t in trials if t.user_attrs.get("mlflow_run_id") == run_id]
@@ -104,7 +104,7 @@ def _pick(study: optuna.Study, trial: int | None, run_id: str | None) -> FrozenT
             raise UserError(f"study '{study.study_name}' has trials 0..{len(trials) - 1}, not {trial}")
         picked = trials[trial]
     else:
-        best = best_trial(trials)
+        best = chosen_trial(trials, tracking.client(cfg.tracking), cfg.selection.rule)
         if best is None:
             raise UserError(f"study '{study.study_name}' has no complete trial to refit; run or resume it first")
         return best
@@ -130,7 +130,7 @@ def choose(cfg: BenchConfig, study_name: str, trial: int | None = None, run_id: 
         UserError: unknown study, trial or run; a trial that is not complete, has no run, or trained no head.
     """
     study = _load_study(cfg, study_name)
-    t = _pick(study, trial, run_id)
+    t = _pick(study, trial, run_id, cfg)
     source = t.user_attrs.get("mlflow_run_id")
     if not source:
         raise UserError(f"trial {t.number} of '{study_name}' has no MLflow run (tracking.uri {cfg.tracking.uri})")

@@ -98,6 +98,12 @@ def _candidates(mlc: Any, order: list[optuna.trial.FrozenTrial]) -> tuple[list[l
     return units, costs
 
 
+def chosen_trial(trials: list[optuna.trial.FrozenTrial], mlc: Any, rule: str) -> optuna.trial.FrozenTrial | None:
+    """The complete trial ``rule`` chooses (what the summary reports and a refit re-trains), or None."""
+    order = ranked(trials)
+    return choose(order, *_candidates(mlc, order), rule)[0] if order else None
+
+
 def summarise(study: optuna.Study, cfg: BenchConfig, mlc: Any, parent_run_id: str) -> StudyOutcome:
     """Count trial states, choose a trial by ``selection.rule``, and record the summary and tie set on the parent run.
 
