@@ -12,6 +12,7 @@ import lightning.pytorch as L
 import torch
 from torch import Tensor
 
+from benchmark.core import tracking
 from benchmark.core.errors import UserError
 
 
@@ -34,7 +35,7 @@ class RestoreBest(L.Callback):
         monitor: A logged validation metric (``val/loss`` or ``val/acc``).
     """
 
-    def __init__(self, monitor: str = "val/loss") -> None:
+    def __init__(self, monitor: str = tracking.VAL_LOSS) -> None:
         self.monitor = monitor
         self.mode = monitor_mode(monitor)
         self.best: float | None = None

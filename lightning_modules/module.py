@@ -21,6 +21,7 @@ from torchmetrics import MaxMetric, MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
 
+from benchmark.core import tracking
 from lightning_modules.components.classifier import make_adam
 from lightning_modules.components.net import FusionNet
 
@@ -132,7 +133,7 @@ class FusionClassifier(L.LightningModule):
         """One optimisation step; logs ``train/loss``, ``train/acc`` and ``train/f1`` per epoch."""
         loss, logits, y = self.model_step(batch, "train")
         self._train_labels.append((logits.detach().argmax(dim=-1), y))
-        self.log("train/loss", self.train_loss, on_step=False, on_epoch=True, batch_size=y.shape[0])
+        self.log(tracking.TRAIN_LOSS, self.train_loss, on_step=False, on_epoch=True, batch_size=y.shape[0])
         return loss
 
     def on_train_epoch_end(self) -> None:
@@ -141,7 +142,7 @@ class FusionClassifier(L.LightningModule):
             return
         pred, y = (torch.cat(parts) for parts in zip(*self._train_labels, strict=True))
         self._train_labels.clear()
-        self.log("train/acc", multiclass_accuracy(pred, y, self.num_classes, average="micro"))
+        self.log(tracking.TRAIN_ACC, multiclass_accuracy(pred, y, self.num_classes, average="micro"))
         self.log("train/f1", multiclass_f1_score(pred, y, self.num_classes, average="macro"))
 
     def _eval_step(self, batch: Batch, split: str) -> None:
@@ -159,7 +160,7 @@ class FusionClassifier(L.LightningModule):
         """Log the best validation accuracy so far."""
         if not self.trainer.sanity_checking:
             self.val_acc_best(self.val_scores["acc"].compute())
-            self.log("val/acc_best", self.val_acc_best.compute())
+            self.log(tracking.VAL_ACC_BEST, self.val_acc_best.compute())
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         """Accumulate ``test/loss``, ``test/acc``, ``test/f1``."""

@@ -19,6 +19,7 @@ import lightning.pytorch as L
 import numpy as np
 from torch import Tensor
 
+from benchmark.core import tracking
 from benchmark.core.config import with_values
 from lightning_modules.callbacks import FitTimer, time_inference, torch_threads
 from lightning_modules.components.net import net_state
@@ -108,10 +109,10 @@ def _fit(cfg: BenchConfig, selections: Sequence[Selection]) -> AllRowsFit:
         "moe_experts": t.moe_experts,
         "seed": t.seed,
     }
-    log.debug("refit %s: %d epochs, test acc %.4f", [s.name for s in selections], timer.epochs, test["test/acc"])
+    log.debug("refit %s: %d epochs, test acc %.4f", [s.name for s in selections], timer.epochs, test[tracking.TEST_ACC])
     return AllRowsFit(
-        test_acc=float(test["test/acc"]),
-        test_f1=float(test["test/f1"]),
+        test_acc=float(test[tracking.TEST_ACC]),
+        test_f1=float(test[tracking.TEST_F1]),
         test_pred=pred.numpy(),
         epochs=timer.epochs,
         fit_s=timer.fit_s,

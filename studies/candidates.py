@@ -33,7 +33,7 @@ def unit_scores(history: Callable[[str], Mapping[int, float]], value: float) -> 
 
 def unit_source(history: Callable[[str], Mapping[int, float]]) -> str:
     """Where ``unit_scores`` reads a run's units: ``cv/val_acc``, ``seed/val_acc``, or ``val/acc`` (one value)."""
-    return next((key for key in UNIT_SOURCES if history(key)), "val/acc")
+    return next((key for key in UNIT_SOURCES if history(key)), tracking.VAL_ACC)
 
 
 def deepest_layer(layers: Mapping[str, str], depth: Mapping[str, int | None]) -> float:

@@ -1,10 +1,10 @@
 """``refit_study``: re-train a study's chosen configuration on all training rows, once per study seed, tracked.
 
 The chosen configuration is the trial the study's summary chooses (``studies.summary.chosen_trial``, by
-``selection.rule``), or a named trial or trial run. Its head is trained again on every training row (no validation rows held out) for a fixed number of
-epochs: the median over the trial's fits of (best epoch + 1), read from the trial's ``best_epochs`` user
-attribute, or from its logged ``perf/best_epoch`` for trials that predate it. Seed k trains with
-``train.seed + k``, as the trial's fits did.
+``selection.rule``), or a named trial or trial run. Its head is trained again on every training row (no
+validation rows held out) for a fixed number of epochs: the median over the trial's fits of (best epoch + 1),
+read from the trial's ``best_epochs`` user attribute, or from its logged ``perf/best_epoch`` for trials that
+predate it. Seed k trains with ``train.seed + k``, as the trial's fits did.
 
 The refit is a child run of the study's parent run (``layerfuse.run_kind=refit``, tag ``layerfuse.refit_of`` =
 the trial's run) with the trial's params plus ``refit.epochs``, ``test/*`` metrics, test predictions under the
@@ -118,8 +118,8 @@ def refit_epochs(trial: FrozenTrial, run_metrics: dict[str, float]) -> int:
     best = trial.user_attrs.get(tracking.TRIAL_BEST_EPOCHS)
     if best:
         return max(1, round(statistics.median(int(e) + 1 for e in best)))
-    if "perf/best_epoch" in run_metrics:
-        return max(1, round(run_metrics["perf/best_epoch"] + 1))
+    if tracking.PERF_BEST_EPOCH in run_metrics:
+        return max(1, round(run_metrics[tracking.PERF_BEST_EPOCH] + 1))
     raise UserError(f"trial {trial.number} recorded no best epoch (neither user attribute nor perf/best_epoch)")
 
 
@@ -250,10 +250,10 @@ def refit_study(
             mlc,
             rid,
             metrics={
-                "test/acc": statistics.fmean(f.test_acc for f in fits),
-                "test/f1": statistics.fmean(f.test_f1 for f in fits),
-                "perf/fit_s": statistics.fmean(f.fit_s for f in fits),
-                tracking.METRIC_TRAIN_ROWS: fits[0].train_rows,
+                tracking.TEST_ACC: statistics.fmean(f.test_acc for f in fits),
+                tracking.TEST_F1: statistics.fmean(f.test_f1 for f in fits),
+                tracking.PERF_FIT_S: statistics.fmean(f.fit_s for f in fits),
+                tracking.PERF_TRAIN_ROWS: fits[0].train_rows,
             },
             histories={tracking.SEED_TEST_ACC: [f.test_acc for f in fits]},
         )

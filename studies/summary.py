@@ -131,15 +131,15 @@ def summarise(study: optuna.Study, cfg: BenchConfig, mlc: Any, parent_run_id: st
         tied=tied,
     )
     metrics: dict[str, float] = {
-        "study/complete": outcome.complete,
-        "study/pruned": outcome.pruned,
-        "study/failed": outcome.failed,
+        tracking.STUDY_COMPLETE: outcome.complete,
+        tracking.STUDY_PRUNED: outcome.pruned,
+        tracking.STUDY_FAILED: outcome.failed,
     }
     if best is not None:
         # a complete trial (the only kind best_trial returns) has a value
-        metrics.update({"best/val_acc": float(cast(float, best.value)), "best/trial": best.number})
+        metrics.update({tracking.BEST_VAL_ACC: float(cast(float, best.value)), tracking.BEST_TRIAL: best.number})
         if outcome.best_test_acc is not None:
-            metrics["best/test_acc"] = float(outcome.best_test_acc)
+            metrics[tracking.BEST_TEST_ACC] = float(outcome.best_test_acc)
     tracking.log_run_data(
         mlc,
         parent_run_id,

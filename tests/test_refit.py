@@ -32,7 +32,7 @@ def test_refit_trains_on_all_rows_for_the_median_best_epoch(toy) -> None:
     assert tags[tracking.TAG_KIND] == tracking.KIND_REFIT and tags[tracking.TAG_REFIT_OF] == result.source_run_id
     assert tags[tracking.TAG_PARENT] == study.user_attrs["mlflow_parent_run_id"]
     assert params[tracking.PARAM_REFIT_EPOCHS] == str(result.epochs) and params["fusion"] == "sum"
-    assert run.data.metrics[tracking.METRIC_TRAIN_ROWS] == 60  # every training row, none held out
+    assert run.data.metrics[tracking.PERF_TRAIN_ROWS] == 60  # every training row, none held out
     labels = np.load(mlc.download_artifacts(tags[tracking.TAG_PARENT], tracking.TEST_LABELS_ARTIFACT))
     for k in range(2):
         pred = np.load(mlc.download_artifacts(result.run_id, tracking.PRED_ARTIFACT.format(seed=k)))

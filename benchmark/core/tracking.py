@@ -74,14 +74,34 @@ TAG_ERROR = "layerfuse.error"  # why a trial failed, or (parent run) the error t
 TAG_PRUNE_REASON = "layerfuse.prune_reason"
 KIND_STUDY = "study"
 KIND_TRIAL = "trial"
-METRICS = ("val/acc", "val/f1", "test/acc", "test/f1")
-SEED_HISTORIES = ("seed/val_acc", "seed/test_acc")
-SWEEP_HISTORIES = ("sweep/val_acc", "sweep/test_acc")
+# Metric names (``split/metric`` for scores, ``perf/*`` for costs): the one spelling studies write and reports read.
+TRAIN_LOSS, TRAIN_ACC = "train/loss", "train/acc"
+VAL_ACC, VAL_F1, VAL_LOSS, VAL_ACC_BEST = "val/acc", "val/f1", "val/loss", "val/acc_best"
+TEST_ACC, TEST_F1 = "test/acc", "test/f1"
+METRICS = (VAL_ACC, VAL_F1, TEST_ACC, TEST_F1)
+SEED_VAL_ACC, SEED_TEST_ACC = "seed/val_acc", "seed/test_acc"  # per seed (step = seed index)
+SEED_HISTORIES = (SEED_VAL_ACC, SEED_TEST_ACC)
+SWEEP_VAL_ACC, SWEEP_TEST_ACC = "sweep/val_acc", "sweep/test_acc"  # per layer of a sweep (step = layer)
+SWEEP_HISTORIES = (SWEEP_VAL_ACC, SWEEP_TEST_ACC)
+PERF_FIT_S = "perf/fit_s"
+PERF_BEST_EPOCH = "perf/best_epoch"
+PERF_EPOCHS = "perf/epochs"
+PERF_PARAM_COUNT = "perf/param_count"
+PERF_HEAD_MS_PER_SAMPLE = "perf/head_ms_per_sample"
+PERF_EXTRACT_MS_PER_SAMPLE = "perf/extract_ms_per_sample"
+PERF_PEAK_RSS_MB = "perf/peak_rss_mb"
+PERF_CUDA_PEAK_MB = "perf/cuda_peak_mb"
+PERF_BEST_LAYER = "perf/best_layer"
+PERF_LAST_LAYER_VAL_ACC, PERF_LAST_LAYER_TEST_ACC = "perf/last_layer_val_acc", "perf/last_layer_test_acc"
+PERF_EXTRACT_S, PERF_TOKENS, PERF_TOKENS_PER_S = "perf/extract_s", "perf/tokens", "perf/tokens_per_s"
+PERF_MODEL_LOAD_S = "perf/model_load_s"
+PERF_TRAIN_ROWS = "perf/train_rows"  # training rows a refit used (all of train)
+STUDY_COMPLETE, STUDY_PRUNED, STUDY_FAILED = "study/complete", "study/pruned", "study/failed"  # parent-run counts
+BEST_VAL_ACC, BEST_TEST_ACC, BEST_TRIAL = "best/val_acc", "best/test_acc", "best/trial"  # parent run: the choice
 CV_VAL_ACC = "cv/val_acc"
 VAL_ACC_SE = "val/acc_se"
 SWEEP_VAL_ACC_SE = "sweep/val_acc_se"
 SWEEP_UNITS_ARTIFACT = "cv/sweep_val_acc.npy"
-SEED_VAL_ACC = SEED_HISTORIES[0]  # per-unit scores of runs from before cross-validation (units = seeds)
 TAG_SELECTION_RULE = "layerfuse.selection_rule"  # parent run: the rule that chose its best trial
 PERF_FUSED_DIM = "perf/fused_dim"  # with PERF_FEATURE_BYTES, the one-se rule's cost after the number of models
 PERF_FEATURE_BYTES = "perf/feature_bytes"
@@ -89,7 +109,7 @@ TIED_ARTIFACT = "tie_set.json"  # parent run: the trials tied with the best, and
 PRED_ARTIFACT = "predictions/test_pred_seed{seed}.npy"
 TEST_LABELS_ARTIFACT = "predictions/test_labels.npy"  # on the parent run: true test labels, test order
 CONFIG_ARTIFACT = "config.yaml"
-OBJECTIVE = "val/acc"  # what every study maximises (Optuna's metric name too)
+OBJECTIVE = VAL_ACC  # what every study maximises (Optuna's metric name too)
 TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"  # MLflow 3's model-training view, not its GenAI one
 KIND_FIT = "fit"
@@ -104,13 +124,13 @@ CONTEXT_TRAIN, CONTEXT_VALIDATION, CONTEXT_TEST = "train", "validation", "test" 
 SYSTEM_PREFIX = "system/"  # MLflow's prefix of system metrics
 PROCESS_RSS = "process_rss_megabytes"  # system metric of ours: resident memory of the process and its children
 EXTRACT_METRICS = {  # meta.json field -> metric of an extract run
-    "extract_seconds": "perf/extract_s",
-    "tokens": "perf/tokens",
-    "tokens_per_s": "perf/tokens_per_s",
-    "extract_ms_per_sample": "perf/extract_ms_per_sample",
-    "model_load_seconds": "perf/model_load_s",
-    "peak_rss_mb": "perf/peak_rss_mb",
-    "cuda_peak_mb": "perf/cuda_peak_mb",
+    "extract_seconds": PERF_EXTRACT_S,
+    "tokens": PERF_TOKENS,
+    "tokens_per_s": PERF_TOKENS_PER_S,
+    "extract_ms_per_sample": PERF_EXTRACT_MS_PER_SAMPLE,
+    "model_load_seconds": PERF_MODEL_LOAD_S,
+    "peak_rss_mb": PERF_PEAK_RSS_MB,
+    "cuda_peak_mb": PERF_CUDA_PEAK_MB,
 }
 # Refit of a chosen trial on all training rows (studies.refit): a child run of the study's parent run, tagged with
 # the trial's run id; params are the trial's plus refit.epochs, metrics test/* and seed/test_acc, test predictions
@@ -119,8 +139,6 @@ KIND_REFIT = "refit"
 TAG_REFIT_OF = "layerfuse.refit_of"  # the trial run a refit run re-trains
 TRIAL_BEST_EPOCHS = "best_epochs"  # Optuna trial user attribute: 0-based best epoch of each fit of the trial
 PARAM_REFIT_EPOCHS = "refit.epochs"
-METRIC_TRAIN_ROWS = "perf/train_rows"  # training rows a refit used (all of train)
-SEED_TEST_ACC = SEED_HISTORIES[1]
 HEAD_DIR = "refit/seed{seed}"  # net.safetensors, scalers.npz, head.json
 MODEL_ARTIFACT = "model"  # the exported MLflow pyfunc model, logged under the refit run
 

@@ -10,6 +10,7 @@ import logging
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
+from benchmark.core import tracking
 from benchmark.core.tracking import PRED_ARTIFACT, TEST_LABELS_ARTIFACT
 from benchmark.report.selection import config_label
 from benchmark.report.stats import mcnemar_exact, paired_t
@@ -64,7 +65,7 @@ def _mcnemar(
 
 def _pair(data: ReportData, a: pd.Series, b: pd.Series) -> dict[str, Any]:
     """Paired t-test over common seeds and McNemar per common seed of runs ``a`` and ``b``, with notes on gaps."""
-    ha, hb = data.history(a["run_id"], "seed/test_acc"), data.history(b["run_id"], "seed/test_acc")
+    ha, hb = data.history(a["run_id"], tracking.SEED_TEST_ACC), data.history(b["run_id"], tracking.SEED_TEST_ACC)
     common = sorted(set(ha) & set(hb))
     notes = []
     test = None
@@ -102,9 +103,9 @@ def paired_tests(data: ReportData) -> list[dict[str, Any]]:
                 {
                     "name": name,
                     "config": config_label(row),
-                    "test_acc": float(row["test/acc"]),
+                    "test_acc": float(row[tracking.TEST_ACC]),
                     "baseline": baseline_label(lexical),
-                    "baseline_test_acc": float(lexical["test/acc"]),
+                    "baseline_test_acc": float(lexical[tracking.TEST_ACC]),
                     **_pair(data, row, lexical),
                 }
                 for name, row in (("best fusion", fused), ("best single model", single))
@@ -115,12 +116,12 @@ def paired_tests(data: ReportData) -> list[dict[str, Any]]:
                 "dataset": str(dataset),
                 "fusion": config_label(fused),
                 "fusion_run_id": fused["run_id"],
-                "fusion_val_acc": float(fused["val/acc"]),
-                "fusion_test_acc": float(fused["test/acc"]),
+                "fusion_val_acc": float(fused[tracking.VAL_ACC]),
+                "fusion_test_acc": float(fused[tracking.TEST_ACC]),
                 "single": config_label(single),
                 "single_run_id": single["run_id"],
-                "single_val_acc": float(single["val/acc"]),
-                "single_test_acc": float(single["test/acc"]),
+                "single_val_acc": float(single[tracking.VAL_ACC]),
+                "single_test_acc": float(single[tracking.TEST_ACC]),
                 **_pair(data, fused, single),
                 "vs_baseline": vs_baseline,
             }

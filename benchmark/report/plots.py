@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, cast
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
+from benchmark.core import tracking
 from benchmark.report.selection import SWEEP, display
 from benchmark.report.tables import MIB
 
@@ -108,11 +109,11 @@ def acc_by_layer(points: pd.DataFrame, rows: pd.DataFrame, model: str) -> Figure
         if len(datasets) > 1:
             _key(ax, display(dataset), color=color, lw=6)
         sweep = points[mine & swept].sort_values("layer")
-        ax.plot(sweep["layer"], sweep["val/acc"], "-o", color=color, ms=3.5)
-        ax.plot(sweep["layer"], sweep["test/acc"], "--s", color=color, ms=3, alpha=0.75)
+        ax.plot(sweep["layer"], sweep[tracking.VAL_ACC], "-o", color=color, ms=3.5)
+        ax.plot(sweep["layer"], sweep[tracking.TEST_ACC], "--s", color=color, ms=3, alpha=0.75)
         trials = points[mine & ~swept]
-        ax.plot(trials["layer"], trials["val/acc"], "D", color=color, mfc="none", ms=6, mew=1.5)
-        ax.plot(trials["layer"], trials["test/acc"], "D", color=color, ms=4.5, alpha=0.75)
+        ax.plot(trials["layer"], trials[tracking.VAL_ACC], "D", color=color, mfc="none", ms=6, mew=1.5)
+        ax.plot(trials["layer"], trials[tracking.TEST_ACC], "D", color=color, ms=4.5, alpha=0.75)
         tied = points[mine & points["tied_with_best"].astype(bool)] if "tied_with_best" in points else points.iloc[0:0]
         for layer in tied["layer"]:
             ax.axvspan(layer - 0.5, layer + 0.5, color=color, alpha=0.12, lw=0)
@@ -261,10 +262,10 @@ def fusion_methods(df: pd.DataFrame, singles: dict[str, float]) -> Figure:
 
 
 COST_PANELS = (
-    ("perf/fused_dim", "fused dimension (features)", 1.0),
-    ("perf/feature_bytes", "feature memory (MiB)", 1 / MIB),
-    ("perf/extract_ms_per_sample", "extraction time (ms/sample)", 1.0),
-    ("perf/head_ms_per_sample", "classifier head time (ms/sample)", 1.0),
+    (tracking.PERF_FUSED_DIM, "fused dimension (features)", 1.0),
+    (tracking.PERF_FEATURE_BYTES, "feature memory (MiB)", 1 / MIB),
+    (tracking.PERF_EXTRACT_MS_PER_SAMPLE, "extraction time (ms/sample)", 1.0),
+    (tracking.PERF_HEAD_MS_PER_SAMPLE, "classifier head time (ms/sample)", 1.0),
 )
 
 
@@ -318,7 +319,7 @@ def acc_vs_cost(trials: pd.DataFrame, front: pd.DataFrame) -> Figure:
     for r, dataset in enumerate(datasets):
         sub = trials[trials["dataset"] == dataset]
         fr = front[front["dataset"] == dataset].sort_values("feature_mib")
-        mib = sub["perf/feature_bytes"] / MIB
+        mib = sub[tracking.PERF_FEATURE_BYTES] / MIB
         for c, (split, name) in enumerate((("val", "validation"), ("test", "test"))):
             ax = axes[r][c]
             for i, n in enumerate(sizes):

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
+from benchmark.core import tracking
 from benchmark.core.errors import UserError
 from benchmark.core.registry import suggest
 from benchmark.core.tracking import (
@@ -47,7 +48,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PERF = ("perf/fused_dim", "perf/feature_bytes", "perf/extract_ms_per_sample", "perf/head_ms_per_sample")  # Sec. 5.4
+PERF = (
+    tracking.PERF_FUSED_DIM,
+    tracking.PERF_FEATURE_BYTES,
+    tracking.PERF_EXTRACT_MS_PER_SAMPLE,
+    tracking.PERF_HEAD_MS_PER_SAMPLE,
+)  # Sec. 5.4
 COMPLETE, PRUNED = "COMPLETE", "PRUNED"
 
 
@@ -265,7 +271,7 @@ def load_runs(cfg: BenchConfig, studies: list[str], experiments: list[str]) -> R
                 states[state] += 1
                 if state == COMPLETE:
                     rows.append(_trial_row(run, parent.dataset, parent.preset))
-                elif state == PRUNED and "val/acc" in run.data.metrics:  # pruned while training, not before
+                elif state == PRUNED and tracking.VAL_ACC in run.data.metrics:  # pruned while training, not before
                     pruned.append(_trial_row(run, parent.dataset, parent.preset))
         counts[str(study)] = dict(states)
         if str(study) in studies and not states[COMPLETE]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from benchmark.core import tracking
 from benchmark.report import plots, tables
 from benchmark.report.compare import paired_tests
 from benchmark.report.render import Bold, Doc, fmt, fmt_seeds, slug
@@ -281,7 +282,7 @@ def _layer_section(doc: Doc, c: Computed, folder: Path, files: list[Path]) -> No
         ],
     )
     for dataset in sorted(c.points["dataset"].unique()):
-        val, test = tables.layer_grid(c.points, dataset, "val/acc"), tables.layer_grid(c.points, dataset)
+        val, test = tables.layer_grid(c.points, dataset, tracking.VAL_ACC), tables.layer_grid(c.points, dataset)
         layers, models = val.index.union(test.index), val.columns.union(test.columns)
         val, test = val.reindex(index=layers, columns=models), test.reindex(index=layers, columns=models)
         chosen = {r["model"]: r["best_layer"] for _, r in c.best_last[c.best_last["dataset"] == dataset].iterrows()}
@@ -354,8 +355,8 @@ def _last_k_section(doc: Doc, c: Computed, folder: Path, files: list[Path]) -> N
                 r["agg"],
                 str(r["k"]),
                 _k_range(c.last_k, r),
-                (Bold if r["run_id"] in top else str)(fmt(r["val/acc"])),
-                fmt(r["test/acc"]),
+                (Bold if r["run_id"] in top else str)(fmt(r[tracking.VAL_ACC])),
+                fmt(r[tracking.TEST_ACC]),
                 fmt_seeds(r),
                 _lexical(c, r["dataset"]),
                 _tied(r["tied_with_best"]),

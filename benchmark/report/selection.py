@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+from benchmark.core import tracking
 from lightning_modules.layers import LayerSpec, parse_layer_spec
 from studies.presets import LAYER_SWEEP
 
@@ -28,14 +29,16 @@ SELECTION_RULE = (
 def rank(df: pd.DataFrame) -> pd.DataFrame:
     """``df`` sorted best-first by the selection rule (NaN val/f1 sorts after any number)."""
     key = df.assign(
-        _v=-df["val/acc"].fillna(-math.inf), _f=-df["val/f1"].fillna(-math.inf), _l=df["layer"] if "layer" in df else 0
+        _v=-df[tracking.VAL_ACC].fillna(-math.inf),
+        _f=-df[tracking.VAL_F1].fillna(-math.inf),
+        _l=df["layer"] if "layer" in df else 0,
     )
     return key.sort_values(["_v", "_f", "trial", "_l"], kind="stable").drop(columns=["_v", "_f", "_l"])
 
 
 def best(df: pd.DataFrame) -> pd.Series | None:
     """The validation-selected row of ``df`` (None when empty or no row has ``val/acc``)."""
-    df = df[df["val/acc"].notna()]
+    df = df[df[tracking.VAL_ACC].notna()]
     return None if df.empty else rank(df).iloc[0]
 
 
@@ -82,7 +85,7 @@ def num_layers(data: ReportData) -> dict[str, int | None]:
     for model in sorted({m for ms in trials["models"] for m in ms}):
         depth: int | None = None
         for run_id in trials.loc[trials["sweep_model"] == model, "run_id"]:
-            steps = data.history(run_id, "sweep/val_acc")
+            steps = data.history(run_id, tracking.SWEEP_VAL_ACC)
             depth = max(steps) if steps else depth
         if depth is None and model in MODELS:
             depth = MODELS.get(model).num_layers
@@ -125,35 +128,50 @@ def layer_points(data: ReportData, depth: dict[str, int | None]) -> pd.DataFrame
                 {
                     **base,
                     "layer": own,
-                    "val/acc": t["val/acc"],
-                    "val/f1": t["val/f1"],
-                    "test/acc": t["test/acc"],
+                    tracking.VAL_ACC: t[tracking.VAL_ACC],
+                    tracking.VAL_F1: t[tracking.VAL_F1],
+                    tracking.TEST_ACC: t[tracking.TEST_ACC],
                     "own": True,
-                    UNITS: data.units(t["run_id"], t["val/acc"]),
+                    UNITS: data.units(t["run_id"], t[tracking.VAL_ACC]),
                     COST: cost_key(1, 0, 0, own),
                     SOURCE: data.unit_source(t["run_id"]),
                 }
             )
         if swept:
-            val, test = data.history(t["run_id"], "sweep/val_acc"), data.history(t["run_id"], "sweep/test_acc")
+            val, test = (
+                data.history(t["run_id"], tracking.SWEEP_VAL_ACC),
+                data.history(t["run_id"], tracking.SWEEP_TEST_ACC),
+            )
             grid = sweep_units(data, t["run_id"])  # (layers, units), or None before cross-validation
             rows += [
                 {
                     **base,
                     "layer": layer,
-                    "val/acc": v,
-                    "val/f1": math.nan,
-                    "test/acc": test.get(layer, math.nan),
+                    tracking.VAL_ACC: v,
+                    tracking.VAL_F1: math.nan,
+                    tracking.TEST_ACC: test.get(layer, math.nan),
                     "own": False,
                     UNITS: [float(u) for u in grid[layer]] if grid is not None and layer < len(grid) else [v],
                     COST: cost_key(1, 0, 0, layer),
-                    SOURCE: SWEEP_UNITS_ARTIFACT if grid is not None and layer < len(grid) else "val/acc",
+                    SOURCE: SWEEP_UNITS_ARTIFACT if grid is not None and layer < len(grid) else tracking.VAL_ACC,
                 }
                 for layer, v in val.items()
                 if layer != own
             ]
     cols = [
-        *("dataset", "model", "layer", "val/acc", "val/f1", "test/acc", "trial", "run_id", "study", "source", "own"),
+        *(
+            "dataset",
+            "model",
+            "layer",
+            tracking.VAL_ACC,
+            tracking.VAL_F1,
+            tracking.TEST_ACC,
+            "trial",
+            "run_id",
+            "study",
+            "source",
+            "own",
+        ),
         *(UNITS, COST, SOURCE),
     ]
     points = pd.DataFrame(rows, columns=cols)

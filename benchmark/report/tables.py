@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+from benchmark.core import tracking
 from benchmark.report.selection import best, config_label, display, last_k, layers_label, num_layers, rank
 from benchmark.report.stats import seed_stats
 from benchmark.report.ties import COST, TIE_COLUMNS, UNITS, picked, tie, tie_groups, trial_candidates
@@ -60,8 +61,19 @@ BEST_LAST_COLUMNS = (
     "top_layer",
     "rule",
 )
-LAST_K_COLUMNS = ("dataset", "model", "agg", "k", "val/acc", "val/f1", "test/acc", "trial", "run_id", *SEED_COLUMNS)
-SCRATCH = ["val/acc", "val/f1", UNITS, COST]  # ranking inputs of config rows, dropped once ranked
+LAST_K_COLUMNS = (
+    "dataset",
+    "model",
+    "agg",
+    "k",
+    tracking.VAL_ACC,
+    tracking.VAL_F1,
+    tracking.TEST_ACC,
+    "trial",
+    "run_id",
+    *SEED_COLUMNS,
+)
+SCRATCH = [tracking.VAL_ACC, tracking.VAL_F1, UNITS, COST]  # ranking inputs of config rows, dropped once ranked
 MIB = 2**20
 
 
@@ -74,7 +86,7 @@ def frame(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> pd.DataFrame:
 
 def seed_columns(data: ReportData, run_id: str, prefix: str = "") -> dict[str, float]:
     """Per-seed test statistics of a run (``seed/test_acc``); NaNs where it has no seed history."""
-    values = [v for _, v in sorted(data.history(run_id, "seed/test_acc").items())]
+    values = [v for _, v in sorted(data.history(run_id, tracking.SEED_TEST_ACC).items())]
     stats = seed_stats(values) if values else None
     keys = [f"{prefix}{c}" for c in SEED_COLUMNS]
     if stats is None:
@@ -98,8 +110,8 @@ def best_vs_last(data: ReportData, points: pd.DataFrame, depth: dict[str, int | 
             continue
         last = depth.get(str(model))  # None: depth unknown, so no last-layer comparison
         at_last = group[group["layer"] == last]
-        last_val = float(at_last["val/acc"].iloc[0]) if len(at_last) else math.nan
-        last_test = float(at_last["test/acc"].iloc[0]) if len(at_last) else math.nan
+        last_val = float(at_last[tracking.VAL_ACC].iloc[0]) if len(at_last) else math.nan
+        last_test = float(at_last[tracking.TEST_ACC].iloc[0]) if len(at_last) else math.nan
         row: dict[str, Any] = {
             "dataset": dataset,
             "model": model,
@@ -109,10 +121,10 @@ def best_vs_last(data: ReportData, points: pd.DataFrame, depth: dict[str, int | 
             "last_val_acc": last_val,
             "last_test_acc": last_test,
             "best_layer": int(chosen["layer"]),
-            "best_val_acc": float(chosen["val/acc"]),
-            "best_test_acc": float(chosen["test/acc"]),
-            "gain_val": float(chosen["val/acc"]) - last_val,
-            "gain_test": float(chosen["test/acc"]) - last_test,
+            "best_val_acc": float(chosen[tracking.VAL_ACC]),
+            "best_test_acc": float(chosen[tracking.TEST_ACC]),
+            "gain_val": float(chosen[tracking.VAL_ACC]) - last_val,
+            "gain_test": float(chosen[tracking.TEST_ACC]) - last_test,
             "best_run_id": chosen["run_id"],
             "best_study": chosen["study"],
             "val_acc_se": float(chosen["val_acc_se"]),
@@ -131,7 +143,7 @@ def best_vs_last(data: ReportData, points: pd.DataFrame, depth: dict[str, int | 
     return frame(rows, BEST_LAST_COLUMNS)
 
 
-def layer_grid(points: pd.DataFrame, dataset: str, split: str = "test/acc") -> pd.DataFrame:
+def layer_grid(points: pd.DataFrame, dataset: str, split: str = tracking.TEST_ACC) -> pd.DataFrame:
     """Tables 3-4: accuracy per layer (rows) and model (columns) on one dataset."""
     sub = points[points["dataset"] == dataset]
     return sub.pivot_table(index="layer", columns="model", values=split, aggfunc="first").sort_index()
@@ -155,9 +167,9 @@ def last_k_table(data: ReportData) -> pd.DataFrame:
                 "model": model,
                 "agg": found[0],
                 "k": found[1],
-                "val/acc": t["val/acc"],
-                "val/f1": t["val/f1"],
-                "test/acc": t["test/acc"],
+                tracking.VAL_ACC: t[tracking.VAL_ACC],
+                tracking.VAL_F1: t[tracking.VAL_F1],
+                tracking.TEST_ACC: t[tracking.TEST_ACC],
                 "trial": t["trial"],
                 "run_id": t["run_id"],
                 UNITS: t[UNITS],
@@ -182,7 +194,7 @@ def _ranked_configs(
 ) -> pd.DataFrame:
     """Config rows (with ``units`` and ``cost``) ranked per group of ``keys`` with the tie columns."""
     df = frame(rows, (*columns, UNITS, COST))
-    df = df.assign(**{"val/acc": df["val_acc"], "val/f1": df["val_f1"]})
+    df = df.assign(**{tracking.VAL_ACC: df["val_acc"], tracking.VAL_F1: df["val_f1"]})
     return tie_groups(df, keys, data.rule).drop(columns=SCRATCH)
 
 
@@ -202,10 +214,10 @@ def _config_row(data: ReportData, row: pd.Series) -> dict[str, Any]:
         "config": config_label(row),
         "layers_label": layers_label(row),
         "layers": "; ".join(f"{m}={row['layers'][m]}" for m in row["models"] if m in row["layers"]),
-        "val_acc": float(row["val/acc"]),
-        "val_f1": float(row["val/f1"]),
-        "test_acc": float(row["test/acc"]),
-        "test_f1": float(row["test/f1"]),
+        "val_acc": float(row[tracking.VAL_ACC]),
+        "val_f1": float(row[tracking.VAL_F1]),
+        "test_acc": float(row[tracking.TEST_ACC]),
+        "test_f1": float(row[tracking.TEST_F1]),
         "trial": int(row["trial"]),
         "study": row["study"],
         "preset": row["preset"],
@@ -217,7 +229,7 @@ def _config_row(data: ReportData, row: pd.Series) -> dict[str, Any]:
 
 def choose(data: ReportData, trials: pd.DataFrame) -> pd.Series | None:
     """The trial ``data.rule`` picks among trial rows ``trials`` as one ranking (None when none has val/acc)."""
-    trials = trials[trials["val/acc"].notna()]
+    trials = trials[trials[tracking.VAL_ACC].notna()]
     return None if trials.empty else picked(tie(trial_candidates(data, trials, num_layers(data)), data.rule))
 
 
@@ -252,7 +264,7 @@ def fusion_comparison(data: ReportData) -> pd.DataFrame:
             members[dataset, pair] = best_single(data, str(dataset), pair)
         single = members[dataset, pair]
         row["best_member"] = config_label(single) if single is not None else ""
-        row["best_member_test_acc"] = float(single["test/acc"]) if single is not None else math.nan
+        row["best_member_test_acc"] = float(single[tracking.TEST_ACC]) if single is not None else math.nan
         row["gain_test_vs_member"] = row["test_acc"] - row["best_member_test_acc"]
         rows.append({**row, **_candidate(data, chosen)})
     df = _ranked_configs(data, rows, FUSION_COLUMNS, ["dataset", "pair"])
@@ -279,13 +291,13 @@ def pruned_fusions(data: ReportData) -> pd.DataFrame:
     rows = []
     for (dataset, pair, fusion), group in cut.groupby(["dataset", cut["models"].map(_set_key), "fusion"], sort=True):
         if (dataset, pair, fusion) not in finished:
-            top = group.loc[group["val/acc"].idxmax()]
+            top = group.loc[group[tracking.VAL_ACC].idxmax()]
             rows.append(
                 {
                     "dataset": dataset,
                     "pair": " + ".join(display(m) for m in top["models"]),
                     "fusion": fusion,
-                    "val_acc": float(top["val/acc"]),
+                    "val_acc": float(top[tracking.VAL_ACC]),
                     "preset": top["preset"],
                     "trials": len(group),
                 }
@@ -320,7 +332,7 @@ def costed(data: ReportData) -> pd.DataFrame:
     layer alone, so beside single fits they would overstate a single model's cost L+1-fold.
     """
     t = data.trials
-    return t[t["perf/feature_bytes"].notna() & t["val/acc"].notna() & (t["sweep_model"] == "")]
+    return t[t[tracking.PERF_FEATURE_BYTES].notna() & t[tracking.VAL_ACC].notna() & (t["sweep_model"] == "")]
 
 
 def cost_by_models(data: ReportData) -> pd.DataFrame:
@@ -335,10 +347,10 @@ def cost_by_models(data: ReportData) -> pd.DataFrame:
 
 def _costs(row: pd.Series) -> dict[str, float]:
     return {
-        "fused_dim": float(row["perf/fused_dim"]),
-        "feature_mib": float(row["perf/feature_bytes"]) / MIB,
-        "extract_ms_per_sample": float(row["perf/extract_ms_per_sample"]),
-        "head_ms_per_sample": float(row["perf/head_ms_per_sample"]),
+        "fused_dim": float(row[tracking.PERF_FUSED_DIM]),
+        "feature_mib": float(row[tracking.PERF_FEATURE_BYTES]) / MIB,
+        "extract_ms_per_sample": float(row[tracking.PERF_EXTRACT_MS_PER_SAMPLE]),
+        "head_ms_per_sample": float(row[tracking.PERF_HEAD_MS_PER_SAMPLE]),
     }
 
 
@@ -346,11 +358,11 @@ def pareto(data: ReportData) -> pd.DataFrame:
     """Per dataset, the runs no other run beats on both validation accuracy and feature memory (cheapest first)."""
     rows = []
     for _, group in costed(data).groupby("dataset", sort=True):
-        ordered = rank(group).sort_values("perf/feature_bytes", kind="stable")  # cheapest first, best val first
+        ordered = rank(group).sort_values(tracking.PERF_FEATURE_BYTES, kind="stable")  # cheapest first, best val first
         top = -math.inf
         for _, row in ordered.iterrows():
-            if row["val/acc"] > top:
-                top = float(row["val/acc"])
+            if row[tracking.VAL_ACC] > top:
+                top = float(row[tracking.VAL_ACC])
                 rows.append({**_config_row(data, row), **_costs(row)})
     return frame(rows, (*CONFIG_COLUMNS, *COST_COLUMNS))
 
@@ -427,4 +439,4 @@ def best_baseline(data: ReportData, dataset: str) -> pd.Series | None:
 def baseline_test_acc(data: ReportData, dataset: str) -> float:
     """Test accuracy of the validation-selected baseline on ``dataset`` (NaN without one)."""
     row = best_baseline(data, dataset)
-    return math.nan if row is None else float(row["test/acc"])
+    return math.nan if row is None else float(row[tracking.TEST_ACC])

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+from benchmark.core import tracking
 from benchmark.core.tracking import CV_VAL_ACC, SEED_VAL_ACC, SWEEP_UNITS_ARTIFACT
 from studies.candidates import run_cost
 from studies.selection import RULE_TEXT, select
@@ -38,7 +39,11 @@ def units_summary(overall: pd.DataFrame, points: pd.DataFrame) -> str:
     """Where a report's per-unit scores came from, in one sentence (``overall`` and ``points`` with ``unit_source``)."""
     runs = overall[SOURCE].value_counts() if SOURCE in overall else {}
     layers = points[SOURCE].value_counts() if SOURCE in points else {}
-    names = {CV_VAL_ACC: "per-unit cv/val_acc", SEED_VAL_ACC: "per-seed seed/val_acc only", "val/acc": "one value"}
+    names = {
+        CV_VAL_ACC: "per-unit cv/val_acc",
+        SEED_VAL_ACC: "per-seed seed/val_acc only",
+        tracking.VAL_ACC: "one value",
+    }
     parts = [f"{int(runs.get(k, 0))} with {v}" for k, v in names.items() if runs.get(k, 0)]
     swept = int(layers.get(SWEEP_UNITS_ARTIFACT, 0))
     return (
@@ -55,11 +60,11 @@ def rule_text(rule: str) -> str:
 
 def trial_candidates(data: ReportData, df: pd.DataFrame, depth: dict[str, int | None]) -> pd.DataFrame:
     """Trial rows (``runs._trial_row`` columns) with their ``units`` and ``cost``."""
-    units = [data.units(r, v) for r, v in zip(df["run_id"], df["val/acc"], strict=True)]
+    units = [data.units(r, v) for r, v in zip(df["run_id"], df[tracking.VAL_ACC], strict=True)]
     costs = [
         run_cost(n, w, b, layers, depth)
         for n, w, b, layers in zip(
-            df["n_models"], df["perf/fused_dim"], df["perf/feature_bytes"], df["layers"], strict=True
+            df["n_models"], df[tracking.PERF_FUSED_DIM], df[tracking.PERF_FEATURE_BYTES], df["layers"], strict=True
         )
     ]
     return df.assign(**{UNITS: units, COST: costs, SOURCE: [data.unit_source(r) for r in df["run_id"]]})
@@ -77,7 +82,7 @@ def tie(df: pd.DataFrame, rule: str) -> pd.DataFrame:
     """
     from benchmark.report.selection import rank
 
-    ordered = rank(df[df["val/acc"].notna()])
+    ordered = rank(df[df[tracking.VAL_ACC].notna()])
     if ordered.empty:
         return ordered.assign(**{c: [] for c in TIE_COLUMNS})
     s = select(list(ordered[UNITS]), list(ordered[COST]), rule)
@@ -128,10 +133,10 @@ def tie_sets(
                 "tied": [
                     {
                         "candidate": label(r),
-                        "val_acc": float(r.get("val/acc", r.get("val_acc", math.nan))),
+                        "val_acc": float(r.get(tracking.VAL_ACC, r.get("val_acc", math.nan))),
                         "val_acc_se": float(r["val_acc_se"]),
                         "diff_se": float(r["diff_se"]),
-                        "test_acc": float(r.get("test/acc", r.get("test_acc", math.nan))),
+                        "test_acc": float(r.get(tracking.TEST_ACC, r.get("test_acc", math.nan))),
                     }
                     for r in rows
                     if r["tied_with_best"]
