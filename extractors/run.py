@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import resource
-import shutil
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmark.core.cache import CacheWriter, is_complete, partial_dir, recorded_batching
+from benchmark.core.cache import CacheWriter, check_not_busy, is_complete, partial_dir, recorded_batching
 from benchmark.core.config import BenchConfig
 from benchmark.core.errors import UserError
 from benchmark.core.hardware import resolve_device, resolve_token_budget
@@ -142,10 +141,18 @@ def _finalize(writer: CacheWriter, rf: ResolvedFeatures, load_seconds: float) ->
     writer.finalize(rf.split.labels, meta)
 
 
-def _extract_one(get_extractor: LazyExtractor, rf: ResolvedFeatures, cfg: BenchConfig, shard: Shard) -> ExtractSummary:
+def _extract_one(
+    get_extractor: LazyExtractor, rf: ResolvedFeatures, cfg: BenchConfig, shard: Shard, start_over: bool
+) -> ExtractSummary:
     asked = _batching(cfg, rf.device)
     writer = CacheWriter(
-        rf.path, rf.key, n=len(rf.split.texts), chunk_size=cfg.extract.chunk_size, batching=asked, shared=shard.sharded
+        rf.path,
+        rf.key,
+        n=len(rf.split.texts),
+        chunk_size=cfg.extract.chunk_size,
+        batching=asked,
+        shared=shard.sharded,
+        start_over=start_over,
     )
     if shard.torchrun and shard.index > 0:
         shard.barrier()  # rank 0 lays out (or clears) the partial folder alone first
@@ -242,12 +249,18 @@ def _make_extractor(rf: ResolvedFeatures, cfg: BenchConfig) -> Any:
     )
 
 
-def _resume_device(rf: ResolvedFeatures, cfg: BenchConfig, loaded_on: str | None, shard: Shard) -> ResolvedFeatures:
+def _resume_device(
+    rf: ResolvedFeatures, cfg: BenchConfig, loaded_on: str | None, shard: Shard
+) -> tuple[ResolvedFeatures, bool]:
     """Run on the device an unfinished extraction of this key used, where possible; otherwise start it over.
 
     Chunks from another device differ in their last bits, so mixing devices would break byte identity. A model
     already loaded for an earlier split fixes the device for the later ones. A shard never starts over: the
     chunks may be another shard's work in progress.
+
+    Returns:
+        The features on the device to use, and whether the unfinished run's chunks must be dropped (the writer
+        does that under its lock).
     """
     current = loaded_on or rf.device
     recorded = recorded_batching(rf.path, rf.key, len(rf.split.texts), cfg.extract.chunk_size)
@@ -279,8 +292,8 @@ def _resume_device(rf: ResolvedFeatures, cfg: BenchConfig, loaded_on: str | None
                 device,
                 current,
             )
-            shutil.rmtree(partial_dir(rf.path), ignore_errors=True)
-    return rf if current == rf.device else replace(rf, device=current)
+            return (rf if current == rf.device else replace(rf, device=current)), True
+    return (rf if current == rf.device else replace(rf, device=current)), False
 
 
 def extract_all(cfg: BenchConfig, track: bool = False) -> list[ExtractSummary]:
@@ -322,13 +335,14 @@ def _extract_models(
                     f"no complete cache for {model} on {cfg.extract.dataset}/{split_name} and extract.overwrite=never; "
                     "run without --overwrite never to extract it"
                 )
-            if cfg.extract.overwrite == "always" and shard.index == 0:  # rank 0, before the other ranks join
-                shutil.rmtree(partial_dir(rf.path), ignore_errors=True)
-            rf = _resume_device(rf, cfg, extractor.device, shard)
+            check_not_busy(rf.path)  # before a model loads or a run opens, only to be refused by the lock
+            rf, other_device = _resume_device(rf, cfg, extractor.device, shard)
+            # Rank 0 clears, before the other ranks join; the writer does it under the lock.
+            start_over = other_device or (cfg.extract.overwrite == "always" and shard.index == 0)
             if tracker is None:
-                summaries.append(_extract_one(extractor.bind(rf), rf, cfg, shard))
+                summaries.append(_extract_one(extractor.bind(rf), rf, cfg, shard, start_over))
                 continue
             extractor.bind(rf)()  # load before the run opens: a model that cannot load is a user error, not a run
             with tracker.run(rf):
-                summaries.append(_extract_one(extractor, rf, cfg, shard))
+                summaries.append(_extract_one(extractor, rf, cfg, shard, start_over))
     return summaries

@@ -33,7 +33,16 @@ FEATURE_DTYPE = np.float16
 
 
 class CacheError(UserError):
-    """A cache directory that is missing, partial or corrupt."""
+    """A cache directory that is missing, partial or corrupt.
+
+    Args:
+        message: The full one-line message.
+        reason: What is wrong, in a few words (e.g. ``labels.npy is missing``), for callers that phrase their own.
+    """
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason or message
 
 
 def layer_file(layer: int) -> str:
@@ -114,41 +123,78 @@ def validate(path: str | Path) -> dict[str, Any]:
     and shape (cheap: headers and sizes only, so it runs on every open).
 
     Raises:
-        CacheError: naming the directory and what is wrong.
+        CacheError: naming the directory and what is wrong (also in its ``reason``).
     """
     path = Path(path)
+    try:
+        meta = _read_meta(path)
+        _check_files(path, meta)
+    except _Broken as err:
+        raise CacheError(
+            f"cache {path}: {err}; re-extract it (layerfuse extract ... with the same settings)", str(err)
+        ) from None
+    return dict(meta)
+
+
+class _Broken(Exception):
+    """What is wrong with a cache directory, in a few words."""
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
     meta_file = path / "meta.json"
     if not meta_file.is_file():
-        raise CacheError(f"no complete cache at {path} (meta.json missing)")
+        raise _Broken("meta.json is missing" if path.is_dir() else "it does not exist")
     try:
-        meta = json.loads(meta_file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise CacheError(
-            f"cache {path}: meta.json is corrupt; delete the folder or re-extract with --overwrite always"
-        ) from None
-    if not isinstance(meta, dict) or not meta.get("complete") or meta.get("format_version") != FORMAT_VERSION:
-        raise CacheError(
-            f"cache {path}: meta.json is incomplete or of another format version; re-extract with --overwrite always"
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        at = err.pos if isinstance(err, json.JSONDecodeError) else err.start
+        raise _Broken(f"meta.json is corrupt ({type(err).__name__} at byte {at:,})") from None
+    if not isinstance(meta, dict):
+        raise _Broken(f"meta.json holds a {type(meta).__name__}, not an object")
+    if not meta.get("complete") or meta.get("format_version") != FORMAT_VERSION:
+        raise _Broken(
+            f"meta.json is incomplete or of another format version ({meta.get('format_version')!r}, "
+            f"this version reads {FORMAT_VERSION})"
         )
-    try:  # a meta.json that parses can still lack fields or hold the wrong types (hand edits, other tools)
-        n, h, num_layers = int(meta["n"]), int(meta["hidden_size"]), int(meta["num_layers"])
-        files = {str(name): int(size) for name, size in meta["files"].items()}
-    except (KeyError, TypeError, ValueError, AttributeError):
-        raise CacheError(
-            f"cache {path}: meta.json lacks n, hidden_size, num_layers or files; re-extract with --overwrite always"
-        ) from None
-    for name, size in files.items():
-        f = path / name
-        if not f.is_file() or f.stat().st_size != size:
-            raise CacheError(f"cache {path}: {name} is missing or truncated; re-extract with --overwrite always")
-    for layer in range(num_layers + 1):
-        if _npy_shape(path / layer_file(layer)) != (n, h):
-            raise CacheError(
-                f"cache {path}: {layer_file(layer)} does not have shape ({n}, {h}); re-extract with --overwrite always"
+    # A meta.json that parses can still lack fields or hold the wrong types (hand edits, other tools).
+    for name, kind in (("n", int), ("hidden_size", int), ("num_layers", int), ("files", dict)):
+        if not isinstance(meta.get(name), kind) or isinstance(meta.get(name), bool):
+            raise _Broken(
+                f"meta.json field '{name}' is {meta.get(name)!r}, not {'an int' if kind is int else 'an object'}"
             )
-    if _npy_shape(path / "labels.npy") != (n,):
-        raise CacheError(f"cache {path}: labels.npy does not have shape ({n},); re-extract with --overwrite always")
-    return dict(meta)
+    labels = meta.get("label_names")
+    if not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels):
+        raise _Broken(f"meta.json field 'label_names' is {labels!r}, not a list of label names")
+    if not isinstance(meta.get("texts_sha256"), str):
+        raise _Broken(f"meta.json field 'texts_sha256' is {meta.get('texts_sha256')!r}, not a hash")
+    return meta
+
+
+def _check_files(path: Path, meta: dict[str, Any]) -> None:
+    n, h, num_layers = meta["n"], meta["hidden_size"], meta["num_layers"]
+    for name, size in meta["files"].items():
+        f = path / str(name)
+        if not f.is_file():
+            raise _Broken(f"{name} is missing")
+        actual = f.stat().st_size
+        if not isinstance(size, int) or actual != size:
+            state = "truncated" if isinstance(size, int) and actual < size else "of the wrong size"
+            raise _Broken(
+                f"{name} is {state}: {actual:,} of {size:,} bytes"
+                if isinstance(size, int)
+                else f"{name}: size {size!r} in meta.json"
+            )
+    for layer in range(num_layers + 1):
+        shape = _npy_shape(path / layer_file(layer))
+        if shape != (n, h):
+            raise _Broken(f"{layer_file(layer)} {_shape_text(shape)}, expected ({n}, {h})")
+    shape = _npy_shape(path / "labels.npy")
+    if shape != (n,):
+        raise _Broken(f"labels.npy {_shape_text(shape)}, expected ({n},)")
+
+
+def _shape_text(shape: tuple[int, ...] | None) -> str:
+    return "is missing or unreadable" if shape is None else f"has shape {shape}"
 
 
 def is_complete(path: str | Path) -> bool:
@@ -242,6 +288,26 @@ def recorded_batching(final_dir: str | Path, key: FeatureKey, n: int, chunk_size
     return dict(batching) if isinstance(batching, dict) else {}
 
 
+def _lock_file(final_dir: Path) -> Path:
+    return final_dir.with_name(final_dir.name + ".lock")
+
+
+def check_not_busy(final_dir: str | Path) -> None:
+    """Refuse early (before a model loads or a run opens) when a lone writer holds the lock of ``final_dir``.
+
+    Shards of one extraction hold it shared, so a joining shard passes; the writer's own lock decides the rest.
+
+    Raises:
+        CacheError: another process is writing the directory on its own.
+    """
+    lock = CacheLock(_lock_file(Path(final_dir)))
+    if not lock.path.is_file():
+        return
+    if not lock.try_acquire(exclusive=False):
+        raise CacheError(f"another process is writing {final_dir}; let it finish (or stop it), then rerun this command")
+    lock.release()
+
+
 class CacheWriter:
     """Write one key directory atomically, in resumable chunks.
 
@@ -252,7 +318,9 @@ class CacheWriter:
             w.finalize(labels, meta)
 
     ``batching`` (e.g. batch size, token budget, device) is recorded with the first chunk; a resumed run gets the
-    recorded settings back in ``self.batching`` and must use them.
+    recorded settings back in ``self.batching`` and must use them. ``start_over`` drops an unfinished run's chunks
+    (``--overwrite always``, another device); like every change to the directory it happens only under the lock,
+    so it never deletes the chunks of a run still in progress in another process (that one is refused instead).
 
     Chunk ``i`` covers rows ``order[i*C:(i+1)*C]`` of a fixed processing order; the row indices are stored
     beside the features, so the final files are in original order whatever the processing order was.
@@ -270,6 +338,7 @@ class CacheWriter:
         chunk_size: int,
         batching: dict[str, Any] | None = None,
         shared: bool = False,
+        start_over: bool = False,
     ) -> None:
         self.final_dir = Path(final_dir)
         self.partial = partial_dir(self.final_dir)
@@ -279,15 +348,25 @@ class CacheWriter:
         self.num_chunks = (n + chunk_size - 1) // chunk_size
         self.batching = dict(batching or {})
         self.shared = shared
-        self._lock = CacheLock(self.final_dir.with_name(self.final_dir.name + ".lock"))
+        self.start_over = start_over
+        self._lock = CacheLock(_lock_file(self.final_dir))
 
     def open(self) -> CacheWriter:
         """Take the lock and lay out (or resume) the partial folder; ``with CacheWriter(...)`` calls it."""
         if not self.shared:
             self._lock.acquire_exclusive()
+            self._clear_if_starting_over()
             self._prepare()
             return self
         alone = self._lock.wait_shared_or_exclusive()
+        if self.start_over:
+            if not alone:  # the other shards are writing: their chunks stay
+                self._lock.release()
+                raise UserError(
+                    f"other shards are writing {self.partial}: starting over would delete their chunks; let them "
+                    "finish (or stop them), then rerun"
+                )
+            self._clear_if_starting_over()
         recorded = recorded_batching(self.final_dir, self.key, self.n, self.chunk_size)
         if recorded is None and (self.partial.exists() or not alone):
             self._lock.release()  # never clear chunks that may be another shard's work
@@ -302,6 +381,10 @@ class CacheWriter:
         elif recorded:
             self.batching = recorded
         return self
+
+    def _clear_if_starting_over(self) -> None:
+        if self.start_over:  # only ever with the lock held exclusively
+            shutil.rmtree(self.partial, ignore_errors=True)
 
     def close(self) -> None:
         """Release the lock (finished or not); chunks written so far stay for a rerun."""
