@@ -11,7 +11,7 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from benchmark.core.config import BenchConfig, load_config
 from benchmark.core.errors import UserError
@@ -19,6 +19,14 @@ from benchmark.core.errors import UserError
 log = logging.getLogger("layerfuse")
 
 Handler = Callable[[argparse.Namespace, BenchConfig], int]
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line, like every other user error (exit 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print one ``layerfuse ...: error:`` line pointing at ``--help`` and exit 2."""
+        self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
 
 
 def _csv(text: str) -> tuple[str, ...]:
@@ -238,7 +246,16 @@ def _run_fit(args: argparse.Namespace, cfg: BenchConfig) -> int:
     from benchmark.core.tracking import experiment_name
     from studies.fit import fit_tracked
 
-    layers = dict(args.layer)
+    layers: dict[str, str] = {}
+    for model, spec in args.layer:
+        if model in layers:  # a dict would keep only the last one and train on it alone
+            plain = all(s.lstrip("-").isdigit() for s in (layers[model], spec))
+            both = f"{layers[model]},{spec}" if plain else "3,5"
+            raise UserError(
+                f"--layer {model}={spec} repeats model '{model}' (already --layer {model}={layers[model]}): give one "
+                f"spec per model; to combine layers of one model aggregate them, e.g. --layer {model}=mean:{both}"
+            )
+        layers[model] = spec
     run_id, results = fit_tracked(cfg, layers, args.seeds)
     for k, r in enumerate(results):
         print(
@@ -334,8 +351,11 @@ def ui_command(cfg: BenchConfig, port: int, workers: int = 1) -> list[str]:
 def _run_ui(args: argparse.Namespace, cfg: BenchConfig) -> int:
     import os
 
+    from benchmark.core.stores import check_port_free, check_tracking
     from benchmark.core.tracking import client
 
+    check_tracking(cfg.tracking)
+    check_port_free("127.0.0.1", args.port)
     client(cfg.tracking)  # creates the store's folder so the UI starts on a fresh checkout
     print(f"MLflow UI on http://127.0.0.1:{args.port} (store {cfg.tracking.uri}); Ctrl-C to stop", flush=True)
     cmd = ui_command(cfg, args.port, args.workers)
@@ -474,7 +494,7 @@ def _run_ls(args: argparse.Namespace, cfg: BenchConfig) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser."""
-    parser = argparse.ArgumentParser(prog="layerfuse", description="Layer-aware embedding fusion benchmarks.")
+    parser = _Parser(prog="layerfuse", description="Layer-aware embedding fusion benchmarks.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_extract, _add_study, _add_fit, _add_report, _add_ui, _add_quickstart, _add_reproduce, _add_ls):
         add(sub)

@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING
 
 from benchmark.core.config import BenchConfig, with_values
 from benchmark.core.models import resolve_model
+from benchmark.core.stores import check_tracking
 from studies.presets import PRESETS
+from studies.storage import check_storage_url
 
 if TYPE_CHECKING:
     from benchmark.report import ReportResult
@@ -83,6 +85,8 @@ def run_pipeline(cfg: BenchConfig, on_stage: Callable[[Stage], None] | None = No
         PRESETS.get(name)  # an unknown preset fails now, not after hours of extraction
     for model in cfg.extract.models:
         resolve_model(model, cfg.paths.models_dir)
+    check_storage_url(cfg.study.storage)  # a bad store fails now too, not after the extraction
+    check_tracking(cfg.tracking)
     result = PipelineResult()
 
     def done(dataset: str, stage: str, started: float, outcome: str) -> None:

@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmark.core.cache import is_complete
+from benchmark.core.cache import CacheError, validate
 from benchmark.core.config import BenchConfig
 from benchmark.core.errors import UserError
 from benchmark.core.keys import load_text_split, resolve_features
+from benchmark.core.text_data import check_classes
 from lightning_modules.datamodule import Selection
 from lightning_modules.layers import parse_layer_spec
 from studies.naming import extract_command, splits
@@ -28,18 +29,28 @@ class ModelDirs:
 
 
 def resolve_dirs(cfg: BenchConfig) -> dict[str, ModelDirs]:
-    """Cache directories of every model, or a ``UserError`` naming the extraction to run."""
+    """Cache directories of every model, or a ``UserError`` naming the extraction to run (and what is wrong with
+    a cache that is there but unusable).
+    """
     texts = {s: load_text_split(cfg, s) for s in splits(cfg)}
-    dirs, missing = {}, []
+    check_classes(texts["train"], cfg.extract.dataset)
+    dirs, missing, broken = {}, [], []
     for model in cfg.extract.models:
         paths = {s: resolve_features(cfg, model, ts).path for s, ts in texts.items()}
-        if not all(is_complete(p) for p in paths.values()):
-            missing.append(model)
-            continue
-        dirs[model] = ModelDirs(paths["train"], paths["test"], paths.get(cfg.data.val_split or ""))
+        for split, path in paths.items():
+            try:
+                validate(path)
+            except CacheError as err:
+                missing.append(model)
+                if path.exists():  # there but unusable: say why; the extract command below repairs it
+                    broken.append(f"{model} {split}: {err.reason}")
+                break
+        else:
+            dirs[model] = ModelDirs(paths["train"], paths["test"], paths.get(cfg.data.val_split or ""))
     if missing:
+        why = f" ({'; '.join(broken)})" if broken else ""
         raise UserError(
-            f"no complete feature cache for {', '.join(missing)} on {cfg.extract.dataset}; "
+            f"no complete feature cache for {', '.join(missing)} on {cfg.extract.dataset}{why}; "
             f"run first: {extract_command(cfg, missing)}"
         )
     return dirs

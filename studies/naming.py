@@ -11,7 +11,7 @@ from studies.presets import PRESETS
 
 EXTRACT_SETTINGS = {
     "paths": (PathsConfig(), ("data_dir", "models_dir", "cache_dir")),
-    "data": (DataConfig(), ("text_column", "label_column", "hf_config")),
+    "data": (DataConfig(), ("text_column", "label_column", "hf_config", "encoding")),
 }
 
 

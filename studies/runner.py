@@ -29,7 +29,10 @@ from benchmark.core import tracking
 from benchmark.core.cache import FeatureCache
 from benchmark.core.config import BenchConfig
 from benchmark.core.errors import UserError
+from benchmark.core.keys import load_text_split
 from benchmark.core.run_inputs import log_inputs
+from benchmark.core.stores import check_tracking
+from benchmark.core.text_data import check_classes
 from studies.best_layers import best_layers
 from studies.caches import ModelDirs, resolve_dirs
 from studies.fingerprint import check_fingerprint, fingerprint
@@ -39,7 +42,7 @@ from studies.objective import Objective, StudyRuns
 from studies.parent_run import WorkersFailed, close_stale_run, fail_parent, parent_run
 from studies.presets import PRESETS, Preset, StudyContext, check_fusions, check_models
 from studies.pruning import make_pruner
-from studies.storage import StudyLock, make_storage, retry_failed
+from studies.storage import StudyLock, check_storage_url, make_storage, retry_failed
 from studies.summary import FINISHED, StudyOutcome, summarise
 
 log = logging.getLogger(__name__)
@@ -84,6 +87,8 @@ class _Setup:
 
 def _setup(cfg: BenchConfig) -> _Setup:
     preset = PRESETS.get(cfg.study.preset)
+    check_storage_url(cfg.study.storage)  # before anything is written: caches' weight hashes, stores, runs
+    check_tracking(cfg.tracking)
     if preset.needs_features:
         if not cfg.extract.models:
             raise UserError("no model selected: pass --models a,b (see `layerfuse ls models`)")
@@ -91,6 +96,7 @@ def _setup(cfg: BenchConfig) -> _Setup:
         dirs = resolve_dirs(cfg)
     else:
         dirs = {}
+        check_classes(load_text_split(cfg, "train"), cfg.extract.dataset)
     ctx = StudyContext(
         cfg.extract.dataset,
         cfg.extract.models,

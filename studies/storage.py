@@ -32,6 +32,7 @@ from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 
 from benchmark.core.errors import UserError
+from benchmark.core.stores import check_folder_path, check_server, check_sqlite_url, redact
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
@@ -128,10 +129,34 @@ def make_storage(
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         return HeartbeatJournalStorage(JournalFileBackend(path), interval, grace, on_stale)
-    raise UserError(
-        f"study.storage={url!r} is not supported: use sqlite:///path.db, postgresql://user:pw@host/db, "
+    raise _unsupported(url)
+
+
+def _unsupported(url: str) -> UserError:
+    return UserError(
+        f"study.storage={redact(url)!r} is not supported: use sqlite:///path.db, postgresql://user:pw@host/db, "
         "mysql://..., or journal:path/to/study.log"
     )
+
+
+def check_storage_url(url: str) -> None:
+    """Refuse a storage URL that ``make_storage`` would fail on, before anything is created.
+
+    Raises:
+        UserError: an unsupported scheme, a database or journal path that cannot be created, or a database
+            server that cannot be reached.
+    """
+    what = "study.storage"
+    if url.startswith("sqlite:"):
+        check_sqlite_url(url, what)
+    elif url.startswith(RDB_PREFIXES):
+        check_server(url, what)
+    elif (path := journal_path(url)) is not None:
+        if not path or Path(path).is_dir():
+            raise UserError(f"{what}={url!r}: name a journal file, e.g. journal:mlruns/study.log")
+        check_folder_path(Path(path).parent, f"{what}={url!r}")
+    else:
+        raise _unsupported(url)
 
 
 def retry_failed(study: optuna.Study, max_retry: int = MAX_RETRY) -> int | None:

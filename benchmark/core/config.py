@@ -7,6 +7,7 @@ working directory (the README runs everything from the repository root).
 from __future__ import annotations
 
 import ast
+import codecs
 import dataclasses
 import os
 import types
@@ -46,6 +47,12 @@ def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
         raise ConfigError(
             f"{key}={value!r} is not valid.{suggest(value, list(choices))} Choose one of: {', '.join(choices)}"
         )
+
+
+def _check_unique(key: str, values: tuple[str, ...]) -> None:
+    repeated = sorted({v for v in values if values.count(v) > 1})
+    if repeated:
+        raise ConfigError(f"{key} names {', '.join(map(repr, repeated))} more than once: list each once")
 
 
 def _check_positive(key: str, value: float | None, allow_zero: bool = False) -> None:
@@ -144,6 +151,8 @@ class ExtractConfig:
             raise ConfigError("extract.models is empty: name at least one model (see `layerfuse ls models`)")
         if not self.splits:
             raise ConfigError("extract.splits is empty: use e.g. --split train,test")
+        _check_unique("extract.models", self.models)
+        _check_unique("extract.splits", self.splits)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +162,10 @@ class DataConfig:
     text_column: str = field(default="text", metadata=_help("text column of local files / hub datasets"))
     label_column: str = field(default="label", metadata=_help("label column of local files / hub datasets"))
     hf_config: str | None = field(default=None, metadata=_help("hub dataset configuration name"))
+    encoding: str = field(
+        default="utf-8",
+        metadata=_help("encoding of local CSV and JSON files (utf-8 also reads a byte-order mark), e.g. latin-1"),
+    )
     val_fraction: float = field(default=0.1, metadata=_help("stratified share of train held out for validation"))
     standardize: bool = field(default=True, metadata=_help("standardise features with train-part statistics"))
     num_workers: int = field(default=0, metadata=_help("DataLoader workers"))
@@ -171,6 +184,12 @@ class DataConfig:
         if not 0.0 < self.val_fraction < 1.0:
             raise ConfigError(f"data.val_fraction={self.val_fraction} must be between 0 and 1 (exclusive), e.g. 0.1")
         _check_positive("data.num_workers", self.num_workers, allow_zero=True)
+        try:
+            codecs.lookup(self.encoding)
+        except LookupError:
+            raise ConfigError(
+                f"data.encoding={self.encoding!r} is not a known encoding: use e.g. utf-8, latin-1 or cp1252"
+            ) from None
         if self.val_split in ("train", "test"):
             raise ConfigError(
                 f"data.val_split={self.val_split!r} would validate on the {self.val_split} split: name a separate "
@@ -252,6 +271,7 @@ class StudyConfig:
         _check_positive("study.seeds", self.seeds)
         _check_positive("study.heartbeat", self.heartbeat)
         _check_positive("study.max_k", self.max_k)
+        _check_unique("study.fusions", self.fusions)
         kind, _, value = self.pruner.partition(":")
         if not (self.pruner == "median" or (kind == "threshold" and value.replace(".", "", 1).isdigit())):
             raise ConfigError(
@@ -320,6 +340,8 @@ class PipelineConfig:
             raise ConfigError("pipeline.datasets is empty: name at least one, e.g. --datasets mr")
         if not self.presets:
             raise ConfigError("pipeline.presets is empty: name at least one, e.g. --set pipeline.presets=layer-sweep")
+        _check_unique("pipeline.datasets", self.datasets)
+        _check_unique("pipeline.presets", self.presets)
 
 
 @dataclass(frozen=True, slots=True)
@@ -450,9 +472,11 @@ def load_config(
         if not p.is_file():
             raise ConfigError(f"config file {p} not found: check the -c/--config path")
         try:
-            tree = yaml.safe_load(p.read_text()) or {}
+            tree = yaml.safe_load(p.read_text(encoding="utf-8-sig")) or {}
         except yaml.YAMLError as err:
             raise ConfigError(f"config file {p} is not valid YAML: {str(err).splitlines()[0]}") from None
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"config file {p} is not UTF-8 (byte offset {err.start:,}): save it as UTF-8") from None
         if not isinstance(tree, dict):
             raise ConfigError(f"config file {p} must hold a mapping of sections, got {type(tree).__name__}")
         for key, value in _flatten(tree, str(p)).items():

@@ -36,6 +36,7 @@ def load_text_split(cfg: BenchConfig, split: str) -> TextSplit:
         cfg.data.text_column,
         cfg.data.label_column,
         cfg.data.hf_config,
+        cfg.data.encoding,
     )
 
 

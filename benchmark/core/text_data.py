@@ -7,10 +7,13 @@ so train and test agree and ``--limit`` never changes the mapping.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
+import io
 import json
 import logging
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,6 +84,22 @@ class TextSplit:
         return hashlib.sha256(blob.encode()).hexdigest()
 
 
+def check_classes(split: TextSplit, dataset: str) -> None:
+    """Refuse training data with fewer than two classes (the head and its metrics need two).
+
+    Raises:
+        UserError: naming the dataset, split and the one class found.
+    """
+    counts = np.bincount(split.labels, minlength=len(split.label_names))
+    present = [split.label_names[i] for i in np.flatnonzero(counts)]
+    if len(present) < 2:
+        raise UserError(
+            f"dataset '{dataset}' split '{split.split}' has a single class ({', '.join(map(repr, present))} in all "
+            f"{len(split.labels)} rows): a classifier needs at least 2; check the label column (data.label_column) "
+            "and --limit"
+        )
+
+
 def dataset_slug(name: str) -> str:
     """A filesystem-safe name for a dataset reference (registry name, path or hub id)."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "dataset"
@@ -108,28 +127,114 @@ def _sort_labels(values: set[str]) -> list[str]:
         return sorted(values)
 
 
+def canonical_label(value: object) -> str:
+    """One spelling per label: numbers by value (``1``, ``1.0`` and ``01`` are the class ``1``), text as written."""
+    text = str(value).strip()
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    if not math.isfinite(number):
+        return text
+    return str(int(number)) if number.is_integer() else repr(number)
+
+
+@dataclass(frozen=True)
+class _Table:
+    """Raw rows of one split: texts, label strings, and where each row is in its source (``unit`` N)."""
+
+    texts: list[str]
+    labels: list[str]
+    places: list[int]
+    unit: str  # "line" (CSV, JSON lines) or "row" (JSON arrays, Parquet, hub datasets)
+    source: str
+
+
 def _check_columns(where: str, columns: list[str], text_col: str, label_col: str) -> None:
     for col, key in ((text_col, "data.text_column"), (label_col, "data.label_column")):
         if col not in columns:
             raise UserError(f"{where} has no column '{col}' (columns: {', '.join(columns)}); set --set {key}=<name>")
 
 
-def _read_file(path: Path, text_col: str, label_col: str) -> tuple[list[str], list[str]]:
-    """Read one local file; CSV through ``csv`` so texts like 'NA' stay text, others through ``datasets``."""
-    if path.suffix == ".csv":
-        with path.open(newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            columns = list(reader.fieldnames or [])
-            rows = list(reader)
-    else:
-        import datasets
+def _decode(path: Path, encoding: str) -> str:
+    """The file's text in ``encoding``; UTF-8 files may start with a byte-order mark (spreadsheets write one)."""
+    raw = path.read_bytes()
+    utf8 = codecs.lookup(encoding).name == "utf-8"
+    skip = len(codecs.BOM_UTF8) if utf8 and raw.startswith(codecs.BOM_UTF8) else 0
+    try:
+        return raw[skip:].decode(encoding)
+    except UnicodeDecodeError as err:
+        at = skip + err.start
+        line = raw.count(b"\n", 0, at) + 1
+        raise UserError(
+            f"{path} is not {encoding}: byte 0x{raw[at]:02x} at offset {at:,} (line {line}) "
+            "cannot be decoded; set its encoding with --set data.encoding=NAME (e.g. latin-1 or cp1252)"
+        ) from None
 
-        loader = datasets.Dataset.from_parquet if path.suffix == ".parquet" else datasets.Dataset.from_json
-        ds = loader(str(path))
-        columns = list(ds.column_names)
-        rows = ds.to_list()
+
+def _read_csv(path: Path, text_col: str, label_col: str, encoding: str) -> _Table:
+    """CSV through ``csv`` so texts like 'NA' stay text; a row with more or fewer fields than the header is refused."""
+    reader = csv.reader(io.StringIO(_decode(path, encoding), newline=""))
+    columns = next(reader, [])
     _check_columns(str(path), columns, text_col, label_col)
-    return [str(r[text_col] or "").strip() for r in rows], [str(r[label_col]) for r in rows]
+    ti, li = columns.index(text_col), columns.index(label_col)
+    texts, labels, places = [], [], []
+    line = reader.line_num + 1
+    for row in reader:
+        if row and len(row) != len(columns):
+            raise UserError(
+                f"{path} line {line}: {len(row)} fields where the header has {len(columns)} ({', '.join(columns)}); "
+                'quote texts that hold commas ("a, b") or fix the row'
+            )
+        if row:  # csv yields [] for a blank line
+            texts.append(row[ti].strip())
+            labels.append(row[li])
+            places.append(line)
+        line = reader.line_num + 1
+    return _Table(texts, labels, places, "line", str(path))
+
+
+def _read_json(path: Path, text_col: str, label_col: str, encoding: str) -> _Table:
+    """A JSON array of objects, or JSON lines (one object per line)."""
+    text = _decode(path, encoding)
+    if path.suffix == ".json" and text.lstrip().startswith("["):
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise UserError(f"{path} line {err.lineno}: not valid JSON ({err.msg})") from None
+        items, unit = list(enumerate(records, 1)), "row"
+    else:
+        items, unit = [], "line"
+        for n, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    items.append((n, json.loads(line)))
+                except json.JSONDecodeError as err:
+                    raise UserError(f"{path} line {n}: not valid JSON ({err.msg})") from None
+    texts, labels, places = [], [], []
+    for n, record in items:
+        if not isinstance(record, dict):
+            raise UserError(f"{path} {unit} {n}: expected an object with '{text_col}' and '{label_col}'")
+        _check_columns(f"{path} {unit} {n}", list(record), text_col, label_col)
+        texts.append(str(record[text_col] or "").strip())
+        labels.append("" if record[label_col] is None else str(record[label_col]))
+        places.append(n)
+    return _Table(texts, labels, places, unit, str(path))
+
+
+def _read_file(path: Path, text_col: str, label_col: str, encoding: str) -> _Table:
+    """Read one local file (CSV, JSON or JSON lines, Parquet)."""
+    if path.suffix == ".csv":
+        return _read_csv(path, text_col, label_col, encoding)
+    if path.suffix in (".json", ".jsonl"):
+        return _read_json(path, text_col, label_col, encoding)
+    import datasets
+
+    ds = datasets.Dataset.from_parquet(str(path))
+    _check_columns(str(path), list(ds.column_names), text_col, label_col)
+    texts = [str(t or "").strip() for t in ds[text_col]]
+    labels = ["" if v is None else str(v) for v in ds[label_col]]
+    return _Table(texts, labels, list(range(1, len(texts) + 1)), "row", str(path))
 
 
 def _keep_splits(files: dict[str, list[Path]], split: str, where: str) -> dict[str, Path]:
@@ -224,7 +329,7 @@ def _hub_labels(ds: object, label_col: str) -> tuple[list[str] | None, list[str]
 
 def _load_hub(
     dataset: str, split: str, hf_config: str | None, text_col: str, label_col: str, local: Path | None
-) -> tuple[dict[str, tuple[list[str], list[str]]], list[str] | None]:
+) -> tuple[dict[str, _Table], list[str] | None]:
     """Every split of a hub dataset (a built-in one under our split and column names) as texts and label strings."""
     import datasets
 
@@ -252,7 +357,7 @@ def _load_hub(
             f"{why}. Registered: {', '.join(DATASETS.names())}"
         ) from None
     pairs = list(spec.hf_splits) if spec else [(s, s) for s in dsd]
-    out: dict[str, tuple[list[str], list[str]]] = {}
+    out: dict[str, _Table] = {}
     names = None
     for ours, theirs in pairs:
         if theirs not in dsd:
@@ -266,10 +371,30 @@ def _load_hub(
                     f"hub dataset {hub_id} split '{theirs}' has no labels; choose a labelled split with --split"
                 )
             continue
-        out[ours] = ([str(t or "").strip() for t in ds[text_col]], labels)
+        texts = [str(t or "").strip() for t in ds[text_col]]
+        out[ours] = _Table(
+            texts, labels, list(range(1, len(texts) + 1)), "row", f"hub dataset {hub_id} split '{theirs}'"
+        )
     if split not in out:
         raise UserError(f"hub dataset '{hub_id}' has no split '{split}' (has: {', '.join(out)})")
     return out, names
+
+
+_WARNED: set[tuple[str, int]] = set()  # (source, count) already warned about: load_split runs once per stage
+
+
+def _warn_empty_texts(table: _Table, keep: np.ndarray) -> None:
+    empty = [table.places[i] for i in keep if not table.texts[i]]
+    if empty and (table.source, len(empty)) not in _WARNED:
+        _WARNED.add((table.source, len(empty)))
+        shown = ", ".join(map(str, empty[:10])) + (", ..." if len(empty) > 10 else "")
+        log.warning(
+            "%s: %d empty or whitespace-only text(s) kept (%s %s); they are embedded as empty input",
+            table.source,
+            len(empty),
+            f"{table.unit}s" if len(empty) > 1 else table.unit,
+            shown,
+        )
 
 
 def _subset(n: int, limit: int | None) -> np.ndarray:
@@ -286,6 +411,7 @@ def load_split(
     text_column: str = "text",
     label_column: str = "label",
     hf_config: str | None = None,
+    encoding: str = "utf-8",
 ) -> TextSplit:
     """Load one split of a dataset.
 
@@ -296,12 +422,17 @@ def load_split(
         split: Split name (``train``/``test``/...).
         data_dir: Folder holding the built-in datasets.
         limit: Keep a fixed seeded random subset of this many rows, in original order.
-        text_column: Column holding the texts.
-        label_column: Column holding the labels.
-        hf_config: Configuration name of a hub dataset.
+        text_column: Text column of local files and hub datasets.
+        label_column: Label column of local files and hub datasets.
+        hf_config: Hub dataset configuration name.
+        encoding: Encoding of CSV and JSON files (UTF-8 may start with a byte-order mark).
+
+    Empty or whitespace-only texts are kept (they are rows of the split) with one warning naming how many and
+    where; numeric labels are one class per value (``1`` and ``1.0`` alike).
 
     Raises:
-        UserError: missing folder/file/column/split, or an empty split.
+        UserError: missing folder/file/column/split, an empty split, a file not in ``encoding``, a CSV row with
+            more or fewer fields than its header, or an empty label.
     """
     names: list[str] | None = None
     try:
@@ -316,19 +447,28 @@ def load_split(
                 f"dataset '{dataset}' has no split '{split}' (found: {', '.join(sorted(files))}); use --split "
                 f"{','.join(sorted(files))}"
             )
-        all_splits = {s: _read_file(p, text_column, label_column) for s, p in files.items()}
+        all_splits = {s: _read_file(p, text_column, label_column, encoding) for s, p in files.items()}
         source, from_hub = str(files[split].resolve()), False
-    texts, raw_labels = all_splits[split]
-    if not texts:
+    table = all_splits[split]
+    if not table.texts:
         raise UserError(
             f"dataset '{dataset}' split '{split}' is empty: check the file has rows under a text,label header"
         )
-    if names is None:
-        names = _sort_labels({lab for _, labs in all_splits.values() for lab in labs})
+    for t in all_splits.values():  # every split read shapes the label mapping
+        if "" in t.labels:
+            i = t.labels.index("")
+            raise UserError(f"{t.source} {t.unit} {t.places[i]} has an empty label ({label_column}): fill or drop it")
+    if names is None:  # labels as written: one spelling per class, over every split
+        spelled = {s: [canonical_label(lab) for lab in t.labels] for s, t in all_splits.items()}
+        names = _sort_labels({lab for labs in spelled.values() for lab in labs})
+        raw_labels = spelled[split]
+    else:
+        raw_labels = table.labels
     index = {name: i for i, name in enumerate(names)}
-    keep = _subset(len(texts), limit)
-    texts = [texts[i] for i in keep]
+    keep = _subset(len(table.texts), limit)
+    texts = [table.texts[i] for i in keep]
     labels = np.array([index[raw_labels[i]] for i in keep], dtype=np.int64)
+    _warn_empty_texts(table, keep)
     return TextSplit(
         dataset=dataset_slug(dataset),
         split=split,

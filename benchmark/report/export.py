@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from benchmark.core import tracking
 from benchmark.core.errors import UserError
 from benchmark.core.registry import suggest
+from benchmark.core.stores import check_folder_path, check_tracking
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -230,6 +231,8 @@ def write_report(
     formats = _check_formats(formats)
     name = _name(studies, experiments)
     out = Path(out_dir) if out_dir is not None else Path(cfg.report.out_dir) / name
+    check_folder_path(out, "--out" if out_dir is not None else "report.out_dir")
+    check_tracking(cfg.tracking, must_exist=True)  # a report only reads: never create an empty store
     data = load_runs(cfg, studies, experiments)
     _prepare(out, force)
     computed = compute(data)
