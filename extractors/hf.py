@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import inspect
 import logging
+import pickle
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -132,6 +134,8 @@ class HFHiddenStateExtractor:
             model_kwargs["gguf_file"] = spec.gguf_file
         if self.device.type == "cuda" and self.dtype != torch.float32:
             model_kwargs["dtype"] = self.dtype
+        if spec.path is not None and not spec.gguf_file and any(Path(spec.path).glob("*.safetensors")):
+            model_kwargs["use_safetensors"] = True  # never fall back to a pickle beside them
         self._load_model: Callable[[], Any] = lambda: (
             AutoModel.from_pretrained(spec.source, **model_kwargs).to(self.device).eval()
         )
@@ -139,6 +143,13 @@ class HFHiddenStateExtractor:
             self.model = self._load_model()
         except (OSError, ValueError) as err:
             raise UserError(_load_error(spec, err)) from err
+        except pickle.UnpicklingError:
+            # torch's message suggests weights_only=False, which would run the pickle's code: we never retry so.
+            raise UserError(
+                f"model '{spec.alias}': the weights in {spec.source} are a pickle (.bin) holding more than tensors, "
+                "which the safe loader refuses and layerfuse never loads unsafely; use a copy with .safetensors "
+                "weights (convert it where you trust its source: load it yourself and save_pretrained)"
+            ) from None
         self.cast_linears = (
             cast_weights
             and self.device.type == "cpu"
