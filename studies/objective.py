@@ -121,6 +121,28 @@ def finish_run(runs: StudyRuns, run_id: str, state: str, reason: str = "") -> No
     runs.mlc.set_terminated(run_id, status)
 
 
+def create_trial_run(runs: StudyRuns, number: int) -> str:
+    """Create trial ``number``'s nested run, tagged with its study and number from the start; returns its id.
+
+    The tags make the run findable before the trial records its id (``mlflow_run_id``): a worker killed in
+    between leaves a RUNNING run that ``studies.orphans.close_orphan_runs`` closes on the next run.
+    """
+    run = runs.mlc.create_run(
+        runs.experiment_id,
+        run_name=f"{runs.study_name}#{number}",
+        tags={
+            tracking.TAG_PARENT: runs.parent_run_id,
+            tracking.TAG_STUDY: runs.study_name,
+            tracking.TAG_KIND: tracking.KIND_TRIAL,
+            tracking.TAG_PRESET: runs.preset,
+            tracking.TAG_TRIAL: str(number),
+            tracking.TAG_STATE: "RUNNING",
+            **tracking.version_tags(),
+        },
+    )
+    return str(run.info.run_id)
+
+
 class Objective:
     """Callable for ``study.optimize``.
 
@@ -139,20 +161,7 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         """Run one trial in its own MLflow run; return its mean validation accuracy."""
-        run = self.runs.mlc.create_run(
-            self.runs.experiment_id,
-            run_name=f"{self.runs.study_name}#{trial.number}",
-            tags={
-                tracking.TAG_PARENT: self.runs.parent_run_id,
-                tracking.TAG_STUDY: self.runs.study_name,
-                tracking.TAG_KIND: tracking.KIND_TRIAL,
-                tracking.TAG_PRESET: self.runs.preset,
-                tracking.TAG_TRIAL: str(trial.number),
-                tracking.TAG_STATE: "RUNNING",
-                **tracking.version_tags(),
-            },
-        )
-        run_id = run.info.run_id
+        run_id = create_trial_run(self.runs, trial.number)
         trial.set_user_attr("mlflow_run_id", run_id)
         log_inputs(self.runs.mlc, run_id, self.runs.inputs)
         try:

@@ -12,6 +12,7 @@ from benchmark.core.config import BenchConfig
 from benchmark.core.keys import load_text_split
 from studies.naming import models_used
 from studies.objective import StudyRuns, finish_run
+from studies.orphans import close_orphan_runs
 
 log = logging.getLogger(__name__)
 
@@ -74,5 +75,7 @@ def close_stale_run(mlc: Any) -> Any:
         )
         if run_id:
             finish_run(StudyRuns(mlc, "", "", study.study_name, ""), run_id, "FAIL", "worker died (heartbeat lost)")
+        else:  # killed before the trial named its run: find the run by its tags
+            close_orphan_runs(study, mlc, str(study.user_attrs["mlflow_parent_run_id"]))
 
     return close

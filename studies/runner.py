@@ -39,6 +39,7 @@ from studies.fingerprint import check_fingerprint, fingerprint
 from studies.inputs import cache_key_tags, training_inputs
 from studies.naming import study_name
 from studies.objective import Objective, StudyRuns
+from studies.orphans import close_orphan_runs
 from studies.parent_run import WorkersFailed, close_stale_run, fail_parent, parent_run
 from studies.presets import PRESETS, Preset, StudyContext, check_fusions, check_models
 from studies.pruning import make_pruner
@@ -195,6 +196,7 @@ def run_study(cfg: BenchConfig) -> StudyOutcome:
     s = _setup(cfg)
     with s.lock:  # once per study, whichever process or host comes first
         parent = parent_run(s.study, s.mlc, s.experiment_id, cfg)
+        close_orphan_runs(s.study, s.mlc, parent)  # runs a killed worker left unlinked to their trial
         if s.preset.needs_best_layers:
             best_layers(s.study, cfg, s.dirs)  # before any trial, so every worker reads the same layers
     log_inputs(s.mlc, parent, training_inputs(cfg))  # idempotent: a resumed study's parent run keeps one of each
