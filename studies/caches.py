@@ -29,8 +29,9 @@ class ModelDirs:
 
 
 def resolve_dirs(cfg: BenchConfig) -> dict[str, ModelDirs]:
-    """Cache directories of every model, or a ``UserError`` naming the extraction to run (and what is wrong with
-    a cache that is there but unusable).
+    """Cache directories of every model, or a ``UserError`` naming the extraction to run.
+
+    A cache that is there but unusable (truncated file, corrupt meta.json) is named with what is wrong with it.
     """
     texts = {s: load_text_split(cfg, s) for s in splits(cfg)}
     check_classes(texts["train"], cfg.extract.dataset)

@@ -112,7 +112,7 @@ def test_a_trial_run_orphaned_by_a_kill_is_closed(tmp_path) -> None:
     from benchmark.core.config import TrackingConfig
     from studies.objective import StudyRuns, create_trial_run
     from studies.orphans import close_orphan_runs
-    from studies.runner import _close_stale_run
+    from studies.parent_run import close_stale_run
     from studies.storage import make_storage
 
     cfg = TrackingConfig(uri=f"sqlite:///{tmp_path}/mlflow.db", artifact_root=str(tmp_path / "artifacts"))
@@ -135,7 +135,7 @@ def test_a_trial_run_orphaned_by_a_kill_is_closed(tmp_path) -> None:
 
     # The stale-heartbeat callback fails the first dead trial; it has no run id, so the run is found by its tags.
     study.tell(stale, state=optuna.trial.TrialState.FAIL)
-    _close_stale_run(mlc)(study, study.trials[stale.number])
+    close_stale_run(mlc)(study, study.trials[stale.number])
     assert mlc.get_run(stale_run).info.status == "FAILED"
     assert mlc.get_run(resumed_run).info.status == "RUNNING"  # its trial still counts as running
     # The second dead trial is failed (stale) before a rerun; the rerun closes what is left.
@@ -143,7 +143,7 @@ def test_a_trial_run_orphaned_by_a_kill_is_closed(tmp_path) -> None:
     assert close_orphan_runs(study, mlc, parent) == 1
     run = mlc.get_run(resumed_run)
     assert run.info.status == "FAILED" and run.data.tags[tracking.TAG_STATE] == "FAIL"
-    assert "before the run was linked" in run.data.tags["layerfuse.error"]
+    assert "before the run was linked" in run.data.tags[tracking.TAG_ERROR]
     assert mlc.get_run(alive_run).info.status == "RUNNING"  # a live trial's run is left alone
     assert close_orphan_runs(study, mlc, parent) == 0
 
