@@ -20,6 +20,7 @@ from benchmark.core.errors import UserError
 from benchmark.core.hardware import resolve_device, resolve_token_budget
 from benchmark.core.keys import ResolvedFeatures, load_text_split, resolve_features
 from benchmark.core.models import LEXICAL
+from benchmark.core.stores import check_folder_path
 from benchmark.core.text_data import TextSplit
 from extractors.progress import library_bars
 from extractors.shard import Shard, open_shard
@@ -308,8 +309,10 @@ def extract_all(cfg: BenchConfig, track: bool = False) -> list[ExtractSummary]:
     (``extractors.shard``).
 
     Raises:
-        UserError: bad model/dataset/split, or ``overwrite=never`` with a missing cache.
+        UserError: bad model/dataset/split, a cache folder that cannot be created, ``overwrite=never`` with a missing
+            cache, or another process extracting the same key.
     """
+    check_folder_path(cfg.paths.cache_dir, "paths.cache_dir")
     splits: dict[str, TextSplit] = {s: load_text_split(cfg, s) for s in cfg.extract.splits}
     shard = open_shard(cfg)
     try:

@@ -209,6 +209,7 @@ CASES: dict[str, Case] = {
     "yaml section not a mapping": (lambda w: w.extract("-c", str(w.bad / "section.yaml")), "'extract'"),
     "yaml not utf-8": (lambda w: w.extract("-c", str(w.bad / "latin1.yaml")), "latin1.yaml"),
     "duplicate model": (lambda w: [*w.extract(), "--model", f"{w.model},{w.model}"], "more than once"),
+    "cache dir under a file": (lambda w: w.extract("--set", f"paths.cache_dir={w.bad}/afile/cache"), "afile"),
     "never with no cache": (lambda w: w.extract("--overwrite", "never", "--limit", "5"), "extract.overwrite=never"),
     "model folder without config": (lambda w: [*w.extract(), "--model", str(w.bad / "notamodel")], "notamodel"),
     "pickle-only weights": (lambda w: [*w.extract(), "--model", str(w.pickle_model)], "pickle-bert"),
