@@ -20,7 +20,7 @@ from benchmark.core.errors import UserError
 from benchmark.core.hardware import resolve_device, resolve_token_budget
 from benchmark.core.keys import ResolvedFeatures, load_text_split, resolve_features
 from benchmark.core.models import LEXICAL
-from benchmark.core.stores import check_folder_path
+from benchmark.core.stores import check_folder_path, check_tracking
 from benchmark.core.text_data import TextSplit
 from extractors.progress import library_bars
 from extractors.shard import Shard, open_shard
@@ -313,6 +313,8 @@ def extract_all(cfg: BenchConfig, track: bool = False) -> list[ExtractSummary]:
             cache, or another process extracting the same key.
     """
     check_folder_path(cfg.paths.cache_dir, "paths.cache_dir")
+    if track:
+        check_tracking(cfg.tracking)
     splits: dict[str, TextSplit] = {s: load_text_split(cfg, s) for s in cfg.extract.splits}
     shard = open_shard(cfg)
     try:

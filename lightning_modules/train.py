@@ -140,6 +140,18 @@ def fit_and_evaluate(
         return _fit_and_evaluate(cfg, selections, callbacks, logger)
 
 
+def check_fit(cfg: BenchConfig, selections: Sequence[Selection]) -> None:
+    """Raise what ``fit_and_evaluate`` would raise for bad input, without training (layers, rows, fusion, widths).
+
+    Raises:
+        CacheError: missing or mismatching caches, a layer out of range. FusionConfigError / UnknownNameError: bad
+            fusion.
+    """
+    dm = CachedFeatureDataModule.from_config(selections, cfg)
+    dm.setup()
+    FusionClassifier.from_config(dm.input_dims, dm.num_classes, cfg.train)
+
+
 def _fit_and_evaluate(
     cfg: BenchConfig, selections: Sequence[Selection], callbacks: Sequence[L.Callback], logger: Logger | None
 ) -> FitResult:

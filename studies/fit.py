@@ -12,8 +12,9 @@ from benchmark.core import tracking
 from benchmark.core.config import BenchConfig, to_yaml, with_values
 from benchmark.core.keys import load_text_split
 from benchmark.core.run_inputs import log_inputs
+from benchmark.core.stores import check_tracking
 from benchmark.core.text_data import dataset_label
-from lightning_modules.train import FitResult, fit_and_evaluate
+from lightning_modules.train import FitResult, check_fit, fit_and_evaluate
 from studies.caches import resolve_dirs
 from studies.inputs import cache_key_tags, training_inputs
 from studies.objective import seed_mean_metrics, trial_params
@@ -47,8 +48,10 @@ def fit_tracked(cfg: BenchConfig, layers: Mapping[str, str], seeds: int = 1) -> 
     Raises:
         UserError: as ``fit_config`` (checked before any run is created).
     """
+    check_tracking(cfg.tracking)
     cfg = with_values(cfg, {"extract.models": tuple(layers)})
     dirs = resolve_dirs(cfg)
+    check_fit(cfg, [dirs[m].selection(m, spec) for m, spec in layers.items()])  # user errors before the run opens
     mlc = tracking.client(cfg.tracking)
     experiment_id = tracking.ensure_experiment(mlc, tracking.experiment_name(cfg.extract.dataset), cfg.tracking)
     plan = TrialPlan(models=tuple(layers), layers=dict(layers), fusion=cfg.train.fusion)

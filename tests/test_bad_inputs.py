@@ -331,6 +331,7 @@ def test_bad_input(case: str, world: World, tmp_path: Path, monkeypatch, capsys)
     work.mkdir()
     monkeypatch.chdir(work)  # default paths (mlruns/, .cache/, reports/) land here: they must not appear
     monkeypatch.setattr("os.execv", _no_exec)
+    monkeypatch.setattr("os.execve", _no_exec)
     _assert_refused(make_argv(world), needle, [world.root, work], capsys)
 
 

@@ -80,7 +80,7 @@ def test_overwrite_always_refuses_while_another_process_extracts(tiny_models, tm
 
         code = main([*argv, "--overwrite", "always"])
         err = capsys.readouterr().err
-        assert code == 2 and "another process is extracting" in err and len(err.strip().splitlines()) == 1, err
+        assert code == 2 and "another process is writing" in err and len(err.strip().splitlines()) == 1, err
         assert _tree(partial) == before  # not one chunk deleted
     finally:
         first.send_signal(signal.SIGCONT)
@@ -92,7 +92,8 @@ def test_overwrite_always_refuses_while_another_process_extracts(tiny_models, tm
 
 def test_ui_refuses_a_port_in_use(tmp_path, monkeypatch, capsys) -> None:
     """Item 4: a real listening socket on the port; the UI says so before creating its store or starting."""
-    monkeypatch.setattr(os, "execv", lambda *a: pytest.fail(f"the UI started: {a}"))
+    for name in ("execv", "execve"):
+        monkeypatch.setattr(os, name, lambda *a: pytest.fail(f"the UI started: {a}"))
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
