@@ -210,3 +210,22 @@ def test_safetensors_are_preferred_over_a_pickle_beside_them(tiny_models, tmp_pa
     ex = HFHiddenStateExtractor(spec, device="cpu", dtype="fp32", pooling="mean", max_length=16)
     feats, _ = ex.encode_ids(ex.tokenize(["good film"]))
     assert feats.shape[:2] == (3, 1) and np.isfinite(feats).all()
+
+
+def test_starting_over_never_deletes_chunks_another_writer_holds(tmp_path) -> None:
+    """Item 1 at the writer: a lone writer or shards keep their chunks; starting over needs the lock alone."""
+    from benchmark.core.cache import CacheWriter, FeatureKey
+
+    key = FeatureKey("org/m", "rev", "toy", "0" * 64, "train", "mean", 8, "fp32")
+    final = tmp_path / "key"
+    feats = np.zeros((2, 2, 3), dtype=np.float32)  # (L+1, n, H)
+    for shared in (False, True):
+        first = CacheWriter(final, key, n=4, chunk_size=2, shared=shared).open()
+        first.write_chunk(0, np.array([0, 1]), feats)
+        again = CacheWriter(final, key, n=4, chunk_size=2, shared=shared, start_over=True)
+        with pytest.raises(UserError, match="another process is writing|other shards are writing"):
+            again.open()
+        assert first.chunk_done(0)  # nothing deleted
+        first.close()
+        with CacheWriter(final, key, n=4, chunk_size=2, shared=shared, start_over=True) as alone:
+            assert alone.missing_chunks() == [0, 1]  # with the lock to itself, it starts over
