@@ -318,7 +318,9 @@ def extract_all(cfg: BenchConfig, track: bool = False) -> list[ExtractSummary]:
     splits: dict[str, TextSplit] = {s: load_text_split(cfg, s) for s in cfg.extract.splits}
     shard = open_shard(cfg)
     try:
-        return _extract_models(cfg, splits, shard, ExtractTracker(cfg) if track else None)
+        # Under torchrun, rank 0 alone tracks: ranks creating one MLflow store at once race on its schema.
+        tracked = track and (not shard.torchrun or shard.index == 0)
+        return _extract_models(cfg, splits, shard, ExtractTracker(cfg) if tracked else None)
     finally:
         shard.close()
 
