@@ -4,7 +4,9 @@ A *selection* is one classifier input: a model's cache directories (train, test,
 validation) plus a layer spec. Validation rows come from the dataset's own validation cache when the
 selections name one, else from a stratified split of the train cache seeded by ``split_seed``
 (``data.split_seed``, deliberately separate from ``train.seed`` so every trial and seed of a study
-validates on the same rows). Test rows come only from the test caches and are never used for a choice.
+validates on the same rows): fold ``fold`` of ``cv_folds`` stratified folds, or the single ``val_fraction``
+split when ``cv_folds`` is 0 (``lightning_modules.folds``). Test rows come only from the test caches and are
+never used for a choice.
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ from lightning_modules.features import (
     CachedFeatureDataset,
     SelectionFeatures,
     ShuffledBatchSampler,
-    stratified_split,
 )
+from lightning_modules.folds import check_cv_folds, fold_rows
 from lightning_modules.layers import LayerSpec, parse_layer_spec
 
 if TYPE_CHECKING:
@@ -130,6 +132,8 @@ class CachedFeatureDataModule(L.LightningDataModule):
         num_workers: DataLoader workers.
         shuffle_seed: Seed of the training batch order (its own generator; see ``ShuffledBatchSampler``).
         eval_batch_size: Batch size for validation and test.
+        cv_folds: Stratified folds of train (0: one ``val_fraction`` split).
+        fold: Which fold validates (0-based; 0 when ``cv_folds`` is 0).
     """
 
     def __init__(
@@ -142,6 +146,8 @@ class CachedFeatureDataModule(L.LightningDataModule):
         num_workers: int = 0,
         shuffle_seed: int = 0,
         eval_batch_size: int = 1000,
+        cv_folds: int = 0,
+        fold: int = 0,
     ) -> None:
         super().__init__()
         if not selections:
@@ -157,13 +163,16 @@ class CachedFeatureDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.shuffle_seed = shuffle_seed
         self.eval_batch_size = eval_batch_size
+        if not 0 <= fold < max(cv_folds, 1):
+            raise ValueError(f"fold={fold} is not one of the {max(cv_folds, 1)} folds (0-based)")
+        self.cv_folds, self.fold = cv_folds, fold
         self.counter = ByteCounter()
         self.datasets: dict[str, CachedFeatureDataset] = {}
         self.label_names: list[str] = []
 
     @classmethod
-    def from_config(cls, selections: Sequence[Selection], cfg: BenchConfig) -> CachedFeatureDataModule:
-        """Build from ``cfg.data`` and ``cfg.train`` (batch size, shuffle seed)."""
+    def from_config(cls, selections: Sequence[Selection], cfg: BenchConfig, fold: int = 0) -> CachedFeatureDataModule:
+        """Build from ``cfg.data`` and ``cfg.train`` (batch size, shuffle seed), validating on fold ``fold``."""
         return cls(
             selections,
             batch_size=cfg.train.batch_size,
@@ -172,6 +181,8 @@ class CachedFeatureDataModule(L.LightningDataModule):
             standardize=cfg.data.standardize,
             num_workers=cfg.data.num_workers,
             shuffle_seed=cfg.train.seed,
+            cv_folds=cfg.data.cv_folds,
+            fold=fold,
         )
 
     def setup(self, stage: str | None = None) -> None:
@@ -210,7 +221,10 @@ class CachedFeatureDataModule(L.LightningDataModule):
         if own_val:
             train_rows, val_rows = np.arange(len(labels["train"])), np.arange(len(labels["val"]))
         else:
-            train_rows, val_rows = stratified_split(labels["train"], self.val_fraction, self.split_seed)
+            check_cv_folds(labels["train"], self.cv_folds, self.label_names)
+            train_rows, val_rows = fold_rows(labels["train"], self.cv_folds, self.val_fraction, self.split_seed)[
+                self.fold
+            ]
             sources["val"], labels["val"] = sources["train"], labels["train"]
         if self.standardize:
             for i, src in enumerate(sources["train"]):

@@ -120,6 +120,7 @@ def fit_and_evaluate(
     selections: Sequence[Selection],
     callbacks: Sequence[L.Callback] = (),
     logger: Logger | None = None,
+    fold: int = 0,
 ) -> FitResult:
     """Train on the selections' train part, early-stop on ``cfg.train.monitor``, score validation and test.
 
@@ -132,12 +133,13 @@ def fit_and_evaluate(
         selections: Classifier inputs (see ``resolve_selection``).
         callbacks: Extra callbacks, e.g. ``PyTorchLightningPruningCallback(trial, monitor="val/acc")``.
         logger: A Lightning logger (e.g. ``MLFlowLogger``); None logs nothing.
+        fold: The validation fold of ``cfg.data.cv_folds`` (0 for the single split).
 
     Raises:
         CacheError: missing or mismatching caches. FusionConfigError / UnknownNameError: bad fusion.
     """
     with torch_threads(cfg.train.threads):
-        return _fit_and_evaluate(cfg, selections, callbacks, logger)
+        return _fit_and_evaluate(cfg, selections, callbacks, logger, fold)
 
 
 def check_fit(cfg: BenchConfig, selections: Sequence[Selection]) -> None:
@@ -153,10 +155,14 @@ def check_fit(cfg: BenchConfig, selections: Sequence[Selection]) -> None:
 
 
 def _fit_and_evaluate(
-    cfg: BenchConfig, selections: Sequence[Selection], callbacks: Sequence[L.Callback], logger: Logger | None
+    cfg: BenchConfig,
+    selections: Sequence[Selection],
+    callbacks: Sequence[L.Callback],
+    logger: Logger | None,
+    fold: int,
 ) -> FitResult:
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
-    dm = CachedFeatureDataModule.from_config(selections, cfg)
+    dm = CachedFeatureDataModule.from_config(selections, cfg, fold)
     dm.setup()
     model = FusionClassifier.from_config(dm.input_dims, dm.num_classes, cfg.train)
     best, timer = RestoreBest(cfg.train.monitor), FitTimer()

@@ -13,7 +13,7 @@ from helpers_features import make_model
 from benchmark.core.config import BenchConfig, load_config, with_values
 from lightning_modules import sweep
 from lightning_modules.callbacks import torch_threads
-from lightning_modules.sweep import LayerScore, sweep_layers
+from lightning_modules.sweep import LayerScore, sweep_layers, sweep_units
 from lightning_modules.train import fit_and_evaluate
 
 
@@ -67,23 +67,29 @@ def test_sweep_equals_separate_fits(
     _assert_agree(scores, cfg, m)
 
 
-@pytest.mark.parametrize(("in_dim", "hidden", "classes"), [(576, (256,), 2), (12, (16, 8), 3)])
-def test_batched_training_is_bit_equal_to_each_heads_own(in_dim: int, hidden: tuple[int, ...], classes: int) -> None:
+@pytest.mark.parametrize(
+    ("in_dim", "hidden", "classes", "seeds"),
+    [(576, (256,), 2, (0,) * 5), (12, (16, 8), 3, (0,) * 5), (12, (16, 8), 3, (0, 1, 0, 2, 1))],
+)
+def test_batched_training_is_bit_equal_to_each_heads_own(
+    in_dim: int, hidden: tuple[int, ...], classes: int, seeds: tuple[int, ...]
+) -> None:
     """Logits, gradients and 30 fused-Adam steps of the stacked heads equal each head's own, bit for bit.
 
     The paper's head (576 -> 256 -> 2) and a ragged one: tensors whose size is not a multiple of the SIMD
     width (the output biases, 8 x 3 weights) round differently inside a stack under fused Adam. One thread,
     as fits and sweeps train by default (train.threads): threads split reductions differently per shape.
+    Heads of several seeds (the units of cross-validation) each get their own seed's dropout masks.
     """
     with torch_threads(1):
-        _train_both(in_dim, hidden, classes)
+        _train_both(in_dim, hidden, classes, seeds)
 
 
-def _train_both(in_dim: int, hidden: tuple[int, ...], classes: int) -> None:
+def _train_both(in_dim: int, hidden: tuple[int, ...], classes: int, seeds: tuple[int, ...]) -> None:
     from lightning_modules.components.classifier import MLPHead, make_adam
 
-    n, gen = 5, torch.Generator().manual_seed(0)
-    heads = [MLPHead(in_dim, hidden, classes, 0.1, seed=0) for _ in range(n)]
+    n, gen = len(seeds), torch.Generator().manual_seed(0)
+    heads = [MLPHead(in_dim, hidden, classes, 0.1, seed=s) for s in seeds]
     with torch.no_grad():
         for h in heads:  # same seed, same initial weights: make the heads differ
             for p in h.parameters():
@@ -112,13 +118,6 @@ def _train_both(in_dim: int, hidden: tuple[int, ...], classes: int) -> None:
         expect = [lin.weight for lin in h.linears] + [lin.bias for lin in h.linears]
         for k, (got, want) in enumerate(zip(batched.snapshot(i), expect, strict=True)):
             assert torch.equal(got.reshape(want.shape), want.detach()), f"head {i} tensor {k}"
-
-
-def test_batched_heads_need_one_seed() -> None:
-    from lightning_modules.components.classifier import MLPHead
-
-    with pytest.raises(ValueError, match=r"share one seed.*\[0, 1\]"):
-        sweep.BatchedHeads([MLPHead(4, (3,), 2, 0.1, seed) for seed in (0, 1)], torch.device("cpu"))
 
 
 def test_layer_subset_and_negative_indices(tmp_path: Path) -> None:
@@ -163,3 +162,36 @@ def test_sweep_agrees_with_fits_on_real_minilm_features(shared_dir: Path, tmp_pa
         r = fit_and_evaluate(cfg, [resolve_selection(cfg, "minilm-l3", s.layer)])
         assert abs(s.test_acc - r.test_acc) <= 0.005, (s, r)
         assert abs(s.val_acc - r.val_acc) <= 0.005, (s, r)
+
+
+def test_folds_and_seeds_join_the_layers_each_head_equal_to_its_own_fit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """3 folds x 2 seeds x 2 layers in one sweep; every head equals the Lightning fit of its fold, seed and layer.
+
+    95 rows: folds of 63, 63 and 64 training rows, so two batched models (equal batch shapes in each).
+    """
+    from lightning_modules.folds import units
+
+    m = make_model(tmp_path, n_train=95, n_test=40, hidden=6, num_layers=1, num_classes=2, signal=1.2)
+    cfg = _cfg(**{"data.cv_folds": 3, "train.max_epochs": 6})
+    built: list[int] = []
+    init = sweep.BatchedHeads.__init__
+
+    def spy(self: sweep.BatchedHeads, heads: list[Any], device: torch.device) -> None:
+        built.append(len(heads))
+        init(self, heads, device)
+
+    monkeypatch.setattr(sweep.BatchedHeads, "__init__", spy)
+    per_unit = sweep_units(m.train_dir, m.test_dir, cfg, seeds=2)
+    assert sorted(built) == [4, 8]  # (1 fold x 2 seeds | 2 folds x 2 seeds) x 2 layers
+    assert len(per_unit) == 6 and all([s.layer for s in scores] == [0, 1] for scores in per_unit)
+    all_units = units(3, 2)
+    for u in (1, 2, 5):  # both batched models, both seeds, every fold (each of 12 checked: 30 s on a busy machine)
+        unit, s = all_units[u], per_unit[u][1]
+        r = fit_and_evaluate(
+            with_values(cfg, {"train.seed": cfg.train.seed + unit.seed}), [m.select(1)], fold=unit.fold
+        )
+        assert (s.best_epoch, s.epochs, s.val_loss) == (r.best_epoch, r.epochs, r.val_loss), unit
+        assert (s.val_acc, s.test_acc) == pytest.approx((r.val_acc, r.test_acc), abs=1e-6), unit
+    assert len({scores[1].val_acc for scores in per_unit}) > 1  # the units differ

@@ -34,6 +34,12 @@ ENV_KEYS = {
 }
 
 
+# What a whole-number key allows, added to the message when its value is not one.
+WHOLE_NUMBER_HINTS = {
+    "data.cv_folds": ": use 0 (one validation split) or k >= 2 folds, at most the smallest class's training count",
+}
+
+
 class ConfigError(UserError, ValueError):
     """A bad config key or value."""
 
@@ -179,6 +185,13 @@ class DataConfig:
             "seed of the train/validation split (fixed across train.seed, so every trial validates on the same rows)"
         ),
     )
+    cv_folds: int = field(
+        default=0,
+        metadata=_help(
+            "k >= 2: score every candidate on k stratified folds of train (seeded by split_seed, the same for every "
+            "model and preset of a dataset); 0 (or 1) = one val_fraction split"
+        ),
+    )
 
     def __post_init__(self) -> None:
         if not 0.0 < self.val_fraction < 1.0:
@@ -194,6 +207,18 @@ class DataConfig:
             raise ConfigError(
                 f"data.val_split={self.val_split!r} would validate on the {self.val_split} split: name a separate "
                 "split (e.g. validation) or leave it unset"
+            )
+        if self.cv_folds < 0:
+            raise ConfigError(
+                f"data.cv_folds={self.cv_folds} is negative: use 0 (one validation split) or k >= 2 folds, at most the "
+                "smallest class's training count"
+            )
+        if self.cv_folds == 1:  # one fold would validate on all of train: the single split is what it means
+            object.__setattr__(self, "cv_folds", 0)
+        if self.cv_folds and self.val_split:
+            raise ConfigError(
+                f"data.cv_folds={self.cv_folds} folds train, but data.val_split={self.val_split!r} names a fixed "
+                "validation split: set one of them (data.cv_folds=0 to validate on the split)"
             )
 
 
@@ -387,9 +412,11 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
         try:
             out = tp(value)
         except (TypeError, ValueError):
-            raise ConfigError(f"{key}={value!r} is not a valid {tp.__name__}") from None
+            raise ConfigError(
+                f"{key}={value!r} is not a valid {tp.__name__}{WHOLE_NUMBER_HINTS.get(key, '')}"
+            ) from None
         if tp is int and isinstance(value, float) and value != out:
-            raise ConfigError(f"{key}={value!r} is not a whole number")
+            raise ConfigError(f"{key}={value!r} is not a whole number{WHOLE_NUMBER_HINTS.get(key, '')}")
         return out
     if tp is str:
         return str(value)
