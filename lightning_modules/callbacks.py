@@ -153,3 +153,22 @@ def torch_threads(n: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+@contextmanager
+def cuda_peak() -> Iterator[dict[str, float]]:
+    """Yield a dict that receives ``perf/cuda_peak_mb`` of the enclosed block when CUDA is in use."""
+    out: dict[str, float] = {}
+    # torch leaves torch.cuda.is_initialized unannotated
+    on_cuda = torch.cuda.is_available() and torch.cuda.is_initialized()  # type: ignore[no-untyped-call]
+    if on_cuda:
+        torch.cuda.reset_peak_memory_stats()
+    yield out
+    if on_cuda or (torch.cuda.is_available() and torch.cuda.is_initialized()):  # type: ignore[no-untyped-call]
+        out["perf/cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+
+
+def max_peak(peaks: list[dict[str, float]]) -> dict[str, float]:
+    """``perf/cuda_peak_mb`` over several blocks (seeds): the largest, or nothing when none ran on CUDA."""
+    values = [p["perf/cuda_peak_mb"] for p in peaks if "perf/cuda_peak_mb" in p]
+    return {"perf/cuda_peak_mb": max(values)} if values else {}

@@ -1,7 +1,8 @@
 """The lexical baseline of every report: TF-IDF word 1-2 grams with a linear SVM or logistic regression.
 
-``fit_baseline`` follows the protocol of the neural heads exactly: the same train/validation split of train
-(``stratified_split`` with ``data.split_seed``, or the dataset's own validation split), the regularisation C
+``fit_baseline_units`` follows the protocol of the neural heads exactly: the same folds of train
+(``lightning_modules.folds``: ``data.cv_folds`` folds or one split, seeded by ``data.split_seed``; or the
+dataset's own validation split), the same units (fold x seed), the regularisation C
 chosen on validation by the ``tfidf-baseline`` preset's grid, test scored once per configuration. It returns
 a ``FitResult`` so studies track it like any other trial.
 """
@@ -17,7 +18,7 @@ from benchmark.core.config import BenchConfig
 from benchmark.core.keys import load_text_split
 from extractors.tfidf import fit_tfidf, words
 from lightning_modules.callbacks import peak_rss_mb
-from lightning_modules.features import stratified_split
+from lightning_modules.folds import check_cv_folds, fold_rows
 from lightning_modules.train import FitResult
 
 CLASSIFIERS = ("svm", "logreg")
@@ -47,53 +48,73 @@ def _sparse_bytes(*matrices: object) -> int:
     return int(sum(m.data.nbytes + m.indices.nbytes + m.indptr.nbytes for m in matrices))  # type: ignore[attr-defined]
 
 
-def _split(cfg: BenchConfig) -> tuple[list[str], np.ndarray, list[str], np.ndarray, list[str], np.ndarray]:
+Fold = tuple[list[str], np.ndarray, list[str], np.ndarray]  # training texts and labels, validation texts and labels
+
+
+def text_folds(cfg: BenchConfig) -> tuple[list[Fold], list[str], np.ndarray]:
+    """Each fold's (train, validation) texts and labels, as every head's DataModule splits train; and the test split."""
     train, test = load_text_split(cfg, "train"), load_text_split(cfg, "test")
     if cfg.data.val_split:
         val = load_text_split(cfg, cfg.data.val_split)
-        return train.texts, train.labels, val.texts, val.labels, test.texts, test.labels
-    fit_rows, val_rows = stratified_split(train.labels, cfg.data.val_fraction, cfg.data.split_seed)
-    fit_texts, val_texts = [train.texts[i] for i in fit_rows], [train.texts[i] for i in val_rows]
-    return fit_texts, train.labels[fit_rows], val_texts, train.labels[val_rows], test.texts, test.labels
+        return [(train.texts, train.labels, val.texts, val.labels)], test.texts, test.labels
+    check_cv_folds(train.labels, cfg.data.cv_folds, train.label_names)
+    folds = [
+        ([train.texts[i] for i in tr], train.labels[tr], [train.texts[i] for i in va], train.labels[va])
+        for tr, va in fold_rows(train.labels, cfg.data.cv_folds, cfg.data.val_fraction, cfg.data.split_seed)
+    ]
+    return folds, test.texts, test.labels
 
 
 def fit_baseline(cfg: BenchConfig, classifier: str, c: float) -> BaselineFit:
-    """Fit TF-IDF + ``classifier`` (C = ``c``, seed ``cfg.train.seed``) on the train part; score val and test.
+    """Fit TF-IDF + ``classifier`` (C = ``c``, seed ``train.seed``) on the train part of fold 0; score val and test."""
+    return fit_baseline_units(cfg, classifier, c, 1)[0]
 
-    The vectorizer is fitted on the training part only, so validation is as unseen as test.
+
+def fit_baseline_units(cfg: BenchConfig, classifier: str, c: float, seeds: int) -> list[BaselineFit]:
+    """Fit TF-IDF + ``classifier`` (C = ``c``) on every unit: each fold's train part with seeds ``train.seed + k``.
+
+    Units in order ``u = fold * seeds + seed``. The vectorizer is fitted on the fold's training part only (once
+    per fold: it has no seed), so its validation rows are as unseen as test.
     """
     from sklearn.metrics import accuracy_score, f1_score
 
-    x_texts, y, v_texts, v_y, t_texts, t_y = _split(cfg)
-    started = time.perf_counter()
-    vec, x = fit_tfidf(x_texts)
-    model = _classifier(classifier, c, cfg.train.seed)
-    model.fit(x, y)  # type: ignore[attr-defined]
-    fit_s = time.perf_counter() - started
-    v = vec.transform([words(t) for t in v_texts])
-    t0 = time.perf_counter()
-    t = vec.transform([words(s) for s in t_texts])
-    t1 = time.perf_counter()
-    test_pred = np.asarray(model.predict(t), dtype=np.int64)  # type: ignore[attr-defined]
-    t2 = time.perf_counter()
-    val_pred = model.predict(v)  # type: ignore[attr-defined]
-    coef = np.asarray(model.coef_)  # type: ignore[attr-defined]
-    intercept = np.atleast_1d(np.asarray(model.intercept_))  # type: ignore[attr-defined]
-    n_test = max(len(t_texts), 1)
-    result = FitResult(
-        val_acc=float(accuracy_score(v_y, val_pred)),
-        val_f1=float(f1_score(v_y, val_pred, average="macro")),
-        val_loss=float("nan"),
-        test_acc=float(accuracy_score(t_y, test_pred)),
-        test_f1=float(f1_score(t_y, test_pred, average="macro")),
-        best_epoch=0,
-        epochs=1,
-        params=int(coef.size + intercept.size),
-        fit_s=fit_s,
-        head_ms_per_sample=1000 * (t2 - t1) / n_test,
-        fused_dim=int(x.shape[1]),
-        feature_bytes=_sparse_bytes(x, v, t),
-        peak_rss_mb=peak_rss_mb(),
-        test_pred=test_pred,
-    )
-    return BaselineFit(result, 1000 * (t1 - t0) / n_test)
+    folds, t_texts, t_y = text_folds(cfg)
+    out = []
+    for x_texts, y, v_texts, v_y in folds:
+        started = time.perf_counter()
+        vec, x = fit_tfidf(x_texts)
+        vec_s = time.perf_counter() - started
+        v = vec.transform([words(t) for t in v_texts])
+        t0 = time.perf_counter()
+        t = vec.transform([words(s) for s in t_texts])
+        t1 = time.perf_counter()
+        for k in range(seeds):
+            started = time.perf_counter()
+            model = _classifier(classifier, c, cfg.train.seed + k)
+            model.fit(x, y)  # type: ignore[attr-defined]
+            fit_s = vec_s + time.perf_counter() - started
+            t2 = time.perf_counter()
+            test_pred = np.asarray(model.predict(t), dtype=np.int64)  # type: ignore[attr-defined]
+            t3 = time.perf_counter()
+            val_pred = model.predict(v)  # type: ignore[attr-defined]
+            coef = np.asarray(model.coef_)  # type: ignore[attr-defined]
+            intercept = np.atleast_1d(np.asarray(model.intercept_))  # type: ignore[attr-defined]
+            n_test = max(len(t_texts), 1)
+            result = FitResult(
+                val_acc=float(accuracy_score(v_y, val_pred)),
+                val_f1=float(f1_score(v_y, val_pred, average="macro")),
+                val_loss=float("nan"),
+                test_acc=float(accuracy_score(t_y, test_pred)),
+                test_f1=float(f1_score(t_y, test_pred, average="macro")),
+                best_epoch=0,
+                epochs=1,
+                params=int(coef.size + intercept.size),
+                fit_s=fit_s,
+                head_ms_per_sample=1000 * (t3 - t2) / n_test,
+                fused_dim=int(x.shape[1]),
+                feature_bytes=_sparse_bytes(x, v, t),
+                peak_rss_mb=peak_rss_mb(),
+                test_pred=test_pred,
+            )
+            out.append(BaselineFit(result, 1000 * (t1 - t0) / n_test))
+    return out

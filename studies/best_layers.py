@@ -3,27 +3,21 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, cast
 
 import numpy as np
 import optuna
 
-from benchmark.core.config import BenchConfig, with_values
-from lightning_modules.sweep import sweep_layers
+from benchmark.core.config import BenchConfig
 from studies.caches import ModelDirs
 from studies.selection import Selection, cost_key, select
+from studies.sweep_store import UnitSweep, unit_sweep
 
 log = logging.getLogger(__name__)
 
 
-def sweep_seed(d: ModelDirs, cfg: BenchConfig, k: int) -> list[Any]:
-    """The all-layer sweep of one model with a study's ``k``-th seed (``train.seed + k``), as every preset seeds it."""
-    return sweep_layers(d.train, d.test, with_values(cfg, {"train.seed": cfg.train.seed + k}), val_dir=d.val)
-
-
-def seed_mean(per_seed: list[list[Any]], field: str) -> np.ndarray:
-    """Per-layer mean of one score (``val_acc``, ``test_f1``, ...) over the sweeps of several seeds."""
-    return cast(np.ndarray, np.mean([[getattr(s, field) for s in scores] for scores in per_seed], axis=0))
+def unit_matrix(sweep: UnitSweep, field: str) -> np.ndarray:
+    """One score (``val_acc``, ``test_f1``, ...) of every head as a ``(layers, units)`` array."""
+    return np.array([[getattr(s, field) for s in unit] for unit in sweep.scores]).T
 
 
 def choose_layer(val_units: np.ndarray, layers: list[int], rule: str) -> Selection:
@@ -38,10 +32,10 @@ def choose_layer(val_units: np.ndarray, layers: list[int], rule: str) -> Selecti
 def best_layers(study: optuna.Study, cfg: BenchConfig, dirs: dict[str, ModelDirs]) -> dict[str, int]:
     """Each model's validation-chosen single layer, computed once per study and stored in it.
 
-    The same choice as the layer-sweep preset's: the fast sweep with each of the study's seeds, the layer chosen by
-    ``selection.rule`` on the mean validation accuracy over them (``argmax``: the best; ``one-se``: the shallowest
-    tied with it), so the layers fused are the ones the layer tables report. The stored layers are kept on a resume
-    with another rule, so that every trial of the study fuses the same layers.
+    The same choice as the layer-sweep preset's, from the same stored sweep (``studies.sweep_store``): the layer
+    chosen by ``selection.rule`` on the validation accuracies of the units (folds x seeds; ``argmax``: the best
+    mean; ``one-se``: the shallowest tied with it), so the layers fused are the ones the layer tables report. The
+    stored layers are kept on a resume with another rule, so that every trial of the study fuses the same layers.
     """
     stored = study.user_attrs.get("best_layers")
     if stored is not None:
@@ -56,17 +50,16 @@ def best_layers(study: optuna.Study, cfg: BenchConfig, dirs: dict[str, ModelDirs
         return {k: int(v) for k, v in stored.items()}
     best, tied = {}, {}
     for model, d in dirs.items():
-        per_seed = [sweep_seed(d, cfg, k) for k in range(cfg.study.seeds)]
-        layers = [s.layer for s in per_seed[0]]
-        units = np.array([[s.val_acc for s in scores] for scores in per_seed]).T  # (layers, seeds)
-        picked = choose_layer(units, layers, cfg.selection.rule)
+        sweep = unit_sweep(d, cfg)
+        layers = [s.layer for s in sweep.scores[0]]
+        picked = choose_layer(unit_matrix(sweep, "val_acc"), layers, cfg.selection.rule)
         best[model], tied[model] = layers[picked.chosen], [layers[i] for i in picked.tied]
         log.info(
-            "%s: layer %d chosen on validation by %s (mean val acc over %d seeds %.4f; tied with the best: %s)",
+            "%s: layer %d chosen on validation by %s (mean val acc over %d units %.4f; tied with the best: %s)",
             model,
             best[model],
             cfg.selection.rule,
-            len(per_seed),
+            len(sweep.scores),
             picked.mean[picked.chosen],
             tied[model],
         )

@@ -29,9 +29,9 @@ def fingerprint(cfg: BenchConfig, dirs: dict[str, ModelDirs]) -> str:
         "models": list(models_used(cfg)),
         "caches": {m: str(d.train.relative_to(cfg.paths.cache_dir)) for m, d in dirs.items()},
         "train": {k: v for k, v in dataclasses.asdict(cfg.train).items() if k not in RESULT_NEUTRAL},
-        # The encoding changes texts, which the caches (or TEXTS_KEY) already stand for; left out so studies made
-        # before it existed resume.
-        "data": {k: v for k, v in dataclasses.asdict(cfg.data).items() if k != "encoding"},
+        # The encoding changes texts, which the caches (or TEXTS_KEY) already stand for; data.cv_folds is left out at 0
+        # (the single split). Both so that studies made before either existed resume; other folds are refused.
+        "data": {k: v for k, v in dataclasses.asdict(cfg.data).items() if k != "encoding" and (k != "cv_folds" or v)},
         "seeds": cfg.study.seeds,
     }
     if not dirs:  # a preset that reads the texts, not caches (the lexical baseline): the texts stand for the caches

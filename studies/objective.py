@@ -14,9 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import statistics
-import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -29,40 +27,23 @@ from benchmark.core import tracking
 from benchmark.core.cache import FeatureCache
 from benchmark.core.config import BenchConfig, to_yaml, with_values
 from benchmark.core.run_inputs import log_inputs
-from lightning_modules.callbacks import peak_rss_mb, time_inference, torch_threads
+from lightning_modules.callbacks import cuda_peak, max_peak, peak_rss_mb, time_inference, torch_threads
 from lightning_modules.datamodule import CachedFeatureDataModule
+from lightning_modules.folds import mean_se, units
 from lightning_modules.module import FusionClassifier
 from lightning_modules.train import fit_and_evaluate
-from studies.baseline import fit_baseline
-from studies.best_layers import seed_mean, sweep_seed
+from studies.baseline import fit_baseline_units
+from studies.best_layers import unit_matrix
 from studies.caches import ModelDirs
 from studies.inputs import cache_key_tags
 from studies.presets import Preset, StudyContext, TrialPlan
+from studies.sweep_store import unit_sweep
 
 if TYPE_CHECKING:
     from mlflow.entities import DatasetInput
     from mlflow.tracking import MlflowClient
 
 log = logging.getLogger(__name__)
-
-
-@contextmanager
-def cuda_peak() -> Iterator[dict[str, float]]:
-    """Yield a dict that receives ``perf/cuda_peak_mb`` of the enclosed block when CUDA is in use."""
-    out: dict[str, float] = {}
-    # torch leaves torch.cuda.is_initialized unannotated
-    on_cuda = torch.cuda.is_available() and torch.cuda.is_initialized()  # type: ignore[no-untyped-call]
-    if on_cuda:
-        torch.cuda.reset_peak_memory_stats()
-    yield out
-    if on_cuda or (torch.cuda.is_available() and torch.cuda.is_initialized()):  # type: ignore[no-untyped-call]
-        out["perf/cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
-
-
-def max_peak(peaks: list[dict[str, float]]) -> dict[str, float]:
-    """``perf/cuda_peak_mb`` over several blocks (seeds): the largest, or nothing when none ran on CUDA."""
-    values = [p["perf/cuda_peak_mb"] for p in peaks if "perf/cuda_peak_mb" in p]
-    return {"perf/cuda_peak_mb": max(values)} if values else {}
 
 
 @dataclass
@@ -193,7 +174,7 @@ class Objective:
             {},
         )
         if reported:
-            tracking.log_run_data(self.runs.mlc, run_id, histories={"val/acc": reported})
+            tracking.log_run_data(self.runs.mlc, run_id, histories={tracking.VAL_ACC: reported})
         finish_run(self.runs, run_id, "PRUNED", reason)
 
     def _run(self, trial: optuna.Trial, run_id: str) -> float:
@@ -216,24 +197,30 @@ class Objective:
         if plan.sweep_model is not None:
             return self._sweep(plan.sweep_model, cfg, trial, run_id, extract_ms)
         selections = [self.dirs[m].selection(m, plan.layers[m]) for m in plan.models]
-        results, peaks = [], []
-        for k in range(self.cfg.study.seeds):
-            seed_cfg = with_values(cfg, {"train.seed": cfg.train.seed + k})
-            with cuda_peak() as peak:
-                if plan.baseline is not None:
-                    fitted = fit_baseline(seed_cfg, plan.baseline["classifier"], plan.baseline["C"])
-                    results.append(fitted.result)
-                    extract_ms = fitted.extract_ms_per_sample
-                else:
-                    results.append(fit_and_evaluate(seed_cfg, selections, callbacks=self._pruning(trial, k)))
-            peaks.append(peak)
-            if results[-1].test_pred.size:
-                tracking.log_array(mlc, run_id, results[-1].test_pred, tracking.PRED_ARTIFACT.format(seed=k))
-        trial.set_user_attr(tracking.TRIAL_BEST_EPOCHS, [r.best_epoch for r in results])
+        peaks: list[dict[str, float]] = []
+        if plan.baseline is not None:
+            fits = fit_baseline_units(cfg, plan.baseline["classifier"], plan.baseline["C"], self.cfg.study.seeds)
+            results, extract_ms = [f.result for f in fits], fits[-1].extract_ms_per_sample
+        else:
+            results = []
+            for u, unit in enumerate(units(cfg.data.cv_folds, self.cfg.study.seeds)):
+                unit_cfg = with_values(cfg, {"train.seed": cfg.train.seed + unit.seed})
+                with cuda_peak() as peak:
+                    results.append(fit_and_evaluate(unit_cfg, selections, self._pruning(trial, u), fold=unit.fold))
+                peaks.append(peak)
+        for u, r in enumerate(results):
+            if r.test_pred.size:
+                tracking.log_array(mlc, run_id, r.test_pred, tracking.PRED_ARTIFACT.format(seed=u))
         mean = seed_mean_metrics(results)
-        metrics = {**mean, "perf/extract_ms_per_sample": extract_ms, **max_peak(peaks)}
-        histories = {"seed/val_acc": [r.val_acc for r in results], "seed/test_acc": [r.test_acc for r in results]}
-        tracking.log_run_data(mlc, run_id, metrics=metrics, histories=histories)
+        val = [r.val_acc for r in results]
+        metrics = {**mean, tracking.VAL_ACC_SE: float(mean_se(val)[1]), tracking.PERF_EXTRACT_MS_PER_SAMPLE: extract_ms}
+        histories = {
+            tracking.SEED_VAL_ACC: val,
+            tracking.SEED_TEST_ACC: [r.test_acc for r in results],
+            tracking.CV_VAL_ACC: val,
+        }
+        tracking.log_run_data(mlc, run_id, metrics={**metrics, **max_peak(peaks)}, histories=histories)
+        trial.set_user_attr(tracking.TRIAL_BEST_EPOCHS, [r.best_epoch for r in results])
         return _scored(trial, mean)
 
     def _pruning(self, trial: optuna.Trial, seed_index: int) -> list[Any]:
@@ -242,33 +229,33 @@ class Objective:
             return []
         from optuna_integration import PyTorchLightningPruningCallback
 
-        return [PyTorchLightningPruningCallback(trial, monitor="val/acc")]
+        return [PyTorchLightningPruningCallback(trial, monitor=tracking.VAL_ACC)]
 
     def _sweep(self, model: str, cfg: BenchConfig, trial: optuna.Trial, run_id: str, extract_ms: float) -> float:
-        """Score every layer of ``model`` in one batched sweep; the trial's value is its best validation accuracy.
+        """Score every layer of ``model`` on every unit in one batched sweep (stored: ``studies.sweep_store``).
 
-        Costs are those of the whole sweep (mean over seeds; CUDA peak: the largest), except the parameters
-        and test-time head cost, which are those of the chosen layer's head.
+        The trial's value is the best mean validation accuracy over the units. Costs are those of the whole sweep
+        (when it was computed), except the parameters and test-time head cost, which are the chosen layer's head's.
         """
-        d = self.dirs[model]
-        per_seed, peaks, fit_s = [], [], []
-        for k in range(self.cfg.study.seeds):
-            start = time.perf_counter()
-            with cuda_peak() as peak:
-                per_seed.append(sweep_seed(d, cfg, k))
-            fit_s.append(time.perf_counter() - start)
-            peaks.append(peak)
-        layers = [s.layer for s in per_seed[0]]
-        val, test = seed_mean(per_seed, "val_acc"), seed_mean(per_seed, "test_acc")
-        val_f1, test_f1 = seed_mean(per_seed, "val_f1"), seed_mean(per_seed, "test_f1")
+        with cuda_peak() as peak:
+            sweep = unit_sweep(self.dirs[model], cfg)
+        layers = [s.layer for s in sweep.scores[0]]
+        val_u, test_u = unit_matrix(sweep, "val_acc"), unit_matrix(sweep, "test_acc")  # (layers, units)
+        val, val_se = mean_se(val_u, axis=1)
+        test = test_u.mean(axis=1)
         best = int(np.argmax(val))  # chosen on validation; first (shallowest) layer wins ties
-        mean = {"val/acc": val[best], "val/f1": val_f1[best], "test/acc": test[best], "test/f1": test_f1[best]}
+        mean = {
+            tracking.VAL_ACC: val[best],
+            tracking.VAL_F1: unit_matrix(sweep, "val_f1")[best].mean(),
+            tracking.TEST_ACC: test[best],
+            tracking.TEST_F1: unit_matrix(sweep, "test_f1")[best].mean(),
+        }
         perf = {
-            "perf/fit_s": statistics.fmean(fit_s),
-            "perf/peak_rss_mb": peak_rss_mb(),
-            "perf/feature_bytes": statistics.fmean(s[best].feature_bytes for s in per_seed),
+            tracking.PERF_FIT_S: sweep.fit_s,
+            tracking.PERF_PEAK_RSS_MB: peak_rss_mb(),
+            tracking.PERF_FEATURE_BYTES: sweep.scores[0][best].feature_bytes,
             **self._head_costs(model, layers[best], cfg),
-            **max_peak(peaks),
+            **max_peak([peak]),
         }
         mlc = self.runs.mlc
         tracking.log_run_data(
@@ -279,20 +266,24 @@ class Objective:
             metrics={
                 **mean,
                 **perf,
-                "perf/extract_ms_per_sample": extract_ms,
-                "perf/best_layer": layers[best],
-                "perf/last_layer_test_acc": test[-1],
-                "perf/last_layer_val_acc": val[-1],
+                tracking.VAL_ACC_SE: val_se[best],
+                tracking.PERF_EXTRACT_MS_PER_SAMPLE: extract_ms,
+                tracking.PERF_BEST_LAYER: layers[best],
+                tracking.PERF_LAST_LAYER_TEST_ACC: test[-1],
+                tracking.PERF_LAST_LAYER_VAL_ACC: val[-1],
             },
             histories={
-                "sweep/val_acc": list(val),
-                "sweep/test_acc": list(test),
-                "seed/val_acc": [s[best].val_acc for s in per_seed],
-                "seed/test_acc": [s[best].test_acc for s in per_seed],
+                tracking.SWEEP_VAL_ACC: list(val),
+                tracking.SWEEP_VAL_ACC_SE: list(val_se),
+                tracking.SWEEP_TEST_ACC: list(test),
+                tracking.SEED_VAL_ACC: list(val_u[best]),
+                tracking.SEED_TEST_ACC: list(test_u[best]),
+                tracking.CV_VAL_ACC: list(val_u[best]),
             },
         )
+        tracking.log_array(mlc, run_id, val_u, tracking.SWEEP_UNITS_ARTIFACT)
         trial.set_user_attr("best_layer", layers[best])
-        trial.set_user_attr(tracking.TRIAL_BEST_EPOCHS, [s[best].best_epoch for s in per_seed])
+        trial.set_user_attr(tracking.TRIAL_BEST_EPOCHS, [unit[best].best_epoch for unit in sweep.scores])
         return _scored(trial, mean)
 
     def _head_costs(self, model: str, layer: int, cfg: BenchConfig) -> dict[str, float]:
@@ -304,20 +295,20 @@ class Objective:
         with torch_threads(cfg.train.threads):
             head_ms, _ = time_inference(head, dm.test_dataloader())
         return {
-            "perf/param_count": head.param_count,
-            "perf/fused_dim": head.fused_dim,
-            "perf/head_ms_per_sample": head_ms,
+            tracking.PERF_PARAM_COUNT: head.param_count,
+            tracking.PERF_FUSED_DIM: head.fused_dim,
+            tracking.PERF_HEAD_MS_PER_SAMPLE: head_ms,
         }
 
 
 def seed_mean_metrics(results: Sequence[Any]) -> dict[str, float]:
-    """Each score of ``FitResult.metrics()`` averaged over seeds (NaN ones, e.g. the baseline's val/loss, left out)."""
+    """Each score of ``FitResult.metrics()`` averaged over units (NaN ones, e.g. the baseline's val/loss, left out)."""
     mean = {name: statistics.fmean(r.metrics()[name] for r in results) for name in results[0].metrics()}
     return {name: v for name, v in mean.items() if not math.isnan(v)}
 
 
 def _scored(trial: optuna.Trial, scores: dict[str, float]) -> float:
     """Store the four scores on the trial (``val/acc`` as its value, the others as user attributes); return it."""
-    for name in ("val/f1", "test/acc", "test/f1"):
+    for name in (tracking.VAL_F1, tracking.TEST_ACC, tracking.TEST_F1):
         trial.set_user_attr(name.replace("/", "_"), float(scores[name]))
-    return float(scores["val/acc"])
+    return float(scores[tracking.VAL_ACC])

@@ -18,6 +18,7 @@ from studies import best_layers
 from studies.caches import ModelDirs
 from studies.fingerprint import fingerprint
 from studies.summary import summarise
+from studies.sweep_store import UnitSweep
 
 # (models, layers, per-unit val accuracies, fused width, feature bytes): #0 is the best (mean .80); #1 (mean .796)
 # is tied with it (paired SE .0108 >= .004) and cheaper (one model); #2 is cheaper still but not tied (.79).
@@ -79,10 +80,10 @@ def test_fused_layer_follows_the_rule(monkeypatch) -> None:
     # layer 0 (.70, differences [.12, .08]: SE .02) and layer 2 (.78, differences [.02, .02]: SE 0) are not.
     val = {0: [0.70, 0.75, 0.80, 0.82], 1: [0.70, 0.83, 0.76, 0.78]}
 
-    def fake_sweep(d: object, cfg: object, k: int) -> list[SimpleNamespace]:
-        return [SimpleNamespace(layer=i, val_acc=v) for i, v in enumerate(val[k])]
+    def fake_sweep(d: object, cfg: object) -> UnitSweep:  # scores[unit][layer]
+        return UnitSweep([[SimpleNamespace(layer=i, val_acc=v) for i, v in enumerate(val[k])] for k in (0, 1)], 0.0)
 
-    monkeypatch.setattr(best_layers, "sweep_seed", fake_sweep)
+    monkeypatch.setattr(best_layers, "unit_sweep", fake_sweep)
     chosen = {}
     for rule in ("argmax", "one-se"):
         study = optuna.create_study()

@@ -787,22 +787,23 @@ def test_fused_layers_are_chosen_on_the_mean_over_seeds(monkeypatch) -> None:
     from types import SimpleNamespace
 
     from studies import best_layers
+    from studies.sweep_store import UnitSweep
 
     # Seed 0 alone favours layer 1; the mean over both seeds favours layer 2 (0.77 vs 0.70), as the layer-sweep
     # preset and every report table choose.
     val = {0: [0.70, 0.80, 0.75], 1: [0.70, 0.60, 0.79]}
     calls: list[int] = []
 
-    def fake_sweep(d: object, cfg: object, k: int) -> list[SimpleNamespace]:
-        calls.append(k)
-        return [SimpleNamespace(layer=i, val_acc=v) for i, v in enumerate(val[k])]
+    def fake_sweep(d: object, cfg: object) -> UnitSweep:
+        calls.append(1)
+        return UnitSweep([[SimpleNamespace(layer=i, val_acc=v) for i, v in enumerate(val[k])] for k in (0, 1)], 0.0)
 
-    monkeypatch.setattr(best_layers, "sweep_seed", fake_sweep)
+    monkeypatch.setattr(best_layers, "unit_sweep", fake_sweep)
     study = optuna.create_study()
     cfg = load_config(env={}, **{"study.seeds": 2})
-    assert best_layers.best_layers(study, cfg, {"m": None}) == {"m": 2} and calls == [0, 1]
+    assert best_layers.best_layers(study, cfg, {"m": None}) == {"m": 2} and calls == [1]
     assert study.user_attrs["best_layers"] == {"m": 2}
-    assert best_layers.best_layers(study, cfg, {"m": None}) == {"m": 2} and calls == [0, 1]  # stored: no second sweep
+    assert best_layers.best_layers(study, cfg, {"m": None}) == {"m": 2} and calls == [1]  # stored: no second sweep
 
 
 def test_best_trial_breaks_validation_ties_as_the_report_does() -> None:
@@ -915,3 +916,66 @@ def test_a_baseline_study_resumed_on_other_texts_is_refused(study_env, tmp_path)
     assert set(json.loads(study.user_attrs["config_fingerprint"])["texts"]) == {"train", "test"}
     with pytest.raises(UserError, match="texts differ"):
         run_study(fewer)
+
+
+def test_cross_validated_studies_score_units_on_shared_folds_and_reuse_the_sweep(
+    study_env, tmp_path, monkeypatch
+) -> None:
+    import hashlib
+
+    import studies.sweep_store as store
+    from benchmark.core.errors import UserError
+    from benchmark.core.keys import load_text_split
+    from lightning_modules.datamodule import CachedFeatureDataModule
+    from studies.baseline import text_folds
+    from studies.caches import resolve_dirs
+
+    cv = {"data.cv_folds": 2, "study.seeds": 2, "study.fusions": ("concat",)}
+    models = (study_env["a"], study_env["b"])
+    fits: list[object] = []
+    sweep_units = store.sweep_units
+
+    def counted(*args: object, **kwargs: object) -> object:
+        fits.append(args[0])
+        return sweep_units(*args, **kwargs)
+
+    monkeypatch.setattr(store, "sweep_units", counted)
+    cfg = study_cfg(study_env, tmp_path, "layer-sweep", models, **cv)
+    assert run_study(cfg).complete == 2 and len(fits) == 2  # one sweep per model: every fold, seed and layer
+    mlc = MlflowClient(cfg.tracking.uri)
+
+    def history(run_id: str, name: str) -> list[float]:
+        return [m.value for m in sorted(mlc.get_metric_history(run_id, name), key=lambda m: m.step)]
+
+    for t in load(cfg.study.storage, study_name(cfg)).trials:
+        run_id = t.user_attrs["mlflow_run_id"]
+        m, unit_val = mlc.get_run(run_id).data.metrics, history(run_id, tracking.CV_VAL_ACC)
+        assert len(unit_val) == 4 and len(t.user_attrs[tracking.TRIAL_BEST_EPOCHS]) == 4  # 2 folds x 2 seeds
+        assert m[tracking.OBJECTIVE] == pytest.approx(np.mean(unit_val)) == pytest.approx(t.value)
+        assert m[tracking.VAL_ACC_SE] == pytest.approx(np.std(unit_val, ddof=1) / 2)
+        grid = np.load(mlc.download_artifacts(run_id, tracking.SWEEP_UNITS_ARTIFACT, str(tmp_path)))
+        by_layer, se = history(run_id, tracking.SWEEP_VAL_ACC), history(run_id, tracking.SWEEP_VAL_ACC_SE)
+        assert grid.shape == (len(by_layer), 4) and grid.mean(axis=1) == pytest.approx(by_layer)
+        assert se == pytest.approx(grid.std(axis=1, ddof=1) / 2)
+        assert grid[t.user_attrs["best_layer"]] == pytest.approx(unit_val)
+    # The fusion study fuses the layers the stored sweeps chose: no sweep is fitted again.
+    fusion = study_cfg(study_env, tmp_path, "fusion-methods", models, **cv)
+    assert run_study(fusion).complete == 1 and len(fits) == 2
+    (trial,) = load(cfg.study.storage, study_name(fusion)).trials
+    assert len(history(trial.user_attrs["mlflow_run_id"], tracking.CV_VAL_ACC)) == 4
+    assert trial.params["pair"] == "+".join(models)
+    # Every model's heads and the TF-IDF baseline validate on the same rows of train (hashed), never on test.
+    texts = load_text_split(cfg, "train").texts
+    dirs = resolve_dirs(cfg)
+    for fold, (_, _, val_texts, _) in enumerate(text_folds(cfg)[0]):
+        hashes = set()
+        for model in models:
+            dm = CachedFeatureDataModule.from_config([dirs[model].selection(model, "0")], cfg, fold)
+            dm.setup()
+            rows = dm.datasets["val"].rows
+            hashes.add(hashlib.sha256(rows.tobytes()).hexdigest())
+            assert dm.datasets["val"].sources[0].files[0].path.parent == dirs[model].train  # train rows, not test
+        assert len(hashes) == 1 and [texts[i] for i in rows] == val_texts
+    # A study resumed with other folds is refused.
+    with pytest.raises(UserError, match=r"other settings \(data differ\)"):
+        run_study(study_cfg(study_env, tmp_path, "layer-sweep", models, **{**cv, "data.cv_folds": 3}))

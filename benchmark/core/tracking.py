@@ -15,20 +15,20 @@ Layout (the contract between ``studies`` and ``benchmark.report``):
   ``optuna.layer.<alias>`` an int, ``optuna.train.hidden``), logged as soon as the trial is planned, so trials
   pruned before training have them too. Tag ``layerfuse.prune_reason`` or ``layerfuse.error`` says why a
   trial was pruned or failed.
-  Metrics: ``val/acc``, ``val/f1``, ``test/acc``, ``test/f1`` (mean over seeds; the trial's value and its
-  user attributes ``val_f1``, ``test_acc``, ``test_f1``), ``perf/*`` costs (``perf/cuda_peak_mb`` only on CUDA,
-  the largest over seeds), and per-seed histories ``seed/val_acc``, ``seed/test_acc`` (step = seed index). A
-  trial pruned while training has instead the ``val/acc`` values it reported (step = epoch). A layer-sweep run
-  also has histories ``sweep/val_acc`` and ``sweep/test_acc`` with step = layer index (MLflow plots them as
-  accuracy by layer), tag ``layerfuse.sweep_model=<alias>``. Artifacts: ``config.yaml`` and
-  ``predictions/test_pred_seed<k>.npy``
-  (predicted test labels in test order) for paired tests; the parent run holds the true labels as
-  ``predictions/test_labels.npy``.
-  Per-unit validation scores (a unit is one (fold, seed) fit, u = fold * seeds + seed): history ``cv/val_acc``
-  (step = unit) and ``val/acc_se``; a layer sweep also ``sweep/val_acc_se`` (step = layer) and the artifact
-  ``cv/sweep_val_acc.npy`` (layers x units). Older runs have only ``seed/val_acc`` (units = seeds). The parent run's
-  summary names the selection rule (tag ``layerfuse.selection_rule``) and the trials tied with the best
-  (``tie_set.json``).
+  Each configuration is trained once per *unit*, a (fold, seed) pair of ``data.cv_folds`` folds (fold 0 only
+  without folds) and ``study.seeds`` seeds, index ``u = fold * seeds + seed``.
+  Metrics: ``val/acc``, ``val/f1``, ``test/acc``, ``test/f1`` (mean over units; the trial's value and its
+  user attributes ``val_f1``, ``test_acc``, ``test_f1``), ``val/acc_se`` (standard error of ``val/acc`` over
+  the units), ``perf/*`` costs (``perf/cuda_peak_mb`` only on CUDA, the largest over units), and per-unit
+  histories ``cv/val_acc``, ``seed/val_acc``, ``seed/test_acc`` (step = u); user attribute ``best_epochs`` (each
+  unit's stopping epoch). A trial pruned while training has instead the ``val/acc`` values it reported (step =
+  epoch). A layer-sweep run also has histories ``sweep/val_acc``, ``sweep/val_acc_se`` and ``sweep/test_acc``
+  with step = layer index (MLflow plots them as accuracy by layer), the artifact ``cv/sweep_val_acc.npy``
+  (layers x units) and tag ``layerfuse.sweep_model=<alias>``. Artifacts: ``config.yaml`` and
+  ``predictions/test_pred_seed<u>.npy`` (predicted test labels in test order, per unit) for paired tests; the
+  parent run holds the true labels as ``predictions/test_labels.npy``.
+  The parent run's summary names the selection rule (tag ``layerfuse.selection_rule``) and the trials
+  tied with the best (``tie_set.json``).
 - Every experiment carries ``mlflow.experimentKind=custom_model_development`` so MLflow 3's UI opens its
   model-training view. Study parent runs and trial runs list the splits they use as MLflow dataset inputs
   (name = dataset label, digest = the split's data hash as in the cache key, context ``train``/``validation``/

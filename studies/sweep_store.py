@@ -1,0 +1,76 @@
+"""Each model's all-layer sweep over every unit (fold x seed), computed once and reused by every study that needs it.
+
+The ``layer-sweep`` preset scores it; ``fusion-methods`` and ``multi-model`` fuse the layers it chooses. Both
+read it from a small store beside the model's train cache (``<train cache>/sweeps/<key>.json``), keyed by the
+sha256 of everything the result depends on: the train, test and validation caches (their key and texts hashes),
+the head settings a sweep reads, the data settings (split, folds, standardisation), the seeds and the store's
+format. A setting that changes the result changes the key; re-extracting the cache replaces its folder and so
+the store. Concurrent workers serialise on a file lock per key, so a sweep is computed once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+
+from benchmark.core.cache import FeatureCache
+from benchmark.core.config import BenchConfig
+from lightning_modules.sweep import LayerScore, sweep_units
+from studies.caches import ModelDirs
+
+log = logging.getLogger(__name__)
+
+STORE_FORMAT = 1  # bump when the sweep's results change for the same settings (a code change), so old entries miss
+SWEEP_NEUTRAL = ("threads", "fusion", "proj_dim", "moe_experts")  # train settings a single-layer sweep does not read
+
+
+@dataclass(frozen=True)
+class UnitSweep:
+    """A model's sweep: ``scores[u][i]`` is unit ``u``'s head on the i-th layer; ``fit_s`` the wall seconds it took."""
+
+    scores: list[list[LayerScore]]
+    fit_s: float
+
+
+def sweep_key(d: ModelDirs, cfg: BenchConfig) -> str:
+    """Hash of everything a model's unit sweep depends on (see the module docstring)."""
+    caches = {
+        split: {k: FeatureCache(path).meta.get(k) for k in ("key_sha256", "texts_sha256")}
+        for split, path in (("train", d.train), ("test", d.test), ("val", d.val))
+        if path is not None
+    }
+    blob = {
+        "format": STORE_FORMAT,
+        "caches": caches,
+        "train": {k: v for k, v in dataclasses.asdict(cfg.train).items() if k not in SWEEP_NEUTRAL},
+        "data": {k: v for k, v in dataclasses.asdict(cfg.data).items() if k not in ("num_workers",)},
+        "seeds": cfg.study.seeds,
+    }
+    return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def unit_sweep(d: ModelDirs, cfg: BenchConfig) -> UnitSweep:
+    """The model's sweep over every layer and unit (``data.cv_folds`` x ``study.seeds``): stored or computed."""
+    path = d.train / "sweeps" / f"{sweep_key(d, cfg)}.json"
+    path.parent.mkdir(exist_ok=True)
+    with path.with_suffix(".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another worker computing the same sweep: wait for it, then read it
+        if path.is_file():
+            stored = json.loads(path.read_text())
+            log.info("reusing the stored sweep of %s (%s)", d.train, path.name[:12])
+            return UnitSweep([[LayerScore(**s) for s in unit] for unit in stored["scores"]], stored["fit_s"])
+        start = time.perf_counter()
+        scores = sweep_units(d.train, d.test, cfg, cfg.study.seeds, val_dir=d.val)
+        result = UnitSweep(scores, time.perf_counter() - start)
+        tmp = path.with_suffix(f".tmp-{os.getpid()}")
+        tmp.write_text(
+            json.dumps({"scores": [[dataclasses.asdict(s) for s in unit] for unit in scores], "fit_s": result.fit_s})
+        )
+        os.replace(tmp, path)  # readers see the whole file or none
+        return result
