@@ -5,6 +5,14 @@ throw-away stores (under ``$TMPDIR``).
 
     python -m benchmark.speed_study --dataset mr --models minilm-l6,minilm-l3 --trials 20 --max-length 256 --dtype bf16
 
+With ``--cv-folds K``, instead: the wall time of each preset in ``--presets`` as a K-fold study against the same
+preset's single-split study, both with ``--seeds`` seeds, in turn and each in fresh stores; the stored unit sweeps
+of the models (``studies.sweep_store``) are deleted before each layer-sweep study, so it fits them, and the presets
+after it reuse them, as in ``layerfuse reproduce``.
+
+    python -m benchmark.speed_study --dataset mr --models minilm-l3,tfidf --cv-folds 5 --seeds 3 \
+        --presets tfidf-baseline,layer-sweep,fusion-methods --set study.fusions=concat --max-length 256 --limit 8000
+
 The caches must exist (``layerfuse extract --model minilm-l6,minilm-l3 --dataset mr --max-length 256 --dtype bf16``).
 Trials per minute count trials that trained (complete, or pruned while training); trials the search prunes
 before training (no model selected) take milliseconds and are reported apart, so they do not inflate it.
@@ -68,6 +76,62 @@ def measure(
     }
 
 
+def measure_folds(
+    base: dict[str, object], presets: list[str], folds: int, sets: list[str]
+) -> dict[str, dict[int, dict[str, float]]]:
+    """Per preset and ``data.cv_folds`` (0 and ``folds``): wall seconds, trials and best validation accuracy (+- SE)."""
+    import shutil
+
+    from studies.caches import resolve_dirs
+
+    rows: dict[str, dict[int, dict[str, float]]] = {p: {} for p in presets}
+    for k in (0, folds):
+        with tempfile.TemporaryDirectory() as tmp:
+            for preset in presets:
+                values = {
+                    **base,
+                    "study.preset": preset,
+                    "study.name": f"speed-{preset}",
+                    "study.storage": f"sqlite:///{tmp}/optuna.db",
+                    "tracking.uri": f"sqlite:///{tmp}/mlflow.db",
+                    "tracking.artifact_root": str(Path(tmp) / "artifacts"),
+                    "data.cv_folds": k,
+                }
+                cfg = load_config(overrides=sets, **values)
+                if preset == "layer-sweep":
+                    for d in resolve_dirs(cfg).values():
+                        shutil.rmtree(d.train / "sweeps", ignore_errors=True)
+                start, cpu = time.perf_counter(), time.process_time()
+                out = run_study(cfg)
+                wall = time.perf_counter() - start
+                study = optuna.load_study(study_name=out.name, storage=make_storage(cfg.study.storage, 1.0))
+                best = study.best_trial
+                rows[preset][k] = {
+                    "wall_s": wall,
+                    "cpu_s": time.process_time() - cpu,
+                    "trials": out.complete + out.pruned,
+                    "best_val": best.value or float("nan"),
+                    "best_test": best.user_attrs.get("test_acc", float("nan")),
+                }
+                logging.getLogger("benchmark.speed_study").warning("%s cv_folds=%d: %s", preset, k, rows[preset][k])
+    return rows
+
+
+def _print_folds(rows: dict[str, dict[int, dict[str, float]]], folds: int, seeds: int, title: str) -> None:
+    print(
+        f"\n| {title} | single split, {seeds} seeds: wall s | {folds} folds x {seeds} seeds: wall s | ratio | trials "
+        "| best val acc (split / folds) | its test acc (split / folds) |"
+    )
+    print("|---|---:|---:|---:|---:|---|---|")
+    for preset, r in rows.items():
+        a, b = r[0], r[folds]
+        print(
+            f"| {preset} | {a['wall_s']:.0f} | {b['wall_s']:.0f} | {b['wall_s'] / a['wall_s']:.2f}x "
+            f"| {b['trials']:.0f} | {a['best_val']:.4f} / {b['best_val']:.4f} "
+            f"| {a['best_test']:.4f} / {b['best_test']:.4f} |"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark from the command line; returns the exit code."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -77,11 +141,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dtype", default="auto", help="dtype of the cached features to use (as extracted)")
     parser.add_argument("--max-length", type=int, default=None, help="max length of the cached features (as extracted)")
+    parser.add_argument("--limit", type=int, default=None, help="extract.limit of the cached features (as extracted)")
+    parser.add_argument("--cv-folds", type=int, default=0, help="compare K-fold studies with single-split ones")
+    parser.add_argument("--presets", default="layer-sweep", help="presets of the fold comparison")
+    parser.add_argument("--seeds", type=int, default=3, help="study.seeds of the fold comparison")
+    parser.add_argument("-s", "--set", dest="sets", action="append", default=[], help="config override a.b=v")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     models = tuple(m for m in args.models.split(",") if m)
     started = dt.datetime.now(dt.UTC)
+    if args.cv_folds:
+        base = {
+            "extract.dataset": args.dataset,
+            "extract.models": models,
+            "extract.show_progress": False,
+            "extract.dtype": args.dtype,
+            "extract.max_length": args.max_length,
+            "extract.limit": args.limit,
+            "study.seeds": args.seeds,
+            "study.pruning": True,
+            "train.seed": args.seed,
+        }
+        presets = [p for p in args.presets.split(",") if p]
+        rows_cv = measure_folds(base, presets, args.cv_folds, args.sets)
+        load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+        print(f"\n{started:%Y-%m-%d %H:%M} UTC; load average (1, 5, 15 min) at the end: {load}")
+        _print_folds(rows_cv, args.cv_folds, args.seeds, f"{args.dataset}, {'+'.join(models)}")
+        return 0
     rows = {
         name: measure(args.dataset, models, args.trials, pruning, args.seed, args.dtype, args.max_length)
         for name, pruning in (("no pruning", False), ("median pruning", True))

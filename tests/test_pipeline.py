@@ -17,6 +17,8 @@ from studies.presets import PRESETS
 
 FAST = [
     "--set",
+    "data.cv_folds=0",  # reproduce.yaml's 5 folds x the grids: 5x the fits; folds are tested in test_folds/test_study
+    "--set",
     "train.max_epochs=3",
     "--set",
     "train.patience=0",
