@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -27,11 +27,11 @@ from benchmark.core import tracking
 from benchmark.core.cache import FeatureCache
 from benchmark.core.config import BenchConfig, to_yaml, with_values
 from benchmark.core.run_inputs import log_inputs
+from lightning_modules.batched_fit import fit_units
 from lightning_modules.callbacks import cuda_peak, max_peak, peak_rss_mb, time_inference, torch_threads
 from lightning_modules.datamodule import CachedFeatureDataModule
 from lightning_modules.folds import mean_se, units
 from lightning_modules.module import FusionClassifier
-from lightning_modules.train import fit_and_evaluate
 from studies.baseline import fit_baseline_units
 from studies.best_layers import unit_matrix
 from studies.caches import ModelDirs
@@ -202,12 +202,11 @@ class Objective:
             fits = fit_baseline_units(cfg, plan.baseline["classifier"], plan.baseline["C"], self.cfg.study.seeds)
             results, extract_ms = [f.result for f in fits], fits[-1].extract_ms_per_sample
         else:
-            results = []
-            for u, unit in enumerate(units(cfg.data.cv_folds, self.cfg.study.seeds)):
-                unit_cfg = with_values(cfg, {"train.seed": cfg.train.seed + unit.seed})
-                with cuda_peak() as peak:
-                    results.append(fit_and_evaluate(unit_cfg, selections, self._pruning(trial, u), fold=unit.fold))
-                peaks.append(peak)
+            with cuda_peak() as peak:  # every unit (fold x seed) in one batched model
+                results = fit_units(
+                    cfg, selections, units(cfg.data.cv_folds, self.cfg.study.seeds), self._pruning(trial)
+                )
+            peaks.append(peak)
         for u, r in enumerate(results):
             if r.test_pred.size:
                 tracking.log_array(mlc, run_id, r.test_pred, tracking.PRED_ARTIFACT.format(seed=u))
@@ -223,13 +222,17 @@ class Objective:
         trial.set_user_attr(tracking.TRIAL_BEST_EPOCHS, [r.best_epoch for r in results])
         return _scored(trial, mean)
 
-    def _pruning(self, trial: optuna.Trial, seed_index: int) -> list[Any]:
-        """The pruning callback for the first seed's fit (later seeds of a surviving trial run to the end)."""
-        if seed_index or not self.cfg.study.pruning:
-            return []
-        from optuna_integration import PyTorchLightningPruningCallback
+    def _pruning(self, trial: optuna.Trial) -> Callable[[int, float], None] | None:
+        """Report the first unit's ``val/acc`` each epoch and prune as the median rule says (later units follow it)."""
+        if not self.cfg.study.pruning:
+            return None
 
-        return [PyTorchLightningPruningCallback(trial, monitor=tracking.VAL_ACC)]
+        def report(epoch: int, val_acc: float) -> None:
+            trial.report(val_acc, step=epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"Trial was pruned at epoch {epoch}.")
+
+        return report
 
     def _sweep(self, model: str, cfg: BenchConfig, trial: optuna.Trial, run_id: str, extract_ms: float) -> float:
         """Score every layer of ``model`` on every unit in one batched sweep (stored: ``studies.sweep_store``).

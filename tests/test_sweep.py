@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from helpers_features import make_model
@@ -195,3 +196,25 @@ def test_folds_and_seeds_join_the_layers_each_head_equal_to_its_own_fit(
         assert (s.best_epoch, s.epochs, s.val_loss) == (r.best_epoch, r.epochs, r.val_loss), unit
         assert (s.val_acc, s.test_acc) == pytest.approx((r.val_acc, r.test_acc), abs=1e-6), unit
     assert len({scores[1].val_acc for scores in per_unit}) > 1  # the units differ
+
+
+@pytest.mark.parametrize(("fusion", "layers"), [("concat", ("1", "mean:last2")), ("moe", ("2", "1"))])
+def test_every_unit_of_a_fit_trains_in_one_batched_model_equal_to_its_own_fit(
+    tmp_path: Path, fusion: str, layers: tuple[str, str]
+) -> None:
+    """Units (3 folds x 2 seeds) train at once; each equals its own Lightning fit (rounding apart)."""
+    from lightning_modules.batched_fit import fit_units
+    from lightning_modules.folds import units
+
+    a = make_model(tmp_path, "a", n_train=95, n_test=40, hidden=8, num_layers=2, signal=1.2)
+    b = make_model(tmp_path, "b", n_train=95, n_test=40, hidden=12, num_layers=2, signal=1.2)
+    cfg = _cfg(**{"data.cv_folds": 3, "train.max_epochs": 6, "train.fusion": fusion, "train.proj_dim": 16})
+    selections = [a.select(layers[0]), b.select(layers[1])]
+    all_units = units(3, 2)
+    got = fit_units(cfg, selections, all_units)
+    for u in (0, 3, 4):  # both batched models (folds of 63 and 64 rows), both seeds
+        unit, g = all_units[u], got[u]
+        r = fit_and_evaluate(with_values(cfg, {"train.seed": cfg.train.seed + unit.seed}), selections, fold=unit.fold)
+        assert (g.best_epoch, g.epochs, g.params, g.fused_dim) == (r.best_epoch, r.epochs, r.params, r.fused_dim)
+        assert g.val_loss == pytest.approx(r.val_loss, abs=1e-5) and g.val_acc == pytest.approx(r.val_acc, abs=1e-6)
+        assert g.test_acc == pytest.approx(r.test_acc, abs=1e-6) and np.array_equal(g.test_pred, r.test_pred)
