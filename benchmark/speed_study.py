@@ -77,7 +77,7 @@ def measure(
 
 
 def measure_folds(
-    base: dict[str, object], presets: list[str], folds: int, sets: list[str]
+    base: dict[str, Any], presets: list[str], folds: int, sets: list[str]
 ) -> dict[str, dict[int, dict[str, float]]]:
     """Per preset and ``data.cv_folds`` (0 and ``folds``): wall seconds, trials and best validation accuracy (+- SE)."""
     import shutil

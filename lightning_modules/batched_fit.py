@@ -15,7 +15,7 @@ import copy
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import lightning.pytorch as L
 import numpy as np
@@ -52,7 +52,7 @@ class _Trunk(nn.Module):
     def forward(self, xs: list[Tensor]) -> Tensor:
         if self.projections:
             xs = [proj(x) for proj, x in zip(self.projections, xs, strict=True)]  # k x (B, d)
-        return self.fusion(xs)  # (B, D)
+        return cast(Tensor, self.fusion(xs))  # (B, D)
 
 
 def fit_units(
@@ -94,7 +94,7 @@ def _fit_group(
         unit_train = with_values(cfg, {"train.seed": t.seed + u.seed}).train
         models.append(FusionClassifier.from_config(dm0.input_dims, c, unit_train))
     trunks = [_Trunk(m) for m in models]
-    params, buffers = stack_module_state(trunks)  # type: ignore[arg-type]
+    params, buffers = stack_module_state(trunks)
     base = copy.deepcopy(_Trunk(models[0])).to("meta")  # the structure only: parameters come from ``params``
 
     def one(p: dict[str, Tensor], b: dict[str, Tensor], xs: list[Tensor]) -> Tensor:
@@ -120,7 +120,7 @@ def _fit_group(
             for opt in (trunk_opt, head_opt):
                 if opt is not None:
                     opt.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]  # torch leaves Tensor.backward unannotated
             for opt in (trunk_opt, head_opt):
                 if opt is not None:
                     opt.step()
@@ -202,7 +202,7 @@ def _score(model: FusionClassifier, track: _Track, dm: CachedFeatureDataModule, 
     with torch.no_grad():
         for name, p in _Trunk(model).named_parameters():
             p.copy_(state[name])
-        for j, lin in enumerate(model.head.linears):
+        for j, lin in enumerate(cast(nn.Linear, m) for m in model.head.linears):
             lin.weight.copy_(head[j].reshape(lin.weight.shape))
             lin.bias.copy_(head[n_lin + j].reshape(lin.bias.shape))
     feature_bytes = dm.feature_bytes
