@@ -14,6 +14,7 @@ from benchmark.core.config import ConfigError, load_config
 from benchmark.core.errors import UserError
 from lightning_modules.datamodule import CachedFeatureDataModule
 from lightning_modules.folds import check_cv_folds, fold_rows, mean_se, units
+from studies.selection import select
 
 
 def test_folds_are_stratified_seeded_and_validate_every_train_row_once() -> None:
@@ -105,22 +106,14 @@ def _unit_scores(x: np.ndarray, y: np.ndarray, cv_folds: int) -> np.ndarray:
     return out
 
 
-def _tie_set(scores: np.ndarray) -> set[int]:
-    """Candidates within one standard error of the best mean (SE of the paired per-unit differences to the best)."""
-    mean = scores.mean(axis=1)
-    best = int(mean.argmax())
-    se = (scores[best] - scores).std(axis=1, ddof=1) / np.sqrt(scores.shape[1])
-    return {int(i) for i in np.flatnonzero(mean[best] - mean <= se)}
-
-
 def test_five_folds_find_the_planted_layer_more_often_than_one_split() -> None:
-    """50 seeded draws: 5-fold selection (argmax of the mean over folds) vs the single 10% split, and the tie set."""
+    """50 seeded draws: 5-fold selection (argmax of the fold mean) vs the single 10% split, and the one-SE tie set."""
     single = folds = tied = 0
     for seed in range(50):
         x, y = _planted(seed)
         one, five = _unit_scores(x, y, 0), _unit_scores(x, y, 5)
         single += int(one.mean(axis=1).argmax() == 4)
         folds += int(five.mean(axis=1).argmax() == 4)
-        tied += int(4 in _tie_set(five))
+        tied += int(4 in select(list(five)).tied)  # the one-SE tie set of studies.selection
     assert folds > single  # measured: 40 vs 16 of 50
     assert tied >= 45  # measured: 46 of 50
