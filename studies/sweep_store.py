@@ -2,7 +2,7 @@
 
 The ``layer-sweep`` preset scores it; ``fusion-methods`` and ``multi-model`` fuse the layers it chooses. Both
 read it from a small store beside the model's train cache (``<train cache>/sweeps/<key>.json``), keyed by the
-sha256 of everything the result depends on: the train, test and validation caches (their key and texts hashes),
+sha256 of everything the result depends on: the train, test and validation caches (their key, texts and labels hashes),
 the head settings a sweep reads, the data settings (split, folds, standardisation), the seeds and the store's
 format. A setting that changes the result changes the key; re-extracting the cache replaces its folder and so
 the store. Concurrent workers serialise on a file lock per key, so a sweep is computed once.
@@ -41,7 +41,10 @@ class UnitSweep:
 def sweep_key(d: ModelDirs, cfg: BenchConfig) -> str:
     """Hash of everything a model's unit sweep depends on (see the module docstring)."""
     caches = {
-        split: {k: FeatureCache(path).meta.get(k) for k in ("key_sha256", "texts_sha256")}
+        split: {
+            **{k: FeatureCache(path).meta.get(k) for k in ("key_sha256", "texts_sha256")},
+            "labels_sha256": hashlib.sha256((path / "labels.npy").read_bytes()).hexdigest(),
+        }
         for split, path in (("train", d.train), ("test", d.test), ("val", d.val))
         if path is not None
     }
