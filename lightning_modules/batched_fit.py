@@ -25,6 +25,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from torch.nn import functional as F
 from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
 
+from benchmark.core import tracking
 from benchmark.core.config import with_values
 from lightning_modules.batched import BatchedHeads
 from lightning_modules.callbacks import monitor_mode, peak_rss_mb, time_inference, torch_threads
@@ -127,7 +128,7 @@ def _fit_group(
         v_loss, v_acc, v_f1 = _evaluate(trunk, params, buffers, heads, [split["val"][i] for i in active], dm0, c)
         if report is not None and active[0] == 0:
             report(epoch, float(v_acc[0]))
-        monitored = v_loss if t.monitor == "val/loss" else v_acc
+        monitored = v_loss if t.monitor == tracking.VAL_LOSS else v_acc
         keep = []
         for i, ui in enumerate(active):
             snap = partial(_snapshot, params, heads, i)

@@ -165,10 +165,10 @@ def cuda_peak() -> Iterator[dict[str, float]]:
         torch.cuda.reset_peak_memory_stats()
     yield out
     if on_cuda or (torch.cuda.is_available() and torch.cuda.is_initialized()):  # type: ignore[no-untyped-call]
-        out["perf/cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        out[tracking.PERF_CUDA_PEAK_MB] = torch.cuda.max_memory_allocated() / 2**20
 
 
 def max_peak(peaks: list[dict[str, float]]) -> dict[str, float]:
     """``perf/cuda_peak_mb`` over several blocks (seeds): the largest, or nothing when none ran on CUDA."""
-    values = [p["perf/cuda_peak_mb"] for p in peaks if "perf/cuda_peak_mb" in p]
-    return {"perf/cuda_peak_mb": max(values)} if values else {}
+    values = [p[tracking.PERF_CUDA_PEAK_MB] for p in peaks if tracking.PERF_CUDA_PEAK_MB in p]
+    return {tracking.PERF_CUDA_PEAK_MB: max(values)} if values else {}

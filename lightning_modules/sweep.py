@@ -28,6 +28,7 @@ from torch import Tensor
 from torch.nn import functional as F
 from torchmetrics.functional.classification import multiclass_f1_score
 
+from benchmark.core import tracking
 from benchmark.core.cache import FeatureCache
 from lightning_modules.batched import BatchedHeads
 from lightning_modules.callbacks import improved, monitor_mode, torch_threads
@@ -237,7 +238,7 @@ def _train_group(
             loss.backward()  # type: ignore[no-untyped-call]  # torch leaves Tensor.backward unannotated
             opt.step()
         v_loss, v_acc, v_f1 = _evaluate(heads, val, dm0.eval_batch_size, c)
-        monitored = v_loss if t.monitor == "val/loss" else v_acc
+        monitored = v_loss if t.monitor == tracking.VAL_LOSS else v_acc
         keep = []
         for i, hi in enumerate(active):
             val_scores = (float(v_acc[i]), float(v_f1[i]), float(v_loss[i]))

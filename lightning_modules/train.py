@@ -18,6 +18,7 @@ import lightning.pytorch as L
 import numpy as np
 from lightning.pytorch.callbacks import EarlyStopping
 
+from benchmark.core import tracking
 from lightning_modules.callbacks import FitTimer, RestoreBest, monitor_mode, peak_rss_mb, time_inference, torch_threads
 from lightning_modules.datamodule import CachedFeatureDataModule, Selection
 from lightning_modules.module import FusionClassifier
@@ -56,19 +57,19 @@ class FitResult(HeadScore):
     def metrics(self) -> dict[str, float]:
         """Flat ``split/metric`` and ``perf/*`` names for tracking."""
         return {
-            "val/acc": self.val_acc,
-            "val/f1": self.val_f1,
-            "val/loss": self.val_loss,
-            "test/acc": self.test_acc,
-            "test/f1": self.test_f1,
-            "perf/best_epoch": self.best_epoch,
-            "perf/epochs": self.epochs,
-            "perf/param_count": self.params,
-            "perf/fit_s": self.fit_s,
-            "perf/head_ms_per_sample": self.head_ms_per_sample,
-            "perf/fused_dim": self.fused_dim,
-            "perf/feature_bytes": self.feature_bytes,
-            "perf/peak_rss_mb": self.peak_rss_mb,
+            tracking.VAL_ACC: self.val_acc,
+            tracking.VAL_F1: self.val_f1,
+            tracking.VAL_LOSS: self.val_loss,
+            tracking.TEST_ACC: self.test_acc,
+            tracking.TEST_F1: self.test_f1,
+            tracking.PERF_BEST_EPOCH: self.best_epoch,
+            tracking.PERF_EPOCHS: self.epochs,
+            tracking.PERF_PARAM_COUNT: self.params,
+            tracking.PERF_FIT_S: self.fit_s,
+            tracking.PERF_HEAD_MS_PER_SAMPLE: self.head_ms_per_sample,
+            tracking.PERF_FUSED_DIM: self.fused_dim,
+            tracking.PERF_FEATURE_BYTES: self.feature_bytes,
+            tracking.PERF_PEAK_RSS_MB: self.peak_rss_mb,
         }
 
     def asdict(self) -> dict[str, float | int]:
@@ -176,11 +177,11 @@ def _fit_and_evaluate(
     feature_bytes = dm.feature_bytes  # before the timing pass re-reads the test split
     head_ms, test_pred = time_inference(model, dm.test_dataloader())
     result = FitResult(
-        val_acc=best.best_metrics.get("val/acc", float("nan")),
-        val_f1=best.best_metrics.get("val/f1", float("nan")),
-        val_loss=best.best_metrics.get("val/loss", float("nan")),
-        test_acc=float(test["test/acc"]),
-        test_f1=float(test["test/f1"]),
+        val_acc=best.best_metrics.get(tracking.VAL_ACC, float("nan")),
+        val_f1=best.best_metrics.get(tracking.VAL_F1, float("nan")),
+        val_loss=best.best_metrics.get(tracking.VAL_LOSS, float("nan")),
+        test_acc=float(test[tracking.TEST_ACC]),
+        test_f1=float(test[tracking.TEST_F1]),
         best_epoch=best.best_epoch,
         epochs=timer.epochs,
         params=model.param_count,
