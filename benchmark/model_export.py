@@ -26,9 +26,7 @@ from benchmark.core.keys import load_text_split, resolve_features
 from benchmark.core.models import LEXICAL, ModelSpec, weights_sha256
 from benchmark.pyfunc_model import BUNDLE_FILE, FORMAT_VERSION, NET_FILE, SCALERS_FILE, TFIDF_FILE, TextClassifier
 from lightning_modules.layers import parse_layer_spec
-from studies.refit import HEAD_JSON, choose, refit_study, trial_config
-from studies.refit import NET_FILE as HEAD_NET_FILE
-from studies.refit import SCALERS_FILE as HEAD_SCALERS_FILE
+from studies.refit import choose, refit_study, trial_config
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +123,7 @@ def save_cut_model(spec: ModelSpec, cut_at: int, dtype: str, pooling: str, max_l
 
 def build_bundle(tcfg: BenchConfig, head_dir: Path, layers: dict[str, str], out: Path, weights: str) -> Path:
     """Write the bundle of a configuration (``layers``: model -> spec) with the head in ``head_dir`` into ``out``."""
-    head = json.loads((head_dir / HEAD_JSON).read_text())
+    head = json.loads((head_dir / tracking.HEAD_JSON).read_text())
     out.mkdir(parents=True, exist_ok=True)
     members_dir = out / "members"
     members = [
@@ -135,8 +133,8 @@ def build_bundle(tcfg: BenchConfig, head_dir: Path, layers: dict[str, str], out:
     for m in members:
         if "folder" in m:
             m["folder"] = f"members/{m['folder']}"
-    shutil.copy(head_dir / HEAD_NET_FILE, out / NET_FILE)
-    shutil.copy(head_dir / HEAD_SCALERS_FILE, out / SCALERS_FILE)
+    shutil.copy(head_dir / tracking.HEAD_NET_FILE, out / NET_FILE)
+    shutil.copy(head_dir / tracking.HEAD_SCALERS_FILE, out / SCALERS_FILE)
     meta = {"format": FORMAT_VERSION, "members": members, "net": head["net"], "label_names": head["label_names"]}
     (out / BUNDLE_FILE).write_text(json.dumps(meta, indent=1))
     return out

@@ -26,11 +26,12 @@ import pandas as pd
 import torch
 from mlflow.pyfunc.model import PythonModel
 
+from benchmark.core import tracking
+
 log = logging.getLogger(__name__)
 
 BUNDLE_FILE = "layerfuse_model.json"
-NET_FILE = "net.safetensors"
-SCALERS_FILE = "scalers.npz"
+NET_FILE, SCALERS_FILE = tracking.HEAD_NET_FILE, tracking.HEAD_SCALERS_FILE  # the refit head's files
 TFIDF_FILE = "tfidf.pkl"
 LABEL_COLUMN = "label"
 PROB_PREFIX = "prob_"

@@ -38,7 +38,6 @@ log = logging.getLogger(__name__)
 
 SECTIONS = ("extract", "data", "train")  # what a trial's config decides; paths, stores and speed stay the caller's
 CALLER_KEYS = ("extract.show_progress", "extract.device", "train.threads", "train.accelerator", "data.num_workers")
-NET_FILE, SCALERS_FILE, HEAD_JSON = "net.safetensors", "scalers.npz", "head.json"
 
 
 @dataclass(frozen=True)
@@ -281,12 +280,12 @@ def log_head(mlc: Any, run_id: str, seed: int, fit: AllRowsFit, layers: dict[str
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        save_file({k: v.contiguous() for k, v in fit.state.items()}, str(folder / NET_FILE))
+        save_file({k: v.contiguous() for k, v in fit.state.items()}, str(folder / tracking.HEAD_NET_FILE))
         arrays: dict[str, np.ndarray] = {}
         for i, (mean, std) in enumerate(zip(fit.means, fit.stds, strict=True)):
             if mean is not None and std is not None:
                 arrays[f"mean_{i}"], arrays[f"std_{i}"] = mean, std
-        np.savez(folder / SCALERS_FILE, **arrays)  # type: ignore[arg-type]
+        np.savez(folder / tracking.HEAD_SCALERS_FILE, **arrays)  # type: ignore[arg-type]
         head = {"net": fit.net, "label_names": fit.label_names, "layers": layers, "epochs": fit.epochs}
-        (folder / HEAD_JSON).write_text(json.dumps(head, indent=1))
+        (folder / tracking.HEAD_JSON).write_text(json.dumps(head, indent=1))
         mlc.log_artifacts(run_id, str(folder), tracking.HEAD_DIR.format(seed=seed))

@@ -161,7 +161,10 @@ def summarise(study: optuna.Study, cfg: BenchConfig, mlc: Any, parent_run_id: st
         }
         tracking.log_text(mlc, parent_run_id, json.dumps(tie_set, indent=2), tracking.TIED_ARTIFACT)
     tracking.log_text(
-        mlc, parent_run_id, json.dumps(dataclasses.asdict(outcome), indent=2, default=str), "study_summary.json"
+        mlc,
+        parent_run_id,
+        json.dumps(dataclasses.asdict(outcome), indent=2, default=str),
+        tracking.STUDY_SUMMARY_ARTIFACT,
     )
     mlc.set_terminated(parent_run_id, "FINISHED")
     return outcome

@@ -139,7 +139,9 @@ KIND_REFIT = "refit"
 TAG_REFIT_OF = "layerfuse.refit_of"  # the trial run a refit run re-trains
 TRIAL_BEST_EPOCHS = "best_epochs"  # Optuna trial user attribute: 0-based best epoch of each fit of the trial
 PARAM_REFIT_EPOCHS = "refit.epochs"
-HEAD_DIR = "refit/seed{seed}"  # net.safetensors, scalers.npz, head.json
+HEAD_DIR = "refit/seed{seed}"  # HEAD_NET_FILE, HEAD_SCALERS_FILE, HEAD_JSON of one seed
+HEAD_NET_FILE, HEAD_SCALERS_FILE, HEAD_JSON = "net.safetensors", "scalers.npz", "head.json"  # also in the model
+STUDY_SUMMARY_ARTIFACT = "study_summary.json"  # parent run: the study's outcome
 MODEL_ARTIFACT = "model"  # the exported MLflow pyfunc model, logged under the refit run
 
 

@@ -17,7 +17,6 @@ from benchmark.core.config import BenchConfig, load_config, to_dict
 if TYPE_CHECKING:
     import pandas as pd
 
-CONFIG_ARTIFACT = "config.yaml"
 SECTIONS = ("paths", "extract", "data", "train")
 FLAGS = {"extract.dataset", "extract.models", "train.fusion"}  # given as --dataset, --layer and --fusion
 IGNORED = {"extract.show_progress"}  # no effect on the result

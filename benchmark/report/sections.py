@@ -13,7 +13,7 @@ from benchmark.core import tracking
 from benchmark.report import plots, tables
 from benchmark.report.compare import paired_tests
 from benchmark.report.render import Bold, Doc, fmt, fmt_seeds, slug
-from benchmark.report.reproduce import CONFIG_ARTIFACT, command
+from benchmark.report.reproduce import command
 from benchmark.report.selection import SELECTION_RULE, display, layer_points, num_layers
 from benchmark.report.ties import TIED_MARK, UNIT_NOTE, rule_text, tie_groups, units_summary
 from studies.presets import FUSION_METHODS
@@ -58,7 +58,7 @@ def compute(data: ReportData) -> Computed:
     trials = data.trials.set_index("run_id", drop=False)
     commands = {}
     for _, r in best.iterrows():
-        config = data.artifact(r["run_id"], CONFIG_ARTIFACT)
+        config = data.artifact(r["run_id"], tracking.CONFIG_ARTIFACT)
         commands[str(r["dataset"])] = command(trials.loc[r["run_id"]], None if config is None else config.decode())
     grid = tables.baseline_grid(data)
     lexical = (
