@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -540,6 +541,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.verbose:
         for noisy in ("httpx", "urllib3", "filelock", "transformers", "alembic", "numexpr", "mlflow"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
+        # MLflow resets its logger's level when first imported (later, in a handler or a worker) from this variable.
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     try:
         cfg = load_config(args.config or getattr(args, "default_config", None), args.sets, **_flag_values(args))
         _check_registered_names(cfg)
