@@ -25,7 +25,6 @@ from torch.func import functional_call, stack_module_state, vmap
 from torch.nn import functional as F
 from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
 
-from benchmark.core import tracking
 from benchmark.core.config import with_values
 from lightning_modules.batched import BatchedHeads
 from lightning_modules.callbacks import monitor_mode, peak_rss_mb, time_inference, torch_threads
@@ -34,7 +33,7 @@ from lightning_modules.datamodule import CachedFeatureDataModule, Selection
 from lightning_modules.features import CachedFeatureDataset, ShuffledBatchSampler
 from lightning_modules.folds import Unit
 from lightning_modules.module import FusionClassifier
-from lightning_modules.sweep import _Track
+from lightning_modules.sweep import HeadTrack, still_training
 from lightning_modules.train import FitResult
 
 if TYPE_CHECKING:
@@ -110,7 +109,7 @@ def _fit_group(
         ShuffledBatchSampler(len(ds), t.batch_size, True, t.seed + u.seed)
         for ds, u in zip(split["train"], group, strict=True)
     ]
-    tracks = [_Track(monitor_mode(t.monitor), t.patience) for _ in group]
+    tracks = [HeadTrack(monitor_mode(t.monitor), t.patience) for _ in group]
     active = list(range(len(group)))
     for epoch in range(t.max_epochs):
         for pos in zip(*samplers, strict=True):
@@ -128,14 +127,9 @@ def _fit_group(
         v_loss, v_acc, v_f1 = _evaluate(trunk, params, buffers, heads, [split["val"][i] for i in active], dm0, c)
         if report is not None and active[0] == 0:
             report(epoch, float(v_acc[0]))
-        monitored = v_loss if t.monitor == tracking.VAL_LOSS else v_acc
-        keep = []
-        for i, ui in enumerate(active):
-            snap = partial(_snapshot, params, heads, i)
-            if not tracks[ui].end_epoch(
-                epoch, float(monitored[i]), (float(v_acc[i]), float(v_f1[i]), float(v_loss[i])), snap
-            ):
-                keep.append(i)
+        keep = still_training(
+            [tracks[ui] for ui in active], epoch, t.monitor, (v_loss, v_acc, v_f1), partial(_snapshot, params, heads)
+        )
         if len(keep) < len(active):
             active = [active[i] for i in keep]
             if not active:
@@ -194,7 +188,7 @@ def _evaluate(
     return torch.stack(losses).sum(dim=0) / n, acc, f1
 
 
-def _score(model: FusionClassifier, track: _Track, dm: CachedFeatureDataModule, fit_s: float) -> FitResult:
+def _score(model: FusionClassifier, track: HeadTrack, dm: CachedFeatureDataModule, fit_s: float) -> FitResult:
     """Load the unit's best weights into its own model and score test as ``fit_and_evaluate`` does."""
     trunk_names = [k for k, _ in _Trunk(model).named_parameters()]
     state = dict(zip(trunk_names, track.state[: len(trunk_names)], strict=True))

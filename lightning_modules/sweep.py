@@ -63,7 +63,7 @@ def sweep_device(accelerator: str) -> torch.device:
 
 
 @dataclass
-class _Track:
+class HeadTrack:
     """One layer's early stopping, as ``EarlyStopping`` + ``RestoreBest`` do it for a Lightning fit."""
 
     mode: str
@@ -85,6 +85,32 @@ class _Track:
             return False
         self.wait += 1
         return bool(self.patience) and self.wait >= self.patience
+
+
+def still_training(
+    tracks: Sequence[HeadTrack],
+    epoch: int,
+    monitor: str,
+    val: tuple[Tensor, Tensor, Tensor],
+    snapshot: Callable[[int], list[Tensor]],
+) -> list[int]:
+    """End an epoch for every head of a batched fit; return the positions of those that train on.
+
+    Args:
+        tracks: Each active head's tracker, in the batch's head order.
+        epoch: The epoch that ended (0-based).
+        monitor: ``train.monitor`` (validation loss or accuracy).
+        val: Per-head validation (loss, acc, macro-F1), in the batch's head order.
+        snapshot: Head position -> that head's weights now (called only when it improved).
+    """
+    v_loss, v_acc, v_f1 = val
+    monitored = v_loss if monitor == tracking.VAL_LOSS else v_acc
+    keep = []
+    for i, track in enumerate(tracks):
+        scores = (float(v_acc[i]), float(v_f1[i]), float(v_loss[i]))
+        if not track.end_epoch(epoch, float(monitored[i]), scores, partial(snapshot, i)):
+            keep.append(i)
+    return keep
 
 
 @torch.no_grad()
@@ -170,7 +196,7 @@ def _sweep_units(
     groups: dict[int, list[Unit]] = {}
     for unit in units(cfg.data.cv_folds, seeds):
         groups.setdefault(len(dms[unit.fold].datasets["train"]), []).append(unit)
-    tracks: dict[Unit, list[_Track]] = {}
+    tracks: dict[Unit, list[HeadTrack]] = {}
     tests: dict[Unit, tuple[Tensor, Tensor]] = {}
     read = 0
     for group in groups.values():
@@ -198,7 +224,7 @@ def _sweep_units(
 
 def _train_group(
     group: list[Unit], dms: list[CachedFeatureDataModule], cfg: BenchConfig, n_layers: int
-) -> tuple[dict[Unit, list[_Track]], dict[Unit, tuple[Tensor, Tensor]], int]:
+) -> tuple[dict[Unit, list[HeadTrack]], dict[Unit, tuple[Tensor, Tensor]], int]:
     """Train ``group``'s heads (unit-major: head ``i * n_layers + l``); tracks, test (acc, f1), bytes read."""
     t = cfg.train
     dm0 = dms[group[0].fold]
@@ -225,7 +251,7 @@ def _train_group(
     train = UnitRows(split["train"], unit_of, layer_of, resident, device)
     val = UnitRows(split["val"], unit_of, layer_of, resident, device, share=train)
     read_before = train.counter.total
-    tracks = [_Track(monitor_mode(t.monitor), t.patience) for _ in unit_of]
+    tracks = [HeadTrack(monitor_mode(t.monitor), t.patience) for _ in unit_of]
     active = list(range(len(unit_of)))  # heads still training, in stacking order
     for epoch in range(t.max_epochs):
         for pos in zip(*samplers, strict=True):
@@ -237,13 +263,8 @@ def _train_group(
             opt.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]  # torch leaves Tensor.backward unannotated
             opt.step()
-        v_loss, v_acc, v_f1 = _evaluate(heads, val, dm0.eval_batch_size, c)
-        monitored = v_loss if t.monitor == tracking.VAL_LOSS else v_acc
-        keep = []
-        for i, hi in enumerate(active):
-            val_scores = (float(v_acc[i]), float(v_f1[i]), float(v_loss[i]))
-            if not tracks[hi].end_epoch(epoch, float(monitored[i]), val_scores, partial(heads.snapshot, i)):
-                keep.append(i)
+        scores = _evaluate(heads, val, dm0.eval_batch_size, c)
+        keep = still_training([tracks[hi] for hi in active], epoch, t.monitor, scores, heads.snapshot)
         if len(keep) < len(active):
             active = [active[i] for i in keep]
             if not active:
