@@ -204,6 +204,8 @@ def _run_study(args: argparse.Namespace, cfg: BenchConfig) -> int:
         test = f", test acc {out.best_test_acc:.4f}" if out.best_test_acc is not None else ""
         params = " ".join(f"{k}={v}" for k, v in sorted(out.best_params.items()))
         print(f"best trial #{out.best_number}: val acc {out.best_value:.4f}{test}  {params}")
+    if out.result_test_acc is not None:
+        print(f"result: refit on all training rows, test acc {out.result_test_acc:.4f} (run {out.result_run_id})")
     print(f"browse it: layerfuse ui   (MLflow experiment '{out.experiment}', parent run {out.parent_run_id})")
     return 0
 

@@ -219,6 +219,11 @@ def export_model(
     if out_dir is not None and out_dir.exists() and any(out_dir.iterdir()):
         raise UserError(f"--out {out_dir} exists and is not empty: name a new folder")
     chosen = choose(cfg, study, trial, run_id)
+    if chosen.baseline is not None:
+        raise UserError(
+            f"trial {chosen.trial} of '{study}' is a TF-IDF baseline classifier, not a head on features: "
+            "export a trial of a feature study (layer-sweep, search, ...)"
+        )
     if not 0 <= seed < chosen.seeds:
         raise UserError(f"--seed {seed}: the study trains seeds 0..{chosen.seeds - 1}")
     refit = refit_study(cfg, study, trial=chosen.trial)

@@ -64,7 +64,8 @@ def skip_reason(cfg: BenchConfig, preset_name: str) -> str:
 def _outcome_line(out: StudyOutcome) -> str:
     best = f"; best val {out.best_value:.4f}" if out.best_value is not None else ""
     test = f", test {out.best_test_acc:.4f}" if out.best_test_acc is not None else ""
-    return f"{out.name}: {out.complete} complete, {out.pruned} pruned, {out.failed} failed{best}{test}"
+    refit = f", refit test {out.result_test_acc:.4f}" if out.result_test_acc is not None else ""
+    return f"{out.name}: {out.complete} complete, {out.pruned} pruned, {out.failed} failed{best}{test}{refit}"
 
 
 def run_pipeline(cfg: BenchConfig, on_stage: Callable[[Stage], None] | None = None) -> PipelineResult:

@@ -161,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
             "extract.limit": args.limit,
             "study.seeds": args.seeds,
             "study.pruning": True,
+            "study.refit": False,  # the goal is the cost of scoring candidates; the refit is one more fit either way
             "train.seed": args.seed,
         }
         presets = [p for p in args.presets.split(",") if p]

@@ -76,45 +76,66 @@ def fit_baseline_units(cfg: BenchConfig, classifier: str, c: float, seeds: int) 
     Units in order ``u = fold * seeds + seed``. The vectorizer is fitted on the fold's training part only (once
     per fold: it has no seed), so its validation rows are as unseen as test.
     """
+    folds, t_texts, t_y = text_folds(cfg)
+    return [fit for fold in folds for fit in _fit_fold(fold, t_texts, t_y, classifier, c, cfg.train.seed, seeds)]
+
+
+def fit_baseline_all_rows(cfg: BenchConfig, classifier: str, c: float, seeds: int) -> list[BaselineFit]:
+    """The refit of a chosen baseline: TF-IDF + ``classifier`` on every training row, once per seed; test scored.
+
+    As a chosen head is refit on all of train (``studies.refit``), so is the baseline it is compared with; no
+    row is held out, so the validation scores are NaN.
+    """
+    train, test = load_text_split(cfg, "train"), load_text_split(cfg, "test")
+    empty = np.zeros(0, dtype=np.int64)
+    return _fit_fold(
+        (train.texts, train.labels, [], empty), test.texts, test.labels, classifier, c, cfg.train.seed, seeds
+    )
+
+
+def _fit_fold(
+    fold: Fold, t_texts: list[str], t_y: np.ndarray, classifier: str, c: float, seed: int, seeds: int
+) -> list[BaselineFit]:
+    """One fold's fits (seeds ``seed + k``): vectorizer on its training texts, scored on its validation and test."""
     from sklearn.metrics import accuracy_score, f1_score
 
-    folds, t_texts, t_y = text_folds(cfg)
+    x_texts, y, v_texts, v_y = fold
     out = []
-    for x_texts, y, v_texts, v_y in folds:
+    started = time.perf_counter()
+    vec, x = fit_tfidf(x_texts)
+    vec_s = time.perf_counter() - started
+    v = vec.transform([words(t) for t in v_texts]) if v_texts else None  # a refit holds no row out
+    t0 = time.perf_counter()
+    t = vec.transform([words(s) for s in t_texts])
+    t1 = time.perf_counter()
+    for k in range(seeds):
         started = time.perf_counter()
-        vec, x = fit_tfidf(x_texts)
-        vec_s = time.perf_counter() - started
-        v = vec.transform([words(t) for t in v_texts])
-        t0 = time.perf_counter()
-        t = vec.transform([words(s) for s in t_texts])
-        t1 = time.perf_counter()
-        for k in range(seeds):
-            started = time.perf_counter()
-            model = _classifier(classifier, c, cfg.train.seed + k)
-            model.fit(x, y)  # type: ignore[attr-defined]
-            fit_s = vec_s + time.perf_counter() - started
-            t2 = time.perf_counter()
-            test_pred = np.asarray(model.predict(t), dtype=np.int64)  # type: ignore[attr-defined]
-            t3 = time.perf_counter()
-            val_pred = model.predict(v)  # type: ignore[attr-defined]
-            coef = np.asarray(model.coef_)  # type: ignore[attr-defined]
-            intercept = np.atleast_1d(np.asarray(model.intercept_))  # type: ignore[attr-defined]
-            n_test = max(len(t_texts), 1)
-            result = FitResult(
-                val_acc=float(accuracy_score(v_y, val_pred)),
-                val_f1=float(f1_score(v_y, val_pred, average="macro")),
-                val_loss=float("nan"),
-                test_acc=float(accuracy_score(t_y, test_pred)),
-                test_f1=float(f1_score(t_y, test_pred, average="macro")),
-                best_epoch=0,
-                epochs=1,
-                params=int(coef.size + intercept.size),
-                fit_s=fit_s,
-                head_ms_per_sample=1000 * (t3 - t2) / n_test,
-                fused_dim=int(x.shape[1]),
-                feature_bytes=_sparse_bytes(x, v, t),
-                peak_rss_mb=peak_rss_mb(),
-                test_pred=test_pred,
-            )
-            out.append(BaselineFit(result, 1000 * (t1 - t0) / n_test))
+        model = _classifier(classifier, c, seed + k)
+        model.fit(x, y)  # type: ignore[attr-defined]
+        fit_s = vec_s + time.perf_counter() - started
+        t2 = time.perf_counter()
+        test_pred = np.asarray(model.predict(t), dtype=np.int64)  # type: ignore[attr-defined]
+        t3 = time.perf_counter()
+        val_pred = model.predict(v) if v is not None else None  # type: ignore[attr-defined]
+        coef = np.asarray(model.coef_)  # type: ignore[attr-defined]
+        intercept = np.atleast_1d(np.asarray(model.intercept_))  # type: ignore[attr-defined]
+        n_test = max(len(t_texts), 1)
+        scored = v is not None
+        result = FitResult(
+            val_acc=float(accuracy_score(v_y, val_pred)) if scored else float("nan"),
+            val_f1=float(f1_score(v_y, val_pred, average="macro")) if scored else float("nan"),
+            val_loss=float("nan"),
+            test_acc=float(accuracy_score(t_y, test_pred)),
+            test_f1=float(f1_score(t_y, test_pred, average="macro")),
+            best_epoch=0,
+            epochs=1,
+            params=int(coef.size + intercept.size),
+            fit_s=fit_s,
+            head_ms_per_sample=1000 * (t3 - t2) / n_test,
+            fused_dim=int(x.shape[1]),
+            feature_bytes=_sparse_bytes(*(m for m in (x, v, t) if m is not None)),
+            peak_rss_mb=peak_rss_mb(),
+            test_pred=test_pred,
+        )
+        out.append(BaselineFit(result, 1000 * (t1 - t0) / n_test))
     return out

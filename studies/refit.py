@@ -2,9 +2,13 @@
 
 The chosen configuration is the trial the study's summary chooses (``studies.summary.chosen_trial``, by
 ``selection.rule``), or a named trial or trial run. Its head is trained again on every training row (no
-validation rows held out) for a fixed number of epochs: the median over the trial's fits of (best epoch + 1),
-read from the trial's ``best_epochs`` user attribute, or from its logged ``perf/best_epoch`` for trials that
-predate it. Seed k trains with ``train.seed + k``, as the trial's fits did.
+validation rows held out) for a fixed number of epochs: the median over the trial's fits (every fold x seed
+unit) of (best epoch + 1), read from the trial's ``best_epochs`` user attribute, or from its logged
+``perf/best_epoch`` for trials that predate it. Seed k trains with ``train.seed + k``, as the trial's fits did.
+A TF-IDF baseline trial is refit the same way (vectorizer and classifier on every training row, per seed), so
+the heads and the baseline they are compared with are both trained on all of train; it has no head to export.
+``run_study`` refits every finished study's chosen trial (``study.refit``) and records the refit's test
+accuracy on the parent run as the study's result.
 
 The refit is a child run of the study's parent run (``layerfuse.run_kind=refit``, tag ``layerfuse.refit_of`` =
 the trial's run) with the trial's params plus ``refit.epochs``, ``test/*`` metrics, test predictions under the
@@ -29,7 +33,10 @@ from optuna.trial import FrozenTrial, TrialState
 from benchmark.core import tracking
 from benchmark.core.config import BenchConfig, load_config, to_yaml, with_values
 from benchmark.core.errors import UserError
+from benchmark.core.keys import load_text_split
+from lightning_modules.datamodule import Selection
 from lightning_modules.refit import AllRowsFit, fit_all_rows
+from studies.baseline import fit_baseline_all_rows
 from studies.caches import resolve_dirs
 from studies.storage import make_storage
 from studies.summary import chosen_trial
@@ -52,6 +59,13 @@ class Chosen:
     params: dict[str, str]
     epochs: int
     seeds: int
+
+    @property
+    def baseline(self) -> tuple[str, float] | None:
+        """``(classifier, C)`` of a TF-IDF baseline trial, None for a head on features."""
+        if "baseline.classifier" not in self.params:
+            return None
+        return self.params["baseline.classifier"], float(self.params["baseline.C"])
 
 
 @dataclass(frozen=True)
@@ -135,11 +149,7 @@ def choose(cfg: BenchConfig, study_name: str, trial: int | None = None, run_id: 
         raise UserError(f"trial {t.number} of '{study_name}' has no MLflow run (tracking.uri {cfg.tracking.uri})")
     run = tracking.client(cfg.tracking).get_run(source)
     params = dict(run.data.params)
-    if any(k.startswith("baseline.") for k in params):
-        raise UserError(
-            f"trial {t.number} of '{study_name}' is a TF-IDF baseline classifier, not a head on features: "
-            "refit and export a trial of a feature study (layer-sweep, search, ...)"
-        )
+    baseline = "baseline.classifier" in params
     return Chosen(
         study=study_name,
         trial=t.number,
@@ -147,7 +157,7 @@ def choose(cfg: BenchConfig, study_name: str, trial: int | None = None, run_id: 
         parent_run_id=run.data.tags.get(tracking.TAG_PARENT, ""),
         experiment_id=run.info.experiment_id,
         params=params,
-        epochs=refit_epochs(t, dict(run.data.metrics)),
+        epochs=1 if baseline else refit_epochs(t, dict(run.data.metrics)),
         seeds=int(params.get("seeds", 1)),
     )
 
@@ -164,14 +174,16 @@ def trial_config(cfg: BenchConfig, chosen: Chosen) -> BenchConfig:
         for k, v in asdict(getattr(logged, sec)).items()
         if f"{sec}.{k}" not in CALLER_KEYS
     }
-    values["extract.models"] = tuple(chosen.params["models"].split(","))
-    values["train.fusion"] = chosen.params["fusion"]
+    if chosen.baseline is None:
+        values["extract.models"] = tuple(chosen.params["models"].split(","))
+        values["train.fusion"] = chosen.params["fusion"]
     return with_values(cfg, values)
 
 
 def layers_of(chosen: Chosen) -> dict[str, str]:
-    """Model -> layer spec of the chosen configuration, in its model order."""
-    return {m: chosen.params[f"layer.{m}"] for m in chosen.params["models"].split(",")}
+    """Model -> layer spec of the chosen configuration, in its model order (none for a baseline)."""
+    models = [m for m in chosen.params.get("models", "").split(",") if f"layer.{m}" in chosen.params]
+    return {m: chosen.params[f"layer.{m}"] for m in models}
 
 
 def find_refit(cfg: BenchConfig, chosen: Chosen) -> str | None:
@@ -214,14 +226,13 @@ def refit_study(
             existing,
             chosen.run_id,
             layers,
-            chosen.params["fusion"],
+            chosen.params.get("fusion", ""),
             int(run.data.params[tracking.PARAM_REFIT_EPOCHS]),
             [m.value for m in sorted(history, key=lambda m: m.step)],
             reused=True,
         )
     tcfg = trial_config(cfg, chosen)
-    dirs = resolve_dirs(tcfg)
-    selections = [dirs[m].selection(m, spec) for m, spec in layers.items()]
+    selections = [] if chosen.baseline else [resolve_dirs(tcfg)[m].selection(m, s) for m, s in layers.items()]
     run = mlc.create_run(
         chosen.experiment_id,
         run_name=f"{study_name}#{chosen.trial}-refit",
@@ -239,12 +250,7 @@ def refit_study(
     try:
         tracking.log_run_data(mlc, rid, params={**chosen.params, tracking.PARAM_REFIT_EPOCHS: chosen.epochs})
         tracking.log_text(mlc, rid, to_yaml(tcfg), tracking.CONFIG_ARTIFACT)
-        fits = []
-        for k in range(chosen.seeds):
-            fit = fit_all_rows(with_values(tcfg, {"train.seed": tcfg.train.seed + k}), selections, chosen.epochs)
-            tracking.log_array(mlc, rid, fit.test_pred, tracking.PRED_ARTIFACT.format(seed=k))
-            log_head(mlc, rid, k, fit, layers)
-            fits.append(fit)
+        fits = _fit_seeds(mlc, rid, tcfg, chosen, selections, layers)
         tracking.log_run_data(
             mlc,
             rid,
@@ -268,10 +274,37 @@ def refit_study(
         rid,
         chosen.run_id,
         layers,
-        chosen.params["fusion"],
+        chosen.params.get("fusion", ""),
         chosen.epochs,
         [f.test_acc for f in fits],
     )
+
+
+@dataclass(frozen=True)
+class _SeedFit:
+    test_acc: float
+    test_f1: float
+    fit_s: float
+    train_rows: int
+
+
+def _fit_seeds(
+    mlc: Any, rid: str, tcfg: BenchConfig, chosen: Chosen, selections: list[Selection], layers: dict[str, str]
+) -> list[_SeedFit]:
+    """Fit every seed on all training rows; log its test predictions (and a head's files) to the refit run."""
+    fits = []
+    if chosen.baseline is not None:
+        rows = len(load_text_split(tcfg, "train").labels)
+        for k, b in enumerate(fit_baseline_all_rows(tcfg, *chosen.baseline, chosen.seeds)):
+            tracking.log_array(mlc, rid, b.result.test_pred, tracking.PRED_ARTIFACT.format(seed=k))
+            fits.append(_SeedFit(b.result.test_acc, b.result.test_f1, b.result.fit_s, rows))
+        return fits
+    for k in range(chosen.seeds):
+        fit = fit_all_rows(with_values(tcfg, {"train.seed": tcfg.train.seed + k}), selections, chosen.epochs)
+        tracking.log_array(mlc, rid, fit.test_pred, tracking.PRED_ARTIFACT.format(seed=k))
+        log_head(mlc, rid, k, fit, layers)
+        fits.append(_SeedFit(fit.test_acc, fit.test_f1, fit.fit_s, fit.train_rows))
+    return fits
 
 
 def log_head(mlc: Any, run_id: str, seed: int, fit: AllRowsFit, layers: dict[str, str]) -> None:

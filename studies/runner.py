@@ -43,8 +43,9 @@ from studies.orphans import close_orphan_runs
 from studies.parent_run import WorkersFailed, close_stale_run, fail_parent, parent_run
 from studies.presets import PRESETS, Preset, StudyContext, check_fusions, check_models
 from studies.pruning import make_pruner
+from studies.refit import refit_study
 from studies.storage import StudyLock, check_storage_url, make_storage, retry_failed
-from studies.summary import FINISHED, StudyOutcome, summarise
+from studies.summary import FINISHED, StudyOutcome, record_result, summarise
 
 log = logging.getLogger(__name__)
 # Heartbeats, grouped TPE and stale-trial retries are stable in practice but flagged experimental by Optuna.
@@ -187,7 +188,8 @@ def run_study(cfg: BenchConfig) -> StudyOutcome:
     """Create or resume the study ``cfg`` describes, run it with ``cfg.study.workers`` processes, and summarise it.
 
     A worker that raises stops the run: its trial is FAIL (retried on the next run) and the parent run is
-    marked FAILED with the error.
+    marked FAILED with the error. With ``study.refit`` the chosen trial is then refit on all training rows
+    (``studies.refit``; a finished refit of it is reused) and its test accuracy recorded as the study's result.
 
     Raises:
         UserError: unknown preset/model/dataset, missing caches (with the extract command), too few models,
@@ -220,7 +222,13 @@ def run_study(cfg: BenchConfig) -> StudyOutcome:
                     raise WorkersFailed(
                         f"{len(bad)} of {len(procs)} study workers failed (exit codes {bad}); see their log above"
                     )
+        outcome = summarise(s.study, cfg, s.mlc, parent)
+        if cfg.study.refit and outcome.best_number is not None:
+            with s.lock:  # one refit per study: a second host waits, then reuses the finished refit run
+                refit = refit_study(cfg, outcome.name, trial=outcome.best_number)
+            outcome = record_result(s.mlc, outcome, refit.test_acc, refit.run_id)
     except BaseException as err:
         fail_parent(s.mlc, parent, err)
         raise
-    return summarise(s.study, cfg, s.mlc, parent)
+    s.mlc.set_terminated(parent, "FINISHED")
+    return outcome

@@ -37,6 +37,8 @@ class StudyOutcome:
     best_params: dict[str, Any]
     rule: str = ARGMAX
     tied: tuple[int, ...] = ()  # numbers of the trials tied with the highest mean validation accuracy
+    result_test_acc: float | None = None  # the chosen trial refit on all training rows: the study's result
+    result_run_id: str | None = None  # that refit run
 
 
 def ranked(trials: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
@@ -107,6 +109,8 @@ def chosen_trial(trials: list[optuna.trial.FrozenTrial], mlc: Any, rule: str) ->
 def summarise(study: optuna.Study, cfg: BenchConfig, mlc: Any, parent_run_id: str) -> StudyOutcome:
     """Count trial states, choose a trial by ``selection.rule``, and record the summary and tie set on the parent run.
 
+    The parent run stays open: ``run_study`` refits the chosen trial and then ends it.
+
     The rule changes only the choice, not the trials, so rerunning a finished study with another rule recomputes
     its summary.
     """
@@ -166,5 +170,15 @@ def summarise(study: optuna.Study, cfg: BenchConfig, mlc: Any, parent_run_id: st
         json.dumps(dataclasses.asdict(outcome), indent=2, default=str),
         tracking.STUDY_SUMMARY_ARTIFACT,
     )
-    mlc.set_terminated(parent_run_id, "FINISHED")
     return outcome
+
+
+def record_result(mlc: Any, outcome: StudyOutcome, test_acc: list[float], run_id: str) -> StudyOutcome:
+    """Record the refit of the chosen trial (per-seed test accuracies, its run) as the study's result on the parent."""
+    acc = float(sum(test_acc) / len(test_acc))
+    result = dataclasses.replace(outcome, result_test_acc=acc, result_run_id=run_id)
+    parent = outcome.parent_run_id
+    tracking.log_run_data(mlc, parent, metrics={tracking.RESULT_TEST_ACC: acc}, tags={tracking.TAG_RESULT_RUN: run_id})
+    text = json.dumps(dataclasses.asdict(result), indent=2, default=str)
+    tracking.log_text(mlc, parent, text, tracking.STUDY_SUMMARY_ARTIFACT)
+    return result

@@ -125,6 +125,25 @@ def test_reproduce_runs_every_stage_reports_and_resumes(tiny_models, tmp_path, c
     )
     assert all(r.data.metrics["perf/fused_dim"] > 0 and "train.lr" not in r.data.params for r in base)
 
+    # Every study ends with one refit of its chosen trial on all 60 training rows: the study's result.
+    refits = mlc.search_runs([exp.experiment_id], f"tags.`{tracking.TAG_KIND}` = '{tracking.KIND_REFIT}'")
+    assert sorted(r.data.tags[tracking.TAG_STUDY] for r in refits) == sorted(counts)
+    assert all(r.data.metrics[tracking.PERF_TRAIN_ROWS] == 60 and r.info.status == "FINISHED" for r in refits)
+    by_source = {r.data.tags[tracking.TAG_REFIT_OF]: r for r in refits}
+    parents = mlc.search_runs([exp.experiment_id], f"tags.`{tracking.TAG_KIND}` = '{tracking.KIND_STUDY}'")
+    for parent in parents:
+        refit = mlc.get_run(parent.data.tags[tracking.TAG_RESULT_RUN])
+        assert parent.data.metrics[tracking.RESULT_TEST_ACC] == refit.data.metrics[tracking.TEST_ACC]
+        assert refit.data.tags[tracking.TAG_PARENT] == parent.info.run_id
+    base_refit = by_source[chosen["run_id"]]  # the chosen classifier and C, on every training text
+    assert base_refit.data.params["baseline.C"] == str(chosen["C"]) and "refit/seed0/net.safetensors" not in {
+        a.path for a in mlc.list_artifacts(base_refit.info.run_id, "refit/seed0")
+    }
+    best = summary["best"][0]
+    assert best["refit_test_acc"] == pytest.approx(by_source[best["run_id"]].data.metrics[tracking.TEST_ACC], abs=1e-9)
+    assert best["baseline_refit_test_acc"] == pytest.approx(base_refit.data.metrics[tracking.TEST_ACC], abs=1e-9)
+    assert "refit on all train (test)" in md
+
     # Rerunning resumes: every stage is a cache hit or a finished study, no trial is added.
     capsys.readouterr()
     assert main(_argv(tmp_path, data, models)) == 0

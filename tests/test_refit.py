@@ -18,13 +18,19 @@ def toy(tiny_models, tmp_path_factory):
     return tiny_study(tiny_models, tmp_path_factory.mktemp("refit"))
 
 
-def test_refit_trains_on_all_rows_for_the_median_best_epoch(toy) -> None:
+def test_the_study_refits_its_choice_on_all_rows_for_the_median_best_epoch(toy) -> None:
     study = optuna.load_study(study_name=STUDY, storage=toy.study.storage)
     trial = study.trials[0]
     best = trial.user_attrs[tracking.TRIAL_BEST_EPOCHS]
     assert len(best) == 2  # one per seed
     result = refit_study(toy, STUDY)
-    assert result.trial == 0 and not result.reused
+    assert result.trial == 0 and result.reused  # run_study refit the chosen trial when the study finished
+    parent = MlflowClient(toy.tracking.uri).get_run(study.user_attrs["mlflow_parent_run_id"])
+    assert parent.data.tags[tracking.TAG_RESULT_RUN] == result.run_id and parent.info.status == "FINISHED"
+    assert parent.data.metrics[tracking.RESULT_TEST_ACC] == pytest.approx(float(np.mean(result.test_acc)))
+    forced = refit_study(toy, STUDY, force=True)
+    assert not forced.reused and forced.run_id != result.run_id
+    assert forced.test_acc == result.test_acc  # seeded: the same heads again
     assert result.epochs == max(1, round(float(np.median(np.array(best) + 1))))
     mlc = MlflowClient(toy.tracking.uri)
     run = mlc.get_run(result.run_id)
@@ -40,7 +46,7 @@ def test_refit_trains_on_all_rows_for_the_median_best_epoch(toy) -> None:
         files = {f.path.rsplit("/", 1)[-1] for f in mlc.list_artifacts(result.run_id, tracking.HEAD_DIR.format(seed=k))}
         assert files == {"net.safetensors", "scalers.npz", "head.json"}
     again = refit_study(toy, STUDY)
-    assert again.reused and again.run_id == result.run_id and again.test_acc == result.test_acc
+    assert again.reused and again.run_id == forced.run_id and again.test_acc == result.test_acc  # the latest
 
 
 def test_refit_bad_study_and_trial(toy) -> None:

@@ -288,6 +288,13 @@ class StudyConfig:
         default=(), metadata=_help("fusions the fusion-methods and search presets choose from (empty = all)")
     )
     max_k: int = field(default=10, metadata=_help("largest k of last-k aggregations (paper: 10)"))
+    refit: bool = field(
+        default=True,
+        metadata=_help(
+            "when the study finishes, refit its chosen trial on all training rows (per seed); its test accuracy is "
+            "the study's result"
+        ),
+    )
 
     def __post_init__(self) -> None:
         _check_positive("study.trials", self.trials)

@@ -98,6 +98,9 @@ PERF_MODEL_LOAD_S = "perf/model_load_s"
 PERF_TRAIN_ROWS = "perf/train_rows"  # training rows a refit used (all of train)
 STUDY_COMPLETE, STUDY_PRUNED, STUDY_FAILED = "study/complete", "study/pruned", "study/failed"  # parent-run counts
 BEST_VAL_ACC, BEST_TEST_ACC, BEST_TRIAL = "best/val_acc", "best/test_acc", "best/trial"  # parent run: the choice
+# parent run: the study's result, the test accuracy of its chosen trial refit on all training rows (mean over seeds)
+RESULT_TEST_ACC = "result/test_acc"
+TAG_RESULT_RUN = "layerfuse.result_run_id"  # parent run: the refit run that RESULT_TEST_ACC comes from
 CV_VAL_ACC = "cv/val_acc"
 VAL_ACC_SE = "val/acc_se"
 SWEEP_VAL_ACC_SE = "sweep/val_acc_se"

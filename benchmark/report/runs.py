@@ -72,6 +72,8 @@ class ReportData:
         counts: Trial states per study, e.g. ``{"s": {"COMPLETE": 3, "PRUNED": 1}}``.
         mlc: The MLflow client the data came from.
         rule: ``selection.rule`` of the report (``argmax`` or ``one-se``): how each ranking chooses.
+        refits: Trial run id -> its latest FINISHED refit on all training rows (``studies.refit``): ``run_id``,
+            ``test_acc`` (mean over seeds) and ``seed_test_acc``. A study refits its chosen trial when it finishes.
     """
 
     trials: pd.DataFrame
@@ -81,6 +83,7 @@ class ReportData:
     baselines: pd.DataFrame | None = None
     pruned: pd.DataFrame | None = None
     rule: str = "argmax"
+    refits: dict[str, dict[str, Any]] = field(default_factory=dict)
     _histories: dict[tuple[str, str], dict[int, float]] = field(default_factory=dict, repr=False)
 
     def history(self, run_id: str, key: str) -> dict[int, float]:
@@ -261,10 +264,13 @@ def load_runs(cfg: BenchConfig, studies: list[str], experiments: list[str]) -> R
         raise UserError(f"name a study (--study NAME) or an experiment (--experiment NAME); known studies: {known}")
     chosen = _select_parents(parents, exps, studies, experiments, cfg.tracking.uri)
     rows, pruned, counts = [], [], {}
+    refits: dict[str, dict[str, Any]] = {}
     for study, group in chosen.groupby("study", sort=True):
         states: Counter[str] = Counter()
         for parent in group.itertuples():
             for run in _search(mlc, [parent.experiment_id], f"tags.`{TAG_PARENT}` = '{parent.run_id}'"):
+                if run.data.tags.get(TAG_KIND) == tracking.KIND_REFIT:
+                    _add_refit(refits, run)
                 if run.data.tags.get(TAG_KIND, KIND_TRIAL) != KIND_TRIAL:
                     continue
                 state = run.data.tags.get(TAG_STATE, "UNKNOWN").upper()
@@ -285,5 +291,26 @@ def load_runs(cfg: BenchConfig, studies: list[str], experiments: list[str]) -> R
     log.info("report: %d finished trials (+%d baseline) from %d studies", len(trials), len(baselines), len(counts))
     cut = pd.DataFrame(pruned, columns=list(every.columns))
     return ReportData(
-        trials=trials, parents=chosen, counts=counts, mlc=mlc, baselines=baselines, pruned=cut, rule=cfg.selection.rule
+        trials=trials,
+        parents=chosen,
+        counts=counts,
+        mlc=mlc,
+        baselines=baselines,
+        pruned=cut,
+        rule=cfg.selection.rule,
+        refits=refits,
     )
+
+
+def _add_refit(refits: dict[str, dict[str, Any]], run: Run) -> None:
+    """Keep ``run`` as its trial's refit if it finished and is the latest one seen."""
+    source = run.data.tags.get(tracking.TAG_REFIT_OF, "")
+    if run.info.status != "FINISHED" or tracking.TEST_ACC not in run.data.metrics or not source:
+        return
+    if source in refits and refits[source]["start_time"] >= run.info.start_time:
+        return
+    refits[source] = {
+        "run_id": run.info.run_id,
+        "test_acc": float(run.data.metrics[tracking.TEST_ACC]),
+        "start_time": run.info.start_time,
+    }

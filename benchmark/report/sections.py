@@ -93,7 +93,7 @@ def _vs_lexical(c: Computed, dataset: Any, acc: float) -> str:
     return fmt(acc - c.lexical.get(str(dataset), float("nan")), sign=True)
 
 
-OPTIONAL = ("over seeds", "TF-IDF")  # columns left out when no row has a value (one seed, no baseline)
+OPTIONAL = ("over seeds", "TF-IDF", "refit")  # columns left out when no row has a value (one seed, no baseline)
 
 
 def _table(doc: Doc, headers: list[str], rows: list[list[str]]) -> None:
@@ -162,6 +162,9 @@ def _best_section(doc: Doc, c: Computed) -> None:
             fmt_seeds(r),
             _lexical(c, r["dataset"]),
             _vs_lexical(c, r["dataset"], r["test_acc"]),
+            Bold(fmt(r["refit_test_acc"])) if r["refit_run_id"] else "—",
+            fmt(r["baseline_refit_test_acc"]),
+            fmt(r["refit_test_acc"] - r["baseline_refit_test_acc"], sign=True),
         ]
         for _, r in c.best.iterrows()
     ]
@@ -177,8 +180,17 @@ def _best_section(doc: Doc, c: Computed) -> None:
             "test over seeds (test)",
             "TF-IDF (test)",
             "vs TF-IDF (test)",
+            "refit on all train (test)",
+            "TF-IDF refit (test)",
+            "refit vs TF-IDF refit (test)",
         ],
         rows,
+    )
+    doc.note(
+        "test acc: the mean of the heads fit on the validation folds' training rows (the scores the choice was made "
+        "beside). The study's result is the refit: the chosen configuration trained again on all training rows, "
+        "per seed, for the median best epoch of its fits (`layerfuse refit`), and the TF-IDF baseline refit the same "
+        "way. A dash: no refit of that trial yet (`layerfuse refit --study STUDY --trial N`)."
     )
     doc.heading("Configurations tied with the best (validation)", 3)
     doc.note(

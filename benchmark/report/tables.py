@@ -376,14 +376,32 @@ def overall(data: ReportData) -> pd.DataFrame:
     return ranked.drop(columns=[UNITS, COST]).reset_index(drop=True)
 
 
+REFIT_COLUMNS = ("refit_test_acc", "refit_run_id", "baseline_refit_test_acc")
+
+
+def refit_of(data: ReportData, run_id: str) -> tuple[float, str]:
+    """Test accuracy (mean over seeds) and run of ``run_id``'s refit on all training rows; NaN and "" without one."""
+    refit = data.refits.get(run_id)
+    return (math.nan, "") if refit is None else (float(refit["test_acc"]), str(refit["run_id"]))
+
+
 def best_configs(data: ReportData, ranked: pd.DataFrame | None = None) -> pd.DataFrame:
-    """The configuration ``selection.rule`` picks per dataset over every finished trial (``ranked``: ``overall``)."""
+    """The configuration ``selection.rule`` picks per dataset over every finished trial (``ranked``: ``overall``).
+
+    With the refit of that trial on all training rows (the study's result) and of the dataset's chosen baseline.
+    """
     ranked = overall(data) if ranked is None else ranked
-    rows = [
-        {**_config_row(data, r), **_costs(r), **{c: r[c] for c in TIE_COLUMNS}}
-        for _, r in ranked[ranked["picked"].astype(bool)].iterrows()
-    ]
-    return frame(rows, (*CONFIG_COLUMNS, *COST_COLUMNS, *TIE_COLUMNS))
+    rows = []
+    for _, r in ranked[ranked["picked"].astype(bool)].iterrows():
+        acc, run = refit_of(data, r["run_id"])
+        base = best_baseline(data, str(r["dataset"]))
+        refit = {
+            "refit_test_acc": acc,
+            "refit_run_id": run,
+            "baseline_refit_test_acc": math.nan if base is None else refit_of(data, base["run_id"])[0],
+        }
+        rows.append({**_config_row(data, r), **_costs(r), **{c: r[c] for c in TIE_COLUMNS}, **refit})
+    return frame(rows, (*CONFIG_COLUMNS, *COST_COLUMNS, *TIE_COLUMNS, *REFIT_COLUMNS))
 
 
 def tied_configs(data: ReportData, ranked: pd.DataFrame) -> pd.DataFrame:
