@@ -4,9 +4,9 @@ A *selection* is one classifier input: a model's cache directories (train, test,
 validation) plus a layer spec. Validation rows come from the dataset's own validation cache when the
 selections name one, else from a stratified split of the train cache seeded by ``split_seed``
 (``data.split_seed``, deliberately separate from ``train.seed`` so every trial and seed of a study
-validates on the same rows): fold ``fold`` of ``cv_folds`` stratified folds, or the single ``val_fraction``
-split when ``cv_folds`` is 0 (``lightning_modules.folds``). Test rows come only from the test caches and are
-never used for a choice.
+validates on the same rows): fold ``fold`` of ``cv_folds`` stratified folds (classes smaller than that under the
+``cv_small_classes`` rule), or the single ``val_fraction`` split when ``cv_folds`` is 0
+(``lightning_modules.folds``). Test rows come only from the test caches and are never used for a choice.
 """
 
 from __future__ import annotations
@@ -134,6 +134,7 @@ class CachedFeatureDataModule(L.LightningDataModule):
         eval_batch_size: Batch size for validation and test.
         cv_folds: Stratified folds of train (0: one ``val_fraction`` split).
         fold: Which fold validates (0-based; 0 when ``cv_folds`` is 0).
+        cv_small_classes: Classes with fewer than ``cv_folds`` rows: ``refuse`` or ``spread`` (``folds.fold_rows``).
     """
 
     def __init__(
@@ -148,6 +149,7 @@ class CachedFeatureDataModule(L.LightningDataModule):
         eval_batch_size: int = 1000,
         cv_folds: int = 0,
         fold: int = 0,
+        cv_small_classes: str = "refuse",
     ) -> None:
         super().__init__()
         if not selections:
@@ -165,7 +167,7 @@ class CachedFeatureDataModule(L.LightningDataModule):
         self.eval_batch_size = eval_batch_size
         if not 0 <= fold < max(cv_folds, 1):
             raise ValueError(f"fold={fold} is not one of the {max(cv_folds, 1)} folds (0-based)")
-        self.cv_folds, self.fold = cv_folds, fold
+        self.cv_folds, self.fold, self.cv_small_classes = cv_folds, fold, cv_small_classes
         self.counter = ByteCounter()
         self.datasets: dict[str, CachedFeatureDataset] = {}
         self.label_names: list[str] = []
@@ -183,6 +185,7 @@ class CachedFeatureDataModule(L.LightningDataModule):
             shuffle_seed=cfg.train.seed,
             cv_folds=cfg.data.cv_folds,
             fold=fold,
+            cv_small_classes=cfg.data.cv_small_classes,
         )
 
     def setup(self, stage: str | None = None) -> None:
@@ -221,10 +224,10 @@ class CachedFeatureDataModule(L.LightningDataModule):
         if own_val:
             train_rows, val_rows = np.arange(len(labels["train"])), np.arange(len(labels["val"]))
         else:
-            check_cv_folds(labels["train"], self.cv_folds, self.label_names)
-            train_rows, val_rows = fold_rows(labels["train"], self.cv_folds, self.val_fraction, self.split_seed)[
-                self.fold
-            ]
+            check_cv_folds(labels["train"], self.cv_folds, self.cv_small_classes, self.label_names)
+            train_rows, val_rows = fold_rows(
+                labels["train"], self.cv_folds, self.val_fraction, self.split_seed, self.cv_small_classes
+            )[self.fold]
             sources["val"], labels["val"] = sources["train"], labels["train"]
         if self.standardize:
             for i, src in enumerate(sources["train"]):

@@ -1,10 +1,10 @@
 """The lexical baseline of every report: TF-IDF word 1-2 grams with a linear SVM or logistic regression.
 
 ``fit_baseline_units`` follows the protocol of the neural heads exactly: the same folds of train
-(``lightning_modules.folds``: ``data.cv_folds`` folds or one split, seeded by ``data.split_seed``; or the
-dataset's own validation split), the same units (fold x seed), the regularisation C
-chosen on validation by the ``tfidf-baseline`` preset's grid, test scored once per configuration. It returns
-a ``FitResult`` so studies track it like any other trial.
+(``lightning_modules.folds``: ``data.cv_folds`` folds under the ``data.cv_small_classes`` rule, or one split,
+seeded by ``data.split_seed``; or the dataset's own validation split), the same units (fold x seed), the
+regularisation C chosen on validation by the ``tfidf-baseline`` preset's grid, test scored once per configuration.
+It returns a ``FitResult`` so studies track it like any other trial.
 """
 
 from __future__ import annotations
@@ -57,10 +57,11 @@ def text_folds(cfg: BenchConfig) -> tuple[list[Fold], list[str], np.ndarray]:
     if cfg.data.val_split:
         val = load_text_split(cfg, cfg.data.val_split)
         return [(train.texts, train.labels, val.texts, val.labels)], test.texts, test.labels
-    check_cv_folds(train.labels, cfg.data.cv_folds, train.label_names)
+    d = cfg.data
+    check_cv_folds(train.labels, d.cv_folds, d.cv_small_classes, train.label_names)
     folds = [
         ([train.texts[i] for i in tr], train.labels[tr], [train.texts[i] for i in va], train.labels[va])
-        for tr, va in fold_rows(train.labels, cfg.data.cv_folds, cfg.data.val_fraction, cfg.data.split_seed)
+        for tr, va in fold_rows(train.labels, d.cv_folds, d.val_fraction, d.split_seed, d.cv_small_classes)
     ]
     return folds, test.texts, test.labels
 

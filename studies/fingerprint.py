@@ -5,10 +5,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from typing import Any
 
 import optuna
 
-from benchmark.core.config import BenchConfig, StudyConfig
+from benchmark.core.config import BenchConfig, DataConfig, StudyConfig
 from benchmark.core.errors import UserError
 from benchmark.core.keys import load_text_split
 from studies.caches import ModelDirs
@@ -21,6 +22,18 @@ RESULT_NEUTRAL = ("threads",)  # train settings that change speed, not results: 
 TEXTS_KEY = "texts"  # fingerprint entry of the presets that read texts: each split's data hash
 
 
+def data_settings(data: DataConfig) -> dict[str, Any]:
+    """``data`` as a dict for fingerprints and stored-result keys.
+
+    ``cv_small_classes`` is left out at its default and without folds (where it changes nothing), so the keys of
+    studies and sweeps made before it existed stay the same; any other value is in the key.
+    """
+    out = dataclasses.asdict(data)
+    if not data.cv_folds or data.cv_small_classes == DataConfig().cv_small_classes:
+        del out["cv_small_classes"]
+    return out
+
+
 def fingerprint(cfg: BenchConfig, dirs: dict[str, ModelDirs]) -> str:
     """The settings a study's trials depend on, as canonical JSON."""
     blob = {
@@ -31,7 +44,7 @@ def fingerprint(cfg: BenchConfig, dirs: dict[str, ModelDirs]) -> str:
         "train": {k: v for k, v in dataclasses.asdict(cfg.train).items() if k not in RESULT_NEUTRAL},
         # The encoding changes texts, which the caches (or TEXTS_KEY) already stand for; data.cv_folds is left out at 0
         # (the single split). Both so that studies made before either existed resume; other folds are refused.
-        "data": {k: v for k, v in dataclasses.asdict(cfg.data).items() if k != "encoding" and (k != "cv_folds" or v)},
+        "data": {k: v for k, v in data_settings(cfg.data).items() if k != "encoding" and (k != "cv_folds" or v)},
         "seeds": cfg.study.seeds,
     }
     if not dirs:  # a preset that reads the texts, not caches (the lexical baseline): the texts stand for the caches

@@ -33,6 +33,7 @@ from benchmark.core.keys import load_text_split
 from benchmark.core.run_inputs import log_inputs
 from benchmark.core.stores import check_tracking
 from benchmark.core.text_data import check_classes
+from lightning_modules.folds import check_cv_folds
 from studies.best_layers import best_layers
 from studies.caches import ModelDirs, resolve_dirs
 from studies.fingerprint import check_fingerprint, fingerprint
@@ -96,9 +97,15 @@ def _setup(cfg: BenchConfig) -> _Setup:
             raise UserError("no model selected: pass --models a,b (see `layerfuse ls models`)")
         check_models(preset, cfg.extract.models)
         dirs = resolve_dirs(cfg)
+        train_cache = FeatureCache(next(iter(dirs.values())).train)
+        labels, label_names = train_cache.labels(), train_cache.label_names
     else:
         dirs = {}
-        check_classes(load_text_split(cfg, "train"), cfg.extract.dataset)
+        train = load_text_split(cfg, "train")
+        check_classes(train, cfg.extract.dataset)
+        labels, label_names = train.labels, train.label_names
+    # Every trial cuts these folds (lightning_modules.folds): refuse impossible ones before a store is written.
+    check_cv_folds(labels, cfg.data.cv_folds, cfg.data.cv_small_classes, label_names)
     ctx = StudyContext(
         cfg.extract.dataset,
         cfg.extract.models,

@@ -23,6 +23,7 @@ from benchmark.core.cache import FeatureCache
 from benchmark.core.config import BenchConfig
 from lightning_modules.sweep import LayerScore, sweep_units
 from studies.caches import ModelDirs
+from studies.fingerprint import data_settings
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ def sweep_key(d: ModelDirs, cfg: BenchConfig) -> str:
         "format": STORE_FORMAT,
         "caches": caches,
         "train": {k: v for k, v in dataclasses.asdict(cfg.train).items() if k not in SWEEP_NEUTRAL},
-        "data": {k: v for k, v in dataclasses.asdict(cfg.data).items() if k not in ("num_workers",)},
+        "data": {k: v for k, v in data_settings(cfg.data).items() if k not in ("num_workers",)},
         "seeds": cfg.study.seeds,
     }
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()

@@ -234,6 +234,8 @@ CASES: dict[str, Case] = {
     "bad pruner": (lambda w: w.study("--set", "study.pruner=mediam"), "mediam"),
     "unknown fusion in study": (lambda w: w.study("--set", "study.fusions=concat,sumx"), "sumx"),
     "single-class training data": (lambda w: w.study(data=w.bad / "oneclass"), "single class"),
+    "folds beyond the smallest class": (lambda w: w.study("--set", "data.cv_folds=13"), "data.cv_small_classes=spread"),
+    "unknown small-class rule": (lambda w: w.study("--set", "data.cv_small_classes=drop"), "'drop'"),
     "unknown storage scheme": (lambda w: w.study("--storage", "foo://bar/x.db"), "foo://bar/x.db"),
     "storage under a file": (lambda w: w.study("--storage", f"sqlite:///{w.bad}/afile/o.db"), "afile"),
     "storage server down": (

@@ -24,6 +24,7 @@ DEVICES = ("auto", "cpu", "cuda")
 OVERWRITE = ("missing", "always", "never")
 MONITORS = ("val/loss", "val/acc")
 SELECTION_RULES = ("argmax", "one-se")
+CV_SMALL_CLASSES = ("refuse", "spread")  # data.cv_small_classes; the rule itself is lightning_modules.folds
 
 # Environment variable -> dotted config key. Applied after defaults, before the YAML file.
 ENV_KEYS = {
@@ -36,7 +37,10 @@ ENV_KEYS = {
 
 # What a whole-number key allows, added to the message when its value is not one.
 WHOLE_NUMBER_HINTS = {
-    "data.cv_folds": ": use 0 (one validation split) or k >= 2 folds, at most the smallest class's training count",
+    "data.cv_folds": (
+        ": use 0 (one validation split) or k >= 2 folds, at most the smallest class's training count (see "
+        "data.cv_small_classes)"
+    ),
 }
 
 
@@ -192,6 +196,13 @@ class DataConfig:
             "model and preset of a dataset); 0 (or 1) = one val_fraction split"
         ),
     )
+    cv_small_classes: str = field(
+        default="refuse",
+        metadata=_help(
+            "classes with fewer than cv_folds training rows: refuse (an error) or spread (their rows are validated "
+            "in different folds, the class's other rows train; a class with one row always trains, never validates)"
+        ),
+    )
 
     def __post_init__(self) -> None:
         if not 0.0 < self.val_fraction < 1.0:
@@ -211,8 +222,9 @@ class DataConfig:
         if self.cv_folds < 0:
             raise ConfigError(
                 f"data.cv_folds={self.cv_folds} is negative: use 0 (one validation split) or k >= 2 folds, at most the "
-                "smallest class's training count"
+                "smallest class's training count (see data.cv_small_classes)"
             )
+        _check_choice("data.cv_small_classes", self.cv_small_classes, CV_SMALL_CLASSES)
         if self.cv_folds == 1:  # one fold would validate on all of train: the single split is what it means
             object.__setattr__(self, "cv_folds", 0)
         if self.cv_folds and self.val_split:
