@@ -403,7 +403,7 @@ def _add_reproduce(sub: Any) -> None:
         sub,
         "reproduce",
         "The paper's experiments per dataset (TF-IDF baseline, layer sweep, last-k, fusion "
-        "methods, multi-model, search) over seeds, then one report across the datasets.",
+        "methods, multi-model, search) over seeds (and folds with data.cv_folds), then one report across the datasets.",
         "examples:\n  layerfuse reproduce\n  layerfuse reproduce --datasets mr,r8 --seeds 3\n"
         "  layerfuse reproduce --datasets mr --limit 1000 --seeds 1 --trials 8   # a quick look\n"
         "Every stage is cached or resumed: rerunning finishes what an interrupted run left.",
