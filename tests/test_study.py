@@ -736,6 +736,10 @@ def test_fit_reproduces_a_cross_validated_trial(study_env, tmp_path, capsys) -> 
         pred = tracking.PRED_ARTIFACT.format(seed=u)
         assert np.array_equal(data.array(fit_run, pred), data.array(trial_run, pred)), u
     assert data.array(fit_run, tracking.PRED_ARTIFACT.format(seed=6)) is None
+    # More folds than a class has rows: refused before any run opens.
+    code, _, err = run_cli(capsys, *argv[1:], *(a for s in sets for a in ("--set", s)), "--set", "data.cv_folds=31")
+    assert code == 2 and "data.cv_folds=31 is larger than the smallest class's training count (30" in err
+    assert len(mlc.search_runs([experiment], f"tags.`{tracking.TAG_KIND}` = '{tracking.KIND_FIT}'")) == 1
 
 
 def test_grid_study_with_two_workers_runs_each_point_once(study_env, tmp_path) -> None:
