@@ -226,10 +226,11 @@ def _add_fit(sub: Any) -> None:
     p = _subparser(
         sub,
         "fit",
-        "Train and score one configuration on cached features (no study).",
+        "Train and score one configuration on cached features (no study), once per unit (fold x seed).",
         "examples:\n  layerfuse fit --dataset mr --layer smollm2-135m=16\n"
         "  layerfuse fit --dataset mr --layer smollm2-135m=14 --layer minilm-l6=mean:last3 --fusion residual:sum "
-        "--seeds 3",
+        "--seeds 3\n"
+        "  layerfuse fit --dataset mr --layer smollm2-135m=14 --seeds 3 --set data.cv_folds=5   # 15 units",
     )
     p.add_argument("--dataset", "-d", help="dataset whose features are cached")
     p.add_argument(
@@ -241,12 +242,18 @@ def _add_fit(sub: Any) -> None:
         help="a model and its layer spec (16, -1, last, mean:last4, max:3,5,7); repeat for fusion",
     )
     p.add_argument("--fusion", help="fusion name (layerfuse ls fusions)")
-    p.add_argument("--seeds", type=_positive_int, default=1, help="fits with train.seed + k, k < seeds")
+    p.add_argument(
+        "--seeds",
+        type=_positive_int,
+        default=1,
+        help="fits with train.seed + k, k < seeds (on every fold with data.cv_folds)",
+    )
     p.set_defaults(func=_run_fit, flag_keys={"dataset": "extract.dataset", "fusion": "train.fusion"})
 
 
 def _run_fit(args: argparse.Namespace, cfg: BenchConfig) -> int:
     from benchmark.core.tracking import experiment_name
+    from lightning_modules.folds import units
     from studies.fit import fit_tracked
 
     layers: dict[str, str] = {}
@@ -260,16 +267,22 @@ def _run_fit(args: argparse.Namespace, cfg: BenchConfig) -> int:
             )
         layers[model] = spec
     run_id, results = fit_tracked(cfg, layers, args.seeds)
-    for k, r in enumerate(results):
+    for unit, r in zip(units(cfg.data.cv_folds, args.seeds), results, strict=True):
+        fold = f"fold {unit.fold} " if cfg.data.cv_folds else ""
         print(
-            f"seed {cfg.train.seed + k}: val acc {r.val_acc:.4f}  val f1 {r.val_f1:.4f}  test acc {r.test_acc:.4f}  "
-            f"test f1 {r.test_f1:.4f}  ({r.epochs} epochs, best {r.best_epoch}, {r.fit_s:.1f}s)"
+            f"{fold}seed {cfg.train.seed + unit.seed}: val acc {r.val_acc:.4f}  val f1 {r.val_f1:.4f}  test acc "
+            f"{r.test_acc:.4f}  test f1 {r.test_f1:.4f}  ({r.epochs} epochs, best {r.best_epoch}, {r.fit_s:.1f}s)"
         )
     if len(results) > 1:
         import statistics
 
+        from lightning_modules.folds import mean_se
+
         accs = [r.test_acc for r in results]
-        print(f"test acc mean {statistics.fmean(accs):.4f} +- {statistics.stdev(accs):.4f} over {len(accs)} seeds")
+        what = "units (fold x seed)" if cfg.data.cv_folds else "seeds"
+        print(f"test acc mean {statistics.fmean(accs):.4f} +- {statistics.stdev(accs):.4f} over {len(accs)} {what}")
+        val, se = mean_se([r.val_acc for r in results])
+        print(f"val acc mean {float(val):.4f} +- {float(se):.4f} (standard error, val/acc_se)")
     print(f"tracked: MLflow run {run_id} in experiment '{experiment_name(cfg.extract.dataset)}' (layerfuse ui)")
     return 0
 
@@ -392,7 +405,7 @@ def _add_reproduce(sub: Any) -> None:
         sub,
         "reproduce",
         "The paper's experiments per dataset (TF-IDF baseline, layer sweep, last-k, fusion "
-        "methods, multi-model, search) over seeds, then one report across the datasets.",
+        "methods, multi-model, search) over seeds (and folds with data.cv_folds), then one report across the datasets.",
         "examples:\n  layerfuse reproduce\n  layerfuse reproduce --datasets mr,r8 --seeds 3\n"
         "  layerfuse reproduce --datasets mr --limit 1000 --seeds 1 --trials 8   # a quick look\n"
         "Every stage is cached or resumed: rerunning finishes what an interrupted run left.",

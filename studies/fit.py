@@ -1,7 +1,10 @@
-"""``fit_config``: train and score one configuration (models at layer specs, a fusion, head settings) over seeds.
+"""``fit_config``: train and score one configuration (models at layer specs, a fusion, head settings) on its units.
 
 The plain, study-free path behind ``layerfuse fit``; reports print it as the command that reproduces a trial.
-``fit_tracked`` is the command's version: the same fits, logged as one MLflow run of kind ``fit``.
+A unit is one (fold, seed) fit (``lightning_modules.folds``): with ``data.cv_folds`` = k >= 2 every unit trains
+in one batched model (``fit_units``), as study trials do; without folds each seed is one Lightning fit.
+``fit_tracked`` is the command's version: the same fits, logged as one MLflow run of kind ``fit`` with the
+metric names a trial logs.
 """
 
 from __future__ import annotations
@@ -14,36 +17,45 @@ from benchmark.core.keys import load_text_split
 from benchmark.core.run_inputs import log_inputs
 from benchmark.core.stores import check_tracking
 from benchmark.core.text_data import dataset_label
+from lightning_modules.batched_fit import fit_units
+from lightning_modules.callbacks import cuda_peak
+from lightning_modules.folds import units
 from lightning_modules.train import FitResult, check_fit, fit_and_evaluate
 from studies.caches import resolve_dirs
 from studies.inputs import cache_key_tags, training_inputs
-from studies.objective import seed_mean_metrics, trial_params
+from studies.objective import log_unit_results, trial_params
 from studies.presets import TrialPlan
 
 
 def fit_config(cfg: BenchConfig, layers: Mapping[str, str], seeds: int = 1) -> list[FitResult]:
-    """Fit ``cfg.train`` on ``layers`` (model -> layer spec) of ``cfg.extract.dataset``, once per seed.
+    """Fit ``cfg.train`` on ``layers`` (model -> layer spec) of ``cfg.extract.dataset``, once per unit.
 
-    Seed k trains with ``train.seed + k``, as study trials do, so a trial's numbers come back exactly.
+    Units are ``units(data.cv_folds, seeds)`` (index ``u = fold * seeds + seed``; seed k trains with
+    ``train.seed + k``). With ``data.cv_folds`` >= 2 they train as one batched model through ``fit_units``, the
+    call a study trial makes, so a cross-validated trial's numbers come back exactly; without folds each seed is
+    one ``fit_and_evaluate`` on the single split.
 
     Raises:
-        UserError: missing caches (with the extract command), bad layer specs or fusion.
+        UserError: missing caches (with the extract command), bad layer specs or fusion, too many folds.
     """
     cfg = with_values(cfg, {"extract.models": tuple(layers)})
     dirs = resolve_dirs(cfg)
     selections = [dirs[m].selection(m, spec) for m, spec in layers.items()]
+    if cfg.data.cv_folds >= 2:
+        return fit_units(cfg, selections, units(cfg.data.cv_folds, seeds))
     return [fit_and_evaluate(with_values(cfg, {"train.seed": cfg.train.seed + k}), selections) for k in range(seeds)]
 
 
 def fit_tracked(cfg: BenchConfig, layers: Mapping[str, str], seeds: int = 1) -> tuple[str, list[FitResult]]:
     """``fit_config``, logged as one run in experiment ``layerfuse/<dataset>`` (tag ``layerfuse.run_kind=fit``).
 
-    The run holds the params a trial has (models, ``layer.<model>``, fusion, seeds, ``train.*``), the mean scores
-    and costs over seeds with per-seed histories, ``config.yaml``, the test predictions of each seed and the true
-    test labels, the dataset inputs and the cache keys; it ends FAILED with the error if a fit raises.
+    The run holds the params a trial has (models, ``layer.<model>``, fusion, seeds, ``train.*``), what a trial
+    logs of its units (``studies.objective.log_unit_results``: mean scores and costs, ``val/acc_se``, per-unit
+    histories, each unit's test predictions), ``config.yaml``, the true test labels, the dataset inputs and the
+    cache keys; it ends FAILED with the error if a fit raises.
 
     Returns:
-        The run id and the per-seed results.
+        The run id and the per-unit results.
 
     Raises:
         UserError: as ``fit_config`` (checked before any run is created).
@@ -63,16 +75,7 @@ def fit_tracked(cfg: BenchConfig, layers: Mapping[str, str], seeds: int = 1) -> 
         tracking.log_text(mlc, run_id, to_yaml(cfg), tracking.CONFIG_ARTIFACT)
         log_inputs(mlc, run_id, training_inputs(cfg))
         tracking.log_array(mlc, run_id, load_text_split(cfg, "test").labels, tracking.TEST_LABELS_ARTIFACT)
-        results = fit_config(cfg, layers, seeds)
-        for k, r in enumerate(results):
-            tracking.log_array(mlc, run_id, r.test_pred, tracking.PRED_ARTIFACT.format(seed=k))
-        tracking.log_run_data(
-            mlc,
-            run_id,
-            metrics=seed_mean_metrics(results),
-            histories={
-                tracking.SEED_HISTORIES[0]: [r.val_acc for r in results],
-                tracking.SEED_HISTORIES[1]: [r.test_acc for r in results],
-            },
-        )
+        with cuda_peak() as peak:
+            results = fit_config(cfg, layers, seeds)
+        log_unit_results(mlc, run_id, results, peak)
     return run_id, results

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -207,18 +207,8 @@ class Objective:
                     cfg, selections, units(cfg.data.cv_folds, self.cfg.study.seeds), self._pruning(trial)
                 )
             peaks.append(peak)
-        for u, r in enumerate(results):
-            if r.test_pred.size:
-                tracking.log_array(mlc, run_id, r.test_pred, tracking.PRED_ARTIFACT.format(seed=u))
-        mean = seed_mean_metrics(results)
-        val = [r.val_acc for r in results]
-        metrics = {**mean, tracking.VAL_ACC_SE: float(mean_se(val)[1]), tracking.PERF_EXTRACT_MS_PER_SAMPLE: extract_ms}
-        histories = {
-            tracking.SEED_VAL_ACC: val,
-            tracking.SEED_TEST_ACC: [r.test_acc for r in results],
-            tracking.CV_VAL_ACC: val,
-        }
-        tracking.log_run_data(mlc, run_id, metrics={**metrics, **max_peak(peaks)}, histories=histories)
+        extra = {tracking.PERF_EXTRACT_MS_PER_SAMPLE: extract_ms, **max_peak(peaks)}
+        mean = log_unit_results(mlc, run_id, results, extra)
         trial.set_user_attr(tracking.TRIAL_BEST_EPOCHS, [r.best_epoch for r in results])
         return _scored(trial, mean)
 
@@ -302,6 +292,32 @@ class Objective:
             tracking.PERF_FUSED_DIM: head.fused_dim,
             tracking.PERF_HEAD_MS_PER_SAMPLE: head_ms,
         }
+
+
+def log_unit_results(
+    mlc: MlflowClient, run_id: str, results: Sequence[Any], extra: Mapping[str, float] | None = None
+) -> dict[str, float]:
+    """Log a configuration's units (``FitResult`` per unit, index ``u = fold * seeds + seed``) as a trial does.
+
+    Test predictions per unit (``PRED_ARTIFACT``), the mean of each score over the units, ``val/acc_se``, the
+    per-unit histories ``seed/val_acc``, ``seed/test_acc`` and ``cv/val_acc`` (step = u), and ``extra`` metrics.
+
+    Returns:
+        The mean scores (``seed_mean_metrics``).
+    """
+    for u, r in enumerate(results):
+        if r.test_pred.size:
+            tracking.log_array(mlc, run_id, r.test_pred, tracking.PRED_ARTIFACT.format(seed=u))
+    mean = seed_mean_metrics(results)
+    val = [r.val_acc for r in results]
+    histories = {
+        tracking.SEED_VAL_ACC: val,
+        tracking.SEED_TEST_ACC: [r.test_acc for r in results],
+        tracking.CV_VAL_ACC: val,
+    }
+    metrics = {**mean, tracking.VAL_ACC_SE: float(mean_se(val)[1]), **(extra or {})}
+    tracking.log_run_data(mlc, run_id, metrics=metrics, histories=histories)
+    return mean
 
 
 def seed_mean_metrics(results: Sequence[Any]) -> dict[str, float]:

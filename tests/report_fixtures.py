@@ -75,8 +75,11 @@ def trial(
     baseline: tuple[str, float] | None = None,
     units: list[float] | None = None,
     sweep_units: list[list[float]] | None = None,
+    per_fold: int | None = None,
 ) -> dict[str, Any]:
-    """One trial: ``seeds`` are its per-seed test accuracies (one seed at ``test`` when None).
+    """One trial: ``seeds`` are its per-unit test accuracies (one unit at ``test`` when None).
+
+    ``per_fold`` is its ``seeds`` param when the units are folds x seeds (default: one fold, a unit per seed).
 
     ``baseline`` (classifier, C) makes it a ``tfidf-baseline`` trial, logged with no models, as that preset does.
     ``units`` are its per-unit validation accuracies (``cv/val_acc``; without them it has only ``seed/val_acc``, as
@@ -98,6 +101,7 @@ def trial(
         "baseline": baseline,
         "units": units,
         "sweep_units": sweep_units,
+        "per_fold": per_fold,
     }
 
 
@@ -257,7 +261,7 @@ def _log_trial(
         "models": t["models"],
         "n_models": len(models),
         "fusion": t["fusion"],
-        "seeds": len(t["seeds"]),
+        "seeds": t["per_fold"] or len(t["seeds"]),
         "train.lr": 0.0001,
         "train.hidden_dims": "256",
         **{f"layer.{m}": s for m, s in t["layers"].items()},

@@ -101,11 +101,11 @@ def test_reproduce_runs_every_stage_reports_and_resumes(tiny_models, tmp_path, c
     assert sum(b["chosen"] for b in summary["baseline"]) == 1
     chosen = next(b for b in summary["baseline"] if b["chosen"])
     assert chosen["val_acc"] == max(b["val_acc"] for b in summary["baseline"])
-    assert summary["best"][0]["dataset"] == str(data) and summary["best"][0]["n_seeds"] == 1
+    assert summary["best"][0]["dataset"] == str(data) and summary["best"][0]["test_n"] == 1
     paired = summary["paired_tests"][0]
     assert [v["name"] for v in paired["vs_baseline"]] == ["best fusion", "best single model"]
     assert all(v["baseline_test_acc"] == chosen["test_acc"] for v in paired["vs_baseline"])
-    assert paired["vs_baseline"][0]["mcnemar"]  # both runs logged per-seed test predictions
+    assert paired["vs_baseline"][0]["mcnemar"]  # both runs logged per-unit test predictions
     md = (out / "report.md").read_text()
     assert "Lexical baseline: TF-IDF word 1-2 grams" in md and "TF-IDF (test)" in md
     with (out / STAGES_FILE).open() as fh:

@@ -64,7 +64,7 @@ def test_best_layers_csv_matches_hand_computation(report) -> None:
         assert float(r["best_val_acc"]) == pytest.approx(val) and float(r["best_test_acc"]) == pytest.approx(test)
         assert float(r["gain_val"]) == pytest.approx(gain_val) and float(r["gain_test"]) == pytest.approx(gain_test)
     dec = rows["toy", "dec"]  # seeds [.82, .84, .83]: mean .83, std .01, CI [.82, .84]
-    assert int(dec["best_n_seeds"]) == 3 and float(dec["best_test_mean"]) == pytest.approx(0.83)
+    assert int(dec["best_test_n"]) == 3 and float(dec["best_test_mean"]) == pytest.approx(0.83)
     assert float(dec["best_test_std"]) == pytest.approx(0.01)
     assert (float(dec["best_test_ci_low"]), float(dec["best_test_ci_high"])) == pytest.approx((0.82, 0.84))
     emb = rows["toy", "emb"]  # no sweep and not in the registry: its own trial, depth unknown, so no gain
@@ -90,7 +90,7 @@ def test_summary_best_configs_fusion_and_multi(report) -> None:
         0.88,
         0.86,
     ]
-    seeds = ("n_seeds", "test_mean", "test_std", "test_ci_low", "test_ci_high")
+    seeds = ("test_n", "test_mean", "test_std", "test_ci_low", "test_ci_high")
     assert [toy[k] for k in seeds] == [3, 0.86, 0.01, 0.85, 0.87]
     assert (toy2["config"], toy2["study"], toy2["val_acc"], toy2["test_acc"]) == ("dec@2", "sweep-toy2", 0.70, 0.72)
     fusion = {r["fusion"]: r for r in s["fusion_comparison"]}
@@ -119,7 +119,8 @@ def test_summary_cost_and_pareto(report) -> None:
 
 def test_paired_test_matches_hand_computation(report) -> None:
     (p,) = report.summary["paired_tests"]
-    assert (p["fusion"], p["single"], p["seeds"]) == ("dec@3 + enc@1 (concat)", "dec@3", [0, 1, 2])
+    assert (p["fusion"], p["single"], p["folds"]) == ("dec@3 + enc@1 (concat)", "dec@3", 1)
+    assert p["units"] == [{"fold": 0, "seed": k} for k in range(3)]  # the single split: units are seeds
     t = p["paired_t"]  # differences [.02, .01, .03]: mean .02, sd .01, t = .02 / (.01 / sqrt 3)
     assert t["mean_diff"] == pytest.approx(0.02) and t["t"] == pytest.approx(0.02 / (0.01 / math.sqrt(3)))
     # Student t with 2 dof: CDF(t) = 1/2 + t / (2 sqrt(2 + t^2))
@@ -302,22 +303,22 @@ def test_unknown_study_is_reported_before_an_existing_folder(store, tmp_path) ->
     assert (tmp_path / "out" / "keep.txt").is_file()
 
 
-def test_seed_statistics_in_multi_model_last_k_cost_and_pareto(report) -> None:
+def test_unit_statistics_in_multi_model_last_k_cost_and_pareto(report) -> None:
     s = report.summary
-    seeds = ("n_seeds", "test_mean", "test_std", "test_ci_low", "test_ci_high")
+    seeds = ("test_n", "test_mean", "test_std", "test_ci_low", "test_ci_high")
     (multi,) = s["multi_model"]  # seeds [.84, .85, .86]: mean .85, std .01, CI [.84, .86]
     assert [multi[k] for k in seeds] == pytest.approx([3, 0.85, 0.01, 0.84, 0.86])
     (lastk,) = [r for r in s["last_k"] if (r["agg"], r["k"]) == ("mean", 2)]  # seeds [.81, .82, .83]
     assert [lastk[k] for k in seeds] == pytest.approx([3, 0.82, 0.01, 0.81, 0.83])
-    assert all(r["n_seeds"] == 1 and r["test_std"] is None for r in s["last_k"] if r is not lastk)
+    assert all(r["test_n"] == 1 and r["test_std"] is None for r in s["last_k"] if r is not lastk)
     cost = {r["n_models"]: r for r in s["cost"]}
     assert [cost[n]["test_mean"] for n in (1, 2, 3)] == pytest.approx([0.84, 0.86, 0.85])
     pareto = {r["config"]: r for r in s["pareto"]}  # search's dec@3: seeds [.83, .85, .84]
     assert [pareto["dec@3"][k] for k in seeds] == pytest.approx([3, 0.84, 0.01, 0.83, 0.85])
-    assert pareto["emb@1 (residual:sum)"]["n_seeds"] == 1
+    assert pareto["emb@1 (residual:sum)"]["test_n"] == 1
     md = (report.out_dir / "report.md").read_text()
     multi_table = md.split("## Three or more models")[1].split("\n## ")[0]
-    assert "| val acc | test acc (test) | test over seeds (test) |" in multi_table
+    assert "| val acc | test acc (test) | test over units (test) |" in multi_table
     assert "| 0.8700 | 0.8500 | 0.8500 ± 0.0100 [0.8400, 0.8600] (n=3) |" in multi_table
     pareto_table = md.split("### Pareto front")[1].split("\n## ")[0]
     assert "| dec@3 | 1.00 | 2.000 | 0.8600 | 0.8400 | 0.8400 ± 0.0100 [0.8300, 0.8500] (n=3) |" in pareto_table
@@ -342,7 +343,7 @@ FILLED = {  # section -> (text when it has runs, text when it has none)
     "last-k": ("k (val-selected)", "No last-k runs"),
     "fusion": ("### Fusion chosen on validation per pair", "No two-model runs"),
     "multi": ("One row per dataset and model set", "No runs with three or more models"),
-    "paired": ("paired t-test over seeds (test)", "Needs both single-model and multi-model runs"),
+    "paired": ("paired t-test over units (test)", "Needs both single-model and multi-model runs"),
     "cost": ("### Pareto front", "No run measured its cost"),
 }
 COST_PNGS = {"cost_vs_models.png", "acc_vs_cost.png"}
@@ -508,3 +509,68 @@ def test_one_se_report_picks_the_shallowest_tied_layer(store, tmp_path) -> None:
         result.summary["rule"] == "one-se"
         and "Chosen by selection.rule = one-se" in (result.out_dir / "report.md").read_text()
     )
+
+
+def test_paired_tests_pair_the_same_fold_and_seed(tmp_path) -> None:
+    """Units pair by (fold, seed), not by position; runs whose units are other fits are not paired, and say why."""
+    from dataclasses import asdict
+
+    from report_fixtures import _wrong, trial
+
+    from benchmark.report.stats import paired_t
+
+    cv3 = {"data.cv_folds": 3}
+    # cv: the fusion has 3 folds x 2 seeds (u = fold * 2 + seed), the single model 3 folds x 1 seed, so the pairs
+    # are the fusion's units 0, 2, 4 with the single model's 0, 1, 2; its seed-1 units (.90, wrong 10x) pair with
+    # nothing. Wrong test examples: fusion [0] in each seed-0 unit; single [0, 1], [0, 1, 2], [1]: McNemar
+    # (only fusion right vs only single right) 1 vs 0, 2 vs 0 (p = .5), 1 vs 1.
+    fused = trial(
+        "dec,enc",
+        {"dec": "3", "enc": "1"},
+        0.90,
+        0.86,
+        seeds=[0.80, 0.90, 0.82, 0.90, 0.84, 0.90],
+        per_fold=2,
+        preds=[_wrong([0]) if u % 2 == 0 else _wrong(list(range(10))) for u in range(6)],
+        config=cv3,
+    )
+    single = trial(
+        "dec",
+        {"dec": "3"},
+        0.85,
+        0.79,
+        seeds=[0.78, 0.79, 0.81],
+        per_fold=1,
+        preds=[_wrong([0, 1]), _wrong([0, 1, 2]), _wrong([1])],
+        config=cv3,
+    )
+    split = {"data.cv_folds": 0}  # the single split: its 3 units are seeds, the single model's are folds
+    resplit = {"data.cv_folds": 3, "data.split_seed": 1}  # 3 folds, but other folds
+    studies = [
+        ("cv-pairs", "search", "cv", [fused, single]),
+        ("mixed-pairs", "search", "mixed", [{**fused, "per_fold": 3, "seeds": [0.8] * 3, "config": split}, single]),
+        (
+            "resplit-pairs",
+            "search",
+            "resplit",
+            [{**fused, "per_fold": 1, "seeds": [0.8] * 3, "config": resplit}, single],
+        ),
+    ]
+    cfg, _ = build_store(tmp_path, studies)
+    result = write_report(cfg, studies=[s[0] for s in studies], out_dir=tmp_path / "pairs")
+    tests = {p["dataset"]: p for p in result.summary["paired_tests"]}
+    cv = tests["cv"]
+    assert (cv["folds"], cv["units"], cv["notes"]) == (3, [{"fold": f, "seed": 0} for f in range(3)], [])
+    assert cv["paired_t"] == pytest.approx(asdict(paired_t([0.80, 0.82, 0.84], [0.78, 0.79, 0.81])))
+    assert cv["paired_t"]["n"] == 3 and cv["paired_t"]["mean_diff"] == pytest.approx(0.08 / 3)
+    mcnemar = [(m["fold"], m["seed"], m["only_a"], m["only_b"], m["p_value"]) for m in cv["mcnemar"]]
+    assert mcnemar == [(0, 0, 1, 0, 1.0), (1, 0, 2, 0, 0.5), (2, 0, 1, 1, 1.0)]
+    md = (result.out_dir / "report.md").read_text()
+    assert "fold 0 seed 0: 1 vs 0, p=1.0000; fold 1 seed 0: 2 vs 0, p=0.5000; fold 2 seed 0: 1 vs 1, p=1.0000" in md
+    for dataset, why in (
+        ("mixed", "the runs have different units (1 vs 3 folds of train)"),
+        ("resplit", "the runs' units are different fits (data.split_seed 1 vs 0)"),
+    ):
+        p = tests[dataset]
+        assert (p["units"], p["paired_t"], p["mcnemar"], p["notes"]) == ([], None, [], [f"not paired: {why}"])
+        assert f"{dataset}: not paired: {why}." in md

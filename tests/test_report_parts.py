@@ -15,17 +15,17 @@ from benchmark.core.config import load_config
 from benchmark.report import plots
 from benchmark.report.reproduce import _set_value
 from benchmark.report.selection import display, last_k, single_layer
-from benchmark.report.stats import bootstrap_ci, mcnemar_exact, paired_t, seed_stats
+from benchmark.report.stats import bootstrap_ci, mcnemar_exact, paired_t, unit_stats
 from lightning_modules.components.fusion import fusion_names
 
 DATASETS = ("sst2", "/data/corpora/movie-reviews-with-a-long-folder-name")
 
 
-def test_seed_stats_by_hand() -> None:
-    s = seed_stats([0.82, 0.84, 0.83])
+def test_unit_stats_by_hand() -> None:
+    s = unit_stats([0.82, 0.84, 0.83])
     assert (s.n, s.mean, s.std) == (3, pytest.approx(0.83), pytest.approx(0.01))
     assert (s.ci_low, s.ci_high) == pytest.approx((0.82, 0.84))  # each extreme mean has mass 1/27 > 2.5%
-    one = seed_stats([0.9])
+    one = unit_stats([0.9])
     assert one.mean == 0.9 and math.isnan(one.std) and math.isnan(one.ci_low)
     low, high = bootstrap_ci([0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
     assert 0.2 < low < 0.35 < high < 0.5 and bootstrap_ci([0.1, 0.2, 0.3, 0.4, 0.5, 0.6]) == (low, high)

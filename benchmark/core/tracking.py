@@ -34,12 +34,13 @@ Layout (the contract between ``studies`` and ``benchmark.report``):
   (name = dataset label, digest = the split's data hash as in the cache key, context ``train``/``validation``/
   ``test``; see ``benchmark.core.run_inputs``) and tag ``layerfuse.cache_key.<model>`` with each model's train
   cache folder (relative to the cache root).
-- ``layerfuse fit`` logs one run (``layerfuse.run_kind=fit``; params, mean and per-seed metrics, predictions,
-  ``config.yaml``), ``layerfuse extract`` one run per extracted model x split (``extract``; ``perf/*`` costs of
-  the extraction, tag ``layerfuse.cache_key``), and ``layerfuse report`` one run per report (``report``; the
-  report files, tag ``layerfuse.report_studies``), which each study parent run it covers names in its tag
-  ``layerfuse.report_run_id``. Extract runs and study parent runs also hold MLflow system metrics
-  (``system/*``, sampled every ``tracking.system_metrics_interval`` seconds) when ``tracking.system_metrics``.
+- ``layerfuse fit`` logs one run (``layerfuse.run_kind=fit``; a trial's params, and what a trial logs of its units:
+  mean and per-unit metrics, ``val/acc_se``, predictions; ``config.yaml``), ``layerfuse extract`` one run per
+  extracted model x split (``extract``; ``perf/*`` costs of the extraction, tag ``layerfuse.cache_key``), and
+  ``layerfuse report`` one run per report (``report``; the report files, tag ``layerfuse.report_studies``), which
+  each study parent run it covers names in its tag ``layerfuse.report_run_id``. Extract runs and study parent
+  runs also hold MLflow system metrics (``system/*``, sampled every ``tracking.system_metrics_interval`` seconds)
+  when ``tracking.system_metrics``.
 - One child run per refit of a chosen trial (``layerfuse.run_kind=refit``; see ``KIND_REFIT`` below).
 """
 
@@ -79,7 +80,7 @@ TRAIN_LOSS, TRAIN_ACC = "train/loss", "train/acc"
 VAL_ACC, VAL_F1, VAL_LOSS, VAL_ACC_BEST = "val/acc", "val/f1", "val/loss", "val/acc_best"
 TEST_ACC, TEST_F1 = "test/acc", "test/f1"
 METRICS = (VAL_ACC, VAL_F1, TEST_ACC, TEST_F1)
-SEED_VAL_ACC, SEED_TEST_ACC = "seed/val_acc", "seed/test_acc"  # per seed (step = seed index)
+SEED_VAL_ACC, SEED_TEST_ACC = "seed/val_acc", "seed/test_acc"  # per unit (step = u; units = seeds without folds)
 SEED_HISTORIES = (SEED_VAL_ACC, SEED_TEST_ACC)
 SWEEP_VAL_ACC, SWEEP_TEST_ACC = "sweep/val_acc", "sweep/test_acc"  # per layer of a sweep (step = layer)
 SWEEP_HISTORIES = (SWEEP_VAL_ACC, SWEEP_TEST_ACC)

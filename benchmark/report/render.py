@@ -30,9 +30,9 @@ def fmt(x: Any, digits: int = 4, sign: bool = False) -> str:
     return f"{x:+.{digits}f}" if sign else f"{x:.{digits}f}"
 
 
-def fmt_seeds(row: Any, prefix: str = "") -> str:
-    """``mean ± std [95% CI low, high] (n=3)`` of per-seed test accuracy, ``—`` with fewer than two seeds."""
-    n = row.get(f"{prefix}n_seeds", math.nan)
+def fmt_units(row: Any, prefix: str = "") -> str:
+    """``mean ± std [95% CI low, high] (n=3)`` of per-unit test accuracy, ``—`` with fewer than two units."""
+    n = row.get(f"{prefix}test_n", math.nan)
     if n is None or (isinstance(n, float) and math.isnan(n)) or n < 2:
         return "—"
     return (

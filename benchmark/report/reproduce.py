@@ -1,9 +1,11 @@
 """The exact ``layerfuse fit`` command that re-trains one reported configuration, built from its run.
 
-``layerfuse fit`` trains a configuration once per seed with ``train.seed + k``, as study trials do. A
-layer-sweep run is re-trained the same way at its chosen layer (the sweep trains that same head per layer).
-Settings come from the run's resolved ``config.yaml`` where they differ from the defaults; without that
-artifact they fall back to the run's ``train.*`` params, which say nothing of extraction and data settings.
+``layerfuse fit`` trains a configuration once per unit (fold x seed, seed k with ``train.seed + k``), as study
+trials do: the command carries the run's seeds and its ``data.*`` settings (``data.cv_folds`` among them), so a
+cross-validated trial is re-trained on the same folds. A layer-sweep run is re-trained the same way at its chosen
+layer (the sweep trains that same head per layer). Settings come from the run's resolved ``config.yaml`` where
+they differ from the defaults; without that artifact they fall back to the run's ``train.*`` params, which say
+nothing of extraction and data settings.
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ def _set_value(value: Any) -> str:
 
 
 def command(row: pd.Series | dict[str, Any], config_yaml: str | None) -> str:
-    """The ``layerfuse fit`` command line that re-trains the run in ``row`` with its seeds."""
+    """The ``layerfuse fit`` command line that re-trains the run in ``row`` on its units (its folds and seeds)."""
     values = settings(row, config_yaml)
     argv = ["layerfuse", "fit", "--dataset", values.pop("extract.dataset")]
     for model in values.pop("extract.models"):

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from benchmark.core import tracking
 from benchmark.report import plots, tables
 from benchmark.report.compare import paired_tests
-from benchmark.report.render import Bold, Doc, fmt, fmt_seeds, slug
+from benchmark.report.render import Bold, Doc, fmt, fmt_units, slug
 from benchmark.report.reproduce import command
 from benchmark.report.selection import SELECTION_RULE, display, layer_points, num_layers
 from benchmark.report.ties import TIED_MARK, UNIT_NOTE, rule_text, tie_groups, units_summary
@@ -93,7 +93,7 @@ def _vs_lexical(c: Computed, dataset: Any, acc: float) -> str:
     return fmt(acc - c.lexical.get(str(dataset), float("nan")), sign=True)
 
 
-OPTIONAL = ("over seeds", "TF-IDF", "refit")  # columns left out when no row has a value (one seed, no baseline)
+OPTIONAL = ("over units", "TF-IDF", "refit")  # columns left out when no row has a value (one unit, no baseline)
 
 
 def _table(doc: Doc, headers: list[str], rows: list[list[str]]) -> None:
@@ -134,9 +134,12 @@ def _intro(doc: Doc, data: ReportData) -> None:
     )
     doc.note(
         f"Selection rule: {SELECTION_RULE}. Validation is the held-out part of train (or the dataset's own "
-        "validation split); columns marked (test) are test scores of the validation-selected configuration. "
-        "Where several seeds exist, ± is the sample std over seeds and [..] a 95% percentile-bootstrap "
-        "interval of the mean (10,000 resamples, seed 0)."
+        "validation split; with data.cv_folds each fold of train in turn); columns marked (test) are test scores "
+        "of the validation-selected configuration. "
+        "Columns over units summarise a configuration's test accuracy over its units (defined below: folds x "
+        "seeds, or seeds with the single split) where it has several: ± is the sample std over units and [..] a "
+        "95% percentile-bootstrap interval of the mean (10,000 resamples, seed 0); paired tests pair each unit "
+        "with the same (fold, seed) unit of the other configuration."
     )
     doc.note(
         f"Chosen by selection.rule = {data.rule} ({rule_text(data.rule)}). Every ranking also has a tie set: the "
@@ -159,7 +162,7 @@ def _best_section(doc: Doc, c: Computed) -> None:
             str(r["trial"]),
             fmt(r["val_acc"]),
             Bold(fmt(r["test_acc"])),
-            fmt_seeds(r),
+            fmt_units(r),
             _lexical(c, r["dataset"]),
             _vs_lexical(c, r["dataset"], r["test_acc"]),
             Bold(fmt(r["refit_test_acc"])) if r["refit_run_id"] else "—",
@@ -177,7 +180,7 @@ def _best_section(doc: Doc, c: Computed) -> None:
             "trial",
             "val acc",
             "test acc (test)",
-            "test over seeds (test)",
+            "test over units (test)",
             "TF-IDF (test)",
             "vs TF-IDF (test)",
             "refit on all train (test)",
@@ -216,8 +219,8 @@ def _best_section(doc: Doc, c: Computed) -> None:
     )
     for dataset, cmd in c.commands.items():
         doc.para(
-            f"Re-train the best {display(dataset)} configuration with its seeds (from the repository root, "
-            "where the study ran):"
+            f"Re-train the best {display(dataset)} configuration on its units (its folds and seeds; from the "
+            "repository root, where the study ran):"
         )
         doc.code(cmd)
 
@@ -265,7 +268,7 @@ def _layer_section(doc: Doc, c: Computed, folder: Path, files: list[Path]) -> No
             "best test (test)",
             "gain val",
             "gain (test)",
-            "best over seeds (test)",
+            "best over units (test)",
             "best val SE",
             "layers tied with best",
             "last tied with best",
@@ -284,7 +287,7 @@ def _layer_section(doc: Doc, c: Computed, folder: Path, files: list[Path]) -> No
                 fmt(r["best_test_acc"]),
                 fmt(r["gain_val"], sign=True),
                 Bold(fmt(r["gain_test"], sign=True)),
-                fmt_seeds(r, "best_"),
+                fmt_units(r, "best_"),
                 fmt(r["val_acc_se"]),
                 r["tied_layers"],
                 _tied(r["tied_with_best"]) if r["last_layer"] is not None else "—",
@@ -356,7 +359,7 @@ def _last_k_section(doc: Doc, c: Computed, folder: Path, files: list[Path]) -> N
             "k tried",
             "val acc",
             "test acc (test)",
-            "test over seeds (test)",
+            "test over units (test)",
             "TF-IDF (test)",
             "tied with best",
         ],
@@ -369,7 +372,7 @@ def _last_k_section(doc: Doc, c: Computed, folder: Path, files: list[Path]) -> N
                 _k_range(c.last_k, r),
                 (Bold if r["run_id"] in top else str)(fmt(r[tracking.VAL_ACC])),
                 fmt(r[tracking.TEST_ACC]),
-                fmt_seeds(r),
+                fmt_units(r),
                 _lexical(c, r["dataset"]),
                 _tied(r["tied_with_best"]),
             ]
@@ -426,7 +429,7 @@ def _fusion_section(doc: Doc, c: Computed, folder: Path, files: list[Path]) -> N
             "layers (val-selected)",
             "val acc",
             "test acc (test)",
-            "test over seeds (test)",
+            "test over units (test)",
             "best member (val-selected)",
             "member (test)",
             "gain vs member (test)",
@@ -442,7 +445,7 @@ def _fusion_section(doc: Doc, c: Computed, folder: Path, files: list[Path]) -> N
                 r["layers_label"],
                 fmt(r["val_acc"]),
                 fmt(r["test_acc"]),
-                fmt_seeds(r),
+                fmt_units(r),
                 r["best_member"],
                 fmt(r["best_member_test_acc"]),
                 fmt(r["gain_test_vs_member"], sign=True),
@@ -506,7 +509,7 @@ def _multi_section(doc: Doc, c: Computed) -> None:
             "layers (val-selected)",
             "val acc",
             "test acc (test)",
-            "test over seeds (test)",
+            "test over units (test)",
             "TF-IDF (test)",
             "vs TF-IDF (test)",
             "tied with best",
@@ -520,7 +523,7 @@ def _multi_section(doc: Doc, c: Computed) -> None:
                 r["layers_label"],
                 fmt(r["val_acc"]),
                 fmt(r["test_acc"]),
-                fmt_seeds(r),
+                fmt_units(r),
                 _lexical(c, r["dataset"]),
                 _vs_lexical(c, r["dataset"], r["test_acc"]),
                 _tied(r["tied_with_best"]) if (multi["dataset"] == r["dataset"]).sum() > 1 else "only set",
@@ -538,8 +541,13 @@ def _ttest(t: dict[str, Any] | None) -> str:
     return f"Δ={fmt(t['mean_diff'], sign=True)}, t={fmt(t['t'], 2)}, p={fmt(t['p_value'])} (n={t['n']})" if t else "—"
 
 
-def _mcnemar_cell(tests: list[dict[str, Any]]) -> str:
-    return "; ".join(f"seed {m['seed']}: {m['only_a']} vs {m['only_b']}, p={fmt(m['p_value'])}" for m in tests) or "—"
+def _mcnemar_cell(tests: list[dict[str, Any]], folds: int) -> str:
+    """One ``unit: only a vs only b, p`` entry per common unit (its fold named where there are folds)."""
+    cells = []
+    for m in tests:
+        unit = f"fold {m['fold']} seed {m['seed']}" if folds > 1 else f"seed {m['seed']}"
+        cells.append(f"{unit}: {m['only_a']} vs {m['only_b']}, p={fmt(m['p_value'])}")
+    return "; ".join(cells) or "—"
 
 
 def _baseline_section(doc: Doc, c: Computed) -> None:
@@ -556,7 +564,7 @@ def _baseline_section(doc: Doc, c: Computed) -> None:
     )
     _table(
         doc,
-        ["dataset", "classifier", "C", "val acc", "test acc (test)", "test over seeds (test)", "tied with best"],
+        ["dataset", "classifier", "C", "val acc", "test acc (test)", "test over units (test)", "tied with best"],
         [
             [
                 display(r["dataset"]),
@@ -564,7 +572,7 @@ def _baseline_section(doc: Doc, c: Computed) -> None:
                 f"{r['C']:g}",
                 (Bold if r["chosen"] else str)(fmt(r["val_acc"])),
                 fmt(r["test_acc"]),
-                fmt_seeds(r),
+                fmt_units(r),
                 _tied(r["tied_with_best"]),
             ]
             for _, r in c.baseline.iterrows()
@@ -585,7 +593,7 @@ def _stats_section(doc: Doc, c: Computed) -> None:
             p["single"],
             fmt(p["single_test_acc"]),
             _ttest(p["paired_t"]),
-            _mcnemar_cell(p["mcnemar"]),
+            _mcnemar_cell(p["mcnemar"], p["folds"]),
         ]
         for p in c.paired
     ]
@@ -596,7 +604,7 @@ def _stats_section(doc: Doc, c: Computed) -> None:
             "fusion (test)",
             "best single (val-selected)",
             "single (test)",
-            "paired t-test over seeds (test)",
+            "paired t-test over units (test)",
             "McNemar exact (test): only fusion right vs only single right",
         ],
         rows,
@@ -615,7 +623,7 @@ def _stats_section(doc: Doc, c: Computed) -> None:
                 "test acc (test)",
                 "TF-IDF (val-selected C)",
                 "TF-IDF (test)",
-                "paired t-test over seeds (test)",
+                "paired t-test over units (test)",
                 "McNemar exact (test): only model right vs only TF-IDF right",
             ],
             [
@@ -627,7 +635,7 @@ def _stats_section(doc: Doc, c: Computed) -> None:
                     v["baseline"],
                     fmt(v["baseline_test_acc"]),
                     _ttest(v["paired_t"]),
-                    _mcnemar_cell(v["mcnemar"]),
+                    _mcnemar_cell(v["mcnemar"], v["folds"]),
                 ]
                 for d, v in versus
             ],
@@ -652,7 +660,7 @@ def _cost_section(doc: Doc, c: Computed, data: ReportData, folder: Path, files: 
             "best configuration (val-selected)",
             "val acc",
             "test acc (test)",
-            "test over seeds (test)",
+            "test over units (test)",
             "fused dim",
             "feature MiB",
             "extract ms/sample",
@@ -666,7 +674,7 @@ def _cost_section(doc: Doc, c: Computed, data: ReportData, folder: Path, files: 
                 r["config"],
                 fmt(r["val_acc"]),
                 fmt(r["test_acc"]),
-                fmt_seeds(r),
+                fmt_units(r),
                 fmt(r["fused_dim"], 0),
                 fmt(r["feature_mib"], 2),
                 fmt(r["extract_ms_per_sample"], 3),
@@ -705,7 +713,7 @@ def _cost_section(doc: Doc, c: Computed, data: ReportData, folder: Path, files: 
             "extract ms/sample",
             "val acc",
             "test acc (test)",
-            "test over seeds (test)",
+            "test over units (test)",
             "tied with best (all runs)",
         ],
         [
@@ -716,7 +724,7 @@ def _cost_section(doc: Doc, c: Computed, data: ReportData, folder: Path, files: 
                 fmt(r["extract_ms_per_sample"], 3),
                 fmt(r["val_acc"]),
                 fmt(r["test_acc"]),
-                fmt_seeds(r),
+                fmt_units(r),
                 _tied(r["run_id"] in tied),
             ]
             for _, r in c.pareto.iterrows()

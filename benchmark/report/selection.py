@@ -99,7 +99,7 @@ def layer_points(data: ReportData, depth: dict[str, int | None]) -> pd.DataFrame
     Points come from layer-sweep histories (``sweep/val_acc``/``sweep/test_acc``, step = layer), which train
     every layer with the same head settings. Only for a (dataset, model) without a sweep do single-model
     trials of other presets whose layer spec is one layer fill in (``source`` says which). ``own`` is True when
-    the row's run was trained and selected at exactly that layer, so its per-seed histories describe it.
+    the row's run was trained and selected at exactly that layer, so its per-unit histories describe it.
     ``units`` holds each point's per-unit validation scores (a sweep's ``cv/sweep_val_acc.npy`` row, else the run's
     own units for its chosen layer, else the single value) and ``cost`` its ``one-se`` cost (the layer: every layer
     of a model has the same width).

@@ -1,4 +1,7 @@
-"""Seed statistics and paired tests: mean ± std, a seeded 95% bootstrap interval, McNemar's exact test, a paired t-test.
+"""Unit statistics and paired tests: mean ± std, a seeded 95% bootstrap interval, McNemar's exact test, a paired t-test.
+
+A unit is one (fold, seed) fit of a configuration (``lightning_modules.folds``); with the single validation split
+the units are its seeds.
 
 The statistics are scipy.stats' (``bootstrap``, ``binomtest``, ``ttest_rel``), imported when first used (about 2 s).
 Everything is deterministic (the bootstrap uses a fixed seed) so a report is reproducible byte for byte.
@@ -17,14 +20,14 @@ BOOTSTRAP_SEED = 0
 
 
 @dataclass(frozen=True, slots=True)
-class SeedStats:
-    """Summary of one configuration's per-seed scores.
+class UnitStats:
+    """Summary of one configuration's per-unit scores.
 
     Attributes:
-        n: Number of seeds.
-        mean: Mean over seeds.
-        std: Sample standard deviation (ddof=1); NaN for one seed.
-        ci_low: Lower end of the 95% percentile-bootstrap interval of the mean; NaN for one seed.
+        n: Number of units (folds x seeds; seeds with the single split).
+        mean: Mean over units.
+        std: Sample standard deviation (ddof=1); NaN for one unit.
+        ci_low: Lower end of the 95% percentile-bootstrap interval of the mean; NaN for one unit.
         ci_high: Upper end of that interval.
     """
 
@@ -53,7 +56,7 @@ def bootstrap_ci(
     """Percentile-bootstrap interval of the mean: resample ``values`` with replacement ``samples`` times.
 
     Args:
-        values: Per-seed scores (at least two for a meaningful interval; fewer gives NaNs).
+        values: Per-unit scores (at least two for a meaningful interval; fewer gives NaNs).
         level: Coverage, 0.95 for a 95% interval.
         samples: Bootstrap resamples.
         seed: Generator seed (fixed so reports are reproducible).
@@ -79,11 +82,11 @@ def bootstrap_ci(
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
-def seed_stats(values: Sequence[float]) -> SeedStats:
-    """Mean, std and bootstrap interval of per-seed scores."""
+def unit_stats(values: Sequence[float]) -> UnitStats:
+    """Mean, std and bootstrap interval of per-unit scores."""
     mean, std = mean_std(values)
     low, high = bootstrap_ci(values)
-    return SeedStats(len(values), mean, std, low, high)
+    return UnitStats(len(values), mean, std, low, high)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,10 +127,10 @@ def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> McNemar:
 
 @dataclass(frozen=True, slots=True)
 class PairedT:
-    """Paired t-test over seeds (seed i of A against seed i of B).
+    """Paired t-test over units (each unit of A against the same (fold, seed) unit of B).
 
     Attributes:
-        n: Paired seeds.
+        n: Paired units.
         mean_diff: Mean of A - B.
         t: t statistic; NaN when every difference is equal (no spread).
         p_value: Two-sided p-value; NaN when undefined.

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from benchmark.core import tracking
 from benchmark.report.selection import best, config_label, display, last_k, layers_label, num_layers, rank
-from benchmark.report.stats import seed_stats
+from benchmark.report.stats import unit_stats
 from benchmark.report.ties import COST, TIE_COLUMNS, UNITS, picked, tie, tie_groups, trial_candidates
 
 if TYPE_CHECKING:
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
     from benchmark.report.runs import ReportData
 
-SEED_COLUMNS = ("n_seeds", "test_mean", "test_std", "test_ci_low", "test_ci_high")
+UNIT_COLUMNS = ("test_n", "test_mean", "test_std", "test_ci_low", "test_ci_high")  # test accuracy over units
 CONFIG_COLUMNS = (
     "dataset",
     "models",
@@ -36,7 +36,7 @@ CONFIG_COLUMNS = (
     "study",
     "preset",
     "run_id",
-    *SEED_COLUMNS,
+    *UNIT_COLUMNS,
 )
 COST_COLUMNS = ("fused_dim", "feature_mib", "extract_ms_per_sample", "head_ms_per_sample")
 BEST_LAST_COLUMNS = (
@@ -54,7 +54,7 @@ BEST_LAST_COLUMNS = (
     "gain_test",
     "best_run_id",
     "best_study",
-    *(f"best_{c}" for c in SEED_COLUMNS),
+    *(f"best_{c}" for c in UNIT_COLUMNS),
     "val_acc_se",
     "tied_with_best",
     "tied_layers",
@@ -71,7 +71,7 @@ LAST_K_COLUMNS = (
     tracking.TEST_ACC,
     "trial",
     "run_id",
-    *SEED_COLUMNS,
+    *UNIT_COLUMNS,
 )
 SCRATCH = [tracking.VAL_ACC, tracking.VAL_F1, UNITS, COST]  # ranking inputs of config rows, dropped once ranked
 MIB = 2**20
@@ -84,11 +84,11 @@ def frame(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(columns))
 
 
-def seed_columns(data: ReportData, run_id: str, prefix: str = "") -> dict[str, float]:
-    """Per-seed test statistics of a run (``seed/test_acc``); NaNs where it has no seed history."""
+def unit_columns(data: ReportData, run_id: str, prefix: str = "") -> dict[str, float]:
+    """Test statistics of a run over its units (``seed/test_acc``, step = unit); NaNs where it has no such history."""
     values = [v for _, v in sorted(data.history(run_id, tracking.SEED_TEST_ACC).items())]
-    stats = seed_stats(values) if values else None
-    keys = [f"{prefix}{c}" for c in SEED_COLUMNS]
+    stats = unit_stats(values) if values else None
+    keys = [f"{prefix}{c}" for c in UNIT_COLUMNS]
     if stats is None:
         return dict.fromkeys(keys, math.nan)
     return dict(zip(keys, (stats.n, stats.mean, stats.std, stats.ci_low, stats.ci_high), strict=True))
@@ -135,9 +135,9 @@ def best_vs_last(data: ReportData, points: pd.DataFrame, depth: dict[str, int | 
         }
         own = bool(chosen["own"])
         row.update(
-            seed_columns(data, chosen["run_id"], "best_")
+            unit_columns(data, chosen["run_id"], "best_")
             if own
-            else dict.fromkeys([f"best_{c}" for c in SEED_COLUMNS], math.nan)
+            else dict.fromkeys([f"best_{c}" for c in UNIT_COLUMNS], math.nan)
         )
         rows.append(row)
     return frame(rows, BEST_LAST_COLUMNS)
@@ -177,8 +177,8 @@ def last_k_table(data: ReportData) -> pd.DataFrame:
             }
         )
     df = rank(frame(rows, (*LAST_K_COLUMNS, UNITS, COST))).drop_duplicates(["dataset", "model", "agg", "k"])
-    seeds = [seed_columns(data, run_id) for run_id in df["run_id"]]  # only the kept rows: one history read each
-    df = df.assign(**{c: [s[c] for s in seeds] for c in SEED_COLUMNS}) if seeds else df
+    stats = [unit_columns(data, run_id) for run_id in df["run_id"]]  # only the kept rows: one history read each
+    df = df.assign(**{c: [s[c] for s in stats] for c in UNIT_COLUMNS}) if stats else df
     df = tie_groups(df, ["dataset", "model"], data.rule).drop(columns=[UNITS, COST])
     return df.sort_values(["dataset", "model", "agg", "k"]).reset_index(drop=True)
 
@@ -205,7 +205,7 @@ def _candidate(data: ReportData, row: pd.Series) -> dict[str, Any]:
 
 
 def _config_row(data: ReportData, row: pd.Series) -> dict[str, Any]:
-    """A run as a table row (``CONFIG_COLUMNS``): configuration, scores and its per-seed test statistics."""
+    """A run as a table row (``CONFIG_COLUMNS``): configuration, scores and its test statistics over units."""
     out: dict[str, Any] = {
         "dataset": row["dataset"],
         "models": ",".join(row["models"]),
@@ -223,7 +223,7 @@ def _config_row(data: ReportData, row: pd.Series) -> dict[str, Any]:
         "preset": row["preset"],
         "run_id": row["run_id"],
     }
-    out.update(seed_columns(data, row["run_id"]))
+    out.update(unit_columns(data, row["run_id"]))
     return out
 
 

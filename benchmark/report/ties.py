@@ -28,7 +28,8 @@ UNITS, COST, SOURCE = "units", "cost", "unit_source"
 TIE_COLUMNS = ("n_units", "val_acc_se", "diff_se", "tied_with_best", "top", "picked")
 TIED_MARK = "≈"  # appended to a tied cell in grids
 UNIT_NOTE = (
-    "A unit is one (fold, seed) fit; per-unit scores are the runs' `cv/val_acc` (layer sweeps: "
+    "A unit is one (fold, seed) fit: with data.cv_folds = k >= 2 a configuration has k folds x its seeds units, "
+    "with the single validation split one per seed. Per-unit scores are the runs' `cv/val_acc` (layer sweeps: "
     "`cv/sweep_val_acc.npy`). Runs from before cross-validation fall back to their per-seed `seed/val_acc` "
     "(units = seeds), and a score without either (e.g. the unchosen layers of an older sweep) has a standard error "
     "of 0: it ties only on exact equality. Candidates scored on different numbers of units are not paired (SE 0)."
