@@ -73,7 +73,7 @@ class ReportData:
         mlc: The MLflow client the data came from.
         rule: ``selection.rule`` of the report (``argmax`` or ``one-se``): how each ranking chooses.
         refits: Trial run id -> its latest FINISHED refit on all training rows (``studies.refit``): ``run_id``,
-            ``test_acc`` (mean over seeds) and ``seed_test_acc``. A study refits its chosen trial when it finishes.
+            ``test_acc`` (mean over seeds) and ``start_time``. A study refits its chosen trial when it finishes.
     """
 
     trials: pd.DataFrame
