@@ -574,3 +574,22 @@ def test_paired_tests_pair_the_same_fold_and_seed(tmp_path) -> None:
         p = tests[dataset]
         assert (p["units"], p["paired_t"], p["mcnemar"], p["notes"]) == ([], None, [], [f"not paired: {why}"])
         assert f"{dataset}: not paired: {why}." in md
+
+
+def test_selection_regret_by_hand(report) -> None:
+    rows = {r["dataset"]: r for r in report.summary["selection_regret"]}
+    toy = rows["toy"]
+    # Chosen on validation: dec@3 + enc@1 (concat), val .88, test .86. Best on test among the 18 finished toy
+    # trials and the 6 swept layers that are not a trial's own: the concat at dec@2 (test .89).
+    assert (toy["rule"], toy["candidates"], toy["best_test_acc"]) == ("argmax", 24, pytest.approx(0.89))
+    assert toy["chosen_test_acc"] == pytest.approx(0.86) and toy["regret"] == pytest.approx(-0.03)
+    assert toy["best_test_config"].startswith("dec@2 + enc@1")
+    # No refits in the fixture: compared on fold heads. TF-IDF logreg tests .78 (+.08); the chosen single model,
+    # the search's dec@3, .84 (+.02): both beaten by >= 0.5 points.
+    assert toy["basis"] == "fold heads"
+    assert (toy["vs_baseline"], toy["beats_baseline"]) == (pytest.approx(0.08), True)
+    assert (toy["vs_single"], toy["beats_single"]) == (pytest.approx(0.02), True)
+    # toy2 has one candidate layer sweep: its choice (layer 2, test .72) is also the best on test.
+    assert rows["toy2"]["regret"] == pytest.approx(0.0) and rows["toy2"]["candidates"] == 5
+    md = (report.out_dir / "report.md").read_text()
+    assert "Selection regret (test, a diagnostic)" in md and "+0.0800 (beats)" in md

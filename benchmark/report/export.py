@@ -155,6 +155,7 @@ def _summary(
                 *tie_sets(c.overall, "overall", ["dataset"], config_label, data.rule),
             ],
             "tied_configs": _records(c.tied),
+            "selection_regret": _records(c.regret),
             "trial_counts": data.counts,
             "finished_trials": len(data.trials),
             "num_layers": c.depth,

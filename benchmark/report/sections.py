@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from benchmark.core import tracking
 from benchmark.report import plots, tables
 from benchmark.report.compare import paired_tests
+from benchmark.report.regret import selection_regret
 from benchmark.report.render import Bold, Doc, fmt, fmt_units, slug
 from benchmark.report.reproduce import command
 from benchmark.report.selection import SELECTION_RULE, display, layer_points, num_layers
@@ -46,6 +47,7 @@ class Computed:
     pruned_fusion: pd.DataFrame  # two-model (pair, fusion) cells whose every trial was pruned
     overall: pd.DataFrame  # every finished trial, ranked per dataset with the tie columns
     tied: pd.DataFrame  # per dataset, the configurations tied with the best, with their test scores
+    regret: pd.DataFrame  # per dataset, what the choice cost on test against the best candidate (a diagnostic)
 
 
 def compute(data: ReportData) -> Computed:
@@ -81,6 +83,7 @@ def compute(data: ReportData) -> Computed:
         tables.pruned_fusions(data),
         ranked,
         tables.tied_configs(data, ranked),
+        selection_regret(data, best, points),
     )
 
 
@@ -217,12 +220,54 @@ def _best_section(doc: Doc, c: Computed) -> None:
             for _, r in c.tied.iterrows()
         ],
     )
+    _regret_section(doc, c)
     for dataset, cmd in c.commands.items():
         doc.para(
             f"Re-train the best {display(dataset)} configuration on its units (its folds and seeds; from the "
             "repository root, where the study ran):"
         )
         doc.code(cmd)
+
+
+def _regret_section(doc: Doc, c: Computed) -> None:
+    if c.regret.empty:
+        return
+    doc.heading("Selection regret (test, a diagnostic)", 3)
+    doc.note(
+        "What the validation choice cost: its test accuracy minus the best test accuracy among every candidate "
+        "scored on the dataset (every trial and every swept layer, all as fold heads), and whether it beats the "
+        "chosen TF-IDF baseline and the chosen single model by at least 0.5 points (basis: their refits on all "
+        "training rows where both have one, else the fold heads). Test never made a choice."
+    )
+    _table(
+        doc,
+        [
+            "dataset",
+            "rule",
+            "chosen (test)",
+            "best on test (test)",
+            "regret (test)",
+            "candidates",
+            "vs TF-IDF (test)",
+            "vs best single model (test)",
+            "basis",
+        ],
+        [
+            [
+                display(r["dataset"]),
+                r["rule"],
+                f"{r['chosen']}: {fmt(r['chosen_test_acc'])}",
+                f"{r['best_test_config']}: {fmt(r['best_test_acc'])}",
+                fmt(r["regret"], sign=True),
+                str(int(r["candidates"])),
+                f"{fmt(r['vs_baseline'], sign=True)} ({'beats' if r['beats_baseline'] else 'does not beat'})",
+                f"{fmt(r['vs_single'], sign=True)} vs {r['single_config']} "
+                f"({'beats' if r['beats_single'] else 'does not beat'})",
+                r["basis"],
+            ]
+            for _, r in c.regret.iterrows()
+        ],
+    )
 
 
 def _layer_section(doc: Doc, c: Computed, folder: Path, files: list[Path]) -> None:
