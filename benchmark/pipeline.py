@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from benchmark.core.config import BenchConfig, with_values
+from benchmark.core.keys import load_text_split
 from benchmark.core.models import resolve_model
 from benchmark.core.stores import check_tracking
+from lightning_modules.folds import check_cv_folds
 from studies.presets import PRESETS
 from studies.storage import check_storage_url
 
@@ -88,6 +90,9 @@ def run_pipeline(cfg: BenchConfig, on_stage: Callable[[Stage], None] | None = No
         resolve_model(model, cfg.paths.models_dir)
     check_storage_url(cfg.study.storage)  # a bad store fails now too, not after the extraction
     check_tracking(cfg.tracking)
+    for dataset in cfg.pipeline.datasets:  # folds a dataset's classes cannot fill fail now, not after its extraction
+        train = load_text_split(with_values(cfg, {"extract.dataset": dataset}), "train")
+        check_cv_folds(train.labels, cfg.data.cv_folds, cfg.data.cv_small_classes, train.label_names)
     result = PipelineResult()
 
     def done(dataset: str, stage: str, started: float, outcome: str) -> None:

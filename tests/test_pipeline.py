@@ -170,6 +170,7 @@ def test_reproduce_skips_presets_that_need_more_models(tiny_models, tmp_path, ca
         (["--set", "pipeline.presets=layer-sweep,fusion-method"], "unknown preset 'fusion-method'"),
         (["--models", "minilm-l7"], "unknown model 'minilm-l7'"),
         (["--datasets", ""], "pipeline.datasets is empty"),
+        (["--set", "data.cv_folds=13"], "data.cv_folds=13 is larger than the largest class's training count (12"),
     ],
 )
 def test_reproduce_bad_input_fails_before_any_work(tmp_path, tiny_data, extra, message, capsys) -> None:
