@@ -1,8 +1,8 @@
 """``fit_config``: train and score one configuration (models at layer specs, a fusion, head settings) on its units.
 
 The plain, study-free path behind ``layerfuse fit``; reports print it as the command that reproduces a trial.
-A unit is one (fold, seed) fit (``lightning_modules.folds``): with ``data.cv_folds`` = k >= 2 every unit trains
-in one batched model (``fit_units``), as study trials do; without folds each seed is one Lightning fit.
+A unit is one (fold, seed) fit (``lightning_modules.folds``; the seeds of the single split without folds): every
+unit trains in one batched model (``fit_units``), the call study trials make, so a trial's numbers come back.
 ``fit_tracked`` is the command's version: the same fits, logged as one MLflow run of kind ``fit`` with the
 metric names a trial logs.
 """
@@ -20,7 +20,7 @@ from benchmark.core.text_data import dataset_label
 from lightning_modules.batched_fit import fit_units
 from lightning_modules.callbacks import cuda_peak
 from lightning_modules.folds import units
-from lightning_modules.train import FitResult, check_fit, fit_and_evaluate
+from lightning_modules.train import FitResult, check_fit
 from studies.caches import resolve_dirs
 from studies.inputs import cache_key_tags, training_inputs
 from studies.objective import log_unit_results, trial_params
@@ -31,9 +31,8 @@ def fit_config(cfg: BenchConfig, layers: Mapping[str, str], seeds: int = 1) -> l
     """Fit ``cfg.train`` on ``layers`` (model -> layer spec) of ``cfg.extract.dataset``, once per unit.
 
     Units are ``units(data.cv_folds, seeds)`` (index ``u = fold * seeds + seed``; seed k trains with
-    ``train.seed + k``). With ``data.cv_folds`` >= 2 they train as one batched model through ``fit_units``, the
-    call a study trial makes, so a cross-validated trial's numbers come back exactly; without folds each seed is
-    one ``fit_and_evaluate`` on the single split.
+    ``train.seed + k``). They train as one batched model through ``fit_units``, the call a study trial makes, so a
+    trial's numbers come back exactly.
 
     Raises:
         UserError: missing caches (with the extract command), bad layer specs or fusion, too many folds.
@@ -41,9 +40,7 @@ def fit_config(cfg: BenchConfig, layers: Mapping[str, str], seeds: int = 1) -> l
     cfg = with_values(cfg, {"extract.models": tuple(layers)})
     dirs = resolve_dirs(cfg)
     selections = [dirs[m].selection(m, spec) for m, spec in layers.items()]
-    if cfg.data.cv_folds >= 2:
-        return fit_units(cfg, selections, units(cfg.data.cv_folds, seeds))
-    return [fit_and_evaluate(with_values(cfg, {"train.seed": cfg.train.seed + k}), selections) for k in range(seeds)]
+    return fit_units(cfg, selections, units(cfg.data.cv_folds, seeds))
 
 
 def fit_tracked(cfg: BenchConfig, layers: Mapping[str, str], seeds: int = 1) -> tuple[str, list[FitResult]]:

@@ -690,6 +690,12 @@ def test_fit_reproduces_a_search_trial(study_env, tmp_path, capsys) -> None:
     code, out, err = run_cli(capsys, *argv)
     assert code == 0, err
     assert f"val acc {trial.value:.4f}" in out and f"test acc {trial.user_attrs['test_acc']:.4f}" in out
+    # The same batched fit (fit_units) as the trial: its numbers exactly, not only to 4 decimals.
+    mlc = MlflowClient(cfg.tracking.uri)
+    fits = mlc.search_runs([run.info.experiment_id], f"tags.`{tracking.TAG_KIND}` = '{tracking.KIND_FIT}'")
+    assert len(fits) == 1
+    assert fits[0].data.metrics[tracking.VAL_ACC] == run.data.metrics[tracking.VAL_ACC] == trial.value
+    assert fits[0].data.metrics[tracking.TEST_ACC] == run.data.metrics[tracking.TEST_ACC]
 
 
 def test_fit_reproduces_a_cross_validated_trial(study_env, tmp_path, capsys) -> None:
