@@ -103,6 +103,7 @@ def test_reproduce_runs_every_stage_reports_and_resumes(tiny_models, tmp_path, c
     assert chosen["val_acc"] == max(b["val_acc"] for b in summary["baseline"])
     assert summary["best"][0]["dataset"] == str(data) and summary["best"][0]["test_n"] == 1
     paired = summary["paired_tests"][0]
+    by_name = {"best fusion": paired["fusion_run_id"], "best single model": paired["single_run_id"]}
     assert [v["name"] for v in paired["vs_baseline"]] == ["best fusion", "best single model"]
     assert all(v["baseline_test_acc"] == chosen["test_acc"] for v in paired["vs_baseline"])
     assert paired["vs_baseline"][0]["mcnemar"]  # both runs logged per-unit test predictions
@@ -143,6 +144,15 @@ def test_reproduce_runs_every_stage_reports_and_resumes(tiny_models, tmp_path, c
     assert best["refit_test_acc"] == pytest.approx(by_source[best["run_id"]].data.metrics[tracking.TEST_ACC], abs=1e-9)
     assert best["baseline_refit_test_acc"] == pytest.approx(base_refit.data.metrics[tracking.TEST_ACC], abs=1e-9)
     assert "refit on all train (test)" in md
+    # Paired tests also run on the refits (seed against seed) wherever both runs of a pair have one.
+    pairs = [(paired["fusion_run_id"], paired["single_run_id"], paired["refit"])]
+    pairs += [(by_name[v["name"]], chosen["run_id"], v["refit"]) for v in paired["vs_baseline"]]
+    for a, b, refit in pairs:
+        assert (refit is not None) == (a in by_source and b in by_source)
+        if refit is not None:
+            assert refit["a_test_acc"] == pytest.approx(by_source[a].data.metrics[tracking.TEST_ACC], abs=1e-9)
+            assert refit["seeds"] == [0] and [m["n"] for m in refit["mcnemar"]] == [30]
+    assert any(refit is not None for *_, refit in pairs)
 
     # Rerunning resumes: every stage is a cache hit or a finished study, no trial is added.
     capsys.readouterr()

@@ -6,7 +6,8 @@ both sides: the same fold of the same folds of train (equal fold counts, and whe
 ``config.yaml``, equal ``data.cv_folds``, ``split_seed``, ``val_fraction`` / ``val_split``) and the same seed
 (``train.seed + k``); runs whose units differ are not paired, with a note saying why. McNemar compares the two
 runs' test predictions against the true test labels, which the study's parent run holds
-(``predictions/test_labels.npy``).
+(``predictions/test_labels.npy``). Where both runs have a refit on all training rows (a study refits its choice),
+``refit`` holds the same tests on the refits, seed against seed.
 """
 
 from __future__ import annotations
@@ -123,6 +124,35 @@ def _mcnemar(
     return [], f"no {PRED_ARTIFACT.format(seed='<u>')} of both runs for a common unit"
 
 
+def refit_pair(data: ReportData, a: pd.Series, b: pd.Series) -> dict[str, Any] | None:
+    """The same tests on the two runs' refits on all training rows (the studies' results), paired by seed.
+
+    Both refits train seed k with ``train.seed + k`` on every training row, so seed k pairs with seed k; the
+    refits log test predictions of every seed (a layer sweep's trial does not). None unless both have a refit.
+    """
+    ra, rb = data.refits.get(a["run_id"]), data.refits.get(b["run_id"])
+    if ra is None or rb is None:
+        return None
+    ha, hb = data.history(ra["run_id"], tracking.SEED_TEST_ACC), data.history(rb["run_id"], tracking.SEED_TEST_ACC)
+    seeds = sorted(set(ha) & set(hb))
+    labels = _labels(data, [a, b])
+    mcnemar = []
+    for seed in seeds:
+        pa = data.array(ra["run_id"], PRED_ARTIFACT.format(seed=seed))
+        pb = data.array(rb["run_id"], PRED_ARTIFACT.format(seed=seed))
+        if labels is not None and pa is not None and pb is not None and len(pa) == len(pb) == len(labels):
+            mcnemar.append(
+                {"fold": 0, "seed": seed, "n": len(labels), **asdict(mcnemar_exact(pa == labels, pb == labels))}
+            )
+    return {
+        "a_test_acc": float(ra["test_acc"]),
+        "b_test_acc": float(rb["test_acc"]),
+        "seeds": seeds,
+        "paired_t": asdict(paired_t([ha[k] for k in seeds], [hb[k] for k in seeds])) if len(seeds) >= 2 else None,
+        "mcnemar": mcnemar,
+    }
+
+
 def _pair(data: ReportData, a: pd.Series, b: pd.Series) -> dict[str, Any]:
     """Paired t-test over the common units and McNemar per common unit of runs ``a`` and ``b``, with notes on gaps."""
     pairs, folds, why_not = unit_pairs(data, a, b)
@@ -139,7 +169,8 @@ def _pair(data: ReportData, a: pd.Series, b: pd.Series) -> dict[str, Any]:
         if why:
             notes.append(f"McNemar skipped: {why}")
     units = [{"fold": f, "seed": k} for f, k, *_ in pairs]
-    return {"units": units, "folds": folds, "paired_t": test, "mcnemar": mcnemar, "notes": notes}
+    refit = refit_pair(data, a, b)
+    return {"units": units, "folds": folds, "paired_t": test, "mcnemar": mcnemar, "notes": notes, "refit": refit}
 
 
 def paired_tests(data: ReportData) -> list[dict[str, Any]]:

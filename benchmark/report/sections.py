@@ -586,6 +586,14 @@ def _ttest(t: dict[str, Any] | None) -> str:
     return f"Δ={fmt(t['mean_diff'], sign=True)}, t={fmt(t['t'], 2)}, p={fmt(t['p_value'])} (n={t['n']})" if t else "—"
 
 
+def _refit_cell(refit: dict[str, Any] | None) -> str:
+    """The refits' test accuracies, paired t-test and McNemar per seed, or a dash without both refits."""
+    if refit is None:
+        return "—"
+    tests = [_ttest(refit["paired_t"]), _mcnemar_cell(refit["mcnemar"], 1)]
+    return f"{fmt(refit['a_test_acc'])} vs {fmt(refit['b_test_acc'])}; " + "; ".join(t for t in tests if t != "—")
+
+
 def _mcnemar_cell(tests: list[dict[str, Any]], folds: int) -> str:
     """One ``unit: only a vs only b, p`` entry per common unit (its fold named where there are folds)."""
     cells = []
@@ -639,10 +647,12 @@ def _stats_section(doc: Doc, c: Computed) -> None:
             fmt(p["single_test_acc"]),
             _ttest(p["paired_t"]),
             _mcnemar_cell(p["mcnemar"], p["folds"]),
+            _refit_cell(p["refit"]),
         ]
         for p in c.paired
     ]
-    doc.table(
+    _table(
+        doc,
         [
             "dataset",
             "best fusion (val-selected)",
@@ -651,6 +661,7 @@ def _stats_section(doc: Doc, c: Computed) -> None:
             "single (test)",
             "paired t-test over units (test)",
             "McNemar exact (test): only fusion right vs only single right",
+            "refits on all train: fusion vs single, t-test and McNemar per seed (test)",
         ],
         rows,
     )
@@ -660,7 +671,8 @@ def _stats_section(doc: Doc, c: Computed) -> None:
     versus = [(p["dataset"], v) for p in c.paired for v in p["vs_baseline"]]
     if versus:
         doc.heading("Against the TF-IDF baseline (paired tests)", 3)
-        doc.table(
+        _table(
+            doc,
             [
                 "dataset",
                 "which",
@@ -670,6 +682,7 @@ def _stats_section(doc: Doc, c: Computed) -> None:
                 "TF-IDF (test)",
                 "paired t-test over units (test)",
                 "McNemar exact (test): only model right vs only TF-IDF right",
+                "refits on all train: model vs TF-IDF, t-test and McNemar per seed (test)",
             ],
             [
                 [
@@ -681,6 +694,7 @@ def _stats_section(doc: Doc, c: Computed) -> None:
                     fmt(v["baseline_test_acc"]),
                     _ttest(v["paired_t"]),
                     _mcnemar_cell(v["mcnemar"], v["folds"]),
+                    _refit_cell(v["refit"]),
                 ]
                 for d, v in versus
             ],
