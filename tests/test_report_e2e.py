@@ -79,7 +79,8 @@ def test_best_layers_are_the_sweeps_choices(studies, report) -> None:
     mlc = MlflowClient(cfg.tracking.uri)
     sweep = outcomes[0]
     runs = mlc.search_runs(
-        [mlc.get_run(sweep.parent_run_id).info.experiment_id], f"tags.`mlflow.parentRunId` = '{sweep.parent_run_id}'"
+        [mlc.get_run(sweep.parent_run_id).info.experiment_id],
+        f"tags.`mlflow.parentRunId` = '{sweep.parent_run_id}' and tags.`layerfuse.run_kind` = 'trial'",
     )
     rows = {r["model"]: r for r in report.summary["best_layers"]}
     assert len(runs) == len(rows) == 2

@@ -651,8 +651,7 @@ def _stats_section(doc: Doc, c: Computed) -> None:
         ]
         for p in c.paired
     ]
-    _table(
-        doc,
+    doc.table(
         [
             "dataset",
             "best fusion (val-selected)",
@@ -671,8 +670,7 @@ def _stats_section(doc: Doc, c: Computed) -> None:
     versus = [(p["dataset"], v) for p in c.paired for v in p["vs_baseline"]]
     if versus:
         doc.heading("Against the TF-IDF baseline (paired tests)", 3)
-        _table(
-            doc,
+        doc.table(
             [
                 "dataset",
                 "which",
