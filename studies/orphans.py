@@ -25,11 +25,12 @@ ORPHAN_REASON = "worker died before the run was linked to its trial"
 ACTIVE = (TrialState.RUNNING, TrialState.WAITING)
 
 
-def running_trial_runs(mlc: MlflowClient, parent_run_id: str, study_name: str, number: int | None = None) -> list[Any]:
+def running_trial_runs(mlc: MlflowClient, parent_run_id: str, number: int | None = None) -> list[Any]:
     """The study's trial runs still RUNNING in MLflow (only trial ``number``'s when given)."""
     experiment_id = mlc.get_run(parent_run_id).info.experiment_id
+    # The parent run is the study's own: no filter on the study's name, which may hold any character (a quote).
     query = (
-        f"tags.`{tracking.TAG_PARENT}` = '{parent_run_id}' AND tags.`{tracking.TAG_STUDY}` = '{study_name}' "
+        f"tags.`{tracking.TAG_PARENT}` = '{parent_run_id}' "
         f"AND tags.`{tracking.TAG_KIND}` = '{tracking.KIND_TRIAL}' AND attributes.status = 'RUNNING'"
     )
     if number is not None:
@@ -54,7 +55,7 @@ def close_orphan_runs(study: optuna.Study, mlc: MlflowClient, parent_run_id: str
     states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
     runs = StudyRuns(mlc, "", parent_run_id, study.study_name, "")
     closed = 0
-    for run in running_trial_runs(mlc, parent_run_id, study.study_name):
+    for run in running_trial_runs(mlc, parent_run_id):
         tag = run.data.tags.get(tracking.TAG_TRIAL, "")
         state = states.get(int(tag)) if tag.isdigit() else None
         if state in ACTIVE:

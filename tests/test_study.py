@@ -1035,3 +1035,19 @@ def test_cross_validated_studies_score_units_on_shared_folds_and_reuse_the_sweep
     # A study resumed with other folds is refused.
     with pytest.raises(UserError, match=r"other settings \(data differ\)"):
         run_study(study_cfg(study_env, tmp_path, "layer-sweep", models, **{**cv, "data.cv_folds": 3}))
+
+
+def test_a_study_name_with_quotes_runs_and_resumes(study_env, tmp_path) -> None:
+    from benchmark.core.config import with_values
+
+    # Names reach MLflow filters (orphaned-run clean-up on every start): quotes must not break them.
+    name = """bob's "quoted" study"""
+    cfg = with_values(study_cfg(study_env, tmp_path, "tfidf-baseline", (study_env["a"],)), {"study.name": name})
+    first = run_study(cfg)
+    again = run_study(cfg)  # resumes: clean-up runs again, nothing is added
+    assert (first.name, first.complete, again.complete) == (name, 6, 6)
+    runs = MlflowClient(cfg.tracking.uri).search_runs(
+        [MlflowClient(cfg.tracking.uri).get_run(first.parent_run_id).info.experiment_id],
+        f"tags.`{tracking.TAG_PARENT}` = '{first.parent_run_id}' and tags.`{tracking.TAG_KIND}` = 'trial'",
+    )
+    assert len(runs) == 6 and {r.data.tags[tracking.TAG_STUDY] for r in runs} == {name}
