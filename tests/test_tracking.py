@@ -194,3 +194,26 @@ def test_no_progress_silences_the_gguf_loader_bar(capfd) -> None:
     with library_bars(True):
         list(gguf.tqdm(range(3), desc="Converting and de-quantizing GGUF tensors..."))
     assert "GGUF" in capfd.readouterr().err  # one bar per long step when progress is on
+
+
+def test_system_metrics_of_a_named_node_are_its_own(tmp_path) -> None:
+    import time
+
+    from benchmark.core.config import load_config
+
+    cfg = load_config(
+        env={},
+        **{
+            "tracking.uri": f"sqlite:///{tmp_path}/mlflow.db",
+            "tracking.system_metrics_interval": 0.1,
+            "tracking.system_metrics_node": "host-a",
+        },
+    )
+    mlc = tracking.client(cfg.tracking)
+    run_id = mlc.create_run(mlc.create_experiment("nodes")).info.run_id
+    with tracking.system_metrics(run_id, cfg.tracking):
+        time.sleep(1.0)
+    keys = set(mlc.get_run(run_id).data.metrics)
+    assert f"{tracking.SYSTEM_PREFIX}host-a/{tracking.PROCESS_RSS}" in keys, sorted(keys)
+    assert f"{tracking.SYSTEM_PREFIX}host-a/cpu_utilization_percentage" in keys
+    assert not any(k.startswith(tracking.SYSTEM_PREFIX) and "/host-a/" not in f"/{k}" for k in keys), sorted(keys)

@@ -353,6 +353,12 @@ class TrackingConfig:
     system_metrics_interval: float = field(
         default=10.0, metadata=_help("seconds between system-metric samples (one costs ~7 ms of CPU)")
     )
+    system_metrics_node: str = field(
+        default="",
+        metadata=_help(
+            "this host's name in system metrics (system/<node>/*), for a study several hosts run (MLflow's node_id)"
+        ),
+    )
 
     def __post_init__(self) -> None:
         _check_positive("tracking.system_metrics_interval", self.system_metrics_interval)

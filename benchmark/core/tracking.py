@@ -214,6 +214,7 @@ def system_metrics(run_id: str, tracking: TrackingConfig, resume: bool = False) 
         run_id,
         sampling_interval=tracking.system_metrics_interval,
         resume_logging=resume,
+        node_id=tracking.system_metrics_node or None,  # hosts of one study each log their own system/<node>/*
         tracking_uri=tracking.uri,
     )
     monitor.monitors.append(ProcessMonitor())
