@@ -17,7 +17,7 @@ from benchmark.core import tracking
 from benchmark.core.config import load_config
 from benchmark.core.errors import UserError
 from benchmark.report import write_report
-from benchmark.report.tables import BEST_LAST_COLUMNS
+from benchmark.report.tables.layers import BEST_LAST_COLUMNS
 
 # emb scored one layer only: no accuracy-by-layer figure of its own (a lone point says nothing about layers)
 EXPECTED_PNGS = {

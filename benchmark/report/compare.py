@@ -21,7 +21,8 @@ from benchmark.core import tracking
 from benchmark.core.tracking import CONFIG_ARTIFACT, PRED_ARTIFACT, TEST_LABELS_ARTIFACT
 from benchmark.report.selection import config_label
 from benchmark.report.stats import mcnemar_exact, paired_t
-from benchmark.report.tables import baseline_label, best_baseline, best_single, choose
+from benchmark.report.tables.baseline import baseline_label, best_baseline
+from benchmark.report.tables.common import best_single, choose
 
 if TYPE_CHECKING:
     import numpy as np

@@ -16,7 +16,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormat
 
 from benchmark.core import tracking
 from benchmark.report.selection import SWEEP, display
-from benchmark.report.tables import MIB
+from benchmark.report.tables.cost import MIB
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 from benchmark.core import tracking
 from benchmark.report.selection import config_label, display
-from benchmark.report.tables import best_baseline, best_single, frame, refit_of
+from benchmark.report.tables.baseline import best_baseline
+from benchmark.report.tables.best import refit_of
+from benchmark.report.tables.common import best_single, frame
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -68,7 +70,7 @@ def _versus(data: ReportData, chosen: Any, other: Any) -> tuple[float, float, st
 
 
 def selection_regret(data: ReportData, best: pd.DataFrame, points: pd.DataFrame) -> pd.DataFrame:
-    """One row per dataset (``REGRET_COLUMNS``) for the configurations ``best`` (``tables.best_configs``) holds."""
+    """One row per dataset (``REGRET_COLUMNS``) for the configurations ``best`` (``tables.best.best_configs``) holds."""
     rows = []
     for _, chosen in best.iterrows():
         dataset = str(chosen["dataset"])

@@ -10,12 +10,17 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from benchmark.core import tracking
-from benchmark.report import plots, tables
+from benchmark.report import plots
 from benchmark.report.compare import paired_tests
 from benchmark.report.regret import selection_regret
 from benchmark.report.render import Bold, Doc, fmt, fmt_units, slug
 from benchmark.report.reproduce import command
 from benchmark.report.selection import SELECTION_RULE, display, layer_points, num_layers
+from benchmark.report.tables.baseline import BASELINE_NAMES, baseline_grid
+from benchmark.report.tables.best import best_configs, overall, tied_configs
+from benchmark.report.tables.cost import cost_by_models, costed, pareto
+from benchmark.report.tables.fusion import fusion_comparison, multi_model, pruned_fusions
+from benchmark.report.tables.layers import best_vs_last, last_k_best, last_k_table, layer_grid
 from benchmark.report.ties import TIED_MARK, UNIT_NOTE, rule_text, tie_groups, units_summary
 from studies.presets import FUSION_METHODS
 
@@ -55,34 +60,34 @@ def compute(data: ReportData) -> Computed:
     depth = num_layers(data)
     points = tie_groups(layer_points(data, depth), ["dataset", "model"], data.rule)
     points = points.sort_values(["dataset", "model", "layer"]).reset_index(drop=True)
-    ranked = tables.overall(data)
-    best = tables.best_configs(data, ranked)
+    ranked = overall(data)
+    best = best_configs(data, ranked)
     trials = data.trials.set_index("run_id", drop=False)
     commands = {}
     for _, r in best.iterrows():
         config = data.artifact(r["run_id"], tracking.CONFIG_ARTIFACT)
         commands[str(r["dataset"])] = command(trials.loc[r["run_id"]], None if config is None else config.decode())
-    grid = tables.baseline_grid(data)
+    grid = baseline_grid(data)
     lexical = (
         {str(r["dataset"]): float(r["test_acc"]) for _, r in grid.iterrows() if r["chosen"]} if not grid.empty else {}
     )
     return Computed(
         depth,
         points,
-        tables.best_vs_last(data, points, depth),
-        tables.last_k_table(data),
-        tables.fusion_comparison(data),
-        tables.multi_model(data),
-        tables.cost_by_models(data),
-        tables.pareto(data),
+        best_vs_last(data, points, depth),
+        last_k_table(data),
+        fusion_comparison(data),
+        multi_model(data),
+        cost_by_models(data),
+        pareto(data),
         best,
         commands,
         paired_tests(data),
         grid,
         lexical,
-        tables.pruned_fusions(data),
+        pruned_fusions(data),
         ranked,
-        tables.tied_configs(data, ranked),
+        tied_configs(data, ranked),
         selection_regret(data, best, points),
     )
 
@@ -342,7 +347,7 @@ def _layer_section(doc: Doc, c: Computed, folder: Path, files: list[Path]) -> No
         ],
     )
     for dataset in sorted(c.points["dataset"].unique()):
-        val, test = tables.layer_grid(c.points, dataset, tracking.VAL_ACC), tables.layer_grid(c.points, dataset)
+        val, test = layer_grid(c.points, dataset, tracking.VAL_ACC), layer_grid(c.points, dataset)
         layers, models = val.index.union(test.index), val.columns.union(test.columns)
         val, test = val.reindex(index=layers, columns=models), test.reindex(index=layers, columns=models)
         chosen = {r["model"]: r["best_layer"] for _, r in c.best_last[c.best_last["dataset"] == dataset].iterrows()}
@@ -392,7 +397,7 @@ def _last_k_section(doc: Doc, c: Computed, folder: Path, files: list[Path]) -> N
         )
     if flat:
         doc.note(f"No last-k figure for {', '.join(display(m) for m in flat)}: only k = 1 was scored (one layer).")
-    best = tables.last_k_best(c.last_k)
+    best = last_k_best(c.last_k)
     top = set(c.last_k.loc[c.last_k["picked"].astype(bool), "run_id"])
     _table(
         doc,
@@ -621,7 +626,7 @@ def _baseline_section(doc: Doc, c: Computed) -> None:
         [
             [
                 display(r["dataset"]),
-                tables.BASELINE_NAMES.get(r["classifier"], r["classifier"]),
+                BASELINE_NAMES.get(r["classifier"], r["classifier"]),
                 f"{r['C']:g}",
                 (Bold if r["chosen"] else str)(fmt(r["val_acc"])),
                 fmt(r["test_acc"]),
@@ -741,10 +746,10 @@ def _cost_section(doc: Doc, c: Computed, data: ReportData, folder: Path, files: 
             for _, r in c.cost.iterrows()
         ],
     )
-    costed = tables.costed(data)
+    runs = costed(data)
     _figure(
         doc,
-        plots.cost_vs_models(costed),
+        plots.cost_vs_models(runs),
         folder,
         "cost_vs_models.png",
         "Fused dimension, feature memory, extraction and head time per sample vs number of models "
@@ -753,7 +758,7 @@ def _cost_section(doc: Doc, c: Computed, data: ReportData, folder: Path, files: 
     )
     _figure(
         doc,
-        plots.acc_vs_cost(costed, c.pareto),
+        plots.acc_vs_cost(runs, c.pareto),
         folder,
         "acc_vs_cost.png",
         "Accuracy vs feature memory: the Pareto front is chosen on validation (left) and shown with the same "
