@@ -482,7 +482,7 @@ def test_report_names_the_rule_and_marks_tied_rows(report) -> None:
 def test_figure_2_shades_the_tied_layers(report) -> None:
     from benchmark.report import plots
     from benchmark.report.runs import load_runs
-    from benchmark.report.sections import compute
+    from benchmark.report.sections.computed import compute
 
     cfg = load_config(env={}, **{"tracking.uri": report.summary["tracking_uri"]})
     c = compute(load_runs(cfg, ["sweep-toy"], []))

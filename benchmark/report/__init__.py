@@ -4,9 +4,10 @@
 PNG figures, ``best_layers.csv`` and ``summary.json``, and logs them once, on a run of their own
 (``layerfuse.run_kind=report``); each study parent run's tag ``layerfuse.report_run_id`` names the latest one
 covering it. Modules: ``runs`` (MLflow -> DataFrame), ``selection`` (the validation rule, layer specs,
-labels), ``tables`` and ``compare`` (the numbers), ``stats`` (seed statistics and paired tests), ``reproduce``
-(the re-training command), ``plots`` (figures), ``render`` (Markdown/HTML), ``sections`` (layout) and
-``export`` (the folder and the artifacts).
+labels), ``tables`` (a package, one module per topic) and ``compare`` (the numbers), ``stats`` (seed statistics
+and paired tests), ``reproduce`` (the re-training command), ``plots`` (figures), ``render`` (Markdown/HTML),
+``sections`` (a package: ``computed`` computes every table once, one module per topic lays them out, ``layout``
+orders them) and ``export`` (the folder and the artifacts).
 """
 
 from __future__ import annotations

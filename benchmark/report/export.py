@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
     from benchmark.core.config import BenchConfig
     from benchmark.report.runs import ReportData
-    from benchmark.report.sections import Computed
+    from benchmark.report.sections.computed import Computed
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +226,8 @@ def write_report(
     """
     from benchmark.report.render import to_html, to_markdown
     from benchmark.report.runs import load_runs
-    from benchmark.report.sections import build, compute
+    from benchmark.report.sections.computed import compute
+    from benchmark.report.sections.layout import build
 
     studies, experiments = list(dict.fromkeys(studies)), list(dict.fromkeys(experiments))
     formats = _check_formats(formats)

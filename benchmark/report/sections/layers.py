@@ -1,0 +1,191 @@
+"""Single layers and last-k aggregation: Figures 2-3, best vs last layer (Table 2) and the layer grids (Tables 3-4)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from benchmark.core import tracking
+from benchmark.report import plots
+from benchmark.report.render import Bold, fmt, fmt_units, slug
+from benchmark.report.sections.cells import add_figure, add_table, lexical_cell, mark_tied, tied_cell
+from benchmark.report.selection import display
+from benchmark.report.tables.layers import last_k_best, layer_grid
+from benchmark.report.ties import TIED_MARK
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    import pandas as pd
+
+    from benchmark.report.render import Doc
+    from benchmark.report.sections.computed import Computed
+
+
+def layer_section(doc: Doc, c: Computed, folder: Path, files: list[Path]) -> None:
+    """Figure 2 per model, best vs last layer (Table 2) and the layer grids per dataset (Tables 3-4)."""
+    doc.heading("Accuracy by layer (Figure 2)")
+    if c.points.empty:
+        doc.note("No single-layer runs: run the `layer-sweep` preset to fill this section.")
+        return
+    doc.note(
+        "Single layers of single models, from layer-sweep runs (same head settings for every layer); a model "
+        f"without a sweep shows its single-layer trials instead (column source; diamonds {plots.FROM_TRIALS})."
+    )
+    layers = c.points.groupby(["model", "dataset"])["layer"].nunique().groupby(level="model").max()
+    flat = sorted(str(m) for m, n in layers.items() if n < 2)
+    for model in sorted(m for m in c.points["model"].unique() if m not in flat):
+        rows = c.best_last[c.best_last["model"] == model]
+        add_figure(
+            doc,
+            plots.acc_by_layer(c.points[c.points["model"] == model], rows, display(model)),
+            folder,
+            f"acc_by_layer_{slug(display(model))}.png",
+            f"Accuracy by layer for {display(model)}: validation "
+            "(solid) and test (dashed); stars mark the layer chosen on validation (large: its validation, small: its "
+            "test accuracy), the dotted line the last layer.",
+            files,
+        )
+    if flat:
+        doc.note(
+            f"No accuracy-by-layer figure for {', '.join(display(m) for m in flat)}: a single layer was scored "
+            "(e.g. TF-IDF, a one-layer feature); its numbers are in the tables below."
+        )
+    doc.heading("Best layer vs last layer (Table 2, Specific Layer rows)", 3)
+    add_table(
+        doc,
+        [
+            "dataset",
+            "model",
+            "source",
+            "last layer",
+            "last val",
+            "last test (test)",
+            "best layer (val-selected)",
+            "best val",
+            "best test (test)",
+            "gain val",
+            "gain (test)",
+            "best over units (test)",
+            "best val SE",
+            "layers tied with best",
+            "last tied with best",
+            "TF-IDF (test)",
+        ],
+        [
+            [
+                display(r["dataset"]),
+                display(r["model"]),
+                r["source"],
+                fmt(r["last_layer"], 0),
+                fmt(r["last_val_acc"]),
+                fmt(r["last_test_acc"]),
+                Bold(str(r["best_layer"])),
+                fmt(r["best_val_acc"]),
+                fmt(r["best_test_acc"]),
+                fmt(r["gain_val"], sign=True),
+                Bold(fmt(r["gain_test"], sign=True)),
+                fmt_units(r, "best_"),
+                fmt(r["val_acc_se"]),
+                r["tied_layers"],
+                tied_cell(r["tied_with_best"]) if r["last_layer"] is not None else "—",
+                lexical_cell(c, r["dataset"]),
+            ]
+            for _, r in c.best_last.iterrows()
+        ],
+    )
+    for dataset in sorted(c.points["dataset"].unique()):
+        val, test = layer_grid(c.points, dataset, tracking.VAL_ACC), layer_grid(c.points, dataset)
+        layers, models = val.index.union(test.index), val.columns.union(test.columns)
+        val, test = val.reindex(index=layers, columns=models), test.reindex(index=layers, columns=models)
+        chosen = {r["model"]: r["best_layer"] for _, r in c.best_last[c.best_last["dataset"] == dataset].iterrows()}
+        sub = c.points[c.points["dataset"] == dataset]
+        sub = sub[sub["tied_with_best"].astype(bool)]
+        tied = set(zip(sub["layer"], sub["model"], strict=True))
+        doc.heading(f"Layer-wise accuracy on {display(dataset)} (Tables 3-4)", 3)
+        doc.note(
+            "Each cell: validation / test accuracy of that single layer; bold = the layer chosen on validation; "
+            f"{TIED_MARK} = another layer tied with the model's best."
+        )
+        doc.table(
+            ["layer", *[f"{display(str(m))} (val / test)" for m in models]],
+            [
+                [
+                    str(layer),
+                    *[
+                        (Bold if chosen.get(m) == layer else str)(
+                            mark_tied(
+                                f"{fmt(val.at[layer, m])} / {fmt(v)}", (layer, m) in tied and chosen.get(m) != layer
+                            )
+                        )
+                        for m, v in row.items()
+                    ],
+                ]
+                for layer, row in test.iterrows()
+            ],
+        )
+
+
+def last_k_section(doc: Doc, c: Computed, folder: Path, files: list[Path]) -> None:
+    """Figure 3 per model and the validation-selected k per dataset, model and aggregation."""
+    doc.heading("Last-k layer aggregation (Figure 3)")
+    if c.last_k.empty:
+        doc.note("No last-k runs: run the `last-k` preset to fill this section.")
+        return
+    ks = c.last_k.groupby("model")["k"].nunique()
+    flat = sorted(str(m) for m, n in ks.items() if n < 2)
+    for model in sorted(m for m in c.last_k["model"].unique() if m not in flat):
+        sub = c.last_k[c.last_k["model"] == model]
+        add_figure(
+            doc,
+            plots.last_k_curves(sub, c.best_last[c.best_last["model"] == model], display(model)),
+            folder,
+            f"last_k_{slug(display(model))}.png",
+            f"Mean/max/min of the last k layers of {display(model)}: "
+            "validation (left), test (right); reference lines: the last layer alone and the validation-selected "
+            "single layer.",
+            files,
+        )
+    if flat:
+        doc.note(f"No last-k figure for {', '.join(display(m) for m in flat)}: only k = 1 was scored (one layer).")
+    best = last_k_best(c.last_k)
+    top = set(c.last_k.loc[c.last_k["picked"].astype(bool), "run_id"])
+    add_table(
+        doc,
+        [
+            "dataset",
+            "model",
+            "aggregation",
+            "k (val-selected)",
+            "k tried",
+            "val acc",
+            "test acc (test)",
+            "test over units (test)",
+            "TF-IDF (test)",
+            "tied with best",
+        ],
+        [
+            [
+                display(r["dataset"]),
+                display(r["model"]),
+                r["agg"],
+                str(r["k"]),
+                _k_range(c.last_k, r),
+                (Bold if r["run_id"] in top else str)(fmt(r[tracking.VAL_ACC])),
+                fmt(r[tracking.TEST_ACC]),
+                fmt_units(r),
+                lexical_cell(c, r["dataset"]),
+                tied_cell(r["tied_with_best"]),
+            ]
+            for _, r in best.iterrows()
+        ],
+    )
+    doc.note(
+        "One row per aggregation: the k chosen on validation among those scored (every k is in the figure and "
+        "in summary.json); bold: the aggregation and k chosen on validation for each model and dataset; tied with "
+        "best: within one standard error of the model's best aggregation and k."
+    )
+
+
+def _k_range(table: pd.DataFrame, r: pd.Series) -> str:
+    ks = table[(table["dataset"] == r["dataset"]) & (table["model"] == r["model"]) & (table["agg"] == r["agg"])]["k"]
+    return f"{int(ks.min())}..{int(ks.max())}" if ks.nunique() > 1 else str(int(ks.min()))

@@ -1,0 +1,67 @@
+"""``build``: the report's sections in reading order, after an introduction naming the studies and the rule."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from benchmark.report.render import Doc
+from benchmark.report.sections.baseline import baseline_section, stats_section
+from benchmark.report.sections.best import best_section
+from benchmark.report.sections.cost import cost_section
+from benchmark.report.sections.fusion import fusion_section, multi_section
+from benchmark.report.sections.layers import last_k_section, layer_section
+from benchmark.report.selection import SELECTION_RULE, display
+from benchmark.report.ties import TIED_MARK, UNIT_NOTE, rule_text, units_summary
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from benchmark.report.runs import ReportData
+    from benchmark.report.sections.computed import Computed
+
+
+def _intro(doc: Doc, data: ReportData) -> None:
+    t, base = data.trials, data.baselines
+    datasets = sorted({display(d) for d in (*t["dataset"], *(() if base is None else base["dataset"]))})
+    lexical = f" (+{len(base)} TF-IDF baseline)" if base is not None and len(base) else ""
+    doc.para(
+        f"Studies: {', '.join(sorted(data.counts))}. Datasets: {', '.join(datasets)}. "
+        f"Finished trials: {len(t)}{lexical}."
+    )
+    doc.note(
+        f"Selection rule: {SELECTION_RULE}. Validation is the held-out part of train (or the dataset's own "
+        "validation split; with data.cv_folds each fold of train in turn); columns marked (test) are test scores "
+        "of the validation-selected configuration. "
+        "Columns over units summarise a configuration's test accuracy over its units (defined below: folds x "
+        "seeds, or seeds with the single split) where it has several: ± is the sample std over units and [..] a "
+        "95% percentile-bootstrap interval of the mean (10,000 resamples, seed 0); paired tests pair each unit "
+        "with the same (fold, seed) unit of the other configuration."
+    )
+    doc.note(
+        f"Chosen by selection.rule = {data.rule} ({rule_text(data.rule)}). Every ranking also has a tie set: the "
+        "candidates whose mean validation accuracy is within one standard error of the best's, the standard error "
+        f"being that of the paired per-unit differences to the best; tables mark them (tied with best: yes, or "
+        f"{TIED_MARK} in a grid). {UNIT_NOTE}"
+    )
+
+
+def build(data: ReportData, c: Computed, folder: Path, title: str) -> tuple[Doc, list[Path]]:
+    """Lay out the report, writing each figure as a PNG into ``folder``; return the document and the PNG paths."""
+    doc = Doc(title)
+    files: list[Path] = []
+    _intro(doc, data)
+    doc.note(units_summary(c.overall, c.points))
+    best_section(doc, c)
+    baseline_section(doc, c)
+    layer_section(doc, c, folder, files)
+    last_k_section(doc, c, folder, files)
+    fusion_section(doc, c, folder, files)
+    multi_section(doc, c)
+    stats_section(doc, c)
+    cost_section(doc, c, data, folder, files)
+    states = sorted({s for v in data.counts.values() for s in v})
+    doc.heading("Trials per study")
+    doc.table(
+        ["study", *states], [[study, *[str(v.get(s, 0)) for s in states]] for study, v in sorted(data.counts.items())]
+    )
+    return doc, files
