@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Any
 
-from benchmark.core import tracking
 from benchmark.report.tables.common import CONFIG_COLUMNS, choose, config_row, frame
 from benchmark.report.ties import tie_groups, trial_candidates
 
@@ -53,9 +51,3 @@ def best_baseline(data: ReportData, dataset: str) -> pd.Series | None:
     if base is None or base.empty:
         return None
     return choose(data, base[base["dataset"] == dataset])
-
-
-def baseline_test_acc(data: ReportData, dataset: str) -> float:
-    """Test accuracy of the validation-selected baseline on ``dataset`` (NaN without one)."""
-    row = best_baseline(data, dataset)
-    return math.nan if row is None else float(row[tracking.TEST_ACC])
