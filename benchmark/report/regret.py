@@ -43,6 +43,8 @@ REGRET_COLUMNS = (
     "vs_single",
     "beats_single",
     "basis",
+    "baseline_run_id",
+    "single_run_id",
 )
 
 
@@ -97,6 +99,8 @@ def selection_regret(data: ReportData, best: pd.DataFrame, points: pd.DataFrame)
                 "vs_single": mine_s - single_acc,
                 "beats_single": bool(mine_s - single_acc >= MARGIN),
                 "basis": basis_b if basis_b == basis_s else f"{basis_b} / {basis_s}",
+                "baseline_run_id": "" if base is None else str(base["run_id"]),
+                "single_run_id": "" if single is None else str(single["run_id"]),
             }
         )
     return frame(rows, REGRET_COLUMNS)
