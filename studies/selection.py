@@ -59,6 +59,28 @@ class Selection:
         return index in self.tied
 
 
+class Units(tuple[float, ...]):
+    """One candidate's per-unit scores with their layout ``(folds, seeds)``.
+
+    Unit u is fold ``u // seeds``, seed ``u % seeds``: two candidates pair unit by unit only when their layouts are
+    equal (5 folds x 1 seed and 1 split x 5 seeds both have 5 units, but not the same ones). Plain sequences have
+    no layout and pair on equal counts.
+    """
+
+    layout: tuple[int, int] | None
+
+    def __new__(cls, values: Sequence[float], layout: tuple[int, int] | None = None) -> Units:
+        """``values`` as floats, with ``layout``."""
+        obj = super().__new__(cls, (float(v) for v in values))
+        obj.layout = layout
+        return obj
+
+
+def unit_layout(n_units: int, seeds: int) -> tuple[int, int]:
+    """``(folds, seeds)`` of ``n_units`` units of a run with ``seeds`` seeds (one fold per unit if not divisible)."""
+    return (n_units // seeds, seeds) if seeds >= 1 and n_units % seeds == 0 else (n_units, 1)
+
+
 def _units(values: Sequence[float] | np.ndarray) -> np.ndarray:
     arr: np.ndarray = np.asarray(values, dtype=float).ravel()
     finite: np.ndarray = arr[np.isfinite(arr)]
@@ -74,7 +96,13 @@ def standard_error(values: Sequence[float] | np.ndarray) -> float:
 
 
 def paired_se(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> float:
-    """Standard error of the per-unit differences ``a - b``; 0 when they cannot be paired (unequal or single units)."""
+    """Standard error of the per-unit differences ``a - b``; 0 when they cannot be paired.
+
+    They cannot with unequal or single units, or as ``Units`` of different layouts.
+    """
+    la, lb = getattr(a, "layout", None), getattr(b, "layout", None)
+    if la is not None and lb is not None and la != lb:
+        return 0.0
     x, y = np.asarray(a, dtype=float).ravel(), np.asarray(b, dtype=float).ravel()
     if x.size != y.size or x.size < 2:
         return 0.0

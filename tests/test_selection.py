@@ -75,3 +75,20 @@ def test_selection_rule_config_key() -> None:
     assert load_config(env={}, overrides=["selection.rule=one-se"]).selection.rule == "one-se"
     with pytest.raises(UserError, match=r"selection.rule='1se' is not valid.*argmax, one-se"):
         load_config(env={}, overrides=["selection.rule=1se"])
+
+
+def test_units_pair_only_within_one_layout() -> None:
+    from studies.selection import Units, paired_se, unit_layout
+
+    best = [0.80, 0.82, 0.84, 0.86, 0.88]
+    other = [0.79, 0.80, 0.85, 0.84, 0.86]  # mean 0.828 against 0.84
+    folds, seeds = unit_layout(5, 1), unit_layout(5, 5)
+    assert (folds, seeds, unit_layout(6, 4)) == ((5, 1), (1, 5), (6, 1))
+    same = paired_se(Units(best, folds), Units(other, folds))
+    assert same == pytest.approx(paired_se(best, other)) and same > 0
+    # 5 folds x 1 seed against 1 split x 5 seeds: five units each, but not the same ones: never paired
+    assert paired_se(Units(best, folds), Units(other, seeds)) == 0.0
+    s = select([Units(best, folds), Units(other, seeds)])
+    assert s.diff_se[1] == 0.0 and s.tied == (0,)
+    s = select([Units(best, folds), Units(other, folds)])
+    assert s.diff_se[1] == pytest.approx(same)

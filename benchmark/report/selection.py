@@ -107,7 +107,7 @@ def layer_points(data: ReportData, depth: dict[str, int | None]) -> pd.DataFrame
     import pandas as pd
 
     from benchmark.core.tracking import SWEEP_UNITS_ARTIFACT
-    from benchmark.report.ties import COST, SOURCE, UNITS, sweep_units
+    from benchmark.report.ties import COST, SOURCE, UNITS, laid_out, sweep_units
     from studies.selection import cost_key
 
     rows: list[dict[str, Any]] = []
@@ -132,7 +132,7 @@ def layer_points(data: ReportData, depth: dict[str, int | None]) -> pd.DataFrame
                     tracking.VAL_F1: t[tracking.VAL_F1],
                     tracking.TEST_ACC: t[tracking.TEST_ACC],
                     "own": True,
-                    UNITS: data.units(t["run_id"], t[tracking.VAL_ACC]),
+                    UNITS: laid_out(data.units(t["run_id"], t[tracking.VAL_ACC]), t["seeds"]),
                     COST: cost_key(1, 0, 0, own),
                     SOURCE: data.unit_source(t["run_id"]),
                 }
@@ -151,7 +151,9 @@ def layer_points(data: ReportData, depth: dict[str, int | None]) -> pd.DataFrame
                     tracking.VAL_F1: math.nan,
                     tracking.TEST_ACC: test.get(layer, math.nan),
                     "own": False,
-                    UNITS: [float(u) for u in grid[layer]] if grid is not None and layer < len(grid) else [v],
+                    UNITS: laid_out(
+                        [float(u) for u in grid[layer]] if grid is not None and layer < len(grid) else [v], t["seeds"]
+                    ),
                     COST: cost_key(1, 0, 0, layer),
                     SOURCE: SWEEP_UNITS_ARTIFACT if grid is not None and layer < len(grid) else tracking.VAL_ACC,
                 }

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from benchmark.core import tracking
 from benchmark.core.tracking import CV_VAL_ACC, SEED_VAL_ACC, SWEEP_UNITS_ARTIFACT
 from studies.candidates import run_cost
-from studies.selection import RULE_TEXT, select
+from studies.selection import RULE_TEXT, Units, select, unit_layout
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -32,7 +32,8 @@ UNIT_NOTE = (
     "with the single validation split one per seed. Per-unit scores are the runs' `cv/val_acc` (layer sweeps: "
     "`cv/sweep_val_acc.npy`). Runs from before cross-validation fall back to their per-seed `seed/val_acc` "
     "(units = seeds), and a score without either (e.g. the unchosen layers of an older sweep) has a standard error "
-    "of 0: it ties only on exact equality. Candidates scored on different numbers of units are not paired (SE 0)."
+    "of 0: it ties only on exact equality. Candidates scored on different units (another number, or k folds x 1 "
+    "seed against one split x k seeds) are not paired (SE 0)."
 )
 
 
@@ -61,7 +62,10 @@ def rule_text(rule: str) -> str:
 
 def trial_candidates(data: ReportData, df: pd.DataFrame, depth: dict[str, int | None]) -> pd.DataFrame:
     """Trial rows (``runs._trial_row`` columns) with their ``units`` and ``cost``."""
-    units = [data.units(r, v) for r, v in zip(df["run_id"], df[tracking.VAL_ACC], strict=True)]
+    units = [
+        laid_out(data.units(r, v), seeds)
+        for r, v, seeds in zip(df["run_id"], df[tracking.VAL_ACC], df["seeds"], strict=True)
+    ]
     costs = [
         run_cost(n, w, b, layers, depth)
         for n, w, b, layers in zip(
@@ -69,6 +73,12 @@ def trial_candidates(data: ReportData, df: pd.DataFrame, depth: dict[str, int | 
         )
     ]
     return df.assign(**{UNITS: units, COST: costs, SOURCE: [data.unit_source(r) for r in df["run_id"]]})
+
+
+def laid_out(values: list[float], seeds: Any) -> Units:
+    """A run's per-unit scores with their (folds, seeds) layout, so that only the same units pair."""
+    n = int(seeds) if seeds == seeds and seeds else 1  # NaN or 0 seeds: one per unit
+    return Units(values, unit_layout(len(values), n))
 
 
 def sweep_units(data: ReportData, run_id: str) -> Any:
