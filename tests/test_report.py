@@ -480,14 +480,14 @@ def test_report_names_the_rule_and_marks_tied_rows(report) -> None:
 
 
 def test_figure_2_shades_the_tied_layers(report) -> None:
-    from benchmark.report import plots
+    from benchmark.report.figures.layers import acc_by_layer
     from benchmark.report.runs import load_runs
     from benchmark.report.sections.computed import compute
 
     cfg = load_config(env={}, **{"tracking.uri": report.summary["tracking_uri"]})
     c = compute(load_runs(cfg, ["sweep-toy"], []))
     dec = c.points[c.points["model"] == "dec"]
-    fig = plots.acc_by_layer(dec, c.best_last[c.best_last["model"] == "dec"], "dec")
+    fig = acc_by_layer(dec, c.best_last[c.best_last["model"] == "dec"], "dec")
     shaded = sorted(round(p.get_x() + 0.5) for p in fig.axes[0].patches)  # one span per tied layer
     assert shaded == [2, 3, 4]
 

@@ -12,7 +12,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.text import Text
 
 from benchmark.core.config import load_config
-from benchmark.report import plots
+from benchmark.report.figures import cost, fusion, layers, style
 from benchmark.report.reproduce import _set_value
 from benchmark.report.selection import display, last_k, single_layer
 from benchmark.report.stats import bootstrap_ci, mcnemar_exact, paired_t, unit_stats
@@ -166,7 +166,7 @@ def test_figures_at_paper_scale_have_no_clashing_text() -> None:
     )
     fusions = fusion_names()
     pairs = [" + ".join(p) for p in itertools.combinations(("smollm2-135m", "minilm-l6", "minilm-l3", "tfidf"), 2)]
-    fusion = pd.DataFrame(
+    fusion_rows = pd.DataFrame(
         [
             {
                 "dataset": d,
@@ -200,11 +200,11 @@ def test_figures_at_paper_scale_have_no_clashing_text() -> None:
     )
     front = pd.DataFrame([{"dataset": d, "feature_mib": 10.0, "val_acc": 0.8, "test_acc": 0.79} for d in DATASETS])
     figures = {
-        "acc_by_layer": plots.acc_by_layer(points, refs, "smollm2-135m"),
-        "last_k": plots.last_k_curves(last_k, refs, "smollm2-135m"),
-        "fusion": plots.fusion_methods(fusion, {d: 0.81 for d in DATASETS}),
-        "cost": plots.cost_vs_models(trials),
-        "acc_vs_cost": plots.acc_vs_cost(trials, front),
+        "acc_by_layer": layers.acc_by_layer(points, refs, "smollm2-135m"),
+        "last_k": layers.last_k_curves(last_k, refs, "smollm2-135m"),
+        "fusion": fusion.fusion_methods(fusion_rows, {d: 0.81 for d in DATASETS}),
+        "cost": cost.cost_vs_models(trials),
+        "acc_vs_cost": cost.acc_vs_cost(trials, front),
     }
     for name, fig in figures.items():
         assert clashes(fig) == [], name
@@ -218,7 +218,7 @@ def test_figures_at_paper_scale_have_no_clashing_text() -> None:
     frames = [p for ax in heat.axes for p in ax.patches if not p.get_fill()]
     assert len(frames) == len(DATASETS) * len(pairs)  # one frame per pair: the fusion chosen on validation
     cells = [t.get_text() for ax in heat.axes for t in ax.texts]
-    assert len(cells) == len(fusion) and "0.790\nval 0.800" in cells
+    assert len(cells) == len(fusion_rows) and "0.790\nval 0.800" in cells
 
 
 def test_layer_figure_marks_points_from_search_trials_and_keeps_stars_inside() -> None:
@@ -241,9 +241,9 @@ def test_layer_figure_marks_points_from_search_trials_and_keeps_stars_inside() -
             }
         ]
     )
-    fig = plots.acc_by_layer(points, rows, "emb")
+    fig = layers.acc_by_layer(points, rows, "emb")
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
-    assert f"validation: {plots.FROM_TRIALS}" in labels and f"test: {plots.FROM_TRIALS}" in labels
+    assert f"validation: {style.FROM_TRIALS}" in labels and f"test: {style.FROM_TRIALS}" in labels
     assert not any("layer sweep" in label for label in labels)  # nothing here came from a sweep
     ax = fig.axes[0]
     diamonds = [ln for ln in ax.lines if ln.get_marker() == "D" and len(ln.get_xdata())]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from benchmark.report import plots
+from benchmark.report.figures.style import save
 from benchmark.report.render import fmt
 from benchmark.report.ties import TIED_MARK
 
@@ -44,7 +44,7 @@ def add_figure(doc: Doc, fig: Any, folder: Path, name: str, caption: str, files:
     while (folder / name).exists():  # two models whose short names coincide
         n += 1
         name = f"{stem}-{n}.png"
-    files.append(plots.save(fig, folder / name))
+    files.append(save(fig, folder / name))
     doc.image(name, caption)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from benchmark.report import plots
+from benchmark.report.figures.cost import acc_vs_cost, cost_vs_models
 from benchmark.report.render import fmt, fmt_units
 from benchmark.report.sections.cells import add_figure, add_table, tied_cell
 from benchmark.report.selection import display
@@ -64,7 +64,7 @@ def cost_section(doc: Doc, c: Computed, data: ReportData, folder: Path, files: l
     runs = costed(data)
     add_figure(
         doc,
-        plots.cost_vs_models(runs),
+        cost_vs_models(runs),
         folder,
         "cost_vs_models.png",
         "Fused dimension, feature memory, extraction and head time per sample vs number of models "
@@ -73,7 +73,7 @@ def cost_section(doc: Doc, c: Computed, data: ReportData, folder: Path, files: l
     )
     add_figure(
         doc,
-        plots.acc_vs_cost(runs, c.pareto),
+        acc_vs_cost(runs, c.pareto),
         folder,
         "acc_vs_cost.png",
         "Accuracy vs feature memory: the Pareto front is chosen on validation (left) and shown with the same "

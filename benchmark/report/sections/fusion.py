@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from benchmark.report import plots
+from benchmark.report.figures.fusion import fusion_methods
 from benchmark.report.render import Bold, fmt, fmt_units
 from benchmark.report.sections.cells import add_figure, add_table, lexical_cell, mark_tied, tied_cell, vs_lexical_cell
 from benchmark.report.selection import display
@@ -27,7 +27,7 @@ def fusion_section(doc: Doc, c: Computed, folder: Path, files: list[Path]) -> No
     singles = {p["dataset"]: p["single_test_acc"] for p in c.paired}
     add_figure(
         doc,
-        plots.fusion_methods(c.fusion, singles),
+        fusion_methods(c.fusion, singles),
         folder,
         "fusion_comparison.png",
         "Test accuracy per model pair and fusion method at the layers chosen on validation; the frame marks the "

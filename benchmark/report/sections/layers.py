@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from benchmark.core import tracking
-from benchmark.report import plots
+from benchmark.report.figures.layers import acc_by_layer, last_k_curves
+from benchmark.report.figures.style import FROM_TRIALS
 from benchmark.report.render import Bold, fmt, fmt_units, slug
 from benchmark.report.sections.cells import add_figure, add_table, lexical_cell, mark_tied, tied_cell
 from benchmark.report.selection import display
@@ -29,7 +30,7 @@ def layer_section(doc: Doc, c: Computed, folder: Path, files: list[Path]) -> Non
         return
     doc.note(
         "Single layers of single models, from layer-sweep runs (same head settings for every layer); a model "
-        f"without a sweep shows its single-layer trials instead (column source; diamonds {plots.FROM_TRIALS})."
+        f"without a sweep shows its single-layer trials instead (column source; diamonds {FROM_TRIALS})."
     )
     layers = c.points.groupby(["model", "dataset"])["layer"].nunique().groupby(level="model").max()
     flat = sorted(str(m) for m, n in layers.items() if n < 2)
@@ -37,7 +38,7 @@ def layer_section(doc: Doc, c: Computed, folder: Path, files: list[Path]) -> Non
         rows = c.best_last[c.best_last["model"] == model]
         add_figure(
             doc,
-            plots.acc_by_layer(c.points[c.points["model"] == model], rows, display(model)),
+            acc_by_layer(c.points[c.points["model"] == model], rows, display(model)),
             folder,
             f"acc_by_layer_{slug(display(model))}.png",
             f"Accuracy by layer for {display(model)}: validation "
@@ -137,7 +138,7 @@ def last_k_section(doc: Doc, c: Computed, folder: Path, files: list[Path]) -> No
         sub = c.last_k[c.last_k["model"] == model]
         add_figure(
             doc,
-            plots.last_k_curves(sub, c.best_last[c.best_last["model"] == model], display(model)),
+            last_k_curves(sub, c.best_last[c.best_last["model"] == model], display(model)),
             folder,
             f"last_k_{slug(display(model))}.png",
             f"Mean/max/min of the last k layers of {display(model)}: "
