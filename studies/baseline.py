@@ -27,10 +27,11 @@ C_GRID = (0.1, 1.0, 10.0)
 
 @dataclass(frozen=True)
 class BaselineFit:
-    """A fitted baseline's result and the cost of turning a test text into TF-IDF features."""
+    """A fitted baseline's result, the cost of turning a test text into TF-IDF features, and the rows it fit."""
 
     result: FitResult
     extract_ms_per_sample: float
+    train_rows: int
 
 
 def _classifier(name: str, c: float, seed: int) -> object:
@@ -138,5 +139,5 @@ def _fit_fold(
             peak_rss_mb=peak_rss_mb(),
             test_pred=test_pred,
         )
-        out.append(BaselineFit(result, 1000 * (t1 - t0) / n_test))
+        out.append(BaselineFit(result, 1000 * (t1 - t0) / n_test, int(x.shape[0])))
     return out

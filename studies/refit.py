@@ -33,7 +33,6 @@ from optuna.trial import FrozenTrial, TrialState
 from benchmark.core import tracking
 from benchmark.core.config import BenchConfig, load_config, to_yaml, with_values
 from benchmark.core.errors import UserError
-from benchmark.core.keys import load_text_split
 from lightning_modules.datamodule import Selection
 from lightning_modules.refit import AllRowsFit, fit_all_rows
 from studies.baseline import fit_baseline_all_rows
@@ -294,10 +293,9 @@ def _fit_seeds(
     """Fit every seed on all training rows; log its test predictions (and a head's files) to the refit run."""
     fits = []
     if chosen.baseline is not None:
-        rows = len(load_text_split(tcfg, "train").labels)
         for k, b in enumerate(fit_baseline_all_rows(tcfg, *chosen.baseline, chosen.seeds)):
             tracking.log_array(mlc, rid, b.result.test_pred, tracking.PRED_ARTIFACT.format(seed=k))
-            fits.append(_SeedFit(b.result.test_acc, b.result.test_f1, b.result.fit_s, rows))
+            fits.append(_SeedFit(b.result.test_acc, b.result.test_f1, b.result.fit_s, b.train_rows))
         return fits
     for k in range(chosen.seeds):
         fit = fit_all_rows(with_values(tcfg, {"train.seed": tcfg.train.seed + k}), selections, chosen.epochs)
