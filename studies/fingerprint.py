@@ -14,12 +14,14 @@ from benchmark.core.errors import UserError
 from benchmark.core.keys import load_text_split
 from studies.caches import ModelDirs
 from studies.naming import models_used, splits
+from studies.presets import PRESETS
 
 log = logging.getLogger(__name__)
 
 RESULT_NEUTRAL = ("threads",)  # train settings that change speed, not results: a study may resume with others
 
 TEXTS_KEY = "texts"  # fingerprint entry of the presets that read texts: each split's data hash
+SPACE_KEYS = ("fusions", "max_k")  # study settings that shape a search space (``Preset.space``)
 
 
 def data_settings(data: DataConfig) -> dict[str, Any]:
@@ -50,10 +52,16 @@ def fingerprint(cfg: BenchConfig, dirs: dict[str, ModelDirs]) -> str:
     if not dirs:  # a preset that reads the texts, not caches (the lexical baseline): the texts stand for the caches
         blob[TEXTS_KEY] = {s: load_text_split(cfg, s).data_sha256[:16] for s in splits(cfg)}
     defaults = StudyConfig()
-    for key in ("fusions", "max_k"):  # search-space settings; left out at their defaults so older studies still resume
+    for key in PRESETS.get(cfg.study.preset).space:  # left out at their defaults so older studies still resume
         if getattr(cfg.study, key) != getattr(defaults, key):
             blob[f"study.{key}"] = getattr(cfg.study, key)
     return json.dumps(blob, sort_keys=True, default=str)
+
+
+def _unread(blob: dict[str, Any]) -> dict[str, Any]:
+    """``blob`` without the search-space settings its preset does not read (studies fingerprinted every one)."""
+    space = PRESETS.get(blob["preset"]).space if blob.get("preset") in PRESETS else SPACE_KEYS
+    return {k: v for k, v in blob.items() if not (k.startswith("study.") and k.removeprefix("study.") not in space)}
 
 
 def check_fingerprint(study: optuna.Study, fingerprint: str) -> None:
@@ -63,7 +71,10 @@ def check_fingerprint(study: optuna.Study, fingerprint: str) -> None:
         study.set_user_attr("config_fingerprint", fingerprint)
         return
     if old != fingerprint:
-        a, b = json.loads(old), json.loads(fingerprint)
+        a, b = _unread(json.loads(old)), json.loads(fingerprint)
+        if a == b:  # recorded with a setting its preset never read: record the fingerprint as it is now
+            study.set_user_attr("config_fingerprint", fingerprint)
+            return
         if TEXTS_KEY not in a and a == {k: v for k, v in b.items() if k != TEXTS_KEY}:
             # Baseline studies from before the texts were fingerprinted: nothing to compare with, so record them now
             # (a later run on other texts, e.g. another extract.limit, is then refused).

@@ -78,6 +78,8 @@ class Preset:
         needs_features: Whether trials read cached features (False: the lexical baseline reads the texts).
         prune_within: Params whose values group trials for the median pruner (``studies.pruning``): a grid cell is
             compared only with cells of its own pair or model, so a weak pair still finishes its best fusions.
+        space: The ``study`` settings its search space reads (``fusions``, ``max_k``): only these enter its
+            fingerprint, so a baseline or layer sweep resumes whatever fusions the next preset searches.
     """
 
     name: str
@@ -88,6 +90,7 @@ class Preset:
     min_models: int = 1
     needs_features: bool = True
     prune_within: tuple[str, ...] = ()
+    space: tuple[str, ...] = ()
 
     def sampler(self, ctx: StudyContext, seed: int) -> optuna.samplers.BaseSampler:
         """Grid sampler over the preset's grid, or a multivariate TPE sampler seeded per trial (studies.sampling)."""
@@ -209,6 +212,7 @@ PRESETS.add(
         _plan_last_k,
         grid=lambda c: {"model": list(c.models), "agg": AGGREGATIONS.names(), "k": c.k_choices},
         prune_within=("model",),
+        space=("max_k",),
     ),
 )
 PRESETS.add(
@@ -221,6 +225,7 @@ PRESETS.add(
         needs_best_layers=True,
         min_models=2,
         prune_within=("pair",),
+        space=("fusions",),
     ),
 )
 PRESETS.add(
@@ -249,7 +254,10 @@ PRESETS.add(
 PRESETS.add(
     SEARCH,
     Preset(
-        SEARCH, "TPE over model subset, per-model layer/aggregation, fusion and head hyper-parameters", _plan_search
+        SEARCH,
+        "TPE over model subset, per-model layer/aggregation, fusion and head hyper-parameters",
+        _plan_search,
+        space=("fusions", "max_k"),
     ),
 )
 
