@@ -21,7 +21,6 @@ log = logging.getLogger(__name__)
 RESULT_NEUTRAL = ("threads",)  # train settings that change speed, not results: a study may resume with others
 
 TEXTS_KEY = "texts"  # fingerprint entry of the presets that read texts: each split's data hash
-SPACE_KEYS = ("fusions", "max_k")  # study settings that shape a search space (``Preset.space``)
 
 
 def data_settings(data: DataConfig) -> dict[str, Any]:
@@ -60,7 +59,7 @@ def fingerprint(cfg: BenchConfig, dirs: dict[str, ModelDirs]) -> str:
 
 def _unread(blob: dict[str, Any]) -> dict[str, Any]:
     """``blob`` without the search-space settings its preset does not read (studies fingerprinted every one)."""
-    space = PRESETS.get(blob["preset"]).space if blob.get("preset") in PRESETS else SPACE_KEYS
+    space = PRESETS.get(blob["preset"]).space if blob.get("preset") in PRESETS else ()  # another preset: refused anyway
     return {k: v for k, v in blob.items() if not (k.startswith("study.") and k.removeprefix("study.") not in space)}
 
 
