@@ -30,7 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from benchmark.core.cache import CacheWriter, FeatureCache, FeatureKey
+from benchmark.core.cache import FeatureCache, FeatureKey
+from benchmark.core.cache_writer import CacheWriter
 from benchmark.core.config import BenchConfig, load_config, with_values
 
 log = logging.getLogger("benchmark.speed_train")

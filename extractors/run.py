@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from benchmark.core.cache import CacheWriter, check_not_busy, is_complete, partial_dir, recorded_batching
+from benchmark.core.cache import is_complete
+from benchmark.core.cache_writer import CacheWriter, check_not_busy, partial_dir, recorded_batching
 from benchmark.core.config import BenchConfig
 from benchmark.core.errors import UserError
 from benchmark.core.hardware import resolve_device, resolve_token_budget

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmark.core.cache import CacheWriter, FeatureKey
+from benchmark.core.cache import FeatureKey
+from benchmark.core.cache_writer import CacheWriter
 from lightning_modules.datamodule import Selection
 
 

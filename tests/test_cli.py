@@ -194,7 +194,7 @@ def test_embedded_model_missing_from_models_dir(tmp_path, tiny_data, cache_dir, 
 
 
 def test_rerun_that_only_assembles_finished_chunks(tiny_models, tiny_data, cache_dir, capsys, monkeypatch) -> None:
-    from benchmark.core.cache import CacheWriter
+    from benchmark.core.cache_writer import CacheWriter
 
     real = CacheWriter.finalize
 

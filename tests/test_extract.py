@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark.core.cache import CacheError, CacheWriter, FeatureCache, is_complete
+from benchmark.core.cache import CacheError, FeatureCache, is_complete
+from benchmark.core.cache_writer import CacheWriter
 from benchmark.core.config import BenchConfig, load_config
 from extractors import hf as hf_module
 from extractors.pooling import POOLINGS
@@ -337,7 +338,7 @@ def test_resume_uses_the_batching_of_the_unfinished_run(tiny_models, tiny_data, 
 def test_resume_made_on_an_unusable_device_starts_over(tiny_models, tiny_data, cache_dir, monkeypatch, caplog) -> None:
     import json
 
-    from benchmark.core.cache import partial_dir
+    from benchmark.core.cache_writer import partial_dir
 
     cfg = make_cfg(tiny_models["bert-a"], tiny_data, cache_dir)
     real_finalize = CacheWriter.finalize

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from benchmark.cli import main
-from benchmark.core.cache import CacheWriter, FeatureCache, is_complete, partial_dir
+from benchmark.core.cache import FeatureCache, is_complete
+from benchmark.core.cache_writer import CacheWriter, partial_dir
 from benchmark.core.config import ConfigError, load_config, parse_shard
 from benchmark.core.errors import UserError
 from benchmark.core.locks import CacheLock
@@ -28,7 +29,7 @@ SETTINGS = {"extract.chunk_size": CHUNK, "extract.token_budget": 64}
 # Rank 1 is SIGKILLed right after writing its first chunk; torchrun then stops rank 0 wherever it is.
 KILL_RANK_1 = """
 import os, signal, sys
-from benchmark.core.cache import CacheWriter
+from benchmark.core.cache_writer import CacheWriter
 real = CacheWriter.write_chunk
 def write_then_die(self, *args, **kwargs):
     real(self, *args, **kwargs)

@@ -214,7 +214,8 @@ def test_safetensors_are_preferred_over_a_pickle_beside_them(tiny_models, tmp_pa
 
 def test_starting_over_never_deletes_chunks_another_writer_holds(tmp_path) -> None:
     """Item 1 at the writer: a lone writer or shards keep their chunks; starting over needs the lock alone."""
-    from benchmark.core.cache import CacheWriter, FeatureKey
+    from benchmark.core.cache import FeatureKey
+    from benchmark.core.cache_writer import CacheWriter
 
     key = FeatureKey("org/m", "rev", "toy", "0" * 64, "train", "mean", 8, "fp32")
     final = tmp_path / "key"
