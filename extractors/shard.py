@@ -15,7 +15,8 @@ import socket
 from dataclasses import dataclass
 from datetime import timedelta
 
-from benchmark.core.config import BenchConfig, parse_shard, torchrun_env
+from benchmark.core.config import BenchConfig, torchrun_env
+from benchmark.core.config_sections import parse_shard
 from benchmark.core.errors import UserError
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from benchmark.core.config import CV_SMALL_CLASSES
+from benchmark.core.config_sections import CV_SMALL_CLASSES
 from benchmark.core.errors import UserError
 from lightning_modules.features import stratified_split
 

@@ -26,7 +26,7 @@ from lightning_modules.components.classifier import make_adam
 from lightning_modules.components.net import FusionNet
 
 if TYPE_CHECKING:
-    from benchmark.core.config import TrainConfig
+    from benchmark.core.config_sections import TrainConfig
 
 Batch = tuple[list[Tensor], Tensor]
 

@@ -9,7 +9,8 @@ from typing import Any
 
 import optuna
 
-from benchmark.core.config import BenchConfig, DataConfig, StudyConfig
+from benchmark.core.config import BenchConfig
+from benchmark.core.config_sections import DataConfig, StudyConfig
 from benchmark.core.errors import UserError
 from benchmark.core.keys import load_text_split
 from studies.caches import ModelDirs

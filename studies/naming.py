@@ -5,7 +5,8 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-from benchmark.core.config import BenchConfig, DataConfig, PathsConfig
+from benchmark.core.config import BenchConfig
+from benchmark.core.config_sections import DataConfig, PathsConfig
 from benchmark.core.text_data import dataset_label
 from studies.presets import PRESETS
 

@@ -18,7 +18,7 @@ import optuna
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial, TrialState
 
-    from benchmark.core.config import StudyConfig
+    from benchmark.core.config_sections import StudyConfig
 
 # A trial is judged from its 6th epoch on, and the median needs 5 completed trials to compare with.
 WARMUP_EPOCHS = 5

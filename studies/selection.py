@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from benchmark.core.config import SELECTION_RULES
+from benchmark.core.config_sections import SELECTION_RULES
 
 ARGMAX, ONE_SE = SELECTION_RULES
 EQUAL = 1e-12  # means this close are equal: the same accuracy summed in another order differs in the last bits

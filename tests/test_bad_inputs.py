@@ -130,7 +130,8 @@ def world(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
     from conftest import write_dataset
 
     from benchmark.core import tracking
-    from benchmark.core.config import TrackingConfig, load_config
+    from benchmark.core.config import load_config
+    from benchmark.core.config_sections import TrackingConfig
     from benchmark.core.models import model_revision, resolve_model
     from extractors.run import extract_all
 

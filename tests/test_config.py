@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.core.config import ConfigError, load_config, to_yaml, with_values
+from benchmark.core.config import load_config, to_yaml, with_values
+from benchmark.core.config_sections import ConfigError
 from benchmark.core.registry import Registry, UnknownNameError
 
 

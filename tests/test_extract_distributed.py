@@ -14,7 +14,8 @@ import pytest
 from benchmark.cli import main
 from benchmark.core.cache import FeatureCache, is_complete
 from benchmark.core.cache_writer import CacheWriter, partial_dir
-from benchmark.core.config import ConfigError, load_config, parse_shard
+from benchmark.core.config import load_config
+from benchmark.core.config_sections import ConfigError, parse_shard
 from benchmark.core.errors import UserError
 from benchmark.core.locks import CacheLock
 from extractors import hf as hf_module

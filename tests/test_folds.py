@@ -11,7 +11,8 @@ import pytest
 from helpers_features import make_model
 
 from benchmark.cli import main
-from benchmark.core.config import BenchConfig, ConfigError, load_config
+from benchmark.core.config import BenchConfig, load_config
+from benchmark.core.config_sections import ConfigError
 from benchmark.core.errors import UserError
 from lightning_modules.datamodule import CachedFeatureDataModule
 from lightning_modules.folds import check_cv_folds, fold_rows, mean_se, units
@@ -155,7 +156,7 @@ def test_the_rule_enters_fingerprints_and_sweep_keys_only_where_it_can_matter(tm
 
     import optuna
 
-    from benchmark.core.config import DataConfig
+    from benchmark.core.config_sections import DataConfig
     from studies.caches import ModelDirs
     from studies.fingerprint import check_fingerprint, data_settings, fingerprint
     from studies.sweep_store import sweep_key

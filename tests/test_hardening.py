@@ -110,7 +110,7 @@ def test_a_trial_run_orphaned_by_a_kill_is_closed(tmp_path) -> None:
     import optuna
 
     from benchmark.core import tracking
-    from benchmark.core.config import TrackingConfig
+    from benchmark.core.config_sections import TrackingConfig
     from studies.objective import StudyRuns, create_trial_run
     from studies.orphans import close_orphan_runs
     from studies.parent_run import close_stale_run

@@ -915,7 +915,7 @@ def _running(pair: str, acc: float) -> optuna.trial.FrozenTrial:
 
 
 def test_grid_presets_prune_a_trial_only_against_its_own_pair() -> None:
-    from benchmark.core.config import StudyConfig
+    from benchmark.core.config_sections import StudyConfig
     from studies.presets import PRESETS
     from studies.pruning import make_pruner
 
@@ -941,7 +941,7 @@ def test_grid_presets_prune_a_trial_only_against_its_own_pair() -> None:
 
 
 def test_last_k_is_pruned_per_model_and_unpruned_studies_stay_unpruned() -> None:
-    from benchmark.core.config import StudyConfig
+    from benchmark.core.config_sections import StudyConfig
     from studies.presets import PRESETS
     from studies.pruning import GroupedPruner, make_pruner
 

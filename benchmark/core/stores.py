@@ -12,7 +12,7 @@ import socket
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from benchmark.core.config import TrackingConfig
+from benchmark.core.config_sections import TrackingConfig
 from benchmark.core.errors import UserError
 
 TRACKING_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "file", "http", "https", "databricks")

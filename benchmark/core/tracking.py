@@ -55,7 +55,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from benchmark.core.config import TrackingConfig
+from benchmark.core.config_sections import TrackingConfig
 
 if TYPE_CHECKING:
     import numpy as np
