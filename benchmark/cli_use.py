@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from benchmark.cli_args import subparser
 from benchmark.core.config import BenchConfig
 
 
@@ -15,7 +16,7 @@ def _int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
 
 
-def add_refit(sub: Any, subparser: Any) -> None:
+def add_refit(sub: Any) -> None:
     """``layerfuse refit``."""
     p = subparser(
         sub,
@@ -50,7 +51,7 @@ def run_refit(args: argparse.Namespace, cfg: BenchConfig) -> int:
     return 0
 
 
-def add_export(sub: Any, subparser: Any) -> None:
+def add_export(sub: Any) -> None:
     """``layerfuse export``."""
     p = subparser(
         sub,
@@ -83,7 +84,7 @@ def run_export(args: argparse.Namespace, cfg: BenchConfig) -> int:
     return 0
 
 
-def add_predict(sub: Any, subparser: Any) -> None:
+def add_predict(sub: Any) -> None:
     """``layerfuse predict``."""
     p = subparser(
         sub,
