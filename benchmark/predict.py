@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmark.core.errors import UserError
+from benchmark.core.text_readers import text_value
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ def read_table(path: Path) -> Any:
 
 
 def texts_of(table: Any, column: str, path: Path) -> list[str]:
-    """The text column as a list of strings.
+    """The text column as a list of strings, normalised as training texts are (trimmed; null is empty).
 
     Raises:
         UserError: a missing column (listing the present ones), no rows, or a value that is not a string.
@@ -68,11 +69,13 @@ def texts_of(table: Any, column: str, path: Path) -> list[str]:
         )
     if len(table) == 0:
         raise UserError(f"--input {path} has no rows")
-    values: list[str] = table[column].tolist()
-    bad = next((i for i, v in enumerate(values) if not isinstance(v, str)), None)
-    if bad is not None:
-        raise UserError(f"--input {path}: row {bad} of column '{column}' is {values[bad]!r}, not a text")
-    return values
+    texts = []
+    for i, value in enumerate(table[column].tolist()):
+        try:
+            texts.append(text_value(value))  # as training read its texts
+        except ValueError as err:
+            raise UserError(f"--input {path}: row {i} of column '{column}' is {err}") from None
+    return texts
 
 
 def load_model(uri: str) -> Any:

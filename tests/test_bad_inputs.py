@@ -208,6 +208,14 @@ def _bad_labels(b: Path) -> None:
     _split_files(b / "nantext", train_csv="text,label\ngood,1.0\nbad,nan\n")
 
 
+def _parquet(path: Path, **columns: list[object]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table(columns), path)
+
+
 def _bad_files(b: Path) -> None:
     """Class 2 of issue 29: files the readers refuse by name rather than guess at."""
     import gzip
@@ -216,6 +224,8 @@ def _bad_files(b: Path) -> None:
     _split_files(
         b / "objtext", train_jsonl='{"text": "good", "label": "pos"}\n{"text": {"body": "bad"}, "label": "neg"}\n'
     )
+    _split_files(b / "numtext", train_jsonl='{"text": "good", "label": "pos"}\n{"text": 0, "label": "neg"}\n')
+    _parquet(b / "intparquet" / "train.parquet", text=[7, 0], label=["pos", "neg"])
     (b / "folder" / "train.csv").mkdir(parents=True)
     _split_files(b / "gzipped", train_csv=gzip.compress(csv.encode()))
     _split_files(b / "xlsx", train_csv=b"PK\x03\x04\x14\x00\x06\x00" + bytes(64))
@@ -294,7 +304,15 @@ CASES: dict[str, Case] = {
         "line 3: column 'label' has a missing label ('nan'",
     ),
     # ---- readers that never guess (issue 29, class 2)
-    "json text that is an object": (lambda w: w.extract(data=w.bad / "objtext"), "line 2: 'text' is dict"),
+    "json text that is an object": (
+        lambda w: w.extract(data=w.bad / "objtext"),
+        "line 2: 'text' is {'body': 'bad'} (dict)",
+    ),
+    "json text that is a number": (
+        lambda w: w.extract(data=w.bad / "numtext"),
+        "line 2: 'text' is 0 (int), not a text",
+    ),
+    "parquet text column of numbers": (lambda w: w.extract(data=w.bad / "intparquet"), "row 1: 'text' is 7 (int)"),
     "split file that is a folder": (lambda w: w.extract(data=w.bad / "folder"), "train.csv is a folder"),
     "gzip named .csv": (lambda w: w.extract(data=w.bad / "gzipped"), "is a gzip-compressed file"),
     "xlsx named .csv": (lambda w: w.extract(data=w.bad / "xlsx"), "is a zip archive (an Excel .xlsx"),

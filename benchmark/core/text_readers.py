@@ -1,8 +1,8 @@
 """Streaming readers of local split files (CSV, JSON lines, JSON arrays, Parquet): one ``Row`` at a time.
 
 A reader holds one row and a read buffer, never the file, so a caller that keeps a bounded subset of rows uses
-bounded memory whatever the file's size. Readers never guess: a text must be a string (or a number, read as its
-own spelling; null is an empty text), a label a scalar (see ``benchmark.core.labels``); a compressed file, an
+bounded memory whatever the file's size. Readers never guess: a text must be a string (null is the empty text;
+a JSON or Parquet number is refused), a label a scalar (see ``benchmark.core.labels``); a compressed file, an
 Excel workbook or a Parquet file named ``.csv`` is refused by name; a ``.csv`` whose header holds both columns
 only when split by tabs, semicolons or bars is read with that delimiter (logged), and a field may hold up to
 ``FIELD_LIMIT`` characters. Parquet is read with pyarrow alone, so nothing is cached outside the configured stores.
@@ -15,7 +15,6 @@ import csv
 import json
 import logging
 import math
-import numbers
 import re
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from benchmark.core.labels import LabelError, canonical_label
 log = logging.getLogger(__name__)
 
 FIELD_LIMIT = 1 << 26  # characters in one CSV field (64 Mi): far past any text, short of a runaway unclosed quote
-CHUNK = 1 << 20  # characters read at a time from JSON arrays
+CHUNK = 1 << 16  # characters read at a time from JSON arrays (an item may be longer: the buffer grows)
 DELIMITERS = {",": "comma", "\t": "tab", ";": "semicolon", "|": "bar"}
 _MAGIC = {  # first bytes of files that are not text, and what to do instead
     b"\x1f\x8b": "a gzip-compressed file: decompress it first (gunzip)",
@@ -50,18 +49,19 @@ class Row:
 
 
 def text_value(value: object) -> str:
-    """A text cell as a string: strings trimmed, numbers as spelled by their value (``0`` -> ``"0"``), null empty.
+    """A text cell as the text it holds: strings trimmed; null (None, NaN) is the empty text.
+
+    A number, true/false, an object or a list is not a text: a JSON ``0`` or a Parquet integer column is refused
+    rather than guessed at (CSV cells are always text, so ``0`` there is the text "0").
 
     Raises:
-        ValueError: true/false, an object, a list or another non-text value (the message describes it).
+        ValueError: a value that is not a string, e.g. ``0 (int), not a text``.
     """
     if isinstance(value, str):
         return value.strip()
-    if value is None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
-    if isinstance(value, numbers.Real) and not isinstance(value, bool):
-        return "" if math.isnan(value) else str(value)
-    raise ValueError(f"{type(value).__name__} {repr(value)[:60]}, not a text")
+    raise ValueError(f"{repr(value)[:60]} ({type(value).__name__}), not a text")
 
 
 def check_columns(where: str, columns: list[str], text_col: str, label_col: str) -> None:
