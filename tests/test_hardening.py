@@ -312,6 +312,22 @@ def test_a_broken_link_as_a_split_file_or_dataset_is_refused_in_one_line(tmp_pat
         assert "\n" not in str(err.value)
 
 
+def test_an_unreadable_split_file_is_named_in_one_line(tmp_path, monkeypatch) -> None:
+    """Permission denied (patched: the tests may run as root, who reads anything)."""
+    folder = tmp_path / "locked"
+    _csv(folder / "train.csv", "text,label\na,x\nb,y\n")
+    real_open = Path.open
+
+    def denied(self: Path, *args: object, **kwargs: object):  # noqa: ANN202
+        if self.name == "train.csv":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_open(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "open", denied)
+    with pytest.raises(UserError, match=r"cannot read .*train\.csv: Permission denied; check the file"):
+        load_split(str(folder), "train", ".")
+
+
 def test_a_json_array_is_decoded_item_by_item_across_buffer_ends(tmp_path, monkeypatch) -> None:
     """A 7-character read buffer: items, strings holding brackets and escapes, numbers cut at the buffer's end."""
     from benchmark.core import text_readers

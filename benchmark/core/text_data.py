@@ -390,6 +390,28 @@ def _sources(
     return sources, None, str(files[split].resolve()), False
 
 
+def _read(
+    dataset: str, split: str, sources: dict[str, _Source], names: list[str] | None, limit: int | None
+) -> tuple[list[Row], list[str]]:
+    """The requested split's rows (its ``--limit`` subset) and the class names over every split, checked."""
+    scans: dict[str, SplitLabels] = {}
+    rows: list[Row] = []
+    for name, src in sources.items():
+        scans[name], got = _scan(src, keep_rows=name == split and limit is None)
+        rows = got if name == split else rows
+    n = sum(scans[split].counts.values())
+    if not n:
+        raise UserError(
+            f"dataset '{dataset}' split '{split}' is empty: check the file has rows under a text,label header"
+        )
+    if names is None:  # a ClassLabel's names are the dataset's own classes
+        check_label_sets(scans)
+        names = label_order({lab for scan in scans.values() for lab in scan.counts})
+    if limit is not None:
+        rows = _pick(sources[split], _subset(n, limit))
+    return rows, names
+
+
 def load_split(
     dataset: str,
     split: str,
@@ -424,24 +446,13 @@ def load_split(
             format, a CSV row with more or fewer fields than its header, a text that is not a text, an empty label,
             labels differing only by case, or validation/test labels that train does not have.
     """
-    sources, names, source, from_hub = _sources(
-        dataset, split, data_dir, text_column, label_column, hf_config, encoding
-    )
-    scans: dict[str, SplitLabels] = {}
-    rows: list[Row] = []
-    for name, src in sources.items():
-        scans[name], got = _scan(src, keep_rows=name == split and limit is None)
-        rows = got if name == split else rows
-    n = sum(scans[split].counts.values())
-    if not n:
-        raise UserError(
-            f"dataset '{dataset}' split '{split}' is empty: check the file has rows under a text,label header"
+    try:
+        sources, names, source, from_hub = _sources(
+            dataset, split, data_dir, text_column, label_column, hf_config, encoding
         )
-    if names is None:  # a ClassLabel's names are the dataset's own classes
-        check_label_sets(scans)
-        names = label_order({lab for scan in scans.values() for lab in scan.counts})
-    if limit is not None:
-        rows = _pick(sources[split], _subset(n, limit))
+        rows, names = _read(dataset, split, sources, names, limit)
+    except OSError as err:  # a file removed, unreadable or a device: named, not a traceback
+        raise UserError(f"cannot read {err.filename or dataset}: {err.strerror or err}; check the file") from None
     index = {name: i for i, name in enumerate(names)}
     texts = [r.text for r in rows]
     labels = np.array([index[r.label] for r in rows], dtype=np.int64)
