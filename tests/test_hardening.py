@@ -328,6 +328,20 @@ def test_an_unreadable_split_file_is_named_in_one_line(tmp_path, monkeypatch) ->
         load_split(str(folder), "train", ".")
 
 
+def test_predict_reads_texts_as_training_does(tmp_path) -> None:
+    """predict's input: a JSON array (not read as one line of columns), a tab-separated .csv, trimmed texts, null."""
+    from benchmark.predict import read_table, texts_of
+
+    array, tabs = tmp_path / "in.json", tmp_path / "in.csv"
+    array.write_text('[{"id": 1, "text": " good "},\n {"id": 2, "text": null}]\n')
+    tabs.write_text("id\ttext\n1\t good film \n2\tbad, really\n")
+    assert texts_of(read_table(array), "text", array) == ["good", ""]
+    assert texts_of(read_table(tabs), "text", tabs) == ["good film", "bad, really"]
+    (tmp_path / "numbers.jsonl").write_text('{"text": "fine"}\n{"text": 3}\n')
+    with pytest.raises(UserError, match=r"row 1 of column 'text' is 3 \(int\), not a text"):
+        texts_of(read_table(tmp_path / "numbers.jsonl"), "text", tmp_path / "numbers.jsonl")
+
+
 def test_a_json_array_is_decoded_item_by_item_across_buffer_ends(tmp_path, monkeypatch) -> None:
     """A 7-character read buffer: items, strings holding brackets and escapes, numbers cut at the buffer's end."""
     from benchmark.core import text_readers

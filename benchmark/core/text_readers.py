@@ -87,7 +87,8 @@ def to_row(where: str, place: int, text: object, label: object, text_col: str, l
         raise UserError(f"{where} {place}: column '{label_col}' has {err}") from None
 
 
-def _refuse_binary(path: Path, kind: str) -> None:
+def refuse_binary(path: Path, kind: str) -> None:
+    """Refuse a gzip file, a zip or Excel workbook or a Parquet file where ``kind`` text (CSV, JSON) is expected."""
     with path.open("rb") as fh:
         head = fh.read(4)
     for magic, what in _MAGIC.items():
@@ -125,21 +126,26 @@ def _open(path: Path, encoding: str) -> IO[str]:
     return path.open(encoding="utf-8-sig" if utf8 else encoding, newline="")
 
 
-def _delimiter(path: Path, header: str, text_col: str, label_col: str) -> str:
-    """The delimiter under which the header holds both columns; else the one giving most columns (for the error)."""
+def _delimiter(path: Path, header: str, columns: tuple[str, ...]) -> str:
+    """The delimiter under which the header holds ``columns``; else the one giving most columns (for the error)."""
     fields = {d: next(csv.reader([header.rstrip("\r\n")], delimiter=d), []) for d in DELIMITERS}
     for d, cols in fields.items():
-        if text_col in cols and label_col in cols:
+        if all(c in cols for c in columns):
             if d != ",":
-                log.info(
-                    "%s: reading as %s-separated (its header has '%s' and '%s' so)",
-                    path,
-                    DELIMITERS[d],
-                    text_col,
-                    label_col,
-                )
+                log.info("%s: reading as %s-separated (its header has %s so)", path, DELIMITERS[d], columns)
             return d
     return max(fields, key=lambda d: len(fields[d]))
+
+
+def csv_delimiter(path: Path, columns: tuple[str, ...], encoding: str = "utf-8") -> str:
+    """The delimiter of a ``.csv``: a comma, or a tab, semicolon or bar when only that gives a header with ``columns``.
+
+    Raises:
+        UserError: the file is compressed, a workbook or Parquet (see ``refuse_binary``).
+    """
+    refuse_binary(path, "CSV")
+    with path.open(encoding=encoding, errors="replace", newline="") as fh:
+        return _delimiter(path, fh.readline(FIELD_LIMIT).lstrip("\ufeff"), columns)
 
 
 def _csv_header(path: Path, reader: Any, delimiter: str, text_col: str, label_col: str) -> list[str]:
@@ -158,11 +164,11 @@ def _csv_header(path: Path, reader: Any, delimiter: str, text_col: str, label_co
 
 def _csv_rows(path: Path, text_col: str, label_col: str, encoding: str) -> Generator[Row, None, None]:
     """CSV through ``csv`` (strict quoting) so texts like 'NA' stay text; ragged rows and bad quoting are refused."""
-    _refuse_binary(path, "CSV")
+    refuse_binary(path, "CSV")
     previous = csv.field_size_limit(FIELD_LIMIT)
     try:
         with _open(path, encoding) as fh:
-            delimiter = _delimiter(path, fh.readline(FIELD_LIMIT), text_col, label_col)
+            delimiter = _delimiter(path, fh.readline(FIELD_LIMIT), (text_col, label_col))
             fh.seek(0)
             reader = csv.reader(fh, delimiter=delimiter, strict=True)
             line = 1
@@ -244,7 +250,7 @@ def _is_array(path: Path, encoding: str) -> bool:
 
 def _json_rows(path: Path, text_col: str, label_col: str, encoding: str, array: bool) -> Generator[Row, None, None]:
     """A JSON array of objects, or JSON lines (one object per line)."""
-    _refuse_binary(path, "JSON")
+    refuse_binary(path, "JSON")
     try:
         with _open(path, encoding) as fh:
             if array:
