@@ -267,6 +267,13 @@ def test_a_csv_separated_otherwise_is_read_when_its_header_says_so(tmp_path, cap
     assert f"reading as {name}-separated" in caplog.text
 
 
+def test_csv_header_names_are_trimmed(tmp_path) -> None:
+    """'text, label' (a space after the comma, as typed by hand) names the columns text and label."""
+    _csv(tmp_path / "spaced" / "train.csv", "text , label\ngood, a\nbad,b\n")
+    split = load_split(str(tmp_path / "spaced"), "train", ".")
+    assert split.texts == ["good", "bad"] and split.label_names == ["a", "b"]
+
+
 def test_crlf_line_ends_leave_no_carriage_return(tmp_path) -> None:
     """Windows line ends, also inside a quoted multi-line text: the texts and labels carry no '\\r'."""
     _csv(tmp_path / "crlf" / "train.csv", 'text,label\r\ngood,a\r\n"two\r\nlines",b\r\n')

@@ -128,7 +128,7 @@ def _open(path: Path, encoding: str) -> IO[str]:
 
 def _delimiter(path: Path, header: str, columns: tuple[str, ...]) -> str:
     """The delimiter under which the header holds ``columns``; else the one giving most columns (for the error)."""
-    fields = {d: next(csv.reader([header.rstrip("\r\n")], delimiter=d), []) for d in DELIMITERS}
+    fields = {d: [c.strip() for c in next(csv.reader([header], delimiter=d), [])] for d in DELIMITERS}
     for d, cols in fields.items():
         if all(c in cols for c in columns):
             if d != ",":
@@ -149,9 +149,10 @@ def csv_delimiter(path: Path, columns: tuple[str, ...], encoding: str = "utf-8")
 
 
 def _csv_header(path: Path, reader: Any, delimiter: str, text_col: str, label_col: str) -> list[str]:
-    columns: list[str] | None = next(reader, None)
-    if columns is None:
+    header: list[str] | None = next(reader, None)
+    if header is None:
         raise UserError(f"{path} is empty: expected a header line naming the columns (e.g. text,label) and rows")
+    columns = [c.strip() for c in header]  # "text, label" names the column label
     where = str(path) if delimiter == "," else f"{path} (read as {DELIMITERS[delimiter]}-separated)"
     check_columns(where, columns, text_col, label_col)
     for col in (text_col, label_col):
