@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmark.core.errors import UserError
+from benchmark.core.text_readers import csv_delimiter, refuse_binary, text_value
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +37,11 @@ def _format(path: Path, what: str) -> str:
     return suffix
 
 
-def read_table(path: Path) -> Any:
-    """The rows of a CSV (every value text, empty cells as empty strings), JSON Lines or Parquet file."""
+def read_table(path: Path, text_column: str = "text") -> Any:
+    """The rows of a CSV (every value text, empty cells as empty strings), JSON (lines or an array) or Parquet file.
+
+    A ``.csv`` separated by tabs, semicolons or bars is read so when only that gives a header with ``text_column``.
+    """
     import pandas as pd
 
     suffix = _format(path, "--input")
@@ -45,10 +49,14 @@ def read_table(path: Path) -> Any:
         raise UserError(f"--input {path} does not exist")
     try:
         if suffix == ".csv":
-            return pd.read_csv(path, dtype=str, keep_default_na=False)
+            sep = csv_delimiter(path, (text_column,))
+            return pd.read_csv(path, dtype=str, keep_default_na=False, sep=sep)
         if suffix == ".parquet":
             return pd.read_parquet(path)
-        return pd.read_json(path, lines=True, dtype=False)
+        refuse_binary(path, "JSON")
+        with path.open(encoding="utf-8", errors="replace") as fh:
+            array = fh.read(4096).lstrip("\ufeff \t\r\n").startswith("[")
+        return pd.read_json(path, lines=not array, orient="records" if array else None, dtype=False)
     except pd.errors.EmptyDataError:
         raise UserError(f"--input {path} is empty: it has no header and no rows") from None
     except ValueError as err:
@@ -56,7 +64,7 @@ def read_table(path: Path) -> Any:
 
 
 def texts_of(table: Any, column: str, path: Path) -> list[str]:
-    """The text column as a list of strings.
+    """The text column as a list of strings, normalised as training texts are (trimmed; null is empty).
 
     Raises:
         UserError: a missing column (listing the present ones), no rows, or a value that is not a string.
@@ -68,11 +76,13 @@ def texts_of(table: Any, column: str, path: Path) -> list[str]:
         )
     if len(table) == 0:
         raise UserError(f"--input {path} has no rows")
-    values: list[str] = table[column].tolist()
-    bad = next((i for i, v in enumerate(values) if not isinstance(v, str)), None)
-    if bad is not None:
-        raise UserError(f"--input {path}: row {bad} of column '{column}' is {values[bad]!r}, not a text")
-    return values
+    texts = []
+    for i, value in enumerate(table[column].tolist()):
+        try:
+            texts.append(text_value(value))  # as training read its texts
+        except ValueError as err:
+            raise UserError(f"--input {path}: row {i} of column '{column}' is {err}") from None
+    return texts
 
 
 def load_model(uri: str) -> Any:
@@ -103,7 +113,7 @@ def predict_file(
 
     src, dst = Path(input_path), Path(out_path)
     out_format = _format(dst, "--out")
-    table = read_table(src)
+    table = read_table(src, text_column)
     texts = texts_of(table, text_column, src)
     model = load_model(model_uri)
     order = sorted(range(len(texts)), key=lambda i: (-len(texts[i]), i))

@@ -168,7 +168,9 @@ def world(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
     _write(b / "nolabel" / "train.csv", "text,stars\nnice,5\n")
     _write(b / "emptylabel" / "train.csv", "text,label\ngood,pos\nbad,\n")
     _write(b / "oneclass" / "train.csv", "text,label\n" + "".join(f"text {i},pos\n" for i in range(8)))
-    _write(b / "oneclass" / "test.csv", "text,label\ngood,pos\nbad,neg\n")
+    _write(
+        b / "oneclass" / "test.csv", "text,label\ngood,pos\nbad,pos\n"
+    )  # a test label unseen in train is refused first
     _write(b / "badjson" / "train.jsonl", '{"text": "good", "label": "pos"}\n{"text": "bad", "label": \n')
     _write(b / "notes.txt", "not a dataset\n")
     _write(b / "nosplits" / "readme.md", "no split files here\n")
@@ -178,7 +180,63 @@ def world(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
     _write(b / "section.yaml", "extract: 3\n")
     _write(b / "afile", "a regular file\n")
     (b / "notamodel").mkdir()
+    _bad_labels(b)
+    _bad_files(b)
     return w
+
+
+def _split_files(folder: Path, **splits: str | bytes) -> Path:
+    for name, text in splits.items():
+        _write(folder / name.replace("_", "."), text)
+    return folder
+
+
+def _bad_labels(b: Path) -> None:
+    """Class 1 of issue 29: labels that cannot be mapped to one class each across splits."""
+    rows = "".join(f"text {i},{'pos' if i % 2 else 'neg'}\n" for i in range(9))
+    _split_files(
+        b / "numvstext", train_csv="text,label\ngood,1\nbad,0\nfine,1\n", test_csv="text,label\nok,pos\nno,neg\n"
+    )
+    bools = '{"text": "good", "label": true}\n{"text": "bad", "label": false}\n'
+    _split_files(b / "boolvsnum", train_jsonl=bools, test_csv="text,label\nok,1\nno,0\n")
+    _split_files(b / "caseonly", train_csv=f"text,label\n{rows}odd,Pos\n", test_csv="text,label\nok,pos\nno,neg\n")
+    third = "".join(f"t {i},{('pos', 'neg', 'neutral')[i % 3]}\n" for i in range(12))
+    _split_files(b / "unseen", train_csv=f"text,label\n{rows}", test_csv=f"text,label\n{third}")
+    _split_files(b / "unseenval", train_csv=f"text,label\n{rows}", dev_csv="text,label\nok,pos\nhm,mixed\n")
+    _split_files(b / "objlabel", train_jsonl='{"text": "good", "label": "pos"}\n{"text": "bad", "label": {"id": 0}}\n')
+    _split_files(b / "nanlabel", train_jsonl='{"text": "good", "label": 1}\n{"text": "bad", "label": NaN}\n')
+    _split_files(b / "nantext", train_csv="text,label\ngood,1.0\nbad,nan\n")
+
+
+def _parquet(path: Path, **columns: list[object]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table(columns), path)
+
+
+def _bad_files(b: Path) -> None:
+    """Class 2 of issue 29: files the readers refuse by name rather than guess at."""
+    import gzip
+
+    csv = "text,label\ngood,pos\nbad,neg\n"
+    _split_files(
+        b / "objtext", train_jsonl='{"text": "good", "label": "pos"}\n{"text": {"body": "bad"}, "label": "neg"}\n'
+    )
+    _split_files(b / "numtext", train_jsonl='{"text": "good", "label": "pos"}\n{"text": 0, "label": "neg"}\n')
+    _parquet(b / "intparquet" / "train.parquet", text=[7, 0], label=["pos", "neg"])
+    (b / "folder" / "train.csv").mkdir(parents=True)
+    _split_files(b / "gzipped", train_csv=gzip.compress(csv.encode()))
+    _split_files(b / "xlsx", train_csv=b"PK\x03\x04\x14\x00\x06\x00" + bytes(64))
+    _split_files(b / "packed", **{"train_csv_gz": gzip.compress(csv.encode())})
+    _split_files(b / "dupheader", train_csv="text,label,text\ngood,pos,x\nbad,neg,y\n")
+    _split_files(b / "unclosed", train_csv='text,label\ngood,pos\n"bad, neg\nfine,pos\n')
+    _split_files(b / "zerobytes", train_csv="")
+    _split_files(b / "utf16", train_csv=csv.encode("utf-16"))
+    _split_files(b / "semicolon", train_csv="text;stars\ngood;5\n")
+    _split_files(b / "notparquet", train_parquet=csv)
+    _split_files(b / "openarray", train_json='[{"text": "good", "label": "pos"},\n {"text": "bad", "label": "neg"}\n')
 
 
 def _closed_port() -> int:
@@ -227,6 +285,45 @@ CASES: dict[str, Case] = {
     "dataset file of unknown type": (lambda w: w.extract(data=w.bad / "notes.txt"), "notes.txt"),
     "folder without split files": (lambda w: w.extract(data=w.bad / "nosplits"), "nosplits"),
     "val fraction out of range": (lambda w: w.extract("--set", "data.val_fraction=1.5"), "1.5"),
+    # ---- labels: one identity across files, types and spellings (issue 29, class 1)
+    "numeric train labels, text test labels": (lambda w: w.fit(data=w.bad / "numvstext"), "label types differ"),
+    "json true/false against 1/0": (lambda w: w.extract(data=w.bad / "boolvsnum"), "has true/false labels"),
+    "labels differing only by case": (lambda w: w.extract(data=w.bad / "caseonly"), "'pos' (train.csv line"),
+    "a third of test labels unseen": (lambda w: w.fit(data=w.bad / "unseen"), "4 of 12 rows (33%)"),
+    "validation label unseen": (lambda w: w.extract(data=w.bad / "unseenval"), "dev.csv: 1 of 2 rows"),
+    "label that is an object": (
+        lambda w: w.extract(data=w.bad / "objlabel"),
+        "line 2: column 'label' has a label that is dict",
+    ),
+    "NaN label in json": (
+        lambda w: w.extract(data=w.bad / "nanlabel"),
+        "line 2: column 'label' has a missing label (NaN)",
+    ),
+    "nan label in csv": (
+        lambda w: w.extract(data=w.bad / "nantext"),
+        "line 3: column 'label' has a missing label ('nan'",
+    ),
+    # ---- readers that never guess (issue 29, class 2)
+    "json text that is an object": (
+        lambda w: w.extract(data=w.bad / "objtext"),
+        "line 2: 'text' is {'body': 'bad'} (dict)",
+    ),
+    "json text that is a number": (
+        lambda w: w.extract(data=w.bad / "numtext"),
+        "line 2: 'text' is 0 (int), not a text",
+    ),
+    "parquet text column of numbers": (lambda w: w.extract(data=w.bad / "intparquet"), "row 1: 'text' is 7 (int)"),
+    "split file that is a folder": (lambda w: w.extract(data=w.bad / "folder"), "train.csv is a folder"),
+    "gzip named .csv": (lambda w: w.extract(data=w.bad / "gzipped"), "is a gzip-compressed file"),
+    "xlsx named .csv": (lambda w: w.extract(data=w.bad / "xlsx"), "is a zip archive (an Excel .xlsx"),
+    "only compressed split files": (lambda w: w.extract(data=w.bad / "packed"), "train.csv.gz are compressed"),
+    "duplicated header column": (lambda w: w.extract(data=w.bad / "dupheader"), "'text' appears 2 times"),
+    "unclosed quote": (lambda w: w.extract(data=w.bad / "unclosed"), "line 3: not valid CSV"),
+    "zero-byte csv": (lambda w: w.extract(data=w.bad / "zerobytes"), "train.csv is empty: expected a header"),
+    "utf-16 csv": (lambda w: w.extract(data=w.bad / "utf16"), "data.encoding=utf-16"),
+    "semicolon csv without the label column": (lambda w: w.extract(data=w.bad / "semicolon"), "semicolon-separated"),
+    "csv named .parquet": (lambda w: w.extract(data=w.bad / "notparquet"), "not a readable Parquet file"),
+    "json array never closed": (lambda w: w.extract(data=w.bad / "openarray"), "not closed with ']'"),
     # ---- study
     "unknown preset": (lambda w: w.study("--preset", "serch"), "serch"),
     "too few models": (lambda w: w.study("--preset", "multi-model"), "multi-model"),

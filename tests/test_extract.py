@@ -409,7 +409,7 @@ def test_jsonl_and_parquet_splits_ignore_other_json_files(tmp_path) -> None:
 
     folder = tmp_path / "reviews"
     folder.mkdir()
-    rows = [{"text": f"text {i}", "label": "pos" if i % 2 else "neg"} for i in range(6)]
+    rows = [{"text": f"text {i}", "label": ("neg", "pos", "neu")[i % 3]} for i in range(6)]
     (folder / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     pd.DataFrame([{"text": "held out", "label": "neu"}, {"text": "another", "label": "pos"}]).to_parquet(
         folder / "test.parquet"
@@ -418,8 +418,8 @@ def test_jsonl_and_parquet_splits_ignore_other_json_files(tmp_path) -> None:
     train = load_split(str(folder), "train", ".")
     test = load_split(str(folder), "test", ".")
     assert train.texts == [r["text"] for r in rows] and test.texts == ["held out", "another"]
-    assert train.label_names == test.label_names == ["neg", "neu", "pos"]  # one mapping over both splits
-    assert train.labels.tolist() == [0, 2, 0, 2, 0, 2] and test.labels.tolist() == [1, 2]
+    assert train.label_names == test.label_names == ["neg", "neu", "pos"]  # one mapping, though test has no neg
+    assert train.labels.tolist() == [0, 2, 1, 0, 2, 1] and test.labels.tolist() == [1, 2]
     pattern = load_split(str(folder / "{split}.jsonl"), "train", ".")
     assert pattern.texts == train.texts
 

@@ -2,30 +2,32 @@
 
 ``load_split`` is the only way any stage reads texts. Labels map to contiguous ints in a stable order
 (numeric when every label is a number, else alphabetical) computed over all splits of the full dataset,
-so train and test agree and ``--limit`` never changes the mapping.
+so train and test agree and ``--limit`` never changes the mapping. Files are streamed (``text_readers``), and
+labels take one spelling each and are checked across splits (``labels``).
 """
 
 from __future__ import annotations
 
-import codecs
-import csv
 import hashlib
-import io
 import json
 import logging
-import math
 import re
+from collections.abc import Callable, Generator
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from benchmark.core.errors import UserError
+from benchmark.core.labels import SplitLabels, check_label_sets, label_order
 from benchmark.core.registry import Registry
+from benchmark.core.text_readers import Row, check_columns, read_rows, row_unit, to_row
 
 log = logging.getLogger(__name__)
 
 FILE_SUFFIXES = (".csv", ".jsonl", ".json", ".parquet")
+COMPRESSED = (".gz", ".bz2", ".xz", ".zip", ".zst")
 # Split names read from a folder or pattern besides the requested one: every split shapes the label mapping, and
 # other files there (dataset_info.json, notes) are not splits.
 KNOWN_SPLITS = ("train", "test", "validation", "valid", "val", "dev")
@@ -120,123 +122,6 @@ def dataset_label(name: str) -> str:
     return dataset_slug(name)
 
 
-def _sort_labels(values: set[str]) -> list[str]:
-    try:
-        return sorted(values, key=lambda v: (float(v), v))
-    except ValueError:
-        return sorted(values)
-
-
-def canonical_label(value: object) -> str:
-    """One spelling per label: numbers by value (``1``, ``1.0`` and ``01`` are the class ``1``), text as written."""
-    text = str(value).strip()
-    try:
-        number = float(text)
-    except ValueError:
-        return text
-    if not math.isfinite(number):
-        return text
-    return str(int(number)) if number.is_integer() else repr(number)
-
-
-@dataclass(frozen=True)
-class _Table:
-    """Raw rows of one split: texts, label strings, and where each row is in its source (``unit`` N)."""
-
-    texts: list[str]
-    labels: list[str]
-    places: list[int]
-    unit: str  # "line" (CSV, JSON lines) or "row" (JSON arrays, Parquet, hub datasets)
-    source: str
-
-
-def _check_columns(where: str, columns: list[str], text_col: str, label_col: str) -> None:
-    for col, key in ((text_col, "data.text_column"), (label_col, "data.label_column")):
-        if col not in columns:
-            raise UserError(f"{where} has no column '{col}' (columns: {', '.join(columns)}); set --set {key}=<name>")
-
-
-def _decode(path: Path, encoding: str) -> str:
-    """The file's text in ``encoding``; UTF-8 files may start with a byte-order mark (spreadsheets write one)."""
-    raw = path.read_bytes()
-    utf8 = codecs.lookup(encoding).name == "utf-8"
-    skip = len(codecs.BOM_UTF8) if utf8 and raw.startswith(codecs.BOM_UTF8) else 0
-    try:
-        return raw[skip:].decode(encoding)
-    except UnicodeDecodeError as err:
-        at = skip + err.start
-        line = raw.count(b"\n", 0, at) + 1
-        raise UserError(
-            f"{path} is not {encoding}: byte 0x{raw[at]:02x} at offset {at:,} (line {line}) "
-            "cannot be decoded; set its encoding with --set data.encoding=NAME (e.g. latin-1 or cp1252)"
-        ) from None
-
-
-def _read_csv(path: Path, text_col: str, label_col: str, encoding: str) -> _Table:
-    """CSV through ``csv`` so texts like 'NA' stay text; a row with more or fewer fields than the header is refused."""
-    reader = csv.reader(io.StringIO(_decode(path, encoding), newline=""))
-    columns = next(reader, [])
-    _check_columns(str(path), columns, text_col, label_col)
-    ti, li = columns.index(text_col), columns.index(label_col)
-    texts, labels, places = [], [], []
-    line = reader.line_num + 1
-    for row in reader:
-        if row and len(row) != len(columns):
-            raise UserError(
-                f"{path} line {line}: {len(row)} fields where the header has {len(columns)} ({', '.join(columns)}); "
-                'quote texts that hold commas ("a, b") or fix the row'
-            )
-        if row:  # csv yields [] for a blank line
-            texts.append(row[ti].strip())
-            labels.append(row[li])
-            places.append(line)
-        line = reader.line_num + 1
-    return _Table(texts, labels, places, "line", str(path))
-
-
-def _read_json(path: Path, text_col: str, label_col: str, encoding: str) -> _Table:
-    """A JSON array of objects, or JSON lines (one object per line)."""
-    text = _decode(path, encoding)
-    if path.suffix == ".json" and text.lstrip().startswith("["):
-        try:
-            records = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise UserError(f"{path} line {err.lineno}: not valid JSON ({err.msg})") from None
-        items, unit = list(enumerate(records, 1)), "row"
-    else:
-        items, unit = [], "line"
-        for n, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    items.append((n, json.loads(line)))
-                except json.JSONDecodeError as err:
-                    raise UserError(f"{path} line {n}: not valid JSON ({err.msg})") from None
-    texts, labels, places = [], [], []
-    for n, record in items:
-        if not isinstance(record, dict):
-            raise UserError(f"{path} {unit} {n}: expected an object with '{text_col}' and '{label_col}'")
-        _check_columns(f"{path} {unit} {n}", list(record), text_col, label_col)
-        texts.append(str(record[text_col] or "").strip())
-        labels.append("" if record[label_col] is None else str(record[label_col]))
-        places.append(n)
-    return _Table(texts, labels, places, unit, str(path))
-
-
-def _read_file(path: Path, text_col: str, label_col: str, encoding: str) -> _Table:
-    """Read one local file (CSV, JSON or JSON lines, Parquet)."""
-    if path.suffix == ".csv":
-        return _read_csv(path, text_col, label_col, encoding)
-    if path.suffix in (".json", ".jsonl"):
-        return _read_json(path, text_col, label_col, encoding)
-    import datasets
-
-    ds = datasets.Dataset.from_parquet(str(path))
-    _check_columns(str(path), list(ds.column_names), text_col, label_col)
-    texts = [str(t or "").strip() for t in ds[text_col]]
-    labels = ["" if v is None else str(v) for v in ds[label_col]]
-    return _Table(texts, labels, list(range(1, len(texts) + 1)), "row", str(path))
-
-
 def _keep_splits(files: dict[str, list[Path]], split: str, where: str) -> dict[str, Path]:
     """The requested and known splits among ``files`` (split name -> candidate files), one file each."""
     out = {}
@@ -245,8 +130,26 @@ def _keep_splits(files: dict[str, list[Path]], split: str, where: str) -> dict[s
             continue
         if len(paths) > 1:
             raise UserError(f"{where}: split '{name}' has several files ({', '.join(p.name for p in paths)}); keep one")
-        out[name] = paths[0]
+        out[name] = _readable(paths[0])
     return out
+
+
+def _readable(path: Path) -> Path:
+    """``path`` when it is a file (or a link to one); a folder, a broken link or a device is refused by name."""
+    if path.is_file():
+        return path
+    if path.is_symlink() and not path.exists():
+        raise UserError(f"{path} is a broken symbolic link (to {path.readlink()}): point it at the file or remove it")
+    what = "a folder" if path.is_dir() else "not a regular file"
+    raise UserError(f"{path} is {what}, not a split file: replace it with the file or move it out of the way")
+
+
+def _compressed(folder: Path) -> str:
+    """A hint naming compressed split files in ``folder`` (they are not read), or ''."""
+    packed = [
+        p.name for p in sorted(folder.iterdir()) if p.suffix in COMPRESSED and Path(p.stem).suffix in FILE_SUFFIXES
+    ]
+    return f"; {', '.join(packed)} are compressed: decompress them first" if packed else ""
 
 
 class _HubFallback(Exception):
@@ -289,9 +192,12 @@ def _split_files(dataset: str, split: str, data_dir: str | Path) -> dict[str, Pa
         return files
     else:
         folder = Path(dataset)
+        if folder.is_symlink() and not folder.exists():
+            _readable(folder)
         if folder.is_file():
             if folder.suffix not in FILE_SUFFIXES:
-                raise UserError(f"dataset file {folder} must end in one of {', '.join(FILE_SUFFIXES)}")
+                packed = "; decompress it first" if folder.suffix in COMPRESSED else ""
+                raise UserError(f"dataset file {folder} must end in one of {', '.join(FILE_SUFFIXES)}{packed}")
             return {"train": folder}
         if not folder.is_dir():
             if dataset.count("/") == 1 and not dataset.startswith((".", "/")):
@@ -307,30 +213,46 @@ def _split_files(dataset: str, split: str, data_dir: str | Path) -> dict[str, Pa
     if not files:
         raise UserError(
             f"dataset folder {folder} holds no split files: expected <split>{'|'.join(FILE_SUFFIXES)} with split "
-            f"one of {', '.join(KNOWN_SPLITS)} (e.g. train.csv, test.csv)"
+            f"one of {', '.join(KNOWN_SPLITS)} (e.g. train.csv, test.csv){_compressed(folder)}"
         )
     return files
 
 
-def _hub_labels(ds: object, label_col: str) -> tuple[list[str] | None, list[str] | None]:
-    """Label strings of a hub split and the class names when the column is a ClassLabel.
+@dataclass(frozen=True)
+class _Source:
+    """One split's rows: a file read once more for each pass, or a hub split already in memory."""
 
-    Labels are None when withheld (ClassLabel -1, as in GLUE test splits).
+    name: str  # the file, or the hub dataset and split
+    unit: str  # what ``Row.place`` counts: "line" or "row"
+    rows: Callable[[], Generator[Row, None, None]]
+
+
+def _file_source(path: Path, text_col: str, label_col: str, encoding: str) -> _Source:
+    return _Source(str(path), row_unit(path, encoding), lambda: read_rows(path, text_col, label_col, encoding))
+
+
+def _hub_rows(ds: object, text_col: str, label_col: str, where: str) -> tuple[list[Row] | None, list[str] | None]:
+    """A hub split's rows and its class names when the label column is a ClassLabel (then labels are the names).
+
+    Rows are None when labels are withheld (ClassLabel -1, as in GLUE test splits).
     """
     feat = ds.features.get(label_col)  # type: ignore[attr-defined]
     values = ds[label_col]  # type: ignore[index]
+    texts = ds[text_col]  # type: ignore[index]
     names = list(feat.names) if getattr(feat, "names", None) else None
+    pairs = enumerate(zip(texts, values, strict=True), 1)
     if names is None:
-        return [str(v) for v in values], None
+        return [to_row(where, n, t, v, text_col, label_col) for n, (t, v) in pairs], None
     if any(i is None or i < 0 for i in values):
         return None, names
-    return [names[i] for i in values], names
+    # the names are the dataset's own classes: kept as spelled (to_row only checks the text)
+    return [Row(n, to_row(where, n, t, names[i], text_col, label_col).text, names[i]) for n, (t, i) in pairs], names
 
 
 def _load_hub(
     dataset: str, split: str, hf_config: str | None, text_col: str, label_col: str, local: Path | None
-) -> tuple[dict[str, _Table], list[str] | None]:
-    """Every split of a hub dataset (a built-in one under our split and column names) as texts and label strings."""
+) -> tuple[dict[str, _Source], list[str] | None]:
+    """Every split of a hub dataset (a built-in one under our split and column names) as rows."""
     import datasets
 
     spec = DATASETS.get(dataset) if dataset in DATASETS else None
@@ -357,24 +279,20 @@ def _load_hub(
             f"{why}. Registered: {', '.join(DATASETS.names())}"
         ) from None
     pairs = list(spec.hf_splits) if spec else [(s, s) for s in dsd]
-    out: dict[str, _Table] = {}
+    out: dict[str, _Source] = {}
     names = None
     for ours, theirs in pairs:
         if theirs not in dsd:
             continue
+        where = f"hub dataset {hub_id} split '{theirs}'"
         ds = dsd[theirs]
-        _check_columns(f"hub dataset {hub_id} split '{theirs}'", list(ds.column_names), text_col, label_col)
-        labels, names = _hub_labels(ds, label_col)
-        if labels is None:
+        check_columns(where, list(ds.column_names), text_col, label_col)
+        rows, names = _hub_rows(ds, text_col, label_col, f"{where} row")
+        if rows is None:
             if ours == split:
-                raise UserError(
-                    f"hub dataset {hub_id} split '{theirs}' has no labels; choose a labelled split with --split"
-                )
+                raise UserError(f"{where} has no labels; choose a labelled split with --split")
             continue
-        texts = [str(t or "").strip() for t in ds[text_col]]
-        out[ours] = _Table(
-            texts, labels, list(range(1, len(texts) + 1)), "row", f"hub dataset {hub_id} split '{theirs}'"
-        )
+        out[ours] = _Source(where, "row", lambda rows=rows: (r for r in rows))  # type: ignore[misc]
     if split not in out:
         raise UserError(f"hub dataset '{hub_id}' has no split '{split}' (has: {', '.join(out)})")
     return out, names
@@ -383,24 +301,115 @@ def _load_hub(
 _WARNED: set[tuple[str, int]] = set()  # (source, count) already warned about: load_split runs once per stage
 
 
-def _warn_empty_texts(table: _Table, keep: np.ndarray) -> None:
-    empty = [table.places[i] for i in keep if not table.texts[i]]
-    if empty and (table.source, len(empty)) not in _WARNED:
-        _WARNED.add((table.source, len(empty)))
+def _warn_once(source: _Source, count: int, message: str, *args: object) -> None:
+    if (source.name, count) not in _WARNED:
+        _WARNED.add((source.name, count))
+        log.warning(message, source.name, *args)
+
+
+def _warn_texts(source: _Source, rows: list[Row], text_col: str) -> None:
+    """Warn about kept empty texts (where they are) and about a text column that holds only numbers."""
+    empty = [r.place for r in rows if not r.text]
+    if empty:
         shown = ", ".join(map(str, empty[:10])) + (", ..." if len(empty) > 10 else "")
-        log.warning(
-            "%s: %d empty or whitespace-only text(s) kept (%s %s); they are embedded as empty input",
-            table.source,
+        unit = f"{source.unit}s" if len(empty) > 1 else source.unit
+        _warn_once(
+            source,
             len(empty),
-            f"{table.unit}s" if len(empty) > 1 else table.unit,
+            "%s: %d empty or whitespace-only text(s) kept (%s %s); they are embedded as empty input",
+            len(empty),
+            unit,
             shown,
         )
+    texts = [r.text for r in rows if r.text]
+    if texts and all(_is_number(t) for t in texts):
+        _warn_once(
+            source,
+            -len(texts),
+            "%s: every text in column '%s' is a number (e.g. %r): is data.text_column the text column?",
+            text_col,
+            texts[0],
+        )
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _subset(n: int, limit: int | None) -> np.ndarray:
     if limit is None or limit >= n:
         return np.arange(n)
     return np.sort(np.random.default_rng(LIMIT_SEED).choice(n, size=limit, replace=False))
+
+
+def _scan(source: _Source, keep_rows: bool) -> tuple[SplitLabels, list[Row]]:
+    """One pass over ``source``: its labels and, when ``keep_rows``, its rows."""
+    labels, rows = SplitLabels(source.name, source.unit), []
+    for row in source.rows():
+        labels.add(row.label, row.place)
+        if keep_rows:
+            rows.append(row)
+    return labels, rows
+
+
+def _pick(source: _Source, keep: np.ndarray) -> list[Row]:
+    """The rows at the sorted indices ``keep``, in one more pass that holds only them (``--limit`` bounds memory)."""
+    out: list[Row] = []
+    wanted = iter(keep.tolist())
+    want = next(wanted, None)
+    with closing(source.rows()) as rows:
+        for i, row in enumerate(rows):
+            if want is None:
+                break
+            if i == want:
+                out.append(row)
+                want = next(wanted, None)
+    return out
+
+
+def _sources(
+    dataset: str, split: str, data_dir: str | Path, text_col: str, label_col: str, hf_config: str | None, encoding: str
+) -> tuple[dict[str, _Source], list[str] | None, str, bool]:
+    """Every split to read (split -> source), the hub's class names if any, the requested split's source, hub or not."""
+    try:
+        files = _split_files(dataset, split, data_dir)
+    except _HubFallback as hub:
+        sources, names = _load_hub(dataset, split, hf_config, text_col, label_col, hub.local)
+        spec = DATASETS.get(dataset) if dataset in DATASETS else None
+        return sources, names, (spec.hf_id if spec and spec.hf_id else dataset), True
+    if split not in files:
+        raise UserError(
+            f"dataset '{dataset}' has no split '{split}' (found: {', '.join(sorted(files))}); use --split "
+            f"{','.join(sorted(files))}"
+        )
+    sources = {s: _file_source(p, text_col, label_col, encoding) for s, p in files.items()}
+    return sources, None, str(files[split].resolve()), False
+
+
+def _read(
+    dataset: str, split: str, sources: dict[str, _Source], names: list[str] | None, limit: int | None
+) -> tuple[list[Row], list[str]]:
+    """The requested split's rows (its ``--limit`` subset) and the class names over every split, checked."""
+    scans: dict[str, SplitLabels] = {}
+    rows: list[Row] = []
+    for name, src in sources.items():
+        scans[name], got = _scan(src, keep_rows=name == split and limit is None)
+        rows = got if name == split else rows
+    n = sum(scans[split].counts.values())
+    if not n:
+        raise UserError(
+            f"dataset '{dataset}' split '{split}' is empty: check the file has rows under a text,label header"
+        )
+    if names is None:  # a ClassLabel's names are the dataset's own classes
+        check_label_sets(scans)
+        names = label_order({lab for scan in scans.values() for lab in scan.counts})
+    if limit is not None:
+        rows = _pick(sources[split], _subset(n, limit))
+    return rows, names
 
 
 def load_split(
@@ -421,54 +430,33 @@ def load_split(
             ``KNOWN_SPLITS`` are read), a single file (its only split is ``train``), or a hub dataset id.
         split: Split name (``train``/``test``/...).
         data_dir: Folder holding the built-in datasets.
-        limit: Keep a fixed seeded random subset of this many rows, in original order.
+        limit: Keep a fixed seeded random subset of this many rows, in original order (files are streamed: only
+            those rows are held).
         text_column: Text column of local files and hub datasets.
         label_column: Label column of local files and hub datasets.
         hf_config: Hub dataset configuration name.
         encoding: Encoding of CSV and JSON files (UTF-8 may start with a byte-order mark).
 
-    Empty or whitespace-only texts are kept (they are rows of the split) with one warning naming how many and
-    where; numeric labels are one class per value (``1`` and ``1.0`` alike).
+    Every split read shapes the label mapping, in ``benchmark.core.labels``' spelling (one class per number value,
+    per true/false, per NFC text without invisible characters). Empty or whitespace-only texts are kept (they are
+    rows of the split) with one warning naming how many and where.
 
     Raises:
-        UserError: missing folder/file/column/split, an empty split, a file not in ``encoding``, a CSV row with
-            more or fewer fields than its header, or an empty label.
+        UserError: missing folder/file/column/split, an empty split, a file not in ``encoding`` or of another
+            format, a CSV row with more or fewer fields than its header, a text that is not a text, an empty label,
+            labels differing only by case, or validation/test labels that train does not have.
     """
-    names: list[str] | None = None
     try:
-        files = _split_files(dataset, split, data_dir)
-    except _HubFallback as hub:
-        all_splits, names = _load_hub(dataset, split, hf_config, text_column, label_column, hub.local)
-        spec = DATASETS.get(dataset) if dataset in DATASETS else None
-        source, from_hub = (spec.hf_id if spec and spec.hf_id else dataset), True
-    else:
-        if split not in files:
-            raise UserError(
-                f"dataset '{dataset}' has no split '{split}' (found: {', '.join(sorted(files))}); use --split "
-                f"{','.join(sorted(files))}"
-            )
-        all_splits = {s: _read_file(p, text_column, label_column, encoding) for s, p in files.items()}
-        source, from_hub = str(files[split].resolve()), False
-    table = all_splits[split]
-    if not table.texts:
-        raise UserError(
-            f"dataset '{dataset}' split '{split}' is empty: check the file has rows under a text,label header"
+        sources, names, source, from_hub = _sources(
+            dataset, split, data_dir, text_column, label_column, hf_config, encoding
         )
-    for t in all_splits.values():  # every split read shapes the label mapping
-        if "" in t.labels:
-            i = t.labels.index("")
-            raise UserError(f"{t.source} {t.unit} {t.places[i]} has an empty label ({label_column}): fill or drop it")
-    if names is None:  # labels as written: one spelling per class, over every split
-        spelled = {s: [canonical_label(lab) for lab in t.labels] for s, t in all_splits.items()}
-        names = _sort_labels({lab for labs in spelled.values() for lab in labs})
-        raw_labels = spelled[split]
-    else:
-        raw_labels = table.labels
+        rows, names = _read(dataset, split, sources, names, limit)
+    except OSError as err:  # a file removed, unreadable or a device: named, not a traceback
+        raise UserError(f"cannot read {err.filename or dataset}: {err.strerror or err}; check the file") from None
     index = {name: i for i, name in enumerate(names)}
-    keep = _subset(len(table.texts), limit)
-    texts = [table.texts[i] for i in keep]
-    labels = np.array([index[raw_labels[i]] for i in keep], dtype=np.int64)
-    _warn_empty_texts(table, keep)
+    texts = [r.text for r in rows]
+    labels = np.array([index[r.label] for r in rows], dtype=np.int64)
+    _warn_texts(sources[split], rows, text_column)
     return TextSplit(
         dataset=dataset_slug(dataset),
         split=split,
