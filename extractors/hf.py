@@ -129,7 +129,8 @@ class HFHiddenStateExtractor:
             if fallback is None:
                 raise UserError(f"model '{spec.alias}': tokenizer has no pad, eos or unk token to pad with")
             self.tokenizer.pad_token = fallback
-        model_kwargs = dict(kwargs)
+        # Any: from_pretrained's typed keywords differ between transformers releases; the values are checked here.
+        model_kwargs: dict[str, Any] = dict(kwargs)
         if spec.gguf_file:
             model_kwargs["gguf_file"] = spec.gguf_file
         if self.device.type == "cuda" and self.dtype != torch.float32:
