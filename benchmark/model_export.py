@@ -19,7 +19,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from benchmark.core import tracking
 from benchmark.core.config import BenchConfig
@@ -38,6 +38,10 @@ from benchmark.pyfunc_model import (
 )
 from lightning_modules.layers import parse_layer_spec
 from studies.refit import choose, refit_study, trial_config
+
+if TYPE_CHECKING:
+    from mlflow.models.model import ModelInfo
+    from mlflow.tracking import MlflowClient
 
 log = logging.getLogger(__name__)
 
@@ -242,8 +246,8 @@ def check_export_args(name: str | None, alias: str, out: Path | None) -> None:
         if name != name.strip():
             raise UserError(f"--name {name!r}: leading or trailing spaces; use {name.strip()!r}")
         try:
-            _validate_model_alias_name(alias)
-            _validate_model_alias_name_reserved(alias)
+            _validate_model_alias_name(alias)  # type: ignore[no-untyped-call]
+            _validate_model_alias_name_reserved(alias)  # type: ignore[no-untyped-call]
         except MlflowException as err:
             raise UserError(f"--alias {alias!r}: {err.message} E.g. --alias champion") from None
     elif alias != "champion":
@@ -289,6 +293,24 @@ def _save_atomically(out: Path, kwargs: dict[str, Any], size: int) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _log_and_register(
+    mlc: MlflowClient, run_id: str, kwargs: dict[str, Any], name: str | None, alias: str
+) -> tuple[ModelInfo, str | None]:
+    """Log the model under run ``run_id``, then register it as ``name`` with ``alias``; (model info, version)."""
+    import mlflow
+    from mlflow.models import Model
+
+    # Logged by run id, not in a reopened run: the run keeps its status and end time. MLflow files the logged
+    # model under the active experiment, so that is the run's.
+    mlflow.set_experiment(experiment_id=mlc.get_run(run_id).info.experiment_id)
+    info = Model.log(artifact_path=None, name=tracking.MODEL_ARTIFACT, flavor=mlflow.pyfunc, run_id=run_id, **kwargs)
+    if name is None:
+        return info, None
+    version = str(mlflow.register_model(info.model_uri, name).version)  # only a completely logged model
+    mlc.set_registered_model_alias(name, alias, version)
+    return info, version
+
+
 def export_model(
     cfg: BenchConfig,
     study: str,
@@ -321,9 +343,6 @@ def export_model(
         UserError: bad study/trial/seed/weights mode, name, alias, an occupied ``out`` folder or too little space
             there, missing caches.
     """
-    import mlflow
-    from mlflow.models import Model
-
     if weights not in WEIGHTS_MODES:
         raise UserError(f"--weights {weights!r}: use one of {', '.join(WEIGHTS_MODES)}")
     out_dir = Path(out) if out is not None else None
@@ -347,15 +366,6 @@ def export_model(
         kwargs = _model_kwargs(bundle, tmp, load_text_split(tcfg, "test").texts[:3])
         if out_dir is not None:
             _save_atomically(out_dir, kwargs, size)
-        # Logged by run id, not in a reopened run: the refit run keeps its status and end time. MLflow files the
-        # logged model under the active experiment, so that is the refit run's.
-        mlflow.set_experiment(experiment_id=mlc.get_run(refit.run_id).info.experiment_id)
-        info = Model.log(
-            artifact_path=None, name=tracking.MODEL_ARTIFACT, flavor=mlflow.pyfunc, run_id=refit.run_id, **kwargs
-        )
-        version = None
-        if name is not None:  # only a completely logged model is registered, and then aliased
-            version = str(mlflow.register_model(info.model_uri, name).version)
-            mlc.set_registered_model_alias(name, alias, version)
+        info, version = _log_and_register(mlc, refit.run_id, kwargs, name, alias)
     log.info("exported %s (bundle %.1f MB) under run %s", info.model_uri, size / 2**20, refit.run_id)
     return ExportResult(info.model_uri, refit.run_id, name, version, out_dir, size)

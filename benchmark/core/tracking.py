@@ -42,7 +42,9 @@ Layout (the contract between ``studies`` and ``benchmark.report``):
   each study parent run it covers names in its tag ``layerfuse.report_run_id``. Extract runs and study parent
   runs also hold MLflow system metrics (``system/*``, sampled every ``tracking.system_metrics_interval`` seconds)
   when ``tracking.system_metrics``.
-- One child run per refit of a chosen trial (``layerfuse.run_kind=refit``; see ``KIND_REFIT`` below).
+- One child run per refit of a chosen trial (``layerfuse.run_kind=refit``; see ``KIND_REFIT`` below), with the
+  train and test splits as dataset inputs; the exported model is logged under it without changing its end time.
+- A report run is named as its report folder.
 """
 
 from __future__ import annotations
