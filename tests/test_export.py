@@ -263,10 +263,12 @@ def test_export_cli_weights_reference_checks_the_hash(exported, tmp_path, capsys
     code, out, err = _cli(
         capsys, "export", "--study", STUDY, "--weights", "reference", "--out", str(tmp_path / "ref"),
         "--storage", cfg.study.storage, "--set", f"tracking.uri={cfg.tracking.uri}",
-        "--set", f"paths.cache_dir={cfg.paths.cache_dir}",
+        "--set", f"paths.cache_dir={cfg.paths.cache_dir}", "--name", "mr-ref",
     )  # fmt: skip
     assert code == 0, err
     assert "saved to" in out
+    serve = f"MLFLOW_TRACKING_URI={cfg.tracking.uri} mlflow models serve -m models:/mr-ref@champion --env-manager local"
+    assert serve in out  # the store MLflow's own tools need, in the command printed
     bundle = next((tmp_path / "ref" / "artifacts").rglob(BUNDLE_FILE)).parent
     meta = json.loads((bundle / BUNDLE_FILE).read_text())
     hf = [m for m in meta["members"] if m["kind"] != "lexical"]
