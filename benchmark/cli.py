@@ -41,6 +41,15 @@ def _add_ui(sub: Any) -> None:
     p.set_defaults(func=_run_ui, flag_keys={})
 
 
+# MLflow 3's UI opens in its GenAI view unless the URL asks for the model-training one (runs, charts, registry).
+UI_VIEW = "#/experiments?workflowType=machine_learning"
+
+
+def ui_url(port: int) -> str:
+    """The address ``layerfuse ui`` prints: the experiments page in MLflow's model-training view."""
+    return f"http://127.0.0.1:{port}/{UI_VIEW}"
+
+
 # MLflow's job runner serves GenAI jobs (judges, trace scans) that layerfuse never submits; it costs processes.
 UI_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
@@ -72,7 +81,7 @@ def _run_ui(args: argparse.Namespace, cfg: BenchConfig) -> int:
     check_tracking(cfg.tracking)
     check_port_free("127.0.0.1", args.port)
     client(cfg.tracking)  # creates the store's folder so the UI starts on a fresh checkout
-    print(f"MLflow UI on http://127.0.0.1:{args.port} (store {cfg.tracking.uri}); Ctrl-C to stop", flush=True)
+    print(f"MLflow UI on {ui_url(args.port)} (store {cfg.tracking.uri}); Ctrl-C to stop", flush=True)
     cmd = ui_command(cfg, args.port, args.workers)
     os.execve(cmd[0], cmd, {**os.environ, **UI_ENV})  # become the server, so Ctrl-C and signals reach it directly
 

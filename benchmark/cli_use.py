@@ -60,7 +60,8 @@ def add_export(sub: Any) -> None:
         "examples:\n  layerfuse export --study search-mr-smollm2-135m+minilm-l6 --name mr-clf\n"
         "  layerfuse export --study NAME --trial 7 --out exported/mr-clf --weights reference\n"
         "Then: layerfuse predict --model models:/mr-clf@champion --input new.csv --out scored.csv\n"
-        "      mlflow models serve -m models:/mr-clf@champion --env-manager local",
+        "      MLFLOW_TRACKING_URI=sqlite:///mlruns/mlflow.db mlflow models serve -m models:/mr-clf@champion "
+        "--env-manager local",
     )
     _choice(p)
     p.add_argument("--seed", type=_int, default=0, help="which refit seed's head (default 0)")
@@ -79,6 +80,11 @@ def run_export(args: argparse.Namespace, cfg: BenchConfig) -> int:
     print(f"exported {r.model_uri} (refit run {r.refit_run_id}; {r.bundle_bytes / 2**20:.1f} MB of weights and head)")
     if r.registered:
         print(f"registered models:/{r.registered}/{r.version} as models:/{r.registered}@{args.alias}")
+        # MLflow's own tools find the registry only through the tracking URI: print it in the command.
+        print(
+            f"serve it: MLFLOW_TRACKING_URI={cfg.tracking.uri} mlflow models serve "
+            f"-m models:/{r.registered}@{args.alias} --env-manager local -p 5001"
+        )
     if r.out:
         print(f"saved to {r.out}")
     return 0

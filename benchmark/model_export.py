@@ -9,30 +9,49 @@ registered with an alias, and optionally saved to a folder. See ``benchmark.pyfu
 
 from __future__ import annotations
 
+import errno
 import importlib.metadata as md
 import json
 import logging
+import os
 import pickle
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from benchmark.core import tracking
 from benchmark.core.config import BenchConfig
 from benchmark.core.errors import UserError
 from benchmark.core.keys import load_text_split, resolve_features
 from benchmark.core.models import LEXICAL, ModelSpec, weights_sha256
-from benchmark.pyfunc_model import BUNDLE_FILE, FORMAT_VERSION, NET_FILE, SCALERS_FILE, TFIDF_FILE, TextClassifier
+from benchmark.core.stores import check_folder_path
+from benchmark.pyfunc_model import (
+    BUNDLE_FILE,
+    FORMAT_VERSION,
+    NET_FILE,
+    SCALERS_FILE,
+    TEXT_COLUMN,
+    TFIDF_FILE,
+    TextClassifier,
+)
 from lightning_modules.layers import parse_layer_spec
 from studies.refit import choose, refit_study, trial_config
+
+if TYPE_CHECKING:
+    from mlflow.models.model import ModelInfo
+    from mlflow.tracking import MlflowClient
 
 log = logging.getLogger(__name__)
 
 WEIGHTS_MODES = ("copy", "reference")
 CODE_PACKAGES = ("benchmark", "extractors", "lightning_modules")  # what loading imports (shipped as code_paths)
 BASE_REQUIREMENTS = ("mlflow", "torch", "transformers", "tokenizers", "safetensors", "numpy", "pandas")
+# torch's wheels differ by platform under one version (PyPI's Linux wheel bundles CUDA; a ``+cpu`` build comes from
+# PyTorch's own index), so requirements pin the version only and the model's metadata says how to get either.
+TORCH_INDEX = "https://download.pytorch.org/whl"
+SPACE_MARGIN = 1.2  # free space asked of --out's disk: the model's size with room for the files MLflow adds
 
 
 @dataclass(frozen=True)
@@ -141,7 +160,11 @@ def build_bundle(tcfg: BenchConfig, head_dir: Path, layers: dict[str, str], out:
 
 
 def requirements(lexical: bool, gguf: bool) -> list[str]:
-    """Pinned pip requirements of loading the model (no lightning, optuna or the feature cache)."""
+    """Pinned pip requirements of loading the model (no lightning, optuna or the feature cache).
+
+    Versions are pinned without a local label (``2.13.0``, not ``2.13.0+cpu``): a local build resolves to nothing,
+    or to another build, elsewhere; ``torch_install`` records how to install torch for CPU or CUDA.
+    """
     names = [*BASE_REQUIREMENTS, *(["scikit-learn", "scipy"] if lexical else []), *(["gguf"] if gguf else [])]
     out = []
     for name in names:
@@ -150,6 +173,21 @@ def requirements(lexical: bool, gguf: bool) -> list[str]:
         except md.PackageNotFoundError:
             out.append(name)
     return out
+
+
+def torch_install() -> dict[str, str]:
+    """The build of torch the model was exported with, and the commands that install that version on CPU and CUDA."""
+    try:
+        build = md.version("torch")
+    except md.PackageNotFoundError:
+        return {}
+    version = build.split("+")[0]
+    return {
+        "torch_build": build,
+        "torch_cpu": f"pip install torch=={version} --index-url {TORCH_INDEX}/cpu",
+        "torch_cuda": f"pip install torch=={version} (PyPI's Linux wheel is a CUDA build; for another CUDA version "
+        f"use --index-url {TORCH_INDEX}/cu<version>, e.g. cu126)",
+    }
 
 
 def _code_paths(tmp: Path) -> list[str]:
@@ -165,23 +203,112 @@ def _code_paths(tmp: Path) -> list[str]:
 
 
 def _model_kwargs(bundle: Path, tmp: Path, example: list[str]) -> dict[str, Any]:
+    import pandas as pd
     from mlflow.models import infer_signature
 
     from benchmark.pyfunc_model import Bundle
 
     meta = json.loads((bundle / BUNDLE_FILE).read_text())
-    # An unnamed string column: the model takes a list of strings or a DataFrame with one (any-named) text column.
-    signature = infer_signature(example, Bundle(bundle, "cpu").predict(example))
+    # One named string column: MLflow's schema enforcement refuses a request without it (a wrong column name) before
+    # the model's own check (``input_texts``) refuses values that are not texts.
+    inputs = pd.DataFrame({TEXT_COLUMN: example})
     return {
         "python_model": TextClassifier(),
         "artifacts": {"bundle": str(bundle)},
         "code_paths": _code_paths(tmp),
-        "signature": signature,
-        "input_example": example,
+        "signature": infer_signature(inputs, Bundle(bundle, "cpu").predict(example)),
+        "input_example": inputs,
+        "metadata": torch_install(),
         "pip_requirements": requirements(
             any(m["kind"] == LEXICAL for m in meta["members"]), any(m.get("gguf_file") for m in meta["members"])
         ),
     }
+
+
+def check_export_args(name: str | None, alias: str, out: Path | None) -> None:
+    """Refuse a bad registry name, alias or ``--out`` before any work (MLflow's own validators judge the names).
+
+    Raises:
+        UserError: naming the value and the fix.
+    """
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.validation import (
+        _validate_model_alias_name,
+        _validate_model_alias_name_reserved,
+        _validate_model_name,
+    )
+
+    if name is not None:
+        try:
+            _validate_model_name(name)
+        except MlflowException as err:
+            raise UserError(f"--name {name!r}: {err.message} Use letters, digits, '-', '_' or '.'") from None
+        if name != name.strip():
+            raise UserError(f"--name {name!r}: leading or trailing spaces; use {name.strip()!r}")
+        try:
+            _validate_model_alias_name(alias)  # type: ignore[no-untyped-call]
+            _validate_model_alias_name_reserved(alias)  # type: ignore[no-untyped-call]
+        except MlflowException as err:
+            raise UserError(f"--alias {alias!r}: {err.message} E.g. --alias champion") from None
+    elif alias != "champion":
+        raise UserError(f"--alias {alias!r} is set on a registered version: add --name NAME to register the model")
+    if out is not None:
+        check_folder_path(out, "--out")
+        if out.exists() and any(out.iterdir()):
+            raise UserError(f"--out {out} exists and is not empty: name a new folder")
+
+
+def _check_space(out: Path, needed: int) -> None:
+    """Refuse when the disk of ``out`` (its first existing folder) has less than ``needed`` bytes free."""
+    existing = next(p for p in (out, *out.resolve().parents) if p.exists())
+    free = shutil.disk_usage(existing).free
+    if free < needed:
+        raise UserError(
+            f"--out {out}: {free / 2**20:.1f} MB free on its disk, the model needs {needed / 2**20:.1f} MB; "
+            "free some space or choose another folder"
+        )
+
+
+def _save_atomically(out: Path, kwargs: dict[str, Any], size: int) -> None:
+    """Save the model into ``out`` through a sibling temporary folder renamed into place: complete, or absent."""
+    import mlflow
+
+    _check_space(out, int(size * SPACE_MARGIN))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        mlflow.pyfunc.save_model(path=str(tmp), **kwargs)
+        if out.exists():
+            out.rmdir()  # empty (checked before any work)
+        os.replace(tmp, out)
+    except OSError as err:
+        if err.errno != errno.ENOSPC:
+            raise
+        raise UserError(
+            f"--out {out}: the disk filled while saving the model ({size / 2**20:.0f} MB); nothing was saved or "
+            "registered: free some space and rerun"
+        ) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _log_and_register(
+    mlc: MlflowClient, run_id: str, kwargs: dict[str, Any], name: str | None, alias: str
+) -> tuple[ModelInfo, str | None]:
+    """Log the model under run ``run_id``, then register it as ``name`` with ``alias``; (model info, version)."""
+    import mlflow
+    from mlflow.models import Model
+
+    # Logged by run id, not in a reopened run: the run keeps its status and end time. MLflow files the logged
+    # model under the active experiment, so that is the run's.
+    mlflow.set_experiment(experiment_id=mlc.get_run(run_id).info.experiment_id)
+    info = Model.log(artifact_path=None, name=tracking.MODEL_ARTIFACT, flavor=mlflow.pyfunc, run_id=run_id, **kwargs)
+    if name is None:
+        return info, None
+    version = str(mlflow.register_model(info.model_uri, name).version)  # only a completely logged model
+    mlc.set_registered_model_alias(name, alias, version)
+    return info, version
 
 
 def export_model(
@@ -197,6 +324,10 @@ def export_model(
 ) -> ExportResult:
     """Export the chosen configuration of ``study`` (see module doc); refits it first when no refit run exists.
 
+    Names, alias and ``out`` are checked before any work; ``out`` is written completely (or not at all) before the
+    model is logged, and only a logged model is registered and aliased. The refit run's status and end time stay
+    as the refit left them.
+
     Args:
         cfg: Stores and paths (``study.storage``, ``tracking.uri``, ``paths``).
         study: Study name.
@@ -209,15 +340,13 @@ def export_model(
         weights: ``copy`` (cut weights inside the model) or ``reference`` (source path/hub id + weights hash).
 
     Raises:
-        UserError: bad study/trial/seed/weights mode, an occupied ``out`` folder, missing caches.
+        UserError: bad study/trial/seed/weights mode, name, alias, an occupied ``out`` folder or too little space
+            there, missing caches.
     """
-    import mlflow
-
     if weights not in WEIGHTS_MODES:
         raise UserError(f"--weights {weights!r}: use one of {', '.join(WEIGHTS_MODES)}")
     out_dir = Path(out) if out is not None else None
-    if out_dir is not None and out_dir.exists() and any(out_dir.iterdir()):
-        raise UserError(f"--out {out_dir} exists and is not empty: name a new folder")
+    check_export_args(name, alias, out_dir)
     chosen = choose(cfg, study, trial, run_id)
     if chosen.baseline is not None:
         raise UserError(
@@ -235,19 +364,8 @@ def export_model(
         bundle = build_bundle(tcfg, head_dir, refit.layers, (tmp / "bundle"), weights)
         size = sum(p.stat().st_size for p in bundle.rglob("*") if p.is_file())
         kwargs = _model_kwargs(bundle, tmp, load_text_split(tcfg, "test").texts[:3])
-        try:
-            with mlflow.start_run(run_id=refit.run_id):
-                info = mlflow.pyfunc.log_model(name=tracking.MODEL_ARTIFACT, registered_model_name=name, **kwargs)
-        except BaseException:
-            mlc.set_terminated(refit.run_id, "FINISHED")  # the refit itself stays valid (and reusable)
-            raise
-        version = None
-        if name is not None:
-            version = str(info.registered_model_version)
-            mlc.set_registered_model_alias(name, alias, version)
         if out_dir is not None:
-            if out_dir.exists():
-                out_dir.rmdir()
-            mlflow.pyfunc.save_model(path=str(out_dir), **kwargs)
+            _save_atomically(out_dir, kwargs, size)
+        info, version = _log_and_register(mlc, refit.run_id, kwargs, name, alias)
     log.info("exported %s (bundle %.1f MB) under run %s", info.model_uri, size / 2**20, refit.run_id)
     return ExportResult(info.model_uri, refit.run_id, name, version, out_dir, size)

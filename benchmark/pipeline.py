@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from benchmark.core import tracking
 from benchmark.core.config import BenchConfig, with_values
 from benchmark.core.keys import load_text_split
 from benchmark.core.models import resolve_model
@@ -123,6 +124,8 @@ def run_pipeline(cfg: BenchConfig, on_stage: Callable[[Stage], None] | None = No
     result.report = write_report(cfg, studies=result.studies, out_dir=out_dir, formats=cfg.report.formats, force=True)
     done(",".join(cfg.pipeline.datasets), "report", started, f"{len(result.report.files)} files in {out_dir}")
     write_stages(result.stages, out_dir / STAGES_FILE)
+    # The report run holds it too; logged after the run closed, as the report stage's time includes the logging.
+    tracking.client(cfg.tracking).log_artifact(result.report.run_id, str(out_dir / STAGES_FILE))
     return result
 
 

@@ -111,6 +111,8 @@ def predict_file(
     import pandas as pd
     from tqdm.auto import tqdm
 
+    from benchmark.pyfunc_model import TEXT_COLUMN
+
     src, dst = Path(input_path), Path(out_path)
     out_format = _format(dst, "--out")
     table = read_table(src, text_column)
@@ -121,7 +123,7 @@ def predict_file(
     with tqdm(total=len(texts), desc="predict", unit="text", disable=not show_progress) as bar:
         for start in range(0, len(order), BATCH_TEXTS):
             idx = order[start : start + BATCH_TEXTS]
-            parts.append(model.predict([texts[i] for i in idx]))
+            parts.append(model.predict(pd.DataFrame({TEXT_COLUMN: [texts[i] for i in idx]})))
             bar.update(len(idx))
     sorted_out = pd.concat(parts, ignore_index=True)
     result = pd.DataFrame(index=sorted_out.index, columns=sorted_out.columns)

@@ -34,6 +34,7 @@ BUNDLE_FILE = "layerfuse_model.json"
 NET_FILE, SCALERS_FILE = tracking.HEAD_NET_FILE, tracking.HEAD_SCALERS_FILE  # the refit head's files
 TFIDF_FILE = "tfidf.pkl"
 LABEL_COLUMN = "label"
+TEXT_COLUMN = "text"  # the input column the model's signature names
 PROB_PREFIX = "prob_"
 FORMAT_VERSION = 1
 
@@ -174,22 +175,29 @@ class Bundle:
 
 
 def input_texts(model_input: Any) -> list[str]:
-    """The texts of a pyfunc input: a list of strings, a Series, or a DataFrame with one column.
+    """The texts of a pyfunc input: a DataFrame with a ``text`` column (or only one column), a Series or a list.
+
+    MLflow passes a DataFrame with the ``text`` column after enforcing the signature; a Series or list comes from
+    callers without MLflow.
 
     Raises:
-        ValueError: several columns, or values that are not strings.
+        ValueError: no ``text`` column among several, or a value that is not a string (a number, a missing text).
     """
     if isinstance(model_input, pd.DataFrame):
-        if model_input.shape[1] != 1:
-            raise ValueError(f"expected one text column, got {list(model_input.columns)}")
-        values = model_input.iloc[:, 0].tolist()
+        if TEXT_COLUMN in model_input.columns:
+            values = model_input[TEXT_COLUMN].tolist()
+        elif model_input.shape[1] == 1:
+            values = model_input.iloc[:, 0].tolist()
+        else:
+            raise ValueError(f"expected a column '{TEXT_COLUMN}' of texts, got columns {list(model_input.columns)}")
     elif isinstance(model_input, pd.Series | np.ndarray):
         values = list(model_input.tolist())
     else:
         values = list(model_input)
     bad = next((i for i, v in enumerate(values) if not isinstance(v, str)), None)
     if bad is not None:
-        raise ValueError(f"row {bad}: {values[bad]!r} is not a text (a string)")
+        what = "a missing text" if values[bad] is None or values[bad] != values[bad] else repr(values[bad])
+        raise ValueError(f"row {bad} of '{TEXT_COLUMN}' is {what}, not a text (a string)")
     return [str(v) for v in values]
 
 
@@ -202,5 +210,12 @@ class TextClassifier(PythonModel):
 
     # model_input stays unannotated: MLflow would read a type hint as a schema and reject a DataFrame input.
     def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]  # noqa: ANN001
-        """Classify the texts of ``model_input`` (see ``input_texts``)."""
-        return self.bundle.predict(input_texts(model_input))
+        """Classify the texts of ``model_input`` (see ``input_texts``); a bad input is an MLflow bad request (400)."""
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+        try:
+            texts = input_texts(model_input)
+        except ValueError as err:
+            raise MlflowException(str(err), error_code=INVALID_PARAMETER_VALUE) from None
+        return self.bundle.predict(texts)

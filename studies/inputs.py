@@ -1,4 +1,4 @@
-"""What study, trial and fit runs record about their data: MLflow dataset inputs and feature cache-key tags."""
+"""What study, trial, fit and refit runs record about their data: MLflow dataset inputs and feature cache-key tags."""
 
 from __future__ import annotations
 
@@ -34,6 +34,15 @@ def training_inputs(cfg: BenchConfig) -> tuple[DatasetInput, ...]:
         dataset_input(split_dataset(train, name), tracking.CONTEXT_TRAIN),
         dataset_input(val, tracking.CONTEXT_VALIDATION),
         dataset_input(split_dataset(test, name), tracking.CONTEXT_TEST),
+    )
+
+
+def refit_inputs(cfg: BenchConfig) -> tuple[DatasetInput, ...]:
+    """The train and test sets of ``cfg``'s dataset as run inputs of a refit (it trains on all of train)."""
+    name = dataset_label(cfg.extract.dataset)
+    return (
+        dataset_input(split_dataset(load_text_split(cfg, "train"), name), tracking.CONTEXT_TRAIN),
+        dataset_input(split_dataset(load_text_split(cfg, "test"), name), tracking.CONTEXT_TEST),
     )
 
 

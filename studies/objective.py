@@ -2,8 +2,8 @@
 
 Every trial gets exactly one nested MLflow run, created before planning so that trials pruned for an invalid
 combination are tracked too; the run's id is stored in the trial's ``mlflow_run_id`` user attribute, the
-Optuna params are logged verbatim as ``optuna.<name>`` once planned, and the run ends FINISHED (COMPLETE),
-KILLED (PRUNED, with the ``val/acc`` values reported until then as its history) or FAILED (FAIL, with the
+Optuna params are logged verbatim as ``optuna.<name>`` once planned, and the run ends FINISHED (COMPLETE, or
+PRUNED with the ``val/acc`` values reported until then as its history) or FAILED (FAIL, with the
 error in tag ``layerfuse.error``) with tag ``optuna.trial_state``. Errors are not caught: a trial that raises
 fails and stops its worker (the runner retries it on the next run); only CUDA running out of memory prunes
 the trial, with a logged reason.
@@ -98,8 +98,8 @@ def finish_run(runs: StudyRuns, run_id: str, state: str, reason: str = "") -> No
     if reason:
         tags[tracking.TAG_PRUNE_REASON if state == "PRUNED" else tracking.TAG_ERROR] = reason[:5000]
     tracking.log_run_data(runs.mlc, run_id, tags=tags)
-    status = {"COMPLETE": "FINISHED", "PRUNED": "KILLED"}.get(state, "FAILED")
-    runs.mlc.set_terminated(run_id, status)
+    # A pruned trial is a finished run (its Optuna state is in the tag), not a user abort (KILLED).
+    runs.mlc.set_terminated(run_id, "FAILED" if state == "FAIL" else "FINISHED")
 
 
 def create_trial_run(runs: StudyRuns, number: int) -> str:

@@ -33,10 +33,12 @@ from optuna.trial import FrozenTrial, TrialState
 from benchmark.core import tracking
 from benchmark.core.config import BenchConfig, load_config, to_yaml, with_values
 from benchmark.core.errors import UserError
+from benchmark.core.run_inputs import log_inputs
 from lightning_modules.datamodule import Selection
 from lightning_modules.refit import AllRowsFit, fit_all_rows
 from studies.baseline import fit_baseline_all_rows
 from studies.caches import resolve_dirs
+from studies.inputs import refit_inputs
 from studies.storage import make_storage
 from studies.summary import chosen_trial
 
@@ -248,6 +250,7 @@ def refit_study(
     rid = run.info.run_id
     try:
         tracking.log_run_data(mlc, rid, params={**chosen.params, tracking.PARAM_REFIT_EPOCHS: chosen.epochs})
+        log_inputs(mlc, rid, refit_inputs(tcfg))
         tracking.log_text(mlc, rid, to_yaml(tcfg), tracking.CONFIG_ARTIFACT)
         fits = _fit_seeds(mlc, rid, tcfg, chosen, selections, layers)
         tracking.log_run_data(

@@ -36,15 +36,16 @@ def tiny_study(tiny_models: dict[str, Path], root: Path) -> BenchConfig:
             "study.name": STUDY,
             "study.trials": 1,
             "study.seeds": 2,
-            "study.storage": f"sqlite:///{root}/optuna.db",
+            "study.storage": f"sqlite:///{root}/mlruns/optuna.db",  # root is laid out as a project folder
             "study.pruning": False,
-            "tracking.uri": f"sqlite:///{root}/mlflow.db",
-            "tracking.artifact_root": str(root / "artifacts"),
+            "tracking.uri": f"sqlite:///{root}/mlruns/mlflow.db",
+            "tracking.artifact_root": str(root / "mlruns" / "artifacts"),
             "train.max_epochs": 6,
             "train.patience": 2,
             "train.batch_size": 8,
         },
     )
+    (root / "mlruns").mkdir(exist_ok=True)
     extract_all(cfg)
     study = optuna.create_study(study_name=STUDY, storage=cfg.study.storage, direction="maximize")
     study.enqueue_trial(

@@ -285,7 +285,7 @@ def _log_trial(
         tracking.log_array(mlc, run_id, pred, tracking.PRED_ARTIFACT.format(seed=seed))
     if t["config"]:
         tracking.log_text(mlc, run_id, to_yaml(load_config(env={}, **t["config"])), "config.yaml")
-    mlc.set_terminated(run_id, {"COMPLETE": "FINISHED", "PRUNED": "KILLED"}.get(t["state"], "FAILED"))
+    mlc.set_terminated(run_id, "FAILED" if t["state"] == "FAIL" else "FINISHED")
 
 
 def build_store(

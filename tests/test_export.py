@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -22,40 +29,135 @@ from benchmark.pyfunc_model import BUNDLE_FILE
 
 @pytest.fixture(scope="module")
 def exported(tiny_models, tmp_path_factory):
+    """A project folder (stores in ``mlruns/``, ``.venv`` linked) with the toy study exported as ``mr-clf``.
+
+    Also returns the refit run as the study left it, before the export.
+    """
     root = tmp_path_factory.mktemp("export")
     cfg = tiny_study(tiny_models, root)
-    result = export_model(cfg, STUDY, name="toy-clf", out=root / "saved")
-    return cfg, result, root
-
-
-def _reload_and_predict(model_uri: str, texts: list[str], tracking_uri: str, cwd: Path) -> pd.DataFrame:
-    """Load the model in a fresh interpreter that cannot import this checkout (only the model's own code)."""
-    script = (
-        "import json, sys, mlflow\n"
-        "m = mlflow.pyfunc.load_model(sys.argv[1])\n"
-        "import benchmark; assert 'code' in benchmark.__file__, benchmark.__file__\n"
-        "print(m.predict(json.loads(sys.argv[2])).to_json(orient='split'))\n"
-    )
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["MLFLOW_TRACKING_URI"] = tracking_uri
-    out = subprocess.run(
-        [sys.executable, "-c", script, model_uri, json.dumps(texts)], cwd=cwd, env=env, capture_output=True, text=True
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    return pd.read_json(__import__("io").StringIO(out.stdout.strip().splitlines()[-1]), orient="split")
-
-
-def test_exported_model_reloads_elsewhere_and_matches_the_refit(exported, tmp_path) -> None:
-    cfg, result, root = exported
+    (root / ".venv").symlink_to(Path(sys.executable).parent.parent)  # README lines call .venv/bin/...
     mlc = MlflowClient(cfg.tracking.uri)
+    refit = mlc.search_runs(
+        [mlc.get_experiment_by_name(tracking.experiment_name(cfg.extract.dataset)).experiment_id],
+        f"tags.`{tracking.TAG_KIND}` = '{tracking.KIND_REFIT}'",
+    )
+    assert len(refit) == 1
+    result = export_model(cfg, STUDY, name="mr-clf", out=root / "saved")
+    return cfg, result, root, refit[0]
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def readme_line(start: str) -> str:
+    """The README command line that starts with ``start`` (in a bash block), without its trailing comment."""
+    lines = [line for line in README.read_text().splitlines() if line.startswith(start)]
+    assert len(lines) == 1, (start, lines)
+    return lines[0].split("   #")[0].strip()
+
+
+def _user_env() -> dict[str, str]:
+    """The environment of a user's shell: no store variable, no checkout on the Python path."""
+    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MLFLOW_TRACKING_URI")}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def _server(line: str, cwd: Path, url: str, env: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
+    """Run a README server line in ``cwd`` until ``url`` answers (at most 120 s), then stop its process group."""
+    proc = subprocess.Popen(
+        ["bash", "-c", line], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        start_new_session=True, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(url, timeout=2).read()
+                break
+            except OSError:
+                assert proc.poll() is None, f"{line!r} exited before answering: {proc.communicate()[0][-3000:]}"
+                assert time.monotonic() < deadline, f"{line!r} did not answer within 120 s"
+                time.sleep(0.5)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+
+
+@pytest.fixture(scope="module")
+def served(exported):
+    """README's ``mlflow models serve`` line, run verbatim from the project folder (on a free loopback port)."""
+    _, _, root, _ = exported
+    line = readme_line("MLFLOW_TRACKING_URI=sqlite:///mlruns/mlflow.db PATH=.venv/bin:$PATH mlflow models serve")
+    assert line.endswith(" -p 5001")
+    port = _free_port()
+    with _server(
+        line.replace(" -p 5001", f" -h 127.0.0.1 -p {port}"), root, f"http://127.0.0.1:{port}/ping", _user_env()
+    ):
+        yield f"http://127.0.0.1:{port}/invocations"
+
+
+def _post(url: str, body: object) -> tuple[int, dict]:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def test_readme_serve_line_answers_with_the_refit_labels(exported, served) -> None:
+    cfg, result, root, _ = exported
     test = load_text_split(cfg, "test")
-    refit_pred = np.load(mlc.download_artifacts(result.refit_run_id, tracking.PRED_ARTIFACT.format(seed=0)))
-    # A fresh interpreter per load costs ~20 s here: the registry alias there, the saved folder by predict's tests.
-    out = _reload_and_predict("models:/toy-clf@champion", test.texts, cfg.tracking.uri, tmp_path)
-    names = test.label_names
-    assert list(out.columns) == ["label", *(f"prob_{n}" for n in names)]
-    assert [names.index(x) for x in out["label"]] == refit_pred.tolist()  # fp32 features: 100% equal
-    np.testing.assert_allclose(out.filter(like="prob_").sum(axis=1), 1.0, rtol=1e-9)
+    code, answer = _post(served, {"inputs": test.texts})
+    assert code == 200, answer
+    refit_pred = np.load(
+        MlflowClient(cfg.tracking.uri).download_artifacts(result.refit_run_id, tracking.PRED_ARTIFACT.format(seed=0))
+    )
+    labels = [row["label"] for row in answer["predictions"]]
+    assert [test.label_names.index(x) for x in labels] == refit_pred.tolist()  # fp32 features: 100% equal
+    code, answer = _post(served, {"dataframe_records": [{"text": t} for t in test.texts[:3]]})
+    assert code == 200 and [row["label"] for row in answer["predictions"]] == labels[:3]
+    # As README says: MLflow's parser turns the values of "inputs" into the column's type (strings) first.
+    assert _post(served, {"inputs": [1, None]}) == _post(served, {"inputs": ["1", "None"]})
+    assert not (root / "mlflow.db").exists()  # MLflow's own default store was never opened
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"dataframe_split": {"columns": ["body", "x"], "data": [["good film", 1]]}}, "missing inputs ['text']"),
+        ({"dataframe_records": [{"body": "good film"}]}, "missing inputs ['text']"),
+        ({"dataframe_records": [{"text": "good film"}, {"text": None}]}, "row 1 of 'text' is a missing text"),
+        ({"dataframe_records": [{"text": 3}]}, "row 0 of 'text' is 3"),
+        ({"dataframe_split": {"columns": ["text"], "data": [[2.5]]}}, "row 0 of 'text' is 2.5"),
+    ],
+)
+def test_served_model_refuses_what_is_not_a_text(served, body, message) -> None:
+    code, answer = _post(served, body)
+    assert 400 <= code < 500, (code, answer)
+    assert message in answer["message"], answer["message"]
+
+
+def test_readme_load_model_line_runs_from_the_project_folder(exported) -> None:
+    _, _, root, _ = exported
+    line = readme_line("MLFLOW_TRACKING_URI=sqlite:///mlruns/mlflow.db .venv/bin/python -c")
+    out = subprocess.run(["bash", "-c", line], cwd=root, env=_user_env(), capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    header = out.stdout.strip().splitlines()[-2].split()
+    assert header[0] == "label" and all(h.startswith("prob_") for h in header[1:]), out.stdout
+    assert not (root / "mlflow.db").exists()
 
 
 def test_bundle_holds_only_the_needed_blocks(exported, tiny_models) -> None:
@@ -63,7 +165,7 @@ def test_bundle_holds_only_the_needed_blocks(exported, tiny_models) -> None:
 
     from extractors.truncate import param_count
 
-    cfg, result, root = exported
+    cfg, result, root, _ = exported
     bundle = next((root / "saved" / "artifacts").rglob(BUNDLE_FILE)).parent
     meta = json.loads((bundle / BUNDLE_FILE).read_text())
     llama, bert, tfidf = meta["members"]
@@ -77,8 +179,20 @@ def test_bundle_holds_only_the_needed_blocks(exported, tiny_models) -> None:
     requirements = (root / "saved" / "requirements.txt").read_text()
     assert "torch==" in requirements and "scikit-learn==" in requirements
     assert "lightning" not in requirements and "optuna" not in requirements
-    assert result.registered == "toy-clf" and result.version == "1"
-    mv = MlflowClient(cfg.tracking.uri).get_model_version_by_alias("toy-clf", "champion")
+    assert "+" not in requirements  # no local build label (2.13.0+cpu) that resolves to another build elsewhere
+    import importlib.metadata as md
+
+    import yaml
+
+    meta = yaml.safe_load((root / "saved" / "MLmodel").read_text())["metadata"]
+    torch_version = md.version("torch").split("+")[0]
+    assert f"torch=={torch_version}\n" in requirements and meta["torch_build"] == md.version("torch")
+    assert meta["torch_cpu"] == f"pip install torch=={torch_version} --index-url https://download.pytorch.org/whl/cpu"
+    assert meta["torch_cuda"].startswith(f"pip install torch=={torch_version} ")
+    signature = yaml.safe_load((root / "saved" / "MLmodel").read_text())["signature"]
+    assert json.loads(signature["inputs"]) == [{"type": "string", "name": "text", "required": True}]
+    assert result.registered == "mr-clf" and result.version == "1"
+    mv = MlflowClient(cfg.tracking.uri).get_model_version_by_alias("mr-clf", "champion")
     assert str(mv.version) == "1" and mv.run_id == result.refit_run_id
 
 
@@ -93,18 +207,18 @@ def _cli(capsys, *argv: str) -> tuple[int, str, str]:
 def test_predict_cli_keeps_input_order_and_columns(exported, tmp_path, capsys) -> None:
     import mlflow
 
-    cfg, _, root = exported
+    cfg, _, root, _ = exported
     texts = load_text_split(cfg, "test").texts[:7] + [""]  # an empty string is classified like any text
     table = pd.DataFrame({"id": [f"r{i}" for i in range(len(texts))], "text": texts, "label": ["?"] * len(texts)})
     table.to_csv(tmp_path / "in.csv", index=False)
     code, out, err = _cli(
-        capsys, "predict", "--model", "models:/toy-clf@champion", "--input", str(tmp_path / "in.csv"),
+        capsys, "predict", "--model", "models:/mr-clf@champion", "--input", str(tmp_path / "in.csv"),
         "--out", str(tmp_path / "out.csv"), "--no-progress", "--set", f"tracking.uri={cfg.tracking.uri}",
     )  # fmt: skip
     assert code == 0, err
     assert "wrote 8 rows" in out
     got = pd.read_csv(tmp_path / "out.csv", keep_default_na=False)
-    want = mlflow.pyfunc.load_model(str(root / "saved")).predict(texts)
+    want = mlflow.pyfunc.load_model(str(root / "saved")).predict(pd.DataFrame({"text": texts}))
     assert list(got.columns) == ["id", "text", "label_input", *want.columns]
     assert got["id"].tolist() == table["id"].tolist() and got["text"].tolist() == texts
     assert got["label"].tolist() == want["label"].tolist()
@@ -119,7 +233,7 @@ def test_predict_cli_keeps_input_order_and_columns(exported, tmp_path, capsys) -
 
 
 def test_predict_bad_inputs_exit_2_with_one_line(exported, tmp_path, capsys) -> None:
-    cfg, _, root = exported
+    cfg, _, root, _ = exported
     good = tmp_path / "good.csv"
     pd.DataFrame({"text": ["good film"]}).to_csv(good, index=False)
     (tmp_path / "empty.csv").write_text("")
@@ -140,78 +254,174 @@ def test_predict_bad_inputs_exit_2_with_one_line(exported, tmp_path, capsys) -> 
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (argv, err)
 
 
-def test_mlflow_models_serve_answers_invocations(exported, tmp_path) -> None:
-    import signal
-    import socket
-    import time
-    import urllib.request
-
-    cfg, _, root = exported
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["MLFLOW_TRACKING_URI"] = cfg.tracking.uri
-    # The server execs uvicorn by name: the venv's bin must be on PATH, as it is for an activated venv.
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/toy-clf@champion", "--env-manager",
-           "local", "-h", "127.0.0.1", "-p", str(port)]  # fmt: skip
-    proc = subprocess.Popen(
-        cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, text=True
-    )
-    texts = ["good film good", "awful bad bad", ""]
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2).read()
-                break
-            except OSError:
-                assert proc.poll() is None, "mlflow models serve exited before answering"
-                assert time.monotonic() < deadline, "mlflow models serve did not answer within 120 s"
-                time.sleep(0.5)
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/invocations",
-            data=json.dumps({"inputs": texts}).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        answer = json.loads(urllib.request.urlopen(request, timeout=60).read())
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
-    import mlflow
-
-    want = mlflow.pyfunc.load_model(str(root / "saved")).predict(texts)
-    assert [row["label"] for row in answer["predictions"]] == want["label"].tolist()
-
-
 def test_export_cli_weights_reference_checks_the_hash(exported, tmp_path, capsys) -> None:
     import mlflow
 
     from benchmark.pyfunc_model import Bundle, WeightsMismatchError
 
-    cfg, _, root = exported
+    cfg, _, root, _ = exported
     code, out, err = _cli(
         capsys, "export", "--study", STUDY, "--weights", "reference", "--out", str(tmp_path / "ref"),
         "--storage", cfg.study.storage, "--set", f"tracking.uri={cfg.tracking.uri}",
-        "--set", f"paths.cache_dir={cfg.paths.cache_dir}",
+        "--set", f"paths.cache_dir={cfg.paths.cache_dir}", "--name", "mr-ref",
     )  # fmt: skip
     assert code == 0, err
     assert "saved to" in out
+    serve = f"MLFLOW_TRACKING_URI={cfg.tracking.uri} mlflow models serve -m models:/mr-ref@champion --env-manager local"
+    assert serve in out  # the store MLflow's own tools need, in the command printed
     bundle = next((tmp_path / "ref" / "artifacts").rglob(BUNDLE_FILE)).parent
     meta = json.loads((bundle / BUNDLE_FILE).read_text())
     hf = [m for m in meta["members"] if m["kind"] != "lexical"]
     assert len(hf) == 2 and all("folder" not in m and len(m["weights_sha256"]) == 64 for m in hf)
     assert not list((bundle).rglob("*.safetensors"))[1:]  # only the head's weights travel
     texts = load_text_split(cfg, "test").texts
-    want = mlflow.pyfunc.load_model(str(root / "saved")).predict(texts)
+    want = mlflow.pyfunc.load_model(str(root / "saved")).predict(pd.DataFrame({"text": texts}))
     assert Bundle(bundle, "cpu").predict(texts)["label"].tolist() == want["label"].tolist()
     meta["members"][0]["weights_sha256"] = "0" * 64
     (bundle / BUNDLE_FILE).write_text(json.dumps(meta))
     with pytest.raises(WeightsMismatchError, match="sha256"):
         Bundle(bundle, "cpu")
+
+
+def test_readme_ui_line_prints_the_training_view_and_serves_the_store(tmp_path) -> None:
+    """From a fresh clone (no store yet): the UI creates ``mlruns/mlflow.db``, serves it and prints its view."""
+    clone = tmp_path / "clone"
+    (clone / "mlruns").mkdir(parents=True)
+    (clone / ".venv").symlink_to(Path(sys.executable).parent.parent)
+    line = readme_line(".venv/bin/layerfuse ui")
+    port = _free_port()
+    env = {**_user_env(), "PYTHONPATH": str(Path(__file__).resolve().parents[1])}  # this checkout's layerfuse
+    api = f"http://127.0.0.1:{port}/ajax-api/2.0/mlflow/experiments/search?max_results=50"
+    with _server(f"{line} --port {port}", clone, api, env) as proc:
+        experiments = json.loads(urllib.request.urlopen(api, timeout=10).read())["experiments"]
+        printed = next(line for line in proc.stdout if "MLflow UI on" in line).strip()  # printed before the exec
+        url = printed.split("MLflow UI on ")[1].split()[0]
+        page = urllib.request.urlopen(url, timeout=10).read().decode()  # the fragment stays in the browser
+    assert url == f"http://127.0.0.1:{port}/#/experiments?workflowType=machine_learning", printed
+    assert "<title>MLflow</title>" in page
+    assert [e["name"] for e in experiments] == ["Default"]  # a fresh store
+    assert (clone / "mlruns" / "mlflow.db").is_file() and not (clone / "mlflow.db").exists()
+
+
+def test_the_installed_mlflow_ui_reads_the_workflow_type_from_the_url() -> None:
+    """The view the printed URL asks for exists in the UI this venv serves (a check without a browser)."""
+    import mlflow
+
+    scripts = (Path(mlflow.__file__).parent / "server" / "js" / "build" / "static" / "js").glob("*.js")
+    readers = [p for p in scripts if 'get("workflowType")' in (text := p.read_text(errors="ignore"))
+               and '"machine_learning"' in text]  # fmt: skip
+    assert readers, "MLflow's UI no longer reads ?workflowType=machine_learning: update benchmark.cli.UI_VIEW"
+
+
+def test_readme_optuna_dashboard_line_serves_the_studies(exported) -> None:
+    _, _, root, _ = exported
+    line = readme_line(".venv/bin/optuna-dashboard sqlite:///mlruns/optuna.db")
+    port = _free_port()
+    api = f"http://127.0.0.1:{port}/api/studies"
+    with _server(f"{line} --host 127.0.0.1 --port {port}", root, api, _user_env()):
+        studies = json.loads(urllib.request.urlopen(api, timeout=10).read())["study_summaries"]
+    assert STUDY in {s["study_name"] for s in studies}
+
+
+def test_export_keeps_the_refit_run_and_refit_runs_carry_inputs_and_source(exported) -> None:
+    cfg, result, _, before = exported
+    mlc = MlflowClient(cfg.tracking.uri)
+    after = mlc.get_run(result.refit_run_id)
+    assert after.info.run_id == before.info.run_id
+    assert (after.info.status, after.info.end_time) == ("FINISHED", before.info.end_time)  # export changed neither
+    assert len({d.dataset.name for d in after.inputs.dataset_inputs}) == 1  # one dataset, in two contexts
+    assert sorted(t.value for d in after.inputs.dataset_inputs for t in d.tags) == ["test", "train"]
+    tags = after.data.tags
+    assert tags["mlflow.source.type"] == "LOCAL" and tags["mlflow.source.name"] and tags["mlflow.user"]
+    repo = Path(__file__).resolve().parents[1]
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True)
+    if head.returncode == 0:  # run from a checkout
+        assert tags["mlflow.source.git.commit"] == head.stdout.strip()
+    logged = mlc.get_logged_model(result.model_uri.removeprefix("models:/"))
+    assert (logged.source_run_id, logged.experiment_id) == (after.info.run_id, after.info.experiment_id)
+    mv = mlc.get_model_version_by_alias("mr-clf", "champion")
+    assert mv.run_id == result.refit_run_id
+
+
+def _registry_and_models(cfg) -> tuple[set[tuple[str, str]], int]:
+    """Every registered (name, version), and the number of logged models in the study's experiment."""
+    import mlflow
+
+    mlc = MlflowClient(cfg.tracking.uri)
+    versions = {(v.name, str(v.version)) for v in mlc.search_model_versions()}
+    exp = mlc.get_experiment_by_name(tracking.experiment_name(cfg.extract.dataset)).experiment_id
+    mlflow.set_tracking_uri(cfg.tracking.uri)
+    return versions, len(mlflow.search_logged_models(experiment_ids=[exp], output_format="list"))
+
+
+def _export_cli(capsys, cfg, *argv: str) -> tuple[int, str, str]:
+    return _cli(
+        capsys, "export", "--study", STUDY, "--storage", cfg.study.storage, "--set", f"tracking.uri={cfg.tracking.uri}",
+        "--set", f"paths.cache_dir={cfg.paths.cache_dir}", *argv,
+    )  # fmt: skip
+
+
+def test_export_refuses_bad_names_aliases_and_folders_before_any_work(exported, tmp_path, capsys) -> None:
+    cfg, _, _, _ = exported
+    (tmp_path / "a-file").write_text("x")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep.txt").write_text("x")
+    cases = [
+        (["--name", "ok-clf", "--alias", "a b/c!"], "--alias 'a b/c!'"),
+        (["--name", "bad/name"], "--name 'bad/name'"),
+        (["--name", "ok-clf", "--alias", "latest"], "'latest' alias name (case insensitive) is reserved"),
+        (["--name", "ok-clf", "--alias", "v1"], "Version alias name 'v1' is reserved"),
+        (["--name", "   "], "--name '   '"),
+        (["--name", " mr-clf"], "leading or trailing spaces"),
+        (["--alias", "staging"], "add --name NAME"),
+        (["--out", str(tmp_path / "a-file")], "is a file"),
+        (["--out", str(tmp_path / "a-file" / "model")], "is a file"),
+        (["--out", str(tmp_path / "full")], "exists and is not empty"),
+    ]
+    before = _registry_and_models(cfg)
+    for argv, message in cases:
+        started = time.monotonic()
+        code, out, err = _export_cli(capsys, cfg, *argv)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (argv, err)
+        assert time.monotonic() - started < 5, argv  # refused before the refit and the bundle
+    assert _registry_and_models(cfg) == before  # nothing logged, registered or aliased
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "full"]
+
+
+def _error_line(err: str) -> str:
+    """The one error line of a refused command (progress bars of the refit and bundle may precede it)."""
+    lines = [line for line in err.splitlines() if line.startswith("layerfuse: error: ")]
+    assert len(lines) == 1 and "Traceback" not in err and err.strip().endswith(lines[0]), err
+    return lines[0]
+
+
+def test_export_out_on_a_full_disk_leaves_no_folder_and_registers_nothing(
+    exported, tmp_path, capsys, monkeypatch
+) -> None:
+    import errno
+    from collections import namedtuple
+
+    import mlflow
+
+    import benchmark.model_export as model_export
+
+    cfg, _, _, _ = exported
+    before = _registry_and_models(cfg)
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(model_export.shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 2**18, 2**18))
+    code, _, err = _export_cli(capsys, cfg, "--name", "full-clf", "--out", str(tmp_path / "model"))
+    line = _error_line(err)
+    assert code == 2 and f"--out {tmp_path / 'model'}: 0.2 MB free on its disk, the model needs " in line, err
+    assert float(line.split("the model needs ")[1].split()[0]) > 0.2
+    monkeypatch.undo()  # the disk has room again
+
+    def fills_the_disk(path: str, **kwargs) -> None:  # a writer that runs out of space half-way
+        Path(path).mkdir(parents=True)
+        (Path(path) / "MLmodel").write_text("half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(mlflow.pyfunc, "save_model", fills_the_disk)
+    code, _, err = _export_cli(capsys, cfg, "--name", "full-clf", "--out", str(tmp_path / "model"))
+    assert code == 2 and "the disk filled while saving" in _error_line(err), err
+    assert list(tmp_path.iterdir()) == []  # neither the folder nor its temporary sibling
+    assert _registry_and_models(cfg) == before  # champion still points at the complete model

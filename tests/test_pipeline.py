@@ -113,6 +113,11 @@ def test_reproduce_runs_every_stage_reports_and_resumes(tiny_models, tmp_path, c
         stages = list(csv.DictReader(fh))
     assert [s["stage"] for s in stages] == ["extract", *presets, "report"]
     assert all(float(s["seconds"]) >= 0 for s in stages)
+    report_run = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_run(summary["report_run_id"])
+    assert report_run.info.run_name == "reproduce"  # named as the report, not as its studies
+    assert STAGES_FILE in {
+        a.path for a in MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").list_artifacts(report_run.info.run_id)
+    }
 
     # The study runs' artifacts and the baseline's params are in MLflow.
     mlc = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")

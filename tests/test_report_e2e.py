@@ -70,6 +70,7 @@ def test_report_files_and_report_run(studies, report) -> None:
     mlc = MlflowClient(cfg.tracking.uri)
     assert report.parent_runs == sorted(o.parent_run_id for o in outcomes)
     assert {a.path for a in mlc.list_artifacts(report.run_id)} == set(report.summary["files"])
+    assert mlc.get_run(report.run_id).info.run_name == report.out_dir.name
     for outcome in outcomes:
         assert mlc.get_run(outcome.parent_run_id).data.tags[tracking.TAG_REPORT_RUN] == report.run_id
 

@@ -8,7 +8,8 @@ Layout (the contract between ``studies`` and ``benchmark.report``):
   tag ``layerfuse.error``, when a worker stopped on an error (a rerun resumes it).
 - One nested child run per Optuna trial: tags ``mlflow.parentRunId``, ``layerfuse.study``,
   ``layerfuse.run_kind=trial``, ``layerfuse.trial_number``, ``optuna.trial_state`` (COMPLETE, PRUNED, FAIL),
-  ``git_commit`` and package versions. Params (stable names): ``preset``, ``dataset``, ``models`` (comma list
+  MLflow's ``mlflow.user``, ``mlflow.source.*`` and ``mlflow.source.git.commit``
+  (``version_tags``) and package versions. Params (stable names): ``preset``, ``dataset``, ``models`` (comma list
   of aliases in config order), ``n_models``, ``fusion``, ``layer.<alias>`` (canonical layer spec, e.g. ``16`` or
   ``mean:last4``; for a sweep run, the validation-chosen layer), ``seeds``, and ``train.*`` head settings,
   derived from the trial; and the Optuna params verbatim as ``optuna.<name>`` (e.g. ``optuna.use.<alias>``,
@@ -41,14 +42,15 @@ Layout (the contract between ``studies`` and ``benchmark.report``):
   each study parent run it covers names in its tag ``layerfuse.report_run_id``. Extract runs and study parent
   runs also hold MLflow system metrics (``system/*``, sampled every ``tracking.system_metrics_interval`` seconds)
   when ``tracking.system_metrics``.
-- One child run per refit of a chosen trial (``layerfuse.run_kind=refit``; see ``KIND_REFIT`` below).
+- One child run per refit of a chosen trial (``layerfuse.run_kind=refit``; see ``KIND_REFIT`` below), with the
+  train and test splits as dataset inputs; the exported model is logged under it without changing its end time.
+- A report run is named as its report folder.
 """
 
 from __future__ import annotations
 
 import io
 import logging
-import subprocess
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from functools import lru_cache
@@ -251,29 +253,31 @@ def tracked_run(
     mlc.set_terminated(run_id, "FINISHED")
 
 
-@lru_cache(maxsize=1)
-def git_commit() -> str:
-    """The repository's HEAD commit, or ``unknown`` outside a checkout."""
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            cwd=Path(__file__).resolve().parent,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    return out.stdout.strip() or "unknown"
+def git_commit() -> str | None:
+    """The commit of the checkout this code runs from (MLflow's own git helper), or None outside a checkout."""
+    from mlflow.utils.git_utils import get_git_commit
+
+    return get_git_commit(str(Path(__file__).resolve().parent))
 
 
 @lru_cache(maxsize=1)
 def version_tags() -> dict[str, str]:
-    """``git_commit`` and ``version.<package>`` tags for every run."""
+    """The tags every run gets: MLflow's source, user and git tags, and ``version.<package>``.
+
+    MLflow's run-context registry gives ``mlflow.user``, ``mlflow.source.name`` (the command's entry point) and
+    ``mlflow.source.type``, as ``mlflow.start_run`` would; ``mlflow.source.git.commit`` is taken from where this
+    code lives, not from the entry point (a console script in the venv is outside the checkout), and is left out
+    when the code does not run from a git checkout.
+    """
     import importlib.metadata as md
 
-    tags = {"git_commit": git_commit()}
+    from mlflow.tracking.context.registry import resolve_tags
+    from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT
+
+    tags = {k: str(v) for k, v in resolve_tags().items() if k.startswith("mlflow.")}
+    commit = git_commit()
+    if commit:
+        tags[MLFLOW_GIT_COMMIT] = commit
     for pkg in ("layerfuse", "torch", "lightning", "transformers", "optuna", "mlflow"):
         try:
             tags[f"version.{pkg}"] = md.version(pkg)

@@ -256,7 +256,8 @@ def write_report(
         summary = _summary(data, computed, studies, experiments, title, cfg.tracking.uri)
         summary.update(files=sorted([*files, CSV, SUMMARY]), parent_runs=parents)
         digest = hashlib.sha256(json.dumps(summary, sort_keys=True, allow_nan=False).encode()).hexdigest()
-        with _report_run(data, cfg, name, digest[:HASH_CHARS]) as (run_id, fresh):
+        # the run is named as its folder (e.g. quickstart), not as the studies it covers
+        with _report_run(data, cfg, out.name, digest[:HASH_CHARS]) as (run_id, fresh):
             summary["report_run_id"] = run_id
             (tmp / SUMMARY).write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
             if out.exists():
