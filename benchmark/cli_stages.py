@@ -12,6 +12,7 @@ from typing import Any
 from benchmark.cli_args import batch_size, csv_list, positive_int, quiet_transformers, subparser
 from benchmark.core.config import BenchConfig
 from benchmark.core.errors import UserError
+from studies.presets import PRESETS
 
 # ---------------------------------------------------------------- extract
 
@@ -84,6 +85,10 @@ def run_extract(args: argparse.Namespace, cfg: BenchConfig) -> int:
 # ---------------------------------------------------------------- study
 
 
+def _preset_lines() -> str:
+    return "\n".join(f"  {name:15} {p.description}" for name, p in PRESETS.items())
+
+
 def add_study(sub: Any) -> None:
     """``layerfuse study``."""
     p = subparser(
@@ -94,9 +99,9 @@ def add_study(sub: Any) -> None:
         "  layerfuse study --preset search --dataset mr --models smollm2-135m,minilm-l6 --trials 50 --workers 2\n"
         "  layerfuse study --preset search --dataset r8 --models a,b --storage postgresql://u:pw@host/db  # on each "
         "host\n"
-        "Re-running the same command resumes the study. Presets: layerfuse ls presets.",
+        "Re-running the same command resumes the study.\n\npresets (layerfuse ls presets):\n" + _preset_lines(),
     )
-    p.add_argument("--preset", "-p", help="layer-sweep|last-k|fusion-methods|multi-model|search")
+    p.add_argument("--preset", "-p", help="|".join(PRESETS.names()) + " (default search)")
     p.add_argument("--dataset", "-d", help="dataset whose features are cached (as for extract)")
     p.add_argument("--models", "-m", type=csv_list, help="comma list of models (their caches must exist)")
     p.add_argument("--trials", "-n", type=positive_int, help="finished trials to reach (sampled presets)")

@@ -4,6 +4,9 @@ Parameter names are stable across trials and a categorical's choices never vary 
 that does not fit (a last-k larger than the model's layer count, zero models selected) is pruned with a
 logged reason instead. Presets that fuse models at "their best layers" read those from the study's
 ``best_layers`` user attribute, chosen on validation by the fast all-layer sweep before the first trial.
+
+Listing presets (``layerfuse ls presets``, ``study --help``, a misspelt ``--preset``) imports this module: it
+stays free of torch and Lightning, so the fusion registry and the baseline's grid are imported where used.
 """
 
 from __future__ import annotations
@@ -18,9 +21,7 @@ import optuna
 
 from benchmark.core.errors import UserError
 from benchmark.core.registry import Registry
-from lightning_modules.components.fusion import fusion_names
 from lightning_modules.layers import AGGREGATIONS
-from studies.baseline import C_GRID, CLASSIFIERS
 from studies.sampling import TrialSeededSampler
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,8 @@ class StudyContext:
     @property
     def fusion_choices(self) -> list[str]:
         """Fusions the study may pick, fixed for the whole study (a categorical's choices never vary)."""
+        from lightning_modules.components.fusion import fusion_names
+
         return list(self.fusions) or fusion_names()
 
     @property
@@ -189,7 +192,15 @@ def _plan_search(trial: optuna.Trial, ctx: StudyContext) -> TrialPlan:
     return TrialPlan(tuple(used), layers, fusion, train)
 
 
+def _baseline_grid(ctx: StudyContext) -> dict[str, list[Any]]:
+    from studies.baseline import C_GRID, CLASSIFIERS
+
+    return {"classifier": list(CLASSIFIERS), "C": list(C_GRID)}
+
+
 def _plan_baseline(trial: optuna.Trial, ctx: StudyContext) -> TrialPlan:
+    from studies.baseline import C_GRID, CLASSIFIERS
+
     classifier = str(trial.suggest_categorical("classifier", list(CLASSIFIERS)))
     c = float(trial.suggest_categorical("C", list(C_GRID)))
     return TrialPlan((), {}, fusion="none", baseline={"classifier": classifier, "C": c})
@@ -246,7 +257,7 @@ PRESETS.add(
         "TF-IDF word 1-2 grams + linear SVM or logistic regression, C chosen on "
         "validation (no features needed; --models is ignored)",
         _plan_baseline,
-        grid=lambda c: {"classifier": list(CLASSIFIERS), "C": list(C_GRID)},
+        grid=_baseline_grid,
         min_models=0,
         needs_features=False,
     ),
@@ -274,6 +285,7 @@ def check_models(preset: Preset, models: tuple[str, ...]) -> None:
 def check_fusions(names: tuple[str, ...]) -> tuple[str, ...]:
     """``names`` when every one is a valid fusion, else a ``UserError`` naming the bad one (with a suggestion)."""
     from benchmark.core.registry import suggest
+    from lightning_modules.components.fusion import fusion_names
 
     valid = fusion_names()
     for name in names:
