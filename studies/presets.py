@@ -1,9 +1,9 @@
 """``PRESETS``: the study types that mirror the paper's experiments, each a search space and a sampler.
 
 Parameter names are stable across trials and a categorical's choices never vary (optuna#2564): a combination
-that does not fit (a last-k larger than the model's layer count, zero models selected) is pruned with a
-logged reason instead. Presets that fuse models at "their best layers" read those from the study's
-``best_layers`` user attribute, chosen on validation by the fast all-layer sweep before the first trial.
+that does not fit (a last-k larger than the model's layer count) is pruned with a logged reason instead.
+Presets that fuse models at "their best layers" read those from the study's ``best_layers`` user attribute,
+chosen on validation by the fast all-layer sweep before the first trial.
 
 Listing presets (``layerfuse ls presets``, ``study --help``, a misspelt ``--preset``) imports this module: it
 stays free of torch and Lightning, so the fusion registry and the baseline's grid are imported where used.
@@ -83,6 +83,8 @@ class Preset:
             compared only with cells of its own pair or model, so a weak pair still finishes its best fusions.
         space: The ``study`` settings its search space reads (``fusions``, ``max_k``): only these enter its
             fingerprint, so a baseline or layer sweep resumes whatever fusions the next preset searches.
+        space_version: Raised when the search space's parameters change (names, choices), so that a study
+            sampled under the old space is not resumed under the new one (``studies.fingerprint``).
     """
 
     name: str
@@ -94,6 +96,7 @@ class Preset:
     needs_features: bool = True
     prune_within: tuple[str, ...] = ()
     space: tuple[str, ...] = ()
+    space_version: int = 1
 
     def sampler(self, ctx: StudyContext, seed: int) -> optuna.samplers.BaseSampler:
         """Grid sampler over the preset's grid, or a multivariate TPE sampler seeded per trial (studies.sampling)."""
@@ -162,11 +165,17 @@ def _plan_multi(trial: optuna.Trial, ctx: StudyContext) -> TrialPlan:
     return TrialPlan(subset, {m: str(ctx.best_layers[m]) for m in subset}, "concat")
 
 
+def _subsets(models: tuple[str, ...]) -> list[str]:
+    """Every non-empty subset of ``models``, smallest first, each in config order, joined by ``+``."""
+    return [s for k in range(1, len(models) + 1) for s in _combos(models, k)]
+
+
 def _plan_search(trial: optuna.Trial, ctx: StudyContext) -> TrialPlan:
-    used, layers = [], {}
-    for model in ctx.models:
-        if not trial.suggest_categorical(f"use.{model}", [True, False]):
-            continue
+    # One categorical over the non-empty subsets (fixed for the study) rather than a use.<alias> flag per model:
+    # flags can all come out false, and such a trial trains nothing yet spends one of the study's trials.
+    used = tuple(str(trial.suggest_categorical("subset", _subsets(ctx.models))).split("+"))
+    layers = {}
+    for model in used:
         top = ctx.num_layers[model]
         layer = trial.suggest_int(f"layer.{model}", 0, top)
         # With max_k = 1 there is nothing to aggregate: the only choice is the single layer.
@@ -178,7 +187,6 @@ def _plan_search(trial: optuna.Trial, ctx: StudyContext) -> TrialPlan:
             # Aggregate the k layers ending at the chosen one (k=1 is the single layer again).
             k = trial.suggest_int(f"k.{model}", 2, ctx.max_k)
             layers[model] = f"{agg}:" + ",".join(str(i) for i in range(max(0, layer - k + 1), layer + 1))
-        used.append(model)
     fusion = str(trial.suggest_categorical("fusion", ctx.fusion_choices))
     train = {
         "train.lr": trial.suggest_float("train.lr", 1e-5, 1e-2, log=True),
@@ -187,9 +195,7 @@ def _plan_search(trial: optuna.Trial, ctx: StudyContext) -> TrialPlan:
         "train.weight_decay": trial.suggest_float("train.weight_decay", 1e-7, 1e-2, log=True),
         "train.proj_dim": int(trial.suggest_categorical("train.proj_dim", list(PROJ_CHOICES))),
     }
-    if not used:
-        _prune(trial, "no model selected (every use.<alias> is false)")
-    return TrialPlan(tuple(used), layers, fusion, train)
+    return TrialPlan(used, layers, fusion, train)
 
 
 def _baseline_grid(ctx: StudyContext) -> dict[str, list[Any]]:
@@ -269,6 +275,7 @@ PRESETS.add(
         "TPE over model subset, per-model layer/aggregation, fusion and head hyper-parameters",
         _plan_search,
         space=("fusions", "max_k"),
+        space_version=2,  # 2: one `subset` categorical over the non-empty subsets (1: a use.<alias> flag per model)
     ),
 )
 
