@@ -44,6 +44,8 @@ class DatasetSpec:
             its hub test split has no labels).
         hf_text_column: Text column on the hub.
         hf_label_column: Label column on the hub.
+        class_names: Label as written -> class name, where the source documents it (MR, SST-2: 0 negative,
+            1 positive); an exported model's predictions use them (``class_names``).
     """
 
     name: str
@@ -52,15 +54,35 @@ class DatasetSpec:
     hf_splits: tuple[tuple[str, str], ...] = (("train", "train"), ("test", "test"))
     hf_text_column: str = "text"
     hf_label_column: str = "label"
+    class_names: tuple[tuple[str, str], ...] = ()
 
 
+POLARITY = (("0", "negative"), ("1", "positive"))  # both sources' documented coding (data/SOURCES.md)
 DATASETS: Registry[DatasetSpec] = Registry("dataset")
 DATASETS.add(
-    "sst2", DatasetSpec("sst2", "sst2", "stanfordnlp/sst2", (("train", "train"), ("test", "validation")), "sentence")
+    "sst2",
+    DatasetSpec(
+        "sst2",
+        "sst2",
+        "stanfordnlp/sst2",
+        (("train", "train"), ("test", "validation")),
+        "sentence",
+        class_names=POLARITY,
+    ),
 )
-DATASETS.add("mr", DatasetSpec("mr", "mr", "cornell-movie-review-data/rotten_tomatoes"))
+DATASETS.add("mr", DatasetSpec("mr", "mr", "cornell-movie-review-data/rotten_tomatoes", class_names=POLARITY))
 DATASETS.add("r8", DatasetSpec("r8", "r8"))
 DATASETS.add("r52", DatasetSpec("r52", "r52"))
+
+
+def class_names(dataset: str, label_names: list[str]) -> list[str]:
+    """``label_names`` (labels as written) with a registered dataset's known class names in their place.
+
+    The features keep the labels as written, which their cache keys hash; the names are applied where a user reads
+    predictions (an exported model), so no cache is invalidated. Labels the table does not name stay as they are.
+    """
+    known = dict(DATASETS.get(dataset).class_names) if dataset in DATASETS else {}
+    return [known.get(name, name) for name in label_names]
 
 
 @dataclass(frozen=True)
