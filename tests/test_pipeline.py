@@ -187,7 +187,9 @@ def test_reproduce_skips_presets_that_need_more_models(tiny_models, tmp_path, ca
     export = [*shlex.split(answer["export_command"])[1:], *[x for s in stores for x in ("--set", s)]]
     assert main(export) == 0
     printed = capsys.readouterr().out
-    assert "exporting the answer of" in printed and "registered models:/toy-clf/1 as models:/toy-clf@champion" in printed
+    assert (
+        "exporting the answer of" in printed and "registered models:/toy-clf/1 as models:/toy-clf@champion" in printed
+    )
     model = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_model_version_by_alias("toy-clf", "champion")
     assert model.run_id == answer["refit_run_id"]
 
