@@ -171,3 +171,14 @@ def test_export_report_exports_the_answers_trial(report, store, monkeypatch, cap
     assert main(["export"]) == 2 and "--report DIR (a report's answer) or --study NAME" in capsys.readouterr().err
     assert main(["export", "--study", "s", "--dataset", "mr"]) == 2
     assert "--dataset picks one answer of --report" in capsys.readouterr().err
+
+
+def test_the_answer_reads_the_same_from_summary_json(report) -> None:
+    from benchmark.report.sections.answer import answer_lines
+
+    # The quickstart prints the answers read back from summary.json (NaN -> null): the same sentences as the report.
+    md = (report.out_dir / "report.md").read_text()
+    for a in json.loads((report.out_dir / "summary.json").read_text())["answer"]:
+        head, *rest = answer_lines(a)
+        assert f"**{head}**" in md and " ".join(rest) in md
+        assert "—" not in " ".join(rest)

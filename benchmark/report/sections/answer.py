@@ -125,21 +125,20 @@ def _tied_line(a: dict[str, Any]) -> str:
     return f"Tied with ({len(tied)}, within one standard error on validation): {named}{more}."
 
 
+def _known(x: Any) -> bool:
+    """Whether a number was measured: not NaN (a fresh answer) and not None (one read back from summary.json)."""
+    return x is not None and x == x
+
+
 def _cost_line(a: dict[str, Any]) -> str:
     c = a["cost"]
-    parts = [
-        f"{fmt(c['extract_ms_per_sample'], 2)} ms per text to embed",
-        *(
-            [f"{fmt(c['head_ms_per_sample'], 3)} ms for the head"]
-            if c["head_ms_per_sample"] == c["head_ms_per_sample"]
-            else []
-        ),
-        f"{fmt(c['feature_mib'], 1)} MiB of training features (width {int(c['fused_dim'])})"
-        if c["feature_mib"] == c["feature_mib"] and c["fused_dim"] == c["fused_dim"]
-        else "",
-    ]
+    parts = [f"{fmt(c['extract_ms_per_sample'], 2)} ms per text to embed"]
+    if _known(c["head_ms_per_sample"]):
+        parts.append(f"{fmt(c['head_ms_per_sample'], 3)} ms for the head")
+    if _known(c["feature_mib"]) and _known(c["fused_dim"]):
+        parts.append(f"{fmt(c['feature_mib'], 1)} MiB of training features (width {int(c['fused_dim'])})")
     sweep = " (every layer of the model at once: an upper bound)" if c["measured_in_sweep"] else ""
-    return "Cost to run: " + ", ".join(p for p in parts if p) + f", as measured in the study{sweep}."
+    return "Cost to run: " + ", ".join(parts) + f", as measured in the study{sweep}."
 
 
 def answer_lines(a: dict[str, Any]) -> list[str]:
