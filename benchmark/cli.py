@@ -178,6 +178,8 @@ def _check_registered_names(cfg: BenchConfig) -> None:
 
     Checked before any handler imports torch or Lightning, so a misspelt name is refused at once.
     """
+    from benchmark.core.models import check_model_name
+    from benchmark.core.text_data import check_dataset_name
     from studies.presets import PRESETS
 
     if cfg.extract.pooling is not None:
@@ -186,6 +188,10 @@ def _check_registered_names(cfg: BenchConfig) -> None:
         POOLINGS.get(cfg.extract.pooling)
     for preset in (cfg.study.preset, *cfg.pipeline.presets):
         PRESETS.get(preset)
+    for model in cfg.extract.models:
+        check_model_name(model)
+    for dataset in (cfg.extract.dataset, *cfg.pipeline.datasets):
+        check_dataset_name(dataset)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -271,6 +271,21 @@ def _keep_splits(files: dict[str, list[Path]], split: str, where: str) -> dict[s
     return out
 
 
+def check_dataset_name(dataset: str) -> None:
+    """Refuse (``UserError``, with suggestions) a name that is no dataset, file, folder, ``{split}`` pattern or hub id.
+
+    Reads only the registry and the file system, so the command line refuses a misspelt dataset before it imports
+    torch; ``load_split`` refuses the same names.
+    """
+    hub_shaped = dataset.count("/") == 1 and not dataset.startswith((".", "/"))
+    if dataset in DATASETS or "{split}" in dataset or Path(dataset).exists() or hub_shaped:
+        return
+    try:
+        DATASETS.get(dataset)
+    except UserError as err:
+        raise UserError(f"{err}; or give a folder of split files, a file, or a hub id (org/name)") from None
+
+
 class _HubFallback(Exception):
     """Not a local dataset: try the hub (``local`` is the folder a built-in dataset was expected in)."""
 
@@ -318,10 +333,7 @@ def _split_files(dataset: str, split: str, data_dir: str | Path) -> dict[str, Pa
         if not folder.is_dir():
             if dataset.count("/") == 1 and not dataset.startswith((".", "/")):
                 raise _HubFallback()  # looks like a hub id
-            try:
-                DATASETS.get(dataset)
-            except UserError as err:
-                raise UserError(f"{err}; or give a folder of split files, a file, or a hub id (org/name)") from None
+            check_dataset_name(dataset)
     for p in sorted(folder.iterdir()):
         if p.suffix in FILE_SUFFIXES:
             found.setdefault(p.stem, []).append(p)
