@@ -143,9 +143,20 @@ def _run_ls(args: argparse.Namespace, cfg: BenchConfig) -> int:
 # ---------------------------------------------------------------- main
 
 
+def version() -> str:
+    """The installed layerfuse version (``layerfuse --version``)."""
+    import importlib.metadata as md
+
+    try:
+        return md.version("layerfuse")
+    except md.PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed: pip install -e .)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser."""
     parser = Parser(prog="layerfuse", description="Layer-aware embedding fusion benchmarks.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     from benchmark import cli_stages, cli_use
 
@@ -172,11 +183,24 @@ def _flag_values(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _check_registered_names(cfg: BenchConfig) -> None:
-    """Names the config holds whose registries live above the config's layer (raises ``UnknownNameError``)."""
+    """Names the config holds whose registries live above the config's layer (raises ``UnknownNameError``).
+
+    Checked before any handler imports torch or Lightning, so a misspelt name is refused at once.
+    """
+    from benchmark.core.models import check_model_name
+    from benchmark.core.text_data import check_dataset_name
+    from studies.presets import PRESETS
+
     if cfg.extract.pooling is not None:
         from extractors.pooling import POOLINGS
 
         POOLINGS.get(cfg.extract.pooling)
+    for preset in (cfg.study.preset, *cfg.pipeline.presets):
+        PRESETS.get(preset)
+    for model in cfg.extract.models:
+        check_model_name(model)
+    for dataset in (cfg.extract.dataset, *cfg.pipeline.datasets):
+        check_dataset_name(dataset)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,12 +6,14 @@ Each command is an ``add_*`` (its parser) and a ``run_*`` (its handler); ``bench
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 from typing import Any
 
 from benchmark.cli_args import batch_size, csv_list, positive_int, quiet_transformers, subparser
 from benchmark.core.config import BenchConfig
 from benchmark.core.errors import UserError
+from studies.presets import PRESETS
 
 # ---------------------------------------------------------------- extract
 
@@ -84,6 +86,10 @@ def run_extract(args: argparse.Namespace, cfg: BenchConfig) -> int:
 # ---------------------------------------------------------------- study
 
 
+def _preset_lines() -> str:
+    return "\n".join(f"  {name:15} {p.description}" for name, p in PRESETS.items())
+
+
 def add_study(sub: Any) -> None:
     """``layerfuse study``."""
     p = subparser(
@@ -94,9 +100,9 @@ def add_study(sub: Any) -> None:
         "  layerfuse study --preset search --dataset mr --models smollm2-135m,minilm-l6 --trials 50 --workers 2\n"
         "  layerfuse study --preset search --dataset r8 --models a,b --storage postgresql://u:pw@host/db  # on each "
         "host\n"
-        "Re-running the same command resumes the study. Presets: layerfuse ls presets.",
+        "Re-running the same command resumes the study.\n\npresets (layerfuse ls presets):\n" + _preset_lines(),
     )
-    p.add_argument("--preset", "-p", help="layer-sweep|last-k|fusion-methods|multi-model|search")
+    p.add_argument("--preset", "-p", help="|".join(PRESETS.names()) + " (default search)")
     p.add_argument("--dataset", "-d", help="dataset whose features are cached (as for extract)")
     p.add_argument("--models", "-m", type=csv_list, help="comma list of models (their caches must exist)")
     p.add_argument("--trials", "-n", type=positive_int, help="finished trials to reach (sampled presets)")
@@ -329,13 +335,41 @@ def run_pipeline(args: argparse.Namespace, cfg: BenchConfig) -> int:
         f"stages extract, {', '.join(cfg.pipeline.presets)}, report; {cfg.study.seeds} seed(s)",
         flush=True,
     )
+    start = time.perf_counter()
     result = run_pipeline(
         cfg, on_stage=lambda s: print(f"[{s.seconds:7.1f}s] {s.dataset} {s.stage}: {s.outcome}", flush=True)
     )
     assert result.report is not None
     print(f"report: {result.report.out_dir}/report.html (also report.md, best_layers.csv, summary.json, stages.csv)")
-    print("browse every trial: layerfuse ui")
+    print_answer(
+        result.report.summary.get("answer", []), f"{args.command} took {_duration(time.perf_counter() - start)}"
+    )
     return 0
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
+
+
+def print_answer(answers: list[dict[str, Any]], done: str) -> None:
+    """The end of a pipeline run: its time, then per dataset the answer its report opens with and what to run next."""
+    from benchmark.report.sections.answer import answer_lines, next_steps
+
+    print(f"\n{done}. The answer:")
+    if not answers:
+        print("  no configuration to ship: no trial of a feature preset finished")
+    for a in answers:
+        head, *rest = answer_lines(a)
+        print(f"  {head}")
+        for line in rest:
+            print(f"    {line}")
+    for a in answers:
+        steps = next_steps(a)
+        print(f"next: {steps[0]}")
+        for step in steps[1:]:
+            print(f"      {step}")
+    print("browse every trial: layerfuse ui")
 
 
 ADDERS = (add_extract, add_study, add_fit, add_report, add_quickstart, add_reproduce)

@@ -7,6 +7,7 @@ from typing import Any
 
 from benchmark.cli_args import subparser
 from benchmark.core.config import BenchConfig
+from benchmark.core.errors import UserError
 
 
 def _int(text: str) -> int:
@@ -31,8 +32,8 @@ def add_refit(sub: Any) -> None:
     p.set_defaults(func=run_refit, flag_keys={"storage": "study.storage"})
 
 
-def _choice(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--study", required=True, help="study name (as printed by layerfuse study)")
+def _choice(p: argparse.ArgumentParser, study_required: bool = True) -> None:
+    p.add_argument("--study", required=study_required, help="study name (as printed by layerfuse study)")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--trial", type=_int, help="trial number (default: the study's best trial)")
     which.add_argument("--run-id", help="a trial's MLflow run id (default: the study's best trial)")
@@ -57,13 +58,16 @@ def add_export(sub: Any) -> None:
         sub,
         "export",
         "Export a study's chosen configuration (its refit head) as an MLflow pyfunc model that reads raw text.",
-        "examples:\n  layerfuse export --study search-mr-smollm2-135m+minilm-l6 --name mr-clf\n"
+        "examples:\n  layerfuse export --report reports/quickstart --name mr-clf   # the report's answer\n"
+        "  layerfuse export --study search-mr-smollm2-135m+minilm-l6 --name mr-clf\n"
         "  layerfuse export --study NAME --trial 7 --out exported/mr-clf --weights reference\n"
         "Then: layerfuse predict --model models:/mr-clf@champion --input new.csv --out scored.csv\n"
         "      MLFLOW_TRACKING_URI=sqlite:///mlruns/mlflow.db mlflow models serve -m models:/mr-clf@champion "
         "--env-manager local",
     )
-    _choice(p)
+    _choice(p, study_required=False)
+    p.add_argument("--report", help="a report folder: export the configuration its answer names (instead of --study)")
+    p.add_argument("--dataset", help="with --report over several datasets: the dataset whose answer to export")
     p.add_argument("--seed", type=_int, default=0, help="which refit seed's head (default 0)")
     p.add_argument("--name", help="register the model under this name in the MLflow Model Registry")
     p.add_argument("--alias", default="champion", help="registry alias set on the new version (default champion)")
@@ -76,7 +80,8 @@ def run_export(args: argparse.Namespace, cfg: BenchConfig) -> int:
     """Handler of ``export``."""
     from benchmark.model_export import export_model
 
-    r = export_model(cfg, args.study, args.trial, args.run_id, args.seed, args.name, args.alias, args.out, args.weights)
+    study, trial, run_id = _what_to_export(args, cfg)
+    r = export_model(cfg, study, trial, run_id, args.seed, args.name, args.alias, args.out, args.weights)
     print(f"exported {r.model_uri} (refit run {r.refit_run_id}; {r.bundle_bytes / 2**20:.1f} MB of weights and head)")
     if r.registered:
         print(f"registered models:/{r.registered}/{r.version} as models:/{r.registered}@{args.alias}")
@@ -88,6 +93,23 @@ def run_export(args: argparse.Namespace, cfg: BenchConfig) -> int:
     if r.out:
         print(f"saved to {r.out}")
     return 0
+
+
+def _what_to_export(args: argparse.Namespace, cfg: BenchConfig) -> tuple[str, int | None, str | None]:
+    """(study, trial, run id) named by --study/--trial/--run-id, or by the answer of --report [--dataset]."""
+    if args.report is None:
+        if args.study is None:
+            raise UserError("name what to export: --report DIR (a report's answer) or --study NAME [--trial N]")
+        if args.dataset is not None:
+            raise UserError("--dataset picks one answer of --report DIR: drop it, or use --report")
+        return args.study, args.trial, args.run_id
+    if args.study is not None or args.trial is not None or args.run_id is not None:
+        raise UserError("--report names the configuration itself: drop --study, --trial and --run-id")
+    from benchmark.report.sections.answer import read_answer
+
+    answer = read_answer(args.report, args.dataset, cfg.tracking.uri)
+    print(f"exporting the answer of {args.report}: {answer['config']} ({answer['study']}, trial {answer['trial']})")
+    return str(answer["study"]), None, str(answer["run_id"])
 
 
 def add_predict(sub: Any) -> None:

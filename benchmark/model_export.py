@@ -27,6 +27,7 @@ from benchmark.core.errors import UserError
 from benchmark.core.keys import load_text_split, resolve_features
 from benchmark.core.models import LEXICAL, ModelSpec, weights_sha256
 from benchmark.core.stores import check_folder_path
+from benchmark.core.text_data import class_names
 from benchmark.pyfunc_model import (
     BUNDLE_FILE,
     FORMAT_VERSION,
@@ -154,7 +155,8 @@ def build_bundle(tcfg: BenchConfig, head_dir: Path, layers: dict[str, str], out:
             m["folder"] = f"members/{m['folder']}"
     shutil.copy(head_dir / tracking.HEAD_NET_FILE, out / NET_FILE)
     shutil.copy(head_dir / tracking.HEAD_SCALERS_FILE, out / SCALERS_FILE)
-    meta = {"format": FORMAT_VERSION, "members": members, "net": head["net"], "label_names": head["label_names"]}
+    labels = class_names(tcfg.extract.dataset, head["label_names"])
+    meta = {"format": FORMAT_VERSION, "members": members, "net": head["net"], "label_names": labels}
     (out / BUNDLE_FILE).write_text(json.dumps(meta, indent=1))
     return out
 

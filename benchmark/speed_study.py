@@ -14,8 +14,9 @@ after it reuse them, as in ``layerfuse reproduce``.
         --presets tfidf-baseline,layer-sweep,fusion-methods --set study.fusions=concat --max-length 256 --limit 8000
 
 The caches must exist (``layerfuse extract --model minilm-l6,minilm-l3 --dataset mr --max-length 256 --dtype bf16``).
-Trials per minute count trials that trained (complete, or pruned while training); trials the search prunes
-before training (no model selected) take milliseconds and are reported apart, so they do not inflate it.
+Trials per minute count trials that trained (complete, or pruned while training); trials pruned before training
+(search space version 1 pruned those that selected no model) take milliseconds and are reported apart, so they do
+not inflate it.
 """
 
 from __future__ import annotations

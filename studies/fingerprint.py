@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 RESULT_NEUTRAL = ("threads",)  # train settings that change speed, not results: a study may resume with others
 
 TEXTS_KEY = "texts"  # fingerprint entry of the presets that read texts: each split's data hash
+SPACE_KEY = "space_version"  # a preset's search-space version, left out at 1 so older studies of it still resume
 
 
 def data_settings(data: DataConfig) -> dict[str, Any]:
@@ -51,8 +52,11 @@ def fingerprint(cfg: BenchConfig, dirs: dict[str, ModelDirs]) -> str:
     }
     if not dirs:  # a preset that reads the texts, not caches (the lexical baseline): the texts stand for the caches
         blob[TEXTS_KEY] = {s: load_text_split(cfg, s).data_sha256[:16] for s in splits(cfg)}
+    preset = PRESETS.get(cfg.study.preset)
+    if preset.space_version != 1:
+        blob[SPACE_KEY] = preset.space_version
     defaults = StudyConfig()
-    for key in PRESETS.get(cfg.study.preset).space:  # left out at their defaults so older studies still resume
+    for key in preset.space:  # left out at their defaults so older studies still resume
         if getattr(cfg.study, key) != getattr(defaults, key):
             blob[f"study.{key}"] = getattr(cfg.study, key)
     return json.dumps(blob, sort_keys=True, default=str)
@@ -82,6 +86,13 @@ def check_fingerprint(study: optuna.Study, fingerprint: str) -> None:
             study.set_user_attr("config_fingerprint", fingerprint)
             return
         diff = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+        if SPACE_KEY in diff:
+            raise UserError(
+                f"study '{study.study_name}' was sampled under an earlier search space of preset '{b['preset']}' "
+                f"(version {a.get(SPACE_KEY, 1)}, now {b.get(SPACE_KEY, 1)}) and cannot be resumed under this one: "
+                "start a new study with --name NAME (layerfuse study), or stores of your own "
+                "(--set study.storage=sqlite:///mlruns/optuna-new.db --set tracking.uri=sqlite:///mlruns/mlflow-new.db)"
+            )
         raise UserError(
             f"study '{study.study_name}' was created with other settings ({', '.join(diff)} differ); "
             "rerun with the original settings to resume, or start a new study: --name NAME (layerfuse study), or "

@@ -1,9 +1,12 @@
 """``PRESETS``: the study types that mirror the paper's experiments, each a search space and a sampler.
 
 Parameter names are stable across trials and a categorical's choices never vary (optuna#2564): a combination
-that does not fit (a last-k larger than the model's layer count, zero models selected) is pruned with a
-logged reason instead. Presets that fuse models at "their best layers" read those from the study's
-``best_layers`` user attribute, chosen on validation by the fast all-layer sweep before the first trial.
+that does not fit (a last-k larger than the model's layer count) is pruned with a logged reason instead.
+Presets that fuse models at "their best layers" read those from the study's ``best_layers`` user attribute,
+chosen on validation by the fast all-layer sweep before the first trial.
+
+Listing presets (``layerfuse ls presets``, ``study --help``, a misspelt ``--preset``) imports this module: it
+stays free of torch and Lightning, so the fusion registry and the baseline's grid are imported where used.
 """
 
 from __future__ import annotations
@@ -18,9 +21,7 @@ import optuna
 
 from benchmark.core.errors import UserError
 from benchmark.core.registry import Registry
-from lightning_modules.components.fusion import fusion_names
 from lightning_modules.layers import AGGREGATIONS
-from studies.baseline import C_GRID, CLASSIFIERS
 from studies.sampling import TrialSeededSampler
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,8 @@ class StudyContext:
     @property
     def fusion_choices(self) -> list[str]:
         """Fusions the study may pick, fixed for the whole study (a categorical's choices never vary)."""
+        from lightning_modules.components.fusion import fusion_names
+
         return list(self.fusions) or fusion_names()
 
     @property
@@ -80,6 +83,8 @@ class Preset:
             compared only with cells of its own pair or model, so a weak pair still finishes its best fusions.
         space: The ``study`` settings its search space reads (``fusions``, ``max_k``): only these enter its
             fingerprint, so a baseline or layer sweep resumes whatever fusions the next preset searches.
+        space_version: Raised when the search space's parameters change (names, choices), so that a study
+            sampled under the old space is not resumed under the new one (``studies.fingerprint``).
     """
 
     name: str
@@ -91,6 +96,7 @@ class Preset:
     needs_features: bool = True
     prune_within: tuple[str, ...] = ()
     space: tuple[str, ...] = ()
+    space_version: int = 1
 
     def sampler(self, ctx: StudyContext, seed: int) -> optuna.samplers.BaseSampler:
         """Grid sampler over the preset's grid, or a multivariate TPE sampler seeded per trial (studies.sampling)."""
@@ -159,11 +165,17 @@ def _plan_multi(trial: optuna.Trial, ctx: StudyContext) -> TrialPlan:
     return TrialPlan(subset, {m: str(ctx.best_layers[m]) for m in subset}, "concat")
 
 
+def _subsets(models: tuple[str, ...]) -> list[str]:
+    """Every non-empty subset of ``models``, smallest first, each in config order, joined by ``+``."""
+    return [s for k in range(1, len(models) + 1) for s in _combos(models, k)]
+
+
 def _plan_search(trial: optuna.Trial, ctx: StudyContext) -> TrialPlan:
-    used, layers = [], {}
-    for model in ctx.models:
-        if not trial.suggest_categorical(f"use.{model}", [True, False]):
-            continue
+    # One categorical over the non-empty subsets (fixed for the study) rather than a use.<alias> flag per model:
+    # flags can all come out false, and such a trial trains nothing yet spends one of the study's trials.
+    used = tuple(str(trial.suggest_categorical("subset", _subsets(ctx.models))).split("+"))
+    layers = {}
+    for model in used:
         top = ctx.num_layers[model]
         layer = trial.suggest_int(f"layer.{model}", 0, top)
         # With max_k = 1 there is nothing to aggregate: the only choice is the single layer.
@@ -175,7 +187,6 @@ def _plan_search(trial: optuna.Trial, ctx: StudyContext) -> TrialPlan:
             # Aggregate the k layers ending at the chosen one (k=1 is the single layer again).
             k = trial.suggest_int(f"k.{model}", 2, ctx.max_k)
             layers[model] = f"{agg}:" + ",".join(str(i) for i in range(max(0, layer - k + 1), layer + 1))
-        used.append(model)
     fusion = str(trial.suggest_categorical("fusion", ctx.fusion_choices))
     train = {
         "train.lr": trial.suggest_float("train.lr", 1e-5, 1e-2, log=True),
@@ -184,12 +195,18 @@ def _plan_search(trial: optuna.Trial, ctx: StudyContext) -> TrialPlan:
         "train.weight_decay": trial.suggest_float("train.weight_decay", 1e-7, 1e-2, log=True),
         "train.proj_dim": int(trial.suggest_categorical("train.proj_dim", list(PROJ_CHOICES))),
     }
-    if not used:
-        _prune(trial, "no model selected (every use.<alias> is false)")
-    return TrialPlan(tuple(used), layers, fusion, train)
+    return TrialPlan(used, layers, fusion, train)
+
+
+def _baseline_grid(ctx: StudyContext) -> dict[str, list[Any]]:
+    from studies.baseline import C_GRID, CLASSIFIERS
+
+    return {"classifier": list(CLASSIFIERS), "C": list(C_GRID)}
 
 
 def _plan_baseline(trial: optuna.Trial, ctx: StudyContext) -> TrialPlan:
+    from studies.baseline import C_GRID, CLASSIFIERS
+
     classifier = str(trial.suggest_categorical("classifier", list(CLASSIFIERS)))
     c = float(trial.suggest_categorical("C", list(C_GRID)))
     return TrialPlan((), {}, fusion="none", baseline={"classifier": classifier, "C": c})
@@ -246,7 +263,7 @@ PRESETS.add(
         "TF-IDF word 1-2 grams + linear SVM or logistic regression, C chosen on "
         "validation (no features needed; --models is ignored)",
         _plan_baseline,
-        grid=lambda c: {"classifier": list(CLASSIFIERS), "C": list(C_GRID)},
+        grid=_baseline_grid,
         min_models=0,
         needs_features=False,
     ),
@@ -258,6 +275,7 @@ PRESETS.add(
         "TPE over model subset, per-model layer/aggregation, fusion and head hyper-parameters",
         _plan_search,
         space=("fusions", "max_k"),
+        space_version=2,  # 2: one `subset` categorical over the non-empty subsets (1: a use.<alias> flag per model)
     ),
 )
 
@@ -274,6 +292,7 @@ def check_models(preset: Preset, models: tuple[str, ...]) -> None:
 def check_fusions(names: tuple[str, ...]) -> tuple[str, ...]:
     """``names`` when every one is a valid fusion, else a ``UserError`` naming the bad one (with a suggestion)."""
     from benchmark.core.registry import suggest
+    from lightning_modules.components.fusion import fusion_names
 
     valid = fusion_names()
     for name in names:

@@ -50,14 +50,12 @@ def tiny_study(tiny_models: dict[str, Path], root: Path) -> BenchConfig:
     study = optuna.create_study(study_name=STUDY, storage=cfg.study.storage, direction="maximize")
     study.enqueue_trial(
         {
-            f"use.{llama}": True,
+            "subset": f"{llama}+{bert}+tfidf",
             f"layer.{llama}": 2,
             f"agg.{llama}": "mean",
             f"k.{llama}": 2,
-            f"use.{bert}": True,
             f"layer.{bert}": 2,
             f"agg.{bert}": "single",
-            "use.tfidf": True,
             "layer.tfidf": 0,
             "agg.tfidf": "single",
             "fusion": "sum",

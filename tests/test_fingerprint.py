@@ -67,3 +67,18 @@ def test_a_layer_sweep_resumes_under_other_fusions_a_fusion_grid_does_not(tmp_pa
     # Other settings a sweep does read are still refused.
     with pytest.raises(UserError, match=r"other settings \(seeds differ\)"):
         check_fingerprint(sweep, fingerprint(_cfg(tmp_path, "layer-sweep", seeds=5), dirs))
+
+
+def test_a_search_study_of_the_earlier_space_is_refused_not_resumed(tmp_path: Path) -> None:
+    dirs = _dirs(tmp_path)
+    now = fingerprint(_cfg(tmp_path, "search"), dirs)
+    assert json.loads(now)["space_version"] == 2  # the `subset` categorical (version 1: use.<alias> flags)
+    assert "space_version" not in json.loads(fingerprint(_cfg(tmp_path, "layer-sweep"), dirs))  # unchanged presets
+    old = optuna.create_study(study_name="search-old")
+    earlier = {k: v for k, v in json.loads(now).items() if k != "space_version"}  # as recorded before version 2
+    old.set_user_attr("config_fingerprint", json.dumps(earlier, sort_keys=True))
+    with pytest.raises(UserError, match=r"earlier search space of preset 'search' \(version 1, now 2\).*--name NAME"):
+        check_fingerprint(old, now)
+    fresh = optuna.create_study()
+    check_fingerprint(fresh, now)
+    check_fingerprint(fresh, now)  # a study of this space resumes

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shlex
 from pathlib import Path
 
 import optuna
@@ -177,6 +178,25 @@ def test_reproduce_skips_presets_that_need_more_models(tiny_models, tmp_path, ca
     names = set(_trial_counts(f"sqlite:///{tmp_path}/optuna.db"))
     assert names == {"tfidf-baseline-toy", "layer-sweep-toy-tfidf"}
     assert PRESETS.get("fusion-methods").min_models == 2
+
+    # It ends with the answer its report opens with: time, choice, accuracy, ties, cost, then the export command.
+    out = capsys.readouterr().out
+    (answer,) = json.loads((tmp_path / "reports" / "reproduce" / "summary.json").read_text())["answer"]
+    assert (answer["study"], answer["test_acc_source"], answer["test_rows"]) == ("layer-sweep-toy-tfidf", "refit", 20)
+    tail = out[out.index("\nreproduce took ") :]
+    assert f"The answer:\n  toy: ship {answer['config']} (layer-sweep-toy-tfidf, trial 0)." in tail
+    assert f"Test accuracy {answer['test_acc']:.4f} (refit on all training rows), 95% interval" in tail
+    assert f"next: {answer['export_command']}\n" in tail and "--name toy-clf" in answer["export_command"]
+    # That command (with this test's stores) exports the answer's configuration, refit included.
+    stores = [a for a in argv if a.startswith(("study.storage=", "tracking.", "paths."))]
+    export = [*shlex.split(answer["export_command"])[1:], *[x for s in stores for x in ("--set", s)]]
+    assert main(export) == 0
+    printed = capsys.readouterr().out
+    assert (
+        "exporting the answer of" in printed and "registered models:/toy-clf/1 as models:/toy-clf@champion" in printed
+    )
+    model = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_model_version_by_alias("toy-clf", "champion")
+    assert model.run_id == answer["refit_run_id"]
 
 
 @pytest.mark.parametrize(

@@ -746,7 +746,7 @@ def _plan_only(preset_name: str, ctx: object) -> object:
     preset = PRESETS.get(preset_name)
 
     def objective(trial: optuna.Trial) -> float:
-        preset.plan(trial, ctx)  # may prune (no model selected); no training: only the sampled params matter here
+        preset.plan(trial, ctx)  # may prune (a last-k beyond the layers); no training: only the sampled params matter
         return 0.5
 
     return objective
@@ -791,8 +791,27 @@ def test_search_with_max_k_1_never_aggregates() -> None:
     ctx = StudyContext("d", ("a",), {"a": 6}, max_k=1)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))  # in memory: planning only
     study.optimize(_plan_only("search", ctx), n_trials=40)
-    used = [t.params for t in study.trials if t.params["use.a"]]
-    assert used and all(p["agg.a"] == "single" and "k.a" not in p for p in used)
+    used = [t.params for t in study.trials if t.params["subset"] == "a"]
+    assert len(used) == 40 and all(p["agg.a"] == "single" and "k.a" not in p for p in used)
+
+
+@pytest.mark.parametrize("sampler", ["random", "tpe"])
+def test_every_search_trial_selects_a_model(sampler) -> None:
+    from studies.presets import PRESETS, StudyContext
+
+    ctx = StudyContext("d", ("a", "b", "c"), {"a": 4, "b": 6, "c": 2}, fusions=("concat",))
+    chosen = optuna.samplers.RandomSampler(seed=0) if sampler == "random" else PRESETS.get("search").sampler(ctx, 0)
+    study = optuna.create_study(sampler=chosen)  # in memory: planning only
+    study.optimize(_plan_only("search", ctx), n_trials=30)
+    subsets = {"a", "b", "c", "a+b", "a+c", "b+c", "a+b+c"}
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)  # none pruned for want of a model
+    assert all(t.params["subset"] in subsets for t in study.trials)
+    for t in study.trials:  # a model's layer params exactly when the subset holds it
+        members = set(t.params["subset"].split("+"))
+        assert {k.split(".", 1)[1] for k in t.params if k.startswith("layer.")} == members
+    # The choice set is one fixed categorical over the 7 non-empty subsets (optuna#2564), and the sampler explores it.
+    dists = {str(t.distributions["subset"]) for t in study.trials}
+    assert len(dists) == 1 and len({t.params["subset"] for t in study.trials}) >= 5
 
 
 def test_a_trial_pruned_while_training(study_env, tmp_path) -> None:
@@ -807,7 +826,7 @@ def test_a_trial_pruned_while_training(study_env, tmp_path) -> None:
     )
     optuna.create_study(
         study_name=study_name(cfg), storage=make_storage(cfg.study.storage, 1), direction="maximize"
-    ).enqueue_trial({f"use.{a}": True})  # it selects a model: it trains
+    ).enqueue_trial({"subset": a})
     out = run_study(cfg)
     assert (out.complete, out.pruned) == (0, 1)
     study, _ = assert_runs_match_trials(cfg, out.name)

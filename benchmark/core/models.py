@@ -246,14 +246,27 @@ def resolve_model(name: str, models_dir: str | Path) -> ModelSpec:
     folder = Path(name)
     if folder.is_dir():
         return _local_spec(name, folder)
-    if "/" in name and not name.startswith((".", "/")) and name.count("/") == 1:
-        # An unregistered hub id: layer count and width are read from its config at extraction time.
-        return ModelSpec(alias=name, hf_id=name, kind="encoder", num_layers=0, hidden_size=0, default_pooling="mean")
+    check_model_name(name)
+    # An unregistered hub id: layer count and width are read from its config at extraction time.
+    return ModelSpec(alias=name, hf_id=name, kind="encoder", num_layers=0, hidden_size=0, default_pooling="mean")
+
+
+def _hub_shaped(name: str) -> bool:
+    return "/" in name and not name.startswith((".", "/")) and name.count("/") == 1
+
+
+def check_model_name(name: str) -> None:
+    """Refuse (``UserError``, with suggestions) a name that is no alias, registered hub id, folder or hub id.
+
+    Reads only the registry and the file system, so the command line refuses a misspelt alias before it imports
+    torch; ``resolve_model`` refuses the same names.
+    """
+    if name in MODELS or any(s.hf_id == name for _, s in MODELS.items()) or Path(name).is_dir() or _hub_shaped(name):
+        return
     try:
         MODELS.get(name)
     except UnknownNameError as err:
         raise UserError(f"{err}; or give a hub id (org/name) or a local model folder") from None
-    raise AssertionError("unreachable")
 
 
 @lru_cache(maxsize=64)

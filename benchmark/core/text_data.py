@@ -46,6 +46,8 @@ class DatasetSpec:
             its hub test split has no labels).
         hf_text_column: Text column on the hub.
         hf_label_column: Label column on the hub.
+        class_names: Label as written -> class name, where the source documents it (MR, SST-2: 0 negative,
+            1 positive); an exported model's predictions use them (``class_names``).
     """
 
     name: str
@@ -54,15 +56,35 @@ class DatasetSpec:
     hf_splits: tuple[tuple[str, str], ...] = (("train", "train"), ("test", "test"))
     hf_text_column: str = "text"
     hf_label_column: str = "label"
+    class_names: tuple[tuple[str, str], ...] = ()
 
 
+POLARITY = (("0", "negative"), ("1", "positive"))  # both sources' documented coding (data/SOURCES.md)
 DATASETS: Registry[DatasetSpec] = Registry("dataset")
 DATASETS.add(
-    "sst2", DatasetSpec("sst2", "sst2", "stanfordnlp/sst2", (("train", "train"), ("test", "validation")), "sentence")
+    "sst2",
+    DatasetSpec(
+        "sst2",
+        "sst2",
+        "stanfordnlp/sst2",
+        (("train", "train"), ("test", "validation")),
+        "sentence",
+        class_names=POLARITY,
+    ),
 )
-DATASETS.add("mr", DatasetSpec("mr", "mr", "cornell-movie-review-data/rotten_tomatoes"))
+DATASETS.add("mr", DatasetSpec("mr", "mr", "cornell-movie-review-data/rotten_tomatoes", class_names=POLARITY))
 DATASETS.add("r8", DatasetSpec("r8", "r8"))
 DATASETS.add("r52", DatasetSpec("r52", "r52"))
+
+
+def class_names(dataset: str, label_names: list[str]) -> list[str]:
+    """``label_names`` (labels as written) with a registered dataset's known class names in their place.
+
+    The features keep the labels as written, which their cache keys hash; the names are applied where a user reads
+    predictions (an exported model), so no cache is invalidated. Labels the table does not name stay as they are.
+    """
+    known = dict(DATASETS.get(dataset).class_names) if dataset in DATASETS else {}
+    return [known.get(name, name) for name in label_names]
 
 
 @dataclass(frozen=True)
@@ -152,6 +174,21 @@ def _compressed(folder: Path) -> str:
     return f"; {', '.join(packed)} are compressed: decompress them first" if packed else ""
 
 
+def check_dataset_name(dataset: str) -> None:
+    """Refuse (``UserError``, with suggestions) a name that is no dataset, file, folder, ``{split}`` pattern or hub id.
+
+    Reads only the registry and the file system, so the command line refuses a misspelt dataset before it imports
+    torch; ``load_split`` refuses the same names.
+    """
+    hub_shaped = dataset.count("/") == 1 and not dataset.startswith((".", "/"))
+    if dataset in DATASETS or "{split}" in dataset or Path(dataset).exists() or hub_shaped:
+        return
+    try:
+        DATASETS.get(dataset)
+    except UserError as err:
+        raise UserError(f"{err}; or give a folder of split files, a file, or a hub id (org/name)") from None
+
+
 class _HubFallback(Exception):
     """Not a local dataset: try the hub (``local`` is the folder a built-in dataset was expected in)."""
 
@@ -202,10 +239,7 @@ def _split_files(dataset: str, split: str, data_dir: str | Path) -> dict[str, Pa
         if not folder.is_dir():
             if dataset.count("/") == 1 and not dataset.startswith((".", "/")):
                 raise _HubFallback()  # looks like a hub id
-            try:
-                DATASETS.get(dataset)
-            except UserError as err:
-                raise UserError(f"{err}; or give a folder of split files, a file, or a hub id (org/name)") from None
+            check_dataset_name(dataset)
     for p in sorted(folder.iterdir()):
         if p.suffix in FILE_SUFFIXES:
             found.setdefault(p.stem, []).append(p)

@@ -12,7 +12,7 @@ Layout (the contract between ``studies`` and ``benchmark.report``):
   (``version_tags``) and package versions. Params (stable names): ``preset``, ``dataset``, ``models`` (comma list
   of aliases in config order), ``n_models``, ``fusion``, ``layer.<alias>`` (canonical layer spec, e.g. ``16`` or
   ``mean:last4``; for a sweep run, the validation-chosen layer), ``seeds``, and ``train.*`` head settings,
-  derived from the trial; and the Optuna params verbatim as ``optuna.<name>`` (e.g. ``optuna.use.<alias>``,
+  derived from the trial; and the Optuna params verbatim as ``optuna.<name>`` (e.g. ``optuna.subset``,
   ``optuna.layer.<alias>`` an int, ``optuna.train.hidden``), logged as soon as the trial is planned, so trials
   pruned before training have them too. Tag ``layerfuse.prune_reason`` or ``layerfuse.error`` says why a
   trial was pruned or failed.

@@ -226,6 +226,7 @@ def write_report(
     """
     from benchmark.report.render import to_html, to_markdown
     from benchmark.report.runs import load_runs
+    from benchmark.report.sections.answer import answers
     from benchmark.report.sections.computed import compute
     from benchmark.report.sections.layout import build
 
@@ -243,8 +244,9 @@ def write_report(
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    answer = answers(data, computed, out)
     try:
-        doc, pngs = build(data, computed, tmp, title)
+        doc, pngs = build(data, computed, tmp, title, answer)
         files = [p.name for p in pngs]
         if "md" in formats:
             (tmp / "report.md").write_text(to_markdown(doc))
@@ -254,7 +256,7 @@ def write_report(
             files.append("report.html")
         computed.best_last.to_csv(tmp / CSV, index=False, float_format="%.10g")
         summary = _summary(data, computed, studies, experiments, title, cfg.tracking.uri)
-        summary.update(files=sorted([*files, CSV, SUMMARY]), parent_runs=parents)
+        summary.update(answer=_plain(answer), files=sorted([*files, CSV, SUMMARY]), parent_runs=parents)
         digest = hashlib.sha256(json.dumps(summary, sort_keys=True, allow_nan=False).encode()).hexdigest()
         # the run is named as its folder (e.g. quickstart), not as the studies it covers
         with _report_run(data, cfg, out.name, digest[:HASH_CHARS]) as (run_id, fresh):

@@ -122,11 +122,20 @@ def _regret_section(doc: Doc, c: Computed) -> None:
                 f"{r['best_test_config']}: {fmt(r['best_test_acc'])}",
                 fmt(r["regret"], sign=True),
                 str(int(r["candidates"])),
-                f"{fmt(r['vs_baseline'], sign=True)} ({'beats' if r['beats_baseline'] else 'does not beat'})",
-                f"{fmt(r['vs_single'], sign=True)} vs {r['single_config']} "
-                f"({'beats' if r['beats_single'] else 'does not beat'})",
+                _versus_cell(r["vs_baseline"], r["beats_baseline"], r["baseline_run_id"], "no TF-IDF baseline ran"),
+                _versus_cell(
+                    r["vs_single"], r["beats_single"], r["single_run_id"], "no single-model trial", r["single_config"]
+                ),
                 r["basis"],
             ]
             for _, r in c.regret.iterrows()
         ],
     )
+
+
+def _versus_cell(gain: float, beats: bool, other_run: str, missing: str, other: str = "") -> str:
+    """The chosen configuration's gain over another (``other_run``), or what is missing when there is none."""
+    if not other_run:
+        return f"— ({missing})"
+    versus = f" vs {other}" if other else ""
+    return f"{fmt(gain, sign=True)}{versus} ({'beats' if beats else 'does not beat'})"

@@ -1,10 +1,11 @@
-"""``build``: the report's sections in reading order, after an introduction naming the studies and the rule."""
+"""``build``: the report's sections in reading order: the answer, then the method in brief, then the evidence."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from benchmark.report.render import Doc
+from benchmark.report.sections.answer import answer_section
 from benchmark.report.sections.baseline import baseline_section, stats_section
 from benchmark.report.sections.best import best_section
 from benchmark.report.sections.cost import cost_section
@@ -24,31 +25,30 @@ def _intro(doc: Doc, data: ReportData) -> None:
     t, base = data.trials, data.baselines
     datasets = sorted({display(d) for d in (*t["dataset"], *(() if base is None else base["dataset"]))})
     lexical = f" (+{len(base)} TF-IDF baseline)" if base is not None and len(base) else ""
+    doc.heading("How it was chosen")
     doc.para(
         f"Studies: {', '.join(sorted(data.counts))}. Datasets: {', '.join(datasets)}. "
         f"Finished trials: {len(t)}{lexical}."
     )
     doc.note(
-        f"Selection rule: {SELECTION_RULE}. Validation is the held-out part of train (or the dataset's own "
-        "validation split; with data.cv_folds each fold of train in turn); columns marked (test) are test scores "
-        "of the validation-selected configuration. "
-        "Columns over units summarise a configuration's test accuracy over its units (defined below: folds x "
-        "seeds, or seeds with the single split) where it has several: ± is the sample std over units and [..] a "
-        "95% percentile-bootstrap interval of the mean (10,000 resamples, seed 0); paired tests pair each unit "
-        "with the same (fold, seed) unit of the other configuration."
+        f"Chosen by selection.rule = {data.rule} ({rule_text(data.rule)}) on validation: the held-out part of train, "
+        "or each fold of it with data.cv_folds. Test never made a choice; columns marked (test) score the chosen "
+        f"configuration. Tied: within one standard error of the best, of the paired per-unit differences (yes, or "
+        f"{TIED_MARK} in a grid). Over units: ± the sample std, [..] a 95% bootstrap interval of the mean."
     )
-    doc.note(
-        f"Chosen by selection.rule = {data.rule} ({rule_text(data.rule)}). Every ranking also has a tie set: the "
-        "candidates whose mean validation accuracy is within one standard error of the best's, the standard error "
-        f"being that of the paired per-unit differences to the best; tables mark them (tied with best: yes, or "
-        f"{TIED_MARK} in a grid). {UNIT_NOTE}"
-    )
+    doc.note(f"{SELECTION_RULE[0].upper()}{SELECTION_RULE[1:]}. {UNIT_NOTE}")
 
 
-def build(data: ReportData, c: Computed, folder: Path, title: str) -> tuple[Doc, list[Path]]:
-    """Lay out the report, writing each figure as a PNG into ``folder``; return the document and the PNG paths."""
+def build(
+    data: ReportData, c: Computed, folder: Path, title: str, answers: list[dict[str, Any]]
+) -> tuple[Doc, list[Path]]:
+    """Lay out the report, writing each figure as a PNG into ``folder``; return the document and the PNG paths.
+
+    ``answers``: ``sections.answer.answers``, the first screen.
+    """
     doc = Doc(title)
     files: list[Path] = []
+    answer_section(doc, answers)
     _intro(doc, data)
     doc.note(units_summary(c.overall, c.points))
     best_section(doc, c)
