@@ -16,9 +16,10 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from benchmark.cli_args import Parser, positive_int, subparser
+from benchmark.cli_args import Parser, positive_int, quiet_warnings, subparser
 from benchmark.core.config import BenchConfig, load_config
 from benchmark.core.errors import UserError
+from benchmark.core.faults import fault_line, interrupt_on_sigterm
 
 log = logging.getLogger("layerfuse")
 
@@ -73,8 +74,6 @@ def ui_command(cfg: BenchConfig, port: int, workers: int = 1) -> list[str]:
 
 
 def _run_ui(args: argparse.Namespace, cfg: BenchConfig) -> int:
-    import os
-
     from benchmark.core.stores import check_port_free, check_tracking
     from benchmark.core.tracking import client
 
@@ -82,8 +81,37 @@ def _run_ui(args: argparse.Namespace, cfg: BenchConfig) -> int:
     check_port_free("127.0.0.1", args.port)
     client(cfg.tracking)  # creates the store's folder so the UI starts on a fresh checkout
     print(f"MLflow UI on {ui_url(args.port)} (store {cfg.tracking.uri}); Ctrl-C to stop", flush=True)
-    cmd = ui_command(cfg, args.port, args.workers)
-    os.execve(cmd[0], cmd, {**os.environ, **UI_ENV})  # become the server, so Ctrl-C and signals reach it directly
+    return serve(ui_command(cfg, args.port, args.workers), {**os.environ, **UI_ENV})
+
+
+def serve(cmd: list[str], env: dict[str, str]) -> int:
+    """Run a server command until it exits; Ctrl-C or SIGTERM here stops it cleanly and returns 0.
+
+    The server runs in a session of its own, so a terminal's Ctrl-C reaches this process only, which passes one
+    SIGINT to the server alone; MLflow then stops its uvicorn worker once. Ctrl-C delivered to both (the whole
+    process group) made uvicorn print a shutdown traceback.
+    """
+    import signal
+    import subprocess
+
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not leave the server running
+        for sig, grace in ((signal.SIGINT, 20), (signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+            try:
+                os.killpg(proc.pid, sig) if sig == signal.SIGKILL else os.kill(proc.pid, sig)
+                proc.wait(timeout=grace)
+                break
+            except ProcessLookupError:
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        print("UI stopped", flush=True)
+        return 0
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 # ---------------------------------------------------------------- ls
@@ -216,11 +244,13 @@ def main(argv: list[str] | None = None) -> int:
             logging.getLogger(noisy).setLevel(logging.WARNING)
         # MLflow resets its logger's level when first imported (later, in a handler or a worker) from this variable.
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    quiet_warnings(args.verbose)
     try:
-        cfg = load_config(args.config or getattr(args, "default_config", None), args.sets, **_flag_values(args))
-        _check_registered_names(cfg)
-        handler: Handler = args.func
-        return handler(args, cfg)
+        with interrupt_on_sigterm():
+            cfg = load_config(args.config or getattr(args, "default_config", None), args.sets, **_flag_values(args))
+            _check_registered_names(cfg)
+            handler: Handler = args.func
+            return handler(args, cfg)
     except UserError as err:
         if args.verbose:
             raise
@@ -229,6 +259,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("layerfuse: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+    except Exception as err:
+        line = fault_line(err)  # a full disk, a read-only folder, a corrupt database: the machine, not a bug
+        if line is None or args.verbose:
+            raise
+        print(f"layerfuse: error: {line}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

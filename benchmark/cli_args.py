@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 from typing import Any, NoReturn
 
 
@@ -71,3 +72,25 @@ def quiet_transformers() -> None:
     # transformers leaves these two unannotated
     hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+
+
+# Warnings about how our own code uses a library (Optuna's experimental heartbeat, MLflow's advice on the pyfunc
+# model's type hints): nothing a user can act on, and they were printed, with colour codes, before a command's
+# one-line error. MLflow raises its own with a filter of its own ("once"), so they are dropped where shown.
+LIBRARY_NOTICES = re.compile(r"is an experimental feature|type hints? (to the `predict` method|is inferred as AnyType)")
+
+
+def quiet_warnings(verbose: bool) -> None:
+    """Hide ``LIBRARY_NOTICES`` (shown with ``-v``), so a command's first line is its own output or error."""
+    import warnings
+
+    shown = warnings.showwarning
+    if verbose or getattr(shown, "quiet", False):
+        return
+
+    def show(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+        if not LIBRARY_NOTICES.search(str(message)):
+            shown(message, category, *args, **kwargs)
+
+    show.quiet = True  # type: ignore[attr-defined]
+    warnings.showwarning = show

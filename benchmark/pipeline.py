@@ -93,7 +93,8 @@ def run_pipeline(cfg: BenchConfig, on_stage: Callable[[Stage], None] | None = No
     check_tracking(cfg.tracking)
     for dataset in cfg.pipeline.datasets:  # folds a dataset's classes cannot fill fail now, not after its extraction
         train = load_text_split(with_values(cfg, {"extract.dataset": dataset}), "train")
-        check_cv_folds(train.labels, cfg.data.cv_folds, cfg.data.cv_small_classes, train.label_names)
+        val_fraction = None if cfg.data.val_split else cfg.data.val_fraction
+        check_cv_folds(train.labels, cfg.data.cv_folds, cfg.data.cv_small_classes, train.label_names, val_fraction)
     result = PipelineResult()
 
     def done(dataset: str, stage: str, started: float, outcome: str) -> None:

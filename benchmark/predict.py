@@ -8,11 +8,14 @@ strings are texts like any other (the model sees only its special tokens).
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from benchmark.core.errors import UserError
+from benchmark.core.faults import remove_stale
+from benchmark.core.stores import check_folder_path
 from benchmark.core.text_readers import csv_delimiter, refuse_binary, text_value
 
 log = logging.getLogger(__name__)
@@ -35,6 +38,25 @@ def _format(path: Path, what: str) -> str:
     if suffix not in FORMATS:
         raise UserError(f"{what} {path}: unknown format {suffix or '(none)'}; use one of {', '.join(FORMATS)}")
     return suffix
+
+
+def check_out(src: Path, dst: Path) -> None:
+    """Refuse an output that would overwrite the input (also through a link or another spelling) or is a folder.
+
+    Raises:
+        UserError: naming both paths and the fix.
+    """
+    same = dst.resolve() == src.resolve()
+    if not same and dst.exists() and src.exists():
+        same = os.path.samefile(src, dst)  # a hard link: another name, the same file
+    if same:
+        raise UserError(
+            f"--out {dst} is the input file {src}: writing it would overwrite the texts being classified; choose "
+            f"another --out, e.g. {dst.with_name(dst.stem + '.scored' + dst.suffix)}"
+        )
+    if dst.is_dir():
+        raise UserError(f"--out {dst} is a folder; name a file in it, e.g. {dst / ('scored' + dst.suffix)}")
+    check_folder_path(dst.parent, f"--out {dst}")
 
 
 def read_table(path: Path, text_column: str = "text") -> Any:
@@ -115,6 +137,7 @@ def predict_file(
 
     src, dst = Path(input_path), Path(out_path)
     out_format = _format(dst, "--out")
+    check_out(src, dst)
     table = read_table(src, text_column)
     texts = texts_of(table, text_column, src)
     model = load_model(model_uri)
@@ -135,12 +158,18 @@ def predict_file(
         table = table.rename(columns=clash)
     written = pd.concat([table.reset_index(drop=True), result], axis=1)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    if out_format == ".csv":
-        written.to_csv(dst, index=False)
-    elif out_format == ".parquet":
-        written.to_parquet(dst, index=False)
-    else:
-        written.to_json(dst, orient="records", lines=True, force_ascii=False)
+    remove_stale(dst.parent, ".*.tmp-*")  # outputs of predictions killed while writing
+    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")  # a killed or failed write never leaves half a file
+    try:
+        if out_format == ".csv":
+            written.to_csv(tmp, index=False)
+        elif out_format == ".parquet":
+            written.to_parquet(tmp, index=False)
+        else:
+            written.to_json(tmp, orient="records", lines=True, force_ascii=False)
+        os.replace(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)
     counts = {str(k): int(v) for k, v in result["label"].value_counts().items()}
     log.info("predicted %d rows into %s: %s", len(written), dst, counts)
     return PredictSummary(len(written), dst, counts)

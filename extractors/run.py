@@ -21,7 +21,7 @@ from benchmark.core.errors import UserError
 from benchmark.core.hardware import resolve_device, resolve_token_budget
 from benchmark.core.keys import ResolvedFeatures, load_text_split, resolve_features
 from benchmark.core.models import LEXICAL
-from benchmark.core.stores import check_folder_path, check_tracking
+from benchmark.core.stores import check_folder_path, check_tracking, check_writable
 from benchmark.core.text_data import TextSplit
 from extractors.progress import library_bars
 from extractors.shard import Shard, open_shard
@@ -265,7 +265,7 @@ def _resume_device(
         does that under its lock).
     """
     current = loaded_on or rf.device
-    recorded = recorded_batching(rf.path, rf.key, len(rf.split.texts), cfg.extract.chunk_size)
+    recorded = recorded_batching(rf.path, rf.key, len(rf.split.texts))
     device = (recorded or {}).get("device", current)
     if device != current:
         try:
@@ -321,7 +321,11 @@ def extract_all(cfg: BenchConfig, track: bool = False) -> list[ExtractSummary]:
     try:
         # Under torchrun, rank 0 alone tracks: ranks creating one MLflow store at once race on its schema.
         tracked = track and (not shard.torchrun or shard.index == 0)
-        return _extract_models(cfg, splits, shard, ExtractTracker(cfg) if tracked else None)
+        tracker = ExtractTracker(cfg) if tracked else None
+        summaries = _extract_models(cfg, splits, shard, tracker)
+        if tracker is not None:
+            tracker.close_dead()
+        return summaries
     finally:
         shard.close()
 
@@ -344,6 +348,7 @@ def _extract_models(
                     "run without --overwrite never to extract it"
                 )
             check_not_busy(rf.path)  # before a model loads or a run opens, only to be refused by the lock
+            check_writable(rf.path.parent, f"paths.cache_dir={cfg.paths.cache_dir}")  # e.g. a read-only cache
             rf, other_device = _resume_device(rf, cfg, extractor.device, shard)
             # Rank 0 clears, before the other ranks join; the writer does it under the lock.
             start_over = other_device or (cfg.extract.overwrite == "always" and shard.index == 0)

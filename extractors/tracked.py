@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from benchmark.core import tracking
@@ -36,17 +37,33 @@ class ExtractTracker:
         self.cfg = cfg
         self._where: tuple[MlflowClient, str] | None = None
 
-    @contextmanager
-    def run(self, rf: ResolvedFeatures) -> Iterator[str]:
-        """The run of extracting ``rf`` (FAILED with the error when the block raises); yields its id."""
-        cfg = self.cfg
+    def _store(self) -> tuple[MlflowClient, str]:
         if self._where is None:
+            cfg = self.cfg
             mlc = tracking.client(cfg.tracking)
             self._where = (
                 mlc,
                 tracking.ensure_experiment(mlc, tracking.experiment_name(cfg.extract.dataset), cfg.tracking),
             )
-        mlc, experiment_id = self._where
+        return self._where
+
+    def close_dead(self) -> int:
+        """Close extract runs that killed processes left RUNNING (also when this call extracted nothing).
+
+        A call whose caches were all complete opens no run of its own; it still closes those of an extraction that
+        was killed after its cache was complete. A store that does not exist yet is not created for this.
+        """
+        uri = self.cfg.tracking.uri
+        if self._where is None and uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+            return 0
+        mlc, experiment_id = self._store()
+        return tracking.close_dead_runs(mlc, experiment_id, tracking.KIND_EXTRACT)
+
+    @contextmanager
+    def run(self, rf: ResolvedFeatures) -> Iterator[str]:
+        """The run of extracting ``rf`` (FAILED with the error when the block raises); yields its id."""
+        cfg = self.cfg
+        mlc, experiment_id = self._store()
         split = rf.split.split
         tags = {tracking.TAG_CACHE_KEY: rf.key.relpath().as_posix()}
         with tracking.tracked_run(

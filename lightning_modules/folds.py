@@ -36,24 +36,59 @@ def units(cv_folds: int, seeds: int) -> list[Unit]:
     return [Unit(f, s) for f in range(max(cv_folds, 1)) for s in range(seeds)]
 
 
+def _name(c: int, label_names: list[str] | None) -> str:
+    return label_names[c] if label_names and c < len(label_names) else str(c)
+
+
+def check_val_rows(labels: np.ndarray, val_fraction: float, label_names: list[str] | None = None) -> None:
+    """Raise a ``UserError`` when the single ``val_fraction`` split would hold out no validation row at all.
+
+    Each class keeps at least one training row and rounds its share, so a tiny fraction, or classes of one or two
+    rows, leave validation empty, and training would fail on it later.
+    """
+    classes, counts = np.unique(labels, return_counts=True)
+    if len(classes) == 0 or len(stratified_split(labels, val_fraction, 0)[1]):  # the count does not depend on the seed
+        return
+    small, large = int(counts.argmin()), int(counts.argmax())
+    sizes = (
+        f"the smallest class {_name(int(classes[small]), label_names)!r} has {counts[small]} training row(s), the "
+        f"largest {_name(int(classes[large]), label_names)!r} {counts[large]}"
+    )
+    if counts[large] < 2:
+        fix = "every class has a single row, which stays in training: give a validation split (data.val_split)"
+    else:
+        fix = (
+            f"use data.val_fraction={0.5 / counts[large]:.3g} or more, data.cv_folds=2 with "
+            "data.cv_small_classes=spread, or a validation split (data.val_split)"
+        )
+    raise UserError(f"data.val_fraction={val_fraction} holds out no validation row: {sizes}; {fix}")
+
+
 def check_cv_folds(
-    labels: np.ndarray, cv_folds: int, cv_small_classes: str, label_names: list[str] | None = None
+    labels: np.ndarray,
+    cv_folds: int,
+    cv_small_classes: str,
+    label_names: list[str] | None = None,
+    val_fraction: float | None = None,
 ) -> None:
     """Raise a ``UserError`` when ``cv_folds`` folds cannot be cut from ``labels`` under the small-class rule.
 
     ``refuse``: every class needs at least ``cv_folds`` rows (it is then validated in every fold). ``spread``: some
     class needs that many (so that every fold has validation rows); smaller classes are spread over the folds.
+    Without folds, ``val_fraction`` (None: the dataset has its own validation split) must hold out some row.
     """
     if cv_small_classes not in CV_SMALL_CLASSES:
         raise ValueError(f"cv_small_classes={cv_small_classes!r} is not one of {', '.join(CV_SMALL_CLASSES)}")
     if cv_folds < 2:
+        if val_fraction is not None:
+            check_val_rows(labels, val_fraction, label_names)
         return
     classes, counts = np.unique(labels, return_counts=True)
     spread = cv_small_classes == "spread"
     limit = int(counts.max() if spread else counts.min())
     if cv_folds > limit:
         c = int(classes[int(counts.argmax() if spread else counts.argmin())])
-        name = label_names[c] if label_names and c < len(label_names) else str(c)
+        name = _name(c, label_names)
         which, fix = ("largest", "") if spread else ("smallest", "; or set data.cv_small_classes=spread")
         allowed = f"{limit} (or 0 for one validation split)" if limit >= 2 else "0 (one validation split)"
         raise UserError(
@@ -71,6 +106,8 @@ def fold_rows(
         UserError: ``cv_folds`` folds that ``cv_small_classes`` does not allow (see ``check_cv_folds``).
     """
     if cv_folds < 2:
+        if val_fraction > 0:  # 0: a refit on every row, no validation wanted
+            check_val_rows(labels, val_fraction)
         return [stratified_split(labels, val_fraction, seed)]
     from sklearn.model_selection import StratifiedKFold
 

@@ -59,7 +59,7 @@ def text_folds(cfg: BenchConfig) -> tuple[list[Fold], list[str], np.ndarray]:
         val = load_text_split(cfg, cfg.data.val_split)
         return [(train.texts, train.labels, val.texts, val.labels)], test.texts, test.labels
     d = cfg.data
-    check_cv_folds(train.labels, d.cv_folds, d.cv_small_classes, train.label_names)
+    check_cv_folds(train.labels, d.cv_folds, d.cv_small_classes, train.label_names, d.val_fraction)
     folds = [
         ([train.texts[i] for i in tr], train.labels[tr], [train.texts[i] for i in va], train.labels[va])
         for tr, va in fold_rows(train.labels, d.cv_folds, d.val_fraction, d.split_seed, d.cv_small_classes)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from benchmark.core import tracking
+from benchmark.core.cache import FeatureCache
 from benchmark.core.config import BenchConfig, to_yaml, with_values
 from benchmark.core.keys import load_text_split
 from benchmark.core.run_inputs import log_inputs
@@ -19,7 +20,7 @@ from benchmark.core.stores import check_tracking
 from benchmark.core.text_data import dataset_label
 from lightning_modules.batched_fit import fit_units
 from lightning_modules.callbacks import cuda_peak
-from lightning_modules.folds import units
+from lightning_modules.folds import check_cv_folds, units
 from lightning_modules.train import FitResult, check_fit
 from studies.caches import resolve_dirs
 from studies.inputs import cache_key_tags, training_inputs
@@ -61,6 +62,9 @@ def fit_tracked(cfg: BenchConfig, layers: Mapping[str, str], seeds: int = 1) -> 
     cfg = with_values(cfg, {"extract.models": tuple(layers)})
     dirs = resolve_dirs(cfg)
     check_fit(cfg, [dirs[m].selection(m, spec) for m, spec in layers.items()])  # user errors before the run opens
+    train = FeatureCache(dirs[next(iter(layers))].train)
+    val_fraction = None if cfg.data.val_split else cfg.data.val_fraction
+    check_cv_folds(train.labels(), cfg.data.cv_folds, cfg.data.cv_small_classes, train.label_names, val_fraction)
     mlc = tracking.client(cfg.tracking)
     experiment_id = tracking.ensure_experiment(mlc, tracking.experiment_name(cfg.extract.dataset), cfg.tracking)
     plan = TrialPlan(models=tuple(layers), layers=dict(layers), fusion=cfg.train.fusion)

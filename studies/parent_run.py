@@ -24,6 +24,7 @@ class WorkersFailed(RuntimeError):
 def parent_run(study: optuna.Study, mlc: Any, experiment_id: str, cfg: BenchConfig) -> str:
     """The study's parent run: created by the first process (under the study lock), reopened by later ones."""
     run_id = study.user_attrs.get("mlflow_parent_run_id")
+    tracking.close_dead_runs(mlc, experiment_id, tracking.KIND_STUDY)  # other studies' runs their killed processes left
     if run_id is None:
         run = mlc.create_run(
             experiment_id,
@@ -34,6 +35,7 @@ def parent_run(study: optuna.Study, mlc: Any, experiment_id: str, cfg: BenchConf
                 tracking.TAG_PRESET: cfg.study.preset,
                 "optuna.storage": cfg.study.storage.split("@")[-1],
                 **tracking.version_tags(),
+                **tracking.owner_tags(),
             },
         )
         run_id = run.info.run_id
@@ -51,6 +53,7 @@ def parent_run(study: optuna.Study, mlc: Any, experiment_id: str, cfg: BenchConf
         study.set_user_attr("mlflow_parent_run_id", run_id)
     else:
         mlc.update_run(run_id, status="RUNNING")
+        tracking.log_run_data(mlc, run_id, tags=tracking.owner_tags())  # this process keeps it RUNNING now
         if (
             tracking.TAG_ERROR in mlc.get_run(run_id).data.tags
         ):  # the previous attempt's error; this attempt starts clean

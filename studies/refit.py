@@ -34,12 +34,13 @@ from benchmark.core import tracking
 from benchmark.core.config import BenchConfig, load_config, to_yaml, with_values
 from benchmark.core.errors import UserError
 from benchmark.core.run_inputs import log_inputs
+from benchmark.core.stores import check_tracking
 from lightning_modules.datamodule import Selection
 from lightning_modules.refit import AllRowsFit, fit_all_rows
 from studies.baseline import fit_baseline_all_rows
 from studies.caches import resolve_dirs
 from studies.inputs import refit_inputs
-from studies.storage import make_storage
+from studies.storage import check_storage_url, journal_path, make_storage
 from studies.summary import chosen_trial
 
 log = logging.getLogger(__name__)
@@ -94,7 +95,13 @@ class RefitResult:
 
 
 def _load_study(cfg: BenchConfig, name: str) -> optuna.Study:
-    storage = make_storage(cfg.study.storage, cfg.study.heartbeat)
+    url = cfg.study.storage
+    check_storage_url(url)
+    check_tracking(cfg.tracking)
+    local = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else journal_path(url)
+    if local is not None and not Path(local).is_file():  # only reading: never leave an empty store behind
+        raise UserError(f"study.storage={url!r}: no Optuna storage at {local} (no study run there yet); pass --storage")
+    storage = make_storage(url, cfg.study.heartbeat)
     names = optuna.study.get_all_study_names(storage)
     if name not in names:
         from benchmark.core.registry import suggest
@@ -234,6 +241,7 @@ def refit_study(
         )
     tcfg = trial_config(cfg, chosen)
     selections = [] if chosen.baseline else [resolve_dirs(tcfg)[m].selection(m, s) for m, s in layers.items()]
+    tracking.close_dead_runs(mlc, chosen.experiment_id, tracking.KIND_REFIT)
     run = mlc.create_run(
         chosen.experiment_id,
         run_name=f"{study_name}#{chosen.trial}-refit",
@@ -245,6 +253,7 @@ def refit_study(
             tracking.TAG_TRIAL: str(chosen.trial),
             tracking.TAG_REFIT_OF: chosen.run_id,
             **tracking.version_tags(),
+            **tracking.owner_tags(),
         },
     )
     rid = run.info.run_id

@@ -29,6 +29,7 @@ from benchmark.core import tracking
 from benchmark.core.cache import FeatureCache
 from benchmark.core.config import BenchConfig
 from benchmark.core.errors import UserError
+from benchmark.core.faults import interrupt_on_sigterm
 from benchmark.core.keys import load_text_split
 from benchmark.core.run_inputs import log_inputs
 from benchmark.core.stores import check_tracking
@@ -105,7 +106,8 @@ def _setup(cfg: BenchConfig) -> _Setup:
         check_classes(train, cfg.extract.dataset)
         labels, label_names = train.labels, train.label_names
     # Every trial cuts these folds (lightning_modules.folds): refuse impossible ones before a store is written.
-    check_cv_folds(labels, cfg.data.cv_folds, cfg.data.cv_small_classes, label_names)
+    val_fraction = None if cfg.data.val_split else cfg.data.val_fraction
+    check_cv_folds(labels, cfg.data.cv_folds, cfg.data.cv_small_classes, label_names, val_fraction)
     ctx = StudyContext(
         cfg.extract.dataset,
         cfg.extract.models,
@@ -178,17 +180,29 @@ def _optimize(s: _Setup, cfg: BenchConfig) -> None:
     bar.close()
 
 
+def _stop(procs: list[Any]) -> None:
+    """Stop workers still running (this process was interrupted or terminated) and wait until they closed their runs."""
+    for p in procs:
+        if p.is_alive():
+            p.terminate()  # SIGTERM: the worker raises KeyboardInterrupt and closes its trial's run
+    for p in procs:
+        p.join(timeout=60)
+        if p.is_alive():
+            p.kill()
+
+
 def _worker(cfg: BenchConfig) -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    s = _setup(cfg)
-    try:
-        _optimize(s, cfg)
-    except BaseException as err:
-        fail_parent(s.mlc, str(s.study.user_attrs["mlflow_parent_run_id"]), err)
-        raise
+    with interrupt_on_sigterm():  # the parent stops its workers with SIGTERM: each closes its trial's run
+        s = _setup(cfg)
+        try:
+            _optimize(s, cfg)
+        except BaseException as err:
+            fail_parent(s.mlc, str(s.study.user_attrs["mlflow_parent_run_id"]), err)
+            raise
 
 
 def run_study(cfg: BenchConfig) -> StudyOutcome:
@@ -222,8 +236,11 @@ def run_study(cfg: BenchConfig) -> StudyOutcome:
                 ]
                 for p in procs:
                     p.start()
-                for p in procs:
-                    p.join()
+                try:
+                    for p in procs:
+                        p.join()
+                finally:
+                    _stop(procs)
                 bad = [p.exitcode for p in procs if p.exitcode]
                 if bad:
                     raise WorkersFailed(

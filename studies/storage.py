@@ -32,7 +32,7 @@ from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 
 from benchmark.core.errors import UserError
-from benchmark.core.stores import check_folder_path, check_server, check_sqlite_url, redact
+from benchmark.core.stores import check_folder_path, check_server, check_sqlite_url, check_writable, redact
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
@@ -155,6 +155,7 @@ def check_storage_url(url: str) -> None:
         if not path or Path(path).is_dir():
             raise UserError(f"{what}={url!r}: name a journal file, e.g. journal:mlruns/study.log")
         check_folder_path(Path(path).parent, f"{what}={url!r}")
+        check_writable(Path(path).parent, f"{what}={url!r}")
     else:
         raise _unsupported(url)
 

@@ -18,9 +18,11 @@ import logging
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from benchmark.core.cache import FeatureCache
 from benchmark.core.config import BenchConfig
+from benchmark.core.faults import NO_WRITE
 from lightning_modules.sweep import LayerScore, sweep_units
 from studies.caches import ModelDirs
 from studies.fingerprint import data_settings
@@ -59,22 +61,45 @@ def sweep_key(d: ModelDirs, cfg: BenchConfig) -> str:
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def _load(path: Path) -> UnitSweep:
+    stored = json.loads(path.read_text())
+    log.info("reusing the stored sweep of %s (%s)", path.parent.parent, path.name[:12])
+    return UnitSweep([[LayerScore(**s) for s in unit] for unit in stored["scores"]], stored["fit_s"])
+
+
+def _compute(d: ModelDirs, cfg: BenchConfig) -> UnitSweep:
+    start = time.perf_counter()
+    scores = sweep_units(d.train, d.test, cfg, cfg.study.seeds, val_dir=d.val)
+    return UnitSweep(scores, time.perf_counter() - start)
+
+
 def unit_sweep(d: ModelDirs, cfg: BenchConfig) -> UnitSweep:
-    """The model's sweep over every layer and unit (``data.cv_folds`` x ``study.seeds``): stored or computed."""
+    """The model's sweep over every layer and unit (``data.cv_folds`` x ``study.seeds``): stored or computed.
+
+    A stored sweep is read without a lock or any write, so a read-only cache serves it; a sweep that a read-only
+    cache cannot store is computed and used without storing (with a warning: the next study computes it again).
+    """
     path = d.train / "sweeps" / f"{sweep_key(d, cfg)}.json"
-    path.parent.mkdir(exist_ok=True)
-    with path.with_suffix(".lock").open("w") as lock:
+    if path.is_file():  # written whole by os.replace: no lock needed to read it
+        return _load(path)
+    try:
+        path.parent.mkdir(exist_ok=True)
+        lock = path.with_suffix(".lock").open("w")
+    except OSError as err:
+        if err.errno not in NO_WRITE:
+            raise
+        log.warning("the cache %s is read-only: computing the layer sweep without storing it (%s)", d.train, err)
+        return _compute(d, cfg)
+    with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another worker computing the same sweep: wait for it, then read it
         if path.is_file():
-            stored = json.loads(path.read_text())
-            log.info("reusing the stored sweep of %s (%s)", d.train, path.name[:12])
-            return UnitSweep([[LayerScore(**s) for s in unit] for unit in stored["scores"]], stored["fit_s"])
-        start = time.perf_counter()
-        scores = sweep_units(d.train, d.test, cfg, cfg.study.seeds, val_dir=d.val)
-        result = UnitSweep(scores, time.perf_counter() - start)
+            return _load(path)
+        result = _compute(d, cfg)
         tmp = path.with_suffix(f".tmp-{os.getpid()}")
         tmp.write_text(
-            json.dumps({"scores": [[dataclasses.asdict(s) for s in unit] for unit in scores], "fit_s": result.fit_s})
+            json.dumps(
+                {"scores": [[dataclasses.asdict(s) for s in unit] for unit in result.scores], "fit_s": result.fit_s}
+            )
         )
         os.replace(tmp, path)  # readers see the whole file or none
         return result

@@ -182,6 +182,7 @@ def world(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
     (b / "notamodel").mkdir()
     _bad_labels(b)
     _bad_files(b)
+    _broken_stores(w)
     return w
 
 
@@ -237,6 +238,22 @@ def _bad_files(b: Path) -> None:
     _split_files(b / "semicolon", train_csv="text;stars\ngood;5\n")
     _split_files(b / "notparquet", train_parquet=csv)
     _split_files(b / "openarray", train_json='[{"text": "good", "label": "pos"},\n {"text": "bad", "label": "neg"}\n')
+
+
+def _broken_stores(w: World) -> None:
+    """Store files a command must refuse before it connects: truncated, another program's, not SQLite at all."""
+    import sqlite3
+
+    stores = w.bad / "stores"
+    stores.mkdir()
+    whole = (w.stores / "mlflow.db").read_bytes()
+    (stores / "truncated.db").write_bytes(whole[: len(whole) // 2])
+    with sqlite3.connect(stores / "foreign.db") as con:
+        con.execute("CREATE TABLE notes (body TEXT)")
+    con.close()
+    (stores / "notsqlite.db").write_text("not a database\n")
+    (w.bad / "folder.csv").mkdir()
+    (w.bad / "link.csv").symlink_to(w.data / "train.csv")
 
 
 def _closed_port() -> int:
@@ -377,7 +394,52 @@ CASES: dict[str, Case] = {
         lambda w: ["reproduce", "--datasets", "mr", "--set", "pipeline.presets=layer-swep"],
         "layer-swep",
     ),
+    # ---- faults: stores, splits and outputs a command cannot use (issue 29, class 3 and 4)
+    "truncated mlflow.db": (
+        lambda w: w.study("--set", f"tracking.uri=sqlite:///{w.bad}/stores/truncated.db"),
+        "truncated.db is not a usable store: it is truncated",
+    ),
+    "foreign optuna.db": (
+        lambda w: w.study("--storage", f"sqlite:///{w.bad}/stores/foreign.db"),
+        "another program's database (tables notes; no 'studies')",
+    ),
+    "ui on a foreign database": (
+        lambda w: ["ui", "--set", f"tracking.uri=sqlite:///{w.bad}/stores/foreign.db"],
+        "no 'experiments'",
+    ),
+    "report on a file that is not SQLite": (
+        lambda w: ["report", "--study", "x", "--set", f"tracking.uri=sqlite:///{w.bad}/stores/notsqlite.db"],
+        "it is not a SQLite database; move it aside",
+    ),
+    "refit on a missing storage": (
+        lambda w: ["refit", "--study", "x", "--storage", f"sqlite:///{w.root}/none/optuna.db", *w.store_args()],
+        "no Optuna storage at",
+    ),
+    "empty validation split in fit": (
+        lambda w: w.fit("--set", "data.val_fraction=0.001"),
+        "data.val_fraction=0.001 holds out no validation row: the smallest class",
+    ),
+    "empty validation split in a study": (
+        lambda w: w.study("--set", "data.val_fraction=0.001"),
+        "use data.val_fraction=0.0417 or more",
+    ),
+    "predict out is the input": (
+        lambda w: _predict(w, w.data / "train.csv"),
+        "is the input file",
+    ),
+    "predict out is the input by another spelling": (
+        lambda w: _predict(w, w.data / ".." / w.data.name / "train.csv"),
+        "would overwrite the texts being classified",
+    ),
+    "predict out is a link to the input": (lambda w: _predict(w, w.bad / "link.csv"), "is the input file"),
+    "predict out is a folder": (lambda w: _predict(w, w.bad / "folder.csv"), "is a folder"),
 }
+
+
+def _predict(w: World, out: Path) -> list[str]:
+    return ["predict", "--model", "models:/m@champion", "--input", str(w.data / "train.csv"), "--out", str(out)]
+
+
 # Cases whose cache is broken first (in a copy): what is broken, and the message naming it.
 BROKEN_CACHES: dict[str, tuple[Callable[[Path], None], str]] = {
     "truncated layer file": (

@@ -133,15 +133,17 @@ def test_shards_in_turn_the_last_completes_the_cache(tiny_models, texts_300, one
     assert {w.split(" on ")[0]: v["chunks"] for w, v in workers.items()} == {"shard 0/2": 7, "shard 1/2": 8}
 
 
-def test_a_shard_never_clears_chunks_of_other_settings(tiny_models, texts_300, tmp_path) -> None:
+def test_a_shard_with_another_chunk_size_continues_the_recorded_chunking(
+    tiny_models, texts_300, tmp_path, one_process
+) -> None:
+    """A shard given another extract.chunk_size keeps the other shard's chunks; the cache is byte-identical."""
     model = tiny_models["llama-left"]
     extract_all(make_cfg(model, texts_300, tmp_path, **SETTINGS, **{"extract.shard": "0/2"}))
-    (chunks_before,) = {p.parent: None for p in tmp_path.rglob("chunk_*.npy")}
-    before = sorted(p.name for p in chunks_before.iterdir())
     other = make_cfg(model, texts_300, tmp_path, **{**SETTINGS, "extract.chunk_size": 30, "extract.shard": "1/2"})
-    with pytest.raises(UserError, match="another chunk size or key than this shard's"):
-        extract_all(other)
-    assert sorted(p.name for p in chunks_before.iterdir()) == before
+    (summary,) = extract_all(other)
+    assert summary.complete and sha256_files(summary.path) == sha256_files(one_process)
+    workers = FeatureCache(summary.path).meta["workers"]  # the first shard's chunks were kept, not recomputed
+    assert {w.split(" on ")[0]: v["chunks"] for w, v in workers.items()} == {"shard 0/2": 7, "shard 1/2": 8}
 
 
 def test_shard_locks_are_shared_between_shards_and_exclude_a_lone_writer(tmp_path) -> None:

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 import tracemalloc
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -435,3 +436,650 @@ def test_starting_over_never_deletes_chunks_another_writer_holds(tmp_path) -> No
         first.close()
         with CacheWriter(final, key, n=4, chunk_size=2, shared=shared, start_over=True) as alone:
             assert alone.missing_chunks() == [0, 1]  # with the lock to itself, it starts over
+
+
+# ---------------------------------------------------------------- faults end in one line (issue 29, class 3)
+
+
+def _one_line(err: str, needle: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0] and "Traceback" not in err, err
+    return lines[0]
+
+
+@contextmanager
+def _small_disk(path: Path, size: str):
+    """A tmpfs of ``size`` at ``path`` (root, Linux); yields a function that resizes it. Skips where not allowed."""
+    path.mkdir(parents=True)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=False).returncode:
+        pytest.skip("no tmpfs here (needs root); test_disk_full_with_a_patched_writer covers the writer")
+
+    def resize(new: str) -> None:
+        subprocess.run(["mount", "-o", f"remount,size={new}", str(path)], check=True)
+
+    try:
+        yield resize
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+@contextmanager
+def _read_only(path: Path):
+    """``path`` (recursively) unwritable: immutable for root, whom permission bits do not stop; else chmod a-w."""
+    if os.geteuid() == 0:
+        if subprocess.run(["chattr", "-R", "+i", str(path)], check=False, capture_output=True).returncode:
+            pytest.skip("chattr +i is not supported on this file system")
+        try:
+            yield
+        finally:
+            subprocess.run(["chattr", "-R", "-i", str(path)], check=True)
+        return
+    modes = {p: p.stat().st_mode for p in [path, *path.rglob("*")]}
+    for p in modes:
+        p.chmod(modes[p] & ~0o222)
+    try:
+        yield
+    finally:
+        for p, mode in modes.items():
+            p.chmod(mode)
+
+
+def _clean_cache(tiny_models, data: Path, root: Path) -> dict[str, bytes]:
+    """Layer and label files of one uninterrupted extraction (chunks of 8), to compare resumed ones against."""
+    cache = root / "clean"
+    assert main(_extract_argv(tiny_models["bert-a"], data, cache)) == 0
+    return _feature_bytes(cache)
+
+
+def _feature_bytes(cache: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in cache.rglob("*.npy") if ".partial" not in str(p)}
+
+
+def test_disk_full_during_extraction_ends_in_one_line_and_a_rerun_completes(tiny_models, tmp_path, capsys) -> None:
+    """A 128 KB tmpfs fills after a few chunks: one line with the space needed, no torn file; the rerun finishes."""
+    from conftest import write_dataset
+
+    data = write_dataset(tmp_path / "data", n_train=160, n_test=4)  # 20 chunks of 8 rows, 12 KB each on tmpfs
+    clean = _clean_cache(tiny_models, data, tmp_path)
+    capsys.readouterr()
+    with _small_disk(tmp_path / "disk", "128k") as resize:
+        cache = tmp_path / "disk" / "cache"
+        argv = _extract_argv(tiny_models["bert-a"], data, cache)
+        assert main(argv) == 2
+        line = _one_line(capsys.readouterr().err, "no space left on the device of")
+        assert "chunks done, kept): finishing needs about" in line and "free" in line and "rerun" in line
+        (partial,) = cache.rglob("*.partial")
+        assert not list(partial.glob("*.tmp*"))  # nothing half-written keeps the disk full
+        done = sorted(partial.glob("chunk_*[0-9].npy"))
+        assert 0 < len(done) < 20
+        resize("4m")
+        assert main(argv) == 0
+        assert _feature_bytes(cache) == clean and not list(cache.rglob("*.partial"))
+
+
+def test_disk_full_with_a_patched_writer(tiny_models, tmp_path, monkeypatch, capsys) -> None:
+    """Where no tmpfs can be mounted: the chunk writer hits ENOSPC on its fourth file; its own .tmp file is removed."""
+    import errno
+
+    from conftest import write_dataset
+
+    from benchmark.core import cache_writer
+
+    data = write_dataset(tmp_path / "data", n_train=40, n_test=4)
+    real, calls = cache_writer.atomic_save_npy, []
+
+    def full(path: Path, array: np.ndarray) -> None:
+        calls.append(path)
+        if len(calls) == 4:
+            path.with_name(path.name + ".tmp").write_bytes(b"torn")
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real(path, array)
+
+    monkeypatch.setattr(cache_writer, "atomic_save_npy", full)
+    cache = tmp_path / "cache"
+    assert main(_extract_argv(tiny_models["bert-a"], data, cache)) == 2
+    _one_line(capsys.readouterr().err, "while writing chunk 1 (1 of 5 chunks done, kept)")
+    (partial,) = cache.rglob("*.partial")
+    assert not list(partial.glob("*.tmp*")) and (partial / "chunk_00000.npy").is_file()
+
+
+def test_a_rerun_removes_torn_files_of_a_killed_writer_first(tmp_path) -> None:
+    """A killed run's chunk_*.npy.tmp (what kept a full disk full) is gone once a writer holds the lock."""
+    from benchmark.core.cache import FeatureKey
+    from benchmark.core.cache_writer import CacheWriter
+
+    key = FeatureKey("org/m", "rev", "toy", "0" * 64, "train", "mean", 8, "fp32")
+    with CacheWriter(tmp_path / "key", key, n=4, chunk_size=2) as w:
+        w.write_chunk(0, np.array([0, 1]), np.zeros((2, 2, 3), dtype=np.float32))
+    torn = [w.partial / "chunk_00001.npy.tmp", w.partial / "chunk_00001.json.tmp-99999999"]
+    for t in torn:
+        t.write_bytes(b"x" * 1000)
+    with CacheWriter(tmp_path / "key", key, n=4, chunk_size=2) as again:
+        assert again.missing_chunks() == [1] and not any(t.exists() for t in torn)
+
+
+def test_disk_full_while_assembling_removes_the_partial_layer_files(tmp_path, monkeypatch) -> None:
+    """Own case: the finish (layer files) hits a full disk; its files go, the chunks stay, a second finish works."""
+    import errno
+
+    from benchmark.core import cache_writer
+    from benchmark.core.cache import FeatureKey
+
+    key = FeatureKey("org/m", "rev", "toy", "0" * 64, "train", "mean", 8, "fp32")
+    feats = np.arange(2 * 4 * 3, dtype=np.float32).reshape(2, 4, 3)  # (L+1, n, H)
+    w = cache_writer.CacheWriter(tmp_path / "key", key, n=4, chunk_size=2).open()
+    w.write_chunk(0, np.array([0, 1]), feats[:, :2])
+    w.write_chunk(1, np.array([2, 3]), feats[:, 2:])
+
+    def no_space(fd: int, offset: int, length: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cache_writer.os, "posix_fallocate", no_space)
+    with pytest.raises(UserError, match=r"while assembling the layer files \(2 of 2 chunks done, kept\)"):
+        w.finalize(np.array([0, 1, 0, 1]), {})
+    assert not list(w.partial.glob("layer_*")) and w.missing_chunks() == []
+    monkeypatch.undo()
+    final = w.finalize(np.array([0, 1, 0, 1]), {})
+    w.close()
+    assert np.array_equal(np.load(final / "layer_01.npy"), feats[1].astype(np.float16))
+
+
+def test_a_complete_read_only_cache_is_read_and_a_missing_key_refused(tiny_models, tmp_path, capsys) -> None:
+    """Immutable (root) or read-only cache: extract's cache hits pass, a key to write is one line, nothing changes."""
+    from conftest import write_dataset
+
+    data = write_dataset(tmp_path / "data", n_train=16, n_test=4)
+    cache = tmp_path / "cache"
+    argv = _extract_argv(tiny_models["bert-a"], data, cache)
+    assert main(argv) == 0
+    before = _tree(cache)
+    with _read_only(cache):
+        assert main(argv) == 0  # all cache hits: nothing to write
+        capsys.readouterr()
+        assert main([*argv, "--limit", "5"]) == 2
+        _one_line(capsys.readouterr().err, "cannot write")
+    assert _tree(cache) == before
+
+
+def test_a_read_only_cache_serves_and_computes_layer_sweeps_without_storing(tmp_path, monkeypatch) -> None:
+    """The sweep store needs no write access: a stored sweep is read, a missing one computed and not stored."""
+    from benchmark.core.config import load_config
+    from studies import sweep_store
+    from studies.caches import ModelDirs
+
+    train = tmp_path / "train"
+    train.mkdir()
+    for f in ("meta.json", "labels.npy"):
+        (train / f).write_text("x")
+    monkeypatch.setattr(sweep_store, "sweep_key", lambda d, cfg: "k" + str(cfg.study.seeds))
+    calls = []
+
+    def sweep(*args: object, **kw: object) -> list[list[object]]:
+        calls.append(1)
+        return []
+
+    monkeypatch.setattr(sweep_store, "sweep_units", sweep)
+    d = ModelDirs(train=train, test=train, val=None)
+    cfg = load_config(env={})
+    assert sweep_store.unit_sweep(d, cfg).scores == [] and len(calls) == 1  # stored now
+    other = load_config(env={}, **{"study.seeds": 2})
+    with _read_only(train):
+        assert sweep_store.unit_sweep(d, cfg).scores == [] and len(calls) == 1  # read, no lock file needed
+        assert sweep_store.unit_sweep(d, other).scores == [] and len(calls) == 2  # computed, not stored
+    assert not (train / "sweeps" / "k2.json").exists()
+
+
+@pytest.mark.parametrize("setting", ["tracking.uri", "study.storage", "journal", "tracking.artifact_root"])
+def test_stores_in_a_read_only_folder_fail_fast_in_one_line(setting, tmp_path, capsys) -> None:
+    """No 170 s of SQLite retries: the unwritable folder is named before anything connects (journal: own case)."""
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    value = {
+        "tracking.uri": f"sqlite:///{locked}/mlflow.db",
+        "study.storage": f"sqlite:///{locked}/optuna.db",
+        "journal": f"journal:{locked}/study.log",
+        "tracking.artifact_root": str(locked / "artifacts"),
+    }[setting]
+    key = "study.storage" if setting == "journal" else setting
+    argv = ["study", "--preset", "search", "--models", "bert", "--dataset", str(tmp_path), "--set", f"{key}={value}"]
+    if key != "tracking.uri":
+        argv += ["--set", f"tracking.uri=sqlite:///{tmp_path}/ok/mlflow.db"]
+    start = time.monotonic()
+    with _read_only(locked):
+        assert main(argv) == 2
+    _one_line(capsys.readouterr().err, f"cannot write in {locked}")
+    assert time.monotonic() - start < 10 and not list(locked.iterdir())
+
+
+def test_the_single_split_refuses_an_empty_validation_set_naming_the_smallest_class() -> None:
+    """300 classes of 1-2 rows: every class keeps its rows for training; refused before any training."""
+    from lightning_modules.folds import check_cv_folds, fold_rows
+
+    labels = np.repeat(np.arange(300), [1, 2] * 150)
+    names = [f"c{i}" for i in range(300)]
+    with pytest.raises(UserError, match=r"smallest class 'c0' has 1 training row.*data.val_fraction=0.25 or more"):
+        check_cv_folds(labels, 0, "refuse", names, val_fraction=0.1)
+    with pytest.raises(UserError, match="holds out no validation row"):
+        fold_rows(labels, 0, 0.1, 0, "refuse")  # the split itself refuses too, for callers without the pre-flight
+    assert len(fold_rows(labels, 0, 0.25, 0, "refuse")[0][1]) == 150
+    assert len(fold_rows(labels, 0, 0.0, 0, "refuse")[0][1]) == 0  # a refit on all rows asks for no validation
+    check_cv_folds(labels, 0, "refuse", names, val_fraction=None)  # the dataset's own validation split
+
+
+def test_two_commands_create_one_fresh_mlflow_store_at_once(tmp_path) -> None:
+    """Two processes set up the same new SQLite store together; the setup lock lets both succeed."""
+    script = (
+        "import sys, time\n"
+        "from benchmark.core import tracking\n"
+        "from benchmark.core.config_sections import TrackingConfig\n"
+        "cfg = TrackingConfig(uri=sys.argv[1], artifact_root=sys.argv[2])\n"
+        "time.sleep(max(0.0, float(sys.argv[3]) - time.time()))  # start together\n"
+        "mlc = tracking.client(cfg)\n"
+        "print(tracking.ensure_experiment(mlc, 'layerfuse/race', cfg))\n"
+    )
+    uri = f"sqlite:///{tmp_path}/fresh/mlflow.db"
+    start = str(time.time() + 8)  # after both processes imported MLflow
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, uri, str(tmp_path / "art"), start],
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
+    assert outs[0][0] == outs[1][0]  # one experiment, found by both
+
+
+# ---------------------------------------------------------------- nothing left RUNNING or half-written (class 4)
+
+
+def _runs(uri: str, kind: str) -> list:
+    from mlflow.tracking import MlflowClient
+
+    from benchmark.core import tracking
+
+    mlc = MlflowClient(tracking_uri=uri)
+    ids = [e.experiment_id for e in mlc.search_experiments()]
+    return list(mlc.search_runs(ids, f"tags.`{tracking.TAG_KIND}` = '{kind}'"))
+
+
+def test_sigterm_on_extract_closes_its_run_and_the_rerun_resumes(tiny_models, tmp_path) -> None:
+    """SIGTERM mid-extraction: one stderr line, exit 130, the run KILLED (not RUNNING); the rerun completes."""
+    from conftest import write_dataset
+
+    data = write_dataset(tmp_path / "data", n_train=160, n_test=4)
+    cache, uri = tmp_path / "cache", f"sqlite:///{tmp_path}/mlflow.db"
+    argv = [*_extract_argv(tiny_models["bert-a"], data, cache), "--set", f"tracking.uri={uri}"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "benchmark", *argv],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not any(cache.rglob("chunk_00000.npy")) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "layerfuse: interrupted; rerun the same command to resume"
+    assert "Traceback" not in err
+    (run,) = _runs(uri, "extract")
+    assert run.info.status == "KILLED" and "KeyboardInterrupt: signal SIGTERM" in run.data.tags["layerfuse.error"]
+    assert main(argv) == 0 and is_complete(next(cache.rglob("meta.json")).parent)
+
+
+def test_sigterm_on_a_study_closes_its_runs_as_ctrl_c_does(tiny_models, tmp_path) -> None:
+    """SIGTERM while a trial trains: exit 130, the trial's run and the study's parent run closed, none RUNNING."""
+    from conftest import write_dataset
+    from mlflow.tracking import MlflowClient
+
+    data = write_dataset(tmp_path / "data", n_train=60, n_test=8)
+    cache, uri = tmp_path / "cache", f"sqlite:///{tmp_path}/mlflow.db"
+    extract = ["extract", "--model", str(tiny_models["bert-a"]), "--dataset", str(data), "--device", "cpu"]
+    assert main([*extract, "--dtype", "fp32", "--no-progress", "--set", f"paths.cache_dir={cache}"]) == 0
+    argv = ["study", "--preset", "search", "--models", str(tiny_models["bert-a"]), "--dataset", str(data)]
+    argv += ["--trials", "50", "--storage", f"sqlite:///{tmp_path}/optuna.db", "--no-progress", "--no-pruning"]
+    for key, value in {
+        "extract.dtype": "fp32",
+        "extract.device": "cpu",
+        "paths.cache_dir": cache,
+        "tracking.uri": uri,
+        "tracking.artifact_root": tmp_path / "art",
+        "train.max_epochs": 100000,  # a trial trains until the signal comes
+        "train.patience": 100000,
+    }.items():
+        argv += ["--set", f"{key}={value}"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "benchmark", *argv],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while proc.poll() is None and time.monotonic() < deadline and not _running_trials(tmp_path / "optuna.db"):
+            time.sleep(0.5)  # read from Optuna's tables with sqlite3: an MLflow client here would race the setup
+        time.sleep(1)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()  # only if it is still running: a failed test leaves no study training forever
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    mlc = MlflowClient(tracking_uri=uri)
+    runs = _runs(uri, "trial") + _runs(uri, "study")
+    assert len(runs) >= 2 and not [r.info.run_name for r in runs if r.info.status == "RUNNING"]
+    parent = next(r for r in runs if r.data.tags["layerfuse.run_kind"] == "study")
+    assert mlc.get_run(parent.info.run_id).info.status == "KILLED"
+
+
+def _running_trials(db: Path) -> int:
+    import sqlite3
+
+    try:
+        con = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)
+        try:
+            return int(con.execute("SELECT count(*) FROM trials WHERE state = 'RUNNING'").fetchone()[0])
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return 0
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_runs_of_dead_processes_are_closed_by_the_next_command_of_their_kind(tiny_models, tmp_path) -> None:
+    """A -9'd extract leaves its run RUNNING; the next extract (all cache hits) closes it; live, reused-pid and
+    other-host runs: only the reused pid (own case) is closed too, the others are left alone."""
+    from conftest import write_dataset
+    from mlflow.tracking import MlflowClient
+
+    from benchmark.core import tracking
+
+    data = write_dataset(tmp_path / "data", n_train=8, n_test=4)
+    cache, uri = tmp_path / "cache", f"sqlite:///{tmp_path}/mlflow.db"
+    argv = [*_extract_argv(tiny_models["bert-a"], data, cache), "--set", f"tracking.uri={uri}"]
+    assert main(argv) == 0
+    mlc = MlflowClient(tracking_uri=uri)
+    (done,) = _runs(uri, "extract")
+    me = tracking.owner_tags()
+    owners = {
+        "killed": {**me, tracking.TAG_PID: str(_dead_pid())},
+        "reused pid": {**me, tracking.TAG_PID_START: "12345.00"},  # this pid, but another process's start time
+        "alive": me,
+        "other host": {**me, tracking.TAG_HOST: "elsewhere", tracking.TAG_PID: str(_dead_pid())},
+    }
+    ids = {
+        name: mlc.create_run(done.info.experiment_id, tags={tracking.TAG_KIND: "extract", **tags}).info.run_id
+        for name, tags in owners.items()
+    }
+    assert main(argv) == 0  # every key is complete: no run of its own, still the orphans are closed
+    status = {name: mlc.get_run(i).info.status for name, i in ids.items()}
+    assert status == {"killed": "KILLED", "reused pid": "KILLED", "alive": "RUNNING", "other host": "RUNNING"}
+    assert "died without closing it" in mlc.get_run(ids["killed"]).data.tags[tracking.TAG_ERROR]
+
+
+def test_sigterm_is_an_interrupt_inside_a_command(tmp_path) -> None:
+    """The mechanism behind `study` and `report` under SIGTERM: the run ends KILLED, as with Ctrl-C."""
+    from mlflow.tracking import MlflowClient
+
+    from benchmark.core import tracking
+    from benchmark.core.config_sections import TrackingConfig
+    from benchmark.core.faults import interrupt_on_sigterm
+
+    cfg = TrackingConfig(uri=f"sqlite:///{tmp_path}/mlflow.db", artifact_root=str(tmp_path / "art"))
+    mlc = tracking.client(cfg)
+    exp = tracking.ensure_experiment(mlc, "layerfuse/term", cfg)
+    with pytest.raises(KeyboardInterrupt), interrupt_on_sigterm():
+        with tracking.tracked_run(mlc, exp, "r", tracking.KIND_REPORT, cfg) as run_id:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+            pytest.fail("SIGTERM did not interrupt")
+    assert MlflowClient(tracking_uri=cfg.uri).get_run(run_id).info.status == "KILLED"
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # restored after the command
+
+
+def test_an_interrupt_landing_in_a_garbage_collector_callback_is_not_lost() -> None:
+    """Own case: Python ignores an exception raised in a weakref callback; the signal is raised again after it."""
+    import weakref
+
+    from benchmark.core.faults import interrupt_on_sigterm
+
+    class Thing:
+        pass
+
+    def callback(ref: object) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)  # handled here, inside the callback, where raising is ignored
+        sum(range(1000))
+
+    with pytest.raises(KeyboardInterrupt, match="SIGTERM"), interrupt_on_sigterm():
+        thing = Thing()
+        ref = weakref.ref(thing, callback)
+        del thing
+        for _ in range(200):
+            time.sleep(0.01)
+        pytest.fail(f"the interrupt was lost ({ref})")
+
+
+def test_stale_temporary_folders_of_dead_processes_are_removed(tmp_path) -> None:
+    """What killed reports and predictions leave (``.NAME.tmp-PID``) goes once PID is dead; a live one's stays."""
+    from benchmark.core.faults import remove_stale
+
+    dead = tmp_path / f".mr.tmp-{_dead_pid()}"
+    live = tmp_path / f".mr.tmp-{os.getppid()}"
+    mine = tmp_path / f".mr.tmp-{os.getpid()}"
+    other = tmp_path / ".mr.tmp-notapid"
+    for folder in (dead, live, mine, other):
+        (folder / "sub").mkdir(parents=True)
+    stale_file = tmp_path / f".scored.csv.tmp-{_dead_pid()}"
+    stale_file.write_text("half")
+    assert sorted(remove_stale(tmp_path, ".*.tmp-*")) == sorted([dead, stale_file])
+    assert live.is_dir() and mine.is_dir() and other.is_dir()
+
+
+def test_report_folders_are_one_to_one_with_the_studies_they_report() -> None:
+    """``ü`` and ``é`` (and ``a b`` against ``a_b``) no longer share a folder; plain names keep theirs."""
+    from benchmark.report.export import _name
+
+    names = [_name([s], []) for s in ("ü", "é", "a b", "a_b", "x", "layer-sweep-mr-minilm-l6")]
+    assert len(set(names)) == len(names)
+    assert names[-2:] == ["x", "layer-sweep-mr-minilm-l6"]
+    assert _name(["a", "b"], []) != _name(["a+b"], [])  # two studies, or one whose name holds the separator
+
+
+def test_resume_with_another_chunk_size_is_byte_identical(tiny_models, tmp_path, monkeypatch, capsys) -> None:
+    """Killed after two chunks of 8, resumed with extract.chunk_size=5: the recorded chunking is kept, the layer
+    files equal an uninterrupted run's byte for byte."""
+    from conftest import write_dataset
+
+    from benchmark.core.cache_writer import CacheWriter
+
+    data = write_dataset(tmp_path / "data", n_train=40, n_test=4)
+    clean = _clean_cache(tiny_models, data, tmp_path)
+    real, written = CacheWriter.write_chunk, []
+
+    def killed_after_two(self: CacheWriter, i: int, *args: object, **kw: object) -> None:
+        if len(written) == 2:
+            raise KeyboardInterrupt
+        written.append(i)
+        real(self, i, *args, **kw)
+
+    monkeypatch.setattr(CacheWriter, "write_chunk", killed_after_two)
+    cache = tmp_path / "cache"
+    assert main(_extract_argv(tiny_models["bert-a"], data, cache)) == 130
+    monkeypatch.undo()
+    argv = [*_extract_argv(tiny_models["bert-a"], data, cache), "--set", "extract.chunk_size=5"]
+    assert main(argv) == 0
+    assert _feature_bytes(cache) == clean
+
+
+def test_a_failed_prediction_write_leaves_no_output_file(tmp_path, monkeypatch) -> None:
+    """Own case: predictions are written to a hidden temporary file and moved into place, never half-written."""
+    import pandas as pd
+
+    from benchmark import predict
+
+    src = tmp_path / "in.csv"
+    src.write_text("text\ngood\nbad\n")
+    out = tmp_path / "out" / "scored.csv"
+
+    class Model:
+        def predict(self, texts: list[str]) -> pd.DataFrame:
+            return pd.DataFrame({"label": ["pos"] * len(texts), "prob_pos": [1.0] * len(texts)})
+
+    monkeypatch.setattr(predict, "load_model", lambda uri: Model())
+
+    def full_disk(self: pd.DataFrame, path: Path, **kw: object) -> None:
+        Path(path).write_text("text,label\ngo")
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        predict.predict_file("m", src, out, show_progress=False)
+    assert list(out.parent.iterdir()) == []
+    monkeypatch.undo()
+    monkeypatch.setattr(predict, "load_model", lambda uri: Model())
+    assert predict.predict_file("m", src, out, show_progress=False).rows == 2
+    assert out.read_text().splitlines() == ["text,label,prob_pos", "good,pos,1.0", "bad,pos,1.0"]
+
+
+# ---------------------------------------------------------------- the error is the first line (class 5)
+
+
+def test_export_refit_and_predict_print_their_error_first_and_alone(tmp_path) -> None:
+    """Real processes (pytest hides warnings in-process): no MLflow or Optuna warning, no colour code, one line."""
+    import optuna
+
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    optuna.create_study(study_name="other", storage=storage)
+    stores = ["--set", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", "--storage", storage]
+    commands = {
+        "export": ["export", "--study", "nope", *stores],
+        "refit": ["refit", "--study", "nope", *stores],
+        "predict": ["predict", "--model", f"{tmp_path}/no-model", "--input", str(REPO / "README.md"), "--out", "x.csv"],
+    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHONWARNINGS")}
+    procs = {
+        name: subprocess.Popen(
+            [sys.executable, "-m", "benchmark", *argv],
+            cwd=tmp_path,
+            env={**env, "PYTHONPATH": str(REPO)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name, argv in commands.items()
+    }
+    needles = {"export": "no study 'nope'", "refit": "no study 'nope'", "predict": "unknown format .md"}
+    for name, proc in procs.items():
+        _, err = proc.communicate(timeout=180)
+        assert proc.returncode == 2, (name, err)
+        line = _one_line(err, needles[name])
+        assert line.startswith("layerfuse: error:") and "\x1b[" not in err, (name, err)
+
+
+def test_ctrl_c_on_ui_stops_the_server_once_without_a_traceback(tmp_path, monkeypatch, capsys) -> None:
+    """The server runs in its own session: Ctrl-C reaches layerfuse, which sends it one SIGINT and exits 0."""
+    import threading
+
+    from benchmark import cli
+
+    ready, got = tmp_path / "ready", tmp_path / "signals"
+    server = (
+        "import pathlib, signal, sys, time\n"
+        "seen = []\n"
+        "def stop(signum, frame):\n"
+        "    seen.append(signum)\n"
+        "    pathlib.Path(sys.argv[2]).write_text(str(len(seen)))\n"
+        "    sys.exit(0)\n"
+        "signal.signal(signal.SIGINT, stop)\n"
+        "pathlib.Path(sys.argv[1]).write_text('up')\n"
+        "time.sleep(60)\n"
+    )
+    monkeypatch.setattr(
+        cli, "ui_command", lambda cfg, port, workers: [sys.executable, "-c", server, str(ready), str(got)]
+    )
+
+    def ctrl_c() -> None:
+        deadline = time.monotonic() + 60
+        while not ready.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGINT)  # as a terminal would: to layerfuse (the server is not in its group)
+
+    threading.Thread(target=ctrl_c, daemon=True).start()
+    port = _free_port()
+    assert main(["ui", "--port", str(port), "--set", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db"]) == 0
+    out, err = capsys.readouterr()
+    assert got.read_text() == "1" and "UI stopped" in out and "Traceback" not in err and err == ""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_faults_deep_inside_libraries_are_named_in_one_line(monkeypatch, capsys) -> None:
+    """Own case: SQLite's "disk is full" wrapped by SQLAlchemy, and a permission error, end in one line; a bug
+    (any other exception) keeps its traceback."""
+    import errno
+    import sqlite3
+
+    import sqlalchemy
+
+    from benchmark import cli
+
+    def raising(err: BaseException):
+        def handler(args: object, cfg: object) -> int:
+            raise err
+
+        return handler
+
+    full = sqlalchemy.exc.OperationalError("INSERT", {}, sqlite3.OperationalError("database or disk is full"))
+    denied = PermissionError(errno.EACCES, "Permission denied", "/srv/cache/x.npy")
+    for err, needle in ((full, "no space left for the database"), (denied, "cannot write /srv/cache/x.npy")):
+        monkeypatch.setattr(cli, "_run_ls", raising(err))
+        assert main(["ls", "models"]) == 2
+        assert "rerun the same command" in _one_line(capsys.readouterr().err, needle)
+    monkeypatch.setattr(cli, "_run_ls", raising(ValueError("a bug")))
+    with pytest.raises(ValueError, match="a bug"):
+        main(["ls", "models"])
+
+
+def test_reports_of_studies_u_and_e_never_replace_each_other_and_stale_folders_go(tmp_path) -> None:
+    """Studies ``ü`` and ``é`` get their own report folders, ``--force`` on one keeps the other, and a killed
+    report's ``.NAME.tmp-PID`` folder is removed by the next report."""
+    import json
+
+    from report_fixtures import STUDIES, build_store
+
+    from benchmark.report import write_report
+
+    _, preset, dataset, trials = STUDIES[0]
+    cfg, _ = build_store(tmp_path, [("ü", preset, dataset, trials), ("é", preset, dataset, trials)])
+    reports = Path(cfg.report.out_dir)
+    killed = reports / f".x.tmp-{_dead_pid()}"
+    (killed / "figures").mkdir(parents=True)
+    first = write_report(cfg, studies=["ü"], formats=("md",))
+    assert not killed.exists()
+    second = write_report(cfg, studies=["é"], formats=("md",))
+    assert first.out_dir != second.out_dir
+    write_report(cfg, studies=["é"], formats=("md",), force=True)
+    assert json.loads((first.out_dir / "summary.json").read_text())["studies"] == ["ü"]
+    assert json.loads((second.out_dir / "summary.json").read_text())["studies"] == ["é"]
+    assert not [p for p in reports.iterdir() if ".tmp-" in p.name]

@@ -9,6 +9,7 @@ The layout it writes, and the reader, are ``benchmark.core.cache``.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from collections.abc import Iterator
@@ -29,7 +30,10 @@ from benchmark.core.cache import (
     npy_shape,
 )
 from benchmark.core.errors import UserError
+from benchmark.core.faults import NO_SPACE, RERUN_AFTER_SPACE, free_bytes, human
 from benchmark.core.locks import CacheLock
+
+log = logging.getLogger(__name__)
 
 
 def partial_dir(final_dir: str | Path) -> Path:
@@ -38,20 +42,32 @@ def partial_dir(final_dir: str | Path) -> Path:
     return final_dir.with_name(final_dir.name + ".partial")
 
 
-def recorded_batching(final_dir: str | Path, key: FeatureKey, n: int, chunk_size: int) -> dict[str, Any] | None:
-    """Batching settings recorded by an unfinished extraction of the same key, n and chunk size.
+def recorded_state(final_dir: str | Path, key: FeatureKey, n: int) -> dict[str, Any] | None:
+    """``partial.json`` of an unfinished extraction of the same key and n (None: nothing, or another run's leftovers).
 
-    Returns:
-        None when there is no such partial run (nothing, or leftovers of another run), else the recorded settings
-        (an empty dict for partial runs written before settings were recorded).
+    It holds the chunk size and batching the run's chunks were made with (``batching`` may be missing: partial runs
+    written before it was recorded).
     """
     try:
         state = json.loads((partial_dir(final_dir) / "partial.json").read_text())
     except (OSError, json.JSONDecodeError, UnicodeDecodeError):
         return None
-    if not isinstance(state, dict) or {k: state.get(k) for k in ("key", "n", "chunk_size")} != CacheWriter._ident(
-        key, n, chunk_size
-    ):
+    if not isinstance(state, dict) or not isinstance(state.get("chunk_size"), int) or state["chunk_size"] < 1:
+        return None
+    if {k: state.get(k) for k in ("key", "n")} != {"key": asdict(key), "n": n}:
+        return None
+    return state
+
+
+def recorded_batching(final_dir: str | Path, key: FeatureKey, n: int) -> dict[str, Any] | None:
+    """Batching settings recorded by an unfinished extraction of the same key and n (any chunk size).
+
+    Returns:
+        None when there is no such partial run (nothing, or leftovers of another run), else the recorded settings
+        (an empty dict for partial runs written before settings were recorded).
+    """
+    state = recorded_state(final_dir, key, n)
+    if state is None:
         return None
     batching = state.get("batching")
     return dict(batching) if isinstance(batching, dict) else {}
@@ -136,20 +152,43 @@ class CacheWriter:
                     "finish (or stop them), then rerun"
                 )
             self._clear_if_starting_over()
-        recorded = recorded_batching(self.final_dir, self.key, self.n, self.chunk_size)
+        recorded = recorded_batching(self.final_dir, self.key, self.n)
         if recorded is None and (self.partial.exists() or not alone):
             self._lock.release()  # never clear chunks that may be another shard's work
             raise UserError(
-                f"the unfinished extraction at {self.partial} was made with another chunk size or key than this "
+                f"the unfinished extraction at {self.partial} was made with another key or row count than this "
                 "shard's; give every shard the same settings, or delete that folder to start over"
             )
         if alone:
             self._prepare()
             if not self._lock.try_acquire(exclusive=False):
                 raise UserError(f"another process took the lock of {self.final_dir} while this shard set it up")
-        elif recorded:
-            self.batching = recorded
+        else:
+            self._adopt()
         return self
+
+    def _adopt(self) -> None:
+        """Continue the unfinished run's chunking and batching, whatever this run asked for.
+
+        Chunk ``i`` covers a fixed slice of the processing order of the chunk size it was made with, and batching
+        changes the float rounding: resuming with the recorded ones is what makes the result byte-identical to one
+        uninterrupted run (``extract.chunk_size`` is not part of the cache key for that reason).
+        """
+        state = recorded_state(self.final_dir, self.key, self.n)
+        if state is None:
+            return
+        if state["chunk_size"] != self.chunk_size:
+            log.info(
+                "%s: resuming with the chunk size of the unfinished run (%d; this run asked for %d)",
+                self.final_dir,
+                state["chunk_size"],
+                self.chunk_size,
+            )
+            self.chunk_size = int(state["chunk_size"])
+            self.num_chunks = (self.n + self.chunk_size - 1) // self.chunk_size
+        batching = state.get("batching")
+        if isinstance(batching, dict) and batching:
+            self.batching = dict(batching)
 
     def _clear_if_starting_over(self) -> None:
         if self.start_over:  # only ever with the lock held exclusively
@@ -165,17 +204,23 @@ class CacheWriter:
     def _prepare(self) -> None:
         ident_file = self.partial / "partial.json"
         if self.partial.exists():
-            recorded = recorded_batching(self.final_dir, self.key, self.n, self.chunk_size)
-            if recorded is None:  # leftovers of a different run (other chunk size or key): start over
+            if recorded_state(self.final_dir, self.key, self.n) is None:  # leftovers of another key: start over
                 shutil.rmtree(self.partial)
-            elif recorded:
-                # Chunks already written were batched this way; batching changes the float rounding, so the
-                # rest must be batched the same way for the result to be byte-identical to one clean run.
-                self.batching = recorded
+            else:
+                self._adopt()
         if not self.partial.exists():
             self.partial.mkdir(parents=True)
             ident = {**self._ident(self.key, self.n, self.chunk_size), "batching": self.batching}
             atomic_write_bytes(ident_file, json.dumps(ident).encode())
+        self._remove_torn()
+
+    def _remove_torn(self) -> None:
+        """Delete half-written files of a killed or failed run (only ever with the lock held exclusively).
+
+        On a full disk they are what keeps it full: a rerun frees their space before it writes anything.
+        """
+        for torn in self.partial.glob("*.tmp*"):
+            torn.unlink(missing_ok=True)
 
     @staticmethod
     def _ident(key: FeatureKey, n: int, chunk_size: int) -> dict[str, Any]:
@@ -226,9 +271,32 @@ class CacheWriter:
         if feats.shape[1] != len(rows):
             raise ValueError(f"chunk {i}: {feats.shape[1]} feature rows for {len(rows)} indices")
         record: dict[str, Any] = {**(stats or {}), **({"worker": worker} if worker else {})}
-        atomic_write_bytes(self._chunk(i).with_suffix(".json"), json.dumps(record).encode())
-        atomic_save_npy(self._chunk(i).with_suffix(".idx.npy"), np.asarray(rows, dtype=np.int64))
-        atomic_save_npy(self._chunk(i), np.ascontiguousarray(feats, dtype=FEATURE_DTYPE))
+        try:
+            atomic_write_bytes(self._chunk(i).with_suffix(".json"), json.dumps(record).encode())
+            atomic_save_npy(self._chunk(i).with_suffix(".idx.npy"), np.asarray(rows, dtype=np.int64))
+            atomic_save_npy(self._chunk(i), np.ascontiguousarray(feats, dtype=FEATURE_DTYPE))
+        except OSError as err:
+            if err.errno not in NO_SPACE:
+                raise
+            for torn in self.partial.glob(f"chunk_{i:05d}*.tmp*"):  # this chunk's own half-written files
+                torn.unlink(missing_ok=True)
+            row_bytes = feats.shape[0] * feats.shape[2] * np.dtype(FEATURE_DTYPE).itemsize
+            raise self._disk_full(f"writing chunk {i}", row_bytes) from None
+
+    def _disk_full(self, doing: str, row_bytes: int) -> CacheError:
+        """The one-line error of a full disk: what is left to write, and what the finish needs on top."""
+        done = self.num_chunks - len(self.missing_chunks())
+        rows_left = sum(
+            len(range(i * self.chunk_size, min((i + 1) * self.chunk_size, self.n))) for i in self.missing_chunks()
+        )
+        # The rows still to extract, plus the layer files that finishing assembles while the chunks still exist.
+        need = row_bytes * (rows_left + self.n)
+        free = free_bytes(self.partial)
+        has = f", {human(free)} free" if free is not None else ""
+        return CacheError(
+            f"no space left on the device of {self.partial} while {doing} ({done} of {self.num_chunks} chunks done, "
+            f"kept): finishing needs about {human(need)} more{has}; {RERUN_AFTER_SPACE}"
+        )
 
     def _chunk_records(self) -> Iterator[dict[str, Any]]:
         for i in range(self.num_chunks):
@@ -257,6 +325,20 @@ class CacheWriter:
                 self._add(total, {**record, "chunks": 1})
         return out
 
+    def _assemble(self, num_states: int, hidden: int) -> None:
+        for layer in range(num_states):
+            out_path = self.partial / layer_file(layer)
+            out = np.lib.format.open_memmap(out_path, mode="w+", dtype=FEATURE_DTYPE, shape=(self.n, hidden))
+            # The memmap's file is sparse: writing its pages on a full disk would kill the process (SIGBUS).
+            # Reserving its blocks first turns a full disk into an OSError here instead.
+            with open(out_path, "r+b") as fh:
+                os.posix_fallocate(fh.fileno(), 0, out_path.stat().st_size)
+            for i in range(self.num_chunks):
+                rows = np.load(self._chunk(i).with_suffix(".idx.npy"))
+                out[rows] = np.load(self._chunk(i), mmap_mode="r")[layer]
+            out.flush()
+            del out
+
     def finalize(self, labels: np.ndarray, meta: dict[str, Any]) -> Path:
         """Assemble layer files in original order, write labels and meta.json last, and move into place."""
         missing = self.missing_chunks()
@@ -264,15 +346,17 @@ class CacheWriter:
             raise RuntimeError(f"cannot finalise {self.final_dir}: chunks {missing[:5]} missing")
         first = np.load(self._chunk(0), mmap_mode="r")
         num_states, _, hidden = first.shape
-        for layer in range(num_states):
-            out_path = self.partial / layer_file(layer)
-            out = np.lib.format.open_memmap(out_path, mode="w+", dtype=FEATURE_DTYPE, shape=(self.n, hidden))
-            for i in range(self.num_chunks):
-                rows = np.load(self._chunk(i).with_suffix(".idx.npy"))
-                out[rows] = np.load(self._chunk(i), mmap_mode="r")[layer]
-            out.flush()
-            del out
-        atomic_save_npy(self.partial / "labels.npy", np.asarray(labels, dtype=np.int64))
+        try:
+            self._assemble(num_states, hidden)
+            atomic_save_npy(self.partial / "labels.npy", np.asarray(labels, dtype=np.int64))
+        except OSError as err:
+            if err.errno not in NO_SPACE:
+                raise
+            for f in (*self.partial.glob("layer_*.npy"), *self.partial.glob("*.tmp*")):
+                f.unlink(missing_ok=True)  # assembled again by the rerun
+            raise self._disk_full(
+                "assembling the layer files", num_states * hidden * np.dtype(FEATURE_DTYPE).itemsize
+            ) from None
         for i in range(self.num_chunks):
             for suffix in (".npy", ".idx.npy", ".json"):
                 self._chunk(i).with_suffix(suffix).unlink(missing_ok=True)

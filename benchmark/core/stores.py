@@ -8,7 +8,9 @@ traceback after an MLflow store, an experiment or a folder was half created.
 from __future__ import annotations
 
 import errno
+import os
 import socket
+import sqlite3
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -46,8 +48,57 @@ def check_folder_path(path: str | Path, what: str) -> None:
             return
 
 
+def check_writable(path: str | Path, what: str) -> None:
+    """Refuse a folder (or the first existing parent of one to be created) where this process cannot create files.
+
+    ``access(2)`` also reports read-only mounts and immutable folders, which stop root as well, and it writes
+    nothing. Without this check SQLite retries an unwritable store for minutes before failing.
+
+    Raises:
+        UserError: naming the setting, the folder and the fix.
+    """
+    path = Path(path)
+    folder = next((p for p in (path, *path.parents) if p.exists()), Path("."))
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UserError(
+            f"{what}: cannot write in {folder} (read-only, immutable or not yours); make it writable, or choose a "
+            "folder you can write"
+        )
+
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+# A table that every store of the kind has, telling its database from another program's.
+STORE_TABLES = {"tracking.uri": "experiments", "study.storage": "studies"}
+
+
+def _sqlite_problem(db: Path, table: str | None) -> str | None:
+    """Why the existing file ``db`` is not a usable store (None when it is, or is empty and will be set up)."""
+    with db.open("rb") as fh:
+        head = fh.read(100)
+    if not head:
+        return None
+    if not head.startswith(SQLITE_HEADER):
+        return "it is not a SQLite database"
+    page_size = int.from_bytes(head[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(head[28:32], "big")
+    if head[24:28] == head[92:96] and len(head) == 100 and pages * page_size > db.stat().st_size:
+        return f"it is truncated ({db.stat().st_size} of {pages * page_size} bytes)"
+    try:
+        con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as err:
+        return f"it is corrupt ({err})"
+    if table is not None and tables and table not in tables:
+        return f"it is another program's database (tables {', '.join(sorted(tables)[:5])}; no '{table}')"
+    return None
+
+
 def check_sqlite_url(url: str, what: str) -> None:
-    """Refuse a ``sqlite:///`` URL whose database file cannot be created or is a folder.
+    """Refuse a ``sqlite:///`` URL whose database file cannot be created or written, is a folder, or is corrupt.
 
     Raises:
         UserError: naming the URL, the obstacle and the setting.
@@ -59,6 +110,16 @@ def check_sqlite_url(url: str, what: str) -> None:
     if db.is_dir():
         raise UserError(f"{what}={url!r}: {db} is a folder, not a database file; name a file, e.g. {db}/store.db")
     check_folder_path(db.parent, f"{what}={url!r}")
+    check_writable(db.parent, f"{what}={url!r}")
+    if db.is_file():
+        problem = _sqlite_problem(db, STORE_TABLES.get(what))
+        if problem is not None:
+            raise UserError(
+                f"{what}={url!r}: {db} is not a usable store: {problem}; move it aside (the next command creates a "
+                f"fresh store there) or point {what} at another file"
+            )
+        if not os.access(db, os.W_OK):
+            raise UserError(f"{what}={url!r}: cannot write {db} (read-only or immutable); make it writable")
 
 
 def check_server(url: str, what: str) -> None:
@@ -128,6 +189,7 @@ def check_tracking_uri(uri: str, must_exist: bool = False) -> None:
     elif scheme in ("", "file"):
         local = Path(uri.removeprefix("file://") if scheme else uri)
         check_folder_path(local, f"{what}={uri!r}")
+        check_writable(local, f"{what}={uri!r}")
     else:
         local = None
         if scheme in SERVER_SCHEMES:
@@ -166,3 +228,4 @@ def check_tracking(tracking: TrackingConfig, must_exist: bool = False) -> None:
     root = tracking.artifact_root
     if "://" not in root or root.startswith("file:"):
         check_folder_path(root.removeprefix("file://"), f"tracking.artifact_root={root!r}")
+        check_writable(root.removeprefix("file://"), f"tracking.artifact_root={root!r}")

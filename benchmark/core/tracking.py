@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from functools import lru_cache
@@ -75,6 +76,10 @@ TAG_SWEEP_MODEL = "layerfuse.sweep_model"
 TAG_PARENT = "mlflow.parentRunId"
 TAG_ERROR = "layerfuse.error"  # why a trial failed, or (parent run) the error that stopped a worker
 TAG_PRUNE_REASON = "layerfuse.prune_reason"
+# The process that keeps a run RUNNING: a later command of the same kind on this host closes the run (KILLED) once
+# that process is gone (killed with -9, out of memory, the machine rebooted), since nothing else ever would.
+TAG_HOST, TAG_PID, TAG_PID_START = "layerfuse.host", "layerfuse.pid", "layerfuse.pid_start"
+DEAD_OWNER = "the process running it ({pid} on {host}) died without closing it"
 KIND_STUDY = "study"
 KIND_TRIAL = "trial"
 # Metric names (``split/metric`` for scores, ``perf/*`` for costs): the one spelling studies write and reports read.
@@ -165,7 +170,14 @@ def _sqlite_parent(uri: str) -> Path | None:
 
 
 def client(tracking: TrackingConfig) -> MlflowClient:
-    """An ``MlflowClient`` on the configured store (creating the folder of a SQLite file)."""
+    """An ``MlflowClient`` on the configured store (creating the folder of a SQLite file, and a fresh store's tables).
+
+    MLflow creates a new SQLite store's tables (alembic migrations) on first use; two commands doing that at once on
+    one file fail ("table already exists"). A file lock beside the database lets one process set the store up while
+    the other waits; a store whose folder this process cannot write is used without the lock (only read).
+    """
+    import fcntl
+
     import mlflow
     from mlflow.tracking import MlflowClient
 
@@ -173,7 +185,21 @@ def client(tracking: TrackingConfig) -> MlflowClient:
     if parent is not None:
         parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(tracking.uri)
-    return MlflowClient(tracking_uri=tracking.uri)
+    if parent is None:
+        return MlflowClient(tracking_uri=tracking.uri)
+    try:
+        lock = open(f"{tracking.uri.removeprefix('sqlite:///')}.setup-lock", "a")  # noqa: SIM115 - closed below
+    except OSError:
+        lock = None
+    try:
+        if lock is not None:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        mlc = MlflowClient(tracking_uri=tracking.uri)
+        mlc.search_experiments(max_results=1)  # the store, and a fresh one's tables, exist after the first call
+    finally:
+        if lock is not None:
+            lock.close()  # closing drops the flock
+    return mlc
 
 
 def ensure_experiment(mlc: MlflowClient, name: str, tracking: TrackingConfig) -> str:
@@ -239,9 +265,13 @@ def tracked_run(
 ) -> Iterator[str]:
     """A run of ``kind`` (tags: run kind, versions, ``tags``) for the block; yields its id.
 
-    The run ends FINISHED, or FAILED (KILLED on Ctrl-C) with tag ``layerfuse.error`` when the block raises.
+    The run ends FINISHED, or FAILED (KILLED on Ctrl-C or SIGTERM) with tag ``layerfuse.error`` when the block
+    raises. Runs of ``kind`` that a dead process left RUNNING are closed first (``close_dead_runs``).
     """
-    run = mlc.create_run(experiment_id, run_name=run_name, tags={TAG_KIND: kind, **version_tags(), **(tags or {})})
+    close_dead_runs(mlc, experiment_id, kind)
+    run = mlc.create_run(
+        experiment_id, run_name=run_name, tags={TAG_KIND: kind, **version_tags(), **owner_tags(), **(tags or {})}
+    )
     run_id = str(run.info.run_id)
     try:
         with system_metrics(run_id, tracking) if with_system_metrics else nullcontext():
@@ -251,6 +281,50 @@ def tracked_run(
         mlc.set_terminated(run_id, "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
         raise
     mlc.set_terminated(run_id, "FINISHED")
+
+
+def owner_tags() -> dict[str, str]:
+    """Tags naming this process (host, pid, start time) as the one that keeps a run RUNNING."""
+    import psutil
+
+    from benchmark.core.faults import HOST
+
+    return {TAG_HOST: HOST, TAG_PID: str(os.getpid()), TAG_PID_START: f"{psutil.Process().create_time():.2f}"}
+
+
+def owner_alive(tags: Mapping[str, str]) -> bool:
+    """False only when the run's process is known to be gone: on this host, and no process with that pid and start."""
+    import psutil
+
+    from benchmark.core.faults import HOST
+
+    pid = tags.get(TAG_PID, "")
+    if tags.get(TAG_HOST) != HOST or not pid.isdigit():
+        return True  # another host's process, or a run from before these tags: not ours to judge
+    try:
+        started = psutil.Process(int(pid)).create_time()
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.Error:
+        return True
+    recorded = tags.get(TAG_PID_START, "")
+    return not recorded or abs(started - float(recorded)) < 1.0  # a reused pid is another process
+
+
+def close_dead_runs(mlc: MlflowClient, experiment_id: str, kind: str) -> int:
+    """Close (KILLED, tag ``layerfuse.error``) the runs of ``kind`` left RUNNING by dead processes; return how many."""
+    query = f"tags.`{TAG_KIND}` = '{kind}' AND attributes.status = 'RUNNING'"
+    closed = 0
+    for run in mlc.search_runs([experiment_id], query, max_results=1000):
+        tags = run.data.tags
+        if owner_alive(tags):
+            continue
+        reason = DEAD_OWNER.format(pid=tags.get(TAG_PID), host=tags.get(TAG_HOST))
+        log_run_data(mlc, run.info.run_id, tags={TAG_ERROR: reason})
+        mlc.set_terminated(run.info.run_id, "KILLED")
+        log.warning("closed the %s run %s (%s): %s", kind, run.info.run_id, run.info.run_name, reason)
+        closed += 1
+    return closed
 
 
 def git_commit() -> str | None:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from benchmark.core import tracking
 from benchmark.core.errors import UserError
+from benchmark.core.faults import remove_stale
 from benchmark.core.registry import suggest
 from benchmark.core.stores import check_folder_path, check_tracking
 
@@ -98,10 +99,13 @@ def _name(studies: Sequence[str], experiments: Sequence[str]) -> str:
     names = [*studies, *(e.removeprefix(EXPERIMENT_PREFIX) for e in experiments)]
     if not names:
         return "report"
-    text = slug("+".join(names))
-    if len(text) <= MAX_NAME:
+    joined = "+".join(names)
+    text = slug(joined)
+    if text == joined and len(text) <= MAX_NAME:
         return text
-    digest = hashlib.sha256("\n".join(names).encode()).hexdigest()[:8]  # keeps long names distinct once cut
+    # The slug dropped or replaced characters ("ü" and "é" both become "x") or is cut: a hash of the exact names
+    # keeps the folder one-to-one with what it reports, so one study's --force never replaces another's report.
+    digest = hashlib.sha256("\n".join(names).encode()).hexdigest()[:8]
     return f"{text[: MAX_NAME - 9]}-{digest}"
 
 
@@ -242,6 +246,7 @@ def write_report(
     title = _title(data, studies, experiments)
     parents = sorted(set(data.parents["run_id"]))
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    remove_stale(out.parent, ".*.tmp-*")  # folders of reports killed while writing (their process is gone)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     answer = answers(data, computed, out)
