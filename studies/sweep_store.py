@@ -18,6 +18,9 @@ import logging
 import os
 import time
 from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
 
 from benchmark.core.cache import FeatureCache
 from benchmark.core.config import BenchConfig
@@ -27,7 +30,7 @@ from studies.fingerprint import data_settings
 
 log = logging.getLogger(__name__)
 
-STORE_FORMAT = 1  # bump when the sweep's results change for the same settings (a code change), so old entries miss
+STORE_FORMAT = 2  # bump when the sweep's results change for the same settings (a code change), so old entries miss
 SWEEP_NEUTRAL = ("threads", "fusion", "proj_dim", "moe_experts")  # train settings a single-layer sweep does not read
 
 
@@ -59,6 +62,11 @@ def sweep_key(d: ModelDirs, cfg: BenchConfig) -> str:
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def _score(stored: dict[str, Any]) -> LayerScore:
+    arrays = {k: np.asarray(stored[k], dtype=np.int64) for k in ("val_pred", "val_rows") if k in stored}
+    return LayerScore(**{**stored, **arrays})
+
+
 def unit_sweep(d: ModelDirs, cfg: BenchConfig) -> UnitSweep:
     """The model's sweep over every layer and unit (``data.cv_folds`` x ``study.seeds``): stored or computed."""
     path = d.train / "sweeps" / f"{sweep_key(d, cfg)}.json"
@@ -68,13 +76,16 @@ def unit_sweep(d: ModelDirs, cfg: BenchConfig) -> UnitSweep:
         if path.is_file():
             stored = json.loads(path.read_text())
             log.info("reusing the stored sweep of %s (%s)", d.train, path.name[:12])
-            return UnitSweep([[LayerScore(**s) for s in unit] for unit in stored["scores"]], stored["fit_s"])
+            return UnitSweep([[_score(s) for s in unit] for unit in stored["scores"]], stored["fit_s"])
         start = time.perf_counter()
         scores = sweep_units(d.train, d.test, cfg, cfg.study.seeds, val_dir=d.val)
         result = UnitSweep(scores, time.perf_counter() - start)
         tmp = path.with_suffix(f".tmp-{os.getpid()}")
         tmp.write_text(
-            json.dumps({"scores": [[dataclasses.asdict(s) for s in unit] for unit in scores], "fit_s": result.fit_s})
+            json.dumps(
+                {"scores": [[dataclasses.asdict(s) for s in unit] for unit in scores], "fit_s": result.fit_s},
+                default=lambda a: np.asarray(a).tolist(),  # the per-row validation predictions and rows
+            )
         )
         os.replace(tmp, path)  # readers see the whole file or none
         return result

@@ -1023,7 +1023,7 @@ def test_cross_validated_studies_score_units_on_shared_folds_and_reuse_the_sweep
     # Every model's heads and the TF-IDF baseline validate on the same rows of train (hashed), never on test.
     texts = load_text_split(cfg, "train").texts
     dirs = resolve_dirs(cfg)
-    for fold, (_, _, val_texts, _) in enumerate(text_folds(cfg)[0]):
+    for fold, (_, _, val_texts, _, _) in enumerate(text_folds(cfg)[0]):
         hashes = set()
         for model in models:
             dm = CachedFeatureDataModule.from_config([dirs[model].selection(model, "0")], cfg, fold)
