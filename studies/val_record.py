@@ -36,6 +36,8 @@ def unit_val_rows(d: ModelDirs, results: Sequence[Any]) -> ValRows | None:
 
     The rows index the train cache (the dataset's own validation cache when it has one), whose labels are read.
     """
+    if not all(np.size(getattr(r, "val_pred", ())) for r in results):
+        return None  # units from before per-row predictions
     cache = d.val if d.val is not None else d.train
     n_train = len(np.load(d.train / "labels.npy", mmap_mode="r"))
     return results_rows(results, np.load(cache / "labels.npy", mmap_mode="r"), n_train, d.val is not None)
