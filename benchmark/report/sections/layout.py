@@ -11,6 +11,7 @@ from benchmark.report.sections.cost import cost_section
 from benchmark.report.sections.fusion import fusion_section, multi_section
 from benchmark.report.sections.layers import last_k_section, layer_section
 from benchmark.report.selection import SELECTION_RULE, display
+from benchmark.report.shift import shift_checks, shift_note, shift_warning
 from benchmark.report.ties import TIED_MARK, UNIT_NOTE, rule_text, units_summary
 
 if TYPE_CHECKING:
@@ -49,7 +50,11 @@ def build(data: ReportData, c: Computed, folder: Path, title: str) -> tuple[Doc,
     """Lay out the report, writing each figure as a PNG into ``folder``; return the document and the PNG paths."""
     doc = Doc(title)
     files: list[Path] = []
+    checks = shift_checks(data)
+    shift_warning(doc, checks)  # before anything else: it qualifies every choice below
     _intro(doc, data)
+    if note := shift_note(checks):
+        doc.note(note)
     doc.note(units_summary(c.overall, c.points))
     best_section(doc, c)
     baseline_section(doc, c)
