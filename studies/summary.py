@@ -15,6 +15,7 @@ from optuna.trial import TrialState
 from benchmark.core import tracking
 from benchmark.core.config import BenchConfig
 from studies.candidates import run_cost, unit_scores
+from studies.row_se import METHOD
 from studies.selection import ARGMAX, Selection, Units, select, unit_layout
 from studies.val_record import client_blob, read_rows
 
@@ -122,7 +123,8 @@ def summarise(study: optuna.Study, cfg: BenchConfig, mlc: Any, parent_run_id: st
     trials = study.get_trials(deepcopy=False)
     count = {s: sum(t.state == s for t in trials) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
     order = ranked(trials)
-    best, picked = choose(order, *_candidates(mlc, order), cfg.selection.rule) if order else (None, None)
+    units, costs = _candidates(mlc, order) if order else ([], [])
+    best, picked = choose(order, units, costs, cfg.selection.rule) if order else (None, None)
     tied = tuple(order[i].number for i in picked.tied) if picked else ()
     outcome = StudyOutcome(
         name=study.study_name,
@@ -163,8 +165,14 @@ def summarise(study: optuna.Study, cfg: BenchConfig, mlc: Any, parent_run_id: st
             "rule": cfg.selection.rule,
             "best": order[picked.best].number,
             "chosen": best.number if best else None,
+            "se_method": METHOD if all(u.rows is not None for u in units) else "per-unit (no per-row predictions)",
             "tied": [
-                {"trial": order[i].number, "val_acc": float(picked.mean[i]), "diff_se": float(picked.diff_se[i])}
+                {
+                    "trial": order[i].number,
+                    "val_acc": float(picked.mean[i]),
+                    "diff_se": float(picked.diff_se[i]),
+                    "gflops_per_text": costs[i][0] if math.isfinite(costs[i][0]) else None,
+                }
                 for i in picked.tied
             ],
         }
