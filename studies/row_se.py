@@ -88,7 +88,8 @@ class ValRows:
     def from_bytes(cls, blob: bytes) -> ValRows:
         """Read ``to_bytes``'s output back."""
         z = np.load(io.BytesIO(blob))
-        return cls(*(np.asarray(z[k], dtype=np.int64) for k in ("rows", "pred", "label", "sizes")), float(z["ratio"]))
+        rows, pred, label, sizes = (np.asarray(z[k], dtype=np.int64) for k in ("rows", "pred", "label", "sizes"))
+        return cls(rows, pred, label, sizes, float(z["ratio"]))
 
 
 def val_rows(preds: list[np.ndarray], rows: list[np.ndarray], labels: np.ndarray, n_train: list[int]) -> ValRows | None:
