@@ -29,10 +29,10 @@ import numpy as np
 from benchmark.core.cache import FeatureCache, FeatureKey
 from benchmark.core.cache_writer import CacheWriter
 from benchmark.core.config import BenchConfig, load_config
+from benchmark.core.keys import load_text_split, resolve_features
 from benchmark.core.models import resolve_model
 from lightning_modules.features import stratified_split
 from lightning_modules.sweep import sweep_units
-from studies.caches import resolve_dirs
 from studies.flops import infer_gflops, mean_tokens
 from studies.row_se import METHOD
 from studies.selection import Units, cost_key, select
@@ -42,26 +42,33 @@ RULES = ("argmax", "one-se")
 SES = ("per-unit", METHOD)
 
 
-def _pool(cfg: BenchConfig, rows: int | None) -> tuple[dict[str, list[np.ndarray]], np.ndarray, float]:
-    """Per model, every layer's pooled ``(N, H)`` rows (train then test), the labels, and the test share."""
-    dirs = resolve_dirs(cfg)
+def _pool(
+    cfg: BenchConfig, rows: int | None, train_only: bool, layers: list[int] | None
+) -> tuple[dict[str, dict[int, np.ndarray]], np.ndarray, float]:
+    """Per model, each chosen layer's pooled ``(N, H)`` rows (train then test), the labels, and the test share.
+
+    ``train_only`` pools the train cache alone (its test share is the original one); ``layers`` restricts the
+    candidates (default: every layer).
+    """
+    texts = {s: load_text_split(cfg, s) for s in ("train", "test")}
+    share = len(texts["test"].texts) / (len(texts["train"].texts) + len(texts["test"].texts))
     labels: np.ndarray | None = None
-    feats: dict[str, list[np.ndarray]] = {}
-    share = 0.0
-    for model, d in dirs.items():
-        train, test = FeatureCache(d.train), FeatureCache(d.test)
-        y = np.concatenate([train.labels(), test.labels()])
+    feats: dict[str, dict[int, np.ndarray]] = {}
+    for model in cfg.extract.models:
+        used = ("train",) if train_only else ("train", "test")
+        caches = [FeatureCache(resolve_features(cfg, model, texts[s]).path) for s in used]
+        y = np.concatenate([c.labels() for c in caches])
         if labels is not None and not np.array_equal(labels, y):
             raise SystemExit(f"{model}'s caches hold other rows than the first model's: extract them with one limit")
-        labels, share = y, test.n / (train.n + test.n)
-        feats[model] = [
-            np.concatenate([np.asarray(train.layer(i)), np.asarray(test.layer(i))]) for i in range(train.num_layers + 1)
-        ]
-    assert labels is not None  # noqa: S101  # resolve_dirs returns at least one model
+        labels = y
+        chosen = layers if layers is not None else range(caches[0].num_layers + 1)
+        feats[model] = {i: np.concatenate([np.asarray(c.layer(i)) for c in caches]) for i in chosen}
+    if labels is None:
+        raise SystemExit("no model given")
     keep = np.arange(len(labels))
     if rows is not None and rows < len(labels):  # a fixed seeded subsample, the same for every draw
         keep = np.sort(np.random.default_rng(0).choice(len(labels), rows, replace=False))
-    return {m: [x[keep] for x in layers] for m, layers in feats.items()}, labels[keep], share
+    return {m: {i: x[keep] for i, x in by_layer.items()} for m, by_layer in feats.items()}, labels[keep], share
 
 
 def _write(root: Path, model: str, split: str, layers: list[np.ndarray], labels: np.ndarray, draw: int) -> Path:
@@ -77,10 +84,10 @@ def _write(root: Path, model: str, split: str, layers: list[np.ndarray], labels:
 
 def _candidates(cfg: BenchConfig, models: list[str]) -> dict[str, list[float]]:
     """Per model, the GFLOPs per text of reading each layer (head excluded: every layer's head is the same)."""
-    dirs = resolve_dirs(cfg)
+    train = load_text_split(cfg, "train")
     out = {}
     for model in models:
-        meta = FeatureCache(dirs[model].train).meta
+        meta = FeatureCache(resolve_features(cfg, model, train).path).meta
         spec = {model: resolve_model(model, cfg.paths.models_dir)}
         tokens = {model: mean_tokens(meta)}
         out[model] = [infer_gflops({model: str(i)}, spec, tokens, 0) for i in range(int(meta["num_layers"]) + 1)]
@@ -92,13 +99,14 @@ def one_draw(cfg: BenchConfig, pool: Any, labels: np.ndarray, share: float, draw
     train_rows, test_rows = stratified_split(labels, share, draw)
     names, old, new, test, costs = [], [], [], [], []
     with tempfile.TemporaryDirectory() as tmp:
-        for model, layers in pool.items():
+        for model, by_layer in pool.items():
+            layers = list(by_layer.values())  # the written caches hold the chosen layers only, as 0..k-1
             tr = _write(Path(tmp), model, "train", [x[train_rows] for x in layers], labels[train_rows], draw)
             te = _write(Path(tmp), model, "test", [x[test_rows] for x in layers], labels[test_rows], draw)
-            scores = sweep_units(tr, te, cfg, cfg.study.seeds)  # scores[unit][layer]
+            scores = sweep_units(tr, te, cfg, cfg.study.seeds)  # scores[unit][position]
             layout = (max(cfg.data.cv_folds, 1), cfg.study.seeds)
-            for i in range(len(layers)):
-                heads = [unit[i] for unit in scores]
+            for pos, i in enumerate(by_layer):
+                heads = [unit[pos] for unit in scores]
                 accs = [h.val_acc for h in heads]
                 rows = results_rows(heads, labels[train_rows], len(train_rows), False)
                 names.append(f"{model}@{i}")
@@ -151,12 +159,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rows", type=int, default=None, help="a fixed seeded subsample of the pooled rows")
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--seeds", type=int, default=1)
+    p.add_argument("--train-only", action="store_true", help="pool the train cache alone")
+    p.add_argument("--layers", default=None, help="comma list of the candidate layers (default: all)")
     p.add_argument("--out", type=Path, default=None, help="JSON lines: one record per draw")
     p.add_argument("-s", "--set", action="append", default=[], help="config override a.b=value")
     args = p.parse_args(argv)
     sets = {"extract.dataset": args.dataset, "extract.models": tuple(args.model), "data.cv_folds": args.folds}
     cfg = load_config(overrides=args.set, **sets, **{"study.seeds": args.seeds})
-    pool, labels, share = _pool(cfg, args.rows)
+    layers = [int(x) for x in args.layers.split(",")] if args.layers else None
+    pool, labels, share = _pool(cfg, args.rows, args.train_only, layers)
     flops = _candidates(cfg, list(args.model))
     records = []
     for draw in range(args.draws):

@@ -24,7 +24,7 @@ def test_one_draw_records_tie_sets_choices_and_the_test_best() -> None:
             "train.batch_size": 16,
         },
     )
-    record = one_draw(cfg, {"m": layers}, labels, 0.25, 0, {"m": [0.0, 1.0, 2.0]})
+    record = one_draw(cfg, {"m": dict(enumerate(layers))}, labels, 0.25, 0, {"m": [0.0, 1.0, 2.0]})
     test = record["test_acc"]
     assert set(test) == {"m@0", "m@1", "m@2"} and record["test_best"] == max(test, key=test.get)
     for se in SES:
