@@ -51,3 +51,24 @@ def test_hanley_mcneil_interval_and_length_stats() -> None:
     half = 1.959964 * ((0.25 + 99 * (1 / 3 - 0.25) * 2) / 1e4) ** 0.5
     assert (low, high) == pytest.approx((0.5 - half, 0.5 + half), abs=1e-12)
     assert length_stats(["a b", "a b c d"]) == {"n": 2, "mean": 3.0, "median": 3.0, "p10": 2.2, "p90": 3.8}
+
+
+def test_report_opens_with_a_warning_only_for_a_flagged_dataset() -> None:
+    from benchmark.report.render import Doc, to_markdown
+    from benchmark.report.shift import shift_note, shift_warning
+
+    lengths = {"train": {"median": 7.0}, "test": {"median": 19.0}}
+    base = {"auc_low": 0.87, "auc_high": 0.91, "threshold": 0.75, "features": "minilm-l6@3", "rows": 872}
+    checks = {
+        "sst2": {**base, "auc": 0.89, "flagged": True, "lengths": lengths},
+        "mr": {**base, "auc": 0.48, "flagged": False, "lengths": lengths},
+    }
+    doc = Doc("t")
+    shift_warning(doc, checks)
+    md = to_markdown(doc)
+    assert "**Warning: on sst2, validation may not stand for test.**" in md and "ROC AUC 0.890 [0.870, 0.910]" in md
+    assert "7 words long (median) in train and 19 in test" in md and "on mr" not in md
+    assert shift_note(checks) == (
+        "Train-vs-test shift check (adversarial validation on one cached layer, out-of-fold ROC AUC; flagged above "
+        "0.75): mr: AUC 0.480, sst2: AUC 0.890 (flagged)."
+    )
