@@ -159,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rows", type=int, default=None, help="a fixed seeded subsample of the pooled rows")
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--seeds", type=int, default=1)
+    p.add_argument("--test-share", type=float, default=None, help="test share of each draw (default: the original)")
     p.add_argument("--train-only", action="store_true", help="pool the train cache alone")
     p.add_argument("--layers", default=None, help="comma list of the candidate layers (default: all)")
     p.add_argument("--out", type=Path, default=None, help="JSON lines: one record per draw")
@@ -168,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config(overrides=args.set, **sets, **{"study.seeds": args.seeds})
     layers = [int(x) for x in args.layers.split(",")] if args.layers else None
     pool, labels, share = _pool(cfg, args.rows, args.train_only, layers)
+    share = args.test_share if args.test_share is not None else share
     flops = _candidates(cfg, list(args.model))
     records = []
     for draw in range(args.draws):
