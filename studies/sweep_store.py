@@ -63,8 +63,11 @@ def sweep_key(d: ModelDirs, cfg: BenchConfig) -> str:
 
 
 def _score(stored: dict[str, Any]) -> LayerScore:
-    arrays = {k: np.asarray(stored[k], dtype=np.int64) for k in ("val_pred", "val_rows") if k in stored}
-    return LayerScore(**{**stored, **arrays})
+    fields: dict[str, Any] = dict(stored)
+    for k in ("val_pred", "val_rows"):  # stored as lists
+        if k in fields:
+            fields[k] = np.asarray(fields[k], dtype=np.int64)
+    return LayerScore(**fields)
 
 
 def unit_sweep(d: ModelDirs, cfg: BenchConfig) -> UnitSweep:

@@ -139,8 +139,8 @@ def picked(ranked: pd.DataFrame) -> pd.Series | None:
 
 def _first_cost(row: Mapping[str, Any]) -> float | None:
     """A candidate's GFLOPs per text (the first part of its ``cost``), None when unknown."""
-    cost = row.get(COST) or ()
-    return float(cost[0]) if len(cost) and math.isfinite(float(cost[0])) else None
+    cost: tuple[float, ...] = tuple(row.get(COST) or ())
+    return float(cost[0]) if cost and math.isfinite(float(cost[0])) else None
 
 
 def tie_sets(
