@@ -202,6 +202,7 @@ def _score(model: FusionClassifier, track: HeadTrack, dm: CachedFeatureDataModul
             lin.bias.copy_(head[n_lin + j].reshape(lin.bias.shape))
     feature_bytes = dm.feature_bytes
     head_ms, test_pred = time_inference(model, dm.test_dataloader())
+    _, val_pred = time_inference(model, dm.val_dataloader(), warmup=0, timed_batches=1)
     y = torch.from_numpy(dm.datasets["test"].labels)
     c = dm.num_classes
     return FitResult(
@@ -217,4 +218,6 @@ def _score(model: FusionClassifier, track: HeadTrack, dm: CachedFeatureDataModul
         feature_bytes=feature_bytes,
         peak_rss_mb=peak_rss_mb(),
         test_pred=test_pred.numpy(),
+        val_pred=val_pred.numpy(),
+        val_rows=dm.datasets["val"].rows.copy(),
     )

@@ -50,6 +50,8 @@ class LayerScore(HeadScore):
 
     layer: int
     feature_bytes: int = 0  # bytes the whole sweep read from feature files (all its layers, all passes)
+    val_pred: np.ndarray = field(repr=False, compare=False, default_factory=lambda: np.empty(0, np.int64))
+    val_rows: np.ndarray = field(repr=False, compare=False, default_factory=lambda: np.empty(0, np.int64))
 
 
 RESIDENT_BYTES = 1 << 30  # train + validation rows of all layers held in memory up to this size (MR, 31 x 576: 254 MB)
@@ -134,6 +136,16 @@ def _evaluate(heads: BatchedHeads, rows: UnitRows, batch_size: int, num_classes:
     return loss, acc, f1
 
 
+@torch.no_grad()
+def _predict(heads: BatchedHeads, rows: UnitRows, batch_size: int) -> Tensor:
+    """Per-head predicted labels ``(n, N)`` of ``rows`` in order."""
+    preds = [
+        heads.forward(rows.chunk(s, min(s + batch_size, len(rows)))[0], train=False).argmax(dim=-1)
+        for s in range(0, len(rows), batch_size)
+    ]
+    return torch.cat(preds, dim=1) if preds else torch.empty(0, dtype=torch.long)
+
+
 def sweep_layers(
     train_dir: str | Path,
     test_dir: str | Path,
@@ -197,7 +209,7 @@ def _sweep_units(
     for unit in units(cfg.data.cv_folds, seeds):
         groups.setdefault(len(dms[unit.fold].datasets["train"]), []).append(unit)
     tracks: dict[Unit, list[HeadTrack]] = {}
-    tests: dict[Unit, tuple[Tensor, Tensor]] = {}
+    tests: dict[Unit, tuple[Tensor, Tensor, Tensor]] = {}
     read = 0
     for group in groups.values():
         got, test_scores, n_read = _train_group(group, dms, cfg, len(layers))
@@ -215,6 +227,8 @@ def _sweep_units(
                 tr.epochs,
                 layer=layer,
                 feature_bytes=feature_bytes,
+                val_pred=tests[u][2][i].numpy(),
+                val_rows=dms[u.fold].datasets["val"].rows.copy(),
             )
             for i, (layer, tr) in enumerate(zip(layers, tracks[u], strict=True))
         ]
@@ -224,8 +238,8 @@ def _sweep_units(
 
 def _train_group(
     group: list[Unit], dms: list[CachedFeatureDataModule], cfg: BenchConfig, n_layers: int
-) -> tuple[dict[Unit, list[HeadTrack]], dict[Unit, tuple[Tensor, Tensor]], int]:
-    """Train ``group``'s heads (unit-major: head ``i * n_layers + l``); tracks, test (acc, f1), bytes read."""
+) -> tuple[dict[Unit, list[HeadTrack]], dict[Unit, tuple[Tensor, Tensor, Tensor]], int]:
+    """Train ``group``'s heads (unit-major: head ``i * n_layers + l``); tracks, test (acc, f1, val pred), bytes read."""
     t = cfg.train
     dm0 = dms[group[0].fold]
     c, device = dm0.num_classes, sweep_device(t.accelerator)
@@ -275,13 +289,18 @@ def _train_group(
     read = train.counter.total - read_before
     del train, val  # free the resident block before the test pass
     heads.load([tr.state for tr in tracks])
+    val_pred = _predict(heads, UnitRows(split["val"], unit_of, layer_of, False, device), dm0.eval_batch_size)
     test_rows = UnitRows(split["test"], unit_of, layer_of, False, device)
     before = test_rows.counter.total
     _, test_acc, test_f1 = _evaluate(heads, test_rows, dm0.eval_batch_size, c)
     read += test_rows.counter.total - before
     by_unit = {u: [tracks[i * n_layers + li] for li in range(n_layers)] for i, u in enumerate(group)}
     tests = {
-        u: (test_acc[i * n_layers : (i + 1) * n_layers], test_f1[i * n_layers : (i + 1) * n_layers])
+        u: (
+            test_acc[i * n_layers : (i + 1) * n_layers],
+            test_f1[i * n_layers : (i + 1) * n_layers],
+            val_pred[i * n_layers : (i + 1) * n_layers].cpu(),
+        )
         for i, u in enumerate(group)
     }
     return by_unit, tests, read

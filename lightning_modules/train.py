@@ -44,6 +44,8 @@ class FitResult(HeadScore):
         feature_bytes: Bytes read from feature files by this fit (statistics, train, val and test passes).
         peak_rss_mb: Peak resident memory of the process so far (run one fit per process to attribute it).
         test_pred: Predicted test labels in test order (for paired tests between configurations).
+        val_pred: Predicted labels of the validation rows at the best epoch, in ``val_rows`` order.
+        val_rows: Those rows' indices into the train cache (into the validation cache when the dataset has one).
     """
 
     params: int
@@ -53,6 +55,8 @@ class FitResult(HeadScore):
     feature_bytes: int
     peak_rss_mb: float
     test_pred: np.ndarray = dataclasses.field(repr=False, compare=False, default_factory=lambda: np.empty(0, np.int64))
+    val_pred: np.ndarray = dataclasses.field(repr=False, compare=False, default_factory=lambda: np.empty(0, np.int64))
+    val_rows: np.ndarray = dataclasses.field(repr=False, compare=False, default_factory=lambda: np.empty(0, np.int64))
 
     def metrics(self) -> dict[str, float]:
         """Flat ``split/metric`` and ``perf/*`` names for tracking."""
@@ -74,7 +78,8 @@ class FitResult(HeadScore):
 
     def asdict(self) -> dict[str, float | int]:
         """Field name -> value."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "test_pred"}
+        arrays = ("test_pred", "val_pred", "val_rows")
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in arrays}
 
 
 @contextmanager
@@ -176,6 +181,7 @@ def _fit_and_evaluate(
         test = trainer.test(model, datamodule=dm, verbose=False)[0]
     feature_bytes = dm.feature_bytes  # before the timing pass re-reads the test split
     head_ms, test_pred = time_inference(model, dm.test_dataloader())
+    _, val_pred = time_inference(model, dm.val_dataloader(), warmup=0, timed_batches=1)
     result = FitResult(
         val_acc=best.best_metrics.get(tracking.VAL_ACC, float("nan")),
         val_f1=best.best_metrics.get(tracking.VAL_F1, float("nan")),
@@ -191,6 +197,8 @@ def _fit_and_evaluate(
         feature_bytes=feature_bytes,
         peak_rss_mb=peak_rss_mb(),
         test_pred=test_pred.numpy(),
+        val_pred=val_pred.numpy(),
+        val_rows=dm.datasets["val"].rows.copy(),
     )
     if logger is not None:
         logger.log_metrics({k: float(v) for k, v in result.metrics().items() if k.startswith("perf/")})

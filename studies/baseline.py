@@ -49,7 +49,8 @@ def _sparse_bytes(*matrices: object) -> int:
     return int(sum(m.data.nbytes + m.indices.nbytes + m.indptr.nbytes for m in matrices))  # type: ignore[attr-defined]
 
 
-Fold = tuple[list[str], np.ndarray, list[str], np.ndarray]  # training texts and labels, validation texts and labels
+# training texts and labels, validation texts and labels, and the validation rows' indices (``FitResult.val_rows``)
+Fold = tuple[list[str], np.ndarray, list[str], np.ndarray, np.ndarray]
 
 
 def text_folds(cfg: BenchConfig) -> tuple[list[Fold], list[str], np.ndarray]:
@@ -57,11 +58,12 @@ def text_folds(cfg: BenchConfig) -> tuple[list[Fold], list[str], np.ndarray]:
     train, test = load_text_split(cfg, "train"), load_text_split(cfg, "test")
     if cfg.data.val_split:
         val = load_text_split(cfg, cfg.data.val_split)
-        return [(train.texts, train.labels, val.texts, val.labels)], test.texts, test.labels
+        rows = np.arange(len(val.texts), dtype=np.int64)
+        return [(train.texts, train.labels, val.texts, val.labels, rows)], test.texts, test.labels
     d = cfg.data
     check_cv_folds(train.labels, d.cv_folds, d.cv_small_classes, train.label_names, d.val_fraction)
     folds = [
-        ([train.texts[i] for i in tr], train.labels[tr], [train.texts[i] for i in va], train.labels[va])
+        ([train.texts[i] for i in tr], train.labels[tr], [train.texts[i] for i in va], train.labels[va], va)
         for tr, va in fold_rows(train.labels, d.cv_folds, d.val_fraction, d.split_seed, d.cv_small_classes)
     ]
     return folds, test.texts, test.labels
@@ -91,7 +93,7 @@ def fit_baseline_all_rows(cfg: BenchConfig, classifier: str, c: float, seeds: in
     train, test = load_text_split(cfg, "train"), load_text_split(cfg, "test")
     empty = np.zeros(0, dtype=np.int64)
     return _fit_fold(
-        (train.texts, train.labels, [], empty), test.texts, test.labels, classifier, c, cfg.train.seed, seeds
+        (train.texts, train.labels, [], empty, empty), test.texts, test.labels, classifier, c, cfg.train.seed, seeds
     )
 
 
@@ -101,7 +103,7 @@ def _fit_fold(
     """One fold's fits (seeds ``seed + k``): vectorizer on its training texts, scored on its validation and test."""
     from sklearn.metrics import accuracy_score, f1_score
 
-    x_texts, y, v_texts, v_y = fold
+    x_texts, y, v_texts, v_y, v_rows = fold
     out = []
     started = time.perf_counter()
     vec, x = fit_tfidf(x_texts)
@@ -138,6 +140,8 @@ def _fit_fold(
             feature_bytes=_sparse_bytes(*(m for m in (x, v, t) if m is not None)),
             peak_rss_mb=peak_rss_mb(),
             test_pred=test_pred,
+            val_pred=np.asarray(val_pred if scored else [], dtype=np.int64),
+            val_rows=np.asarray(v_rows, dtype=np.int64),
         )
         out.append(BaselineFit(result, 1000 * (t1 - t0) / n_test, int(x.shape[0])))
     return out

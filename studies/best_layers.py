@@ -9,8 +9,10 @@ import optuna
 
 from benchmark.core.config import BenchConfig
 from studies.caches import ModelDirs
-from studies.selection import Selection, cost_key, select
+from studies.row_se import ValRows
+from studies.selection import Selection, Units, cost_key, select
 from studies.sweep_store import UnitSweep, unit_sweep
+from studies.val_record import unit_val_rows
 
 log = logging.getLogger(__name__)
 
@@ -20,13 +22,23 @@ def unit_matrix(sweep: UnitSweep, field: str) -> np.ndarray:
     return np.array([[getattr(s, field) for s in unit] for unit in sweep.scores]).T
 
 
-def choose_layer(val_units: np.ndarray, layers: list[int], rule: str) -> Selection:
+def choose_layer(
+    val_units: np.ndarray, layers: list[int], rule: str, rows: list[ValRows | None] | None = None
+) -> Selection:
     """One model's layer by ``rule`` from its validation scores ``(layers, units)``: best, tie set, choice.
 
     Layers are given shallowest first, so on equal means the shallowest is the best, and ``one-se`` takes the
-    shallowest tied layer (every layer of one model has the same width and bytes).
+    shallowest tied layer (the cheapest: a layer's cost grows with its depth, and every layer of one model has the
+    same width and bytes). ``rows``: each layer's per-row validation predictions (the calibrated SE).
     """
-    return select(list(val_units), [cost_key(1, 0, 0, layer) for layer in layers], rule)
+    per_layer = rows if rows is not None else [None] * len(layers)
+    units = [Units(list(u), rows=r) for u, r in zip(val_units, per_layer, strict=True)]
+    return select(units, [cost_key(layer, 1, 0, 0, layer) for layer in layers], rule)
+
+
+def sweep_rows(sweep: UnitSweep, d: ModelDirs) -> list[ValRows | None]:
+    """Each layer's ``ValRows`` of a stored sweep (None for a layer whose heads carry no predictions)."""
+    return [unit_val_rows(d, [unit[i] for unit in sweep.scores]) for i in range(len(sweep.scores[0]))]
 
 
 def best_layers(study: optuna.Study, cfg: BenchConfig, dirs: dict[str, ModelDirs]) -> dict[str, int]:
@@ -52,7 +64,7 @@ def best_layers(study: optuna.Study, cfg: BenchConfig, dirs: dict[str, ModelDirs
     for model, d in dirs.items():
         sweep = unit_sweep(d, cfg)
         layers = [s.layer for s in sweep.scores[0]]
-        picked = choose_layer(unit_matrix(sweep, "val_acc"), layers, cfg.selection.rule)
+        picked = choose_layer(unit_matrix(sweep, "val_acc"), layers, cfg.selection.rule, sweep_rows(sweep, d))
         best[model], tied[model] = layers[picked.chosen], [layers[i] for i in picked.tied]
         log.info(
             "%s: layer %d chosen on validation by %s (mean val acc over %d units %.4f; tied with the best: %s)",

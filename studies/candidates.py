@@ -2,7 +2,8 @@
 
 Per-unit validation scores: the history ``cv/val_acc`` (step = unit); runs from before cross-validation fall back to
 ``seed/val_acc`` (units = seeds), and a run with neither to its single ``val/acc`` (standard error 0, so it ties
-only on exact equality). The ``one-se`` cost: models, fused width, feature bytes, deepest layer.
+only on exact equality). The ``one-se`` cost: computed GFLOPs per text, models, fused width, feature bytes, deepest
+layer.
 """
 
 from __future__ import annotations
@@ -53,7 +54,15 @@ def deepest_layer(layers: Mapping[str, str], depth: Mapping[str, int | None]) ->
 
 
 def run_cost(
-    n_models: float, fused_dim: float, feature_bytes: float, layers: Mapping[str, str], depth: Mapping[str, int | None]
+    gflops: float,
+    n_models: float,
+    fused_dim: float,
+    feature_bytes: float,
+    layers: Mapping[str, str],
+    depth: Mapping[str, int | None],
 ) -> tuple[float, ...]:
-    """The ``one-se`` cost of a run: fewest models, then smallest fused width and feature bytes, then shallowest."""
-    return cost_key(n_models, fused_dim, feature_bytes, deepest_layer(layers, depth))
+    """The ``one-se`` cost of a run: fewest GFLOPs per text, then models, then fused width and bytes, then depth.
+
+    A run from before ``perf/infer_gflops_per_text`` has NaN GFLOPs, sorting last.
+    """
+    return cost_key(gflops, n_models, fused_dim, feature_bytes, deepest_layer(layers, depth))

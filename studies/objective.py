@@ -38,6 +38,7 @@ from studies.caches import ModelDirs
 from studies.inputs import cache_key_tags
 from studies.presets import Preset, StudyContext, TrialPlan
 from studies.sweep_store import unit_sweep
+from studies.val_record import sweep_records, trial_records
 
 if TYPE_CHECKING:
     from mlflow.entities import DatasetInput
@@ -208,6 +209,7 @@ class Objective:
                 )
             peaks.append(peak)
         extra = {tracking.PERF_EXTRACT_MS_PER_SAMPLE: extract_ms, **max_peak(peaks)}
+        extra |= trial_records(mlc, run_id, cfg, self.dirs, plan.layers, results, extract_ms)
         mean = log_unit_results(mlc, run_id, results, extra)
         trial.set_user_attr(tracking.TRIAL_BEST_EPOCHS, [r.best_epoch for r in results])
         return _scored(trial, mean)
@@ -275,6 +277,7 @@ class Objective:
             },
         )
         tracking.log_array(mlc, run_id, val_u, tracking.SWEEP_UNITS_ARTIFACT)
+        sweep_records(mlc, run_id, cfg, self.dirs[model], model, sweep.scores, layers[best], {**perf, **mean})
         trial.set_user_attr("best_layer", layers[best])
         trial.set_user_attr(tracking.TRIAL_BEST_EPOCHS, [unit[best].best_epoch for unit in sweep.scores])
         return _scored(trial, mean)

@@ -3,10 +3,12 @@
 A unit is one (fold, seed) fit; every candidate of a ranking is scored on the same units, in the same order, so
 two candidates are compared pairwise, unit by unit. The best candidate is the argmax of the mean over units (on
 equal means, the first in the order the caller gives, which carries the caller's tie-breaks). The tie set is every
-candidate whose mean is within one standard error of the best's, the standard error being that of the paired
-per-unit differences to the best. ``argmax`` chooses the best; ``one-se`` chooses the cheapest tied candidate:
-fewest models, then smallest fused width / feature bytes, then shallowest layer (the order of the caller's cost
-tuples), then the higher mean.
+candidate whose mean is within one standard error of the best's. The standard error of a difference to the best
+is the calibrated one of ``studies.row_se`` where both candidates carry their per-row validation predictions
+(``Units.rows``), else (runs from before them) that of the paired per-unit differences. ``argmax`` chooses the
+best; ``one-se`` chooses the cheapest tied candidate: fewest computed GFLOPs per text, then fewest models, then
+smallest fused width / feature bytes, then shallowest layer (the order of the caller's cost tuples), then the
+higher mean.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from benchmark.core.config_sections import SELECTION_RULES
+from studies.row_se import METHOD_TEXT, ValRows, calibrated_se
 
 ARGMAX, ONE_SE = SELECTION_RULES
 EQUAL = 1e-12  # means this close are equal: the same accuracy summed in another order differs in the last bits
@@ -25,8 +28,8 @@ RULE_TEXT = {
     ARGMAX: "argmax: the highest mean validation accuracy over units",
     ONE_SE: (
         "one-se: among the candidates tied with the best (mean validation accuracy within one standard error of "
-        "the paired per-unit differences to the best), the cheapest: fewest models, then smallest fused width and "
-        "feature bytes, then shallowest layer"
+        f"the difference to the best: {METHOD_TEXT}), the cheapest: fewest computed GFLOPs per text, then fewest "
+        "models, then smallest fused width and feature bytes, then shallowest layer"
     ),
 }
 
@@ -42,8 +45,9 @@ class Selection:
         tied: Indices tied with the best, ``best`` included, in the order given.
         mean: Mean over units per candidate (NaN: no score, never tied).
         se: Standard error of each candidate's own units (std ddof=1 / sqrt(n); 0 with one unit).
-        diff_se: Standard error of the paired per-unit differences to the best (0 for the best itself, and
-            where the units cannot be paired: a single unit or unequal counts, so those tie only on equal means).
+        diff_se: Standard error of the difference to the best (0 for the best itself): calibrated
+            (``studies.row_se``) where both carry per-row predictions, else of the paired per-unit differences (0
+            where those cannot be paired: a single unit or unequal counts, so those tie only on equal means).
     """
 
     rule: str
@@ -64,15 +68,18 @@ class Units(tuple[float, ...]):
 
     Unit u is fold ``u // seeds``, seed ``u % seeds``: two candidates pair unit by unit only when their layouts are
     equal (5 folds x 1 seed and 1 split x 5 seeds both have 5 units, but not the same ones). Plain sequences have
-    no layout and pair on equal counts.
+    no layout and pair on equal counts. ``rows``: the units' per-row validation predictions, when recorded.
     """
 
     layout: tuple[int, int] | None
+    rows: ValRows | None
 
-    def __new__(cls, values: Sequence[float], layout: tuple[int, int] | None = None) -> Units:
-        """``values`` as floats, with ``layout``."""
+    def __new__(
+        cls, values: Sequence[float], layout: tuple[int, int] | None = None, rows: ValRows | None = None
+    ) -> Units:
+        """``values`` as floats, with ``layout`` and ``rows``."""
         obj = super().__new__(cls, (float(v) for v in values))
-        obj.layout = layout
+        obj.layout, obj.rows = layout, rows
         return obj
 
 
@@ -111,10 +118,19 @@ def paired_se(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) 
     return float(d.std(ddof=1) / math.sqrt(d.size)) if d.size > 1 else 0.0
 
 
-def cost_key(n_models: float, width: float, feature_bytes: float, layer: float) -> tuple[float, ...]:
+def diff_se(best: Sequence[float] | np.ndarray, other: Sequence[float] | np.ndarray) -> float:
+    """SE of ``mean(best) - mean(other)``: calibrated from per-row predictions where both have them, else paired."""
+    ra, rb = getattr(best, "rows", None), getattr(other, "rows", None)
+    if ra is not None and rb is not None:
+        return calibrated_se(ra, rb)
+    return paired_se(best, other)
+
+
+def cost_key(gflops: float, n_models: float, width: float, feature_bytes: float, layer: float) -> tuple[float, ...]:
     """The ``one-se`` cost of a candidate as a sortable tuple; an unknown (NaN) part sorts as the most expensive."""
     return tuple(
-        math.inf if v is None or math.isnan(float(v)) else float(v) for v in (n_models, width, feature_bytes, layer)
+        math.inf if v is None or math.isnan(float(v)) else float(v)
+        for v in (gflops, n_models, width, feature_bytes, layer)
     )
 
 
@@ -148,9 +164,9 @@ def select(
     top = float(np.nanmax(mean))
     best = int(np.flatnonzero(mean >= top - EQUAL)[0])
     se = np.array([standard_error(u) for u in units])
-    diff_se = np.array([0.0 if i == best else paired_se(units[best], u) for i, u in enumerate(units)])
-    tied = tuple(int(i) for i in np.flatnonzero(np.isfinite(mean) & (mean[best] - mean <= diff_se + EQUAL)))
+    diffs = np.array([0.0 if i == best else diff_se(units[best], u) for i, u in enumerate(units)])
+    tied = tuple(int(i) for i in np.flatnonzero(np.isfinite(mean) & (mean[best] - mean <= diffs + EQUAL)))
     chosen = best
     if rule == ONE_SE and costs is not None:
         chosen = min(tied, key=lambda i: (tuple(costs[i]), -round(float(mean[i]), 12), i))
-    return Selection(rule, best, int(chosen), tied, mean, se, diff_se)
+    return Selection(rule, best, int(chosen), tied, mean, se, diffs)

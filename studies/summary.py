@@ -15,7 +15,9 @@ from optuna.trial import TrialState
 from benchmark.core import tracking
 from benchmark.core.config import BenchConfig
 from studies.candidates import run_cost, unit_scores
-from studies.selection import ARGMAX, Selection, select
+from studies.row_se import METHOD
+from studies.selection import ARGMAX, Selection, Units, select, unit_layout
+from studies.val_record import client_blob, read_rows
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -59,7 +61,7 @@ def best_trial(trials: list[optuna.trial.FrozenTrial]) -> optuna.trial.FrozenTri
 
 def choose(
     order: list[optuna.trial.FrozenTrial],
-    units: list[list[float]],
+    units: list[Units],
     costs: list[tuple[float, ...]],
     rule: str,
 ) -> tuple[optuna.trial.FrozenTrial, Selection]:
@@ -68,28 +70,32 @@ def choose(
     return order[picked.chosen], picked
 
 
-def _candidates(mlc: Any, order: list[optuna.trial.FrozenTrial]) -> tuple[list[list[float]], list[tuple[float, ...]]]:
-    """Per-unit validation scores and ``one-se`` costs of each trial, read off its MLflow run."""
+def _candidates(mlc: Any, order: list[optuna.trial.FrozenTrial]) -> tuple[list[Units], list[tuple[float, ...]]]:
+    """Per-unit validation scores (with per-row predictions) and ``one-se`` costs of each trial, off its MLflow run."""
     from benchmark.core.models import MODELS
 
     def history(run_id: str) -> Callable[[str], dict[int, float]]:
         return lambda key: {int(m.step): float(m.value) for m in mlc.get_metric_history(run_id, key)}
 
-    units: list[list[float]] = []
+    units: list[Units] = []
     costs: list[tuple[float, ...]] = []
     for t in order:
         run_id, value = t.user_attrs.get("mlflow_run_id"), float(t.value or math.nan)
         if run_id is None:  # a trial without its run: its value alone, cost unknown
-            units.append([value])
-            costs.append(run_cost(math.nan, math.nan, math.nan, {}, {}))
+            units.append(Units([value]))
+            costs.append(run_cost(math.nan, math.nan, math.nan, math.nan, {}, {}))
             continue
         data = mlc.get_run(run_id).data
-        units.append(unit_scores(history(str(run_id)), value))
+        scores = unit_scores(history(str(run_id)), value)
+        seeds = int(data.params.get("seeds", 1) or 1)
+        rows = read_rows(client_blob(mlc, str(run_id), tracking.ROWS_ARTIFACT))
+        units.append(Units(scores, unit_layout(len(scores), seeds), rows))
         models = [m for m in data.params.get("models", "").split(",") if m]
         layers = {m: data.params[f"layer.{m}"] for m in models if f"layer.{m}" in data.params}
         depth = {m: MODELS.get(m).num_layers if m in MODELS else None for m in models}
         costs.append(
             run_cost(
+                data.metrics.get(tracking.PERF_INFER_GFLOPS, math.nan),
                 float(data.params.get("n_models", len(models)) or len(models)),
                 data.metrics.get(tracking.PERF_FUSED_DIM, math.nan),
                 data.metrics.get(tracking.PERF_FEATURE_BYTES, math.nan),
@@ -117,7 +123,8 @@ def summarise(study: optuna.Study, cfg: BenchConfig, mlc: Any, parent_run_id: st
     trials = study.get_trials(deepcopy=False)
     count = {s: sum(t.state == s for t in trials) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
     order = ranked(trials)
-    best, picked = choose(order, *_candidates(mlc, order), cfg.selection.rule) if order else (None, None)
+    units, costs = _candidates(mlc, order) if order else ([], [])
+    best, picked = choose(order, units, costs, cfg.selection.rule) if order else (None, None)
     tied = tuple(order[i].number for i in picked.tied) if picked else ()
     outcome = StudyOutcome(
         name=study.study_name,
@@ -158,8 +165,14 @@ def summarise(study: optuna.Study, cfg: BenchConfig, mlc: Any, parent_run_id: st
             "rule": cfg.selection.rule,
             "best": order[picked.best].number,
             "chosen": best.number if best else None,
+            "se_method": METHOD if all(u.rows is not None for u in units) else "per-unit (no per-row predictions)",
             "tied": [
-                {"trial": order[i].number, "val_acc": float(picked.mean[i]), "diff_se": float(picked.diff_se[i])}
+                {
+                    "trial": order[i].number,
+                    "val_acc": float(picked.mean[i]),
+                    "diff_se": float(picked.diff_se[i]),
+                    "gflops_per_text": costs[i][0] if math.isfinite(costs[i][0]) else None,
+                }
                 for i in picked.tied
             ],
         }

@@ -19,6 +19,9 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from benchmark.core.cache import FeatureCache
 from benchmark.core.config import BenchConfig
@@ -29,7 +32,7 @@ from studies.fingerprint import data_settings
 
 log = logging.getLogger(__name__)
 
-STORE_FORMAT = 1  # bump when the sweep's results change for the same settings (a code change), so old entries miss
+STORE_FORMAT = 2  # bump when the sweep's results change for the same settings (a code change), so old entries miss
 SWEEP_NEUTRAL = ("threads", "fusion", "proj_dim", "moe_experts")  # train settings a single-layer sweep does not read
 
 
@@ -64,13 +67,21 @@ def sweep_key(d: ModelDirs, cfg: BenchConfig) -> str:
 def _load(path: Path) -> UnitSweep:
     stored = json.loads(path.read_text())
     log.info("reusing the stored sweep of %s (%s)", path.parent.parent, path.name[:12])
-    return UnitSweep([[LayerScore(**s) for s in unit] for unit in stored["scores"]], stored["fit_s"])
+    return UnitSweep([[_score(s) for s in unit] for unit in stored["scores"]], stored["fit_s"])
 
 
 def _compute(d: ModelDirs, cfg: BenchConfig) -> UnitSweep:
     start = time.perf_counter()
     scores = sweep_units(d.train, d.test, cfg, cfg.study.seeds, val_dir=d.val)
     return UnitSweep(scores, time.perf_counter() - start)
+
+
+def _score(stored: dict[str, Any]) -> LayerScore:
+    fields: dict[str, Any] = dict(stored)
+    for k in ("val_pred", "val_rows"):  # stored as lists
+        if k in fields:
+            fields[k] = np.asarray(fields[k], dtype=np.int64)
+    return LayerScore(**fields)
 
 
 def unit_sweep(d: ModelDirs, cfg: BenchConfig) -> UnitSweep:
@@ -98,7 +109,8 @@ def unit_sweep(d: ModelDirs, cfg: BenchConfig) -> UnitSweep:
         tmp = path.with_suffix(f".tmp-{os.getpid()}")
         tmp.write_text(
             json.dumps(
-                {"scores": [[dataclasses.asdict(s) for s in unit] for unit in result.scores], "fit_s": result.fit_s}
+                {"scores": [[dataclasses.asdict(s) for s in unit] for unit in result.scores], "fit_s": result.fit_s},
+                default=lambda a: np.asarray(a).tolist(),  # the per-row validation predictions and rows
             )
         )
         os.replace(tmp, path)  # readers see the whole file or none

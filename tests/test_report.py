@@ -471,7 +471,8 @@ def test_report_names_the_rule_and_marks_tied_rows(report) -> None:
     assert "| 2 | 0.8000 / 0.7900 ≈ | — / — | 0.7800 / 0.7700 |" in grid and "| 4 | 0.8200 / 0.8000 ≈ | — / — |" in grid
     tied = md.split("### Configurations tied with the best (validation)")[1].split("\n#")[0]
     assert "| toy | **dec@3 + enc@1 (concat)** | fusion-toy | 0 | 0.8800 |" in tied
-    assert "| toy | dec@3 + enc@1 (hadamard) | fusion-toy | 2 | 0.8800 | 0.0000 | 3 | 0.8400 |" in tied
+    # val SE, diff SE (the tie criterion), units, GFLOPs and ms per text (the fixture's runs log no cost: dashes)
+    assert "| toy | dec@3 + enc@1 (hadamard) | fusion-toy | 2 | 0.8800 | 0.0000 | 0.0000 | 3 | — | — | 0.8400 |" in tied
     assert "| dec + enc | concat | 4 / 2 | concat, hadamard |" in md
     assert "| hadamard | 0.8800 / 0.8400 ≈ |" in md
     # the cost table: the three-model concat is tied with the overall best, search's dec@3 ([.86] x 3) is not

@@ -22,11 +22,11 @@ E = [0.799]  # one unit, .001 below: SE 0 -> not tied
 UNITS = [A, B, C, D, E]
 # (models, fused width, feature bytes, deepest layer): C and D are single models, D the shallower
 COSTS = [
-    cost_key(2, 64, 2e6, 12),
-    cost_key(1, 32, 1e6, 3),
-    cost_key(1, 32, 1e6, 9),
-    cost_key(1, 32, 1e6, 5),
-    cost_key(1, 16, 5e5, 1),
+    cost_key(0, 2, 64, 2e6, 12),
+    cost_key(0, 1, 32, 1e6, 3),
+    cost_key(0, 1, 32, 1e6, 9),
+    cost_key(0, 1, 32, 1e6, 5),
+    cost_key(0, 1, 16, 5e5, 1),
 ]
 
 
@@ -46,17 +46,20 @@ def test_one_se_picks_the_cheapest_tied_candidate() -> None:
     # B (one model, layer 3) and E (width 16) are cheaper but not tied; of the tied C and D, D is shallower
     assert s.best == 0 and s.tied == (0, 2, 3) and s.chosen == 3
     fewer_models = select(
-        UNITS, [cost_key(2, 1, 1, 1), COSTS[1], cost_key(3, 1, 1, 0), cost_key(2, 1, 1, 0), COSTS[4]], "one-se"
+        UNITS, [cost_key(0, 2, 1, 1, 1), COSTS[1], cost_key(0, 3, 1, 1, 0), cost_key(0, 2, 1, 1, 0), COSTS[4]], "one-se"
     )
     assert fewer_models.chosen == 3  # A and D have 2 models, C 3; D's layer 0 beats A's 1
-    same_cost = select(UNITS, [cost_key(1, 1, 1, 1)] * 5, "one-se")
+    same_cost = select(UNITS, [cost_key(0, 1, 1, 1, 1)] * 5, "one-se")
     assert same_cost.chosen == 0  # equal costs: the higher mean, then the earlier candidate
 
 
 def test_equal_means_keep_the_callers_order_and_unknown_costs_sort_last() -> None:
     s = select([[0.5, 0.7], [0.7, 0.5]])  # equal means, differences [-.2, .2]: SE .2, tied
     assert (s.best, s.tied) == (0, (0, 1))
-    assert select([[0.5, 0.7], [0.7, 0.5]], [cost_key(math.nan, 1, 1, 1), cost_key(1, 1, 1, 1)], "one-se").chosen == 1
+    assert (
+        select([[0.5, 0.7], [0.7, 0.5]], [cost_key(0, math.nan, 1, 1, 1), cost_key(0, 1, 1, 1, 1)], "one-se").chosen
+        == 1
+    )
     nan = select([[math.nan], [0.4]])
     assert (nan.best, nan.tied) == (1, (1,))
 

@@ -23,6 +23,7 @@ from benchmark.core.config import BenchConfig, load_config
 from extractors.run import extract_all
 from studies.runner import run_study, study_name
 from studies.storage import make_storage
+from studies.val_record import client_blob, read_sweep_rows
 
 FAST_TRAIN = {
     "train.max_epochs": 3,
@@ -191,6 +192,18 @@ def test_layer_sweep_logs_accuracy_by_layer(study_env, tmp_path) -> None:
         assert m["perf/feature_bytes"] >= len(val) * 90 * width * 2  # 60 train + 30 test fp16 rows of every layer
         assert m["perf/fit_s"] > 0 and m["perf/head_ms_per_sample"] > 0 and m["perf/peak_rss_mb"] > 50
         assert "perf/cuda_peak_mb" not in m  # CPU only
+        # Per-row validation predictions of every layer (60 train rows: one split of 10% = 6 rows x 1 seed here) and
+        # each layer's computed cost, growing with depth; the chosen layer's cost as the run's.
+        rows = read_sweep_rows(client_blob(mlc, run.info.run_id, tracking.SWEEP_ROWS_ARTIFACT))
+        assert rows is not None and len(rows) == len(val)
+        assert all(np.array_equal(r.rows, rows[0].rows) and r.rows.size == r.pred.size > 0 for r in rows)
+        flops = {p.step: p.value for p in mlc.get_metric_history(run.info.run_id, tracking.SWEEP_GFLOPS)}
+        assert list(flops) == list(range(len(val))) and all(flops[i] < flops[i + 1] for i in range(len(val) - 1))
+        assert m[tracking.PERF_INFER_GFLOPS] == pytest.approx(flops[best])
+    parent = mlc.get_run(runs[0].data.tags[tracking.TAG_PARENT])
+    shift = json.loads(client_blob(mlc, parent.info.run_id, tracking.SHIFT_ARTIFACT))
+    assert shift["auc"] == pytest.approx(parent.data.metrics[tracking.SHIFT_AUC]) and 0 <= shift["auc"] <= 1
+    assert shift["lengths"]["train"]["n"] == 60 and shift["features"].endswith("@1")
 
 
 def test_cuda_peak_is_the_largest_over_seeds() -> None:
@@ -1024,7 +1037,7 @@ def test_cross_validated_studies_score_units_on_shared_folds_and_reuse_the_sweep
     # Every model's heads and the TF-IDF baseline validate on the same rows of train (hashed), never on test.
     texts = load_text_split(cfg, "train").texts
     dirs = resolve_dirs(cfg)
-    for fold, (_, _, val_texts, _) in enumerate(text_folds(cfg)[0]):
+    for fold, (_, _, val_texts, _, _) in enumerate(text_folds(cfg)[0]):
         hashes = set()
         for model in models:
             dm = CachedFeatureDataModule.from_config([dirs[model].selection(model, "0")], cfg, fold)

@@ -116,6 +116,13 @@ SWEEP_UNITS_ARTIFACT = "cv/sweep_val_acc.npy"
 TAG_SELECTION_RULE = "layerfuse.selection_rule"  # parent run: the rule that chose its best trial
 PERF_FUSED_DIM = "perf/fused_dim"  # with PERF_FEATURE_BYTES, the one-se rule's cost after the number of models
 PERF_FEATURE_BYTES = "perf/feature_bytes"
+PERF_INFER_GFLOPS = "perf/infer_gflops_per_text"  # computed forward cost of the exported model: one-se's first cost
+PERF_INFER_MS = "perf/infer_ms_per_text"  # measured: the whole model's extraction plus the head, per text
+SWEEP_GFLOPS = "sweep/infer_gflops_per_text"  # a layer sweep's history, step = layer
+ROWS_ARTIFACT = "cv/val_pred.npz"  # a trial's per-unit validation predictions (studies.row_se.ValRows)
+SWEEP_ROWS_ARTIFACT = "cv/sweep_val_pred.npz"  # a layer sweep's: one prediction row per layer
+SHIFT_ARTIFACT = "shift.json"  # parent run: does validation stand for test (studies.shift)
+SHIFT_AUC = "shift/auc"
 TIED_ARTIFACT = "tie_set.json"  # parent run: the trials tied with the best, and the rule
 PRED_ARTIFACT = "predictions/test_pred_seed{seed}.npy"
 TEST_LABELS_ARTIFACT = "predictions/test_labels.npy"  # on the parent run: true test labels, test order

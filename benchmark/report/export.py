@@ -136,6 +136,7 @@ def _summary(
     data: ReportData, c: Computed, studies: Sequence[str], experiments: Sequence[str], title: str, uri: str
 ) -> dict[str, Any]:
     from benchmark.report.selection import SELECTION_RULE, config_label
+    from benchmark.report.shift import shift_checks
     from benchmark.report.ties import rule_text, tie_sets
 
     best = _records(c.best)
@@ -159,6 +160,7 @@ def _summary(
                 *tie_sets(c.overall, "overall", ["dataset"], config_label, data.rule),
             ],
             "tied_configs": _records(c.tied),
+            "shift": shift_checks(data),
             "selection_regret": _records(c.regret),
             "trial_counts": data.counts,
             "finished_trials": len(data.trials),

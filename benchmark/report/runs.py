@@ -49,6 +49,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PERF = (
+    tracking.PERF_INFER_GFLOPS,
+    tracking.PERF_INFER_MS,
     tracking.PERF_FUSED_DIM,
     tracking.PERF_FEATURE_BYTES,
     tracking.PERF_EXTRACT_MS_PER_SAMPLE,

@@ -107,8 +107,9 @@ def layer_points(data: ReportData, depth: dict[str, int | None]) -> pd.DataFrame
     import pandas as pd
 
     from benchmark.core.tracking import SWEEP_UNITS_ARTIFACT
-    from benchmark.report.ties import COST, SOURCE, UNITS, laid_out, sweep_units
+    from benchmark.report.ties import COST, SOURCE, UNITS, laid_out, sweep_rows, sweep_units
     from studies.selection import cost_key
+    from studies.val_record import read_rows
 
     rows: list[dict[str, Any]] = []
     for t in data.trials[data.trials["n_models"] == 1].to_dict("records"):
@@ -132,8 +133,12 @@ def layer_points(data: ReportData, depth: dict[str, int | None]) -> pd.DataFrame
                     tracking.VAL_F1: t[tracking.VAL_F1],
                     tracking.TEST_ACC: t[tracking.TEST_ACC],
                     "own": True,
-                    UNITS: laid_out(data.units(t["run_id"], t[tracking.VAL_ACC]), t["seeds"]),
-                    COST: cost_key(1, 0, 0, own),
+                    UNITS: laid_out(
+                        data.units(t["run_id"], t[tracking.VAL_ACC]),
+                        t["seeds"],
+                        read_rows(data.artifact(t["run_id"], tracking.ROWS_ARTIFACT)),
+                    ),
+                    COST: cost_key(t.get(tracking.PERF_INFER_GFLOPS, math.nan), 1, 0, 0, own),
                     SOURCE: data.unit_source(t["run_id"]),
                 }
             )
@@ -143,6 +148,8 @@ def layer_points(data: ReportData, depth: dict[str, int | None]) -> pd.DataFrame
                 data.history(t["run_id"], tracking.SWEEP_TEST_ACC),
             )
             grid = sweep_units(data, t["run_id"])  # (layers, units), or None before cross-validation
+            rows_of = sweep_rows(data, t["run_id"]) or []  # per layer, or none before per-row predictions
+            flops = data.history(t["run_id"], tracking.SWEEP_GFLOPS)
             rows += [
                 {
                     **base,
@@ -152,9 +159,11 @@ def layer_points(data: ReportData, depth: dict[str, int | None]) -> pd.DataFrame
                     tracking.TEST_ACC: test.get(layer, math.nan),
                     "own": False,
                     UNITS: laid_out(
-                        [float(u) for u in grid[layer]] if grid is not None and layer < len(grid) else [v], t["seeds"]
+                        [float(u) for u in grid[layer]] if grid is not None and layer < len(grid) else [v],
+                        t["seeds"],
+                        rows_of[layer] if layer < len(rows_of) else None,
                     ),
-                    COST: cost_key(1, 0, 0, layer),
+                    COST: cost_key(flops.get(layer, math.nan), 1, 0, 0, layer),
                     SOURCE: SWEEP_UNITS_ARTIFACT if grid is not None and layer < len(grid) else tracking.VAL_ACC,
                 }
                 for layer, v in val.items()

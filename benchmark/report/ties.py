@@ -15,10 +15,12 @@ from typing import TYPE_CHECKING, Any
 from benchmark.core import tracking
 from benchmark.core.tracking import CV_VAL_ACC, SEED_VAL_ACC, SWEEP_UNITS_ARTIFACT
 from studies.candidates import run_cost
+from studies.row_se import ValRows
 from studies.selection import RULE_TEXT, Units, select, unit_layout
+from studies.val_record import read_rows, read_sweep_rows
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
     import pandas as pd
 
@@ -61,29 +63,40 @@ def rule_text(rule: str) -> str:
 
 
 def trial_candidates(data: ReportData, df: pd.DataFrame, depth: dict[str, int | None]) -> pd.DataFrame:
-    """Trial rows (``runs._trial_row`` columns) with their ``units`` and ``cost``."""
+    """Trial rows (``runs._trial_row`` columns) with their ``units`` (and per-row predictions) and ``cost``."""
     units = [
-        laid_out(data.units(r, v), seeds)
+        laid_out(data.units(r, v), seeds, read_rows(data.artifact(r, tracking.ROWS_ARTIFACT)))
         for r, v, seeds in zip(df["run_id"], df[tracking.VAL_ACC], df["seeds"], strict=True)
     ]
+    gflops = df[tracking.PERF_INFER_GFLOPS] if tracking.PERF_INFER_GFLOPS in df else [math.nan] * len(df)
     costs = [
-        run_cost(n, w, b, layers, depth)
-        for n, w, b, layers in zip(
-            df["n_models"], df[tracking.PERF_FUSED_DIM], df[tracking.PERF_FEATURE_BYTES], df["layers"], strict=True
+        run_cost(g, n, w, b, layers, depth)
+        for g, n, w, b, layers in zip(
+            gflops,
+            df["n_models"],
+            df[tracking.PERF_FUSED_DIM],
+            df[tracking.PERF_FEATURE_BYTES],
+            df["layers"],
+            strict=True,
         )
     ]
     return df.assign(**{UNITS: units, COST: costs, SOURCE: [data.unit_source(r) for r in df["run_id"]]})
 
 
-def laid_out(values: list[float], seeds: Any) -> Units:
-    """A run's per-unit scores with their (folds, seeds) layout, so that only the same units pair."""
+def laid_out(values: list[float], seeds: Any, rows: ValRows | None = None) -> Units:
+    """A run's per-unit scores with their (folds, seeds) layout, so that only the same units pair, and their rows."""
     n = int(seeds) if seeds == seeds and seeds else 1  # NaN or 0 seeds: one per unit
-    return Units(values, unit_layout(len(values), n))
+    return Units(values, unit_layout(len(values), n), rows)
 
 
 def sweep_units(data: ReportData, run_id: str) -> Any:
     """A layer sweep's per-unit validation scores ``(layers, units)``, or None for a sweep from before them."""
     return data.array(run_id, SWEEP_UNITS_ARTIFACT)
+
+
+def sweep_rows(data: ReportData, run_id: str) -> list[ValRows] | None:
+    """A layer sweep's per-layer validation predictions, or None for a sweep from before them."""
+    return read_sweep_rows(data.artifact(run_id, tracking.SWEEP_ROWS_ARTIFACT))
 
 
 def tie(df: pd.DataFrame, rule: str) -> pd.DataFrame:
@@ -124,6 +137,12 @@ def picked(ranked: pd.DataFrame) -> pd.Series | None:
     return None if rows.empty else rows.iloc[0]
 
 
+def _first_cost(row: Mapping[str, Any]) -> float | None:
+    """A candidate's GFLOPs per text (the first part of its ``cost``), None when unknown."""
+    cost: tuple[float, ...] = tuple(row.get(COST) or ())
+    return float(cost[0]) if cost and math.isfinite(float(cost[0])) else None
+
+
 def tie_sets(
     ranked: pd.DataFrame, ranking: str, keys: list[str], label: Callable[[Any], str], rule: str
 ) -> list[dict[str, Any]]:
@@ -148,6 +167,7 @@ def tie_sets(
                         "val_acc_se": float(r["val_acc_se"]),
                         "diff_se": float(r["diff_se"]),
                         "test_acc": float(r.get(tracking.TEST_ACC, r.get("test_acc", math.nan))),
+                        "gflops_per_text": _first_cost(r),
                     }
                     for r in rows
                     if r["tied_with_best"]

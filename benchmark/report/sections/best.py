@@ -63,11 +63,26 @@ def best_section(doc: Doc, c: Computed) -> None:
     doc.heading("Configurations tied with the best (validation)", 3)
     doc.note(
         f"Every configuration within one standard error of each dataset's best on validation ({len(c.tied)} in all), "
-        "with its test accuracy: the spread the single choice above hides. Bold: the one the rule chose."
+        "with its test accuracy: the spread the single choice above hides. Bold: the one the rule chose. diff SE: "
+        "the standard error of its difference to the best (the tie criterion); GFLOPs/text: the computed forward "
+        "cost of what its exported model runs (one-se picks the lowest); ms/text: measured (extraction of the whole "
+        "model plus head)."
     )
     add_table(
         doc,
-        ["dataset", "configuration", "study", "trial", "val acc", "val SE", "units", "test acc (test)"],
+        [
+            "dataset",
+            "configuration",
+            "study",
+            "trial",
+            "val acc",
+            "val SE",
+            "diff SE",
+            "units",
+            "GFLOPs/text",
+            "ms/text",
+            "test acc (test)",
+        ],
         [
             [
                 display(r["dataset"]),
@@ -76,7 +91,10 @@ def best_section(doc: Doc, c: Computed) -> None:
                 str(r["trial"]),
                 fmt(r["val_acc"]),
                 fmt(r["val_acc_se"]),
+                fmt(r["diff_se"]),
                 str(int(r["n_units"])),
+                fmt(r["gflops_per_text"], 3),
+                fmt(r["infer_ms_per_text"], 2),
                 fmt(r["test_acc"]),
             ]
             for _, r in c.tied.iterrows()

@@ -12,6 +12,7 @@ from benchmark.report.sections.cost import cost_section
 from benchmark.report.sections.fusion import fusion_section, multi_section
 from benchmark.report.sections.layers import last_k_section, layer_section
 from benchmark.report.selection import SELECTION_RULE, display
+from benchmark.report.shift import shift_checks, shift_note, shift_warning
 from benchmark.report.ties import TIED_MARK, UNIT_NOTE, rule_text, units_summary
 
 if TYPE_CHECKING:
@@ -48,8 +49,12 @@ def build(
     """
     doc = Doc(title)
     files: list[Path] = []
+    checks = shift_checks(data)
+    shift_warning(doc, checks)  # before the answer: it qualifies every choice below
     answer_section(doc, answers)
     _intro(doc, data)
+    if note := shift_note(checks):
+        doc.note(note)
     doc.note(units_summary(c.overall, c.points))
     best_section(doc, c)
     baseline_section(doc, c)

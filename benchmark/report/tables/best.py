@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+from benchmark.core import tracking
 from benchmark.report.selection import num_layers
 from benchmark.report.tables.baseline import best_baseline
 from benchmark.report.tables.common import CONFIG_COLUMNS, config_row, frame
@@ -57,7 +58,11 @@ def best_configs(data: ReportData, ranked: pd.DataFrame | None = None) -> pd.Dat
 def tied_configs(data: ReportData, ranked: pd.DataFrame) -> pd.DataFrame:
     """Per dataset, every configuration tied with the best (``ranked``: ``overall``), with its test scores."""
     rows = [
-        {**config_row(data, r), **{c: r[c] for c in TIE_COLUMNS}}
+        {**config_row(data, r), **{c: r[c] for c in TIE_COLUMNS}, **{k: r.get(m, math.nan) for k, m in COSTS.items()}}
         for _, r in ranked[ranked["tied_with_best"].astype(bool)].iterrows()
     ]
-    return frame(rows, (*CONFIG_COLUMNS, *TIE_COLUMNS))
+    return frame(rows, (*CONFIG_COLUMNS, *TIE_COLUMNS, *COSTS))
+
+
+# what a tied configuration costs to run (``studies.flops``; measured ms where the run has them)
+COSTS = {"gflops_per_text": tracking.PERF_INFER_GFLOPS, "infer_ms_per_text": tracking.PERF_INFER_MS}

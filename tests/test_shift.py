@@ -1,0 +1,74 @@
+"""The shift check (studies.shift): adversarial validation flags test texts unlike train, not ones from its pool."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import WORDS
+
+from studies.shift import SHIFT_AUC_THRESHOLD, hanley_mcneil, length_stats, shift_check
+
+
+def _texts(n: int, low: int, high: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(low, high))) for _ in range(n)]
+
+
+def _features(folder: Path, texts: list[str], layer: int = 1) -> np.ndarray:
+    """Mean-pooled hidden state ``layer`` of a tiny BERT, as the extractor pools it."""
+    from transformers import AutoTokenizer, BertModel
+
+    tok = AutoTokenizer.from_pretrained(folder)
+    model = BertModel.from_pretrained(folder).eval()
+    batch = tok(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        hidden = model(**batch, output_hidden_states=True).hidden_states[layer]  # (N, T, H)
+    mask = batch["attention_mask"].unsqueeze(-1).float()
+    return ((hidden * mask).sum(1) / mask.sum(1)).numpy()
+
+
+def test_shift_check_flags_longer_test_texts_and_not_the_same_pool(tiny_models: dict[str, Path]) -> None:
+    folder = tiny_models["bert-a"]
+    train = _texts(200, 3, 8, 1)
+    same_pool = _texts(200, 3, 8, 2)
+    longer = _texts(200, 9, 24, 3)  # 3x as long
+    x_train = _features(folder, train)
+    shifted = shift_check(x_train, _features(folder, longer), train, longer, "bert-a@1")
+    same = shift_check(x_train, _features(folder, same_pool), train, same_pool, "bert-a@1")
+    assert shifted.flagged and shifted.auc > SHIFT_AUC_THRESHOLD
+    assert not same.flagged and abs(same.auc - 0.5) < 0.1
+    assert same.auc_low < same.auc < same.auc_high and len(same.fold_auc) == 5
+    assert shifted.lengths["test"]["median"] >= 2.5 * shifted.lengths["train"]["median"]
+
+
+def test_hanley_mcneil_interval_and_length_stats() -> None:
+    low, high = hanley_mcneil(0.5, 100, 100)
+    # at AUC 0.5, Q1 = 1/3, Q2 = 1/3: var = (.25 + 99 (1/3 - 1/4) x 2) / 10^4
+    half = 1.959964 * ((0.25 + 99 * (1 / 3 - 0.25) * 2) / 1e4) ** 0.5
+    assert (low, high) == pytest.approx((0.5 - half, 0.5 + half), abs=1e-12)
+    assert length_stats(["a b", "a b c d"]) == {"n": 2, "mean": 3.0, "median": 3.0, "p10": 2.2, "p90": 3.8}
+
+
+def test_report_opens_with_a_warning_only_for_a_flagged_dataset() -> None:
+    from benchmark.report.render import Doc, to_markdown
+    from benchmark.report.shift import shift_note, shift_warning
+
+    lengths = {"train": {"median": 7.0}, "test": {"median": 19.0}}
+    base = {"auc_low": 0.87, "auc_high": 0.91, "threshold": 0.75, "features": "minilm-l6@3", "rows": 872}
+    checks = {
+        "sst2": {**base, "auc": 0.89, "flagged": True, "lengths": lengths},
+        "mr": {**base, "auc": 0.48, "flagged": False, "lengths": lengths},
+    }
+    doc = Doc("t")
+    shift_warning(doc, checks)
+    md = to_markdown(doc)
+    assert "**Warning: on sst2, validation may not stand for test.**" in md and "ROC AUC 0.890 [0.870, 0.910]" in md
+    assert "7 words long (median) in train and 19 in test" in md and "on mr" not in md
+    assert shift_note(checks) == (
+        "Train-vs-test shift check (adversarial validation on one cached layer, out-of-fold ROC AUC; flagged above "
+        "0.75): mr: AUC 0.480, sst2: AUC 0.890 (flagged)."
+    )
