@@ -641,14 +641,15 @@ def test_stores_in_a_read_only_folder_fail_fast_in_one_line(setting, tmp_path, c
         "tracking.artifact_root": str(locked / "artifacts"),
     }[setting]
     key = "study.storage" if setting == "journal" else setting
-    argv = ["study", "--preset", "search", "--models", "bert", "--dataset", str(tmp_path), "--set", f"{key}={value}"]
+    argv = ["study", "--preset", "search", "--models", "minilm-l6", "--dataset", str(tmp_path), "--set", f"{key}={value}"]
     if key != "tracking.uri":
         argv += ["--set", f"tracking.uri=sqlite:///{tmp_path}/ok/mlflow.db"]
     start = time.monotonic()
     with _read_only(locked):
         assert main(argv) == 2
     _one_line(capsys.readouterr().err, f"cannot write in {locked}")
-    assert time.monotonic() - start < 10 and not list(locked.iterdir())
+    # Far below the ~170 s SQLite spends retrying an unwritable folder, with room for a loaded CI machine.
+    assert time.monotonic() - start < 90 and not list(locked.iterdir())
 
 
 def test_the_single_split_refuses_an_empty_validation_set_naming_the_smallest_class() -> None:
