@@ -21,13 +21,14 @@ from dataclasses import dataclass
 
 from benchmark.core.cache import FeatureCache
 from benchmark.core.config import BenchConfig
-from lightning_modules.sweep import LayerScore, sweep_units
+from lightning_modules.fit import sweep_units
+from lightning_modules.scores import LayerScore
 from studies.caches import ModelDirs
 from studies.fingerprint import data_settings
 
 log = logging.getLogger(__name__)
 
-STORE_FORMAT = 1  # bump when the sweep's results change for the same settings (a code change), so old entries miss
+STORE_FORMAT = 2  # bump when the sweep's results change for the same settings (a code change), so old entries miss
 SWEEP_NEUTRAL = ("threads", "fusion", "proj_dim", "moe_experts")  # train settings a single-layer sweep does not read
 
 
@@ -68,13 +69,11 @@ def unit_sweep(d: ModelDirs, cfg: BenchConfig) -> UnitSweep:
         if path.is_file():
             stored = json.loads(path.read_text())
             log.info("reusing the stored sweep of %s (%s)", d.train, path.name[:12])
-            return UnitSweep([[LayerScore(**s) for s in unit] for unit in stored["scores"]], stored["fit_s"])
+            return UnitSweep([[LayerScore.from_json(s) for s in unit] for unit in stored["scores"]], stored["fit_s"])
         start = time.perf_counter()
         scores = sweep_units(d.train, d.test, cfg, cfg.study.seeds, val_dir=d.val)
         result = UnitSweep(scores, time.perf_counter() - start)
         tmp = path.with_suffix(f".tmp-{os.getpid()}")
-        tmp.write_text(
-            json.dumps({"scores": [[dataclasses.asdict(s) for s in unit] for unit in scores], "fit_s": result.fit_s})
-        )
+        tmp.write_text(json.dumps({"scores": [[s.to_json() for s in unit] for unit in scores], "fit_s": result.fit_s}))
         os.replace(tmp, path)  # readers see the whole file or none
         return result
