@@ -25,14 +25,14 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import lightning.pytorch as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Timer
 from lightning.pytorch.loggers import MLFlowLogger
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from benchmark.core import tracking
 from lightning_modules.components.net import FusionNet
@@ -282,7 +282,8 @@ def train_units(
     timer = Timer()
     with quiet_lightning():
         trainer = make_trainer(cfg, [timer], logger, module.validate)
-        one_step = DataLoader([0], batch_size=None)  # an epoch is one step (see the module docstring)
+        # An epoch is one step (see the module docstring); a list of one item is all the dataset it needs.
+        one_step: DataLoader[int] = DataLoader(cast("Dataset[int]", [0]), batch_size=None)
         trainer.fit(module, train_dataloaders=one_step, val_dataloaders=one_step if module.validate else None)
     return module, float(timer.time_elapsed("train"))
 

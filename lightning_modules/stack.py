@@ -105,7 +105,7 @@ class UnitStack:
         self.lr, self.weight_decay, self.monitor = lr, weight_decay, monitor
         device = rows["train"].device
         trunks = [Trunk(n) for n in nets]
-        params, buffers = stack_module_state(trunks)  # type: ignore[arg-type]
+        params, buffers = stack_module_state(trunks)
         self.params = {k: v.detach().to(device).requires_grad_(True) for k, v in params.items()}
         self.buffers = {k: v.to(device) for k, v in buffers.items()}
         base = copy.deepcopy(trunks[0]).to("meta")  # the structure only: parameters come from ``params``

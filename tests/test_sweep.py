@@ -250,3 +250,14 @@ def test_refit_seeds_train_at_once_each_equal_to_its_own_fit_on_all_rows(tmp_pat
         assert all(torch.equal(f.state[name], alone.state[name]) for name in f.state), k
         assert f.net["seed"] == cfg.train.seed + k
     assert not np.array_equal(fits[0].state["head.linears.0.weight"], fits[1].state["head.linears.0.weight"])
+
+
+def test_layer_scores_keep_validation_predictions_and_curves_through_the_sweep_store(tmp_path: Path) -> None:
+    import json
+
+    m = make_model(tmp_path, n_train=60, n_test=30, hidden=4, num_layers=1)
+    (score, _) = sweep_layers(m.train_dir, m.test_dir, _cfg(**{"train.max_epochs": 2}))
+    back = LayerScore.from_json(json.loads(json.dumps(score.to_json())))
+    assert back == score and back.curves == score.curves and len(back.curves["val/acc"]) == 2
+    assert back.val_pred.dtype == back.val_rows.dtype == np.int64 and len(back.val_rows) == 6  # 10% of 60 rows
+    assert np.array_equal(back.val_pred, score.val_pred) and np.array_equal(back.val_rows, score.val_rows)
