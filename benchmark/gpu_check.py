@@ -202,16 +202,16 @@ def check_sweep(cfg: BenchConfig, model: str) -> dict[str, Any]:
             torch.cuda.synchronize()
         return result, time.perf_counter() - started
 
-    with record_devices() as seen:
-        sweep, sweep_s = timed(lambda: sweep_layers(sel.train_dir, sel.test_dir, cfg))
     layers = range(FeatureCache(sel.train_dir).num_layers + 1)
     single = with_values(cfg, {"train.fusion": "concat"})
-    fits, fits_s = timed(
-        lambda: [
-            fit_units(single, [Selection(model, parse_layer_spec(k), sel.train_dir, sel.test_dir)], [Unit(0, 0)])[0]
-            for k in layers
-        ]
-    )
+    with record_devices() as seen:
+        sweep, sweep_s = timed(lambda: sweep_layers(sel.train_dir, sel.test_dir, cfg))
+        fits, fits_s = timed(
+            lambda: [
+                fit_units(single, [Selection(model, parse_layer_spec(k), sel.train_dir, sel.test_dir)], [Unit(0, 0)])[0]
+                for k in layers
+            ]
+        )
     diffs = [abs(s.test_acc - f.test_acc) for s, f in zip(sweep, fits, strict=True)]
     speedup = fits_s / sweep_s
     device = _trained_on(cfg, seen)
