@@ -299,6 +299,7 @@ def make_trainer(
         enable_model_summary=False,
         enable_checkpointing=False,
         limit_val_batches=None if validate else 0,
+        log_every_n_steps=1,  # an epoch is one step: without it Lightning warns that it logs too rarely
     )
 
 

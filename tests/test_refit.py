@@ -93,3 +93,15 @@ def test_trial_and_refit_runs_hold_one_curve_point_per_trained_epoch(toy) -> Non
     assert [s for s, _ in train] == list(range(refit.epochs))  # a refit validates nothing: train/loss only
     assert [s for s, _ in _history(mlc, refit.run_id, "train/loss.unit1")] == list(range(refit.epochs))
     assert _history(mlc, refit.run_id, tracking.VAL_LOSS) == []
+
+
+def test_a_refit_trains_on_the_callers_accelerator(toy, monkeypatch) -> None:
+    """``train.accelerator`` is the caller's (not the trial's logged one) and reaches the refit's Trainer."""
+    from benchmark.core.config import with_values
+    from lightning_modules import engine
+
+    seen: list[str] = []
+    make = engine.make_trainer
+    monkeypatch.setattr(engine, "make_trainer", lambda cfg, *a: (seen.append(cfg.train.accelerator), make(cfg, *a))[1])
+    refit_study(with_values(toy, {"train.accelerator": "auto"}), STUDY, force=True)
+    assert seen == ["auto"]  # one Trainer for every seed
