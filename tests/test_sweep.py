@@ -261,3 +261,21 @@ def test_layer_scores_keep_validation_predictions_and_curves_through_the_sweep_s
     assert back == score and back.curves == score.curves and len(back.curves["val/acc"]) == 2
     assert back.val_pred.dtype == back.val_rows.dtype == np.int64 and len(back.val_rows) == 6  # 10% of 60 rows
     assert np.array_equal(back.val_pred, score.val_pred) and np.array_equal(back.val_rows, score.val_rows)
+
+
+def test_a_sweep_trial_logs_its_chosen_layers_curves_and_the_mean_over_layers() -> None:
+    from studies.objective import sweep_curves
+
+    def score(layer: int, val: list[float]) -> LayerScore:
+        curves = {"train/loss": val, "val/loss": val, "val/acc": [1 - v for v in val]}
+        return LayerScore(0.5, 0.5, min(val), 0.5, 0.5, 0, len(val), layer=layer, curves=curves)
+
+    scores = [[score(0, [0.9, 0.8]), score(1, [0.7, 0.6, 0.5])], [score(0, [0.8]), score(1, [0.5, 0.4])]]
+    got = sweep_curves(scores, best=1)
+    assert got["val/loss"] == pytest.approx({0: 0.6, 1: 0.5, 2: 0.5})  # layer 1, mean over the units that trained
+    assert got["val/loss.unit0"] == {0: 0.7, 1: 0.6, 2: 0.5} and got["val/loss.unit1"] == {0: 0.5, 1: 0.4}
+    assert got["val/loss.layers_mean"] == pytest.approx(
+        {0: (0.9 + 0.7 + 0.8 + 0.5) / 4, 1: (0.8 + 0.6 + 0.4) / 3, 2: 0.5}
+    )
+    assert got["val/acc"] == pytest.approx({0: 0.4, 1: 0.5, 2: 0.5})
+    assert not [k for k in got if "unit2" in k or "layer0" in k]  # only the chosen layer's units, no per-layer series
