@@ -20,6 +20,7 @@ own optimizers do not advance).
 from __future__ import annotations
 
 import logging
+import signal
 import statistics
 import time
 import warnings
@@ -308,11 +309,20 @@ def train_units(
 ) -> tuple[UnitsClassifier, float]:
     """Fit ``module`` with a ``Trainer`` for ``cfg.train``; returns it and the training wall seconds (``Timer``)."""
     timer = Timer()
+    sigint = signal.getsignal(signal.SIGINT)
     with quiet_lightning():
         trainer = make_trainer(cfg, [timer], logger, module.validate)
         # An epoch is one step (see the module docstring); a list of one item is all the dataset it needs.
         one_step: DataLoader[int] = DataLoader(cast("Dataset[int]", [0]), batch_size=None)
-        trainer.fit(module, train_dataloaders=one_step, val_dataloaders=one_step if module.validate else None)
+        try:
+            trainer.fit(module, train_dataloaders=one_step, val_dataloaders=one_step if module.validate else None)
+        except SystemExit as err:
+            # Lightning turns Ctrl+C into sys.exit(1) and ignores SIGINT from then on; a study, refit or fit handles
+            # an interrupt itself (runs marked KILLED, the CLI's exit code), so it gets it back as one.
+            if not isinstance(err.__context__, KeyboardInterrupt):
+                raise
+            signal.signal(signal.SIGINT, sigint)
+            raise KeyboardInterrupt from err
     return module, float(timer.time_elapsed("train"))
 
 

@@ -253,3 +253,18 @@ def test_every_path_trains_on_the_trainers_device(tmp_path: Path, monkeypatch) -
     assert all(devices == [root] for _, root, devices in seen), seen  # parameters and resident features
     with pytest.raises(Exception, match="train.accelerator"):
         _cfg(**{"train.accelerator": "tpu9"})
+
+
+def test_an_interrupt_inside_the_trainer_stays_an_interrupt(tmp_path: Path) -> None:
+    """Lightning turns Ctrl+C into ``sys.exit(1)`` and ignores SIGINT; studies need the interrupt back."""
+    import signal
+
+    m = make_model(tmp_path, n_train=60, n_test=30, hidden=8)
+    before = signal.getsignal(signal.SIGINT)
+
+    def interrupt(epoch: int, val_acc: float) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit_units(_cfg(**{"train.max_epochs": 2}), [m.select(-1)], [Unit(0, 0)], report=interrupt)
+    assert signal.getsignal(signal.SIGINT) is before
