@@ -5,8 +5,10 @@
    and cosine error per layer; fails when a layer's mean cosine is below 0.999).
 3. ``oom_backoff``: the first model under a tiny ``torch.cuda.set_per_process_memory_fraction`` starts at the
    CUDA token budget, must back off, and must give the features of an unconstrained run.
-4. ``sweep``: the batched all-layer sweep against one Lightning fit per layer on the GPU (speed-up; goal 10x).
-5. ``search``: a ``search`` study of ``--trials`` trials on the GPU.
+4. ``sweep``: the batched all-layer sweep against one engine fit per layer on the GPU (speed-up; goal 10x).
+5. ``search``: a ``search`` study of ``--trials`` trials on the GPU (every trial trained with
+   ``train.accelerator``).
+Both training checks fail unless every fit's parameters and features were on the accelerator's device.
 
 Writes a JSON with every figure and the device, driver, torch and CUDA versions; exits 1 when a check fails.
 ``--device cpu --dry-run`` runs the same checks small on CPU (the memory limit is then emulated by raising
@@ -173,15 +175,23 @@ def check_oom_backoff(cfg: BenchConfig, device: str, n: int) -> dict[str, Any]:
     }
 
 
+def _trained_on(cfg: BenchConfig, seen: list[list[str]]) -> dict[str, Any]:
+    """Whether every fit's tensors lived on the device ``train.accelerator`` names."""
+    want = "cuda" if cfg.train.accelerator in ("gpu", "cuda") else "cpu"
+    devices = sorted({d for fit in seen for d in fit})
+    return {"fits": len(seen), "devices": devices, "on_device": bool(seen) and all(d.startswith(want) for d in devices)}
+
+
 def check_sweep(cfg: BenchConfig, model: str) -> dict[str, Any]:
-    """The batched all-layer sweep against one ``fit_and_evaluate`` per layer, same config, on the device."""
+    """The batched all-layer sweep against one engine fit per layer, same config, on the device."""
     import torch
 
     from benchmark.core.cache import FeatureCache
     from lightning_modules.datamodule import Selection, resolve_selection
+    from lightning_modules.engine import record_devices
+    from lightning_modules.fit import fit_units, sweep_layers
+    from lightning_modules.folds import Unit
     from lightning_modules.layers import parse_layer_spec
-    from lightning_modules.sweep import sweep_layers
-    from lightning_modules.train import fit_and_evaluate
 
     sel = resolve_selection(cfg, model, -1)
 
@@ -192,19 +202,22 @@ def check_sweep(cfg: BenchConfig, model: str) -> dict[str, Any]:
             torch.cuda.synchronize()
         return result, time.perf_counter() - started
 
-    sweep, sweep_s = timed(lambda: sweep_layers(sel.train_dir, sel.test_dir, cfg))
     layers = range(FeatureCache(sel.train_dir).num_layers + 1)
     single = with_values(cfg, {"train.fusion": "concat"})
-    fits, fits_s = timed(
-        lambda: [
-            fit_and_evaluate(single, [Selection(model, parse_layer_spec(k), sel.train_dir, sel.test_dir)])
-            for k in layers
-        ]
-    )
+    with record_devices() as seen:
+        sweep, sweep_s = timed(lambda: sweep_layers(sel.train_dir, sel.test_dir, cfg))
+        fits, fits_s = timed(
+            lambda: [
+                fit_units(single, [Selection(model, parse_layer_spec(k), sel.train_dir, sel.test_dir)], [Unit(0, 0)])[0]
+                for k in layers
+            ]
+        )
     diffs = [abs(s.test_acc - f.test_acc) for s, f in zip(sweep, fits, strict=True)]
     speedup = fits_s / sweep_s
+    device = _trained_on(cfg, seen)
     return {
-        "ok": len(sweep) == len(fits) == len(layers),
+        "ok": len(sweep) == len(fits) == len(layers) and device["on_device"],
+        "trained_on": device,
         "model": model,
         "layers": len(layers),
         "sweep_s": sweep_s,
@@ -222,12 +235,16 @@ def check_sweep(cfg: BenchConfig, model: str) -> dict[str, Any]:
 
 def check_search(cfg: BenchConfig) -> dict[str, Any]:
     """A ``search`` study of ``cfg.study.trials`` trials over the extracted models."""
+    from lightning_modules.engine import record_devices
     from studies.runner import run_study
 
     started = time.perf_counter()
-    out = run_study(with_values(cfg, {"study.preset": "search"}))
+    with record_devices() as seen:
+        out = run_study(with_values(cfg, {"study.preset": "search", "study.workers": 1}))
+    device = _trained_on(cfg, seen)
     return {
-        "ok": out.failed == 0 and out.complete > 0,
+        "ok": out.failed == 0 and out.complete > 0 and device["on_device"],
+        "trained_on": device,
         "trials": {"complete": out.complete, "pruned": out.pruned, "failed": out.failed},
         "best_val_acc": out.best_value,
         "best_test_acc": out.best_test_acc,

@@ -32,7 +32,7 @@ from benchmark.core.config import BenchConfig, load_config
 from benchmark.core.keys import load_text_split, resolve_features
 from benchmark.core.models import resolve_model
 from lightning_modules.features import stratified_split
-from lightning_modules.sweep import sweep_units
+from lightning_modules.fit import sweep_units
 from studies.flops import infer_gflops, mean_tokens
 from studies.row_se import METHOD
 from studies.selection import Units, cost_key, select

@@ -1,8 +1,8 @@
 """Training speed and memory on real cached features (a benchmark, never a test).
 
-1. The batched all-layer sweep (``sweep_layers``) against L+1 sequential ``fit_and_evaluate`` runs (one
+1. The batched all-layer sweep (``sweep_layers``) against L+1 sequential single-unit ``fit_units`` runs (one
    Lightning fit per layer, the paper's way), same seed and config: wall time and per-layer accuracy.
-2. Peak RSS of one ``fit_and_evaluate`` at N and 4N training rows, with N/2 and 2N test rows (the test
+2. Peak RSS of one single-unit ``fit_units`` at N and 4N training rows, with N/2 and 2N test rows (the test
    split is scored and timed batch by batch, so it must not grow memory either). The caches are made from
    the real ones by drawing their rows (with replacement, seeded), so N can exceed the extracted size; the
    rows of a selected layer are read from disk on every batch exactly as for the real cache.
@@ -72,9 +72,9 @@ def _job(job: str, spec: dict[str, Any]) -> dict[str, Any]:
     """Run one measurement in this process and return its figures."""
     from lightning_modules.callbacks import peak_rss_mb
     from lightning_modules.datamodule import Selection
+    from lightning_modules.fit import fit_units, sweep_layers
+    from lightning_modules.folds import Unit
     from lightning_modules.layers import parse_layer_spec
-    from lightning_modules.sweep import sweep_layers
-    from lightning_modules.train import fit_and_evaluate
 
     cfg = _config(spec)
     train, test = Path(spec["train"]), Path(spec["test"])
@@ -92,7 +92,7 @@ def _job(job: str, spec: dict[str, Any]) -> dict[str, Any]:
         single = with_values(cfg, {"train.fusion": "concat"})
         start, cpu, results = time.perf_counter(), time.process_time(), []
         for layer in range(FeatureCache(train).num_layers + 1):
-            r = fit_and_evaluate(single, [Selection(spec["model"], parse_layer_spec(layer), train, test)])
+            r = fit_units(single, [Selection(spec["model"], parse_layer_spec(layer), train, test)], [Unit(0, 0)])[0]
             results.append({"layer": layer, **r.asdict()})
             log.info("layer %d: val %.4f test %.4f, %d epochs, %.1f s", layer, r.val_acc, r.test_acc, r.epochs, r.fit_s)
         return {
@@ -102,7 +102,7 @@ def _job(job: str, spec: dict[str, Any]) -> dict[str, Any]:
             "results": results,
         }
     if job == "fit":
-        r = fit_and_evaluate(cfg, [Selection(spec["model"], spec["layer"], train, test)])
+        r = fit_units(cfg, [Selection(spec["model"], spec["layer"], train, test)], [Unit(0, 0)])[0]
         return {"peak_rss_mb": r.peak_rss_mb, "fit_s": r.fit_s, "feature_bytes": r.feature_bytes, "epochs": r.epochs}
     raise ValueError(f"unknown job {job!r}")
 
@@ -156,7 +156,7 @@ def _markdown(
             f"{sum(x['epochs'] for x in sweep['scores'])} / "
             f"{sum(r['epochs'] for r in seq['results'])} |",
             f"| batched sweep, wall s / CPU s | {sweep['wall_s']:.1f} / {sweep['cpu_s']:.1f} |",
-            f"| L+1 sequential fit_and_evaluate, wall s / CPU s | {seq['wall_s']:.1f} / {seq['cpu_s']:.1f} |",
+            f"| L+1 sequential single fits, wall s / CPU s | {seq['wall_s']:.1f} / {seq['cpu_s']:.1f} |",
             f"| of which trainer.fit s | {fit_total:.1f} |",
             f"| speed-up (wall) | {seq['wall_s'] / sweep['wall_s']:.1f}x |",
             f"| speed-up (CPU time) | {seq['cpu_s'] / sweep['cpu_s']:.1f}x |",

@@ -1,4 +1,4 @@
-"""Callbacks and probes for a fit: best-epoch weights, wall time, inference latency, peak memory."""
+"""Probes of a fit: the early-stopping comparison, inference latency, peak memory, torch threads."""
 
 from __future__ import annotations
 
@@ -8,12 +8,10 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
-import lightning.pytorch as L
 import torch
 from torch import Tensor
 
 from benchmark.core import tracking
-from benchmark.core.errors import UserError
 
 
 def improved(current: float, best: float | None, mode: str) -> bool:
@@ -24,61 +22,6 @@ def improved(current: float, best: float | None, mode: str) -> bool:
 def monitor_mode(monitor: str) -> str:
     """``min`` for losses, ``max`` for scores."""
     return "min" if monitor.endswith("loss") else "max"
-
-
-class RestoreBest(L.Callback):
-    """Keep a copy of the weights at the best validation epoch and load it back when fitting ends.
-
-    So ``test/*`` and the inference timing use the early-stopping choice, never the last epoch.
-
-    Args:
-        monitor: A logged validation metric (``val/loss`` or ``val/acc``).
-    """
-
-    def __init__(self, monitor: str = tracking.VAL_LOSS) -> None:
-        self.monitor = monitor
-        self.mode = monitor_mode(monitor)
-        self.best: float | None = None
-        self.best_epoch = -1
-        self.best_metrics: dict[str, float] = {}
-        self._state: dict[str, Tensor] | None = None
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Snapshot the weights and validation metrics when the monitored metric improves."""
-        if trainer.sanity_checking:
-            return
-        if self.monitor not in trainer.callback_metrics:
-            raise UserError(
-                f"RestoreBest monitors '{self.monitor}' but the module logged only {sorted(trainer.callback_metrics)}"
-            )
-        current = float(trainer.callback_metrics[self.monitor])
-        if improved(current, self.best, self.mode):
-            self.best, self.best_epoch = current, trainer.current_epoch
-            self.best_metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-            self._state = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
-
-    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Load the best weights back."""
-        if self._state is not None:
-            pl_module.load_state_dict(self._state)
-
-
-class FitTimer(L.Callback):
-    """Wall-clock seconds of ``trainer.fit`` (``fit_s``) and the epochs it ran."""
-
-    def __init__(self) -> None:
-        self.fit_s = 0.0
-        self.epochs = 0
-        self._start = 0.0
-
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Start the clock."""
-        self._start = time.perf_counter()
-
-    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Stop the clock."""
-        self.fit_s = time.perf_counter() - self._start
-        self.epochs = trainer.current_epoch
 
 
 def _sync(device: torch.device) -> None:

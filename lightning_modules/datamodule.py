@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import lightning.pytorch as L
 import numpy as np
+from torch import Tensor
 from torch.utils.data import DataLoader
 
 from benchmark.core.cache import CacheError, FeatureCache
@@ -32,9 +33,9 @@ from lightning_modules.layers import LayerSpec, parse_layer_spec
 
 if TYPE_CHECKING:
     from benchmark.core.config import BenchConfig
-    from lightning_modules.module import Batch
 
 SPLITS = ("train", "val", "test")
+Batch = tuple[list[Tensor], Tensor]  # ([ (B, H_i) per selection ], (B,))
 
 
 @dataclass(frozen=True)

@@ -152,7 +152,7 @@ class SelectionFeatures:
         self.mean: np.ndarray | None = None  # (H,) float32, set by ``fit_scaler``
         self.std: np.ndarray | None = None
 
-    def _read(self, rows: np.ndarray | slice) -> np.ndarray:
+    def read_raw(self, rows: np.ndarray | slice) -> np.ndarray:
         """Unscaled ``(n, H)`` features: the file's dtype for one layer, float32 for an aggregation."""
         parts = [f.read(rows) for f in self.files]
         self.counter.add(sum(p.nbytes for p in parts))
@@ -160,7 +160,7 @@ class SelectionFeatures:
 
     def read(self, rows: np.ndarray | slice, out: np.ndarray | None = None) -> np.ndarray:
         """Aggregated, scaled ``(n, H)`` float32 features of ``rows``, written into ``out`` when given."""
-        raw = self._read(rows)
+        raw = self.read_raw(rows)
         return standardise(raw, self.mean, self.std, out)
 
     def fit_scaler(self, rows: np.ndarray) -> None:
@@ -171,7 +171,7 @@ class SelectionFeatures:
         total = np.zeros(self.width, dtype=np.float64)
         total_sq = np.zeros(self.width, dtype=np.float64)
         for start in range(0, len(rows), STATS_CHUNK_ROWS):
-            x = self._read(rows[start : start + STATS_CHUNK_ROWS]).astype(np.float64)
+            x = self.read_raw(rows[start : start + STATS_CHUNK_ROWS]).astype(np.float64)
             total += x.sum(axis=0)
             total_sq += np.square(x).sum(axis=0)
         mean = total / len(rows)
@@ -195,7 +195,6 @@ class CachedFeatureDataset(Dataset[tuple[list[Tensor], Tensor]]):
         self.sources = sources
         self.rows = np.sort(np.asarray(rows, dtype=np.int64))
         self.labels = np.asarray(labels, dtype=np.int64)[self.rows]
-        self._scales: dict[tuple[int | str, ...], tuple[Tensor, ...]] = {}
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -212,48 +211,6 @@ class CachedFeatureDataset(Dataset[tuple[list[Tensor], Tensor]]):
         sources = self.sources if which is None else [self.sources[i] for i in which]
         xs = [torch.from_numpy(src.read(rows)) for src in sources]  # k x (B, H_i)
         return xs, torch.from_numpy(self.labels[pos])  # (B,)
-
-    def stacked(self, positions: list[int] | np.ndarray, which: list[int]) -> tuple[Tensor, Tensor]:
-        """Like ``batch`` for single-layer sources of one width: one ``(len(which), B, H)`` float32 tensor.
-
-        The rows are gathered into one block in the files' dtype (``raw_rows``) and cast and scaled by
-        torch in one pass over all sources (``scale_rows``).
-        """
-        pos = np.sort(np.asarray(positions, dtype=np.int64))
-        raw = self.raw_rows(pos, which)
-        return self.scale_rows(torch.from_numpy(raw), which), torch.from_numpy(self.labels[pos])  # (n, B, H), (B,)
-
-    def raw_rows(self, positions: np.ndarray, which: list[int]) -> np.ndarray:
-        """Unscaled ``(len(which), len(positions), H)`` rows in the files' dtype (float16) of single-layer sources."""
-        rows = self.rows[positions]
-        sources = [self.sources[j] for j in which]
-        if any(s.aggregate is not None for s in sources):
-            raise ValueError("stacked reads single-layer sources only; use batch() for aggregations")
-        raw = np.empty((len(sources), len(rows), sources[0].width), dtype=sources[0].files[0].dtype)
-        for i, src in enumerate(sources):
-            src.files[0].read(rows, out=raw[i])
-        self.sources[0].counter.add(raw.nbytes)
-        return raw
-
-    def scale_rows(self, raw: Tensor, which: list[int]) -> Tensor:
-        """``raw_rows`` output (or a gather of it) as float32, standardised per source when the scalers are fitted.
-
-        The same IEEE operations as ``SelectionFeatures.read`` (cast, subtract, divide), so the values are bit-equal.
-        """
-        x = raw.float()  # (n, B, H)
-        if self.sources[which[0]].mean is not None:
-            key: tuple[int | str, ...] = (*which, str(x.device))
-            if key not in self._scales:  # which changes only when sweep layers stop
-                sources = [self.sources[j] for j in which]
-                self._scales = {
-                    key: tuple(
-                        torch.from_numpy(np.stack([getattr(s, a) for s in sources]))[:, None].to(x.device)
-                        for a in ("mean", "std")
-                    )
-                }
-            mean, std = self._scales[key]
-            x.sub_(mean).div_(std)
-        return x
 
 
 class ShuffledBatchSampler(Sampler[list[int]]):

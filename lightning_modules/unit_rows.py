@@ -1,16 +1,18 @@
-"""``UnitRows``: one split's batches for stacked heads, each head reading its own layer at its own unit's rows.
+"""``UnitRows``: one split's batches for stacked heads, each head reading its own sources at its own unit's rows.
 
-A head of a batched sweep is (unit, layer): the unit (fold, seed) says which rows and which scaler (the
-fold's training-part statistics), the layer which file. Resident: every row of the cache's swept layers is
-read once into a ``(L, N, H)`` block in the files' dtype (float16, half the bytes of float32 and faster to
-gather: measured 1.4 vs 2.6 ms per 31 x 100-row batch) and a batch is a gather from it. Streamed: each batch
-is read from the layer files, one read per distinct (layer, rows). Same values either way, and the same IEEE
-operations as ``SelectionFeatures.read`` (cast, subtract the mean, divide by the std), so bit-equal to a fit.
+A head of the engine is (unit, sources): the unit (fold, seed) says which rows and which scalers (the fold's
+training-part statistics), the sources which inputs (one per input slot of the configuration: the models of a
+trial, or the one layer of a sweep head). Resident: every row of each source the heads read is read once into a
+block in the files' dtype (float16, half the bytes of float32 and faster to gather: measured 1.4 vs 2.6 ms per
+31 x 100-row batch), on the training device, and a batch is a gather from it. Streamed: each batch is read from
+the files, one read per distinct (source, rows). Same values either way, and the same IEEE operations as
+``SelectionFeatures.read`` (cast, aggregate, subtract the mean, divide by the std), so bit-equal to a single fit.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -18,93 +20,127 @@ from torch import Tensor
 
 from lightning_modules.features import CachedFeatureDataset
 
+RESIDENT_BYTES = 1 << 30  # train + validation rows held in memory up to this size (MR, 31 x 576: 254 MB)
 
-class UnitRows:
-    """Batches ``(n, B, H)`` of one split for heads ``i`` = (``unit_of[i]``, ``layer_of[i]``).
+
+@dataclass(frozen=True)
+class Head:
+    """One trained head: its unit (index into the engine's units) and its source per input slot."""
+
+    unit: int
+    sources: tuple[int, ...]
+
+
+class SourceBlocks:
+    """Every row of the sources some heads read, per input slot ``(S_j, N, H_j)``, in the files' dtype, on a device.
 
     Args:
-        datasets: The split's dataset of each unit (its rows and scalers; sources are the swept layers, in order).
-        unit_of: Each head's unit (index into ``datasets``).
-        layer_of: Each head's layer (index into the datasets' sources).
-        resident: Hold every row of the swept layers in memory (see the module docstring).
+        dataset: Any dataset of the split (sources index its ``sources``; every unit reads the same files).
+        heads: The heads that will read it.
+        device: Where the blocks live.
+    """
+
+    def __init__(self, dataset: CachedFeatureDataset, heads: Sequence[Head], device: torch.device) -> None:
+        self.paths = [[f.path for f in src.files] for src in dataset.sources]
+        self.index: list[dict[int, int]] = []  # per slot: source -> position in the block
+        self.blocks: list[Tensor] = []
+        for j in range(len(heads[0].sources)):
+            used = sorted({h.sources[j] for h in heads})
+            parts = [dataset.sources[s].read_raw(slice(None)) for s in used]  # (N, H_j) each, counted as read
+            self.index.append({s: i for i, s in enumerate(used)})
+            self.blocks.append(torch.from_numpy(np.stack(parts)).to(device))  # (S_j, N, H_j)
+
+    @staticmethod
+    def nbytes(dataset: CachedFeatureDataset, heads: Sequence[Head]) -> int:
+        """Bytes the blocks would take."""
+        used = {(j, s) for h in heads for j, s in enumerate(h.sources)}
+        total = 0
+        for _, s in used:
+            src = dataset.sources[s]
+            itemsize = 4 if src.aggregate is not None else src.files[0].dtype.itemsize
+            total += src.files[0].shape[0] * src.width * itemsize
+        return total
+
+
+class UnitRows:
+    """Batches ``k x (n, B, H_j)`` of one split for heads ``i`` (unit ``heads[i].unit``, sources ``heads[i].sources``).
+
+    Args:
+        datasets: The split's dataset of each unit (its rows and scalers).
+        heads: The heads, in stacking order.
         device: Where batches go.
-        share: Rows of another split of the same cache (train, for validation folds of train): its block is reused.
+        blocks: The split's resident rows, or None to stream from the files.
     """
 
     def __init__(
         self,
         datasets: Sequence[CachedFeatureDataset],
-        unit_of: list[int],
-        layer_of: list[int],
-        resident: bool,
+        heads: Sequence[Head],
         device: torch.device,
-        share: UnitRows | None = None,
+        blocks: SourceBlocks | None = None,
     ) -> None:
-        self.datasets, self.device = list(datasets), device
-        self.unit_of, self.layer_of = list(unit_of), list(layer_of)
-        first = self.datasets[0].sources
-        self.files = [src.files[0] for src in first]  # every unit reads the same cache files
-        self.counter = first[0].counter
-        self.block: Tensor | None = None
-        if share is not None and [f.path for f in share.files] == [f.path for f in self.files]:
-            self.block = share.block
-        elif resident:
-            n, width = self.files[0].shape
-            raw = np.empty((len(self.files), n, width), dtype=self.files[0].dtype)  # (L, N, H)
-            for i, f in enumerate(self.files):
-                f.read(slice(None), out=raw[i])
-            self.counter.add(raw.nbytes)
-            self.block = torch.from_numpy(raw).to(device)
-        self._scales()
+        self.datasets, self.device, self.blocks = list(datasets), device, blocks
+        self.heads = list(heads)
+        self.slots = len(self.heads[0].sources)
+        self.counter = self.datasets[0].sources[0].counter
+        self._index()
 
-    def _scales(self) -> None:
-        """Each head's mean and std ``(n, 1, H)`` (None when the features are not standardised)."""
-        sources = [self.datasets[u].sources[li] for u, li in zip(self.unit_of, self.layer_of, strict=True)]
-        if sources[0].mean is None:
-            self.mean = self.std = None
-            return
-        self.mean, self.std = (
-            torch.from_numpy(np.stack([getattr(s, a) for s in sources]))[:, None].to(self.device)
-            for a in ("mean", "std")
-        )
+    def _index(self) -> None:
+        """Per slot: each head's block position ``(n, 1)`` and scalers ``(n, 1, H_j)`` (None when not standardised)."""
+        self.unit_of = [h.unit for h in self.heads]
+        self.pos: list[Tensor] = []
+        self.scale: list[tuple[Tensor, Tensor] | None] = []
+        for j in range(self.slots):
+            if self.blocks is not None:
+                at = [self.blocks.index[j][h.sources[j]] for h in self.heads]
+                self.pos.append(torch.tensor(at, device=self.device)[:, None])
+            sources = [self.datasets[h.unit].sources[h.sources[j]] for h in self.heads]
+            if sources[0].mean is None:
+                self.scale.append(None)
+                continue
+            mean, std = (
+                torch.from_numpy(np.stack([getattr(s, a) for s in sources]))[:, None].to(self.device)
+                for a in ("mean", "std")
+            )
+            self.scale.append((mean, std))
 
     def __len__(self) -> int:
         return len(self.datasets[0])
 
-    def batch(self, positions: Sequence[np.ndarray]) -> tuple[Tensor, Tensor]:
-        """Features ``(n, B, H)`` and labels ``(n, B)`` of each unit's (sorted) ``positions`` (one array per unit)."""
+    def batch(self, positions: Sequence[np.ndarray]) -> tuple[list[Tensor], Tensor]:
+        """Features ``k x (n, B, H_j)`` and labels ``(n, B)`` of each unit's (sorted) ``positions`` (one per unit)."""
         rows = np.stack([ds.rows[p] for ds, p in zip(self.datasets, positions, strict=True)])[self.unit_of]  # (n, B)
         labels = np.stack([ds.labels[p] for ds, p in zip(self.datasets, positions, strict=True)])[self.unit_of]
-        if self.block is not None:
-            layer = torch.tensor(self.layer_of, device=self.device)[:, None]  # (n, 1)
-            raw = self.block[layer, torch.from_numpy(rows).to(self.device)]  # (n, B, H)
-        else:
-            raw = torch.from_numpy(self._read(rows)).to(self.device)
-        x = raw.float()
-        if self.mean is not None and self.std is not None:
-            x.sub_(self.mean).div_(self.std)
-        return x, torch.from_numpy(labels).to(self.device)
+        xs = []
+        for j in range(self.slots):
+            if self.blocks is not None:
+                raw = self.blocks.blocks[j][self.pos[j], torch.from_numpy(rows).to(self.device)]  # (n, B, H_j)
+            else:
+                raw = torch.from_numpy(self._read(j, rows)).to(self.device)
+            x = raw.float()  # a fresh tensor: the gather or the read copied the rows
+            if (scale := self.scale[j]) is not None:
+                x.sub_(scale[0]).div_(scale[1])
+            xs.append(x)
+        return xs, torch.from_numpy(labels).to(self.device)
 
-    def _read(self, rows: np.ndarray) -> np.ndarray:
-        """Rows ``(n, B)`` of each head's layer file, one read per distinct (layer, rows)."""
-        out = np.empty((len(rows), rows.shape[1], self.files[0].shape[1]), dtype=self.files[0].dtype)
+    def _read(self, slot: int, rows: np.ndarray) -> np.ndarray:
+        """Unscaled rows ``(n, B, H)`` of each head's source in ``slot``, one read per distinct (source, rows)."""
+        parts: list[np.ndarray] = []
         done: dict[tuple[int, bytes], int] = {}
-        for i, (li, r) in enumerate(zip(self.layer_of, rows, strict=True)):
-            key = (li, r.tobytes())
+        for h, r in zip(self.heads, rows, strict=True):
+            key = (h.sources[slot], r.tobytes())
             if key in done:
-                out[i] = out[done[key]]
+                parts.append(parts[done[key]])
                 continue
-            self.files[li].read(r, out=out[i])
-            self.counter.add(out[i].nbytes)
-            done[key] = i
-        return out
+            done[key] = len(parts)
+            parts.append(self.datasets[h.unit].sources[h.sources[slot]].read_raw(r))
+        return np.stack(parts)
 
-    def chunk(self, start: int, stop: int) -> tuple[Tensor, Tensor]:
+    def chunk(self, start: int, stop: int) -> tuple[list[Tensor], Tensor]:
         """Positions ``start:stop`` of every unit, in order (evaluation)."""
         return self.batch([np.arange(start, stop)] * len(self.datasets))
 
     def keep(self, idx: list[int]) -> None:
         """Keep the heads at positions ``idx`` of the current ones."""
-        self.unit_of = [self.unit_of[i] for i in idx]
-        self.layer_of = [self.layer_of[i] for i in idx]
-        self._scales()
+        self.heads = [self.heads[i] for i in idx]
+        self._index()

@@ -19,7 +19,7 @@ from benchmark.core.keys import load_text_split
 from extractors.tfidf import fit_tfidf, words
 from lightning_modules.callbacks import peak_rss_mb
 from lightning_modules.folds import check_cv_folds, fold_rows
-from lightning_modules.train import FitResult
+from lightning_modules.scores import FitResult
 
 CLASSIFIERS = ("svm", "logreg")
 C_GRID = (0.1, 1.0, 10.0)

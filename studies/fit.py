@@ -2,7 +2,8 @@
 
 The plain, study-free path behind ``layerfuse fit``; reports print it as the command that reproduces a trial.
 A unit is one (fold, seed) fit (``lightning_modules.folds``; the seeds of the single split without folds): every
-unit trains in one batched model (``fit_units``), the call study trials make, so a trial's numbers come back.
+unit trains in one batched model of the one engine (``fit_units``), the call study trials make, so a trial's
+numbers come back.
 ``fit_tracked`` is the command's version: the same fits, logged as one MLflow run of kind ``fit`` with the
 metric names a trial logs.
 """
@@ -18,22 +19,25 @@ from benchmark.core.keys import load_text_split
 from benchmark.core.run_inputs import log_inputs
 from benchmark.core.stores import check_tracking
 from benchmark.core.text_data import dataset_label
-from lightning_modules.batched_fit import fit_units
 from lightning_modules.callbacks import cuda_peak
+from lightning_modules.engine import run_logger
+from lightning_modules.fit import check_fit, fit_units
 from lightning_modules.folds import check_cv_folds, units
-from lightning_modules.train import FitResult, check_fit
+from lightning_modules.scores import FitResult
 from studies.caches import resolve_dirs
 from studies.inputs import cache_key_tags, training_inputs
 from studies.objective import log_unit_results, trial_params
 from studies.presets import TrialPlan
 
 
-def fit_config(cfg: BenchConfig, layers: Mapping[str, str], seeds: int = 1) -> list[FitResult]:
+def fit_config(
+    cfg: BenchConfig, layers: Mapping[str, str], seeds: int = 1, run_id: str | None = None
+) -> list[FitResult]:
     """Fit ``cfg.train`` on ``layers`` (model -> layer spec) of ``cfg.extract.dataset``, once per unit.
 
     Units are ``units(data.cv_folds, seeds)`` (index ``u = fold * seeds + seed``; seed k trains with
     ``train.seed + k``). They train as one batched model through ``fit_units``, the call a study trial makes, so a
-    trial's numbers come back exactly.
+    trial's numbers come back exactly. With ``run_id``, the learning curves go to that MLflow run.
 
     Raises:
         UserError: missing caches (with the extract command), bad layer specs or fusion, too many folds.
@@ -41,7 +45,7 @@ def fit_config(cfg: BenchConfig, layers: Mapping[str, str], seeds: int = 1) -> l
     cfg = with_values(cfg, {"extract.models": tuple(layers)})
     dirs = resolve_dirs(cfg)
     selections = [dirs[m].selection(m, spec) for m, spec in layers.items()]
-    return fit_units(cfg, selections, units(cfg.data.cv_folds, seeds))
+    return fit_units(cfg, selections, units(cfg.data.cv_folds, seeds), logger=run_logger(cfg, run_id))
 
 
 def fit_tracked(cfg: BenchConfig, layers: Mapping[str, str], seeds: int = 1) -> tuple[str, list[FitResult]]:
@@ -77,6 +81,6 @@ def fit_tracked(cfg: BenchConfig, layers: Mapping[str, str], seeds: int = 1) -> 
         log_inputs(mlc, run_id, training_inputs(cfg))
         tracking.log_array(mlc, run_id, load_text_split(cfg, "test").labels, tracking.TEST_LABELS_ARTIFACT)
         with cuda_peak() as peak:
-            results = fit_config(cfg, layers, seeds)
+            results = fit_config(cfg, layers, seeds, run_id)
         log_unit_results(mlc, run_id, results, peak)
     return run_id, results

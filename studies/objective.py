@@ -21,17 +21,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import optuna
 import torch
-from optuna.trial import TrialState
 
 from benchmark.core import tracking
 from benchmark.core.cache import FeatureCache
 from benchmark.core.config import BenchConfig, to_yaml, with_values
 from benchmark.core.run_inputs import log_inputs
-from lightning_modules.batched_fit import fit_units
 from lightning_modules.callbacks import cuda_peak, max_peak, peak_rss_mb, time_inference, torch_threads
+from lightning_modules.components.net import FusionNet
 from lightning_modules.datamodule import CachedFeatureDataModule
+from lightning_modules.engine import CURVES, LAYERS_MEAN, run_logger, unit_curve
+from lightning_modules.fit import fit_units
 from lightning_modules.folds import mean_se, units
-from lightning_modules.module import FusionClassifier
 from studies.baseline import fit_baseline_units
 from studies.best_layers import unit_matrix
 from studies.caches import ModelDirs
@@ -165,17 +165,7 @@ class Objective:
         return value
 
     def _pruned(self, trial: optuna.Trial, run_id: str, reason: str) -> None:
-        """Close a pruned trial's run with the ``val/acc`` values it reported (step = epoch), if it trained."""
-        reported = next(
-            (
-                t.intermediate_values
-                for t in trial.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-                if t.number == trial.number
-            ),
-            {},
-        )
-        if reported:
-            tracking.log_run_data(self.runs.mlc, run_id, histories={tracking.VAL_ACC: reported})
+        """Close a pruned trial's run (its learning curves were logged while it trained)."""
         finish_run(self.runs, run_id, "PRUNED", reason)
 
     def _run(self, trial: optuna.Trial, run_id: str) -> float:
@@ -204,9 +194,8 @@ class Objective:
             results, extract_ms = [f.result for f in fits], fits[-1].extract_ms_per_sample
         else:
             with cuda_peak() as peak:  # every unit (fold x seed) in one batched model
-                results = fit_units(
-                    cfg, selections, units(cfg.data.cv_folds, self.cfg.study.seeds), self._pruning(trial)
-                )
+                unit_list = units(cfg.data.cv_folds, self.cfg.study.seeds)
+                results = fit_units(cfg, selections, unit_list, self._pruning(trial), run_logger(cfg, run_id))
             peaks.append(peak)
         extra = {tracking.PERF_EXTRACT_MS_PER_SAMPLE: extract_ms, **max_peak(peaks)}
         extra |= trial_records(mlc, run_id, cfg, self.dirs, plan.layers, results, extract_ms)
@@ -268,6 +257,7 @@ class Objective:
                 tracking.PERF_LAST_LAYER_VAL_ACC: val[-1],
             },
             histories={
+                **sweep_curves(sweep.scores, best),
                 tracking.SWEEP_VAL_ACC: list(val),
                 tracking.SWEEP_VAL_ACC_SE: list(val_se),
                 tracking.SWEEP_TEST_ACC: list(test),
@@ -275,6 +265,7 @@ class Objective:
                 tracking.SEED_TEST_ACC: list(test_u[best]),
                 tracking.CV_VAL_ACC: list(val_u[best]),
             },
+            step=max(s.epochs for unit in sweep.scores for s in unit),  # after the curves (steps = epochs)
         )
         tracking.log_array(mlc, run_id, val_u, tracking.SWEEP_UNITS_ARTIFACT)
         sweep_records(mlc, run_id, cfg, self.dirs[model], model, sweep.scores, layers[best], {**perf, **mean})
@@ -285,16 +276,37 @@ class Objective:
     def _head_costs(self, model: str, layer: int, cfg: BenchConfig) -> dict[str, float]:
         """Parameters, fused width and test ms/sample of the head the sweep trained for ``layer`` (timed afresh)."""
         dm = CachedFeatureDataModule.from_config([self.dirs[model].selection(model, str(layer))], cfg)
-        head = FusionClassifier.from_config(
-            dm.input_dims, dm.num_classes, with_values(cfg, {"train.fusion": "concat"}).train
-        )
+        t = with_values(cfg, {"train.fusion": "concat"}).train
+        head = FusionNet(dm.input_dims, dm.num_classes, t.fusion, t.proj_dim, t.hidden_dims, t.dropout, t.moe_experts)
         with torch_threads(cfg.train.threads):
             head_ms, _ = time_inference(head, dm.test_dataloader())
         return {
-            tracking.PERF_PARAM_COUNT: head.param_count,
+            tracking.PERF_PARAM_COUNT: sum(p.numel() for p in head.parameters()),
             tracking.PERF_FUSED_DIM: head.fused_dim,
             tracking.PERF_HEAD_MS_PER_SAMPLE: head_ms,
         }
+
+
+def _epoch_means(curves: Sequence[dict[str, list[float]]], name: str) -> dict[int, float]:
+    """Per epoch, the mean of ``name`` over the curves that reached that epoch."""
+    longest = max((len(c.get(name, [])) for c in curves), default=0)
+    return {e: statistics.fmean(c[name][e] for c in curves if len(c.get(name, [])) > e) for e in range(longest)}
+
+
+def sweep_curves(scores: Sequence[Sequence[Any]], best: int) -> dict[str, dict[int, float]]:
+    """A sweep's learning curves to log (step = epoch): layer ``best``'s (mean and per unit), and the mean over layers.
+
+    ``scores[u][i]`` is unit u's ``LayerScore`` of the i-th layer; the per-unit curves of every layer stay in the
+    sweep store (thousands of series would drown the run's charts).
+    """
+    chosen = [unit[best].curves for unit in scores]
+    every = [s.curves for unit in scores for s in unit]
+    out: dict[str, dict[int, float]] = {}
+    for name in CURVES:
+        out[name] = _epoch_means(chosen, name)
+        out |= {unit_curve(name, u): dict(enumerate(c.get(name, []))) for u, c in enumerate(chosen)}
+        out[f"{name}.{LAYERS_MEAN}"] = _epoch_means(every, name)
+    return out
 
 
 def log_unit_results(
@@ -319,7 +331,9 @@ def log_unit_results(
         tracking.CV_VAL_ACC: val,
     }
     metrics = {**mean, tracking.VAL_ACC_SE: float(mean_se(val)[1]), **(extra or {})}
-    tracking.log_run_data(mlc, run_id, metrics=metrics, histories=histories)
+    # After the learning curves (steps 0..E-1): the final scores are the runs' latest values.
+    step = max(r.epochs for r in results)
+    tracking.log_run_data(mlc, run_id, metrics=metrics, histories=histories, step=step)
     return mean
 
 

@@ -36,7 +36,9 @@ from benchmark.core.errors import UserError
 from benchmark.core.run_inputs import log_inputs
 from benchmark.core.stores import check_tracking
 from lightning_modules.datamodule import Selection
-from lightning_modules.refit import AllRowsFit, fit_all_rows
+from lightning_modules.engine import run_logger
+from lightning_modules.fit import fit_all_rows
+from lightning_modules.scores import AllRowsFit
 from studies.baseline import fit_baseline_all_rows
 from studies.caches import resolve_dirs
 from studies.inputs import refit_inputs
@@ -46,7 +48,14 @@ from studies.summary import chosen_trial
 log = logging.getLogger(__name__)
 
 SECTIONS = ("extract", "data", "train")  # what a trial's config decides; paths, stores and speed stay the caller's
-CALLER_KEYS = ("extract.show_progress", "extract.device", "train.threads", "train.accelerator", "data.num_workers")
+CALLER_KEYS = (
+    "extract.show_progress",
+    "extract.device",
+    "train.threads",
+    "train.accelerator",
+    "train.precision",
+    "data.num_workers",
+)
 
 
 @dataclass(frozen=True)
@@ -272,6 +281,7 @@ def refit_study(
                 tracking.PERF_TRAIN_ROWS: fits[0].train_rows,
             },
             histories={tracking.SEED_TEST_ACC: [f.test_acc for f in fits]},
+            step=chosen.epochs,  # after the learning curves (steps = epochs)
         )
     except BaseException as err:
         tracking.log_run_data(mlc, rid, tags={tracking.TAG_ERROR: f"{type(err).__name__}: {err}"[:5000]})
@@ -309,8 +319,9 @@ def _fit_seeds(
             tracking.log_array(mlc, rid, b.result.test_pred, tracking.PRED_ARTIFACT.format(seed=k))
             fits.append(_SeedFit(b.result.test_acc, b.result.test_f1, b.result.fit_s, b.train_rows))
         return fits
-    for k in range(chosen.seeds):
-        fit = fit_all_rows(with_values(tcfg, {"train.seed": tcfg.train.seed + k}), selections, chosen.epochs)
+    # Every seed trains at once in the one engine; the learning curves (train/loss per epoch) go to the refit run.
+    all_seeds = fit_all_rows(tcfg, selections, chosen.epochs, chosen.seeds, run_logger(tcfg, rid))
+    for k, fit in enumerate(all_seeds):
         tracking.log_array(mlc, rid, fit.test_pred, tracking.PRED_ARTIFACT.format(seed=k))
         log_head(mlc, rid, k, fit, layers)
         fits.append(_SeedFit(fit.test_acc, fit.test_f1, fit.fit_s, fit.train_rows))

@@ -19,20 +19,18 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import numpy as np
 
 from benchmark.core.cache import FeatureCache
 from benchmark.core.config import BenchConfig
 from benchmark.core.faults import NO_WRITE
-from lightning_modules.sweep import LayerScore, sweep_units
+from lightning_modules.fit import sweep_units
+from lightning_modules.scores import LayerScore
 from studies.caches import ModelDirs
 from studies.fingerprint import data_settings
 
 log = logging.getLogger(__name__)
 
-STORE_FORMAT = 2  # bump when the sweep's results change for the same settings (a code change), so old entries miss
+STORE_FORMAT = 3  # bump when the sweep's results change for the same settings (a code change), so old entries miss
 SWEEP_NEUTRAL = ("threads", "fusion", "proj_dim", "moe_experts")  # train settings a single-layer sweep does not read
 
 
@@ -67,21 +65,13 @@ def sweep_key(d: ModelDirs, cfg: BenchConfig) -> str:
 def _load(path: Path) -> UnitSweep:
     stored = json.loads(path.read_text())
     log.info("reusing the stored sweep of %s (%s)", path.parent.parent, path.name[:12])
-    return UnitSweep([[_score(s) for s in unit] for unit in stored["scores"]], stored["fit_s"])
+    return UnitSweep([[LayerScore.from_json(s) for s in unit] for unit in stored["scores"]], stored["fit_s"])
 
 
 def _compute(d: ModelDirs, cfg: BenchConfig) -> UnitSweep:
     start = time.perf_counter()
     scores = sweep_units(d.train, d.test, cfg, cfg.study.seeds, val_dir=d.val)
     return UnitSweep(scores, time.perf_counter() - start)
-
-
-def _score(stored: dict[str, Any]) -> LayerScore:
-    fields: dict[str, Any] = dict(stored)
-    for k in ("val_pred", "val_rows"):  # stored as lists
-        if k in fields:
-            fields[k] = np.asarray(fields[k], dtype=np.int64)
-    return LayerScore(**fields)
 
 
 def unit_sweep(d: ModelDirs, cfg: BenchConfig) -> UnitSweep:
@@ -108,10 +98,7 @@ def unit_sweep(d: ModelDirs, cfg: BenchConfig) -> UnitSweep:
         result = _compute(d, cfg)
         tmp = path.with_suffix(f".tmp-{os.getpid()}")
         tmp.write_text(
-            json.dumps(
-                {"scores": [[dataclasses.asdict(s) for s in unit] for unit in result.scores], "fit_s": result.fit_s},
-                default=lambda a: np.asarray(a).tolist(),  # the per-row validation predictions and rows
-            )
+            json.dumps({"scores": [[s.to_json() for s in unit] for unit in result.scores], "fit_s": result.fit_s})
         )
         os.replace(tmp, path)  # readers see the whole file or none
         return result

@@ -27,6 +27,9 @@ def test_dry_run_on_cpu_passes_every_check(tiny_models, tiny_data, tmp_path, cap
     assert oom["limit"]["mode"] == "emulated on CPU" and oom["token_budget"]["after"] < oom["token_budget"]["start"]
     assert checks["sweep"]["layers"] == 4 and checks["sweep"]["speedup"] > 0  # tiny llama: 3 layers + embeddings
     assert checks["search"]["trials"]["complete"] + checks["search"]["trials"]["pruned"] == 2
+    # every fit's parameters and features were on the accelerator's device (here train.accelerator=cpu)
+    assert checks["sweep"]["trained_on"]["devices"] == ["cpu"] and checks["sweep"]["trained_on"]["fits"] == 5
+    assert checks["search"]["trained_on"]["on_device"] and checks["search"]["trained_on"]["fits"] >= 1
     assert report["versions"]["device"] == "cpu" and report["versions"]["torch"]
 
 
@@ -39,3 +42,4 @@ def test_gpu_check_on_cuda_passes_every_check(tiny_models, tiny_data, tmp_path) 
     assert main([*args, "--work-dir", str(tmp_path / "work")]) == 0
     report = json.loads(out.read_text())
     assert report["versions"]["device"] == "cuda" and all(c["ok"] for c in report["checks"].values())
+    assert report["checks"]["sweep"]["trained_on"]["devices"] == ["cuda:0"]  # parameters and features on CUDA

@@ -641,7 +641,17 @@ def test_stores_in_a_read_only_folder_fail_fast_in_one_line(setting, tmp_path, c
         "tracking.artifact_root": str(locked / "artifacts"),
     }[setting]
     key = "study.storage" if setting == "journal" else setting
-    argv = ["study", "--preset", "search", "--models", "minilm-l6", "--dataset", str(tmp_path), "--set", f"{key}={value}"]
+    argv = [
+        "study",
+        "--preset",
+        "search",
+        "--models",
+        "minilm-l6",
+        "--dataset",
+        str(tmp_path),
+        "--set",
+        f"{key}={value}",
+    ]
     if key != "tracking.uri":
         argv += ["--set", f"tracking.uri=sqlite:///{tmp_path}/ok/mlflow.db"]
     start = time.monotonic()

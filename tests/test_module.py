@@ -1,4 +1,4 @@
-"""FusionClassifier and ``fit_and_evaluate``: learning, chance on noise, determinism, metrics, perf, callbacks."""
+"""The one engine (``UnitsClassifier`` + one ``Trainer``): learning, determinism, curves, pruning, devices, costs."""
 
 from __future__ import annotations
 
@@ -15,11 +15,13 @@ from helpers_features import make_model
 from lightning.pytorch.loggers.logger import Logger
 
 from benchmark.core.config import BenchConfig, load_config, with_values
-from lightning_modules.callbacks import RestoreBest, time_inference
+from lightning_modules import engine
+from lightning_modules.callbacks import time_inference
 from lightning_modules.components.fusion import fusion_names
-from lightning_modules.datamodule import CachedFeatureDataModule
-from lightning_modules.module import FusionClassifier
-from lightning_modules.train import FitResult, fit_and_evaluate
+from lightning_modules.components.net import FusionNet
+from lightning_modules.fit import fit_all_rows, fit_units, sweep_units
+from lightning_modules.folds import Unit, units
+from lightning_modules.scores import FitResult
 
 
 class MemoryLogger(Logger):
@@ -43,8 +45,8 @@ class MemoryLogger(Logger):
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         self.rows.extend((step, k, float(v)) for k, v in metrics.items())
 
-    def series(self, name: str) -> list[float]:
-        return [v for _, k, v in self.rows if k == name]
+    def series(self, name: str) -> list[tuple[int | None, float]]:
+        return [(s, v) for s, k, v in self.rows if k == name]
 
 
 def _cfg(**values: Any) -> BenchConfig:
@@ -58,29 +60,32 @@ def _cfg(**values: Any) -> BenchConfig:
     return with_values(load_config(env={}), {**base, **values})
 
 
+def _one(cfg: BenchConfig, selections: list[Any], **kwargs: Any) -> FitResult:
+    return fit_units(cfg, selections, [Unit(0, 0)], **kwargs)[0]
+
+
 def test_learns_separable_features(tmp_path: Path) -> None:
     m = make_model(tmp_path, n_train=300, n_test=150, hidden=16, num_classes=3)
-    result = fit_and_evaluate(_cfg(), [m.select("last")])
+    result = _one(_cfg(), [m.select("last")])
     assert result.test_acc > 0.95 and result.val_acc > 0.95 and result.test_f1 > 0.95
 
 
 def test_random_labels_stay_near_chance(tmp_path: Path) -> None:
     m = make_model(tmp_path, n_train=300, n_test=300, hidden=16, random_labels=True)
-    result = fit_and_evaluate(_cfg(), [m.select(-1)])
-    assert abs(result.test_acc - 0.5) < 0.1
+    assert abs(_one(_cfg(), [m.select(-1)]).test_acc - 0.5) < 0.1
 
 
 def test_same_seed_same_metrics_other_seed_differs(tmp_path: Path) -> None:
     m = make_model(tmp_path, n_train=200, n_test=100, hidden=8, signal=1.0)
     cfg = _cfg(**{"train.max_epochs": 4, "train.dropout": 0.3})
-    a, b = fit_and_evaluate(cfg, [m.select(-1)]), fit_and_evaluate(cfg, [m.select(-1)])
-    c = fit_and_evaluate(with_values(cfg, {"train.seed": 1}), [m.select(-1)])
-    scores = ("val_acc", "val_f1", "val_loss", "test_acc", "test_f1", "best_epoch", "epochs", "params", "feature_bytes")
+    a, b = _one(cfg, [m.select(-1)]), _one(cfg, [m.select(-1)])
+    c = _one(with_values(cfg, {"train.seed": 1}), [m.select(-1)])
+    scores = ("val_acc", "val_f1", "val_loss", "test_acc", "test_f1", "best_epoch", "epochs", "params")
     assert [getattr(a, k) for k in scores] == [getattr(b, k) for k in scores]
     assert a.val_loss != c.val_loss
 
 
-def test_metric_names_perf_and_best_epoch(tmp_path: Path) -> None:
+def test_curves_go_to_the_logger_per_epoch_mean_and_per_unit(tmp_path: Path) -> None:
     a = make_model(tmp_path, "a", n_train=120, n_test=60, hidden=8, signal=1.0)
     b = make_model(tmp_path, "b", n_train=120, n_test=60, hidden=12, signal=1.0)
     logger = MemoryLogger()
@@ -91,110 +96,72 @@ def test_metric_names_perf_and_best_epoch(tmp_path: Path) -> None:
             "train.max_epochs": 6,
             "train.patience": 0,
             "train.lr": 0.05,
+            "data.cv_folds": 2,
         }
     )
-    result = fit_and_evaluate(cfg, [a.select(-1), b.select("mean:last2")], logger=logger)
-    names = {k for _, k, _ in logger.rows}
-    assert {
-        "train/loss",
-        "train/acc",
-        "train/f1",
-        "val/loss",
-        "val/acc",
-        "val/f1",
-        "val/acc_best",
-        "test/acc",
-        "test/f1",
-    } <= names
-    assert len(logger.series("train/acc")) == len(logger.series("train/f1")) == 6  # once per epoch
-    assert {k for k in result.metrics() if k.startswith("perf/")} <= names
-    val_loss = logger.series("val/loss")
-    assert len(val_loss) == result.epochs == 6
-    assert result.best_epoch == min(range(6), key=val_loss.__getitem__)
-    assert result.val_loss == pytest.approx(min(val_loss))
-    assert logger.series("test/acc") == [pytest.approx(result.test_acc)]
-    assert result.fused_dim == 8  # d = min(8, 12), quaternion keeps d
-    assert result.params == sum(8 * h + 8 for h in (8, 12)) + 8 * 32 + 32 + 32 * 2 + 2
-    assert result.fit_s > 0 and result.head_ms_per_sample > 0 and result.peak_rss_mb > 0
-    n_train, n_val = 108, 12  # 10% stratified
-    per_row = (8 + 2 * 12) * 2  # float16 bytes: one layer of a, two of b
-    assert result.feature_bytes == per_row * (n_train + 6 * (n_train + n_val) + 60)  # scaler + 6 epochs + test
-
-
-def test_train_scores_are_the_epochs_accuracy_and_macro_f1(tmp_path: Path) -> None:
-    from torchmetrics.functional.classification import multiclass_f1_score
-
-    m = make_model(tmp_path, n_train=90, n_test=30, hidden=8, num_classes=3, signal=0.8)
-    dm = CachedFeatureDataModule([m.select(-1)], batch_size=16)
-    # lr 0 and no dropout: the weights never change, so each epoch's train scores are those of one fixed model.
-    model = FusionClassifier(dm.input_dims, dm.num_classes, hidden_dims=(8,), dropout=0.0, lr=0.0)
-    logger = MemoryLogger()
-    trainer = L.Trainer(
-        max_epochs=2,
-        accelerator="cpu",
-        logger=logger,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        num_sanity_val_steps=0,
-        log_every_n_steps=1,
-    )
-    trainer.fit(model, datamodule=dm)
-    model.eval()
-    xs, y = dm.datasets["train"][np.arange(len(dm.datasets["train"]))]
-    with torch.no_grad():
-        pred = model(xs).argmax(-1)
-    acc, f1 = float((pred == y).float().mean()), float(multiclass_f1_score(pred, y, 3, average="macro"))
-    assert 0.2 < acc < 0.95 and f1 != pytest.approx(acc)  # informative: not chance-free, and F1 is not accuracy
-    assert logger.series("train/acc") == [pytest.approx(acc)] * 2
-    assert logger.series("train/f1") == [pytest.approx(f1)] * 2
+    results = fit_units(cfg, [a.select(-1), b.select("mean:last2")], units(2, 1), logger=logger)
+    for name in ("train/loss", "val/loss", "val/acc"):
+        mean = logger.series(name)
+        assert [s for s, _ in mean] == list(range(6))  # step = epoch, once per epoch
+        per_unit = [logger.series(f"{name}.unit{u}") for u in range(2)]
+        assert [v for _, v in per_unit[0]] == results[0].curves[name]
+        assert [v for _, v in mean] == pytest.approx([(x + y) / 2 for (_, x), (_, y) in zip(*per_unit, strict=True)])
+    r = results[0]
+    assert r.best_epoch == min(range(6), key=r.curves["val/loss"].__getitem__)
+    assert r.val_loss == pytest.approx(min(r.curves["val/loss"]))
+    assert r.fused_dim == 8  # d = min(8, 12), quaternion keeps d
+    assert r.params == sum(8 * h + 8 for h in (8, 12)) + 8 * 32 + 32 + 32 * 2 + 2
+    assert r.fit_s > 0 and r.head_ms_per_sample > 0 and r.peak_rss_mb > 0 and r.feature_bytes > 0
+    assert len(r.val_rows) == 60 and len(r.val_pred) == 60 and r.val_pred.dtype == np.int64
+    assert float((r.val_pred == np.load(a.train_dir / "labels.npy")[r.val_rows]).mean()) == pytest.approx(r.val_acc)
 
 
 def test_early_stopping_ends_the_fit(tmp_path: Path) -> None:
     m = make_model(tmp_path, n_train=100, n_test=50, hidden=8, random_labels=True)
-    result = fit_and_evaluate(_cfg(**{"train.max_epochs": 60, "train.patience": 2, "train.lr": 0.01}), [m.select(-1)])
+    result = _one(_cfg(**{"train.max_epochs": 60, "train.patience": 2, "train.lr": 0.01}), [m.select(-1)])
     assert result.epochs < 60 and result.epochs == result.best_epoch + 3
+    assert len(result.curves["val/loss"]) == result.epochs
 
 
-def test_extra_callbacks_run_and_optuna_can_prune(tmp_path: Path) -> None:
+def test_the_pruning_hook_sees_the_first_unit_and_can_stop_the_fit(tmp_path: Path) -> None:
     optuna = pytest.importorskip("optuna")
-    from optuna_integration import PyTorchLightningPruningCallback
-
     m = make_model(tmp_path, n_train=80, n_test=40, hidden=8)
-    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=1.01))
-    trial = study.ask()
+    seen: list[tuple[int, float]] = []
+
+    def report(epoch: int, val_acc: float) -> None:
+        seen.append((epoch, val_acc))
+        if epoch == 2:
+            raise optuna.TrialPruned("pruned at epoch 2")
+
     with pytest.raises(optuna.TrialPruned):
-        fit_and_evaluate(_cfg(), [m.select(-1)], callbacks=[PyTorchLightningPruningCallback(trial, monitor="val/acc")])
-    assert trial.storage.get_trial(trial._trial_id).intermediate_values  # val/acc was reported
+        fit_units(_cfg(**{"data.cv_folds": 2}), [m.select(-1)], units(2, 1), report=report)
+    assert [e for e, _ in seen] == [0, 1, 2]
+    full = fit_units(_cfg(**{"data.cv_folds": 2, "train.max_epochs": 3}), [m.select(-1)], units(2, 1))
+    assert [v for _, v in seen] == full[0].curves["val/acc"]  # the first unit's, not the mean
 
 
 @pytest.mark.parametrize("fusion", fusion_names())
-def test_every_fusion_trains_one_step(tmp_path: Path, fusion: str) -> None:
+def test_every_fusion_trains(tmp_path: Path, fusion: str) -> None:
     a = make_model(tmp_path, "a", n_train=40, n_test=20, hidden=8)
     b = make_model(tmp_path, "b", n_train=40, n_test=20, hidden=12)
-    dm = CachedFeatureDataModule([a.select(-1), b.select(1)], batch_size=8)
-    model = FusionClassifier(dm.input_dims, dm.num_classes, fusion=fusion, proj_dim=16, hidden_dims=(8,))
-    before = [p.detach().clone() for p in model.parameters()]
-    trainer = L.Trainer(
-        fast_dev_run=True, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False
-    )
-    trainer.fit(model, datamodule=dm)
-    assert all(not torch.equal(p, q) for p, q in zip(before, model.parameters(), strict=True) if p.requires_grad)
+    cfg = _cfg(**{"train.fusion": fusion, "train.proj_dim": 16, "train.hidden_dims": (8,), "train.max_epochs": 2})
+    r = fit_all_rows(cfg, [a.select(-1), b.select(1)], epochs=1)[0]
+    L.seed_everything(cfg.train.seed, verbose=False)
+    initial = FusionNet([8, 12], 2, fusion, 16, (8,), cfg.train.dropout, 0, cfg.train.seed)
+    assert r.state.keys() == initial.state_dict().keys()
+    assert all(not torch.equal(r.state[k], v) for k, v in initial.state_dict().items())  # every tensor trained
 
 
 def test_projection_is_skipped_only_for_plain_concat() -> None:
-    plain = FusionClassifier([8, 12], 3, fusion="concat")
+    plain = FusionNet([8, 12], 3, fusion="concat")
     assert len(plain.projections) == 0 and plain.fused_dim == 20
-    projected = FusionClassifier([8, 12], 3, fusion="residual:concat", proj_dim=16)
+    projected = FusionNet([8, 12], 3, fusion="residual:concat", proj_dim=16)
     assert len(projected.projections) == 2 and projected.fused_dim == 32
-    logits = projected([torch.randn(4, 8), torch.randn(4, 12)])
-    assert logits.shape == (4, 3)
+    assert projected([torch.randn(4, 8), torch.randn(4, 12)]).shape == (4, 3)
 
 
-def test_restore_best_and_inference_timer() -> None:
-    cb = RestoreBest("val/acc")
-    assert cb.mode == "max" and RestoreBest().mode == "min"
-    model = FusionClassifier([4], 2, hidden_dims=(4,))
+def test_inference_timer() -> None:
+    model = FusionNet([4], 2, hidden_dims=(4,))
     batches = [([torch.randn(10, 4)], torch.zeros(10, dtype=torch.long)) for _ in range(3)]
     ms, pred = time_inference(model, batches)
     assert ms > 0 and model.training  # mode restored
@@ -206,7 +173,7 @@ def test_restore_best_and_inference_timer() -> None:
 
 
 def test_inference_timer_streams_and_times_a_bounded_number_of_batches() -> None:
-    model = FusionClassifier([4], 2, hidden_dims=(4,))
+    model = FusionNet([4], 2, hidden_dims=(4,))
     events: list[str] = []
     model.register_forward_pre_hook(lambda m, args: events.append(f"forward {len(args[0][0])}"))
     clock = iter(range(1000))
@@ -218,7 +185,6 @@ def test_inference_timer_streams_and_times_a_bounded_number_of_batches() -> None
 
     with mock.patch("lightning_modules.callbacks.time.perf_counter", lambda: float(next(clock))):
         ms, pred = time_inference(model, batches(), warmup=2, timed_batches=3)
-    # Each batch is predicted before the next is read (never more than one in memory); 2 warm-up passes on the first.
     assert events == [
         "read 1",
         "forward 1",
@@ -235,30 +201,70 @@ def test_fit_result_names() -> None:
     assert r.metrics()["val/acc"] == 0.9 and r.metrics()["perf/param_count"] == 100 and r.asdict()["fit_s"] == 1.0
 
 
-def test_fits_and_sweeps_run_with_train_threads_and_restore_them(tmp_path: Path) -> None:
-    import lightning.pytorch as L
-    import torch
+class _Record(L.Callback):
+    def __init__(self) -> None:
+        self.seen: list[int] = []
 
-    from lightning_modules.sweep import sweep_layers
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.seen.append(torch.get_num_threads())
 
-    class Record(L.Callback):
-        def __init__(self) -> None:
-            self.seen: list[int] = []
 
-        def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-            self.seen.append(torch.get_num_threads())
-
+def test_fits_and_sweeps_run_with_train_threads_and_restore_them(tmp_path: Path, monkeypatch) -> None:
     m = make_model(tmp_path, n_train=60, n_test=30, hidden=8)
+    rec = _Record()
+    make = engine.make_trainer
+    monkeypatch.setattr(engine, "make_trainer", lambda cfg, callbacks, *a: make(cfg, [*callbacks, rec], *a))
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        rec = Record()
-        fit_and_evaluate(_cfg(**{"train.max_epochs": 2, "train.threads": 1}), [m.select(-1)], callbacks=[rec])
+        _one(_cfg(**{"train.max_epochs": 2, "train.threads": 1}), [m.select(-1)])
         assert rec.seen == [1, 1] and torch.get_num_threads() == 2  # one thread inside the fit, restored after
-        sweep_layers(m.train_dir, m.test_dir, _cfg(**{"train.max_epochs": 1, "train.threads": 1}))
-        assert torch.get_num_threads() == 2
-        rec = Record()
-        fit_and_evaluate(_cfg(**{"train.max_epochs": 1, "train.threads": 0}), [m.select(-1)], callbacks=[rec])
-        assert rec.seen == [2]  # 0 leaves torch's setting alone
+        sweep_units(m.train_dir, m.test_dir, _cfg(**{"train.max_epochs": 1, "train.threads": 1}))
+        assert rec.seen == [1, 1, 1] and torch.get_num_threads() == 2
+        _one(_cfg(**{"train.max_epochs": 1, "train.threads": 0}), [m.select(-1)])
+        assert rec.seen[-1] == 2  # 0 leaves torch's setting alone
     finally:
         torch.set_num_threads(before)
+
+
+def test_every_path_trains_on_the_trainers_device(tmp_path: Path, monkeypatch) -> None:
+    """``train.accelerator`` reaches the Trainer of every path, and the module's tensors live on its root device."""
+    seen: list[tuple[str, str, list[str]]] = []
+    fit = L.Trainer.fit
+
+    def spy(self: L.Trainer, model: Any, *args: Any, **kwargs: Any) -> None:
+        fit(self, model, *args, **kwargs)
+        devices = sorted({str(t.device) for t in model.tensors()})
+        seen.append((type(self.accelerator).__name__, str(self.strategy.root_device), devices))
+
+    monkeypatch.setattr(L.Trainer, "fit", spy)
+    makes: list[str] = []
+    make = engine.make_trainer
+    monkeypatch.setattr(engine, "make_trainer", lambda cfg, *a: (makes.append(cfg.train.accelerator), make(cfg, *a))[1])
+    m = make_model(tmp_path, n_train=60, n_test=30, hidden=8)
+    for accelerator in ("cpu", "auto"):
+        cfg = _cfg(**{"train.max_epochs": 1, "train.accelerator": accelerator})
+        fit_units(cfg, [m.select(-1)], [Unit(0, 0)])  # a trial's units
+        sweep_units(m.train_dir, m.test_dir, cfg)  # a layer sweep
+        fit_all_rows(cfg, [m.select(-1)], epochs=1)  # a refit (and what export ships)
+    assert makes == ["cpu"] * 3 + ["auto"] * 3
+    want = "cuda:0" if torch.cuda.is_available() else "cpu"
+    assert [s[1] for s in seen] == ["cpu"] * 3 + [want] * 3
+    assert all(devices == [root] for _, root, devices in seen), seen  # parameters and resident features
+    with pytest.raises(Exception, match="train.accelerator"):
+        _cfg(**{"train.accelerator": "tpu9"})
+
+
+def test_an_interrupt_inside_the_trainer_stays_an_interrupt(tmp_path: Path) -> None:
+    """Lightning turns Ctrl+C into ``sys.exit(1)`` and ignores SIGINT; studies need the interrupt back."""
+    import signal
+
+    m = make_model(tmp_path, n_train=60, n_test=30, hidden=8)
+    before = signal.getsignal(signal.SIGINT)
+
+    def interrupt(epoch: int, val_acc: float) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit_units(_cfg(**{"train.max_epochs": 2}), [m.select(-1)], [Unit(0, 0)], report=interrupt)
+    assert signal.getsignal(signal.SIGINT) is before

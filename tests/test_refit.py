@@ -64,3 +64,44 @@ def test_refit_cli_reuses_the_finished_run(toy, capsys) -> None:
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert f"reused run {first.run_id}" in out and "sum:" in out
+
+
+def _history(mlc: MlflowClient, run_id: str, name: str) -> list[tuple[int, float]]:
+    return sorted((m.step, m.value) for m in mlc.get_metric_history(run_id, name))
+
+
+def test_trial_and_refit_runs_hold_one_curve_point_per_trained_epoch(toy) -> None:
+    """Learning curves in MLflow (step = epoch): the mean over units and each unit's, then the final score."""
+    study = optuna.load_study(study_name=STUDY, storage=toy.study.storage)
+    mlc = MlflowClient(toy.tracking.uri)
+    trial_run = study.trials[0].user_attrs["mlflow_run_id"]
+    units = [_history(mlc, trial_run, f"val/loss.unit{u}") for u in range(2)]  # 2 seeds
+    epochs = [len(u) for u in units]
+    assert min(epochs) >= 1 and [[s for s, _ in u] for u in units] == [list(range(e)) for e in epochs]
+    assert epochs == [min(b + 1 + 2, 6) for b in study.trials[0].user_attrs["best_epochs"]]  # patience 2, 6 epochs
+    mean = _history(mlc, trial_run, tracking.VAL_LOSS)
+    curve, final = mean[:-1], mean[-1]
+    assert [s for s, _ in curve] == list(range(max(epochs)))  # one point per trained epoch
+    assert curve[0][1] == pytest.approx((units[0][0][1] + units[1][0][1]) / 2)
+    best = [min(v for _, v in u) for u in units]  # monitor val/loss: each unit's best epoch
+    assert final == (max(epochs), pytest.approx(sum(best) / 2))  # the final score comes after the curve
+    assert mlc.get_run(trial_run).data.metrics[tracking.VAL_LOSS] == pytest.approx(sum(best) / 2)
+    for name in (tracking.TRAIN_LOSS, tracking.VAL_ACC):
+        assert [s for s, _ in _history(mlc, trial_run, name)][: max(epochs)] == list(range(max(epochs)))
+    refit = refit_study(toy, STUDY)
+    train = _history(mlc, refit.run_id, tracking.TRAIN_LOSS)
+    assert [s for s, _ in train] == list(range(refit.epochs))  # a refit validates nothing: train/loss only
+    assert [s for s, _ in _history(mlc, refit.run_id, "train/loss.unit1")] == list(range(refit.epochs))
+    assert _history(mlc, refit.run_id, tracking.VAL_LOSS) == []
+
+
+def test_a_refit_trains_on_the_callers_accelerator(toy, monkeypatch) -> None:
+    """``train.accelerator`` is the caller's (not the trial's logged one) and reaches the refit's Trainer."""
+    from benchmark.core.config import with_values
+    from lightning_modules import engine
+
+    seen: list[str] = []
+    make = engine.make_trainer
+    monkeypatch.setattr(engine, "make_trainer", lambda cfg, *a: (seen.append(cfg.train.accelerator), make(cfg, *a))[1])
+    refit_study(with_values(toy, {"train.accelerator": "auto"}), STUDY, force=True)
+    assert seen == ["auto"]  # one Trainer for every seed

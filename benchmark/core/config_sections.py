@@ -16,6 +16,8 @@ DEVICES = ("auto", "cpu", "cuda")
 OVERWRITE = ("missing", "always", "never")
 MONITORS = ("val/loss", "val/acc")
 SELECTION_RULES = ("argmax", "one-se")
+ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")  # train.accelerator: what Lightning's Trainer accepts here
+PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")  # train.precision: Lightning precision plugins
 CV_SMALL_CLASSES = ("refuse", "spread")  # data.cv_small_classes; the rule itself is lightning_modules.folds
 
 
@@ -217,7 +219,13 @@ class TrainConfig:
     dropout: float = field(default=0.1, metadata=_help("MLP head dropout"))
     proj_dim: int = field(default=1024, metadata=_help("common projection size d (0 = smallest input size)"))
     fusion: str = field(default="concat", metadata=_help("fusion name (see `layerfuse ls fusions`)"))
-    accelerator: str = field(default="cpu", metadata=_help("Lightning accelerator (cpu|gpu|auto)"))
+    accelerator: str = field(
+        default="cpu", metadata=_help("Lightning accelerator that trains every head: cpu|gpu|cuda|mps|auto")
+    )
+    precision: str = field(
+        default="32-true",
+        metadata=_help("Lightning precision: 32-true, or bf16-mixed / 16-mixed where the accelerator supports it"),
+    )
     monitor: str = field(
         default="val/loss", metadata=_help("early stopping and best-epoch metric: val/loss or val/acc")
     )
@@ -226,6 +234,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _check_choice("train.monitor", self.monitor, MONITORS)
+        _check_choice("train.accelerator", self.accelerator, ACCELERATORS)
+        _check_choice("train.precision", self.precision, PRECISIONS)
         _check_positive("train.moe_experts", self.moe_experts, allow_zero=True)
         _check_positive("train.threads", self.threads, allow_zero=True)
         _check_positive("train.lr", self.lr)

@@ -388,17 +388,19 @@ def log_run_data(
     metrics: Mapping[str, float] | None = None,
     tags: Mapping[str, str] | None = None,
     histories: Mapping[str, list[float] | Mapping[int, float]] | None = None,
+    step: int = 0,
 ) -> None:
     """Log params, final metrics, tags and step histories in one batch call.
 
-    A history is a list (step = index) or a mapping (step -> value).
+    A history is a list (step = index) or a mapping (step -> value). ``metrics`` are logged at ``step``: a run
+    whose learning curves hold epochs ``0..E-1`` logs its final scores at step ``E``, so they are the latest.
     """
     import time
 
     from mlflow.entities import Metric, Param, RunTag
 
     now = int(time.time() * 1000)
-    metric_list = [Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()]
+    metric_list = [Metric(k, float(v), now, step) for k, v in (metrics or {}).items()]
     for name, values in (histories or {}).items():
         steps = values.items() if isinstance(values, Mapping) else enumerate(values)
         metric_list += [Metric(name, float(v), now, int(step)) for step, v in steps]

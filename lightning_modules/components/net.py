@@ -1,20 +1,18 @@
 """``FusionNet``: the classifier's forward pass as a plain ``nn.Module`` (projections, fusion, MLP head).
 
-``FusionClassifier`` trains these very parts; an exported model rebuilds them from the same hyper-parameters
-and loads the trained weights (``NET_PREFIXES`` select them from the LightningModule's state dict).
+Every head the engine trains starts as a ``FusionNet`` (``lightning_modules.fit.build_net``) and its trained
+weights are written back into one; an exported model rebuilds it from the same hyper-parameters and loads them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 from torch import Tensor, nn
 
 from lightning_modules.components.classifier import MLPHead
 from lightning_modules.components.fusion import FusionOptions, build_fusion, fused_width, needs_projection
 from lightning_modules.components.projection import Projection, common_dim
-
-NET_PREFIXES = ("projections.", "fusion.", "head.")
 
 
 class FusionNet(nn.Module):
@@ -60,8 +58,3 @@ class FusionNet(nn.Module):
             xs = [proj(x) for proj, x in zip(self.projections, xs, strict=True)]  # k x (B, d)
         out: Tensor = self.head(self.fusion(xs))  # (B, C)
         return out
-
-
-def net_state(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """The ``FusionNet`` entries of a ``FusionClassifier`` state dict (metric states left out)."""
-    return {k: v for k, v in state.items() if k.startswith(NET_PREFIXES)}
