@@ -125,9 +125,24 @@ def _setup(cfg: BenchConfig) -> _Setup:
     return _Setup(preset, ctx, dirs, mlc, experiment_id, study, lock)
 
 
+class _InterruptedTrial(logging.Filter):
+    """Drop Optuna's "Trial N failed" record (with its traceback) when the trial was interrupted (Ctrl-C, SIGTERM).
+
+    The command reports the interrupt itself, in one line; the trial's run is closed KILLED and the rerun retries it.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt))
+
+
+INTERRUPTED_TRIAL = _InterruptedTrial()
+
+
 def _optimize(s: _Setup, cfg: BenchConfig) -> None:
     """One worker: start trials while finished + running trials are below the target, then wait for the running ones."""
     from tqdm.auto import tqdm
+
+    logging.getLogger("optuna.study._optimize").addFilter(INTERRUPTED_TRIAL)  # adding the same filter twice is a no-op
 
     study, lock = s.study, s.lock
     ctx = (
