@@ -58,7 +58,12 @@ def extract_args(model: Path, data: Path, cache: Path) -> list[str]:
 
 
 def torchrun(nproc: int, script: list[str], args: list[str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    import torch
+
+    # The ranks compute on as many threads as the single-process reference did: fp32 GEMMs block their sums by the
+    # thread count, so on some CPUs one thread rounds a layer differently from two, which no sharding causes.
+    threads = str(torch.get_num_threads())
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": threads, "HF_HUB_OFFLINE": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
     cmd += ["--log-dir", str(tmp_path / "torchrun-logs"), *script, *args]
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
