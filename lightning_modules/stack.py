@@ -128,7 +128,10 @@ class UnitStack:
 
     def forward(self, xs: list[Tensor], train: bool) -> Tensor:
         """``k x (n, B, H_j) -> (n, B, C)`` logits of the active heads."""
-        fused = self.trunk(self.params, self.buffers, xs) if self.params else torch.cat(xs, dim=-1)  # (n, B, D)
+        if self.params:
+            fused = self.trunk(self.params, self.buffers, xs)  # (n, B, D)
+        else:  # plain concat: no parameters; one input (a layer sweep) is used as it is, not copied by cat
+            fused = xs[0] if len(xs) == 1 else torch.cat(xs, dim=-1)  # (n, B, D)
         return self.heads.forward(fused, train=train)
 
     def train_epoch(self, backward: Callable[[Tensor], None]) -> None:
