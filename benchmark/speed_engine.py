@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repo", type=Path, default=Path("."), help="the checkout whose code PYTHONPATH imports")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--paths", default="trial,fusion,sweep,refit", help="which paths to time (comma list)")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(args.repo / "tests"))
     make_model = importlib.import_module("helpers_features").make_model
@@ -62,16 +63,20 @@ def main(argv: list[str] | None = None) -> int:
     sets = {"train.max_epochs": 15, "train.patience": 3, "train.lr": 1e-3, "data.cv_folds": 5, "train.proj_dim": 256}
     cfg = with_values(load_config(env={}), sets)
     summed = with_values(cfg, {"train.fusion": "sum"})
-    print("| path | best wall s |\n|---|---|")
-    _best("trial, concat, 5 folds x 3 seeds", lambda: fit_units(cfg, [a.select(-1)], units(5, 3)), args.repeats)
     pair = [a.select(-1), b.select(3)]
-    _best("trial, sum of 2 models, 5 x 3", lambda: fit_units(summed, pair, units(5, 3)), args.repeats)
-    _best("sweep, 7 layers, 5 x 3", lambda: sweep_units(a.train_dir, a.test_dir, cfg, 3), args.repeats)
     if one_engine:
         refit: Callable[[], object] = lambda: fit_all_rows(cfg, [a.select(-1)], 10, 3)  # noqa: E731
     else:
         refit = lambda: [fit_all_rows(with_values(cfg, {"train.seed": k}), [a.select(-1)], 10) for k in range(3)]  # noqa: E731
-    _best("refit, 3 seeds, 10 epochs", refit, args.repeats)
+    paths: dict[str, tuple[str, Callable[[], object]]] = {
+        "trial": ("trial, concat, 5 folds x 3 seeds", lambda: fit_units(cfg, [a.select(-1)], units(5, 3))),
+        "fusion": ("trial, sum of 2 models, 5 x 3", lambda: fit_units(summed, pair, units(5, 3))),
+        "sweep": ("sweep, 7 layers, 5 x 3", lambda: sweep_units(a.train_dir, a.test_dir, cfg, 3)),
+        "refit": ("refit, 3 seeds, 10 epochs", refit),
+    }
+    print("| path | best wall s |\n|---|---|")
+    for key in args.paths.split(","):
+        _best(*paths[key], args.repeats)
     return 0
 
 
