@@ -58,6 +58,25 @@ def _tree(root: Path) -> dict[str, int]:
     return {str(p.relative_to(root)): p.stat().st_size for p in root.rglob("*") if p.is_file()}
 
 
+def _start_extract(argv: list[str], cwd: Path, stderr: int) -> subprocess.Popen[str]:
+    """``layerfuse extract`` (``argv``) in a process of its own, importing this checkout."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "benchmark", *argv],
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        text=True,
+    )
+
+
+def _wait_for_first_chunk(proc: subprocess.Popen[str], cache: Path) -> None:
+    """Return once the extraction wrote its first chunk (or ended, or 120 s passed): it is mid-extraction then."""
+    deadline = time.monotonic() + 120
+    while not any(cache.rglob("chunk_00000.npy")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+
+
 def test_overwrite_always_refuses_while_another_process_extracts(tiny_models, tmp_path, capsys) -> None:
     """Item 1: the second command deletes nothing and is refused; the first one finishes."""
     from conftest import write_dataset
@@ -65,18 +84,9 @@ def test_overwrite_always_refuses_while_another_process_extracts(tiny_models, tm
     data = write_dataset(tmp_path / "data", n_train=160, n_test=4)  # 20 chunks of 8, each written with fsync
     cache = tmp_path / "cache"
     argv = _extract_argv(tiny_models["bert-a"], data, cache)
-    first = subprocess.Popen(
-        [sys.executable, "-m", "benchmark", *argv],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    first = _start_extract(argv, tmp_path, subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 120
-        while not any(cache.rglob("chunk_00000.npy")) and first.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.005)
+        _wait_for_first_chunk(first, cache)
         first.send_signal(signal.SIGSTOP)  # mid-extraction, holding the lock: the window of the reported loss
         partial = next(cache.rglob("*.partial"))
         before = _tree(partial)
@@ -725,18 +735,9 @@ def test_sigterm_on_extract_closes_its_run_and_the_rerun_resumes(tiny_models, tm
     data = write_dataset(tmp_path / "data", n_train=160, n_test=4)
     cache, uri = tmp_path / "cache", f"sqlite:///{tmp_path}/mlflow.db"
     argv = [*_extract_argv(tiny_models["bert-a"], data, cache), "--set", f"tracking.uri={uri}"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "benchmark", *argv],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = _start_extract(argv, tmp_path, subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 120
-        while not any(cache.rglob("chunk_00000.npy")) and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.005)
+        _wait_for_first_chunk(proc, cache)
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=120)
     finally:
