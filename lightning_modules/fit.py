@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,6 +31,7 @@ from lightning_modules.datamodule import CachedFeatureDataModule, Selection
 from lightning_modules.engine import Report, UnitsClassifier, UnitsPlan, train_units, unit_val_rows
 from lightning_modules.folds import Unit, units
 from lightning_modules.layers import LayerSpec, parse_layer_spec
+from lightning_modules.probe import ProbeScores, probe_candidates
 from lightning_modules.scores import AllRowsFit, FitResult, LayerScore
 from lightning_modules.stack import UnitStack
 from lightning_modules.unit_rows import Head
@@ -83,6 +86,13 @@ def _fold_dms(
     for dm in dms.values():
         dm.setup()
     return dms
+
+
+def probe_selections(cfg: BenchConfig, selections: Sequence[Selection]) -> ProbeScores:
+    """The ridge probe (``lightning_modules.probe``) of each selection on every fold of ``cfg.data``, out of fold."""
+    with torch_threads(cfg.train.threads):
+        dms = _fold_dms(selections, cfg, list(range(max(cfg.data.cv_folds, 1))))
+        return probe_candidates(list(dms.values()), range(len(selections)))
 
 
 def _trained(
@@ -172,6 +182,21 @@ def _bytes_read(plan: UnitsPlan) -> int:
     return sum(c.total for c in counters.values())
 
 
+@dataclass(frozen=True)
+class Screen:
+    """How a sweep drops candidates early (``studies.racing`` holds the rules; None: every head trains).
+
+    Attributes:
+        keep: ``(probe correctness (candidates, rows), each candidate's layer) -> positions kept``, before training.
+        drop: ``{layer: its heads on the units so far} -> layers dropped``, after each round of folds.
+        burn_in: Folds of the first round (the race decides after it, then after every further fold).
+    """
+
+    keep: Callable[[np.ndarray, list[int]], list[int]]
+    drop: Callable[[dict[int, list[LayerScore]]], list[int]]
+    burn_in: int
+
+
 def sweep_layers(
     train_dir: str | Path,
     test_dir: str | Path,
@@ -190,12 +215,19 @@ def sweep_units(
     seeds: int = 1,
     layers: Sequence[int] | None = None,
     val_dir: str | Path | None = None,
+    screen: Screen | None = None,
 ) -> list[list[LayerScore]]:
     """Train one head per (unit, layer) of a model's cache at once; score each at its best validation epoch.
 
     A unit is a (fold, seed) of ``data.cv_folds`` folds (or the single split) and ``seeds`` seeds
     (``train.seed + k``), index ``u = fold * seeds + seed``. Each head is the single-layer ``concat`` head a fit of
     that layer trains (no projection: ``train.fusion`` and ``train.proj_dim`` are not read), bit-equal to it.
+
+    With a ``screen``, a ridge probe scores every layer on every fold first and only the layers it keeps train;
+    they train in rounds of folds (``screen.burn_in`` folds, then one at a time) and the race drops layers between
+    rounds. A head that did not train is a ``LayerScore`` with NaN scores, ``epochs`` 0 and the reason in
+    ``screened``; every head carries its layer's probe accuracy. The heads that train are the ones the full sweep
+    trains, bit-equal.
 
     Args:
         train_dir: The model's train cache.
@@ -204,59 +236,114 @@ def sweep_units(
         seeds: Seeds per fold.
         layers: Layer indices (negative allowed); default all ``0..L``.
         val_dir: The dataset's own validation cache, if any.
+        screen: The probe and race (``studies.racing.sweep_screen``), or None to train every head.
 
     Returns:
         Per unit, one ``LayerScore`` per layer (absolute index), in the order given.
     """
     with torch_threads(cfg.train.threads):
         train, test = Path(train_dir), Path(test_dir)
-        return _sweep_units(train, test, cfg, seeds, layers, None if val_dir is None else Path(val_dir))
+        return _sweep_units(train, test, cfg, seeds, layers, None if val_dir is None else Path(val_dir), screen)
 
 
 def _sweep_units(
-    train_dir: Path, test_dir: Path, cfg: BenchConfig, seeds: int, layers: Sequence[int] | None, val_dir: Path | None
+    train_dir: Path,
+    test_dir: Path,
+    cfg: BenchConfig,
+    seeds: int,
+    layers: Sequence[int] | None,
+    val_dir: Path | None,
+    screen: Screen | None,
 ) -> list[list[LayerScore]]:
     num_layers = FeatureCache(train_dir).num_layers
     layers = list(range(num_layers + 1)) if layers is None else [LayerSpec((i,)).resolve(num_layers)[0] for i in layers]
     selections = [Selection(f"layer {i}", parse_layer_spec(i), train_dir, test_dir, val_dir) for i in layers]
     unit_list = units(cfg.data.cv_folds, seeds)
     dms = _fold_dms(selections, cfg, [u.fold for u in unit_list])
-    dm0 = dms[0]
+    folds = list(dms)
+    alive, screened = list(range(len(layers))), [""] * len(layers)
+    probe_acc = [math.nan] * len(layers)
+    rounds = [folds]
+    if screen is not None:
+        probed = probe_candidates([dms[f] for f in folds], alive)
+        probe_acc = probed.acc.tolist()
+        kept = screen.keep(probed.correct, layers)
+        for li in set(alive) - set(kept):
+            screened[li] = "probe"
+        alive = sorted(kept)
+        rounds = [folds[: screen.burn_in], *([f] for f in folds[screen.burn_in :])]
+    heads: dict[tuple[int, int], LayerScore] = {}
+    for round_folds in (r for r in rounds if r):
+        round_units = [u for u, unit in enumerate(unit_list) if unit.fold in round_folds]
+        heads |= _train_heads(cfg, dms, unit_list, round_units, [(li, layers[li]) for li in alive])
+        if screen is not None and round_folds[-1] != folds[-1]:
+            done = [u for u, unit in enumerate(unit_list) if unit.fold <= round_folds[-1]]
+            dropped = set(screen.drop({layers[li]: [heads[u, li] for u in done] for li in alive}))
+            for li in alive:
+                if layers[li] in dropped:
+                    screened[li] = f"race: after fold {round_folds[-1]}"
+            alive = [li for li in alive if layers[li] not in dropped]
+    feature_bytes = sum({id(dm.counter): dm.counter.total for dm in dms.values()}.values())
+    return [
+        [
+            dataclasses.replace(
+                heads.get((u, li)) or _untrained(layer, screened[li]),
+                feature_bytes=feature_bytes,
+                probe_acc=probe_acc[li],
+                screened=screened[li],
+            )
+            for li, layer in enumerate(layers)
+        ]
+        for u in range(len(unit_list))
+    ]
+
+
+def _untrained(layer: int, reason: str) -> LayerScore:
+    nan = math.nan
+    return LayerScore(nan, nan, nan, nan, nan, -1, 0, layer=layer, screened=reason)
+
+
+def _train_heads(
+    cfg: BenchConfig,
+    dms: dict[int, CachedFeatureDataModule],
+    unit_list: Sequence[Unit],
+    unit_ids: Sequence[int],
+    layers: Sequence[tuple[int, int]],
+) -> dict[tuple[int, int], LayerScore]:
+    """Train the single-layer head of every (unit, layer) given at once; each scored at its best validation epoch.
+
+    ``layers``: (position among the data modules' selections, layer index). Returns ``(unit, position) -> score``.
+    """
+    dm0 = dms[unit_list[unit_ids[0]].fold]
     train = dataclasses.replace(cfg.train, fusion="concat")
-    heads, nets = [], []
-    for u, unit in enumerate(unit_list):  # unit-major: head u * len(layers) + l
-        for li in range(len(layers)):
-            heads.append(Head(u, (li,)))
-            nets.append(build_net([dm0.input_dims[li]], dm0.num_classes, train, cfg.train.seed + unit.seed))
-    plan = UnitsPlan([dms[u.fold] for u in unit_list], [cfg.train.seed + u.seed for u in unit_list], heads, nets)
+    heads, nets, keys = [], [], []
+    for k, u in enumerate(unit_ids):  # unit-major
+        for li, _ in layers:
+            heads.append(Head(k, (li,)))
+            nets.append(build_net([dm0.input_dims[li]], dm0.num_classes, train, cfg.train.seed + unit_list[u].seed))
+            keys.append((u, li))
+    plan_dms = [dms[unit_list[u].fold] for u in unit_ids]
+    plan = UnitsPlan(plan_dms, [cfg.train.seed + unit_list[u].seed for u in unit_ids], heads, nets)
     module, _ = _trained(cfg, plan, True, None, None, False)
     tests: dict[int, tuple[float, float]] = {}
     for stack in module.stacks:  # every head's best weights, scored on test in one stacked pass per stack
         stack.load(stack.final_states(restore_best=True))
         _, acc, f1, _ = stack.evaluate("test")
         tests |= dict(zip(stack.members, zip(acc.tolist(), f1.tolist(), strict=True), strict=True))
-    feature_bytes = _bytes_read(plan)
-    out: list[list[LayerScore]] = []
-    for u in range(len(unit_list)):
-        row = []
-        for li, layer in enumerate(layers):
-            i = u * len(layers) + li
-            stack, pos = _stack_of(module, i)
-            track = stack.tracks[pos]
-            row.append(
-                LayerScore(
-                    *track.val,
-                    *tests[i],
-                    track.best_epoch,
-                    track.epochs,
-                    layer=layer,
-                    feature_bytes=feature_bytes,
-                    val_pred=_val_pred(track.val_pred),
-                    val_rows=unit_val_rows(plan.dms[u]),
-                    curves=stack.curves[pos],
-                )
-            )
-        out.append(row)
+    out = {}
+    for i, (u, li) in enumerate(keys):
+        stack, pos = _stack_of(module, i)
+        track = stack.tracks[pos]
+        out[u, li] = LayerScore(
+            *track.val,
+            *tests[i],
+            track.best_epoch,
+            track.epochs,
+            layer=dict(layers)[li],
+            val_pred=_val_pred(track.val_pred),
+            val_rows=unit_val_rows(plan.dms[heads[i].unit]),
+            curves=stack.curves[pos],
+        )
     return out
 
 

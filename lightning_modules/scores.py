@@ -10,6 +10,7 @@ cache (into the validation cache for a dataset with its own validation split), i
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,7 +102,9 @@ class LayerScore(HeadScore):
     """One (unit, layer) head of a sweep, as a separate fit of that layer would report it."""
 
     layer: int
-    feature_bytes: int = 0  # bytes the whole sweep read from feature files (all its layers, all passes)
+    feature_bytes: int = 0  # bytes the whole sweep read from feature files (all its layers, all passes, the probe)
+    probe_acc: float = dataclasses.field(default=math.nan, compare=False)  # the layer's ridge probe (NaN: no probe)
+    screened: str = ""  # why this head did not train ("probe", "race: after fold f"); empty when it trained
     val_pred: np.ndarray = dataclasses.field(repr=False, compare=False, default_factory=_no_rows)
     val_rows: np.ndarray = dataclasses.field(repr=False, compare=False, default_factory=_no_rows)
     curves: dict[str, list[float]] = dataclasses.field(repr=False, compare=False, default_factory=dict)

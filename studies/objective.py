@@ -36,7 +36,8 @@ from studies.baseline import fit_baseline_units
 from studies.best_layers import unit_matrix
 from studies.caches import ModelDirs
 from studies.inputs import cache_key_tags
-from studies.presets import Preset, StudyContext, TrialPlan
+from studies.presets import LAST_K, Preset, StudyContext, TrialPlan
+from studies.racing import log_screen, probe_verdict
 from studies.sweep_store import unit_sweep
 from studies.val_record import sweep_records, trial_records
 
@@ -187,6 +188,11 @@ class Objective:
         )
         if plan.sweep_model is not None:
             return self._sweep(plan.sweep_model, cfg, trial, run_id, extract_ms)
+        if self.preset.name == LAST_K and (verdict := probe_verdict(trial, plan)) is not None:
+            tracking.log_run_data(mlc, run_id, metrics={tracking.PROBE_VAL_ACC: verdict[0]})
+            if verdict[1]:  # dropped by the probe: an outcome, closed as a pruned trial, not a failure
+                trial.set_user_attr("prune_reason", verdict[1])
+                raise optuna.TrialPruned(verdict[1])
         selections = [self.dirs[m].selection(m, plan.layers[m]) for m in plan.models]
         peaks: list[dict[str, float]] = []
         if plan.baseline is not None:
@@ -225,9 +231,9 @@ class Objective:
             sweep = unit_sweep(self.dirs[model], cfg)
         layers = [s.layer for s in sweep.scores[0]]
         val_u, test_u = unit_matrix(sweep, "val_acc"), unit_matrix(sweep, "test_acc")  # (layers, units)
-        val, val_se = mean_se(val_u, axis=1)
+        val, val_se = mean_se(val_u, axis=1)  # NaN for a layer the probe or the race stopped (studies.racing)
         test = test_u.mean(axis=1)
-        best = int(np.argmax(val))  # chosen on validation; first (shallowest) layer wins ties
+        best = int(np.nanargmax(val))  # chosen on validation; first (shallowest) layer wins ties
         mean = {
             tracking.VAL_ACC: val[best],
             tracking.VAL_F1: unit_matrix(sweep, "val_f1")[best].mean(),
@@ -250,6 +256,7 @@ class Objective:
             metrics={
                 **mean,
                 **perf,
+                tracking.PERF_HEAD_EPOCHS: sum(s.epochs for unit in sweep.scores for s in unit),
                 tracking.VAL_ACC_SE: val_se[best],
                 tracking.PERF_EXTRACT_MS_PER_SAMPLE: extract_ms,
                 tracking.PERF_BEST_LAYER: layers[best],
@@ -268,6 +275,7 @@ class Objective:
             step=max(s.epochs for unit in sweep.scores for s in unit),  # after the curves (steps = epochs)
         )
         tracking.log_array(mlc, run_id, val_u, tracking.SWEEP_UNITS_ARTIFACT)
+        log_screen(mlc, run_id, sweep.scores)
         sweep_records(mlc, run_id, cfg, self.dirs[model], model, sweep.scores, layers[best], {**perf, **mean})
         trial.set_user_attr("best_layer", layers[best])
         trial.set_user_attr(tracking.TRIAL_BEST_EPOCHS, [unit[best].best_epoch for unit in sweep.scores])

@@ -43,8 +43,9 @@ from studies.naming import study_name
 from studies.objective import Objective, StudyRuns
 from studies.orphans import close_orphan_runs
 from studies.parent_run import WorkersFailed, close_stale_run, fail_parent, parent_run
-from studies.presets import PRESETS, Preset, StudyContext, check_fusions, check_models
+from studies.presets import LAST_K, PRESETS, Preset, StudyContext, check_fusions, check_models
 from studies.pruning import make_pruner
+from studies.racing import last_k_probe
 from studies.refit import refit_study
 from studies.shift import record_shift
 from studies.storage import StudyLock, check_storage_url, make_storage, retry_failed
@@ -238,6 +239,8 @@ def run_study(cfg: BenchConfig) -> StudyOutcome:
         close_orphan_runs(s.study, s.mlc, parent)  # runs a killed worker left unlinked to their trial
         if s.preset.needs_best_layers:
             best_layers(s.study, cfg, s.dirs)  # before any trial, so every worker reads the same layers
+        if s.preset.name == LAST_K:
+            last_k_probe(s.study, cfg, s.dirs, s.ctx)  # the candidates worth training, once for every worker
         record_shift(s.mlc, parent, cfg, s.dirs)  # does validation stand for test: once per parent run
     log_inputs(s.mlc, parent, training_inputs(cfg))  # idempotent: a resumed study's parent run keeps one of each
     tracking.log_run_data(s.mlc, parent, tags=cache_key_tags(cfg, {m: d.train for m, d in s.dirs.items()}))

@@ -3,12 +3,13 @@
 A unit is one (fold, seed) fit; every candidate of a ranking is scored on the same units, in the same order, so
 two candidates are compared pairwise, unit by unit. The best candidate is the argmax of the mean over units (on
 equal means, the first in the order the caller gives, which carries the caller's tie-breaks). The tie set is every
-candidate whose mean is within one standard error of the best's. The standard error of a difference to the best
-is the calibrated one of ``studies.row_se`` where both candidates carry their per-row validation predictions
-(``Units.rows``), else (runs from before them) that of the paired per-unit differences. ``argmax`` chooses the
-best; ``one-se`` chooses the cheapest tied candidate: fewest computed GFLOPs per text, then fewest models, then
-smallest fused width / feature bytes, then shallowest layer (the order of the caller's cost tuples), then the
-higher mean.
+candidate whose mean is within one standard error of the best's. A candidate with unscored (NaN) units, one the
+race or the probe of ``studies.racing`` stopped early, is never the best, tied or chosen. The standard error of a
+difference to the best is the calibrated one of ``studies.row_se`` where both candidates carry their per-row
+validation predictions (``Units.rows``), else (runs from before them) that of the paired per-unit differences.
+``argmax`` chooses the best; ``one-se`` chooses the cheapest tied candidate: fewest computed GFLOPs per text, then
+fewest models, then smallest fused width / feature bytes, then shallowest layer (the order of the caller's cost
+tuples), then the higher mean.
 """
 
 from __future__ import annotations
@@ -161,11 +162,15 @@ def select(
     mean = np.array([float(_units(u).mean()) if _units(u).size else math.nan for u in units])
     if not np.isfinite(mean).any():
         raise ValueError("no candidate has a validation score")
-    top = float(np.nanmax(mean))
-    best = int(np.flatnonzero(mean >= top - EQUAL)[0])
+    # A candidate with unscored units left the race (or the probe dropped it): never in contention.
+    eligible = np.array([np.isfinite(np.asarray(u, dtype=float)).all() for u in units]) & np.isfinite(mean)
+    if not eligible.any():  # no complete candidate (runs recorded before racing): rank what was scored
+        eligible = np.isfinite(mean)
+    top = float(np.max(mean[eligible]))
+    best = int(np.flatnonzero(eligible & (mean >= top - EQUAL))[0])
     se = np.array([standard_error(u) for u in units])
     diffs = np.array([0.0 if i == best else diff_se(units[best], u) for i, u in enumerate(units)])
-    tied = tuple(int(i) for i in np.flatnonzero(np.isfinite(mean) & (mean[best] - mean <= diffs + EQUAL)))
+    tied = tuple(int(i) for i in np.flatnonzero(eligible & (mean[best] - mean <= diffs + EQUAL)))
     chosen = best
     if rule == ONE_SE and costs is not None:
         chosen = min(tied, key=lambda i: (tuple(costs[i]), -round(float(mean[i]), 12), i))

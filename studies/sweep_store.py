@@ -3,9 +3,10 @@
 The ``layer-sweep`` preset scores it; ``fusion-methods`` and ``multi-model`` fuse the layers it chooses. Both
 read it from a small store beside the model's train cache (``<train cache>/sweeps/<key>.json``), keyed by the
 sha256 of everything the result depends on: the train, test and validation caches (their key, texts and labels hashes),
-the head settings a sweep reads, the data settings (split, folds, standardisation), the seeds and the store's
-format. A setting that changes the result changes the key; re-extracting the cache replaces its folder and so
-the store. Concurrent workers serialise on a file lock per key, so a sweep is computed once.
+the head settings a sweep reads, the data settings (split, folds, standardisation), the seeds, the probe and race
+settings (``studies.racing``; with ``study.race=false`` the key is the unraced one) and the store's format. A
+setting that changes the result changes the key; re-extracting the cache replaces its folder and so the store.
+Concurrent workers serialise on a file lock per key, so a sweep is computed once.
 """
 
 from __future__ import annotations
@@ -27,11 +28,13 @@ from lightning_modules.fit import sweep_units
 from lightning_modules.scores import LayerScore
 from studies.caches import ModelDirs
 from studies.fingerprint import data_settings
+from studies.racing import sweep_screen
 
 log = logging.getLogger(__name__)
 
 STORE_FORMAT = 3  # bump when the sweep's results change for the same settings (a code change), so old entries miss
 SWEEP_NEUTRAL = ("threads", "fusion", "proj_dim", "moe_experts")  # train settings a single-layer sweep does not read
+RACE_SETTINGS = ("race_burn_in", "race_z", "probe_z", "probe_margin")  # study settings a raced sweep reads
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,8 @@ def sweep_key(d: ModelDirs, cfg: BenchConfig) -> str:
         "data": {k: v for k, v in data_settings(cfg.data).items() if k not in ("num_workers",)},
         "seeds": cfg.study.seeds,
     }
+    if cfg.study.race:  # without racing the result is the full grid's, stored under the key it always had
+        blob["race"] = {k: getattr(cfg.study, k) for k in RACE_SETTINGS}
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -70,7 +75,7 @@ def _load(path: Path) -> UnitSweep:
 
 def _compute(d: ModelDirs, cfg: BenchConfig) -> UnitSweep:
     start = time.perf_counter()
-    scores = sweep_units(d.train, d.test, cfg, cfg.study.seeds, val_dir=d.val)
+    scores = sweep_units(d.train, d.test, cfg, cfg.study.seeds, val_dir=d.val, screen=sweep_screen(cfg, d))
     return UnitSweep(scores, time.perf_counter() - start)
 
 

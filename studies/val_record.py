@@ -64,20 +64,28 @@ def log_trial_rows(mlc: MlflowClient, run_id: str, rows: ValRows | None) -> None
 
 
 def log_sweep_rows(mlc: MlflowClient, run_id: str, d: ModelDirs, scores: Sequence[Sequence[Any]]) -> None:
-    """Store a sweep's validation predictions: ``scores[u][i]`` is unit u's head on layer i (one npz, all layers)."""
+    """Store a sweep's validation predictions: ``scores[u][i]`` is unit u's head on layer i (one npz, all layers).
+
+    A layer stopped early by the probe or the race (``studies.racing``) has no predictions on some units: its row
+    is -1 and ``complete`` marks it false. Nothing is stored when no layer, or a layer that trained on every unit,
+    lacks them (heads from before per-row predictions).
+    """
     got = [unit_val_rows(d, [unit[i] for unit in scores]) for i in range(len(scores[0]))]
+    trained = [all(unit[i].epochs > 0 for unit in scores) for i in range(len(scores[0]))]
     per_layer = [r for r in got if r is not None]
-    if len(per_layer) < len(got) or not per_layer:
+    if not per_layer or any(t and r is None for t, r in zip(trained, got, strict=True)):
         return
     first = per_layer[0]
+    missing = np.full_like(first.pred, -1)
     buf = io.BytesIO()
     np.savez_compressed(
         buf,
         rows=first.rows.astype(np.int32),
-        pred=np.stack([r.pred for r in per_layer]).astype(np.int16),
+        pred=np.stack([missing if r is None else r.pred for r in got]).astype(np.int16),
         label=first.label.astype(np.int16),
         sizes=first.sizes,
         ratio=np.float64(first.ratio),
+        complete=np.array([r is not None for r in got]),
     )
     _log_bytes(mlc, run_id, buf.getvalue(), SWEEP_ROWS_ARTIFACT)
 
@@ -103,15 +111,18 @@ def sweep_records(
     tracking.log_run_data(mlc, run_id, metrics=metrics, histories={tracking.SWEEP_GFLOPS: per_layer})
 
 
-def read_sweep_rows(blob: bytes | None) -> list[ValRows] | None:
-    """Per layer, the ``ValRows`` of a sweep's artifact (None when absent)."""
+def read_sweep_rows(blob: bytes | None) -> list[ValRows | None] | None:
+    """Per layer, the ``ValRows`` of a sweep's artifact (None for a layer stopped early; None when absent)."""
     if blob is None:
         return None
     z = np.load(io.BytesIO(blob))
     common = {k: np.asarray(z[k], dtype=np.int64) for k in ("rows", "label", "sizes")}
+    complete = z["complete"] if "complete" in z.files else np.ones(len(z["pred"]), dtype=bool)
     return [
         ValRows(common["rows"], np.asarray(p, dtype=np.int64), common["label"], common["sizes"], float(z["ratio"]))
-        for p in z["pred"]
+        if ok
+        else None
+        for p, ok in zip(z["pred"], complete, strict=True)
     ]
 
 

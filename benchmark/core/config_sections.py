@@ -286,6 +286,23 @@ class StudyConfig:
             "the study's result"
         ),
     )
+    race: bool = field(
+        default=True,
+        metadata=_help(
+            "layer sweeps: a ridge probe drops clearly worse layers before training, and the rest race fold by fold "
+            "(false: every layer trains on every unit)"
+        ),
+    )
+    race_burn_in: int = field(default=2, metadata=_help("folds every surviving layer trains before the race drops any"))
+    race_z: float = field(
+        default=3.0, metadata=_help("the race drops a layer this many calibrated SEs behind the leader")
+    )
+    probe_z: float = field(
+        default=3.0, metadata=_help("the probe drops a layer this many paired SEs (plus probe_margin) below its best")
+    )
+    probe_margin: float = field(
+        default=0.02, metadata=_help("accuracy a layer's probe may trail the probe's best by and still train")
+    )
 
     def __post_init__(self) -> None:
         _check_positive("study.trials", self.trials)
@@ -294,6 +311,9 @@ class StudyConfig:
         _check_positive("study.seeds", self.seeds)
         _check_positive("study.heartbeat", self.heartbeat)
         _check_positive("study.max_k", self.max_k)
+        _check_positive("study.race_burn_in", self.race_burn_in)
+        for name in ("race_z", "probe_z", "probe_margin"):
+            _check_positive(f"study.{name}", getattr(self, name), allow_zero=True)
         _check_unique("study.fusions", self.fusions)
         kind, _, value = self.pruner.partition(":")
         if not (self.pruner == "median" or (kind == "threshold" and value.replace(".", "", 1).isdigit())):

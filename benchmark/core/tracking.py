@@ -121,6 +121,12 @@ PERF_INFER_MS = "perf/infer_ms_per_text"  # measured: the whole model's extracti
 SWEEP_GFLOPS = "sweep/infer_gflops_per_text"  # a layer sweep's history, step = layer
 ROWS_ARTIFACT = "cv/val_pred.npz"  # a trial's per-unit validation predictions (studies.row_se.ValRows)
 SWEEP_ROWS_ARTIFACT = "cv/sweep_val_pred.npz"  # a layer sweep's: one prediction row per layer
+# A raced sweep (studies.racing), per layer (step = layer): the ridge probe's out-of-fold accuracy and the units
+# the layer's heads trained on (0: the probe dropped it; fewer than all: the race did); the head-epochs it trained.
+SWEEP_PROBE_ACC, SWEEP_UNITS_TRAINED = "sweep/probe_acc", "sweep/units_trained"
+PERF_HEAD_EPOCHS = "perf/head_epochs"
+PROBE_VAL_ACC = "probe/val_acc"  # a last-k trial's candidate: the ridge probe's out-of-fold accuracy
+SCREEN_ARTIFACT = "cv/screen.json"  # a raced sweep's per-layer outcome: probe accuracy, units trained, why it stopped
 SHIFT_ARTIFACT = "shift.json"  # parent run: does validation stand for test (studies.shift)
 SHIFT_AUC = "shift/auc"
 TIED_ARTIFACT = "tie_set.json"  # parent run: the trials tied with the best, and the rule

@@ -124,11 +124,13 @@ def layer_points(data: ReportData, depth: dict[str, int | None]) -> pd.DataFrame
             "study": t["study"],
             "source": SWEEP if swept else "trial",
         }
+        probe = data.history(t["run_id"], tracking.SWEEP_PROBE_ACC) if swept else {}  # a raced sweep's pre-screen
         if own is not None:
             rows.append(
                 {
                     **base,
                     "layer": own,
+                    tracking.SWEEP_PROBE_ACC: probe.get(own, math.nan),
                     tracking.VAL_ACC: t[tracking.VAL_ACC],
                     tracking.VAL_F1: t[tracking.VAL_F1],
                     tracking.TEST_ACC: t[tracking.TEST_ACC],
@@ -158,6 +160,7 @@ def layer_points(data: ReportData, depth: dict[str, int | None]) -> pd.DataFrame
                     tracking.VAL_F1: math.nan,
                     tracking.TEST_ACC: test.get(layer, math.nan),
                     "own": False,
+                    tracking.SWEEP_PROBE_ACC: probe.get(layer, math.nan),
                     UNITS: laid_out(
                         [float(u) for u in grid[layer]] if grid is not None and layer < len(grid) else [v],
                         t["seeds"],
@@ -182,6 +185,7 @@ def layer_points(data: ReportData, depth: dict[str, int | None]) -> pd.DataFrame
             "study",
             "source",
             "own",
+            tracking.SWEEP_PROBE_ACC,
         ),
         *(UNITS, COST, SOURCE),
     ]

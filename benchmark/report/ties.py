@@ -94,7 +94,7 @@ def sweep_units(data: ReportData, run_id: str) -> Any:
     return data.array(run_id, SWEEP_UNITS_ARTIFACT)
 
 
-def sweep_rows(data: ReportData, run_id: str) -> list[ValRows] | None:
+def sweep_rows(data: ReportData, run_id: str) -> list[ValRows | None] | None:
     """A layer sweep's per-layer validation predictions, or None for a sweep from before them."""
     return read_sweep_rows(data.artifact(run_id, tracking.SWEEP_ROWS_ARTIFACT))
 

@@ -19,9 +19,10 @@ if TYPE_CHECKING:
 def acc_by_layer(points: pd.DataFrame, rows: pd.DataFrame, model: str) -> Figure:
     """Figure 2: validation and test accuracy of every single layer of ``model``, one colour per dataset.
 
-    Points from a layer sweep (same head settings for every layer) are joined by lines; points that only
-    single-layer search trials provide (``source`` other than the sweep: other head settings, maybe other
-    fusions of one input) are drawn as unjoined diamonds with their own legend entry.
+    Points from a layer sweep (same head settings for every layer) are joined by lines, with a raced sweep's
+    ridge probe (``studies.racing``) dotted: a layer it or the race stopped has a probe point but no MLP point.
+    Points that only single-layer search trials provide (``source`` other than the sweep: other head settings,
+    maybe other fusions of one input) are drawn as unjoined diamonds with their own legend entry.
 
     Args:
         points: ``layer_points`` rows of this model (columns dataset, layer, val/acc, test/acc, source, and
@@ -40,6 +41,8 @@ def acc_by_layer(points: pd.DataFrame, rows: pd.DataFrame, model: str) -> Figure
             key(ax, display(dataset), color=color, lw=6)
         sweep = points[mine & swept].sort_values("layer")
         ax.plot(sweep["layer"], sweep[tracking.VAL_ACC], "-o", color=color, ms=3.5)
+        probed = sweep[sweep[tracking.SWEEP_PROBE_ACC].notna()] if tracking.SWEEP_PROBE_ACC in sweep else sweep[:0]
+        ax.plot(probed["layer"], probed[tracking.SWEEP_PROBE_ACC], ":x", color=color, ms=4, lw=1)
         ax.plot(sweep["layer"], sweep[tracking.TEST_ACC], "--s", color=color, ms=3, alpha=0.75)
         trials = points[mine & ~swept]
         ax.plot(trials["layer"], trials[tracking.VAL_ACC], "D", color=color, mfc="none", ms=6, mew=1.5)
@@ -55,6 +58,8 @@ def acc_by_layer(points: pd.DataFrame, rows: pd.DataFrame, model: str) -> Figure
     if swept.any():
         key(ax, "validation (layer sweep)", ls="-", marker="o", ms=3.5)
         key(ax, "test (layer sweep)", ls="--", marker="s", ms=3)
+    if tracking.SWEEP_PROBE_ACC in points and points[tracking.SWEEP_PROBE_ACC].notna().any():
+        key(ax, "validation: ridge probe (pre-screen; a gap in validation: stopped early)", ls=":", marker="x", ms=4)
     if (~swept).any():
         key(ax, f"validation: {FROM_TRIALS}", ls="none", marker="D", mfc="none", ms=6, mew=1.5)
         key(ax, f"test: {FROM_TRIALS}", ls="none", marker="D", ms=4.5)
