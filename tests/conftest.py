@@ -164,3 +164,33 @@ def shared_dir() -> Path:
     if not (SHARED / "models").is_dir() or not (SHARED / "data").is_dir():
         pytest.skip(f"integration data not found at {SHARED} (needs ../shared/models and ../shared/data)")
     return SHARED
+
+
+@pytest.fixture(scope="module")  # per module: each study test module writes its own stores
+def study_env(tiny_models, tmp_path_factory) -> dict[str, str]:
+    """Cached features of two tiny BERTs and a tiny Llama on a 60/30 text dataset, shared by a module's tests."""
+    from benchmark.core.config import load_config
+    from extractors.run import extract_all
+
+    root = tmp_path_factory.mktemp("study")
+    data = write_dataset(root / "data", n_train=60, n_test=30)
+    env = {
+        "data": str(data),
+        "cache": str(root / "cache"),
+        "a": str(tiny_models["bert-a"]),
+        "b": str(tiny_models["bert-b"]),
+        "l": str(tiny_models["llama-right"]),
+    }
+    cfg = load_config(
+        env={},
+        **{
+            "extract.models": (env["a"], env["b"], env["l"]),
+            "extract.dataset": env["data"],
+            "extract.dtype": "fp32",
+            "extract.device": "cpu",
+            "paths.cache_dir": env["cache"],
+            "extract.show_progress": False,
+        },
+    )
+    extract_all(cfg)
+    return env

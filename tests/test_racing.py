@@ -64,11 +64,11 @@ def test_probe_keeps_every_candidate_within_its_margin_and_the_deepest() -> None
     far = (rng.random(n) < 0.60).astype(float)
     deep = (rng.random(n) < 0.55).astype(float)
     correct = np.stack([far, best, near, far, deep])
-    assert probe_keep(correct, z=3.0, margin=0.02, protect=4) == [1, 2, 4]  # 1.5 points: inside the margin
-    assert probe_keep(correct, z=3.0, margin=0.0, protect=4) == [1, 4]  # the paired test alone: 30 rows are ~5.5 SE
-    assert probe_keep(correct, z=6.0, margin=0.0, protect=4) == [1, 2, 4]
-    assert probe_keep(correct, z=0.0, margin=0.25, protect=4) == [0, 1, 2, 3, 4]
-    assert probe_keep(correct, z=0.0, margin=0.0, protect=0) == [0, 1]
+    assert probe_keep(correct, z=3.0, margin=0.02, protect={4}) == [1, 2, 4]  # 1.5 points: inside the margin
+    assert probe_keep(correct, z=3.0, margin=0.0, protect={4}) == [1, 4]  # the paired test alone: 30 rows are ~5.5 SE
+    assert probe_keep(correct, z=6.0, margin=0.0, protect={4}) == [1, 2, 4]
+    assert probe_keep(correct, z=0.0, margin=0.25, protect={4}) == [0, 1, 2, 3, 4]
+    assert probe_keep(correct, z=0.0, margin=0.0, protect={0}) == [0, 1]
 
 
 def test_race_drops_a_layer_many_calibrated_ses_behind_the_leader_and_never_the_deepest(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
-from test_study import assert_runs_match_trials, load, study_cfg, study_env  # noqa: F401  (study_env: a fixture)
+from test_study import assert_runs_match_trials, study_cfg
 
 from benchmark.core import tracking
 from studies.racing import PROBE_KEPT, PROBE_SCORES

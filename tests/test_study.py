@@ -20,7 +20,6 @@ from mlflow.tracking import MlflowClient
 from benchmark.cli import main
 from benchmark.core import tracking
 from benchmark.core.config import BenchConfig, load_config
-from extractors.run import extract_all
 from studies.runner import run_study, study_name
 from studies.storage import make_storage
 from studies.val_record import client_blob, read_sweep_rows
@@ -32,35 +31,6 @@ FAST_TRAIN = {
     "train.hidden_dims": (16,),
     "train.proj_dim": 16,
 }
-
-
-@pytest.fixture(scope="module")
-def study_env(tiny_models, tmp_path_factory) -> dict[str, str]:
-    """Cached features of two tiny BERTs on a 60/30 text dataset, shared by the tests of this module."""
-    from conftest import write_dataset
-
-    root = tmp_path_factory.mktemp("study")
-    data = write_dataset(root / "data", n_train=60, n_test=30)
-    env = {
-        "data": str(data),
-        "cache": str(root / "cache"),
-        "a": str(tiny_models["bert-a"]),
-        "b": str(tiny_models["bert-b"]),
-        "l": str(tiny_models["llama-right"]),
-    }
-    cfg = load_config(
-        env={},
-        **{
-            "extract.models": (env["a"], env["b"], env["l"]),
-            "extract.dataset": env["data"],
-            "extract.dtype": "fp32",
-            "extract.device": "cpu",
-            "paths.cache_dir": env["cache"],
-            "extract.show_progress": False,
-        },
-    )
-    extract_all(cfg)
-    return env
 
 
 def study_cfg(env: dict[str, str], tmp: Path, preset: str, models: tuple[str, ...], **extra: object) -> BenchConfig:
