@@ -5,10 +5,11 @@ throw-away stores (under ``$TMPDIR``).
 
     python -m benchmark.speed_study --dataset mr --models minilm-l6,minilm-l3 --trials 20 --max-length 256 --dtype bf16
 
-With ``--cv-folds K``, instead: the wall time of each preset in ``--presets`` as a K-fold study against the same
-preset's single-split study, both with ``--seeds`` seeds, in turn and each in fresh stores; the stored unit sweeps
-of the models (``studies.sweep_store``) are deleted before each layer-sweep study, so it fits them, and the presets
-after it reuse them, as in ``layerfuse reproduce``.
+With ``--cv-folds K``, instead: the wall time of each preset in ``--presets`` as a single-split study, a K-fold
+study and a K-fold study with ``study.race`` (the probe and the race of ``studies.racing``), all with ``--seeds``
+seeds, in turn and each in fresh stores (the first two with ``study.race=false``: the engine as before racing);
+the stored unit sweeps of the models (``studies.sweep_store``) are deleted before each layer-sweep study, so it
+fits them, and the presets after it reuse them, as in ``layerfuse reproduce``.
 
     python -m benchmark.speed_study --dataset mr --models minilm-l3,tfidf --cv-folds 5 --seeds 3 \
         --presets tfidf-baseline,layer-sweep,fusion-methods --set study.fusions=concat --max-length 256 --limit 8000
@@ -77,16 +78,22 @@ def measure(
     }
 
 
+VARIANTS = (("single split", False, False), ("folds", True, False), ("folds, raced", True, True))
+
+
 def measure_folds(
     base: dict[str, Any], presets: list[str], folds: int, sets: list[str]
-) -> dict[str, dict[int, dict[str, float]]]:
-    """Per preset and ``data.cv_folds`` (0 and ``folds``): wall seconds, trials and best validation accuracy (+- SE)."""
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per preset and variant: wall seconds, trials, the best trial's validation and test accuracy and its choice.
+
+    The variants (``VARIANTS``): the single split, then ``folds`` folds without and with ``study.race``.
+    """
     import shutil
 
     from studies.caches import resolve_dirs
 
-    rows: dict[str, dict[int, dict[str, float]]] = {p: {} for p in presets}
-    for k in (0, folds):
+    rows: dict[str, dict[str, dict[str, Any]]] = {p: {} for p in presets}
+    for variant, cv, race in VARIANTS:
         with tempfile.TemporaryDirectory() as tmp:
             for preset in presets:
                 values = {
@@ -96,7 +103,8 @@ def measure_folds(
                     "study.storage": f"sqlite:///{tmp}/optuna.db",
                     "tracking.uri": f"sqlite:///{tmp}/mlflow.db",
                     "tracking.artifact_root": str(Path(tmp) / "artifacts"),
-                    "data.cv_folds": k,
+                    "data.cv_folds": folds if cv else 0,
+                    "study.race": race,
                 }
                 cfg = load_config(overrides=sets, **values)
                 if preset == "layer-sweep":
@@ -107,30 +115,36 @@ def measure_folds(
                 wall = time.perf_counter() - start
                 study = optuna.load_study(study_name=out.name, storage=make_storage(cfg.study.storage, 1.0))
                 best = study.best_trial
-                rows[preset][k] = {
+                chosen = {
+                    **best.params,
+                    **({"layer": best.user_attrs["best_layer"]} if "best_layer" in best.user_attrs else {}),
+                }
+                rows[preset][variant] = {
                     "wall_s": wall,
                     "cpu_s": time.process_time() - cpu,
                     "trials": out.complete + out.pruned,
                     "best_val": best.value or float("nan"),
                     "best_test": best.user_attrs.get("test_acc", float("nan")),
+                    "chosen": ", ".join(f"{k}={v}" for k, v in chosen.items()),
                 }
-                logging.getLogger("benchmark.speed_study").warning("%s cv_folds=%d: %s", preset, k, rows[preset][k])
+                logging.getLogger("benchmark.speed_study").warning("%s %s: %s", preset, variant, rows[preset][variant])
     return rows
 
 
-def _print_folds(rows: dict[str, dict[int, dict[str, float]]], folds: int, seeds: int, title: str) -> None:
+def _print_folds(rows: dict[str, dict[str, dict[str, Any]]], folds: int, seeds: int, title: str) -> None:
+    names = [v for v, _, _ in VARIANTS]
     print(
-        f"\n| {title} | single split, {seeds} seeds: wall s | {folds} folds x {seeds} seeds: wall s | ratio | trials "
-        "| best val acc (split / folds) | its test acc (split / folds) |"
+        f"\n| {title}, {seeds} seeds | "
+        + " | ".join(f"{n.replace('folds', f'{folds} folds')}: wall s (x split)" for n in names)
+        + " | best val acc | its test acc | chosen |"
     )
-    print("|---|---:|---:|---:|---:|---|---|")
+    print("|---|" + "---:|" * len(names) + "---|---|---|")
     for preset, r in rows.items():
-        a, b = r[0], r[folds]
-        print(
-            f"| {preset} | {a['wall_s']:.0f} | {b['wall_s']:.0f} | {b['wall_s'] / a['wall_s']:.2f}x "
-            f"| {b['trials']:.0f} | {a['best_val']:.4f} / {b['best_val']:.4f} "
-            f"| {a['best_test']:.4f} / {b['best_test']:.4f} |"
-        )
+        split = r[names[0]]["wall_s"]
+        cells = [f"{r[n]['wall_s']:.0f} ({r[n]['wall_s'] / split:.2f}x)" for n in names]
+        for key, fmt in (("best_val", "{:.4f}"), ("best_test", "{:.4f}"), ("chosen", "{}")):
+            cells.append(" / ".join(fmt.format(r[n][key]) for n in names))
+        print(f"| {preset} | " + " | ".join(cells) + " |")
 
 
 def main(argv: list[str] | None = None) -> int:
