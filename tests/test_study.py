@@ -438,6 +438,11 @@ def test_sigkill_mid_trial_then_resume(study_env, tmp_path, kind) -> None:
         "train.patience=0",
         "--set",
         "study.heartbeat=1",
+        # What is tested is the kill and the retry: no refit, and concat heads only, which train fastest.
+        "--set",
+        "study.refit=false",
+        "--set",
+        "study.fusions=concat",
     )
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120

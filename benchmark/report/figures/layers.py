@@ -41,8 +41,9 @@ def acc_by_layer(points: pd.DataFrame, rows: pd.DataFrame, model: str) -> Figure
             key(ax, display(dataset), color=color, lw=6)
         sweep = points[mine & swept].sort_values("layer")
         ax.plot(sweep["layer"], sweep[tracking.VAL_ACC], "-o", color=color, ms=3.5)
-        probed = sweep[sweep[tracking.SWEEP_PROBE_ACC].notna()] if tracking.SWEEP_PROBE_ACC in sweep else sweep[:0]
-        ax.plot(probed["layer"], probed[tracking.SWEEP_PROBE_ACC], ":x", color=color, ms=4, lw=1)
+        if tracking.SWEEP_PROBE_ACC in sweep:  # a raced sweep's ridge probe
+            probed = sweep[sweep[tracking.SWEEP_PROBE_ACC].notna()]
+            ax.plot(probed["layer"], probed[tracking.SWEEP_PROBE_ACC], ":x", color=color, ms=4, lw=1)
         ax.plot(sweep["layer"], sweep[tracking.TEST_ACC], "--s", color=color, ms=3, alpha=0.75)
         trials = points[mine & ~swept]
         ax.plot(trials["layer"], trials[tracking.VAL_ACC], "D", color=color, mfc="none", ms=6, mew=1.5)
