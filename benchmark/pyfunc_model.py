@@ -186,8 +186,8 @@ class TextClassifier(PythonModel):
         self.bundle = Bundle(context.artifacts["bundle"], (context.model_config or {}).get("device", "auto"))
 
     def __getstate__(self) -> dict[str, Any]:
-        # MLflow loads the context to run the input example before it pickles the model: the loaded bundle (the
-        # member models' weights) must stay out of python_model.pkl, whose ``load_context`` rebuilds it.
+        # MLflow loads the context to run the input example before it pickles the model: the loaded bundle (member
+        # models that do not pickle, and their weights) stays out of python_model.pkl; ``load_context`` rebuilds it.
         return {k: v for k, v in self.__dict__.items() if k != "bundle"}
 
     def predict(self, context: Any, model_input: list[str], params: dict[str, Any] | None = None) -> pd.DataFrame:
