@@ -33,7 +33,6 @@ from benchmark.pyfunc_model import (
     FORMAT_VERSION,
     NET_FILE,
     SCALERS_FILE,
-    TEXT_COLUMN,
     TFIDF_FILE,
     TextClassifier,
 )
@@ -205,21 +204,14 @@ def _code_paths(tmp: Path) -> list[str]:
 
 
 def _model_kwargs(bundle: Path, tmp: Path, example: list[str]) -> dict[str, Any]:
-    import pandas as pd
-    from mlflow.models import infer_signature
-
-    from benchmark.pyfunc_model import Bundle
-
     meta = json.loads((bundle / BUNDLE_FILE).read_text())
-    # One named string column: MLflow's schema enforcement refuses a request without it (a wrong column name) before
-    # the model's own check (``input_texts``) refuses values that are not texts.
-    inputs = pd.DataFrame({TEXT_COLUMN: example})
+    # The signature comes from ``TextClassifier.predict``'s ``list[str]`` type hint (MLflow infers it and checks
+    # every request against it); the example is a list of texts that MLflow runs through the model when saving.
     return {
         "python_model": TextClassifier(),
         "artifacts": {"bundle": str(bundle)},
         "code_paths": _code_paths(tmp),
-        "signature": infer_signature(inputs, Bundle(bundle, "cpu").predict(example)),
-        "input_example": inputs,
+        "input_example": example,
         "metadata": torch_install(),
         "pip_requirements": requirements(
             any(m["kind"] == LEXICAL for m in meta["members"]), any(m.get("gguf_file") for m in meta["members"])

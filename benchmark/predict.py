@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 
 FORMATS = (".csv", ".jsonl", ".json", ".parquet")
 BATCH_TEXTS = 256  # texts per model call: a progress step; the model batches by tokens inside
+# Texts go to the model as a one-column frame named ``text``: models exported with a ``list[str]`` signature read a
+# frame's only string column, and those exported before it name their input column ``text``.
+FRAME_COLUMN = "text"
 
 
 @dataclass(frozen=True)
@@ -133,8 +136,6 @@ def predict_file(
     import pandas as pd
     from tqdm.auto import tqdm
 
-    from benchmark.pyfunc_model import TEXT_COLUMN
-
     src, dst = Path(input_path), Path(out_path)
     out_format = _format(dst, "--out")
     check_out(src, dst)
@@ -146,7 +147,7 @@ def predict_file(
     with tqdm(total=len(texts), desc="predict", unit="text", disable=not show_progress) as bar:
         for start in range(0, len(order), BATCH_TEXTS):
             idx = order[start : start + BATCH_TEXTS]
-            parts.append(model.predict(pd.DataFrame({TEXT_COLUMN: [texts[i] for i in idx]})))
+            parts.append(model.predict(pd.DataFrame({FRAME_COLUMN: [texts[i] for i in idx]})))
             bar.update(len(idx))
     sorted_out = pd.concat(parts, ignore_index=True)
     result = pd.DataFrame(index=sorted_out.index, columns=sorted_out.columns)

@@ -10,7 +10,7 @@ An exported MLflow model holds one artifact folder, the *bundle* (written by ``b
 Each member turns texts into the features the head was trained on, the way ``layerfuse extract`` cached them
 (same tokenizer, prefix, max length, pooling, dtype policy, float16 rounding), then selects or aggregates its
 layers and standardises them with the training statistics. ``TextClassifier`` wraps a bundle as an
-``mlflow.pyfunc.PythonModel``; it needs only the code shipped with the model (``code_paths``).
+``mlflow.pyfunc.PythonModel`` typed ``list[str]``; it needs only the code shipped with the model (``code_paths``).
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ BUNDLE_FILE = "layerfuse_model.json"
 NET_FILE, SCALERS_FILE = tracking.HEAD_NET_FILE, tracking.HEAD_SCALERS_FILE  # the refit head's files
 TFIDF_FILE = "tfidf.pkl"
 LABEL_COLUMN = "label"
-TEXT_COLUMN = "text"  # the input column the model's signature names
 PROB_PREFIX = "prob_"
 FORMAT_VERSION = 1
 
@@ -174,48 +173,23 @@ class Bundle:
         return out
 
 
-def input_texts(model_input: Any) -> list[str]:
-    """The texts of a pyfunc input: a DataFrame with a ``text`` column (or only one column), a Series or a list.
-
-    MLflow passes a DataFrame with the ``text`` column after enforcing the signature; a Series or list comes from
-    callers without MLflow.
-
-    Raises:
-        ValueError: no ``text`` column among several, or a value that is not a string (a number, a missing text).
-    """
-    if isinstance(model_input, pd.DataFrame):
-        if TEXT_COLUMN in model_input.columns:
-            values = model_input[TEXT_COLUMN].tolist()
-        elif model_input.shape[1] == 1:
-            values = model_input.iloc[:, 0].tolist()
-        else:
-            raise ValueError(f"expected a column '{TEXT_COLUMN}' of texts, got columns {list(model_input.columns)}")
-    elif isinstance(model_input, pd.Series | np.ndarray):
-        values = list(model_input.tolist())
-    else:
-        values = list(model_input)
-    bad = next((i for i, v in enumerate(values) if not isinstance(v, str)), None)
-    if bad is not None:
-        what = "a missing text" if values[bad] is None or values[bad] != values[bad] else repr(values[bad])
-        raise ValueError(f"row {bad} of '{TEXT_COLUMN}' is {what}, not a text (a string)")
-    return [str(v) for v in values]
-
-
 class TextClassifier(PythonModel):
-    """The pyfunc model: ``predict`` takes texts and returns ``label`` plus ``prob_<class>`` columns."""
+    """The pyfunc model: ``predict`` takes a list of texts and returns ``label`` plus ``prob_<class>`` columns.
+
+    The ``list[str]`` type hint is the model's signature: MLflow refuses anything else before ``predict`` runs (a
+    number, a missing text, a dict; over HTTP any payload but ``{"inputs": [...]}``) with a bad request (400). A
+    DataFrame passed in Python reaches ``predict`` as the list of its first string column (MLflow's conversion).
+    """
 
     def load_context(self, context: Any) -> None:
         """Load the bundle artifact (on CUDA when available)."""
         self.bundle = Bundle(context.artifacts["bundle"], (context.model_config or {}).get("device", "auto"))
 
-    # model_input stays unannotated: MLflow would read a type hint as a schema and reject a DataFrame input.
-    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]  # noqa: ANN001
-        """Classify the texts of ``model_input`` (see ``input_texts``); a bad input is an MLflow bad request (400)."""
-        from mlflow.exceptions import MlflowException
-        from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+    def __getstate__(self) -> dict[str, Any]:
+        # MLflow loads the context to run the input example before it pickles the model: the loaded bundle (member
+        # models that do not pickle, and their weights) stays out of python_model.pkl; ``load_context`` rebuilds it.
+        return {k: v for k, v in self.__dict__.items() if k != "bundle"}
 
-        try:
-            texts = input_texts(model_input)
-        except ValueError as err:
-            raise MlflowException(str(err), error_code=INVALID_PARAMETER_VALUE) from None
-        return self.bundle.predict(texts)
+    def predict(self, context: Any, model_input: list[str], params: dict[str, Any] | None = None) -> pd.DataFrame:
+        """Classify the texts of ``model_input``, in order."""
+        return self.bundle.predict(model_input)

@@ -118,6 +118,8 @@ def _post(url: str, body: object) -> tuple[int, dict]:
 
 
 def test_readme_serve_line_answers_with_the_refit_labels(exported, served) -> None:
+    import mlflow
+
     cfg, result, root, _ = exported
     test = load_text_split(cfg, "test")
     code, answer = _post(served, {"inputs": test.texts})
@@ -127,27 +129,64 @@ def test_readme_serve_line_answers_with_the_refit_labels(exported, served) -> No
     )
     labels = [row["label"] for row in answer["predictions"]]
     assert [test.label_names.index(x) for x in labels] == refit_pred.tolist()  # fp32 features: 100% equal
-    code, answer = _post(served, {"dataframe_records": [{"text": t} for t in test.texts[:3]]})
-    assert code == 200 and [row["label"] for row in answer["predictions"]] == labels[:3]
-    # As README says: MLflow's parser turns the values of "inputs" into the column's type (strings) first.
-    assert _post(served, {"inputs": [1, None]}) == _post(served, {"inputs": ["1", "None"]})
+    # One record per text, the columns of the loaded model's frame: label, then prob_<class> in label id order.
+    want = mlflow.pyfunc.load_model(str(root / "saved")).predict(test.texts)
+    assert all(list(row) == list(want.columns) for row in answer["predictions"]), answer["predictions"][0]
+    assert list(want.columns) == ["label", *(f"prob_{name}" for name in test.label_names)]
+    assert labels == want["label"].tolist()
+    got = pd.DataFrame(answer["predictions"])[want.columns[1:]].to_numpy()
+    np.testing.assert_allclose(got, want.iloc[:, 1:].to_numpy(), rtol=1e-6)  # another process: same fp32 maths
     assert not (root / "mlflow.db").exists()  # MLflow's own default store was never opened
 
 
+TYPE_HINT = "Failed to validate data against type hint `list[str]`, invalid elements: "
+NOT_INPUTS = "Request payload must be a dictionary with 'inputs' key when the model contains a valid type hint. "
+
+
 @pytest.mark.parametrize(
-    ("body", "message"),
+    ("body", "problem"),
     [
-        ({"dataframe_split": {"columns": ["body", "x"], "data": [["good film", 1]]}}, "missing inputs ['text']"),
-        ({"dataframe_records": [{"body": "good film"}]}, "missing inputs ['text']"),
-        ({"dataframe_records": [{"text": "good film"}, {"text": None}]}, "row 1 of 'text' is a missing text"),
-        ({"dataframe_records": [{"text": 3}]}, "row 0 of 'text' is 3"),
-        ({"dataframe_split": {"columns": ["text"], "data": [[2.5]]}}, "row 0 of 'text' is 2.5"),
+        ({"inputs": [1, 2]}, TYPE_HINT + "[('1', 'Expected type str, but got int'), ('2', 'Expected type str, "),
+        ({"inputs": [None]}, TYPE_HINT + "[('None', 'Expected type str, but got NoneType')]"),
+        ({"inputs": ["good film", 2.5]}, TYPE_HINT + "[('2.5', 'Expected type str, but got float')]"),
+        ({"inputs": "good film"}, "Expected list, but got str"),
+        ({"inputs": {"text": ["good film"]}}, "Expected list, but got dict"),
+        (
+            {"dataframe_split": {"columns": ["body", "x"], "data": [["good film", 1]]}},
+            NOT_INPUTS + "Found keys in payload: dict_keys(['dataframe_split']).",
+        ),
+        ({"dataframe_records": [{"text": "good film"}]}, NOT_INPUTS + "Found keys in payload: dict_keys(['dataframe_r"),
     ],
 )
-def test_served_model_refuses_what_is_not_a_text(served, body, message) -> None:
+def test_served_model_refuses_what_is_not_a_list_of_texts(served, body, problem) -> None:
+    """MLflow checks each request against the model's ``list[str]`` type hint: a 400 whose last line is the problem."""
     code, answer = _post(served, body)
-    assert 400 <= code < 500, (code, answer)
-    assert message in answer["message"], answer["message"]
+    assert code == 400 and answer["error_code"] == "INVALID_PARAMETER_VALUE", (code, answer)
+    assert answer["message"].splitlines()[-1].removeprefix("Error: ").startswith(problem), answer["message"]
+
+
+def test_loaded_model_takes_texts_and_refuses_other_values(exported) -> None:
+    """In Python the model takes a list of texts; MLflow reads a DataFrame as its first string column (README)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    cfg, _, root, _ = exported
+    texts = load_text_split(cfg, "test").texts[:5]
+    model = mlflow.pyfunc.load_model(str(root / "saved"))
+    want = model.predict(texts)
+    assert want.columns[0] == "label" and len(want) == 5
+    pd.testing.assert_frame_equal(model.predict(pd.DataFrame({"text": texts})), want)
+    # Several columns: MLflow hands the model the first one holding a string, whatever its name.
+    other = pd.DataFrame({"n": range(5), "title": texts[::-1], "text": texts})
+    pd.testing.assert_frame_equal(model.predict(other), model.predict(texts[::-1]))
+    for bad, problem in [
+        ([texts[0], 3], "('3', 'Expected type str, but got int')"),
+        (pd.DataFrame({"text": [texts[0], None]}), "Expected type str, but got"),
+        (pd.DataFrame({"n": [1, 2]}), "Expected model input to contain at least one string column"),
+    ]:
+        with pytest.raises(MlflowException) as err:
+            model.predict(bad)
+        assert problem in err.value.message and len(err.value.message.splitlines()) == 1, err.value.message
 
 
 def test_readme_load_model_line_runs_from_the_project_folder(exported) -> None:
@@ -189,8 +228,13 @@ def test_bundle_holds_only_the_needed_blocks(exported, tiny_models) -> None:
     assert f"torch=={torch_version}\n" in requirements and meta["torch_build"] == md.version("torch")
     assert meta["torch_cpu"] == f"pip install torch=={torch_version} --index-url https://download.pytorch.org/whl/cpu"
     assert meta["torch_cuda"].startswith(f"pip install torch=={torch_version} ")
-    signature = yaml.safe_load((root / "saved" / "MLmodel").read_text())["signature"]
-    assert json.loads(signature["inputs"]) == [{"type": "string", "name": "text", "required": True}]
+    mlmodel = yaml.safe_load((root / "saved" / "MLmodel").read_text())
+    assert mlmodel["is_signature_from_type_hint"] is True  # TextClassifier.predict's list[str]
+    assert json.loads(mlmodel["signature"]["inputs"]) == [{"type": "string", "required": True}]
+    test_texts = load_text_split(cfg, "test").texts[:3]
+    assert json.loads((root / "saved" / "input_example.json").read_text()) == test_texts
+    assert json.loads((root / "saved" / "serving_input_example.json").read_text()) == {"inputs": test_texts}
+    assert (root / "saved" / "python_model.pkl").stat().st_size < 10_000  # the class, never the loaded bundle
     assert result.registered == "mr-clf" and result.version == "1"
     mv = MlflowClient(cfg.tracking.uri).get_model_version_by_alias("mr-clf", "champion")
     assert str(mv.version) == "1" and mv.run_id == result.refit_run_id
@@ -218,7 +262,7 @@ def test_predict_cli_keeps_input_order_and_columns(exported, tmp_path, capsys) -
     assert code == 0, err
     assert "wrote 8 rows" in out
     got = pd.read_csv(tmp_path / "out.csv", keep_default_na=False)
-    want = mlflow.pyfunc.load_model(str(root / "saved")).predict(pd.DataFrame({"text": texts}))
+    want = mlflow.pyfunc.load_model(str(root / "saved")).predict(texts)
     assert list(got.columns) == ["id", "text", "label_input", *want.columns]
     assert got["id"].tolist() == table["id"].tolist() and got["text"].tolist() == texts
     assert got["label"].tolist() == want["label"].tolist()
@@ -275,7 +319,7 @@ def test_export_cli_weights_reference_checks_the_hash(exported, tmp_path, capsys
     assert len(hf) == 2 and all("folder" not in m and len(m["weights_sha256"]) == 64 for m in hf)
     assert not list((bundle).rglob("*.safetensors"))[1:]  # only the head's weights travel
     texts = load_text_split(cfg, "test").texts
-    want = mlflow.pyfunc.load_model(str(root / "saved")).predict(pd.DataFrame({"text": texts}))
+    want = mlflow.pyfunc.load_model(str(root / "saved")).predict(texts)
     assert Bundle(bundle, "cpu").predict(texts)["label"].tolist() == want["label"].tolist()
     meta["members"][0]["weights_sha256"] = "0" * 64
     (bundle / BUNDLE_FILE).write_text(json.dumps(meta))
