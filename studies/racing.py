@@ -1,8 +1,8 @@
 """Which sweep candidates go on: the probe's loose cut before training, then racing fold by fold (numpy only).
 
 Cross-validation multiplies a sweep's work by its folds, and most layers are clearly out after a fraction of the
-evidence. Two rules take them out early, both conservative (each can only drop a candidate that the full grid
-would have ranked clearly below the best, never one that would be tied with it):
+evidence. Two rules take them out early, both meant to drop only candidates that the full grid would rank clearly
+below the best, not ones it would tie with it (docs/results.md measures this against full grids):
 
 - **Probe** (before any MLP head trains): a closed-form ridge probe scores every candidate on every fold
   (``lightning_modules.probe``). A candidate goes on unless its out-of-fold probe accuracy is below the probe's
@@ -12,12 +12,13 @@ would have ranked clearly below the best, never one that would be tied with it):
 - **Race** (between folds): the survivors train fold by fold; after ``study.race_burn_in`` folds, a candidate whose
   mean validation accuracy over the folds so far is below the leader's by more than ``study.race_z`` calibrated
   standard errors (``studies.row_se``: paired per-row with seeds averaged, and Nadeau-Bengio corrected) trains no
-  more folds. The tie set is one SE wide, so a candidate this far behind cannot rejoin it; every candidate that can
-  is scored on every fold, and the tie set is computed as without racing.
+  more folds. The tie set is one SE wide and the SE shrinks as folds come in, so a candidate this far behind is not
+  expected to rejoin it; every candidate that can is scored on every fold, and the tie set is computed as without
+  racing. Fold rounds (not seed rounds) so that a single seed races too.
 
 The deepest layer of a sweep always trains on every fold: reports compare the chosen layer with it. A candidate
 dropped by either rule keeps its probe score and the reason (``LayerScore.screened``) and is never chosen or tied
-(``studies.selection``: candidates scored on fewer units than the others are out).
+(``studies.selection``: a candidate with unscored units is out).
 """
 
 from __future__ import annotations

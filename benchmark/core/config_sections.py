@@ -293,9 +293,9 @@ class StudyConfig:
             "(false: every layer trains on every unit)"
         ),
     )
-    race_burn_in: int = field(default=2, metadata=_help("folds every surviving layer trains before the race drops any"))
+    race_burn_in: int = field(default=1, metadata=_help("folds every surviving layer trains before the race drops any"))
     race_z: float = field(
-        default=3.0, metadata=_help("the race drops a layer this many calibrated SEs behind the leader")
+        default=2.0, metadata=_help("the race drops a layer this many calibrated SEs behind the leader")
     )
     probe_z: float = field(
         default=3.0, metadata=_help("the probe drops a layer this many paired SEs (plus probe_margin) below its best")
