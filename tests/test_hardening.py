@@ -1028,7 +1028,7 @@ def test_ctrl_c_on_ui_stops_the_server_once_without_a_traceback(tmp_path, monkey
     )
 
     def ctrl_c() -> None:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 600  # `ui` first creates the store: a minute or more on a loaded machine
         while not ready.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         os.kill(os.getpid(), signal.SIGINT)  # as a terminal would: to layerfuse (the server is not in its group)
