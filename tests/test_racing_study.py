@@ -72,3 +72,28 @@ def test_a_probed_last_k_study_prunes_dropped_candidates_before_training(study_e
             assert t.state.name == "PRUNED" and t.user_attrs["prune_reason"].startswith("probe: ")
             assert tracking.VAL_ACC not in run.data.metrics  # never trained
     assert any(t.state.name == "PRUNED" for t in study.trials)
+
+
+def test_a_report_of_a_raced_sweep_shows_the_probe_and_leaves_stopped_layers_out_of_the_ranking(
+    study_env, tmp_path: Path
+) -> None:
+    from benchmark.report import write_report
+
+    cfg = study_cfg(
+        study_env, tmp_path, "layer-sweep", (study_env["l"],), **STRICT, **{"report.out_dir": str(tmp_path)}
+    )
+    run_study(cfg)
+    report = write_report(cfg, studies=[study_name(cfg)])
+    md = (report.out_dir / "report.md").read_text()
+    study, _ = assert_runs_match_trials(cfg, study_name(cfg))
+    mlc = MlflowClient(cfg.tracking.uri)
+    run_id = study.trials[0].user_attrs["mlflow_run_id"]
+    screen = json.loads(Path(mlc.download_artifacts(run_id, tracking.SCREEN_ARTIFACT, str(tmp_path))).read_text())
+    stopped = {s["layer"]: s["probe_acc"] for s in screen if s["stopped"]}
+    assert stopped
+    grid = md.split("### Layer-wise accuracy on data")[1].split("\n## ")[0]
+    for layer, probe in stopped.items():  # every stopped layer is listed, with its probe score and no accuracy
+        assert f"| {layer} | stopped (probe {probe:.4f}) |" in grid
+    (row,) = report.summary["best_layers"]
+    assert row["best_layer"] not in stopped and not set(str(row["tied_layers"]).split(",")) & {str(x) for x in stopped}
+    assert (report.out_dir / "acc_by_layer_tiny-llama-right.png").stat().st_size > 10_000

@@ -102,16 +102,20 @@ def sweep_rows(data: ReportData, run_id: str) -> list[ValRows | None] | None:
 def tie(df: pd.DataFrame, rule: str) -> pd.DataFrame:
     """``df`` (one ranking, with ``units`` and ``cost``) ranked best first with the tie columns.
 
-    Rows without ``val/acc`` are dropped.
+    Rows without ``val/acc`` are dropped, except a raced sweep's layers that the probe or the race stopped (they have
+    a probe score): those follow the ranked rows, never tied, so that tables and the probe curve still show them.
     """
+    import pandas as pd
+
     from benchmark.report.selection import rank
 
     ordered = rank(df[df[tracking.VAL_ACC].notna()])
+    stopped = df[df[tracking.VAL_ACC].isna() & df.get(tracking.SWEEP_PROBE_ACC, pd.Series(index=df.index)).notna()]
     if ordered.empty:
         return ordered.assign(**{c: [] for c in TIE_COLUMNS})
     s = select(list(ordered[UNITS]), list(ordered[COST]), rule)
     n = range(len(ordered))
-    return ordered.assign(
+    ranked = ordered.assign(
         n_units=[len(u) for u in ordered[UNITS]],
         val_acc_se=s.se,
         diff_se=s.diff_se,
@@ -119,6 +123,12 @@ def tie(df: pd.DataFrame, rule: str) -> pd.DataFrame:
         top=[i == s.best for i in n],
         picked=[i == s.chosen for i in n],
     )
+    if stopped.empty:
+        return ranked
+    out = stopped.assign(
+        n_units=0, val_acc_se=math.nan, diff_se=math.nan, tied_with_best=False, top=False, picked=False
+    )
+    return pd.concat([ranked, out])
 
 
 def tie_groups(df: pd.DataFrame, keys: list[str], rule: str) -> pd.DataFrame:

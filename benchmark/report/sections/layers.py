@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 from benchmark.core import tracking
@@ -96,7 +97,13 @@ def layer_section(doc: Doc, c: Computed, folder: Path, files: list[Path]) -> Non
     )
     for dataset in sorted(c.points["dataset"].unique()):
         val, test = layer_grid(c.points, dataset, tracking.VAL_ACC), layer_grid(c.points, dataset)
+        probe = (
+            layer_grid(c.points, dataset, tracking.SWEEP_PROBE_ACC) if tracking.SWEEP_PROBE_ACC in c.points else None
+        )
         layers, models = val.index.union(test.index), val.columns.union(test.columns)
+        if probe is not None:  # a raced sweep's stopped layers have a probe score only
+            layers, models = layers.union(probe.index), models.union(probe.columns)
+            probe = probe.reindex(index=layers, columns=models)
         val, test = val.reindex(index=layers, columns=models), test.reindex(index=layers, columns=models)
         chosen = {r["model"]: r["best_layer"] for _, r in c.best_last[c.best_last["dataset"] == dataset].iterrows()}
         sub = c.points[c.points["dataset"] == dataset]
@@ -105,7 +112,13 @@ def layer_section(doc: Doc, c: Computed, folder: Path, files: list[Path]) -> Non
         doc.heading(f"Layer-wise accuracy on {display(dataset)} (Tables 3-4)", 3)
         doc.note(
             "Each cell: validation / test accuracy of that single layer; bold = the layer chosen on validation; "
-            f"{TIED_MARK} = another layer tied with the model's best."
+            f"{TIED_MARK} = another layer tied with the model's best"
+            + (
+                "; stopped (probe x): a layer the probe or the race stopped before it trained on every unit "
+                "(`study.race`), x its ridge probe's validation accuracy."
+                if probe is not None and probe.notna().to_numpy().any()
+                else "."
+            )
         )
         doc.table(
             ["layer", *[f"{display(str(m))} (val / test)" for m in models]],
@@ -113,7 +126,9 @@ def layer_section(doc: Doc, c: Computed, folder: Path, files: list[Path]) -> Non
                 [
                     str(layer),
                     *[
-                        (Bold if chosen.get(m) == layer else str)(
+                        stopped_cell(probe.at[layer, m])
+                        if probe is not None and math.isnan(val.at[layer, m]) and not math.isnan(probe.at[layer, m])
+                        else (Bold if chosen.get(m) == layer else str)(
                             mark_tied(
                                 f"{fmt(val.at[layer, m])} / {fmt(v)}", (layer, m) in tied and chosen.get(m) != layer
                             )
@@ -124,6 +139,11 @@ def layer_section(doc: Doc, c: Computed, folder: Path, files: list[Path]) -> Non
                 for layer, row in test.iterrows()
             ],
         )
+
+
+def stopped_cell(probe: float) -> str:
+    """A layer-grid cell of a layer the probe or the race stopped: its probe accuracy."""
+    return f"stopped (probe {probe:.4f})"
 
 
 def last_k_section(doc: Doc, c: Computed, folder: Path, files: list[Path]) -> None:
