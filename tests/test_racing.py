@@ -163,3 +163,18 @@ def test_ridge_probe_equals_sklearns_ridge_classifier_cv() -> None:
         xv = rng.normal(size=(300, d))
         pred = (torch.from_numpy(xv) @ weights + intercept).argmax(dim=1).numpy()
         assert np.array_equal(pred, RidgeClassifier(alpha=alpha).fit(x, y).predict(xv))
+
+
+def test_speed_race_compares_the_split_the_full_grid_and_the_raced_sweep(tmp_path: Path) -> None:
+    from benchmark.speed_race import compare
+
+    d = _planted(tmp_path)
+    r = compare(_cfg(**{"study.seeds": 1}), d)
+    epochs = r["head_epochs"]
+    assert 0 < epochs["raced"] < epochs["full"] and 0 < epochs["split"] < epochs["full"]  # 1 split vs 5 folds
+    assert set(r["wall_s"]) == {"split", "full", "raced"} and all(s > 0 for s in r["wall_s"].values())
+    stopped = [o["layer"] for o in r["screen"] if o["stopped"]]
+    assert stopped and set(stopped) <= {0, 1, 2, 5, 6}
+    for rule in ("argmax", "one-se"):
+        assert r[rule]["same_choice"] and r[rule]["full"]["chosen"] in (3, 4)
+        assert r[rule]["jaccard"] == len(set(r[rule]["raced"]["tied"])) / len(set(r[rule]["full"]["tied"]))
