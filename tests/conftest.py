@@ -41,6 +41,41 @@ SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
 
 
 @pytest.fixture(scope="session", autouse=True)
+def mlflow_schema_template(tmp_path_factory: pytest.TempPathFactory):
+    """Each fresh SQLite MLflow store in this process starts as a copy of one store MLflow built once.
+
+    MLflow creates a store's schema by running its migrations (~2 s a store, several per test module); a copy of a
+    store MLflow made itself, by SQLite's backup API, is the same schema in milliseconds. Stores created by
+    subprocesses (the CLI and concurrency tests) still run the migrations themselves.
+    """
+    import sqlite3
+
+    import mlflow.store.db.utils as db_utils
+    import mlflow.store.model_registry.sqlalchemy_store as registry_store
+    from mlflow.tracking import MlflowClient
+
+    template = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    MlflowClient(f"sqlite:///{template}").search_registered_models()  # tracking and registry tables, migrated
+    migrate = db_utils._initialize_tables
+
+    def copy_or_migrate(engine) -> None:  # noqa: ANN001  (a SQLAlchemy engine)
+        if engine.url.get_backend_name() != "sqlite" or not engine.url.database:
+            migrate(engine)
+            return
+        raw = engine.raw_connection()
+        try:
+            with sqlite3.connect(template) as src:
+                src.backup(raw.driver_connection)
+        finally:
+            raw.close()
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(db_utils, "_initialize_tables", copy_or_migrate)
+        mp.setattr(registry_store, "_initialize_tables", copy_or_migrate)
+        yield
+
+
+@pytest.fixture(scope="session", autouse=True)
 def session_mlflow_store(tmp_path_factory: pytest.TempPathFactory):
     """Commands that track runs without being given a store (``layerfuse extract`` in CLI tests) write to one
     session store, never to the repository's ``mlruns/`` (and pay MLflow's schema set-up once).

@@ -202,11 +202,11 @@ def test_grid_presets_cover_their_grid(study_env, tmp_path, monkeypatch) -> None
     study, runs = assert_runs_match_trials(cfg, out.name)
     assert sorted(t.params["fusion"] for t in study.trials) == sorted(fusion_names())
     assert set(study.user_attrs["best_layers"]) == {study_env["a"], study_env["b"]}
-    cfg = study_cfg(study_env, tmp_path, "last-k", (study_env["a"],), **grid)
+    cfg = study_cfg(study_env, tmp_path, "last-k", (study_env["a"],), **grid, **{"study.max_k": 4})
     out = run_study(cfg)
     study, _ = assert_runs_match_trials(cfg, out.name)
-    assert len(study.trials) == 30  # 3 aggregations x k=1..10
-    assert out.complete == 3 * 3 and out.pruned == 3 * 7  # the tiny BERT has 3 hidden states: k > 3 is pruned
+    assert len(study.trials) == 12  # 3 aggregations x k=1..4
+    assert out.complete == 3 * 3 and out.pruned == 3 * 1  # the tiny BERT has 3 hidden states: k > 3 is pruned
     reasons = {t.user_attrs.get("prune_reason", "") for t in study.trials if t.state.name == "PRUNED"}
     assert all("fewer than k=" in r for r in reasons)
     assert [(type(p), p.keys) for p in pruners] == [(GroupedPruner, ("pair",)), (GroupedPruner, ("model",))]
