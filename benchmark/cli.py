@@ -141,11 +141,9 @@ def _listing(what: str) -> list[tuple[str, str]]:
             for n, s in DATASETS.items()
         ]
     if what == "fusions":
-        from lightning_modules.components.fusion import FUSIONS, RESIDUAL_PREFIX
+        from lightning_modules.fusion_index import FUSION_LINES, RESIDUAL_LINE, RESIDUAL_PREFIX
 
-        return [(n, (f.__doc__ or "").strip().splitlines()[0]) for n, f in FUSIONS.items()] + [
-            (f"{RESIDUAL_PREFIX}<name>", "any fusion plus a residual connection to the mean projected input")
-        ]
+        return sorted(FUSION_LINES.items()) + [(f"{RESIDUAL_PREFIX}<name>", RESIDUAL_LINE)]
     if what == "presets":
         from studies.presets import PRESETS
 
@@ -217,7 +215,8 @@ def _check_registered_names(cfg: BenchConfig) -> None:
     """
     from benchmark.core.models import check_model_name
     from benchmark.core.text_data import check_dataset_name
-    from studies.presets import PRESETS
+    from lightning_modules.fusion_index import check_fusion
+    from studies.presets import PRESETS, check_fusions
 
     if cfg.extract.pooling is not None:
         from extractors.pooling import POOLINGS
@@ -229,6 +228,8 @@ def _check_registered_names(cfg: BenchConfig) -> None:
         check_model_name(model)
     for dataset in (cfg.extract.dataset, *cfg.pipeline.datasets):
         check_dataset_name(dataset)
+    check_fusion(cfg.train.fusion, "train.fusion (--fusion)")
+    check_fusions(cfg.study.fusions)
 
 
 def main(argv: list[str] | None = None) -> int:

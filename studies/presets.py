@@ -45,7 +45,7 @@ class StudyContext:
     @property
     def fusion_choices(self) -> list[str]:
         """Fusions the study may pick, fixed for the whole study (a categorical's choices never vary)."""
-        from lightning_modules.components.fusion import fusion_names
+        from lightning_modules.fusion_index import fusion_names
 
         return list(self.fusions) or fusion_names()
 
@@ -291,11 +291,8 @@ def check_models(preset: Preset, models: tuple[str, ...]) -> None:
 
 def check_fusions(names: tuple[str, ...]) -> tuple[str, ...]:
     """``names`` when every one is a valid fusion, else a ``UserError`` naming the bad one (with a suggestion)."""
-    from benchmark.core.registry import suggest
-    from lightning_modules.components.fusion import fusion_names
+    from lightning_modules.fusion_index import check_fusion
 
-    valid = fusion_names()
     for name in names:
-        if name not in valid:
-            raise UserError(f"study.fusions: unknown fusion {name!r}.{suggest(name, valid)} See `layerfuse ls fusions`")
+        check_fusion(name, "study.fusions")
     return names

@@ -329,7 +329,7 @@ def scale_studies(
     """Synthetic studies shaped like a full reproduction: every preset on every dataset, random but seeded values."""
     from itertools import combinations
 
-    from lightning_modules.components.fusion import fusion_names
+    from lightning_modules.fusion_index import fusion_names
 
     datasets = SCALE_DATASETS if datasets is None else datasets
     models = SCALE_MODELS if models is None else models

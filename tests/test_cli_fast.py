@@ -21,6 +21,9 @@ FAST = [
     (["ls", "models"], 0),
     (["ls", "datasets"], 0),
     (["ls", "poolings"], 0),
+    (["ls", "fusions"], 0),
+    (["fit", "--dataset", "mr", "--layer", "minilm-l6=3", "--fusion", "sumx"], 2),
+    (["study", "--preset", "fusion-methods", "--models", "minilm-l6,minilm-l3", "--set", "study.fusions=sum,cat"], 2),
     (["study", "--preset", "layer-swep", "--dataset", "mr"], 2),
     (["quickstart", "--set", "pipeline.presets=layer-sweep,serach"], 2),
     (["reproduce", "--set", "study.preset=fusion"], 2),
@@ -60,6 +63,31 @@ def test_fast_answers_import_no_heavy_module() -> None:
     for (argv, code), (got, loaded) in zip(FAST, seen, strict=True):
         assert got == code, (argv, got)
         assert loaded == [], f"layerfuse {' '.join(argv)} imported {loaded}"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["fit", "--dataset", "mr", "--layer", "minilm-l6=3", "--fusion", "sumx"],
+            "train.fusion (--fusion): unknown fusion 'sumx'.",
+        ),
+        (["ls", "fusions"], "residual:<name>"),
+    ],
+)
+def test_fusions_are_listed_and_refused_from_the_index(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lightning_modules.components.fusion import FUSIONS
+
+    code = main(argv)
+    out, err = capsys.readouterr()
+    assert message in out + err
+    if code == 0:  # the listing names every registered fusion with its class's own first docstring line
+        for name, cls in FUSIONS.items():
+            assert f"{name}" in out and (cls.__doc__ or "").strip().splitlines()[0] in out
+    else:
+        assert code == 2 and "Did you mean 'sum'?" in err and len(err.strip().splitlines()) == 1
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:

@@ -16,11 +16,11 @@ from lightning_modules.components.fusion import (
     FusionOptions,
     build_fusion,
     fused_width,
-    fusion_names,
     hamilton,
     needs_projection,
 )
 from lightning_modules.components.projection import Projection, common_dim
+from lightning_modules.fusion_index import fusion_names
 
 ALL_NAMES = fusion_names()
 DIMS = (4, 16, 36, 64)  # squares divisible by 4: every fusion accepts them

@@ -17,10 +17,10 @@ from lightning.pytorch.loggers.logger import Logger
 from benchmark.core.config import BenchConfig, load_config, with_values
 from lightning_modules import engine
 from lightning_modules.callbacks import time_inference
-from lightning_modules.components.fusion import fusion_names
 from lightning_modules.components.net import FusionNet
 from lightning_modules.fit import fit_all_rows, fit_units, sweep_units
 from lightning_modules.folds import Unit, units
+from lightning_modules.fusion_index import fusion_names
 from lightning_modules.scores import FitResult
 
 

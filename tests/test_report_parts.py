@@ -16,7 +16,7 @@ from benchmark.report.figures import cost, fusion, layers, style
 from benchmark.report.reproduce import _set_value
 from benchmark.report.selection import display, last_k, single_layer
 from benchmark.report.stats import bootstrap_ci, mcnemar_exact, paired_t, unit_stats
-from lightning_modules.components.fusion import fusion_names
+from lightning_modules.fusion_index import fusion_names
 
 DATASETS = ("sst2", "/data/corpora/movie-reviews-with-a-long-folder-name")
 

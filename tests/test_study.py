@@ -185,7 +185,7 @@ def test_cuda_peak_is_the_largest_over_seeds() -> None:
 
 def test_grid_presets_cover_their_grid(study_env, tmp_path, monkeypatch) -> None:
     import studies.runner
-    from lightning_modules.components.fusion import fusion_names
+    from lightning_modules.fusion_index import fusion_names
     from studies.pruning import GroupedPruner
 
     pruners = []  # what each study was opened with: grids group their pruner by pair / by model

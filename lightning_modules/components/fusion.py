@@ -17,8 +17,7 @@ from torch import Tensor, nn
 
 from benchmark.core.errors import UserError
 from benchmark.core.registry import Registry
-
-RESIDUAL_PREFIX = "residual:"
+from lightning_modules.fusion_index import FUSION_LINES, RESIDUAL_PREFIX
 
 
 class FusionConfigError(UserError, ValueError):
@@ -249,6 +248,10 @@ class AllFusion(Fusion):
         return torch.cat([part(xs) for part in self.parts.values()], dim=-1)
 
 
+if set(FUSIONS.names()) != set(FUSION_LINES):  # the torch-free index (listing, early refusals) must name these
+    raise RuntimeError(f"lightning_modules.fusion_index lists {sorted(FUSION_LINES)}, the registry {FUSIONS.names()}")
+
+
 class ResidualFusion(Fusion):
     """``residual:<name>``: ``inner(xs) + R(mean_i x_i)`` (paper: "Residually Enhanced Fusion").
 
@@ -278,12 +281,6 @@ def _split_name(name: str) -> tuple[type[Fusion], bool]:
             f"fusion '{name}' nests residual twice; use '{RESIDUAL_PREFIX}{base[len(RESIDUAL_PREFIX) :]}'"
         )
     return FUSIONS.get(base), residual
-
-
-def fusion_names(residual: bool = True) -> list[str]:
-    """Every valid fusion name: the registry's, then their ``residual:`` forms."""
-    names = FUSIONS.names()
-    return names + [RESIDUAL_PREFIX + n for n in names] if residual else names
 
 
 def needs_projection(name: str) -> bool:
