@@ -1033,9 +1033,15 @@ def test_ctrl_c_on_ui_stops_the_server_once_without_a_traceback(tmp_path, monkey
             time.sleep(0.05)
         os.kill(os.getpid(), signal.SIGINT)  # as a terminal would: to layerfuse (the server is not in its group)
 
+    # A `layerfuse ui` process starts with Python's own Ctrl-C handler; an earlier test of this session may have left
+    # another one installed (a SIGINT then never reached `serve`, and the fake server slept its 60 s out).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     threading.Thread(target=ctrl_c, daemon=True).start()
     port = _free_port()
-    assert main(["ui", "--port", str(port), "--set", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db"]) == 0
+    try:
+        assert main(["ui", "--port", str(port), "--set", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db"]) == 0
+    finally:
+        signal.signal(signal.SIGINT, previous)
     out, err = capsys.readouterr()
     assert got.read_text() == "1" and "UI stopped" in out and "Traceback" not in err and err == ""
 
