@@ -149,7 +149,7 @@ def _unit_result(module: UnitsClassifier, plan: UnitsPlan, i: int, fit_s: float)
     stack, pos = _stack_of(module, i)
     track, net, dm = stack.tracks[pos], plan.nets[i], plan.dms[plan.heads[i].unit]
     stack.write_back(net, [t.cpu() for t in track.state])
-    feature_bytes = _bytes_read(plan)
+    feature_bytes = _bytes_read(plan.dms)
     head_ms, test_pred = time_inference(net, dm.test_dataloader())
     y = torch.from_numpy(dm.datasets["test"].labels)
     c = dm.num_classes
@@ -176,10 +176,9 @@ def _val_pred(pred: torch.Tensor | None) -> np.ndarray:
     return np.empty(0, np.int64) if pred is None else pred.numpy().astype(np.int64)
 
 
-def _bytes_read(plan: UnitsPlan) -> int:
-    """Bytes read from feature files by every data module of the plan (each counted once)."""
-    counters = {id(c): c for dm in plan.dms for c in [dm.datasets["train"].sources[0].counter]}
-    return sum(c.total for c in counters.values())
+def _bytes_read(dms: Sequence[CachedFeatureDataModule]) -> int:
+    """Bytes read from feature files by the data modules (each counted once)."""
+    return sum({id(dm.counter): dm.counter.total for dm in dms}.values())
 
 
 @dataclass(frozen=True)
@@ -283,7 +282,7 @@ def _sweep_units(
                 if layers[li] in dropped:
                     screened[li] = f"race: after fold {round_folds[-1]}"
             alive = [li for li in alive if layers[li] not in dropped]
-    feature_bytes = sum({id(dm.counter): dm.counter.total for dm in dms.values()}.values())
+    feature_bytes = _bytes_read(list(dms.values()))
     return [
         [
             dataclasses.replace(
