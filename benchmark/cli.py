@@ -145,7 +145,7 @@ def _listing(what: str) -> list[tuple[str, str]]:
 
         return sorted(FUSION_LINES.items()) + [(f"{RESIDUAL_PREFIX}<name>", RESIDUAL_LINE)]
     if what == "presets":
-        from studies.presets import PRESETS
+        from studies.trials.presets import PRESETS
 
         return [(n, p.description) for n, p in PRESETS.items()]
     raise AssertionError(what)
@@ -216,7 +216,7 @@ def _check_registered_names(cfg: BenchConfig) -> None:
     from benchmark.core.models import check_model_name
     from benchmark.core.text_data import check_dataset_name
     from lightning_modules.fusion_index import check_fusion
-    from studies.presets import PRESETS, check_fusions
+    from studies.trials.presets import PRESETS, check_fusions
 
     if cfg.extract.pooling is not None:
         from extractors.pooling import POOLINGS

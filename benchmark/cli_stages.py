@@ -13,7 +13,7 @@ from typing import Any
 from benchmark.cli_args import batch_size, csv_list, positive_int, quiet_transformers, subparser
 from benchmark.core.config import BenchConfig
 from benchmark.core.errors import UserError
-from studies.presets import PRESETS
+from studies.trials.presets import PRESETS
 
 # ---------------------------------------------------------------- extract
 
@@ -133,7 +133,7 @@ def run_study(args: argparse.Namespace, cfg: BenchConfig) -> int:
     """Handler of ``study``."""
     import optuna
 
-    from studies.runner import run_study
+    from studies.run.runner import run_study
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     out = run_study(cfg)
@@ -194,7 +194,7 @@ def run_fit(args: argparse.Namespace, cfg: BenchConfig) -> int:
     """Handler of ``fit``."""
     from benchmark.core.tracking import experiment_name
     from lightning_modules.folds import units
-    from studies.fit import fit_tracked
+    from studies.trials.fit import fit_tracked
 
     layers: dict[str, str] = {}
     for model, spec in args.layer:

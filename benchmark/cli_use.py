@@ -42,7 +42,7 @@ def _choice(p: argparse.ArgumentParser, study_required: bool = True) -> None:
 
 def run_refit(args: argparse.Namespace, cfg: BenchConfig) -> int:
     """Handler of ``refit``."""
-    from studies.refit import refit_study
+    from studies.choice.refit import refit_study
 
     r = refit_study(cfg, args.study, args.trial, args.run_id, force=args.force)
     accs = ", ".join(f"{a:.4f}" for a in r.test_acc)

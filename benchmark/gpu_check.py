@@ -236,7 +236,7 @@ def check_sweep(cfg: BenchConfig, model: str) -> dict[str, Any]:
 def check_search(cfg: BenchConfig) -> dict[str, Any]:
     """A ``search`` study of ``cfg.study.trials`` trials over the extracted models."""
     from lightning_modules.engine import record_devices
-    from studies.runner import run_study
+    from studies.run.runner import run_study
 
     started = time.perf_counter()
     with record_devices() as seen:

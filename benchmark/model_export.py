@@ -1,6 +1,6 @@
 """``export_model``: a study's chosen configuration as an MLflow pyfunc model that reads raw text.
 
-The model is built from the refit of the chosen trial (``studies.refit``; run first when missing): its head
+The model is built from the refit of the chosen trial (``studies.choice.refit``; run first when missing): its head
 for one seed, and per member model the weights cut after the highest layer the configuration uses
 (``extractors.truncate``), the tokenizer, pooling, max length and dtype policy of the features it was trained
 on, or for ``tfidf`` the fitted vectorizer and SVD. It is logged under the refit run as ``model``, optionally
@@ -37,7 +37,7 @@ from benchmark.pyfunc_model import (
     TextClassifier,
 )
 from lightning_modules.layers import parse_layer_spec
-from studies.refit import choose, refit_study, trial_config
+from studies.choice.refit import choose, refit_study, trial_config
 
 if TYPE_CHECKING:
     from mlflow.models.model import ModelInfo

@@ -22,12 +22,12 @@ from benchmark.core.keys import load_text_split
 from benchmark.core.models import resolve_model
 from benchmark.core.stores import check_tracking
 from lightning_modules.folds import check_cv_folds
-from studies.presets import PRESETS
-from studies.storage import check_storage_url
+from studies.run.storage import check_storage_url
+from studies.trials.presets import PRESETS
 
 if TYPE_CHECKING:
     from benchmark.report import ReportResult
-    from studies.runner import StudyOutcome
+    from studies.run.runner import StudyOutcome
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def run_pipeline(cfg: BenchConfig, on_stage: Callable[[Stage], None] | None = No
     """
     from benchmark.report import write_report
     from extractors.run import extract_all
-    from studies.runner import run_study, study_name
+    from studies.run.runner import run_study, study_name
 
     for name in cfg.pipeline.presets:
         PRESETS.get(name)  # an unknown preset fails now, not after hours of extraction

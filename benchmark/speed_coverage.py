@@ -4,7 +4,7 @@ On cached features of one dataset (one or more models with caches of the same te
 are pooled; each of R draws cuts a new stratified train/test split from the pool (the original test share), writes
 them as caches, runs the layer sweep with ``data.cv_folds`` folds (the study's engine, ``sweep_units``) and ranks
 every (model, layer) candidate on validation twice: with the old standard error (paired per-unit differences) and
-with the calibrated one (``studies.row_se``). Per draw it records the tie set, the choice of ``argmax`` and
+with the calibrated one (``studies.choice.row_se``). Per draw it records the tie set, the choice of ``argmax`` and
 ``one-se`` and the test-best candidate (the highest mean test accuracy of the fold heads); it prints coverage (how
 often the tie set holds the test-best candidate), the median tie-set size and the mean regret (test accuracy of
 the choice minus the test-best's, points) per SE and rule.
@@ -33,10 +33,10 @@ from benchmark.core.keys import load_text_split, resolve_features
 from benchmark.core.models import resolve_model
 from lightning_modules.features import stratified_split
 from lightning_modules.fit import sweep_units
-from studies.flops import infer_gflops, mean_tokens
-from studies.row_se import METHOD
-from studies.selection import Units, cost_key, select
-from studies.val_record import results_rows
+from studies.choice.row_se import METHOD
+from studies.choice.selection import Units, cost_key, select
+from studies.choice.val_record import results_rows
+from studies.trials.flops import infer_gflops, mean_tokens
 
 RULES = ("argmax", "one-se")
 SES = ("per-unit", METHOD)

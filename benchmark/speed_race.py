@@ -2,7 +2,7 @@
 
 For each (dataset, model) whose caches exist, the model's layer sweep is run as today's single split with
 ``--seeds`` seeds, as the full ``--cv-folds`` x ``--seeds`` grid (``study.race=false``), and raced
-(``studies.racing``: the ridge probe, then the race), in turn, in this process, on the same caches. Per sweep it
+(``studies.trials.racing``: the ridge probe, then the race), in turn, in this process, on the same caches. Per sweep it
 records the wall seconds and the head-epochs trained; per rule (``argmax``, ``one-se``) the chosen layer and the
 tie set of the full grid and of the raced sweep (the raced heads are the full grid's, bit for bit, so a difference
 can only come from a layer the probe or the race stopped), their Jaccard index, and the layers each rule stopped.
@@ -28,10 +28,10 @@ from benchmark.core.config import BenchConfig, load_config, with_values
 from benchmark.core.errors import UserError
 from lightning_modules.fit import sweep_units
 from lightning_modules.scores import LayerScore
-from studies.best_layers import choose_layer
-from studies.caches import ModelDirs, resolve_dirs
-from studies.racing import screen_outcome, sweep_screen
-from studies.val_record import unit_val_rows
+from studies.choice.val_record import unit_val_rows
+from studies.run.caches import ModelDirs, resolve_dirs
+from studies.trials.best_layers import choose_layer
+from studies.trials.racing import screen_outcome, sweep_screen
 
 RULES = ("argmax", "one-se")
 

@@ -6,9 +6,9 @@ throw-away stores (under ``$TMPDIR``).
     python -m benchmark.speed_study --dataset mr --models minilm-l6,minilm-l3 --trials 20 --max-length 256 --dtype bf16
 
 With ``--cv-folds K``, instead: the wall time of each preset in ``--presets`` as a single-split study, a K-fold
-study and a K-fold study with ``study.race`` (the probe and the race of ``studies.racing``), all with ``--seeds``
+study and a K-fold study with ``study.race`` (the probe and the race of ``studies.trials.racing``), all with ``--seeds``
 seeds, in turn and each in fresh stores (the first two with ``study.race=false``: the engine as before racing);
-the stored unit sweeps of the models (``studies.sweep_store``) are deleted before each layer-sweep study, so it
+the stored unit sweeps of the models (``studies.trials.sweep_store``) are deleted before each layer-sweep study, so it
 fits them, and the presets after it reuse them, as in ``layerfuse reproduce``.
 
     python -m benchmark.speed_study --dataset mr --models minilm-l3,tfidf --cv-folds 5 --seeds 3 \
@@ -34,9 +34,9 @@ from typing import Any
 import optuna
 
 from benchmark.core.config import load_config
-from studies.presets import SEARCH
-from studies.runner import run_study
-from studies.storage import make_storage
+from studies.run.runner import run_study
+from studies.run.storage import make_storage
+from studies.trials.presets import SEARCH
 
 
 def measure(
@@ -90,7 +90,7 @@ def measure_folds(
     """
     import shutil
 
-    from studies.caches import resolve_dirs
+    from studies.run.caches import resolve_dirs
 
     rows: dict[str, dict[str, dict[str, Any]]] = {p: {} for p in presets}
     for variant, cv, race in VARIANTS:

@@ -1,7 +1,7 @@
 """TF-IDF as a lexical "model": the strong bag-of-n-grams baseline, and a dense reduction of it that fuses.
 
 ``tfidf_vectorizer`` is the one TF-IDF set-up of the suite (word 1-2 grams, sublinear tf, min_df 2), used by
-both the classical baseline (``studies.baseline``: linear SVM / logistic regression on the sparse matrix) and
+both the classical baseline (``studies.trials.baseline``: linear SVM / logistic regression on the sparse matrix) and
 ``TfidfExtractor``, which writes the same representation reduced by truncated SVD to ``hidden_size`` dense
 dimensions into the feature cache as a one-layer "model" (``layer_00.npy``), so every preset can fuse it with
 the neural models (the paper's complementarity claim, tested against a representation that is lexical).

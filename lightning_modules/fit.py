@@ -183,7 +183,7 @@ def _bytes_read(dms: Sequence[CachedFeatureDataModule]) -> int:
 
 @dataclass(frozen=True)
 class Screen:
-    """How a sweep drops candidates early (``studies.racing`` holds the rules; None: every head trains).
+    """How a sweep drops candidates early (``studies.trials.racing`` holds the rules; None: every head trains).
 
     Attributes:
         keep: ``(probe correctness (candidates, rows), each candidate's layer) -> positions kept``, before training.
@@ -235,7 +235,7 @@ def sweep_units(
         seeds: Seeds per fold.
         layers: Layer indices (negative allowed); default all ``0..L``.
         val_dir: The dataset's own validation cache, if any.
-        screen: The probe and race (``studies.racing.sweep_screen``), or None to train every head.
+        screen: The probe and race (``studies.trials.racing.sweep_screen``), or None to train every head.
 
     Returns:
         Per unit, one ``LayerScore`` per layer (absolute index), in the order given.

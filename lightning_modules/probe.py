@@ -6,7 +6,7 @@ rows, the same train-part standardisation). Its penalty is chosen inside the fol
 on the fold's training part (``ALPHAS``), so the fold's validation rows never choose it. It is written in torch
 rather than calling sklearn because one eigendecomposition serves every penalty (3x faster on a 384-wide layer).
 The result is every validation row's probe correctness per candidate, out of fold: what a paired test between
-candidates needs (``studies.racing``).
+candidates needs (``studies.trials.racing``).
 
 A ridge probe is a linear read-out: seconds per layer on a CPU, against minutes of MLP epochs. It tracks the MLP's
 curve over depth closely but not exactly, which is why the rule that drops candidates on it is loose.

@@ -8,7 +8,7 @@ import optuna
 
 from benchmark.core.config import BenchConfig, load_config
 from extractors.run import extract_all
-from studies.runner import run_study
+from studies.run.runner import run_study
 
 STUDY = "export-toy"
 

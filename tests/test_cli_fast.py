@@ -100,7 +100,7 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_study_help_and_ls_list_every_preset(capsys: pytest.CaptureFixture[str]) -> None:
-    from studies.presets import PRESETS
+    from studies.trials.presets import PRESETS
 
     with pytest.raises(SystemExit):
         main(["study", "--help"])

@@ -11,8 +11,8 @@ import pytest
 
 from benchmark.core.config import BenchConfig, load_config
 from benchmark.core.errors import UserError
-from studies.caches import ModelDirs
-from studies.fingerprint import check_fingerprint, fingerprint
+from studies.run.caches import ModelDirs
+from studies.run.fingerprint import check_fingerprint, fingerprint
 
 FUSIONS = "concat,sum"
 

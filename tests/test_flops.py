@@ -1,4 +1,4 @@
-"""``perf/infer_gflops_per_text`` (studies.flops): a hand count, torch's own FLOP counter, TF-IDF's sparse cost."""
+"""``perf/infer_gflops_per_text`` (studies.trials.flops): a hand count, torch's FLOP counter, TF-IDF's sparse cost."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from transformers import BertConfig, BertModel, LlamaConfig, LlamaModel
 
 from benchmark.core.models import MODELS
-from studies.flops import block_flops, infer_gflops, mean_tokens
+from studies.trials.flops import block_flops, infer_gflops, mean_tokens
 
 TINY_BERT = {"vocab_size": 99, "hidden_size": 32, "num_attention_heads": 4, "intermediate_size": 37}
 TOKENS = 7

@@ -16,7 +16,7 @@ from benchmark.core.config_sections import ConfigError
 from benchmark.core.errors import UserError
 from lightning_modules.datamodule import CachedFeatureDataModule
 from lightning_modules.folds import check_cv_folds, fold_rows, mean_se, units
-from studies.selection import select
+from studies.choice.selection import select
 
 
 def test_folds_are_stratified_seeded_and_validate_every_train_row_once() -> None:
@@ -157,9 +157,9 @@ def test_the_rule_enters_fingerprints_and_sweep_keys_only_where_it_can_matter(tm
     import optuna
 
     from benchmark.core.config_sections import DataConfig
-    from studies.caches import ModelDirs
-    from studies.fingerprint import check_fingerprint, data_settings, fingerprint
-    from studies.sweep_store import sweep_key
+    from studies.run.caches import ModelDirs
+    from studies.run.fingerprint import check_fingerprint, data_settings, fingerprint
+    from studies.trials.sweep_store import sweep_key
 
     # Left out at its default and without folds: fingerprints and sweep keys made before the key existed hold.
     for data in (DataConfig(), DataConfig(cv_folds=5), DataConfig(cv_small_classes="spread")):
@@ -219,6 +219,6 @@ def test_five_folds_find_the_planted_layer_more_often_than_one_split() -> None:
         one, five = _unit_scores(x, y, 0), _unit_scores(x, y, 5)
         single += int(one.mean(axis=1).argmax() == 4)
         folds += int(five.mean(axis=1).argmax() == 4)
-        tied += int(4 in select(list(five)).tied)  # the one-SE tie set of studies.selection
+        tied += int(4 in select(list(five)).tied)  # the one-SE tie set of studies.choice.selection
     assert folds > single  # measured: 40 vs 16 of 50
     assert tied >= 45  # measured: 46 of 50

@@ -125,10 +125,10 @@ def test_a_trial_run_orphaned_by_a_kill_is_closed(tmp_path) -> None:
 
     from benchmark.core import tracking
     from benchmark.core.config_sections import TrackingConfig
-    from studies.objective import StudyRuns, create_trial_run
-    from studies.orphans import close_orphan_runs
-    from studies.parent_run import close_stale_run
-    from studies.storage import make_storage
+    from studies.run.orphans import close_orphan_runs
+    from studies.run.parent_run import close_stale_run
+    from studies.run.storage import make_storage
+    from studies.trials.objective import StudyRuns, create_trial_run
 
     cfg = TrackingConfig(uri=f"sqlite:///{tmp_path}/mlflow.db", artifact_root=str(tmp_path / "artifacts"))
     mlc = tracking.client(cfg)
@@ -614,8 +614,8 @@ def test_a_complete_read_only_cache_is_read_and_a_missing_key_refused(tiny_model
 def test_a_read_only_cache_serves_and_computes_layer_sweeps_without_storing(tmp_path, monkeypatch) -> None:
     """The sweep store needs no write access: a stored sweep is read, a missing one computed and not stored."""
     from benchmark.core.config import load_config
-    from studies import sweep_store
-    from studies.caches import ModelDirs
+    from studies.run.caches import ModelDirs
+    from studies.trials import sweep_store
 
     train = tmp_path / "train"
     train.mkdir()

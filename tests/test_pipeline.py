@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 from benchmark.cli import main
 from benchmark.core import tracking
 from benchmark.pipeline import STAGES_FILE
-from studies.presets import PRESETS
+from studies.trials.presets import PRESETS
 
 FAST = [
     "--set",

@@ -1,4 +1,4 @@
-"""The probe and the race of a sweep (``studies.racing``, ``lightning_modules.probe``): what they drop and keep."""
+"""The probe and the race of a sweep (``studies.trials.racing``, ``lightning_modules.probe``): what they drop, keep."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ from helpers_features import write_cache
 from benchmark.core.config import BenchConfig, load_config, with_values
 from lightning_modules.fit import sweep_units
 from lightning_modules.scores import LayerScore
-from studies import sweep_store
-from studies.best_layers import choose_layer
-from studies.caches import ModelDirs
-from studies.racing import probe_keep, race_drop, screen_outcome, sweep_screen
-from studies.selection import Units, select
+from studies.choice.selection import Units, select
+from studies.run.caches import ModelDirs
+from studies.trials import sweep_store
+from studies.trials.best_layers import choose_layer
+from studies.trials.racing import probe_keep, race_drop, screen_outcome, sweep_screen
 
 LOSS_TOL = 1e-5  # stacked vs single GEMMs on Intel (tests/test_sweep.py)
 PLANTED = (0.1, 0.2, 0.3, 1.5, 1.4, 0.4, 0.2, 0.3)  # class signal per layer: layer 3 best, layer 4 a near tie

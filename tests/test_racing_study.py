@@ -12,8 +12,8 @@ from mlflow.tracking import MlflowClient
 from test_study import assert_runs_match_trials, study_cfg
 
 from benchmark.core import tracking
-from studies.racing import PROBE_KEPT, PROBE_SCORES
-from studies.runner import run_study, study_name
+from studies.run.runner import run_study, study_name
+from studies.trials.racing import PROBE_KEPT, PROBE_SCORES
 
 # No slack: the probe keeps only its best candidate and the protected one (the deepest layer; the last layer alone).
 STRICT = {"study.race": True, "study.probe_z": 0.0, "study.probe_margin": 0.0, "data.cv_folds": 2, "study.seeds": 2}

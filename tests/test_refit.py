@@ -10,7 +10,7 @@ from mlflow.tracking import MlflowClient
 
 from benchmark.core import tracking
 from benchmark.core.errors import UserError
-from studies.refit import refit_study
+from studies.choice.refit import refit_study
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from benchmark.core import tracking
 from benchmark.core.config import load_config
 from benchmark.report import write_report
 from extractors.run import extract_all
-from studies.runner import run_study
+from studies.run.runner import run_study
 
 FAST = {
     "train.max_epochs": 3,

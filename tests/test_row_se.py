@@ -1,4 +1,4 @@
-"""Calibrated tie sets (studies.row_se): the per-row paired SE by hand, unpaired rows, and planted-signal coverage."""
+"""Calibrated tie sets (studies.choice.row_se): per-row paired SE by hand, unpaired rows, planted-signal coverage."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from studies.row_se import ValRows, calibrated_se, corrected_resampled_se, paired, row_se, unpaired_se
-from studies.selection import Units, select
+from studies.choice.row_se import ValRows, calibrated_se, corrected_resampled_se, paired, row_se, unpaired_se
+from studies.choice.selection import Units, select
 
 
 def _rows(rows: list[int], pred: list[int], label: list[int], sizes: list[int], ratio: float = 0.25) -> ValRows:

@@ -1,4 +1,4 @@
-"""``studies.selection``: the tie set on hand-built per-unit scores (paired SE) and the ``one-se`` rule's choice."""
+"""``studies.choice.selection``: the tie set on hand-built per-unit scores (paired SE), the ``one-se`` rule's choice."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from benchmark.core.config import load_config
 from benchmark.core.errors import UserError
-from studies.selection import cost_key, paired_se, select, standard_error
+from studies.choice.selection import cost_key, paired_se, select, standard_error
 
 # Five units (e.g. 5 folds x 1 seed), every candidate scored on the same ones.
 A = [0.80, 0.82, 0.78, 0.81, 0.79]  # mean .80: the best
@@ -81,7 +81,7 @@ def test_selection_rule_config_key() -> None:
 
 
 def test_units_pair_only_within_one_layout() -> None:
-    from studies.selection import Units, paired_se, unit_layout
+    from studies.choice.selection import Units, paired_se, unit_layout
 
     best = [0.80, 0.82, 0.84, 0.86, 0.88]
     other = [0.79, 0.80, 0.85, 0.84, 0.86]  # mean 0.828 against 0.84

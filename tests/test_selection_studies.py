@@ -14,11 +14,11 @@ from test_selection import A, B, C
 
 from benchmark.core import tracking
 from benchmark.core.config import load_config
-from studies import best_layers
-from studies.caches import ModelDirs
-from studies.fingerprint import fingerprint
-from studies.summary import summarise
-from studies.sweep_store import UnitSweep
+from studies.choice.summary import summarise
+from studies.run.caches import ModelDirs
+from studies.run.fingerprint import fingerprint
+from studies.trials import best_layers
+from studies.trials.sweep_store import UnitSweep
 
 # (models, layers, per-unit val accuracies, fused width, feature bytes): #0 is the best (mean .80); #1 (mean .796)
 # is tied with it (paired SE .0108 >= .004) and cheaper (one model); #2 is cheaper still but not tied (.79).

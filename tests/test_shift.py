@@ -1,4 +1,4 @@
-"""The shift check (studies.shift): adversarial validation flags test texts unlike train, not ones from its pool."""
+"""The shift check (studies.choice.shift): adversarial validation flags test texts unlike train, not its own pool."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import WORDS
 
-from studies.shift import SHIFT_AUC_THRESHOLD, hanley_mcneil, length_stats, shift_check
+from studies.choice.shift import SHIFT_AUC_THRESHOLD, hanley_mcneil, length_stats, shift_check
 
 
 def _texts(n: int, low: int, high: int, seed: int) -> list[str]:

@@ -6,7 +6,7 @@ import numpy as np
 
 from benchmark.core.config import load_config
 from benchmark.speed_coverage import SES, one_draw, summarise
-from studies.row_se import METHOD
+from studies.choice.row_se import METHOD
 
 
 def test_one_draw_records_tie_sets_choices_and_the_test_best() -> None:

@@ -20,9 +20,9 @@ from mlflow.tracking import MlflowClient
 from benchmark.cli import main
 from benchmark.core import tracking
 from benchmark.core.config import BenchConfig, load_config
-from studies.runner import run_study, study_name
-from studies.storage import make_storage
-from studies.val_record import client_blob, read_sweep_rows
+from studies.choice.val_record import client_blob, read_sweep_rows
+from studies.run.runner import run_study, study_name
+from studies.run.storage import make_storage
 
 FAST_TRAIN = {
     "train.max_epochs": 3,
@@ -138,7 +138,7 @@ def test_search_study_end_to_end(study_env, tmp_path) -> None:
 def test_layer_sweep_logs_accuracy_by_layer(study_env, tmp_path) -> None:
     from benchmark.core.cache import FeatureCache
     from lightning_modules.components.classifier import MLPHead
-    from studies.caches import resolve_dirs
+    from studies.run.caches import resolve_dirs
 
     cfg = study_cfg(study_env, tmp_path, "layer-sweep", (study_env["a"], study_env["l"]))
     out = run_study(cfg)
@@ -177,25 +177,25 @@ def test_layer_sweep_logs_accuracy_by_layer(study_env, tmp_path) -> None:
 
 
 def test_cuda_peak_is_the_largest_over_seeds() -> None:
-    from studies.objective import max_peak
+    from studies.trials.objective import max_peak
 
     assert max_peak([{"perf/cuda_peak_mb": 30.0}, {"perf/cuda_peak_mb": 10.0}]) == {"perf/cuda_peak_mb": 30.0}
     assert max_peak([{}, {}]) == {}
 
 
 def test_grid_presets_cover_their_grid(study_env, tmp_path, monkeypatch) -> None:
-    import studies.runner
+    import studies.run.runner
     from lightning_modules.fusion_index import fusion_names
-    from studies.pruning import GroupedPruner
+    from studies.run.pruning import GroupedPruner
 
     pruners = []  # what each study was opened with: grids group their pruner by pair / by model
-    make = studies.runner.make_pruner
+    make = studies.run.runner.make_pruner
 
     def recorded(*args: object) -> object:
         pruners.append(make(*args))
         return pruners[-1]
 
-    monkeypatch.setattr(studies.runner, "make_pruner", recorded)
+    monkeypatch.setattr(studies.run.runner, "make_pruner", recorded)
     grid = {"train.max_epochs": 1, "study.pruning": True}  # median pruning from epoch 5: never reached here
     cfg = study_cfg(study_env, tmp_path, "fusion-methods", (study_env["a"], study_env["b"]), **grid)
     out = run_study(cfg)
@@ -483,7 +483,7 @@ def test_sigkill_mid_trial_then_resume(study_env, tmp_path, kind) -> None:
 def test_failed_trial_fails_the_parent_then_is_retried(study_env, tmp_path) -> None:
     import shutil
 
-    from studies.caches import resolve_dirs
+    from studies.run.caches import resolve_dirs
 
     cache = tmp_path / "cache"
     shutil.copytree(study_env["cache"], cache)
@@ -729,7 +729,7 @@ def test_grid_study_with_two_workers_runs_each_point_once(study_env, tmp_path) -
 
 
 def _plan_only(preset_name: str, ctx: object) -> object:
-    from studies.presets import PRESETS
+    from studies.trials.presets import PRESETS
 
     preset = PRESETS.get(preset_name)
 
@@ -741,7 +741,7 @@ def _plan_only(preset_name: str, ctx: object) -> object:
 
 
 def test_seeded_sampler_does_not_replay_on_resume_or_in_workers(tmp_path) -> None:
-    from studies.presets import PRESETS, StudyContext
+    from studies.trials.presets import PRESETS, StudyContext
 
     ctx = StudyContext("d", ("a", "b"), {"a": 6, "b": 4})
     storage = f"sqlite:///{tmp_path}/s.db"
@@ -774,7 +774,7 @@ def test_seeded_sampler_does_not_replay_on_resume_or_in_workers(tmp_path) -> Non
 
 
 def test_search_with_max_k_1_never_aggregates() -> None:
-    from studies.presets import StudyContext
+    from studies.trials.presets import StudyContext
 
     ctx = StudyContext("d", ("a",), {"a": 6}, max_k=1)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))  # in memory: planning only
@@ -785,7 +785,7 @@ def test_search_with_max_k_1_never_aggregates() -> None:
 
 @pytest.mark.parametrize("sampler", ["random", "tpe"])
 def test_every_search_trial_selects_a_model(sampler) -> None:
-    from studies.presets import PRESETS, StudyContext
+    from studies.trials.presets import PRESETS, StudyContext
 
     ctx = StudyContext("d", ("a", "b", "c"), {"a": 4, "b": 6, "c": 2}, fusions=("concat",))
     chosen = optuna.samplers.RandomSampler(seed=0) if sampler == "random" else PRESETS.get("search").sampler(ctx, 0)
@@ -831,8 +831,8 @@ def test_a_trial_pruned_while_training(study_env, tmp_path) -> None:
 def test_fused_layers_are_chosen_on_the_mean_over_seeds(monkeypatch) -> None:
     from types import SimpleNamespace
 
-    from studies import best_layers
-    from studies.sweep_store import UnitSweep
+    from studies.trials import best_layers
+    from studies.trials.sweep_store import UnitSweep
 
     # Seed 0 alone favours layer 1; the mean over both seeds favours layer 2 (0.77 vs 0.70), as the layer-sweep
     # preset and every report table choose.
@@ -855,7 +855,7 @@ def test_best_trial_breaks_validation_ties_as_the_report_does() -> None:
     from optuna.distributions import FloatDistribution
     from optuna.trial import TrialState, create_trial
 
-    from studies.summary import best_trial
+    from studies.choice.summary import best_trial
 
     def trial(number: int, val: float | None, f1: float, state: TrialState = TrialState.COMPLETE):
         t = create_trial(
@@ -905,8 +905,8 @@ def _running(pair: str, acc: float) -> optuna.trial.FrozenTrial:
 
 def test_grid_presets_prune_a_trial_only_against_its_own_pair() -> None:
     from benchmark.core.config_sections import StudyConfig
-    from studies.presets import PRESETS
-    from studies.pruning import make_pruner
+    from studies.run.pruning import make_pruner
+    from studies.trials.presets import PRESETS
 
     study = optuna.create_study(direction="maximize")
     for acc in (0.90, 0.91, 0.92, 0.93, 0.94):  # a strong pair sets a high median
@@ -931,8 +931,8 @@ def test_grid_presets_prune_a_trial_only_against_its_own_pair() -> None:
 
 def test_last_k_is_pruned_per_model_and_unpruned_studies_stay_unpruned() -> None:
     from benchmark.core.config_sections import StudyConfig
-    from studies.presets import PRESETS
-    from studies.pruning import GroupedPruner, make_pruner
+    from studies.run.pruning import GroupedPruner, make_pruner
+    from studies.trials.presets import PRESETS
 
     assert PRESETS.get("last-k").prune_within == ("model",)
     assert isinstance(make_pruner(StudyConfig(), PRESETS.get("last-k").prune_within), GroupedPruner)
@@ -968,12 +968,12 @@ def test_cross_validated_studies_score_units_on_shared_folds_and_reuse_the_sweep
 ) -> None:
     import hashlib
 
-    import studies.sweep_store as store
+    import studies.trials.sweep_store as store
     from benchmark.core.errors import UserError
     from benchmark.core.keys import load_text_split
     from lightning_modules.datamodule import CachedFeatureDataModule
-    from studies.baseline import text_folds
-    from studies.caches import resolve_dirs
+    from studies.run.caches import resolve_dirs
+    from studies.trials.baseline import text_folds
 
     cv = {"data.cv_folds": 2, "study.seeds": 2, "study.fusions": ("concat",)}
     models = (study_env["a"], study_env["b"])

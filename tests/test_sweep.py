@@ -264,7 +264,7 @@ def test_layer_scores_keep_validation_predictions_and_curves_through_the_sweep_s
 
 
 def test_a_sweep_trial_logs_its_chosen_layers_curves_and_the_mean_over_layers() -> None:
-    from studies.objective import sweep_curves
+    from studies.trials.objective import sweep_curves
 
     def score(layer: int, val: list[float]) -> LayerScore:
         curves = {"train/loss": val, "val/loss": val, "val/acc": [1 - v for v in val]}

@@ -12,7 +12,7 @@ from benchmark.core.config import load_config
 from benchmark.core.keys import load_text_split, resolve_features
 from extractors.run import extract_all
 from lightning_modules.features import stratified_split
-from studies.baseline import fit_baseline
+from studies.trials.baseline import fit_baseline
 
 
 def _cfg(data, cache_dir, **extra):

@@ -119,15 +119,15 @@ PERF_FEATURE_BYTES = "perf/feature_bytes"
 PERF_INFER_GFLOPS = "perf/infer_gflops_per_text"  # computed forward cost of the exported model: one-se's first cost
 PERF_INFER_MS = "perf/infer_ms_per_text"  # measured: the whole model's extraction plus the head, per text
 SWEEP_GFLOPS = "sweep/infer_gflops_per_text"  # a layer sweep's history, step = layer
-ROWS_ARTIFACT = "cv/val_pred.npz"  # a trial's per-unit validation predictions (studies.row_se.ValRows)
+ROWS_ARTIFACT = "cv/val_pred.npz"  # a trial's per-unit validation predictions (studies.choice.row_se.ValRows)
 SWEEP_ROWS_ARTIFACT = "cv/sweep_val_pred.npz"  # a layer sweep's: one prediction row per layer
-# A raced sweep (studies.racing), per layer (step = layer): the ridge probe's out-of-fold accuracy and the units
+# A raced sweep (studies.trials.racing), per layer (step = layer): the ridge probe's out-of-fold accuracy and the units
 # the layer's heads trained on (0: the probe dropped it; fewer than all: the race did); the head-epochs it trained.
 SWEEP_PROBE_ACC, SWEEP_UNITS_TRAINED = "sweep/probe_acc", "sweep/units_trained"
 PERF_HEAD_EPOCHS = "perf/head_epochs"
 PROBE_VAL_ACC = "probe/val_acc"  # a last-k trial's candidate: the ridge probe's out-of-fold accuracy
 SCREEN_ARTIFACT = "cv/screen.json"  # a raced sweep's per-layer outcome: probe accuracy, units trained, why it stopped
-SHIFT_ARTIFACT = "shift.json"  # parent run: does validation stand for test (studies.shift)
+SHIFT_ARTIFACT = "shift.json"  # parent run: does validation stand for test (studies.choice.shift)
 SHIFT_AUC = "shift/auc"
 TIED_ARTIFACT = "tie_set.json"  # parent run: the trials tied with the best, and the rule
 PRED_ARTIFACT = "predictions/test_pred_seed{seed}.npy"
@@ -156,7 +156,7 @@ EXTRACT_METRICS = {  # meta.json field -> metric of an extract run
     "peak_rss_mb": PERF_PEAK_RSS_MB,
     "cuda_peak_mb": PERF_CUDA_PEAK_MB,
 }
-# Refit of a chosen trial on all training rows (studies.refit): a child run of the study's parent run, tagged with
+# Refit of a chosen trial on all rows (studies.choice.refit): a child run of the study's parent run, tagged with
 # the trial's run id; params are the trial's plus refit.epochs, metrics test/* and seed/test_acc, test predictions
 # under PRED_ARTIFACT, and per seed the head (HEAD_DIR) that an exported model applies.
 KIND_REFIT = "refit"

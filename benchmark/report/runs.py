@@ -36,7 +36,7 @@ from benchmark.core.tracking import (
     TAG_TRIAL,
     client,
 )
-from studies.presets import BASELINE
+from studies.trials.presets import BASELINE
 
 if TYPE_CHECKING:
     import numpy as np
@@ -74,7 +74,7 @@ class ReportData:
         counts: Trial states per study, e.g. ``{"s": {"COMPLETE": 3, "PRUNED": 1}}``.
         mlc: The MLflow client the data came from.
         rule: ``selection.rule`` of the report (``argmax`` or ``one-se``): how each ranking chooses.
-        refits: Trial run id -> its latest FINISHED refit on all training rows (``studies.refit``): ``run_id``,
+        refits: Trial run id -> its latest FINISHED refit on all training rows (``studies.choice.refit``): ``run_id``,
             ``test_acc`` (mean over seeds) and ``start_time``. A study refits its chosen trial when it finishes.
     """
 
@@ -97,13 +97,13 @@ class ReportData:
 
     def units(self, run_id: str, value: float) -> list[float]:
         """Per-unit validation accuracies of a run (``cv/val_acc``, else ``seed/val_acc``, else ``[value]``)."""
-        from studies.candidates import unit_scores
+        from studies.choice.candidates import unit_scores
 
         return unit_scores(lambda key: self.history(run_id, key), value)
 
     def unit_source(self, run_id: str) -> str:
         """Which history ``units`` read for a run (``cv/val_acc``, ``seed/val_acc``, or ``val/acc``)."""
-        from studies.candidates import unit_source
+        from studies.choice.candidates import unit_source
 
         return unit_source(lambda key: self.history(run_id, key))
 

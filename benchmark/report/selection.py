@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from benchmark.core import tracking
 from lightning_modules.layers import LayerSpec, parse_layer_spec
-from studies.presets import LAYER_SWEEP
+from studies.trials.presets import LAYER_SWEEP
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -108,8 +108,8 @@ def layer_points(data: ReportData, depth: dict[str, int | None]) -> pd.DataFrame
 
     from benchmark.core.tracking import SWEEP_UNITS_ARTIFACT
     from benchmark.report.ties import COST, SOURCE, UNITS, laid_out, sweep_rows, sweep_units
-    from studies.selection import cost_key
-    from studies.val_record import read_rows
+    from studies.choice.selection import cost_key
+    from studies.choice.val_record import read_rows
 
     rows: list[dict[str, Any]] = []
     for t in data.trials[data.trials["n_models"] == 1].to_dict("records"):

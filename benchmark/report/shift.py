@@ -1,4 +1,4 @@
-"""The report's shift check: each dataset's train-vs-test check (``studies.shift``) read off its studies' parent runs.
+"""The report's shift check: each dataset's train-vs-test check (``studies.choice.shift``) read off the parent runs.
 
 ``summary.json`` holds it under ``shift`` (per dataset: ``auc``, its interval, the per-fold AUCs, the layer read and
 both splits' length distributions); a dataset above the threshold opens the report with a warning.

@@ -4,7 +4,7 @@ A ranking's candidates are rows of a table (layers of one model, last-k aggregat
 pair, model subsets, every configuration of a dataset). ``tie`` ranks them by ``selection.rank`` (the tie-breaks)
 and adds ``n_units``, ``val_acc_se`` (SE of the candidate's own units), ``diff_se`` (SE of its paired per-unit
 differences to the best), ``tied_with_best``, ``top`` (the highest mean) and ``picked`` (the rule's choice), from the
-candidates' ``units`` (per-unit validation accuracies) and ``cost`` (``studies.selection.cost_key``) columns.
+candidates' ``units`` (per-unit validation accuracies) and ``cost`` (``studies.choice.selection.cost_key``) columns.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 from benchmark.core import tracking
 from benchmark.core.tracking import CV_VAL_ACC, SEED_VAL_ACC, SWEEP_UNITS_ARTIFACT
-from studies.candidates import run_cost
-from studies.row_se import ValRows
-from studies.selection import RULE_TEXT, Units, select, unit_layout
-from studies.val_record import read_rows, read_sweep_rows
+from studies.choice.candidates import run_cost
+from studies.choice.row_se import ValRows
+from studies.choice.selection import RULE_TEXT, Units, select, unit_layout
+from studies.choice.val_record import read_rows, read_sweep_rows
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping

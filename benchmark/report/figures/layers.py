@@ -20,7 +20,7 @@ def acc_by_layer(points: pd.DataFrame, rows: pd.DataFrame, model: str) -> Figure
     """Figure 2: validation and test accuracy of every single layer of ``model``, one colour per dataset.
 
     Points from a layer sweep (same head settings for every layer) are joined by lines, with a raced sweep's
-    ridge probe (``studies.racing``) dotted: a layer it or the race stopped has a probe point but no MLP point.
+    ridge probe (``studies.trials.racing``) dotted: a layer it or the race stopped has a probe point but no MLP point.
     Points that only single-layer search trials provide (``source`` other than the sweep: other head settings,
     maybe other fusions of one input) are drawn as unjoined diamonds with their own legend entry.
 

@@ -17,7 +17,7 @@ from benchmark.core import tracking
 from benchmark.core.errors import UserError
 from benchmark.report.render import fmt, slug
 from benchmark.report.selection import display
-from studies.presets import LAYER_SWEEP
+from studies.trials.presets import LAYER_SWEEP
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -9,7 +9,7 @@ from benchmark.report.render import Bold, fmt, fmt_units
 from benchmark.report.sections.cells import add_figure, add_table, lexical_cell, mark_tied, tied_cell, vs_lexical_cell
 from benchmark.report.selection import display
 from benchmark.report.ties import TIED_MARK
-from studies.presets import FUSION_METHODS
+from studies.trials.presets import FUSION_METHODS
 
 if TYPE_CHECKING:
     from pathlib import Path

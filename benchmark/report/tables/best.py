@@ -64,5 +64,5 @@ def tied_configs(data: ReportData, ranked: pd.DataFrame) -> pd.DataFrame:
     return frame(rows, (*CONFIG_COLUMNS, *TIE_COLUMNS, *COSTS))
 
 
-# what a tied configuration costs to run (``studies.flops``; measured ms where the run has them)
+# what a tied configuration costs to run (``studies.trials.flops``; measured ms where the run has them)
 COSTS = {"gflops_per_text": tracking.PERF_INFER_GFLOPS, "infer_ms_per_text": tracking.PERF_INFER_MS}

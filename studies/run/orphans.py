@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from optuna.trial import TrialState
 
 from benchmark.core import tracking
-from studies.objective import StudyRuns, finish_run
+from studies.trials.objective import StudyRuns, finish_run
 
 if TYPE_CHECKING:
     import optuna

@@ -24,10 +24,10 @@ from lightning_modules.engine import run_logger
 from lightning_modules.fit import check_fit, fit_units
 from lightning_modules.folds import check_cv_folds, units
 from lightning_modules.scores import FitResult
-from studies.caches import resolve_dirs
-from studies.inputs import cache_key_tags, training_inputs
-from studies.objective import log_unit_results, trial_params
-from studies.presets import TrialPlan
+from studies.run.caches import resolve_dirs
+from studies.run.inputs import cache_key_tags, training_inputs
+from studies.trials.objective import log_unit_results, trial_params
+from studies.trials.presets import TrialPlan
 
 
 def fit_config(
@@ -52,7 +52,7 @@ def fit_tracked(cfg: BenchConfig, layers: Mapping[str, str], seeds: int = 1) -> 
     """``fit_config``, logged as one run in experiment ``layerfuse/<dataset>`` (tag ``layerfuse.run_kind=fit``).
 
     The run holds the params a trial has (models, ``layer.<model>``, fusion, seeds, ``train.*``), what a trial
-    logs of its units (``studies.objective.log_unit_results``: mean scores and costs, ``val/acc_se``, per-unit
+    logs of its units (``studies.trials.objective.log_unit_results``: mean scores and costs, ``val/acc_se``, per-unit
     histories, each unit's test predictions), ``config.yaml``, the true test labels, the dataset inputs and the
     cache keys; it ends FAILED with the error if a fit raises.
 

@@ -28,7 +28,7 @@ from benchmark.core.cache import FeatureCache
 from benchmark.core.config import BenchConfig
 from benchmark.core.keys import load_text_split
 from benchmark.core.models import LEXICAL, MODELS
-from studies.caches import ModelDirs
+from studies.run.caches import ModelDirs
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient

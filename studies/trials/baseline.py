@@ -87,7 +87,7 @@ def fit_baseline_units(cfg: BenchConfig, classifier: str, c: float, seeds: int) 
 def fit_baseline_all_rows(cfg: BenchConfig, classifier: str, c: float, seeds: int) -> list[BaselineFit]:
     """The refit of a chosen baseline: TF-IDF + ``classifier`` on every training row, once per seed; test scored.
 
-    As a chosen head is refit on all of train (``studies.refit``), so is the baseline it is compared with; no
+    As a chosen head is refit on all of train (``studies.choice.refit``), so is the baseline it is compared with; no
     row is held out, so the validation scores are NaN.
     """
     train, test = load_text_split(cfg, "train"), load_text_split(cfg, "test")

@@ -11,14 +11,14 @@ below the best, not ones it would tie with it (docs/results.md measures this aga
   head's, which the paired test alone does not know about.
 - **Race** (between folds): the survivors train fold by fold; after ``study.race_burn_in`` folds, a candidate whose
   mean validation accuracy over the folds so far is below the leader's by more than ``study.race_z`` calibrated
-  standard errors (``studies.row_se``: paired per-row with seeds averaged, and Nadeau-Bengio corrected) trains no
+  standard errors (``studies.choice.row_se``: paired per-row with seeds averaged, and Nadeau-Bengio corrected) trains no
   more folds. The tie set is one SE wide and the SE shrinks as folds come in, so a candidate this far behind is not
   expected to rejoin it; every candidate that can is scored on every fold, and the tie set is computed as without
   racing. Fold rounds (not seed rounds) so that a single seed races too.
 
 The deepest layer of a sweep always trains on every fold: reports compare the chosen layer with it. A candidate
 dropped by either rule keeps its probe score and the reason (``LayerScore.screened``) and is never chosen or tied
-(``studies.selection``: a candidate with unscored units is out).
+(``studies.choice.selection``: a candidate with unscored units is out).
 """
 
 from __future__ import annotations
@@ -37,10 +37,10 @@ from benchmark.core.config import BenchConfig
 from lightning_modules.fit import Screen, probe_selections
 from lightning_modules.layers import AGGREGATIONS
 from lightning_modules.scores import LayerScore
-from studies.caches import ModelDirs
-from studies.presets import StudyContext, TrialPlan
-from studies.row_se import calibrated_se
-from studies.val_record import unit_val_rows
+from studies.choice.row_se import calibrated_se
+from studies.choice.val_record import unit_val_rows
+from studies.run.caches import ModelDirs
+from studies.trials.presets import StudyContext, TrialPlan
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient

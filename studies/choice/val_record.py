@@ -1,8 +1,8 @@
 """What a trial run records for the calibrated tie sets and the ``one-se`` cost, and how it is read back.
 
-Per trial: its units' validation predictions (``studies.row_se.ValRows``) as one compact ``.npz`` artifact
+Per trial: its units' validation predictions (``studies.choice.row_se.ValRows``) as one compact ``.npz`` artifact
 (``cv/val_pred.npz``; a layer sweep: ``cv/sweep_val_pred.npz``, one prediction row per layer), and its computed
-``perf/infer_gflops_per_text`` (``studies.flops``) with the measured ``perf/infer_ms_per_text`` (the extraction of
+``perf/infer_gflops_per_text`` (``studies.trials.flops``) with the measured ``perf/infer_ms_per_text`` (extraction of
 the whole model plus the head; an upper bound for a configuration that reads a shallow layer).
 """
 
@@ -23,9 +23,9 @@ from benchmark.core.cache import FeatureCache
 from benchmark.core.config import BenchConfig
 from benchmark.core.models import resolve_model
 from benchmark.core.tracking import PERF_INFER_GFLOPS, PERF_INFER_MS, ROWS_ARTIFACT, SWEEP_ROWS_ARTIFACT
-from studies.caches import ModelDirs
-from studies.flops import infer_gflops, mean_tokens, sparse_flops
-from studies.row_se import ValRows, val_rows
+from studies.choice.row_se import ValRows, val_rows
+from studies.run.caches import ModelDirs
+from studies.trials.flops import infer_gflops, mean_tokens, sparse_flops
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -66,7 +66,7 @@ def log_trial_rows(mlc: MlflowClient, run_id: str, rows: ValRows | None) -> None
 def log_sweep_rows(mlc: MlflowClient, run_id: str, d: ModelDirs, scores: Sequence[Sequence[Any]]) -> None:
     """Store a sweep's validation predictions: ``scores[u][i]`` is unit u's head on layer i (one npz, all layers).
 
-    A layer stopped early by the probe or the race (``studies.racing``) has no predictions on some units: its row
+    A layer stopped early by the probe or the race (``studies.trials.racing``) has no predictions on some units: its row
     is -1 and ``complete`` marks it false. Nothing is stored when no layer, or a layer that trained on every unit,
     lacks them (heads from before per-row predictions).
     """
@@ -132,7 +132,7 @@ def read_rows(blob: bytes | None) -> ValRows | None:
 
 
 def gflops(cfg: BenchConfig, dirs: Mapping[str, ModelDirs], layers: Mapping[str, str], head_params: float) -> float:
-    """``perf/infer_gflops_per_text`` of a configuration of cached models (see ``studies.flops``)."""
+    """``perf/infer_gflops_per_text`` of a configuration of cached models (see ``studies.trials.flops``)."""
     specs, tokens = {}, {}
     for model in layers:
         meta = FeatureCache(dirs[model].train).meta

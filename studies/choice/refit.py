@@ -1,6 +1,6 @@
 """``refit_study``: re-train a study's chosen configuration on all training rows, once per study seed, tracked.
 
-The chosen configuration is the trial the study's summary chooses (``studies.summary.chosen_trial``, by
+The chosen configuration is the trial the study's summary chooses (``studies.choice.summary.chosen_trial``, by
 ``selection.rule``), or a named trial or trial run. Its head is trained again on every training row (no
 validation rows held out) for a fixed number of epochs: the median over the trial's fits (every fold x seed
 unit) of (best epoch + 1), read from the trial's ``best_epochs`` user attribute, or from its logged
@@ -39,11 +39,11 @@ from lightning_modules.datamodule import Selection
 from lightning_modules.engine import run_logger
 from lightning_modules.fit import fit_all_rows
 from lightning_modules.scores import AllRowsFit
-from studies.baseline import fit_baseline_all_rows
-from studies.caches import resolve_dirs
-from studies.inputs import refit_inputs
-from studies.storage import check_storage_url, journal_path, make_storage
-from studies.summary import chosen_trial
+from studies.choice.summary import chosen_trial
+from studies.run.caches import resolve_dirs
+from studies.run.inputs import refit_inputs
+from studies.run.storage import check_storage_url, journal_path, make_storage
+from studies.trials.baseline import fit_baseline_all_rows
 
 log = logging.getLogger(__name__)
 

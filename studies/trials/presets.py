@@ -22,7 +22,7 @@ import optuna
 from benchmark.core.errors import UserError
 from benchmark.core.registry import Registry
 from lightning_modules.layers import AGGREGATIONS
-from studies.sampling import TrialSeededSampler
+from studies.run.sampling import TrialSeededSampler
 
 log = logging.getLogger(__name__)
 
@@ -79,12 +79,12 @@ class Preset:
         needs_best_layers: Whether plans read ``StudyContext.best_layers``.
         min_models: Fewest models the preset can use.
         needs_features: Whether trials read cached features (False: the lexical baseline reads the texts).
-        prune_within: Params whose values group trials for the median pruner (``studies.pruning``): a grid cell is
+        prune_within: Params whose values group trials for the median pruner (``studies.run.pruning``): a grid cell is
             compared only with cells of its own pair or model, so a weak pair still finishes its best fusions.
         space: The ``study`` settings its search space reads (``fusions``, ``max_k``): only these enter its
             fingerprint, so a baseline or layer sweep resumes whatever fusions the next preset searches.
         space_version: Raised when the search space's parameters change (names, choices), so that a study
-            sampled under the old space is not resumed under the new one (``studies.fingerprint``).
+            sampled under the old space is not resumed under the new one (``studies.run.fingerprint``).
     """
 
     name: str
@@ -99,7 +99,7 @@ class Preset:
     space_version: int = 1
 
     def sampler(self, ctx: StudyContext, seed: int) -> optuna.samplers.BaseSampler:
-        """Grid sampler over the preset's grid, or a multivariate TPE sampler seeded per trial (studies.sampling)."""
+        """Grid sampler over the preset's grid, or a multivariate TPE sampler seeded per trial (run.sampling)."""
         if self.grid is not None:
             # The seed orders the grid that grid ids index: every process must use the same one.
             return optuna.samplers.GridSampler(self.grid(ctx), seed=seed)
@@ -199,13 +199,13 @@ def _plan_search(trial: optuna.Trial, ctx: StudyContext) -> TrialPlan:
 
 
 def _baseline_grid(ctx: StudyContext) -> dict[str, list[Any]]:
-    from studies.baseline import C_GRID, CLASSIFIERS
+    from studies.trials.baseline import C_GRID, CLASSIFIERS
 
     return {"classifier": list(CLASSIFIERS), "C": list(C_GRID)}
 
 
 def _plan_baseline(trial: optuna.Trial, ctx: StudyContext) -> TrialPlan:
-    from studies.baseline import C_GRID, CLASSIFIERS
+    from studies.trials.baseline import C_GRID, CLASSIFIERS
 
     classifier = str(trial.suggest_categorical("classifier", list(CLASSIFIERS)))
     c = float(trial.suggest_categorical("C", list(C_GRID)))

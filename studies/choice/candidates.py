@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 
 from benchmark.core import tracking
 from lightning_modules.layers import parse_layer_spec
-from studies.selection import cost_key
+from studies.choice.selection import cost_key
 
 UNIT_SOURCES = (tracking.CV_VAL_ACC, tracking.SEED_VAL_ACC)  # first found wins
 

@@ -6,7 +6,7 @@ user attributes) and its best layers are reused, and only the trials still missi
 study resumed with different settings (models, caches, head defaults) is refused, since its trials would not
 be comparable.
 
-Workers and hosts coordinate through the study lock (``studies.storage.StudyLock``): set-up (fingerprint,
+Workers and hosts coordinate through the study lock (``studies.run.storage.StudyLock``): set-up (fingerprint,
 parent run, best layers) happens once, and each worker starts a trial only while finished plus running trials
 are below the target, so the study ends with exactly that many finished trials. A worker with nothing left
 to start waits for the running trials: if one was a dead worker's, it is failed once stale and retried.
@@ -35,21 +35,21 @@ from benchmark.core.run_inputs import log_inputs
 from benchmark.core.stores import check_tracking
 from benchmark.core.text_data import check_classes
 from lightning_modules.folds import check_cv_folds
-from studies.best_layers import best_layers
-from studies.caches import ModelDirs, resolve_dirs
-from studies.fingerprint import check_fingerprint, fingerprint
-from studies.inputs import cache_key_tags, training_inputs
-from studies.naming import study_name
-from studies.objective import Objective, StudyRuns
-from studies.orphans import close_orphan_runs
-from studies.parent_run import WorkersFailed, close_stale_run, fail_parent, parent_run
-from studies.presets import LAST_K, PRESETS, Preset, StudyContext, check_fusions, check_models
-from studies.pruning import make_pruner
-from studies.racing import last_k_probe
-from studies.refit import refit_study
-from studies.shift import record_shift
-from studies.storage import StudyLock, check_storage_url, make_storage, retry_failed
-from studies.summary import FINISHED, StudyOutcome, record_result, summarise
+from studies.choice.refit import refit_study
+from studies.choice.shift import record_shift
+from studies.choice.summary import FINISHED, StudyOutcome, record_result, summarise
+from studies.run.caches import ModelDirs, resolve_dirs
+from studies.run.fingerprint import check_fingerprint, fingerprint
+from studies.run.inputs import cache_key_tags, training_inputs
+from studies.run.naming import study_name
+from studies.run.orphans import close_orphan_runs
+from studies.run.parent_run import WorkersFailed, close_stale_run, fail_parent, parent_run
+from studies.run.pruning import make_pruner
+from studies.run.storage import StudyLock, check_storage_url, make_storage, retry_failed
+from studies.trials.best_layers import best_layers
+from studies.trials.objective import Objective, StudyRuns
+from studies.trials.presets import LAST_K, PRESETS, Preset, StudyContext, check_fusions, check_models
+from studies.trials.racing import last_k_probe
 
 log = logging.getLogger(__name__)
 # Heartbeats, grouped TPE and stale-trial retries are stable in practice but flagged experimental by Optuna.
@@ -227,7 +227,7 @@ def run_study(cfg: BenchConfig) -> StudyOutcome:
 
     A worker that raises stops the run: its trial is FAIL (retried on the next run) and the parent run is
     marked FAILED with the error. With ``study.refit`` the chosen trial is then refit on all training rows
-    (``studies.refit``; a finished refit of it is reused) and its test accuracy recorded as the study's result.
+    (``studies.choice.refit``; a finished refit of it is reused) and its test accuracy recorded as the study's result.
 
     Raises:
         UserError: unknown preset/model/dataset, missing caches (with the extract command), too few models,

@@ -32,14 +32,14 @@ from lightning_modules.datamodule import CachedFeatureDataModule
 from lightning_modules.engine import CURVES, LAYERS_MEAN, run_logger, unit_curve
 from lightning_modules.fit import fit_units
 from lightning_modules.folds import mean_se, units
-from studies.baseline import fit_baseline_units
-from studies.best_layers import unit_matrix
-from studies.caches import ModelDirs
-from studies.inputs import cache_key_tags
-from studies.presets import LAST_K, Preset, StudyContext, TrialPlan
-from studies.racing import log_screen, probe_verdict
-from studies.sweep_store import unit_sweep
-from studies.val_record import sweep_records, trial_records
+from studies.choice.val_record import sweep_records, trial_records
+from studies.run.caches import ModelDirs
+from studies.run.inputs import cache_key_tags
+from studies.trials.baseline import fit_baseline_units
+from studies.trials.best_layers import unit_matrix
+from studies.trials.presets import LAST_K, Preset, StudyContext, TrialPlan
+from studies.trials.racing import log_screen, probe_verdict
+from studies.trials.sweep_store import unit_sweep
 
 if TYPE_CHECKING:
     from mlflow.entities import DatasetInput
@@ -108,7 +108,7 @@ def create_trial_run(runs: StudyRuns, number: int) -> str:
     """Create trial ``number``'s nested run, tagged with its study and number from the start; returns its id.
 
     The tags make the run findable before the trial records its id (``mlflow_run_id``): a worker killed in
-    between leaves a RUNNING run that ``studies.orphans.close_orphan_runs`` closes on the next run.
+    between leaves a RUNNING run that ``studies.run.orphans.close_orphan_runs`` closes on the next run.
     """
     run = runs.mlc.create_run(
         runs.experiment_id,
@@ -222,7 +222,7 @@ class Objective:
         return report
 
     def _sweep(self, model: str, cfg: BenchConfig, trial: optuna.Trial, run_id: str, extract_ms: float) -> float:
-        """Score every layer of ``model`` on every unit in one batched sweep (stored: ``studies.sweep_store``).
+        """Score every layer of ``model`` on every unit in one batched sweep (stored: ``studies.trials.sweep_store``).
 
         The trial's value is the best mean validation accuracy over the units. Costs are those of the whole sweep
         (when it was computed), except the parameters and test-time head cost, which are the chosen layer's head's.
@@ -231,7 +231,7 @@ class Objective:
             sweep = unit_sweep(self.dirs[model], cfg)
         layers = [s.layer for s in sweep.scores[0]]
         val_u, test_u = unit_matrix(sweep, "val_acc"), unit_matrix(sweep, "test_acc")  # (layers, units)
-        val, val_se = mean_se(val_u, axis=1)  # NaN for a layer the probe or the race stopped (studies.racing)
+        val, val_se = mean_se(val_u, axis=1)  # NaN for a layer the probe or the race stopped (studies.trials.racing)
         test = test_u.mean(axis=1)
         best = int(np.nanargmax(val))  # chosen on validation; first (shallowest) layer wins ties
         mean = {

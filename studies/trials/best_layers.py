@@ -8,11 +8,11 @@ import numpy as np
 import optuna
 
 from benchmark.core.config import BenchConfig
-from studies.caches import ModelDirs
-from studies.row_se import ValRows
-from studies.selection import Selection, Units, cost_key, select
-from studies.sweep_store import UnitSweep, unit_sweep
-from studies.val_record import unit_val_rows
+from studies.choice.row_se import ValRows
+from studies.choice.selection import Selection, Units, cost_key, select
+from studies.choice.val_record import unit_val_rows
+from studies.run.caches import ModelDirs
+from studies.trials.sweep_store import UnitSweep, unit_sweep
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def sweep_rows(sweep: UnitSweep, d: ModelDirs) -> list[ValRows | None]:
 def best_layers(study: optuna.Study, cfg: BenchConfig, dirs: dict[str, ModelDirs]) -> dict[str, int]:
     """Each model's validation-chosen single layer, computed once per study and stored in it.
 
-    The same choice as the layer-sweep preset's, from the same stored sweep (``studies.sweep_store``): the layer
+    The same choice as the layer-sweep preset's, from the same stored sweep (``studies.trials.sweep_store``): the layer
     chosen by ``selection.rule`` on the validation accuracies of the units (folds x seeds; ``argmax``: the best
     mean; ``one-se``: the shallowest tied with it), so the layers fused are the ones the layer tables report. The
     stored layers are kept on a resume with another rule, so that every trial of the study fuses the same layers.

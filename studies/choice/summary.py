@@ -14,10 +14,10 @@ from optuna.trial import TrialState
 
 from benchmark.core import tracking
 from benchmark.core.config import BenchConfig
-from studies.candidates import run_cost, unit_scores
-from studies.row_se import METHOD
-from studies.selection import ARGMAX, Selection, Units, select, unit_layout
-from studies.val_record import client_blob, read_rows
+from studies.choice.candidates import run_cost, unit_scores
+from studies.choice.row_se import METHOD
+from studies.choice.selection import ARGMAX, Selection, Units, select, unit_layout
+from studies.choice.val_record import client_blob, read_rows
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 

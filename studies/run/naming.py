@@ -8,7 +8,7 @@ from pathlib import Path
 from benchmark.core.config import BenchConfig
 from benchmark.core.config_sections import DataConfig, PathsConfig
 from benchmark.core.text_data import dataset_label
-from studies.presets import PRESETS
+from studies.trials.presets import PRESETS
 
 EXTRACT_SETTINGS = {
     "paths": (PathsConfig(), ("data_dir", "models_dir", "cache_dir")),

@@ -4,7 +4,7 @@ The ``layer-sweep`` preset scores it; ``fusion-methods`` and ``multi-model`` fus
 read it from a small store beside the model's train cache (``<train cache>/sweeps/<key>.json``), keyed by the
 sha256 of everything the result depends on: the train, test and validation caches (their key, texts and labels hashes),
 the head settings a sweep reads, the data settings (split, folds, standardisation), the seeds, the probe and race
-settings (``studies.racing``; with ``study.race=false`` the key is the unraced one) and the store's format. A
+settings (``studies.trials.racing``; with ``study.race=false`` the key is the unraced one) and the store's format. A
 setting that changes the result changes the key; re-extracting the cache replaces its folder and so the store.
 Concurrent workers serialise on a file lock per key, so a sweep is computed once.
 """
@@ -26,9 +26,9 @@ from benchmark.core.config import BenchConfig
 from benchmark.core.faults import NO_WRITE
 from lightning_modules.fit import sweep_units
 from lightning_modules.scores import LayerScore
-from studies.caches import ModelDirs
-from studies.fingerprint import data_settings
-from studies.racing import sweep_screen
+from studies.run.caches import ModelDirs
+from studies.run.fingerprint import data_settings
+from studies.trials.racing import sweep_screen
 
 log = logging.getLogger(__name__)
 

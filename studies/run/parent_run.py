@@ -10,9 +10,9 @@ import optuna
 from benchmark.core import tracking
 from benchmark.core.config import BenchConfig
 from benchmark.core.keys import load_text_split
-from studies.naming import models_used
-from studies.objective import StudyRuns, finish_run
-from studies.orphans import close_orphan_runs
+from studies.run.naming import models_used
+from studies.run.orphans import close_orphan_runs
+from studies.trials.objective import StudyRuns, finish_run
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from benchmark.core.keys import load_text_split, resolve_features
 from benchmark.core.text_data import check_classes
 from lightning_modules.datamodule import Selection
 from lightning_modules.layers import parse_layer_spec
-from studies.naming import extract_command, splits
+from studies.run.naming import extract_command, splits
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,8 @@ A unit is one (fold, seed) fit; every candidate of a ranking is scored on the sa
 two candidates are compared pairwise, unit by unit. The best candidate is the argmax of the mean over units (on
 equal means, the first in the order the caller gives, which carries the caller's tie-breaks). The tie set is every
 candidate whose mean is within one standard error of the best's. A candidate with unscored (NaN) units, one the
-race or the probe of ``studies.racing`` stopped early, is never the best, tied or chosen. The standard error of a
-difference to the best is the calibrated one of ``studies.row_se`` where both candidates carry their per-row
+race or the probe of ``studies.trials.racing`` stopped early, is never the best, tied or chosen. The standard error of a
+difference to the best is the calibrated one of ``studies.choice.row_se`` where both candidates carry their per-row
 validation predictions (``Units.rows``), else (runs from before them) that of the paired per-unit differences.
 ``argmax`` chooses the best; ``one-se`` chooses the cheapest tied candidate: fewest computed GFLOPs per text, then
 fewest models, then smallest fused width / feature bytes, then shallowest layer (the order of the caller's cost
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from benchmark.core.config_sections import SELECTION_RULES
-from studies.row_se import METHOD_TEXT, ValRows, calibrated_se
+from studies.choice.row_se import METHOD_TEXT, ValRows, calibrated_se
 
 ARGMAX, ONE_SE = SELECTION_RULES
 EQUAL = 1e-12  # means this close are equal: the same accuracy summed in another order differs in the last bits
@@ -47,7 +47,7 @@ class Selection:
         mean: Mean over units per candidate (NaN: no score, never tied).
         se: Standard error of each candidate's own units (std ddof=1 / sqrt(n); 0 with one unit).
         diff_se: Standard error of the difference to the best (0 for the best itself): calibrated
-            (``studies.row_se``) where both carry per-row predictions, else of the paired per-unit differences (0
+            (``studies.choice.row_se``) where both carry per-row predictions, else of the paired per-unit differences (0
             where those cannot be paired: a single unit or unequal counts, so those tie only on equal means).
     """
 

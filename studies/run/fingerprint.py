@@ -13,9 +13,9 @@ from benchmark.core.config import BenchConfig
 from benchmark.core.config_sections import DataConfig, StudyConfig
 from benchmark.core.errors import UserError
 from benchmark.core.keys import load_text_split
-from studies.caches import ModelDirs
-from studies.naming import models_used, splits
-from studies.presets import PRESETS
+from studies.run.caches import ModelDirs
+from studies.run.naming import models_used, splits
+from studies.trials.presets import PRESETS
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""What a trial does: the presets' search spaces, the objective, fitting, the TF-IDF baseline, the layer sweep."""
