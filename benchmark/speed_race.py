@@ -29,7 +29,8 @@ from benchmark.core.errors import UserError
 from lightning_modules.fit import sweep_units
 from lightning_modules.scores import LayerScore
 from studies.choice.val_record import unit_val_rows
-from studies.run.caches import ModelDirs, resolve_dirs
+from studies.run.caches import ModelDirs
+from studies.run.study_data import resolve_data
 from studies.trials.best_layers import choose_layer
 from studies.trials.racing import screen_outcome, sweep_screen
 
@@ -122,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             }
             cfg = load_config(overrides=args.sets, **values)
             try:
-                d = resolve_dirs(cfg)[model]
+                d = resolve_data(cfg, cfg.extract.models).dirs[model]
             except UserError as err:
                 print(f"skipped {dataset}/{model}: {err}")
                 continue

@@ -90,7 +90,7 @@ def measure_folds(
     """
     import shutil
 
-    from studies.run.caches import resolve_dirs
+    from studies.run.study_data import resolve_data
 
     rows: dict[str, dict[str, dict[str, Any]]] = {p: {} for p in presets}
     for variant, cv, race in VARIANTS:
@@ -108,7 +108,7 @@ def measure_folds(
                 }
                 cfg = load_config(overrides=sets, **values)
                 if preset == "layer-sweep":
-                    for d in resolve_dirs(cfg).values():
+                    for d in resolve_data(cfg, cfg.extract.models).dirs.values():
                         shutil.rmtree(d.train / "sweeps", ignore_errors=True)
                 start, cpu = time.perf_counter(), time.process_time()
                 out = run_study(cfg)

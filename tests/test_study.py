@@ -138,14 +138,14 @@ def test_search_study_end_to_end(study_env, tmp_path) -> None:
 def test_layer_sweep_logs_accuracy_by_layer(study_env, tmp_path) -> None:
     from benchmark.core.cache import FeatureCache
     from lightning_modules.components.classifier import MLPHead
-    from studies.run.caches import resolve_dirs
+    from studies.run.study_data import resolve_data
 
     cfg = study_cfg(study_env, tmp_path, "layer-sweep", (study_env["a"], study_env["l"]))
     out = run_study(cfg)
     assert out.complete == 2
     _, runs = assert_runs_match_trials(cfg, out.name)
     mlc = MlflowClient(cfg.tracking.uri)
-    dirs = resolve_dirs(cfg)
+    dirs = resolve_data(cfg, cfg.extract.models).dirs
     for run in runs:
         model = run.data.tags[tracking.TAG_SWEEP_MODEL]
         val = [m.value for m in sorted(mlc.get_metric_history(run.info.run_id, "sweep/val_acc"), key=lambda m: m.step)]
@@ -483,14 +483,14 @@ def test_sigkill_mid_trial_then_resume(study_env, tmp_path, kind) -> None:
 def test_failed_trial_fails_the_parent_then_is_retried(study_env, tmp_path) -> None:
     import shutil
 
-    from studies.run.caches import resolve_dirs
+    from studies.run.study_data import resolve_data
 
     cache = tmp_path / "cache"
     shutil.copytree(study_env["cache"], cache)
     cfg = study_cfg(
         study_env, tmp_path, "layer-sweep", (study_env["a"],), **{"paths.cache_dir": str(cache), "train.max_epochs": 1}
     )
-    labels_file = resolve_dirs(cfg)[study_env["a"]].train / "labels.npy"
+    labels_file = resolve_data(cfg, cfg.extract.models).dirs[study_env["a"]].train / "labels.npy"
     labels = np.load(labels_file)
     bad = labels.copy()
     bad[0] = 99  # a corrupt label (same size and shape, so the cache still validates): training raises
@@ -972,7 +972,7 @@ def test_cross_validated_studies_score_units_on_shared_folds_and_reuse_the_sweep
     from benchmark.core.errors import UserError
     from benchmark.core.keys import load_text_split
     from lightning_modules.datamodule import CachedFeatureDataModule
-    from studies.run.caches import resolve_dirs
+    from studies.run.study_data import resolve_data
     from studies.trials.baseline import text_folds
 
     cv = {"data.cv_folds": 2, "study.seeds": 2, "study.fusions": ("concat",)}
@@ -1011,8 +1011,8 @@ def test_cross_validated_studies_score_units_on_shared_folds_and_reuse_the_sweep
     assert trial.params["pair"] == "+".join(models)
     # Every model's heads and the TF-IDF baseline validate on the same rows of train (hashed), never on test.
     texts = load_text_split(cfg, "train").texts
-    dirs = resolve_dirs(cfg)
-    for fold, (_, _, val_texts, _, _) in enumerate(text_folds(cfg)[0]):
+    dirs = resolve_data(cfg, cfg.extract.models).dirs
+    for fold, (_, _, val_texts, _, _) in enumerate(text_folds(resolve_data(cfg), cfg.data)[0]):
         hashes = set()
         for model in models:
             dm = CachedFeatureDataModule.from_config([dirs[model].selection(model, "0")], cfg, fold)

@@ -12,6 +12,7 @@ from benchmark.core.config import load_config
 from benchmark.core.keys import load_text_split, resolve_features
 from extractors.run import extract_all
 from lightning_modules.features import stratified_split
+from studies.run.study_data import resolve_data
 from studies.trials.baseline import fit_baseline
 
 
@@ -75,7 +76,7 @@ def test_baseline_equals_sklearn_on_the_same_split(tmp_path, classifier) -> None
 
     data = write_dataset(tmp_path / "d", n_train=80, n_test=40)
     cfg = _cfg(data, tmp_path / "cache")
-    got = fit_baseline(cfg, classifier, 0.5).result
+    got = fit_baseline(resolve_data(cfg), cfg, classifier, 0.5).result
     train, test = load_text_split(cfg, "train"), load_text_split(cfg, "test")
     fit_rows, val_rows = stratified_split(train.labels, 0.1, 0)  # the DataModule's split (data.split_seed 0)
     vec = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)

@@ -40,9 +40,9 @@ from lightning_modules.engine import run_logger
 from lightning_modules.fit import fit_all_rows
 from lightning_modules.scores import AllRowsFit
 from studies.choice.summary import chosen_trial
-from studies.run.caches import resolve_dirs
 from studies.run.inputs import refit_inputs
 from studies.run.storage import check_storage_url, journal_path, make_storage
+from studies.run.study_data import StudyData, resolve_data
 from studies.trials.baseline import fit_baseline_all_rows
 
 log = logging.getLogger(__name__)
@@ -122,7 +122,7 @@ def _load_study(cfg: BenchConfig, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=storage)
 
 
-def _pick(study: optuna.Study, trial: int | None, run_id: str | None, cfg: BenchConfig) -> FrozenTrial:
+def _pick(study: optuna.Study, trial: int | None, run_id: str | None, mlc: Any, rule: str) -> FrozenTrial:
     trials = study.get_trials(deepcopy=False)
     if run_id is not None:
         found = [t for t in trials if t.user_attrs.get("mlflow_run_id") == run_id]
@@ -134,7 +134,7 @@ def _pick(study: optuna.Study, trial: int | None, run_id: str | None, cfg: Bench
             raise UserError(f"study '{study.study_name}' has trials 0..{len(trials) - 1}, not {trial}")
         picked = trials[trial]
     else:
-        best = chosen_trial(trials, tracking.client(cfg.tracking), cfg.selection.rule)
+        best = chosen_trial(trials, mlc, rule)
         if best is None:
             raise UserError(f"study '{study.study_name}' has no complete trial to refit; run or resume it first")
         return best
@@ -160,11 +160,12 @@ def choose(cfg: BenchConfig, study_name: str, trial: int | None = None, run_id: 
         UserError: unknown study, trial or run; a trial that is not complete, has no run, or trained no head.
     """
     study = _load_study(cfg, study_name)
-    t = _pick(study, trial, run_id, cfg)
+    mlc = tracking.client(cfg.tracking)
+    t = _pick(study, trial, run_id, mlc, cfg.selection.rule)
     source = t.user_attrs.get("mlflow_run_id")
     if not source:
         raise UserError(f"trial {t.number} of '{study_name}' has no MLflow run (tracking.uri {cfg.tracking.uri})")
-    run = tracking.client(cfg.tracking).get_run(source)
+    run = mlc.get_run(source)
     params = dict(run.data.params)
     baseline = "baseline.classifier" in params
     return Chosen(
@@ -203,9 +204,9 @@ def layers_of(chosen: Chosen) -> dict[str, str]:
     return {m: chosen.params[f"layer.{m}"] for m in models}
 
 
-def find_refit(cfg: BenchConfig, chosen: Chosen) -> str | None:
+def find_refit(mlc: Any, chosen: Chosen) -> str | None:
     """The latest FINISHED refit run of ``chosen``'s trial, if any."""
-    runs = tracking.client(cfg.tracking).search_runs(
+    runs = mlc.search_runs(
         [chosen.experiment_id],
         f"tags.`{tracking.TAG_REFIT_OF}` = '{chosen.run_id}' and attributes.status = 'FINISHED'",
         order_by=["attributes.start_time DESC"],
@@ -215,7 +216,12 @@ def find_refit(cfg: BenchConfig, chosen: Chosen) -> str | None:
 
 
 def refit_study(
-    cfg: BenchConfig, study_name: str, trial: int | None = None, run_id: str | None = None, force: bool = False
+    cfg: BenchConfig,
+    study_name: str,
+    trial: int | None = None,
+    run_id: str | None = None,
+    force: bool = False,
+    data: StudyData | None = None,
 ) -> RefitResult:
     """Refit the chosen configuration of ``study_name`` on all training rows, once per study seed (see module doc).
 
@@ -225,6 +231,7 @@ def refit_study(
         trial: A trial number instead of the best trial.
         run_id: A trial's MLflow run id instead of the best trial.
         force: Refit even when a finished refit of that trial exists.
+        data: The study's dataset and caches when its runner already resolved them (else resolved here).
 
     Raises:
         UserError: see ``choose``; missing caches (with the extract command).
@@ -232,45 +239,20 @@ def refit_study(
     chosen = choose(cfg, study_name, trial, run_id)
     layers = layers_of(chosen)
     mlc = tracking.client(cfg.tracking)
-    existing = None if force else find_refit(cfg, chosen)
+    existing = None if force else find_refit(mlc, chosen)
     if existing is not None:
-        run = mlc.get_run(existing)
-        history = mlc.get_metric_history(existing, tracking.SEED_TEST_ACC)
         log.info("trial %d of %s: reusing refit run %s", chosen.trial, study_name, existing)
-        return RefitResult(
-            study_name,
-            chosen.trial,
-            existing,
-            chosen.run_id,
-            layers,
-            chosen.params.get("fusion", ""),
-            int(run.data.params[tracking.PARAM_REFIT_EPOCHS]),
-            [m.value for m in sorted(history, key=lambda m: m.step)],
-            reused=True,
-        )
+        epochs = int(mlc.get_run(existing).data.params[tracking.PARAM_REFIT_EPOCHS])
+        return _result(study_name, chosen, existing, layers, epochs, _seed_test_accs(mlc, existing), reused=True)
     tcfg = trial_config(cfg, chosen)
-    selections = [] if chosen.baseline else [resolve_dirs(tcfg)[m].selection(m, s) for m, s in layers.items()]
-    tracking.close_dead_runs(mlc, chosen.experiment_id, tracking.KIND_REFIT)
-    run = mlc.create_run(
-        chosen.experiment_id,
-        run_name=f"{study_name}#{chosen.trial}-refit",
-        tags={
-            tracking.TAG_PARENT: chosen.parent_run_id,
-            tracking.TAG_STUDY: study_name,
-            tracking.TAG_KIND: tracking.KIND_REFIT,
-            tracking.TAG_PRESET: chosen.params.get("preset", ""),
-            tracking.TAG_TRIAL: str(chosen.trial),
-            tracking.TAG_REFIT_OF: chosen.run_id,
-            **tracking.version_tags(),
-            **tracking.owner_tags(),
-        },
-    )
-    rid = run.info.run_id
+    data = data or resolve_data(tcfg, tuple(layers))
+    selections = [data.dirs[m].selection(m, s) for m, s in layers.items()]
+    rid = _open_refit_run(mlc, study_name, chosen)
     try:
         tracking.log_run_data(mlc, rid, params={**chosen.params, tracking.PARAM_REFIT_EPOCHS: chosen.epochs})
-        log_inputs(mlc, rid, refit_inputs(tcfg))
+        log_inputs(mlc, rid, refit_inputs(data))
         tracking.log_text(mlc, rid, to_yaml(tcfg), tracking.CONFIG_ARTIFACT)
-        fits = _fit_seeds(mlc, rid, tcfg, chosen, selections, layers)
+        fits = _fit_seeds(mlc, rid, tcfg, data, chosen, selections, layers)
         tracking.log_run_data(
             mlc,
             rid,
@@ -289,16 +271,44 @@ def refit_study(
         raise
     mlc.set_terminated(rid, "FINISHED")
     log.info("refit of trial %d of %s: run %s, test acc %s", chosen.trial, study_name, rid, [f.test_acc for f in fits])
-    return RefitResult(
-        study_name,
-        chosen.trial,
-        rid,
-        chosen.run_id,
-        layers,
-        chosen.params.get("fusion", ""),
-        chosen.epochs,
-        [f.test_acc for f in fits],
+    return _result(study_name, chosen, rid, layers, chosen.epochs, [f.test_acc for f in fits])
+
+
+def _seed_test_accs(mlc: Any, run_id: str) -> list[float]:
+    return [m.value for m in sorted(mlc.get_metric_history(run_id, tracking.SEED_TEST_ACC), key=lambda m: m.step)]
+
+
+def _result(
+    study_name: str,
+    chosen: Chosen,
+    run_id: str,
+    layers: dict[str, str],
+    epochs: int,
+    test_accs: list[float],
+    reused: bool = False,
+) -> RefitResult:
+    fusion = chosen.params.get("fusion", "")
+    return RefitResult(study_name, chosen.trial, run_id, chosen.run_id, layers, fusion, epochs, test_accs, reused)
+
+
+def _open_refit_run(mlc: Any, study_name: str, chosen: Chosen) -> str:
+    """A new refit run of ``chosen``'s trial, a child of the study's parent run (dead refits closed first)."""
+    tracking.close_dead_runs(mlc, chosen.experiment_id, tracking.KIND_REFIT)
+    run = mlc.create_run(
+        chosen.experiment_id,
+        run_name=f"{study_name}#{chosen.trial}-refit",
+        tags={
+            tracking.TAG_PARENT: chosen.parent_run_id,
+            tracking.TAG_STUDY: study_name,
+            tracking.TAG_KIND: tracking.KIND_REFIT,
+            tracking.TAG_PRESET: chosen.params.get("preset", ""),
+            tracking.TAG_TRIAL: str(chosen.trial),
+            tracking.TAG_REFIT_OF: chosen.run_id,
+            **tracking.version_tags(),
+            **tracking.owner_tags(),
+        },
     )
+    return str(run.info.run_id)
 
 
 @dataclass(frozen=True)
@@ -310,12 +320,18 @@ class _SeedFit:
 
 
 def _fit_seeds(
-    mlc: Any, rid: str, tcfg: BenchConfig, chosen: Chosen, selections: list[Selection], layers: dict[str, str]
+    mlc: Any,
+    rid: str,
+    tcfg: BenchConfig,
+    data: StudyData,
+    chosen: Chosen,
+    selections: list[Selection],
+    layers: dict[str, str],
 ) -> list[_SeedFit]:
     """Fit every seed on all training rows; log its test predictions (and a head's files) to the refit run."""
     fits = []
     if chosen.baseline is not None:
-        for k, b in enumerate(fit_baseline_all_rows(tcfg, *chosen.baseline, chosen.seeds)):
+        for k, b in enumerate(fit_baseline_all_rows(data, tcfg, *chosen.baseline, chosen.seeds)):
             tracking.log_array(mlc, rid, b.result.test_pred, tracking.PRED_ARTIFACT.format(seed=k))
             fits.append(_SeedFit(b.result.test_acc, b.result.test_f1, b.result.fit_s, b.train_rows))
         return fits

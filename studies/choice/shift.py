@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -25,10 +25,9 @@ import numpy as np
 
 from benchmark.core import tracking
 from benchmark.core.cache import FeatureCache
-from benchmark.core.config import BenchConfig
-from benchmark.core.keys import load_text_split
 from benchmark.core.models import LEXICAL, MODELS
 from studies.run.caches import ModelDirs
+from studies.run.study_data import StudyData
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -126,7 +125,7 @@ def length_stats(texts: Sequence[str]) -> dict[str, float]:
     return {"n": int(words.size), "mean": float(words.mean()), "median": float(median), "p10": p10, "p90": p90}
 
 
-def probe_layer(dirs: dict[str, ModelDirs]) -> tuple[str, int] | None:
+def probe_layer(dirs: Mapping[str, ModelDirs]) -> tuple[str, int] | None:
     """The cached layer the check reads: the middle layer of the first transformer model (else the first model)."""
     if not dirs:
         return None
@@ -152,9 +151,9 @@ def shift_check(
     return ShiftCheck(auc, low, high, folds, features, rows, lengths, flagged=auc > SHIFT_AUC_THRESHOLD)
 
 
-def study_shift(cfg: BenchConfig, dirs: dict[str, ModelDirs]) -> ShiftCheck:
+def study_shift(data: StudyData) -> ShiftCheck:
     """The check of a study's dataset: its probe layer's train and test caches and its texts."""
-    train, test = load_text_split(cfg, "train"), load_text_split(cfg, "test")
+    train, test, dirs = data.train, data.test, data.dirs
     probe = probe_layer(dirs)
     if probe is None:
         return shift_check(None, None, train.texts, test.texts, "")
@@ -163,11 +162,11 @@ def study_shift(cfg: BenchConfig, dirs: dict[str, ModelDirs]) -> ShiftCheck:
     return shift_check(read[0], read[1], train.texts, test.texts, f"{model}@{layer}")
 
 
-def record_shift(mlc: MlflowClient, parent_run_id: str, cfg: BenchConfig, dirs: dict[str, ModelDirs]) -> None:
+def record_shift(mlc: MlflowClient, parent_run_id: str, data: StudyData) -> None:
     """Compute the check once per parent run: ``shift.json`` and metric ``shift/auc`` (a resumed study keeps it)."""
     if tracking.SHIFT_AUC in mlc.get_run(parent_run_id).data.metrics:
         return
-    check = study_shift(cfg, dirs)
+    check = study_shift(data)
     tracking.log_text(mlc, parent_run_id, check.to_json(), tracking.SHIFT_ARTIFACT)
     if math.isfinite(check.auc):
         tracking.log_run_data(mlc, parent_run_id, metrics={tracking.SHIFT_AUC: check.auc})

@@ -141,6 +141,21 @@ def summarise(study: optuna.Study, cfg: BenchConfig, mlc: Any, parent_run_id: st
         rule=cfg.selection.rule,
         tied=tied,
     )
+    _log_choice(mlc, parent_run_id, outcome, best)
+    if picked is not None:
+        tie_set = _tie_set(cfg.selection.rule, order, picked, best, units, costs)
+        tracking.log_text(mlc, parent_run_id, json.dumps(tie_set, indent=2), tracking.TIED_ARTIFACT)
+    tracking.log_text(
+        mlc,
+        parent_run_id,
+        json.dumps(dataclasses.asdict(outcome), indent=2, default=str),
+        tracking.STUDY_SUMMARY_ARTIFACT,
+    )
+    return outcome
+
+
+def _log_choice(mlc: Any, parent_run_id: str, outcome: StudyOutcome, best: optuna.trial.FrozenTrial | None) -> None:
+    """The trial counts, the chosen trial's scores and run, and the rule, on the parent run."""
     metrics: dict[str, float] = {
         tracking.STUDY_COMPLETE: outcome.complete,
         tracking.STUDY_PRUNED: outcome.pruned,
@@ -157,33 +172,35 @@ def summarise(study: optuna.Study, cfg: BenchConfig, mlc: Any, parent_run_id: st
         metrics=metrics,
         tags={
             "best_trial_run_id": best.user_attrs.get("mlflow_run_id", "") if best else "",
-            tracking.TAG_SELECTION_RULE: cfg.selection.rule,
+            tracking.TAG_SELECTION_RULE: outcome.rule,
         },
     )
-    if picked is not None:
-        tie_set = {
-            "rule": cfg.selection.rule,
-            "best": order[picked.best].number,
-            "chosen": best.number if best else None,
-            "se_method": METHOD if all(u.rows is not None for u in units) else "per-unit (no per-row predictions)",
-            "tied": [
-                {
-                    "trial": order[i].number,
-                    "val_acc": float(picked.mean[i]),
-                    "diff_se": float(picked.diff_se[i]),
-                    "gflops_per_text": costs[i][0] if math.isfinite(costs[i][0]) else None,
-                }
-                for i in picked.tied
-            ],
-        }
-        tracking.log_text(mlc, parent_run_id, json.dumps(tie_set, indent=2), tracking.TIED_ARTIFACT)
-    tracking.log_text(
-        mlc,
-        parent_run_id,
-        json.dumps(dataclasses.asdict(outcome), indent=2, default=str),
-        tracking.STUDY_SUMMARY_ARTIFACT,
-    )
-    return outcome
+
+
+def _tie_set(
+    rule: str,
+    order: list[optuna.trial.FrozenTrial],
+    picked: Any,
+    best: optuna.trial.FrozenTrial | None,
+    units: list[Any],
+    costs: list[Any],
+) -> dict[str, Any]:
+    """The tie set as ``tied.json`` holds it: the rule, the best and chosen trials, each tied trial's scores."""
+    return {
+        "rule": rule,
+        "best": order[picked.best].number,
+        "chosen": best.number if best else None,
+        "se_method": METHOD if all(u.rows is not None for u in units) else "per-unit (no per-row predictions)",
+        "tied": [
+            {
+                "trial": order[i].number,
+                "val_acc": float(picked.mean[i]),
+                "diff_se": float(picked.diff_se[i]),
+                "gflops_per_text": costs[i][0] if math.isfinite(costs[i][0]) else None,
+            }
+            for i in picked.tied
+        ],
+    }
 
 
 def record_result(mlc: Any, outcome: StudyOutcome, test_acc: list[float], run_id: str) -> StudyOutcome:

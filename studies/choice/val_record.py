@@ -25,6 +25,7 @@ from benchmark.core.models import resolve_model
 from benchmark.core.tracking import PERF_INFER_GFLOPS, PERF_INFER_MS, ROWS_ARTIFACT, SWEEP_ROWS_ARTIFACT
 from studies.choice.row_se import ValRows, val_rows
 from studies.run.caches import ModelDirs
+from studies.run.study_data import StudyData
 from studies.trials.flops import infer_gflops, mean_tokens, sparse_flops
 
 if TYPE_CHECKING:
@@ -147,7 +148,7 @@ def trial_records(
     mlc: MlflowClient,
     run_id: str,
     cfg: BenchConfig,
-    dirs: Mapping[str, ModelDirs],
+    data: StudyData,
     layers: Mapping[str, str],
     results: Sequence[Any],
     extract_ms: float,
@@ -158,15 +159,15 @@ def trial_records(
     the texts of the train (or validation) split. Its cost is the TF-IDF row times the linear classifier.
     """
     head_ms = float(np.mean([r.head_ms_per_sample for r in results]))
+    dirs = data.dirs
     if layers:
         log_trial_rows(mlc, run_id, unit_val_rows(dirs[next(iter(layers))], results))
         return cost_metrics(cfg, dirs, layers, float(results[0].params), extract_ms, head_ms)
-    from benchmark.core.keys import load_text_split
     from extractors.tfidf import words
 
-    train = load_text_split(cfg, "train")
-    val = load_text_split(cfg, cfg.data.val_split) if cfg.data.val_split else train
-    log_trial_rows(mlc, run_id, results_rows(results, val.labels, len(train.labels), bool(cfg.data.val_split)))
+    train = data.train
+    val = data.val or train
+    log_trial_rows(mlc, run_id, results_rows(results, val.labels, len(train.labels), data.val is not None))
     per_text = float(np.mean([len(words(t)) for t in train.texts]))
     classes = int(max(train.labels.max() + 1, 2))
     out = {PERF_INFER_GFLOPS: sparse_flops(per_text, classes if classes > 2 else 1) / 1e9}

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from benchmark.core.cache import CacheError, validate
 from benchmark.core.config import BenchConfig
 from benchmark.core.errors import UserError
-from benchmark.core.keys import load_text_split, resolve_features
-from benchmark.core.text_data import check_classes
+from benchmark.core.keys import resolve_features
+from benchmark.core.text_data import TextSplit
 from lightning_modules.datamodule import Selection
 from lightning_modules.layers import parse_layer_spec
-from studies.run.naming import extract_command, splits
+from studies.run.naming import extract_command
 
 
 @dataclass(frozen=True)
@@ -28,15 +29,14 @@ class ModelDirs:
         return Selection(name, parse_layer_spec(layer), self.train, self.test, self.val)
 
 
-def resolve_dirs(cfg: BenchConfig) -> dict[str, ModelDirs]:
-    """Cache directories of every model, or a ``UserError`` naming the extraction to run.
+def resolve_dirs(cfg: BenchConfig, texts: Mapping[str, TextSplit], models: Sequence[str]) -> dict[str, ModelDirs]:
+    """Cache directories of every model on ``texts`` (split -> texts), or a ``UserError`` naming the extraction to run.
 
     A cache that is there but unusable (truncated file, corrupt meta.json) is named with what is wrong with it.
+    Commands reach this through ``studies.run.study_data.resolve_data``, which reads the texts once.
     """
-    texts = {s: load_text_split(cfg, s) for s in splits(cfg)}
-    check_classes(texts["train"], cfg.extract.dataset)
     dirs, missing, broken = {}, [], []
-    for model in cfg.extract.models:
+    for model in models:
         paths = {s: resolve_features(cfg, model, ts).path for s, ts in texts.items()}
         for split, path in paths.items():
             try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import optuna
@@ -12,9 +13,9 @@ import optuna
 from benchmark.core.config import BenchConfig
 from benchmark.core.config_sections import DataConfig, StudyConfig
 from benchmark.core.errors import UserError
-from benchmark.core.keys import load_text_split
+from benchmark.core.text_data import TextSplit
 from studies.run.caches import ModelDirs
-from studies.run.naming import models_used, splits
+from studies.run.naming import models_used
 from studies.trials.presets import PRESETS
 
 log = logging.getLogger(__name__)
@@ -37,8 +38,8 @@ def data_settings(data: DataConfig) -> dict[str, Any]:
     return out
 
 
-def fingerprint(cfg: BenchConfig, dirs: dict[str, ModelDirs]) -> str:
-    """The settings a study's trials depend on, as canonical JSON."""
+def fingerprint(cfg: BenchConfig, dirs: Mapping[str, ModelDirs], texts: Mapping[str, TextSplit] | None = None) -> str:
+    """The settings a study's trials depend on, as canonical JSON; ``texts`` (split -> texts) stand for no caches."""
     blob = {
         "preset": cfg.study.preset,
         "dataset": cfg.extract.dataset,
@@ -51,7 +52,7 @@ def fingerprint(cfg: BenchConfig, dirs: dict[str, ModelDirs]) -> str:
         "seeds": cfg.study.seeds,
     }
     if not dirs:  # a preset that reads the texts, not caches (the lexical baseline): the texts stand for the caches
-        blob[TEXTS_KEY] = {s: load_text_split(cfg, s).data_sha256[:16] for s in splits(cfg)}
+        blob[TEXTS_KEY] = {s: t.data_sha256[:16] for s, t in (texts or {}).items()}
     preset = PRESETS.get(cfg.study.preset)
     if preset.space_version != 1:
         blob[SPACE_KEY] = preset.space_version

@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import numpy as np
 import optuna
 
 from benchmark.core import tracking
 from benchmark.core.config import BenchConfig
-from benchmark.core.keys import load_text_split
 from studies.run.naming import models_used
 from studies.run.orphans import close_orphan_runs
 from studies.trials.objective import StudyRuns, finish_run
@@ -21,8 +21,11 @@ class WorkersFailed(RuntimeError):
     """Worker processes exited with an error (each recorded its own on the parent run)."""
 
 
-def parent_run(study: optuna.Study, mlc: Any, experiment_id: str, cfg: BenchConfig) -> str:
-    """The study's parent run: created by the first process (under the study lock), reopened by later ones."""
+def parent_run(study: optuna.Study, mlc: Any, experiment_id: str, cfg: BenchConfig, test_labels: np.ndarray) -> str:
+    """The study's parent run: created by the first process (under the study lock), reopened by later ones.
+
+    A new one holds ``test_labels``, which the reports score every trial's predictions against.
+    """
     run_id = study.user_attrs.get("mlflow_parent_run_id")
     tracking.close_dead_runs(mlc, experiment_id, tracking.KIND_STUDY)  # other studies' runs their killed processes left
     if run_id is None:
@@ -49,7 +52,7 @@ def parent_run(study: optuna.Study, mlc: Any, experiment_id: str, cfg: BenchConf
                 "seeds": cfg.study.seeds,
             },
         )
-        tracking.log_array(mlc, run_id, load_text_split(cfg, "test").labels, tracking.TEST_LABELS_ARTIFACT)
+        tracking.log_array(mlc, run_id, test_labels, tracking.TEST_LABELS_ARTIFACT)
         study.set_user_attr("mlflow_parent_run_id", run_id)
     else:
         mlc.update_run(run_id, status="RUNNING")

@@ -30,15 +30,12 @@ from benchmark.core.cache import FeatureCache
 from benchmark.core.config import BenchConfig
 from benchmark.core.errors import UserError
 from benchmark.core.faults import interrupt_on_sigterm
-from benchmark.core.keys import load_text_split
 from benchmark.core.run_inputs import log_inputs
 from benchmark.core.stores import check_tracking
-from benchmark.core.text_data import check_classes
 from lightning_modules.folds import check_cv_folds
 from studies.choice.refit import refit_study
 from studies.choice.shift import record_shift
 from studies.choice.summary import FINISHED, StudyOutcome, record_result, summarise
-from studies.run.caches import ModelDirs, resolve_dirs
 from studies.run.fingerprint import check_fingerprint, fingerprint
 from studies.run.inputs import cache_key_tags, training_inputs
 from studies.run.naming import study_name
@@ -46,6 +43,7 @@ from studies.run.orphans import close_orphan_runs
 from studies.run.parent_run import WorkersFailed, close_stale_run, fail_parent, parent_run
 from studies.run.pruning import make_pruner
 from studies.run.storage import StudyLock, check_storage_url, make_storage, retry_failed
+from studies.run.study_data import StudyData, resolve_data
 from studies.trials.best_layers import best_layers
 from studies.trials.objective import Objective, StudyRuns
 from studies.trials.presets import LAST_K, PRESETS, Preset, StudyContext, check_fusions, check_models
@@ -84,7 +82,8 @@ class _Setup:
 
     preset: Preset
     ctx: StudyContext
-    dirs: dict[str, ModelDirs]
+    data: StudyData
+    inputs: tuple[Any, ...]  # the dataset inputs (train, validation, test) of every run of the study
     mlc: Any
     experiment_id: str
     study: optuna.Study
@@ -99,21 +98,19 @@ def _setup(cfg: BenchConfig) -> _Setup:
         if not cfg.extract.models:
             raise UserError("no model selected: pass --models a,b (see `layerfuse ls models`)")
         check_models(preset, cfg.extract.models)
-        dirs = resolve_dirs(cfg)
-        train_cache = FeatureCache(next(iter(dirs.values())).train)
+        data = resolve_data(cfg, cfg.extract.models)
+        train_cache = FeatureCache(next(iter(data.dirs.values())).train)
         labels, label_names = train_cache.labels(), train_cache.label_names
     else:
-        dirs = {}
-        train = load_text_split(cfg, "train")
-        check_classes(train, cfg.extract.dataset)
-        labels, label_names = train.labels, train.label_names
+        data = resolve_data(cfg)
+        labels, label_names = data.train.labels, data.train.label_names
     # Every trial cuts these folds (lightning_modules.folds): refuse impossible ones before a store is written.
     val_fraction = None if cfg.data.val_split else cfg.data.val_fraction
     check_cv_folds(labels, cfg.data.cv_folds, cfg.data.cv_small_classes, label_names, val_fraction)
     ctx = StudyContext(
         cfg.extract.dataset,
         cfg.extract.models,
-        {m: FeatureCache(d.train).num_layers for m, d in dirs.items()},
+        {m: FeatureCache(d.train).num_layers for m, d in data.dirs.items()},
         fusions=check_fusions(cfg.study.fusions),
         max_k=cfg.study.max_k,
     )
@@ -122,8 +119,8 @@ def _setup(cfg: BenchConfig) -> _Setup:
         mlc = tracking.client(cfg.tracking)
         experiment_id = tracking.ensure_experiment(mlc, tracking.experiment_name(cfg.extract.dataset), cfg.tracking)
         study = _open_study(cfg, preset, ctx, mlc)
-        check_fingerprint(study, fingerprint(cfg, dirs))
-    return _Setup(preset, ctx, dirs, mlc, experiment_id, study, lock)
+        check_fingerprint(study, fingerprint(cfg, data.dirs, data.texts))
+    return _Setup(preset, ctx, data, training_inputs(data, cfg.data), mlc, experiment_id, study, lock)
 
 
 class _InterruptedTrial(logging.Filter):
@@ -147,7 +144,9 @@ def _optimize(s: _Setup, cfg: BenchConfig) -> None:
 
     study, lock = s.study, s.lock
     ctx = (
-        dataclasses.replace(s.ctx, best_layers=best_layers(study, cfg, s.dirs)) if s.preset.needs_best_layers else s.ctx
+        dataclasses.replace(s.ctx, best_layers=best_layers(study, cfg, s.data.dirs))
+        if s.preset.needs_best_layers
+        else s.ctx
     )
     runs = StudyRuns(
         s.mlc,
@@ -155,9 +154,9 @@ def _optimize(s: _Setup, cfg: BenchConfig) -> None:
         str(study.user_attrs["mlflow_parent_run_id"]),
         study.study_name,
         s.preset.name,
-        training_inputs(cfg),
+        s.inputs,
     )
-    objective = Objective(cfg, s.preset, ctx, s.dirs, runs)
+    objective = Objective(cfg, s.preset, ctx, s.data, runs)
 
     def start(trial: optuna.Trial) -> float:
         lock.release()  # the trial exists and counts as running: other workers may decide now
@@ -235,15 +234,15 @@ def run_study(cfg: BenchConfig) -> StudyOutcome:
     """
     s = _setup(cfg)
     with s.lock:  # once per study, whichever process or host comes first
-        parent = parent_run(s.study, s.mlc, s.experiment_id, cfg)
+        parent = parent_run(s.study, s.mlc, s.experiment_id, cfg, s.data.test.labels)
         close_orphan_runs(s.study, s.mlc, parent)  # runs a killed worker left unlinked to their trial
         if s.preset.needs_best_layers:
-            best_layers(s.study, cfg, s.dirs)  # before any trial, so every worker reads the same layers
+            best_layers(s.study, cfg, s.data.dirs)  # before any trial, so every worker reads the same layers
         if s.preset.name == LAST_K:
-            last_k_probe(s.study, cfg, s.dirs, s.ctx)  # the candidates worth training, once for every worker
-        record_shift(s.mlc, parent, cfg, s.dirs)  # does validation stand for test: once per parent run
-    log_inputs(s.mlc, parent, training_inputs(cfg))  # idempotent: a resumed study's parent run keeps one of each
-    tracking.log_run_data(s.mlc, parent, tags=cache_key_tags(cfg, {m: d.train for m, d in s.dirs.items()}))
+            last_k_probe(s.study, cfg, s.data.dirs, s.ctx)  # the candidates worth training, once for every worker
+        record_shift(s.mlc, parent, s.data)  # does validation stand for test: once per parent run
+    log_inputs(s.mlc, parent, s.inputs)  # idempotent: a resumed study's parent run keeps one of each
+    tracking.log_run_data(s.mlc, parent, tags=cache_key_tags(cfg.paths.cache_dir, s.data.dirs))
     try:
         with tracking.system_metrics(parent, cfg.tracking, resume=True):
             if cfg.study.workers == 1:
@@ -269,7 +268,7 @@ def run_study(cfg: BenchConfig) -> StudyOutcome:
         outcome = summarise(s.study, cfg, s.mlc, parent)
         if cfg.study.refit and outcome.best_number is not None:
             with s.lock:  # one refit per study: a second host waits, then reuses the finished refit run
-                refit = refit_study(cfg, outcome.name, trial=outcome.best_number)
+                refit = refit_study(cfg, outcome.name, trial=outcome.best_number, data=s.data)
             outcome = record_result(s.mlc, outcome, refit.test_acc, refit.run_id)
     except BaseException as err:
         fail_parent(s.mlc, parent, err)

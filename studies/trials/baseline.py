@@ -15,11 +15,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from benchmark.core.config import BenchConfig
-from benchmark.core.keys import load_text_split
+from benchmark.core.config_sections import DataConfig
 from extractors.tfidf import fit_tfidf, words
 from lightning_modules.callbacks import peak_rss_mb
 from lightning_modules.folds import check_cv_folds, fold_rows
 from lightning_modules.scores import FitResult
+from studies.run.study_data import StudyData
 
 CLASSIFIERS = ("svm", "logreg")
 C_GRID = (0.1, 1.0, 10.0)
@@ -53,14 +54,12 @@ def _sparse_bytes(*matrices: object) -> int:
 Fold = tuple[list[str], np.ndarray, list[str], np.ndarray, np.ndarray]
 
 
-def text_folds(cfg: BenchConfig) -> tuple[list[Fold], list[str], np.ndarray]:
+def text_folds(data: StudyData, d: DataConfig) -> tuple[list[Fold], list[str], np.ndarray]:
     """Each fold's (train, validation) texts and labels, as every head's DataModule splits train; and the test split."""
-    train, test = load_text_split(cfg, "train"), load_text_split(cfg, "test")
-    if cfg.data.val_split:
-        val = load_text_split(cfg, cfg.data.val_split)
+    train, test, val = data.train, data.test, data.val
+    if val is not None:
         rows = np.arange(len(val.texts), dtype=np.int64)
         return [(train.texts, train.labels, val.texts, val.labels, rows)], test.texts, test.labels
-    d = cfg.data
     check_cv_folds(train.labels, d.cv_folds, d.cv_small_classes, train.label_names, d.val_fraction)
     folds = [
         ([train.texts[i] for i in tr], train.labels[tr], [train.texts[i] for i in va], train.labels[va], va)
@@ -69,28 +68,30 @@ def text_folds(cfg: BenchConfig) -> tuple[list[Fold], list[str], np.ndarray]:
     return folds, test.texts, test.labels
 
 
-def fit_baseline(cfg: BenchConfig, classifier: str, c: float) -> BaselineFit:
+def fit_baseline(data: StudyData, cfg: BenchConfig, classifier: str, c: float) -> BaselineFit:
     """Fit TF-IDF + ``classifier`` (C = ``c``, seed ``train.seed``) on the train part of fold 0; score val and test."""
-    return fit_baseline_units(cfg, classifier, c, 1)[0]
+    return fit_baseline_units(data, cfg, classifier, c, 1)[0]
 
 
-def fit_baseline_units(cfg: BenchConfig, classifier: str, c: float, seeds: int) -> list[BaselineFit]:
+def fit_baseline_units(data: StudyData, cfg: BenchConfig, classifier: str, c: float, seeds: int) -> list[BaselineFit]:
     """Fit TF-IDF + ``classifier`` (C = ``c``) on every unit: each fold's train part with seeds ``train.seed + k``.
 
     Units in order ``u = fold * seeds + seed``. The vectorizer is fitted on the fold's training part only (once
     per fold: it has no seed), so its validation rows are as unseen as test.
     """
-    folds, t_texts, t_y = text_folds(cfg)
+    folds, t_texts, t_y = text_folds(data, cfg.data)
     return [fit for fold in folds for fit in _fit_fold(fold, t_texts, t_y, classifier, c, cfg.train.seed, seeds)]
 
 
-def fit_baseline_all_rows(cfg: BenchConfig, classifier: str, c: float, seeds: int) -> list[BaselineFit]:
+def fit_baseline_all_rows(
+    data: StudyData, cfg: BenchConfig, classifier: str, c: float, seeds: int
+) -> list[BaselineFit]:
     """The refit of a chosen baseline: TF-IDF + ``classifier`` on every training row, once per seed; test scored.
 
     As a chosen head is refit on all of train (``studies.choice.refit``), so is the baseline it is compared with; no
     row is held out, so the validation scores are NaN.
     """
-    train, test = load_text_split(cfg, "train"), load_text_split(cfg, "test")
+    train, test = data.train, data.test
     empty = np.zeros(0, dtype=np.int64)
     return _fit_fold(
         (train.texts, train.labels, [], empty, empty), test.texts, test.labels, classifier, c, cfg.train.seed, seeds

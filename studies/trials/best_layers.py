@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 import numpy as np
 import optuna
@@ -41,7 +42,7 @@ def sweep_rows(sweep: UnitSweep, d: ModelDirs) -> list[ValRows | None]:
     return [unit_val_rows(d, [unit[i] for unit in sweep.scores]) for i in range(len(sweep.scores[0]))]
 
 
-def best_layers(study: optuna.Study, cfg: BenchConfig, dirs: dict[str, ModelDirs]) -> dict[str, int]:
+def best_layers(study: optuna.Study, cfg: BenchConfig, dirs: Mapping[str, ModelDirs]) -> dict[str, int]:
     """Each model's validation-chosen single layer, computed once per study and stored in it.
 
     The same choice as the layer-sweep preset's, from the same stored sweep (``studies.trials.sweep_store``): the layer

@@ -15,17 +15,15 @@ from collections.abc import Mapping
 from benchmark.core import tracking
 from benchmark.core.cache import FeatureCache
 from benchmark.core.config import BenchConfig, to_yaml, with_values
-from benchmark.core.keys import load_text_split
 from benchmark.core.run_inputs import log_inputs
 from benchmark.core.stores import check_tracking
-from benchmark.core.text_data import dataset_label
 from lightning_modules.callbacks import cuda_peak
 from lightning_modules.engine import run_logger
 from lightning_modules.fit import check_fit, fit_units
 from lightning_modules.folds import check_cv_folds, units
 from lightning_modules.scores import FitResult
-from studies.run.caches import resolve_dirs
 from studies.run.inputs import cache_key_tags, training_inputs
+from studies.run.study_data import StudyData, resolve_data
 from studies.trials.objective import log_unit_results, trial_params
 from studies.trials.presets import TrialPlan
 
@@ -43,8 +41,13 @@ def fit_config(
         UserError: missing caches (with the extract command), bad layer specs or fusion, too many folds.
     """
     cfg = with_values(cfg, {"extract.models": tuple(layers)})
-    dirs = resolve_dirs(cfg)
-    selections = [dirs[m].selection(m, spec) for m, spec in layers.items()]
+    return _fit(cfg, resolve_data(cfg, tuple(layers)), layers, seeds, run_id)
+
+
+def _fit(
+    cfg: BenchConfig, data: StudyData, layers: Mapping[str, str], seeds: int, run_id: str | None
+) -> list[FitResult]:
+    selections = [data.dirs[m].selection(m, spec) for m, spec in layers.items()]
     return fit_units(cfg, selections, units(cfg.data.cv_folds, seeds), logger=run_logger(cfg, run_id))
 
 
@@ -64,7 +67,8 @@ def fit_tracked(cfg: BenchConfig, layers: Mapping[str, str], seeds: int = 1) -> 
     """
     check_tracking(cfg.tracking)
     cfg = with_values(cfg, {"extract.models": tuple(layers)})
-    dirs = resolve_dirs(cfg)
+    data = resolve_data(cfg, tuple(layers))
+    dirs = data.dirs
     check_fit(cfg, [dirs[m].selection(m, spec) for m, spec in layers.items()])  # user errors before the run opens
     train = FeatureCache(dirs[next(iter(layers))].train)
     val_fraction = None if cfg.data.val_split else cfg.data.val_fraction
@@ -73,14 +77,14 @@ def fit_tracked(cfg: BenchConfig, layers: Mapping[str, str], seeds: int = 1) -> 
     experiment_id = tracking.ensure_experiment(mlc, tracking.experiment_name(cfg.extract.dataset), cfg.tracking)
     plan = TrialPlan(models=tuple(layers), layers=dict(layers), fusion=cfg.train.fusion)
     name = f"fit {'+'.join(f'{m}={spec}' for m, spec in layers.items())}"
-    tags = cache_key_tags(cfg, {m: dirs[m].train for m in layers})
+    tags = cache_key_tags(cfg.paths.cache_dir, {m: dirs[m] for m in layers})
     with tracking.tracked_run(mlc, experiment_id, name[:250], tracking.KIND_FIT, cfg.tracking, tags) as run_id:
-        params = trial_params(plan, dataset_label(cfg.extract.dataset), tracking.KIND_FIT, seeds, cfg)
+        params = trial_params(plan, data.name, tracking.KIND_FIT, seeds, cfg)
         tracking.log_run_data(mlc, run_id, params=params)
         tracking.log_text(mlc, run_id, to_yaml(cfg), tracking.CONFIG_ARTIFACT)
-        log_inputs(mlc, run_id, training_inputs(cfg))
-        tracking.log_array(mlc, run_id, load_text_split(cfg, "test").labels, tracking.TEST_LABELS_ARTIFACT)
+        log_inputs(mlc, run_id, training_inputs(data, cfg.data))
+        tracking.log_array(mlc, run_id, data.test.labels, tracking.TEST_LABELS_ARTIFACT)
         with cuda_peak() as peak:
-            results = fit_config(cfg, layers, seeds, run_id)
+            results = _fit(cfg, data, layers, seeds, run_id)
         log_unit_results(mlc, run_id, results, peak)
     return run_id, results

@@ -33,8 +33,8 @@ from lightning_modules.engine import CURVES, LAYERS_MEAN, run_logger, unit_curve
 from lightning_modules.fit import fit_units
 from lightning_modules.folds import mean_se, units
 from studies.choice.val_record import sweep_records, trial_records
-from studies.run.caches import ModelDirs
 from studies.run.inputs import cache_key_tags
+from studies.run.study_data import StudyData
 from studies.trials.baseline import fit_baseline_units
 from studies.trials.best_layers import unit_matrix
 from studies.trials.presets import LAST_K, Preset, StudyContext, TrialPlan
@@ -133,14 +133,13 @@ class Objective:
         cfg: Base config (dataset, training defaults, seeds, pruning).
         preset: The study preset.
         ctx: Models, layer counts and best layers.
-        dirs: Cache directories per model alias.
+        data: The dataset's splits and each model's cache directories (``studies.run.study_data``).
         runs: MLflow destination.
     """
 
-    def __init__(
-        self, cfg: BenchConfig, preset: Preset, ctx: StudyContext, dirs: dict[str, ModelDirs], runs: StudyRuns
-    ) -> None:
-        self.cfg, self.preset, self.ctx, self.dirs, self.runs = cfg, preset, ctx, dirs, runs
+    def __init__(self, cfg: BenchConfig, preset: Preset, ctx: StudyContext, data: StudyData, runs: StudyRuns) -> None:
+        self.cfg, self.preset, self.ctx, self.data, self.runs = cfg, preset, ctx, data, runs
+        self.dirs = data.dirs
 
     def __call__(self, trial: optuna.Trial) -> float:
         """Run one trial in its own MLflow run; return its mean validation accuracy."""
@@ -180,7 +179,7 @@ class Objective:
             mlc,
             run_id,
             params=trial_params(plan, self.ctx.dataset, self.runs.preset, self.cfg.study.seeds, cfg),
-            tags=cache_key_tags(cfg, {m: self.dirs[m].train for m in plan.models if m in self.dirs}),
+            tags=cache_key_tags(cfg.paths.cache_dir, {m: self.dirs[m] for m in plan.models if m in self.dirs}),
         )
         tracking.log_text(mlc, run_id, to_yaml(cfg), tracking.CONFIG_ARTIFACT)
         extract_ms = sum(
@@ -196,7 +195,9 @@ class Objective:
         selections = [self.dirs[m].selection(m, plan.layers[m]) for m in plan.models]
         peaks: list[dict[str, float]] = []
         if plan.baseline is not None:
-            fits = fit_baseline_units(cfg, plan.baseline["classifier"], plan.baseline["C"], self.cfg.study.seeds)
+            fits = fit_baseline_units(
+                self.data, cfg, plan.baseline["classifier"], plan.baseline["C"], self.cfg.study.seeds
+            )
             results, extract_ms = [f.result for f in fits], fits[-1].extract_ms_per_sample
         else:
             with cuda_peak() as peak:  # every unit (fold x seed) in one batched model
@@ -204,7 +205,7 @@ class Objective:
                 results = fit_units(cfg, selections, unit_list, self._pruning(trial), run_logger(cfg, run_id))
             peaks.append(peak)
         extra = {tracking.PERF_EXTRACT_MS_PER_SAMPLE: extract_ms, **max_peak(peaks)}
-        extra |= trial_records(mlc, run_id, cfg, self.dirs, plan.layers, results, extract_ms)
+        extra |= trial_records(mlc, run_id, cfg, self.data, plan.layers, results, extract_ms)
         mean = log_unit_results(mlc, run_id, results, extra)
         trial.set_user_attr(tracking.TRIAL_BEST_EPOCHS, [r.best_epoch for r in results])
         return _scored(trial, mean)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -139,7 +139,7 @@ def log_screen(mlc: MlflowClient, run_id: str, scores: Sequence[Sequence[LayerSc
     tracking.log_text(mlc, run_id, json.dumps(outcome, indent=1), tracking.SCREEN_ARTIFACT)
 
 
-def last_k_probe(study: optuna.Study, cfg: BenchConfig, dirs: dict[str, ModelDirs], ctx: StudyContext) -> None:
+def last_k_probe(study: optuna.Study, cfg: BenchConfig, dirs: Mapping[str, ModelDirs], ctx: StudyContext) -> None:
     """Probe every last-k candidate of each model once per study; store the kept ones and every probe score in it.
 
     The last-k preset trains a candidate only when the probe keeps it (``study.user_attrs[PROBE_KEPT]``); the
