@@ -12,7 +12,7 @@ import subprocess
 import optuna
 import pytest
 from mlflow.tracking import MlflowClient
-from test_study import FAST_TRAIN, _free_port, _stop_server, _wait_for_http
+from study_helpers import FAST_TRAIN, free_port, stop_server, wait_for_http
 
 from benchmark.cli import UI_ENV, main, ui_command
 from benchmark.core import tracking
@@ -58,7 +58,7 @@ def store(tiny_models, tmp_path_factory):
 def server(store):
     """An ``MlflowClient`` on a real ``mlflow server`` (REST) over the store, bound to loopback."""
     cfg, _, _ = store
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         ui_command(cfg, port),
         env={**os.environ, **UI_ENV},
@@ -67,10 +67,10 @@ def server(store):
         start_new_session=True,
     )
     try:
-        _wait_for_http(f"http://127.0.0.1:{port}/health", proc)
+        wait_for_http(f"http://127.0.0.1:{port}/health", proc)
         yield MlflowClient(f"http://127.0.0.1:{port}"), proc
     finally:
-        _stop_server(proc)
+        stop_server(proc)
 
 
 def runs_of(mlc: MlflowClient, kind: str, extra: str = "") -> list:

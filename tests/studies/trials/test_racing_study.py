@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
-from test_study import assert_runs_match_trials, study_cfg
+from study_helpers import assert_runs_match_trials, study_cfg
 
 from benchmark.core import tracking
 from studies.run.runner import run_study, study_name
