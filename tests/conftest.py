@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import os
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -229,3 +230,19 @@ def study_env(tiny_models, tmp_path_factory) -> dict[str, str]:
     )
     extract_all(cfg)
     return env
+
+
+@pytest.fixture
+def split_reads(monkeypatch) -> Counter:
+    """Each split's reads of the dataset from here on (``load_split``, under every caller), by split name."""
+    import benchmark.core.keys as keys
+
+    count: Counter = Counter()
+    real = keys.load_split
+
+    def counted(dataset, split, *args, **kwargs):
+        count[split] += 1
+        return real(dataset, split, *args, **kwargs)
+
+    monkeypatch.setattr(keys, "load_split", counted)
+    return count

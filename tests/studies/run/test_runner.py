@@ -20,10 +20,13 @@ from studies.choice.val_record import client_blob, read_sweep_rows
 from studies.run.runner import run_study, study_name
 
 
-def test_search_study_end_to_end(study_env, tmp_path) -> None:
+def test_search_study_end_to_end(study_env, tmp_path, split_reads) -> None:
     cfg = study_cfg(study_env, tmp_path, "search", (study_env["a"], study_env["b"]), **{"study.trials": 5})
     out = run_study(cfg)
     assert out.complete + out.pruned == 5
+    # What the study reads is resolved once at its door (studies.run.study_data): set-up, fingerprint, parent run,
+    # shift check, every trial and the refit read each split once in all (at 3ff5d21: train 6, test 7 times).
+    assert out.result_test_acc is not None and split_reads == {"train": 1, "test": 1}
     study, runs = assert_runs_match_trials(cfg, out.name)
     complete = [r for r in runs if r.data.tags[tracking.TAG_STATE] == "COMPLETE"]
     assert complete, "no trial completed"
@@ -229,7 +232,7 @@ def test_failed_trial_fails_the_parent_then_is_retried(study_env, tmp_path) -> N
     assert_runs_match_trials(cfg, study_name(cfg))
 
 
-def test_a_baseline_study_resumed_on_other_texts_is_refused(study_env, tmp_path) -> None:
+def test_a_baseline_study_resumed_on_other_texts_is_refused(study_env, tmp_path, split_reads) -> None:
     from benchmark.core.config import with_values
     from benchmark.core.errors import UserError
 
@@ -237,6 +240,7 @@ def test_a_baseline_study_resumed_on_other_texts_is_refused(study_env, tmp_path)
     cfg = study_cfg(study_env, tmp_path, "tfidf-baseline", (study_env["a"],))
     out = run_study(cfg)
     assert (out.name, out.complete) == ("tfidf-baseline-" + Path(study_env["data"]).name, 6)
+    assert split_reads == {"train": 1, "test": 1}  # texts read once for its 6 trials and the refit
     fewer = with_values(cfg, {"extract.limit": 40})  # 40 of the 60 training texts
     with pytest.raises(UserError, match=r"other settings \(texts differ\)"):
         run_study(fewer)

@@ -11,7 +11,7 @@ from benchmark.core import tracking
 from studies.run.runner import run_study, study_name
 
 
-def test_fit_reproduces_a_search_trial(study_env, tmp_path, capsys) -> None:
+def test_fit_reproduces_a_search_trial(study_env, tmp_path, capsys, split_reads) -> None:
     cfg = study_cfg(study_env, tmp_path, "search", (study_env["a"], study_env["b"]), **{"study.trials": 3})
     run_study(cfg)
     study = optuna.load_study(study_name=study_name(cfg), storage=cfg.study.storage)
@@ -39,8 +39,10 @@ def test_fit_reproduces_a_search_trial(study_env, tmp_path, capsys) -> None:
         argv += ["--layer", f"{model}={p['layer.' + model]}"]
     for key in ("lr", "dropout", "weight_decay", "proj_dim", "batch_size", "max_epochs", "patience", "hidden_dims"):
         argv += ["--set", f"train.{key}={p['train.' + key]}"]
+    split_reads.clear()
     code, out, err = run_cli(capsys, *argv)
     assert code == 0, err
+    assert split_reads == {"train": 1, "test": 1}  # resolved once for the fit, its inputs and test labels
     assert f"val acc {trial.value:.4f}" in out and f"test acc {trial.user_attrs['test_acc']:.4f}" in out
     # The same batched fit (fit_units) as the trial: its numbers exactly, not only to 4 decimals.
     mlc = MlflowClient(cfg.tracking.uri)
