@@ -71,6 +71,58 @@ def cast_linear_weights(model: torch.nn.Module, dtype: torch.dtype) -> int:
     return cast
 
 
+def _load_tokenizer(spec: ModelSpec, kwargs: dict[str, object]) -> Any:
+    """The model's tokenizer (from its GGUF file where the folder has no tokenizer files), with a pad token."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(spec.source, **kwargs)
+    except (OSError, ValueError) as err:
+        if not spec.gguf_file:
+            raise UserError(_load_error(spec, err)) from err
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(spec.source, gguf_file=spec.gguf_file, **kwargs)
+        except (OSError, ValueError) as err2:
+            raise UserError(_load_error(spec, err2)) from err2
+    if tokenizer.pad_token is None:
+        # Decoders often ship without a pad token; padding positions are masked out, so any id works.
+        fallback = tokenizer.eos_token or tokenizer.unk_token
+        if fallback is None:
+            raise UserError(f"model '{spec.alias}': tokenizer has no pad, eos or unk token to pad with")
+        tokenizer.pad_token = fallback
+    return tokenizer
+
+
+def _model_kwargs(
+    spec: ModelSpec, kwargs: dict[str, object], device: torch.device, dtype: torch.dtype
+) -> dict[str, Any]:
+    """``from_pretrained``'s keywords for the model: ``kwargs`` plus its GGUF file, CUDA dtype and safetensors."""
+    # Any: from_pretrained's typed keywords differ between transformers releases; the values are checked here.
+    model_kwargs: dict[str, Any] = dict(kwargs)
+    if spec.gguf_file:
+        model_kwargs["gguf_file"] = spec.gguf_file
+    if device.type == "cuda" and dtype != torch.float32:
+        model_kwargs["dtype"] = dtype
+    if spec.path is not None and not spec.gguf_file and any(Path(spec.path).glob("*.safetensors")):
+        model_kwargs["use_safetensors"] = True  # never fall back to a pickle beside them
+    return model_kwargs
+
+
+def _checked_load(spec: ModelSpec, load: Callable[[], Any]) -> Any:
+    """``load()``, with a load failure or an unsafe pickle as a one-line UserError naming the model."""
+    try:
+        return load()
+    except (OSError, ValueError) as err:
+        raise UserError(_load_error(spec, err)) from err
+    except pickle.UnpicklingError:
+        # torch's message suggests weights_only=False, which would run the pickle's code: we never retry so.
+        raise UserError(
+            f"model '{spec.alias}': the weights in {spec.source} are a pickle (.bin) holding more than tensors, "
+            "which the safe loader refuses and layerfuse never loads unsafely; use a copy with .safetensors "
+            "weights (convert it where you trust its source: load it yourself and save_pretrained)"
+        ) from None
+
+
 class HFHiddenStateExtractor:
     """Loads a model once and turns token-id lists into pooled per-layer features.
 
@@ -99,7 +151,7 @@ class HFHiddenStateExtractor:
         trust_remote_code: bool = False,
         cast_weights: bool = True,
     ) -> None:
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoModel
 
         self.spec = spec
         self.device = torch.device(device)
@@ -114,43 +166,12 @@ class HFHiddenStateExtractor:
         else:
             kwargs["revision"] = spec.revision
         started = time.perf_counter()
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(spec.source, **kwargs)
-        except (OSError, ValueError) as err:
-            if not spec.gguf_file:
-                raise UserError(_load_error(spec, err)) from err
-            try:
-                self.tokenizer = AutoTokenizer.from_pretrained(spec.source, gguf_file=spec.gguf_file, **kwargs)
-            except (OSError, ValueError) as err2:
-                raise UserError(_load_error(spec, err2)) from err2
-        if self.tokenizer.pad_token is None:
-            # Decoders often ship without a pad token; padding positions are masked out, so any id works.
-            fallback = self.tokenizer.eos_token or self.tokenizer.unk_token
-            if fallback is None:
-                raise UserError(f"model '{spec.alias}': tokenizer has no pad, eos or unk token to pad with")
-            self.tokenizer.pad_token = fallback
-        # Any: from_pretrained's typed keywords differ between transformers releases; the values are checked here.
-        model_kwargs: dict[str, Any] = dict(kwargs)
-        if spec.gguf_file:
-            model_kwargs["gguf_file"] = spec.gguf_file
-        if self.device.type == "cuda" and self.dtype != torch.float32:
-            model_kwargs["dtype"] = self.dtype
-        if spec.path is not None and not spec.gguf_file and any(Path(spec.path).glob("*.safetensors")):
-            model_kwargs["use_safetensors"] = True  # never fall back to a pickle beside them
+        self.tokenizer = _load_tokenizer(spec, kwargs)
+        model_kwargs = _model_kwargs(spec, kwargs, self.device, self.dtype)
         self._load_model: Callable[[], Any] = lambda: (
             AutoModel.from_pretrained(spec.source, **model_kwargs).to(self.device).eval()
         )
-        try:
-            self.model = self._load_model()
-        except (OSError, ValueError) as err:
-            raise UserError(_load_error(spec, err)) from err
-        except pickle.UnpicklingError:
-            # torch's message suggests weights_only=False, which would run the pickle's code: we never retry so.
-            raise UserError(
-                f"model '{spec.alias}': the weights in {spec.source} are a pickle (.bin) holding more than tensors, "
-                "which the safe loader refuses and layerfuse never loads unsafely; use a copy with .safetensors "
-                "weights (convert it where you trust its source: load it yourself and save_pretrained)"
-            ) from None
+        self.model = _checked_load(spec, self._load_model)
         self.cast_linears = (
             cast_weights
             and self.device.type == "cpu"

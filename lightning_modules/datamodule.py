@@ -121,6 +121,27 @@ def check_same_rows(caches: list[tuple[Selection, FeatureCache]], split: str) ->
     return labels0
 
 
+def _check_split_caches(name: str, firsts: dict[str, FeatureCache]) -> None:
+    """Refuse split caches (of selection ``name``) with other label names, or holding another split's texts."""
+    train_cache = firsts["train"]
+    for split, cache in firsts.items():
+        if cache.label_names != train_cache.label_names:
+            raise CacheError(
+                f"train ({train_cache.path}) and {split} ({cache.path}) caches of '{name}' have different label names"
+            )
+        if split != "train" and cache.texts_sha256 == train_cache.texts_sha256:
+            raise CacheError(
+                f"the {split} cache of '{name}' ({cache.path}) holds the training texts: point {split}_dir at "
+                f"the {split} split"
+            )
+    if "val" in firsts and firsts["val"].texts_sha256 == firsts["test"].texts_sha256:
+        # Choosing layers or epochs on the test texts would leak them into every reported test score.
+        raise CacheError(
+            f"the val cache of '{name}' ({firsts['val'].path}) holds the test texts: point val_dir at the "
+            "validation split"
+        )
+
+
 class CachedFeatureDataModule(L.LightningDataModule):
     """Batches ``([(B, H_1), ..., (B, H_k)], (B,))`` of float32 features and int64 labels.
 
@@ -203,25 +224,8 @@ class CachedFeatureDataModule(L.LightningDataModule):
             labels[split] = check_same_rows(caches, split)
             sources[split] = [SelectionFeatures(c, sel.layer, self.counter) for sel, c in caches]
             firsts[split] = caches[0][1]
-        name, train_cache = self.selections[0].name, firsts["train"]
-        for split, cache in firsts.items():
-            if cache.label_names != train_cache.label_names:
-                raise CacheError(
-                    f"train ({train_cache.path}) and {split} ({cache.path}) caches of '{name}' have different label "
-                    "names"
-                )
-            if split != "train" and cache.texts_sha256 == train_cache.texts_sha256:
-                raise CacheError(
-                    f"the {split} cache of '{name}' ({cache.path}) holds the training texts: point {split}_dir at "
-                    f"the {split} split"
-                )
-        if own_val and firsts["val"].texts_sha256 == firsts["test"].texts_sha256:
-            # Choosing layers or epochs on the test texts would leak them into every reported test score.
-            raise CacheError(
-                f"the val cache of '{name}' ({firsts['val'].path}) holds the test texts: point val_dir at the "
-                "validation split"
-            )
-        self.label_names = train_cache.label_names
+        _check_split_caches(self.selections[0].name, firsts)
+        self.label_names = firsts["train"].label_names
         if own_val:
             train_rows, val_rows = np.arange(len(labels["train"])), np.arange(len(labels["val"]))
         else:

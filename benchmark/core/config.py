@@ -71,40 +71,56 @@ class BenchConfig:
 def _coerce(key: str, value: Any, tp: Any) -> Any:
     """Coerce a YAML or ``--set`` value to the field's declared type, or raise naming the key."""
     origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
-            if type(None) in args:
-                return None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(key, value, inner[0])
+        return _coerce_optional(key, value, typing.get_args(tp))
     if origin is tuple:
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        elif not isinstance(value, list | tuple):
-            value = [value]
-        return tuple(_coerce(key, v, args[0]) for v in value)
+        return _coerce_tuple(key, value, typing.get_args(tp)[0])
     if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
-            return value.lower() in ("true", "1", "yes", "on")
-        raise ConfigError(f"{key}={value!r} is not a boolean: use true or false")
+        return _coerce_bool(key, value)
     if tp in (int, float):
-        if isinstance(value, bool):
-            raise ConfigError(f"{key}={value!r} is not a number")
-        try:
-            out = tp(value)
-        except (TypeError, ValueError):
-            raise ConfigError(
-                f"{key}={value!r} is not a valid {tp.__name__}{WHOLE_NUMBER_HINTS.get(key, '')}"
-            ) from None
-        if tp is int and isinstance(value, float) and value != out:
-            raise ConfigError(f"{key}={value!r} is not a whole number{WHOLE_NUMBER_HINTS.get(key, '')}")
-        return out
+        return _coerce_number(key, value, tp)
     if tp is str:
         return str(value)
     return value
+
+
+def _coerce_optional(key: str, value: Any, args: tuple[Any, ...]) -> Any:
+    """``X | None``: ``None``, ``none`` or ``null`` where None is allowed, else the first non-None type."""
+    if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+        if type(None) in args:
+            return None
+    inner = [a for a in args if a is not type(None)]
+    return _coerce(key, value, inner[0])
+
+
+def _coerce_tuple(key: str, value: Any, item_type: Any) -> tuple[Any, ...]:
+    """``tuple[X, ...]`` from a list, a comma-separated string, or a single value."""
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    elif not isinstance(value, list | tuple):
+        value = [value]
+    return tuple(_coerce(key, v, item_type) for v in value)
+
+
+def _coerce_bool(key: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
+        return value.lower() in ("true", "1", "yes", "on")
+    raise ConfigError(f"{key}={value!r} is not a boolean: use true or false")
+
+
+def _coerce_number(key: str, value: Any, tp: type[int] | type[float]) -> int | float:
+    """An int or float; a bool is refused, and so is a fractional float for an int key."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{key}={value!r} is not a number")
+    try:
+        out = tp(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key}={value!r} is not a valid {tp.__name__}{WHOLE_NUMBER_HINTS.get(key, '')}") from None
+    if tp is int and isinstance(value, float) and value != out:
+        raise ConfigError(f"{key}={value!r} is not a whole number{WHOLE_NUMBER_HINTS.get(key, '')}")
+    return out
 
 
 def _section_types(cls: type) -> dict[str, Any]:
@@ -171,8 +187,6 @@ def load_config(
     Raises:
         ConfigError: unknown key (with a suggestion), bad value, unreadable YAML.
     """
-    import yaml
-
     cfg = BenchConfig()
     environ = os.environ if env is None else env
     for var, key in ENV_KEYS.items():
@@ -180,17 +194,7 @@ def load_config(
             cfg = _apply(cfg, key, environ[var], f"environment {var}")
     if path is not None:
         p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {p} not found: check the -c/--config path")
-        try:
-            tree = yaml.safe_load(p.read_text(encoding="utf-8-sig")) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"config file {p} is not valid YAML: {str(err).splitlines()[0]}") from None
-        except UnicodeDecodeError as err:
-            raise ConfigError(f"config file {p} is not UTF-8 (byte offset {err.start:,}): save it as UTF-8") from None
-        if not isinstance(tree, dict):
-            raise ConfigError(f"config file {p} must hold a mapping of sections, got {type(tree).__name__}")
-        for key, value in _flatten(tree, str(p)).items():
+        for key, value in _flatten(_read_yaml(p), str(p)).items():
             cfg = _apply(cfg, key, value, f"file {p}")
     for item in overrides:
         if "=" not in item:
@@ -200,6 +204,23 @@ def load_config(
     for key, value in sets.items():
         cfg = _apply(cfg, key, value, f"option for {key}")
     return cfg
+
+
+def _read_yaml(p: Path) -> dict[str, Any]:
+    """The ``section: {field: value}`` mapping of config file ``p``, or a ConfigError naming the file and the fix."""
+    import yaml
+
+    if not p.is_file():
+        raise ConfigError(f"config file {p} not found: check the -c/--config path")
+    try:
+        tree = yaml.safe_load(p.read_text(encoding="utf-8-sig")) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {p} is not valid YAML: {str(err).splitlines()[0]}") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"config file {p} is not UTF-8 (byte offset {err.start:,}): save it as UTF-8") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"config file {p} must hold a mapping of sections, got {type(tree).__name__}")
+    return tree
 
 
 def with_values(cfg: BenchConfig, values: dict[str, Any]) -> BenchConfig:

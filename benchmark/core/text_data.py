@@ -198,48 +198,69 @@ class _HubFallback(Exception):
 
 
 def _split_files(dataset: str, split: str, data_dir: str | Path) -> dict[str, Path]:
-    """Map split name -> local file for a registry name, folder, or ``{split}`` file pattern.
+    """Map split name -> local file for a registry name, folder, file, or ``{split}`` file pattern.
 
     Raises:
         _HubFallback: ``dataset`` is a hub id, or a built-in dataset with a hub id whose local folder is absent.
     """
-    found: dict[str, list[Path]] = {}
     if dataset in DATASETS:
-        spec = DATASETS.get(dataset)
-        folder = Path(data_dir) / spec.folder
-        if not folder.is_dir():
-            if spec.hf_id:
-                raise _HubFallback(folder)
-            raise UserError(
-                f"dataset '{dataset}': folder {folder} not found; set paths.data_dir or LAYERFUSE_DATA_DIR to the "
-                f"folder holding {dataset}/"
-            )
-    elif "{split}" in dataset:
-        pattern = Path(dataset)
-        rx = re.compile(re.escape(pattern.name).replace(re.escape("{split}"), "(?P<split>.+)") + "$")
-        if pattern.parent.is_dir():
-            for p in sorted(pattern.parent.glob(pattern.name.replace("{split}", "*"))):
-                if m := rx.match(p.name):
-                    found.setdefault(m["split"], []).append(p)
-        files = _keep_splits(found, split, dataset)
-        if not files:
-            raise UserError(
-                f"dataset pattern {dataset} matches no split file; expected e.g. {dataset.replace('{split}', 'train')}"
-            )
-        return files
-    else:
-        folder = Path(dataset)
-        if folder.is_symlink() and not folder.exists():
-            _readable(folder)
-        if folder.is_file():
-            if folder.suffix not in FILE_SUFFIXES:
-                packed = "; decompress it first" if folder.suffix in COMPRESSED else ""
-                raise UserError(f"dataset file {folder} must end in one of {', '.join(FILE_SUFFIXES)}{packed}")
-            return {"train": folder}
-        if not folder.is_dir():
-            if dataset.count("/") == 1 and not dataset.startswith((".", "/")):
-                raise _HubFallback()  # looks like a hub id
-            check_dataset_name(dataset)
+        return _folder_files(_builtin_folder(dataset, data_dir), split)
+    if "{split}" in dataset:
+        return _pattern_files(dataset, split)
+    return _path_files(dataset, split)
+
+
+def _builtin_folder(dataset: str, data_dir: str | Path) -> Path:
+    """The local folder of built-in ``dataset`` under ``data_dir``; absent, the hub (if it has an id) or an error."""
+    spec = DATASETS.get(dataset)
+    folder = Path(data_dir) / spec.folder
+    if not folder.is_dir():
+        if spec.hf_id:
+            raise _HubFallback(folder)
+        raise UserError(
+            f"dataset '{dataset}': folder {folder} not found; set paths.data_dir or LAYERFUSE_DATA_DIR to the "
+            f"folder holding {dataset}/"
+        )
+    return folder
+
+
+def _pattern_files(dataset: str, split: str) -> dict[str, Path]:
+    """The files a ``{split}`` pattern (``data/mr_{split}.csv``) matches, by the text standing for ``{split}``."""
+    pattern = Path(dataset)
+    rx = re.compile(re.escape(pattern.name).replace(re.escape("{split}"), "(?P<split>.+)") + "$")
+    found: dict[str, list[Path]] = {}
+    if pattern.parent.is_dir():
+        for p in sorted(pattern.parent.glob(pattern.name.replace("{split}", "*"))):
+            if m := rx.match(p.name):
+                found.setdefault(m["split"], []).append(p)
+    files = _keep_splits(found, split, dataset)
+    if not files:
+        raise UserError(
+            f"dataset pattern {dataset} matches no split file; expected e.g. {dataset.replace('{split}', 'train')}"
+        )
+    return files
+
+
+def _path_files(dataset: str, split: str) -> dict[str, Path]:
+    """One split file (it is the train split) or a folder of split files; a hub-shaped name that is neither: the hub."""
+    path = Path(dataset)
+    if path.is_symlink() and not path.exists():
+        _readable(path)
+    if path.is_file():
+        if path.suffix not in FILE_SUFFIXES:
+            packed = "; decompress it first" if path.suffix in COMPRESSED else ""
+            raise UserError(f"dataset file {path} must end in one of {', '.join(FILE_SUFFIXES)}{packed}")
+        return {"train": path}
+    if not path.is_dir():
+        if dataset.count("/") == 1 and not dataset.startswith((".", "/")):
+            raise _HubFallback()  # looks like a hub id
+        check_dataset_name(dataset)
+    return _folder_files(path, split)
+
+
+def _folder_files(folder: Path, split: str) -> dict[str, Path]:
+    """The split files (``<split><suffix>``) in ``folder``."""
+    found: dict[str, list[Path]] = {}
     for p in sorted(folder.iterdir()):
         if p.suffix in FILE_SUFFIXES:
             found.setdefault(p.stem, []).append(p)

@@ -203,6 +203,23 @@ def _more(fh: IO[str], buf: str, pos: int) -> tuple[str, bool]:
     return buf[pos:] + chunk, not chunk
 
 
+def _punctuation(path: Path, line: int, ch: str, expect: str) -> str | None:
+    """What a JSON array expects after punctuation ``ch``, or None where ``ch`` starts an item.
+
+    "item" after '[', "next" after ',', "end" after the closing ']'. ``expect`` is the state before ``ch``: "[" (at
+    the start), "item" (after '['), "next" (after ',') or "," (after an item).
+    """
+    if expect == "[" or (expect == "," and ch not in ",]"):
+        if ch != expect:
+            raise UserError(f"{path} line {line}: not valid JSON (expected '{expect}')")
+        return "item"
+    if ch == "]" and expect != "next":
+        return "end"
+    if ch == "," and expect == ",":
+        return "next"
+    return None
+
+
 def _array_items(path: Path, fh: IO[str]) -> Iterator[Any]:
     """The items of a JSON array, decoded one at a time from a buffer that holds about one item."""
     decoder = json.JSONDecoder()
@@ -215,16 +232,11 @@ def _array_items(path: Path, fh: IO[str]) -> Iterator[Any]:
                 raise UserError(f"{path} line {line}: not valid JSON (the array is not closed with ']')")
             (buf, eof), pos = _more(fh, buf, pos), 0
             continue
-        ch = buf[pos]
-        if expect == "[" or (expect == "," and ch not in ",]"):
-            if ch != expect:
-                raise UserError(f"{path} line {line}: not valid JSON (expected '{expect}')")
-            pos, expect = pos + 1, "item"
-            continue
-        if ch == "]" and expect != "next":
+        after = _punctuation(path, line, buf[pos], expect)
+        if after == "end":
             return
-        if ch == "," and expect == ",":
-            pos, expect = pos + 1, "next"
+        if after is not None:
+            pos, expect = pos + 1, after
             continue
         try:
             item, end = decoder.raw_decode(buf, pos)

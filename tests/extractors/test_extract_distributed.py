@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import REPO, write_dataset
+from test_extract import make_cfg
 
 from benchmark.cli import main
 from benchmark.core.cache import FeatureCache, is_complete
@@ -21,8 +23,6 @@ from benchmark.core.locks import CacheLock
 from extractors import hf as hf_module
 from extractors.run import extract_all
 from extractors.shard import Shard
-from tests.conftest import REPO, write_dataset
-from tests.test_extract import make_cfg
 
 N_TEXTS, CHUNK = 300, 20  # 15 chunks: rank 0 computes 7 (0, 3, 4, 7, ...), rank 1 computes 8 (1, 2, 5, 6, ...)
 SETTINGS = {"extract.chunk_size": CHUNK, "extract.token_budget": 64}
