@@ -19,7 +19,7 @@ from studies.trials import sweep_store
 from studies.trials.best_layers import choose_layer
 from studies.trials.racing import probe_keep, race_drop, screen_outcome, sweep_screen
 
-LOSS_TOL = 1e-5  # stacked vs single GEMMs on Intel (tests/test_sweep.py)
+LOSS_TOL = 1e-5  # stacked vs single GEMMs on Intel (tests/lightning_modules/test_sweep.py)
 PLANTED = (0.1, 0.2, 0.3, 1.5, 1.4, 0.4, 0.2, 0.3)  # class signal per layer: layer 3 best, layer 4 a near tie
 
 
