@@ -17,7 +17,7 @@ from benchmark.core import tracking
 from benchmark.core.config import load_config
 from benchmark.core.errors import UserError
 from benchmark.report import write_report
-from benchmark.report.tables.layers import BEST_LAST_COLUMNS
+from benchmark.report.layers.table import BEST_LAST_COLUMNS
 
 # emb scored one layer only: no accuracy-by-layer figure of its own (a lone point says nothing about layers)
 EXPECTED_PNGS = {
@@ -481,9 +481,9 @@ def test_report_names_the_rule_and_marks_tied_rows(report) -> None:
 
 
 def test_figure_2_shades_the_tied_layers(report) -> None:
-    from benchmark.report.figures.layers import acc_by_layer
-    from benchmark.report.runs import load_runs
-    from benchmark.report.sections.computed import compute
+    from benchmark.report.common.runs import load_runs
+    from benchmark.report.compute import compute
+    from benchmark.report.layers.figure import acc_by_layer
 
     cfg = load_config(env={}, **{"tracking.uri": report.summary["tracking_uri"]})
     c = compute(load_runs(cfg, ["sweep-toy"], []))
@@ -518,7 +518,7 @@ def test_paired_tests_pair_the_same_fold_and_seed(tmp_path) -> None:
 
     from report_fixtures import _wrong, trial
 
-    from benchmark.report.stats import paired_t
+    from benchmark.report.common.stats import paired_t
 
     cv3 = {"data.cv_folds": 3}
     # cv: the fusion has 3 folds x 2 seeds (u = fold * 2 + seed), the single model 3 folds x 1 seed, so the pairs

@@ -13,7 +13,8 @@ from benchmark.cli import main
 from benchmark.core import tracking
 from benchmark.core.errors import UserError
 from benchmark.report import write_report
-from benchmark.report.sections.answer import read_answer, wilson
+from benchmark.report.answer.read import read_answer
+from benchmark.report.answer.table import wilson
 
 
 def _wilson_by_hand(p: float, n: int) -> tuple[float, float]:
@@ -174,7 +175,7 @@ def test_export_report_exports_the_answers_trial(report, store, monkeypatch, cap
 
 
 def test_the_answer_reads_the_same_from_summary_json(report) -> None:
-    from benchmark.report.sections.answer import answer_lines
+    from benchmark.report.answer.section import answer_lines
 
     # The quickstart prints the answers read back from summary.json (NaN -> null): the same sentences as the report.
     md = (report.out_dir / "report.md").read_text()

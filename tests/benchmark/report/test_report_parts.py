@@ -12,10 +12,13 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.text import Text
 
 from benchmark.core.config import load_config
-from benchmark.report.figures import cost, fusion, layers, style
-from benchmark.report.reproduce import _set_value
-from benchmark.report.selection import display, last_k, single_layer
-from benchmark.report.stats import bootstrap_ci, mcnemar_exact, paired_t, unit_stats
+from benchmark.report.best.reproduce import _set_value
+from benchmark.report.common import style
+from benchmark.report.common.labels import display, last_k, single_layer
+from benchmark.report.common.stats import bootstrap_ci, mcnemar_exact, paired_t, unit_stats
+from benchmark.report.cost import figure as cost
+from benchmark.report.fusion import figure as fusion
+from benchmark.report.layers import figure as layers
 from lightning_modules.fusion_index import fusion_names
 
 DATASETS = ("sst2", "/data/corpora/movie-reviews-with-a-long-folder-name")

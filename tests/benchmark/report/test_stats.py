@@ -1,4 +1,4 @@
-"""The scipy.stats tests in ``benchmark.report.stats`` give the p-values of the exact formulas they replaced."""
+"""The scipy.stats tests in ``benchmark.report.common.stats`` give the p-values of the exact formulas they replaced."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.special import stdtr
 
-from benchmark.report.stats import bootstrap_ci, mcnemar_exact, paired_t
+from benchmark.report.common.stats import bootstrap_ci, mcnemar_exact, paired_t
 
 
 def _exact_mcnemar(b: int, c: int) -> float:

@@ -9,7 +9,16 @@ import pytest
 
 from benchmark.core.config import load_config
 from benchmark.core.errors import UserError
-from studies.choice.selection import cost_key, paired_se, select, standard_error
+from studies.choice.selection import (
+    cost_gflops,
+    cost_key,
+    laid_out,
+    layer_cost,
+    order,
+    paired_se,
+    select,
+    standard_error,
+)
 
 # Five units (e.g. 5 folds x 1 seed), every candidate scored on the same ones.
 A = [0.80, 0.82, 0.78, 0.81, 0.79]  # mean .80: the best
@@ -95,3 +104,28 @@ def test_units_pair_only_within_one_layout() -> None:
     assert s.diff_se[1] == 0.0 and s.tied == (0,)
     s = select([Units(best, folds), Units(other, folds)])
     assert s.diff_se[1] == pytest.approx(same)
+
+
+def test_order_ranks_by_the_rules_tie_breaks() -> None:
+    # val/acc first; on equal val/acc the higher val/f1 (NaN after any number), then the lower trial, then the lower
+    # layer; fully equal keys keep the order given (candidates 5 and 6).
+    val = [0.8, 0.9, 0.9, 0.9, 0.9, float("nan"), 0.9, 0.9]
+    f1 = [0.9, float("nan"), 0.7, 0.7, 0.7, 0.9, 0.7, 0.8]
+    trial = [0, 0, 3, 2, 2, 0, 2, 9]
+    layer = [0, 0, 0, 5, 1, 0, 1, 0]
+    assert order(val, f1, trial, layer).tolist() == [7, 4, 6, 3, 2, 1, 0, 5]
+    # without layers, equal keys up to the trial keep the order given
+    assert order(val, f1, trial).tolist() == [7, 3, 4, 6, 2, 1, 0, 5]
+    assert order([], [], []).tolist() == []
+
+
+def test_laid_out_and_costs() -> None:
+    units = laid_out([0.8, 0.7, 0.9, 0.6], 2, None)
+    assert tuple(units) == (0.8, 0.7, 0.9, 0.6) and units.layout == (2, 2) and units.rows is None
+    assert laid_out([0.8, 0.7, 0.9], 2).layout == (3, 1)  # not divisible: one fold per unit
+    assert laid_out([0.8, 0.7], float("nan")).layout == (2, 1)  # unknown seeds: one per unit
+    assert laid_out([0.8], 0).layout == (1, 1)
+    assert layer_cost(1.5, 4) == cost_key(1.5, 1, 0, 0, 4) == (1.5, 1.0, 0.0, 0.0, 4.0)
+    assert cost_gflops(layer_cost(1.5, 4)) == 1.5
+    assert cost_gflops(layer_cost(float("nan"), 4)) is None  # unknown GFLOPs sort last and read back as None
+    assert cost_gflops(None) is None and cost_gflops(()) is None
