@@ -1,15 +1,15 @@
-"""Compute every report table once: ``compute`` runs the table functions and bundles them as ``Computed``."""
+"""Compute every report table once: ``compute`` runs every topic's table functions into a ``Computed``."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from benchmark.core import tracking
 from benchmark.report.baseline.table import baseline_grid
 from benchmark.report.best.regret import selection_regret
 from benchmark.report.best.reproduce import command
 from benchmark.report.best.table import best_configs, overall, tied_configs
+from benchmark.report.common.computed import Computed
 from benchmark.report.common.labels import num_layers
 from benchmark.report.common.ranking import tie_groups
 from benchmark.report.cost.table import cost_by_models, pareto
@@ -19,32 +19,7 @@ from benchmark.report.layers.table import best_vs_last, last_k_table
 from benchmark.report.paired.table import paired_tests
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from benchmark.report.common.runs import ReportData
-
-
-@dataclass
-class Computed:
-    """All report tables (DataFrames) plus the paired tests, computed once from ``ReportData``."""
-
-    depth: dict[str, int | None]
-    points: pd.DataFrame
-    best_last: pd.DataFrame
-    last_k: pd.DataFrame
-    fusion: pd.DataFrame
-    multi: pd.DataFrame
-    cost: pd.DataFrame
-    pareto: pd.DataFrame
-    best: pd.DataFrame
-    commands: dict[str, str]
-    paired: list[dict[str, Any]]
-    baseline: pd.DataFrame
-    lexical: dict[str, float]  # dataset -> test accuracy of the validation-selected TF-IDF baseline
-    pruned_fusion: pd.DataFrame  # two-model (pair, fusion) cells whose every trial was pruned
-    overall: pd.DataFrame  # every finished trial, ranked per dataset with the tie columns
-    tied: pd.DataFrame  # per dataset, the configurations tied with the best, with their test scores
-    regret: pd.DataFrame  # per dataset, what the choice cost on test against the best candidate (a diagnostic)
 
 
 def compute(data: ReportData) -> Computed:

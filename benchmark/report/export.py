@@ -37,8 +37,8 @@ from benchmark.report.summary import SUMMARY, plain, summary_of
 
 if TYPE_CHECKING:
     from benchmark.core.config import BenchConfig
+    from benchmark.report.common.computed import Computed
     from benchmark.report.common.runs import ReportData
-    from benchmark.report.compute import Computed
 
 log = logging.getLogger(__name__)
 

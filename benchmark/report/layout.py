@@ -20,8 +20,8 @@ from studies.choice.selection import RULE_TEXT, SELECTION_RULE
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from benchmark.report.common.computed import Computed
     from benchmark.report.common.runs import ReportData
-    from benchmark.report.compute import Computed
 
 
 def _intro(doc: Doc, data: ReportData) -> None:

@@ -16,8 +16,8 @@ from studies.choice.selection import RULE_TEXT, SELECTION_RULE
 if TYPE_CHECKING:
     import pandas as pd
 
+    from benchmark.report.common.computed import Computed
     from benchmark.report.common.runs import ReportData
-    from benchmark.report.compute import Computed
 
 SUMMARY = "summary.json"
 

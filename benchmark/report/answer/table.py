@@ -21,8 +21,8 @@ if TYPE_CHECKING:
 
     import pandas as pd
 
+    from benchmark.report.common.computed import Computed
     from benchmark.report.common.runs import ReportData
-    from benchmark.report.compute import Computed
 
 Z95 = 1.959963984540054  # the standard normal's 97.5% quantile: a two-sided 95% interval
 

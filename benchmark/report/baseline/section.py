@@ -10,8 +10,8 @@ from benchmark.report.common.labels import display
 from benchmark.report.common.render import Bold, fmt, fmt_units
 
 if TYPE_CHECKING:
+    from benchmark.report.common.computed import Computed
     from benchmark.report.common.render import Doc
-    from benchmark.report.compute import Computed
 
 
 def baseline_section(doc: Doc, c: Computed) -> None:

@@ -11,8 +11,8 @@ from benchmark.report.common.render import Bold, fmt, fmt_units
 if TYPE_CHECKING:
     import pandas as pd
 
+    from benchmark.report.common.computed import Computed
     from benchmark.report.common.render import Doc
-    from benchmark.report.compute import Computed
 
 
 BEST_HEADERS = [

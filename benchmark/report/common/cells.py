@@ -11,8 +11,8 @@ from benchmark.report.common.style import save
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from benchmark.report.common.computed import Computed
     from benchmark.report.common.render import Doc
-    from benchmark.report.compute import Computed
 
 
 def lexical_cell(c: Computed, dataset: Any) -> str:

@@ -15,9 +15,9 @@ if TYPE_CHECKING:
 
     import pandas as pd
 
+    from benchmark.report.common.computed import Computed
     from benchmark.report.common.render import Doc
     from benchmark.report.common.runs import ReportData
-    from benchmark.report.compute import Computed
 
 
 COST_HEADERS = [

@@ -16,8 +16,8 @@ if TYPE_CHECKING:
 
     import pandas as pd
 
+    from benchmark.report.common.computed import Computed
     from benchmark.report.common.render import Doc
-    from benchmark.report.compute import Computed
 
 
 CHOSEN_HEADERS = [

@@ -8,8 +8,8 @@ from benchmark.report.common.labels import display
 from benchmark.report.common.render import fmt
 
 if TYPE_CHECKING:
+    from benchmark.report.common.computed import Computed
     from benchmark.report.common.render import Doc
-    from benchmark.report.compute import Computed
 
 
 def _ttest(t: dict[str, Any] | None) -> str:
