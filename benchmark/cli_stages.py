@@ -354,7 +354,7 @@ def _duration(seconds: float) -> str:
 
 def print_answer(answers: list[dict[str, Any]], done: str) -> None:
     """The end of a pipeline run: its time, then per dataset the answer its report opens with and what to run next."""
-    from benchmark.report.sections.answer import answer_lines, next_steps
+    from benchmark.report.answer.section import answer_lines, next_steps
 
     print(f"\n{done}. The answer:")
     if not answers:

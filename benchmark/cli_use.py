@@ -105,7 +105,7 @@ def _what_to_export(args: argparse.Namespace, cfg: BenchConfig) -> tuple[str, in
         return args.study, args.trial, args.run_id
     if args.study is not None or args.trial is not None or args.run_id is not None:
         raise UserError("--report names the configuration itself: drop --study, --trial and --run-id")
-    from benchmark.report.sections.answer import read_answer
+    from benchmark.report.answer.read import read_answer
 
     answer = read_answer(args.report, args.dataset, cfg.tracking.uri)
     print(f"exporting the answer of {args.report}: {answer['config']} ({answer['study']}, trial {answer['trial']})")

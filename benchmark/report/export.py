@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import shutil
 from collections.abc import Iterator, Sequence
@@ -28,18 +27,22 @@ from benchmark.core.errors import UserError
 from benchmark.core.faults import remove_stale
 from benchmark.core.registry import suggest
 from benchmark.core.stores import check_folder_path, check_tracking
+from benchmark.core.tracking import EXPERIMENT_PREFIX
+from benchmark.report.answer.table import answers
+from benchmark.report.common.render import slug, to_html, to_markdown
+from benchmark.report.common.runs import load_runs
+from benchmark.report.compute import compute
+from benchmark.report.layout import build
+from benchmark.report.summary import SUMMARY, plain, summary_of
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from benchmark.core.config import BenchConfig
-    from benchmark.report.runs import ReportData
-    from benchmark.report.sections.computed import Computed
+    from benchmark.report.common.computed import Computed
+    from benchmark.report.common.runs import ReportData
 
 log = logging.getLogger(__name__)
 
 FORMATS = ("md", "html")
-SUMMARY = "summary.json"
 CSV = "best_layers.csv"
 HASH_CHARS = 10
 MAX_TITLE_NAMES = 4  # longer lists are summarised in the title (the intro lists every study)
@@ -66,25 +69,6 @@ class ReportResult:
     run_id: str = ""
 
 
-def _plain(value: Any) -> Any:
-    """JSON-safe: NaN -> None, numpy scalars -> Python, tuples -> lists, floats to 10 digits, recursively."""
-    import numpy as np
-
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float):
-        return float(f"{value:.10g}") if math.isfinite(value) else None  # 0.03, not 0.030000000000000027
-    return value
-
-
-def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
-    return [_plain(r) for r in df.to_dict("records")]
-
-
 def _check_formats(formats: Sequence[str]) -> tuple[str, ...]:
     for fmt in formats:
         if fmt not in FORMATS:
@@ -93,9 +77,6 @@ def _check_formats(formats: Sequence[str]) -> tuple[str, ...]:
 
 
 def _name(studies: Sequence[str], experiments: Sequence[str]) -> str:
-    from benchmark.core.tracking import EXPERIMENT_PREFIX
-    from benchmark.report.render import slug
-
     names = [*studies, *(e.removeprefix(EXPERIMENT_PREFIX) for e in experiments)]
     if not names:
         return "report"
@@ -132,52 +113,38 @@ def _prepare(out: Path, force: bool) -> None:
         )
 
 
-def _summary(
-    data: ReportData, c: Computed, studies: Sequence[str], experiments: Sequence[str], title: str, uri: str
-) -> dict[str, Any]:
-    from benchmark.report.selection import SELECTION_RULE, config_label
-    from benchmark.report.shift import shift_checks
-    from benchmark.report.ties import rule_text, tie_sets
+def _out_folder(
+    cfg: BenchConfig, studies: Sequence[str], experiments: Sequence[str], out_dir: str | Path | None
+) -> Path:
+    """The report folder: ``out_dir``, else ``<report.out_dir>/<names>``; its path checked before anything is read."""
+    out = Path(out_dir) if out_dir is not None else Path(cfg.report.out_dir) / _name(studies, experiments)
+    check_folder_path(out, "--out" if out_dir is not None else "report.out_dir")
+    return out
 
-    best = _records(c.best)
-    for row in best:
-        row["command"] = c.commands.get(row["dataset"], "")
-    summary: dict[str, Any] = _plain(
-        {
-            "title": title,
-            "studies": sorted(data.counts),
-            "requested_studies": list(studies),
-            "requested_experiments": list(experiments),
-            "tracking_uri": uri,
-            "selection_rule": SELECTION_RULE,
-            "rule": data.rule,
-            "rule_text": rule_text(data.rule),
-            "tie_sets": [
-                *tie_sets(c.points, "layer", ["dataset", "model"], lambda r: str(int(r["layer"])), data.rule),
-                *tie_sets(c.last_k, "last_k", ["dataset", "model"], lambda r: f"{r['agg']}:last{r['k']}", data.rule),
-                *tie_sets(c.fusion, "fusion", ["dataset", "pair"], lambda r: str(r["fusion"]), data.rule),
-                *tie_sets(c.multi, "model_set", ["dataset"], lambda r: str(r["models"]), data.rule),
-                *tie_sets(c.overall, "overall", ["dataset"], config_label, data.rule),
-            ],
-            "tied_configs": _records(c.tied),
-            "shift": shift_checks(data),
-            "selection_regret": _records(c.regret),
-            "trial_counts": data.counts,
-            "finished_trials": len(data.trials),
-            "num_layers": c.depth,
-            "best": best,
-            "best_layers": _records(c.best_last),
-            "last_k": _records(c.last_k),
-            "fusion_comparison": _records(c.fusion),
-            "fusion_pruned": _records(c.pruned_fusion),
-            "multi_model": _records(c.multi),
-            "cost": _records(c.cost),
-            "pareto": _records(c.pareto),
-            "paired_tests": c.paired,
-            "baseline": _records(c.baseline),
-        }
-    )
-    return summary
+
+def _fresh_tmp(out: Path) -> Path:
+    """An empty ``.<name>.tmp-<pid>`` folder beside ``out``, after removing those of reports killed while writing."""
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    remove_stale(out.parent, ".*.tmp-*")  # folders of reports killed while writing (their process is gone)
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def _write_files(
+    data: ReportData, c: Computed, tmp: Path, title: str, answer: list[dict[str, Any]], formats: Sequence[str]
+) -> list[str]:
+    """Lay the report out into ``tmp``: its PNGs, the document in each format and the CSV; return their names."""
+    doc, pngs = build(data, c, tmp, title, answer)
+    files = [p.name for p in pngs]
+    if "md" in formats:
+        (tmp / "report.md").write_text(to_markdown(doc))
+        files.append("report.md")
+    if "html" in formats:
+        (tmp / "report.html").write_text(to_html(doc, tmp))
+        files.append("report.html")
+    c.best_last.to_csv(tmp / CSV, index=False, float_format="%.10g")
+    return files
 
 
 @contextmanager
@@ -205,6 +172,21 @@ def _report_run(data: ReportData, cfg: BenchConfig, name: str, digest: str) -> I
         yield run_id, True
 
 
+def _publish(data: ReportData, cfg: BenchConfig, tmp: Path, out: Path, summary: dict[str, Any]) -> tuple[str, bool]:
+    """Write ``summary.json``, move ``tmp`` into place as ``out`` and log it (unless unchanged); (run id, fresh)."""
+    digest = hashlib.sha256(json.dumps(summary, sort_keys=True, allow_nan=False).encode()).hexdigest()
+    # the run is named as its folder (e.g. quickstart), not as the studies it covers
+    with _report_run(data, cfg, out.name, digest[:HASH_CHARS]) as (run_id, fresh):
+        summary["report_run_id"] = run_id
+        (tmp / SUMMARY).write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+        if fresh:
+            data.mlc.log_artifacts(run_id, str(out))
+    return run_id, fresh
+
+
 def write_report(
     cfg: BenchConfig,
     studies: Sequence[str] = (),
@@ -230,50 +212,22 @@ def write_report(
         UserError: bad format, nothing named, unknown study/experiment, no finished trials, or an existing folder
             (checked in this order, so a misspelt study is reported as such even when its folder exists).
     """
-    from benchmark.report.render import to_html, to_markdown
-    from benchmark.report.runs import load_runs
-    from benchmark.report.sections.answer import answers
-    from benchmark.report.sections.computed import compute
-    from benchmark.report.sections.layout import build
-
     studies, experiments = list(dict.fromkeys(studies)), list(dict.fromkeys(experiments))
     formats = _check_formats(formats)
-    name = _name(studies, experiments)
-    out = Path(out_dir) if out_dir is not None else Path(cfg.report.out_dir) / name
-    check_folder_path(out, "--out" if out_dir is not None else "report.out_dir")
+    out = _out_folder(cfg, studies, experiments, out_dir)
     check_tracking(cfg.tracking, must_exist=True)  # a report only reads: never create an empty store
     data = load_runs(cfg, studies, experiments)
     _prepare(out, force)
     computed = compute(data)
     title = _title(data, studies, experiments)
     parents = sorted(set(data.parents["run_id"]))
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    remove_stale(out.parent, ".*.tmp-*")  # folders of reports killed while writing (their process is gone)
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp = _fresh_tmp(out)
     answer = answers(data, computed, out)
     try:
-        doc, pngs = build(data, computed, tmp, title, answer)
-        files = [p.name for p in pngs]
-        if "md" in formats:
-            (tmp / "report.md").write_text(to_markdown(doc))
-            files.append("report.md")
-        if "html" in formats:
-            (tmp / "report.html").write_text(to_html(doc, tmp))
-            files.append("report.html")
-        computed.best_last.to_csv(tmp / CSV, index=False, float_format="%.10g")
-        summary = _summary(data, computed, studies, experiments, title, cfg.tracking.uri)
-        summary.update(answer=_plain(answer), files=sorted([*files, CSV, SUMMARY]), parent_runs=parents)
-        digest = hashlib.sha256(json.dumps(summary, sort_keys=True, allow_nan=False).encode()).hexdigest()
-        # the run is named as its folder (e.g. quickstart), not as the studies it covers
-        with _report_run(data, cfg, out.name, digest[:HASH_CHARS]) as (run_id, fresh):
-            summary["report_run_id"] = run_id
-            (tmp / SUMMARY).write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
-            if out.exists():
-                shutil.rmtree(out)
-            os.replace(tmp, out)
-            if fresh:
-                data.mlc.log_artifacts(run_id, str(out))
+        files = _write_files(data, computed, tmp, title, answer, formats)
+        summary = summary_of(data, computed, studies, experiments, title, cfg.tracking.uri)
+        summary.update(answer=plain(answer), files=sorted([*files, CSV, SUMMARY]), parent_runs=parents)
+        run_id, fresh = _publish(data, cfg, tmp, out, summary)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     for parent in parents:  # after the upload: the tag never names a run without its files

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 from benchmark.core import tracking
 
 if TYPE_CHECKING:
-    from benchmark.report.render import Doc
-    from benchmark.report.runs import ReportData
+    from benchmark.report.common.render import Doc
+    from benchmark.report.common.runs import ReportData
 
 
 def shift_checks(data: ReportData) -> dict[str, dict[str, Any]]:

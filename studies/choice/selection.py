@@ -1,4 +1,8 @@
-"""Tie sets and the selection rule over candidates scored on the same validation units (numpy only).
+"""The selection rule, its tie set and its cost ranking, over candidates scored on the same validation units (numpy).
+
+The one home of the rule: studies and reports call it, neither re-implements it. ``order`` ranks candidates by the
+rule's tie-breaks (``SELECTION_RULE``); ``select`` finds the best, its tie set and the rule's choice; ``cost_key``
+(and ``layer_cost``) build the ``one-se`` cost tuple and ``cost_gflops`` reads its first part back.
 
 A unit is one (fold, seed) fit; every candidate of a ranking is scored on the same units, in the same order, so
 two candidates are compared pairwise, unit by unit. The best candidate is the argmax of the mean over units (on
@@ -24,6 +28,10 @@ from benchmark.core.config_sections import SELECTION_RULES
 from studies.choice.row_se import METHOD_TEXT, ValRows, calibrated_se
 
 ARGMAX, ONE_SE = SELECTION_RULES
+SELECTION_RULE = (
+    "validation-selected: highest mean val/acc over units, ties broken by higher val/f1, then lower trial number, "
+    "then lower layer index; test accuracy is reported for the chosen configuration only"
+)
 EQUAL = 1e-12  # means this close are equal: the same accuracy summed in another order differs in the last bits
 RULE_TEXT = {
     ARGMAX: "argmax: the highest mean validation accuracy over units",
@@ -89,6 +97,35 @@ def unit_layout(n_units: int, seeds: int) -> tuple[int, int]:
     return (n_units // seeds, seeds) if seeds >= 1 and n_units % seeds == 0 else (n_units, 1)
 
 
+def laid_out(values: Sequence[float], seeds: float, rows: ValRows | None = None) -> Units:
+    """A run's per-unit scores with their (folds, seeds) layout, so that only the same units pair, and their rows.
+
+    ``seeds``: the run's seed count (NaN or 0: one per unit).
+    """
+    n = int(seeds) if seeds == seeds and seeds else 1
+    return Units(values, unit_layout(len(values), n), rows)
+
+
+def order(
+    val_acc: Sequence[float] | np.ndarray,
+    val_f1: Sequence[float] | np.ndarray,
+    trial: Sequence[float] | np.ndarray,
+    layer: Sequence[float] | np.ndarray | None = None,
+) -> np.ndarray:
+    """Indices of the candidates best first by the rule's tie-breaks (``SELECTION_RULE``), a stable order.
+
+    Highest ``val_acc``, then highest ``val_f1``, then lowest trial number, then lowest layer (none given: all equal);
+    a NaN score sorts after any number.
+    """
+
+    def descending(values: Sequence[float] | np.ndarray) -> np.ndarray:
+        arr = np.asarray(values, dtype=float)
+        return -np.where(np.isnan(arr), -np.inf, arr)
+
+    depth = np.zeros(len(val_acc)) if layer is None else np.asarray(layer)
+    return np.lexsort((depth, np.asarray(trial), descending(val_f1), descending(val_acc)))
+
+
 def _units(values: Sequence[float] | np.ndarray) -> np.ndarray:
     arr: np.ndarray = np.asarray(values, dtype=float).ravel()
     finite: np.ndarray = arr[np.isfinite(arr)]
@@ -133,6 +170,17 @@ def cost_key(gflops: float, n_models: float, width: float, feature_bytes: float,
         math.inf if v is None or math.isnan(float(v)) else float(v)
         for v in (gflops, n_models, width, feature_bytes, layer)
     )
+
+
+def layer_cost(gflops: float, layer: float) -> tuple[float, ...]:
+    """The ``one-se`` cost of one layer of one model: every layer of a model has the same width and bytes."""
+    return cost_key(gflops, 1, 0, 0, layer)
+
+
+def cost_gflops(cost: Sequence[float] | None) -> float | None:
+    """A cost tuple's GFLOPs per text (its first part), None when unknown."""
+    parts = tuple(cost or ())
+    return float(parts[0]) if parts and math.isfinite(float(parts[0])) else None
 
 
 def select(

@@ -54,7 +54,7 @@ def test_hanley_mcneil_interval_and_length_stats() -> None:
 
 
 def test_report_opens_with_a_warning_only_for_a_flagged_dataset() -> None:
-    from benchmark.report.render import Doc, to_markdown
+    from benchmark.report.common.render import Doc, to_markdown
     from benchmark.report.shift import shift_note, shift_warning
 
     lengths = {"train": {"median": 7.0}, "test": {"median": 19.0}}

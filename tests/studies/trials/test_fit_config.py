@@ -59,8 +59,8 @@ def test_fit_reproduces_a_cross_validated_trial(study_env, tmp_path, capsys) -> 
     """
     import shlex
 
-    from benchmark.report.reproduce import command
-    from benchmark.report.runs import load_runs
+    from benchmark.report.best.reproduce import command
+    from benchmark.report.common.runs import load_runs
 
     cv = {"data.cv_folds": 3, "study.seeds": 2, "study.trials": 2, "study.name": "cv-fit"}
     cfg = study_cfg(study_env, tmp_path, "search", (study_env["a"], study_env["b"]), **cv)
