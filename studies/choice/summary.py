@@ -17,6 +17,7 @@ from benchmark.core.config import BenchConfig
 from studies.choice.candidates import run_cost, unit_scores
 from studies.choice.row_se import METHOD
 from studies.choice.selection import ARGMAX, Selection, Units, select, unit_layout
+from studies.choice.selection import order as rule_order
 from studies.choice.val_record import client_blob, read_rows
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -50,7 +51,9 @@ def ranked(trials: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTr
     often tie on accuracy) the study summary must name the trial the reports name.
     """
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    return sorted(complete, key=lambda t: (-float(t.value), -t.user_attrs.get("val_f1", -math.inf), t.number))  # type: ignore[arg-type]
+    val_f1 = [t.user_attrs.get("val_f1", math.nan) for t in complete]
+    best_first = rule_order([float(cast(float, t.value)) for t in complete], val_f1, [t.number for t in complete])
+    return [complete[i] for i in best_first]
 
 
 def best_trial(trials: list[optuna.trial.FrozenTrial]) -> optuna.trial.FrozenTrial | None:
