@@ -14,7 +14,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 from test_study import FAST_TRAIN, _free_port, _stop_server, _wait_for_http
 
-from benchmark.cli import UI_ENV, main, ui_command
+from benchmark.cli import main
+from benchmark.cli.browse import UI_ENV, ui_command
 from benchmark.core import tracking
 from benchmark.core.config import load_config
 from benchmark.core.text_data import dataset_label, load_split

@@ -6,7 +6,7 @@ only); a naive loop (original order, fixed batch, fp32, all layers); and the mac
 Each figure is the best of 3 runs. Prints a markdown table of throughput, ratios and
 model FLOPs/s as a share of the bf16 peak.
 
-    python -m benchmark.speed_extract --model minilm-l6 --dataset sst2 --n 2000
+    python -m benchmark.bench.extract --model minilm-l6 --dataset sst2 --n 2000
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Trials per minute of the ``search`` preset on cached features, with and without median pruning, each in its own
 throw-away stores (under ``$TMPDIR``).
 
-    python -m benchmark.speed_study --dataset mr --models minilm-l6,minilm-l3 --trials 20 --max-length 256 --dtype bf16
+    python -m benchmark.bench.study --dataset mr --models minilm-l6,minilm-l3 --trials 20 --max-length 256 --dtype bf16
 
 With ``--cv-folds K``, instead: the wall time of each preset in ``--presets`` as a single-split study, a K-fold
 study and a K-fold study with ``study.race`` (the probe and the race of ``studies.trials.racing``), all with ``--seeds``
@@ -11,7 +11,7 @@ seeds, in turn and each in fresh stores (the first two with ``study.race=false``
 the stored unit sweeps of the models (``studies.trials.sweep_store``) are deleted before each layer-sweep study, so it
 fits them, and the presets after it reuse them, as in ``layerfuse reproduce``.
 
-    python -m benchmark.speed_study --dataset mr --models minilm-l3,tfidf --cv-folds 5 --seeds 3 \
+    python -m benchmark.bench.study --dataset mr --models minilm-l3,tfidf --cv-folds 5 --seeds 3 \
         --presets tfidf-baseline,layer-sweep,fusion-methods --set study.fusions=concat --max-length 256 --limit 8000
 
 The caches must exist (``layerfuse extract --model minilm-l6,minilm-l3 --dataset mr --max-length 256 --dtype bf16``).
@@ -127,7 +127,7 @@ def measure_folds(
                     "best_test": best.user_attrs.get("test_acc", float("nan")),
                     "chosen": ", ".join(f"{k}={v}" for k, v in chosen.items()),
                 }
-                logging.getLogger("benchmark.speed_study").warning("%s %s: %s", preset, variant, rows[preset][variant])
+                logging.getLogger("benchmark.bench.study").warning("%s %s: %s", preset, variant, rows[preset][variant])
     return rows
 
 

@@ -1,4 +1,4 @@
-"""Speed of an exported model vs. extracting every layer: ``python -m benchmark.speed_predict``.
+"""Speed of an exported model vs. extracting every layer: ``python -m benchmark.bench.export_vs_extract``.
 
 For one configuration (default SmolLM2-135M at layer 14 under a concat head) it builds an export bundle whose
 member is cut after that layer, then classifies the same MR test texts two ways, interleaved, best of
@@ -24,8 +24,8 @@ from benchmark.core.config import load_config
 from benchmark.core.hardware import resolve_dtype
 from benchmark.core.keys import load_text_split
 from benchmark.core.models import resolve_model, weight_files
-from benchmark.model_export import save_cut_model
-from benchmark.pyfunc_model import BUNDLE_FILE, FORMAT_VERSION, NET_FILE, SCALERS_FILE, Bundle
+from benchmark.serve.model_export import save_cut_model
+from benchmark.serve.pyfunc_model import BUNDLE_FILE, FORMAT_VERSION, NET_FILE, SCALERS_FILE, Bundle
 from extractors.hf import HFHiddenStateExtractor, cast_linear_weights
 from extractors.truncate import param_count, weights_dtype
 from lightning_modules.components.net import FusionNet
@@ -38,7 +38,9 @@ def _bytes(folder: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the comparison and print one table."""
-    parser = argparse.ArgumentParser(prog="python -m benchmark.speed_predict", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmark.bench.export_vs_extract", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--layer", type=int, default=14)
     parser.add_argument("--dataset", default="mr")

@@ -10,7 +10,7 @@
 Every measurement runs in its own subprocess (clean peak RSS, no warm caches shared between them).
 Writes ``<out>.json`` and ``<out>.md`` and prints the markdown.
 
-    python -m benchmark.speed_train --model smollm2-135m --dataset mr --set extract.limit=2000
+    python -m benchmark.bench.train --model smollm2-135m --dataset mr --set extract.limit=2000
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from benchmark.core.cache import FeatureCache, FeatureKey
 from benchmark.core.cache_writer import CacheWriter
 from benchmark.core.config import BenchConfig, load_config, with_values
 
-log = logging.getLogger("benchmark.speed_train")
+log = logging.getLogger("benchmark.bench.train")
 
 
 def _config(spec: dict[str, Any]) -> BenchConfig:
@@ -116,7 +116,7 @@ def _child(job: str, spec: dict[str, Any]) -> dict[str, Any]:
             [
                 sys.executable,
                 "-m",
-                "benchmark.speed_train",
+                "benchmark.bench.train",
                 "--child",
                 job,
                 "--spec",
@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
                     }
                 )
                 log.info("fit at N=%d: peak RSS %.0f MiB", n, r["peak_rss_mb"])
-    command = "python -m benchmark.speed_train " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python -m benchmark.bench.train " + " ".join(argv if argv is not None else sys.argv[1:])
     load = (
         f"load average before / after: {load_before[0]:.2f} / {os.getloadavg()[0]:.2f} (2 cores); "
         f"train.threads: {cfg.train.threads}"
