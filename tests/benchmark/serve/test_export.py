@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
@@ -293,10 +294,12 @@ def test_a_model_exported_before_the_serve_package_still_predicts(exported, tmp_
     shutil.copytree(root / "saved", old)
     with (old / "python_model.pkl").open("rb") as fh:
         model = cloudpickle.load(fh)
+    importlib.import_module("benchmark.pyfunc_model")  # cloudpickle pickles by reference only what is imported
     monkeypatch.setattr(TextClassifier, "__module__", "benchmark.pyfunc_model")  # the path an old export pickled
     legacy = cloudpickle.dumps(model)
     monkeypatch.undo()
     assert b"benchmark.pyfunc_model" in legacy and b"benchmark.serve" not in legacy
+    monkeypatch.delitem(sys.modules, "benchmark.pyfunc_model")  # loading imports it, as in a fresh process
     (old / "python_model.pkl").write_bytes(legacy)
     texts = load_text_split(cfg, "test").texts[:6]
     pd.DataFrame({"text": texts}).to_csv(tmp_path / "in.csv", index=False)
