@@ -1,4 +1,4 @@
-"""speed_coverage: one draw through the real sweep engine, and the coverage table over draws."""
+"""bench.tie_coverage: one draw through the real sweep engine, and the coverage table over draws."""
 
 from __future__ import annotations
 
