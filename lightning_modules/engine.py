@@ -177,7 +177,7 @@ _RECORDERS: list[list[list[str]]] = []
 
 @contextmanager
 def record_devices() -> Iterator[list[list[str]]]:
-    """Collect, per fit started inside the block, the devices of the module's tensors (``benchmark.gpu_check``)."""
+    """Collect, per fit started in the block, the devices of the module's tensors (``benchmark.bench.gpu_check``)."""
     seen: list[list[str]] = []
     _RECORDERS.append(seen)
     try:

@@ -348,7 +348,7 @@ def test_an_unreadable_split_file_is_named_in_one_line(tmp_path, monkeypatch) ->
 
 def test_predict_reads_texts_as_training_does(tmp_path) -> None:
     """predict's input: a JSON array (not read as one line of columns), a tab-separated .csv, trimmed texts, null."""
-    from benchmark.predict import read_table, texts_of
+    from benchmark.serve.predict import read_table, texts_of
 
     array, tabs = tmp_path / "in.json", tmp_path / "in.csv"
     array.write_text('[{"id": 1, "text": " good "},\n {"id": 2, "text": null}]\n')
@@ -944,7 +944,7 @@ def test_a_failed_prediction_write_leaves_no_output_file(tmp_path, monkeypatch) 
     """Own case: predictions are written to a hidden temporary file and moved into place, never half-written."""
     import pandas as pd
 
-    from benchmark import predict
+    from benchmark.serve import predict
 
     src = tmp_path / "in.csv"
     src.write_text("text\ngood\nbad\n")
@@ -1009,7 +1009,7 @@ def test_ctrl_c_on_ui_stops_the_server_once_without_a_traceback(tmp_path, monkey
     """The server runs in its own session: Ctrl-C reaches layerfuse, which sends it one SIGINT and exits 0."""
     import threading
 
-    from benchmark import cli
+    from benchmark.cli import browse
 
     ready, got = tmp_path / "ready", tmp_path / "signals"
     server = (
@@ -1024,7 +1024,7 @@ def test_ctrl_c_on_ui_stops_the_server_once_without_a_traceback(tmp_path, monkey
         "time.sleep(60)\n"
     )
     monkeypatch.setattr(
-        cli, "ui_command", lambda cfg, port, workers: [sys.executable, "-c", server, str(ready), str(got)]
+        browse, "ui_command", lambda cfg, port, workers: [sys.executable, "-c", server, str(ready), str(got)]
     )
 
     def ctrl_c() -> None:
@@ -1060,7 +1060,7 @@ def test_faults_deep_inside_libraries_are_named_in_one_line(monkeypatch, capsys)
 
     import sqlalchemy
 
-    from benchmark import cli
+    from benchmark.cli import browse
 
     def raising(err: BaseException):
         def handler(args: object, cfg: object) -> int:
@@ -1071,10 +1071,10 @@ def test_faults_deep_inside_libraries_are_named_in_one_line(monkeypatch, capsys)
     full = sqlalchemy.exc.OperationalError("INSERT", {}, sqlite3.OperationalError("database or disk is full"))
     denied = PermissionError(errno.EACCES, "Permission denied", "/srv/cache/x.npy")
     for err, needle in ((full, "no space left for the database"), (denied, "cannot write /srv/cache/x.npy")):
-        monkeypatch.setattr(cli, "_run_ls", raising(err))
+        monkeypatch.setattr(browse, "_run_ls", raising(err))
         assert main(["ls", "models"]) == 2
         assert "rerun the same command" in _one_line(capsys.readouterr().err, needle)
-    monkeypatch.setattr(cli, "_run_ls", raising(ValueError("a bug")))
+    monkeypatch.setattr(browse, "_run_ls", raising(ValueError("a bug")))
     with pytest.raises(ValueError, match="a bug"):
         main(["ls", "models"])
 

@@ -1,15 +1,14 @@
 """``ProcessMonitor``: the resident memory of this process and its children as an MLflow system metric.
 
 MLflow's own monitors report the machine's memory; a study's cost is its processes' (workers included), so the
-system metrics of layerfuse runs add ``system/process_rss_megabytes``.
+system metrics of layerfuse runs add ``system/process_rss_megabytes``. The name is the run layout's
+(``benchmark.core.tracking.PROCESS_RSS``), which starts the monitor: this module imports nothing of ours.
 """
 
 from __future__ import annotations
 
 import psutil
 from mlflow.system_metrics.metrics.base_metrics_monitor import BaseMetricsMonitor
-
-from benchmark.core.tracking import PROCESS_RSS
 
 
 def tree_rss_mb(process: psutil.Process) -> float:
@@ -24,15 +23,16 @@ def tree_rss_mb(process: psutil.Process) -> float:
 
 
 class ProcessMonitor(BaseMetricsMonitor):
-    """Samples ``process_rss_megabytes`` (this process plus children); logged as the mean over a logging period."""
+    """Samples the resident memory of this process and its children as metric ``name`` (mean per logging step)."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
+        self._name = name
         self._process = psutil.Process()
 
     def collect_metrics(self) -> None:
         """Take one sample."""
-        self._metrics[PROCESS_RSS].append(tree_rss_mb(self._process))
+        self._metrics[self._name].append(tree_rss_mb(self._process))
 
     def aggregate_metrics(self) -> dict[str, float]:
         """Mean of the samples since the last logging step."""

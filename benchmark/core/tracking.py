@@ -258,7 +258,7 @@ def system_metrics(run_id: str, tracking: TrackingConfig, resume: bool = False) 
         node_id=tracking.system_metrics_node or None,  # hosts of one study each log their own system/<node>/*
         tracking_uri=tracking.uri,
     )
-    monitor.monitors.append(ProcessMonitor())
+    monitor.monitors.append(ProcessMonitor(PROCESS_RSS))
     monitor.start()  # type: ignore[no-untyped-call]
     try:
         yield

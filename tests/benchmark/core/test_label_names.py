@@ -26,8 +26,8 @@ def test_unknown_datasets_and_unnamed_labels_keep_their_labels() -> None:
 
 @pytest.mark.parametrize(("dataset", "expected"), [("mr", ["negative", "positive"]), ("toy.csv", ["0", "1"])])
 def test_an_exported_bundle_predicts_class_names(tmp_path: Path, dataset: str, expected: list[str]) -> None:
-    from benchmark.model_export import build_bundle
-    from benchmark.pyfunc_model import BUNDLE_FILE
+    from benchmark.serve.model_export import build_bundle
+    from benchmark.serve.pyfunc_model import BUNDLE_FILE
 
     head = tmp_path / "head"
     head.mkdir()

@@ -14,7 +14,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 from study_helpers import FAST_TRAIN, free_port, stop_server, wait_for_http
 
-from benchmark.cli import UI_ENV, main, ui_command
+from benchmark.cli import main
+from benchmark.cli.browse import UI_ENV, ui_command
 from benchmark.core import tracking
 from benchmark.core.config import load_config
 from benchmark.core.text_data import dataset_label, load_split

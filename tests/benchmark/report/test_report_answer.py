@@ -149,7 +149,7 @@ def test_read_answer_and_its_refusals(report, store, tmp_path) -> None:
 
 
 def test_export_report_exports_the_answers_trial(report, store, monkeypatch, capsys) -> None:
-    import benchmark.model_export as model_export
+    import benchmark.serve.model_export as model_export
 
     cfg, _, _ = store
     calls = []

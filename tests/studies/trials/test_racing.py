@@ -166,7 +166,7 @@ def test_ridge_probe_equals_sklearns_ridge_classifier_cv() -> None:
 
 
 def test_speed_race_compares_the_split_the_full_grid_and_the_raced_sweep(tmp_path: Path) -> None:
-    from benchmark.speed_race import compare
+    from benchmark.bench.race import compare
 
     d = _planted(tmp_path)
     r = compare(_cfg(**{"study.seeds": 1}), d)

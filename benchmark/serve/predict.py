@@ -124,24 +124,12 @@ def load_model(uri: str) -> Any:
         ) from None
 
 
-def predict_file(
-    model_uri: str, input_path: str | Path, out_path: str | Path, text_column: str = "text", show_progress: bool = True
-) -> PredictSummary:
-    """Classify ``input_path``'s ``text_column`` with the model at ``model_uri`` and write ``out_path``.
-
-    Raises:
-        UserError: unknown model URI, unreadable/empty input, missing column, non-text values, bad output format.
-    """
+def _predict_in_order(model: Any, texts: list[str], show_progress: bool) -> Any:
+    """The model's output for ``texts`` in input order, computed in length-sorted batches of ``BATCH_TEXTS``."""
     import numpy as np
     import pandas as pd
     from tqdm.auto import tqdm
 
-    src, dst = Path(input_path), Path(out_path)
-    out_format = _format(dst, "--out")
-    check_out(src, dst)
-    table = read_table(src, text_column)
-    texts = texts_of(table, text_column, src)
-    model = load_model(model_uri)
     order = sorted(range(len(texts)), key=lambda i: (-len(texts[i]), i))
     parts = []
     with tqdm(total=len(texts), desc="predict", unit="text", disable=not show_progress) as bar:
@@ -152,25 +140,48 @@ def predict_file(
     sorted_out = pd.concat(parts, ignore_index=True)
     result = pd.DataFrame(index=sorted_out.index, columns=sorted_out.columns)
     result.iloc[np.asarray(order)] = sorted_out.to_numpy()
-    result = result.astype(sorted_out.dtypes.to_dict())
+    return result.astype(sorted_out.dtypes.to_dict())
+
+
+def _write_atomically(table: Any, dst: Path, out_format: str) -> None:
+    """Write ``table`` to ``dst`` through a hidden temporary file moved into place: never half a file."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale(dst.parent, ".*.tmp-*")  # outputs of predictions killed while writing
+    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
+    try:
+        if out_format == ".csv":
+            table.to_csv(tmp, index=False)
+        elif out_format == ".parquet":
+            table.to_parquet(tmp, index=False)
+        else:
+            table.to_json(tmp, orient="records", lines=True, force_ascii=False)
+        os.replace(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def predict_file(
+    model_uri: str, input_path: str | Path, out_path: str | Path, text_column: str = "text", show_progress: bool = True
+) -> PredictSummary:
+    """Classify ``input_path``'s ``text_column`` with the model at ``model_uri`` and write ``out_path``.
+
+    Raises:
+        UserError: unknown model URI, unreadable/empty input, missing column, non-text values, bad output format.
+    """
+    import pandas as pd
+
+    src, dst = Path(input_path), Path(out_path)
+    out_format = _format(dst, "--out")
+    check_out(src, dst)
+    table = read_table(src, text_column)
+    texts = texts_of(table, text_column, src)
+    result = _predict_in_order(load_model(model_uri), texts, show_progress)
     clash = {c: f"{c}_input" for c in result.columns if c in table.columns}
     if clash:  # e.g. a test file's true labels: kept beside the prediction
         log.warning("input columns %s renamed to %s", list(clash), list(clash.values()))
         table = table.rename(columns=clash)
     written = pd.concat([table.reset_index(drop=True), result], axis=1)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale(dst.parent, ".*.tmp-*")  # outputs of predictions killed while writing
-    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")  # a killed or failed write never leaves half a file
-    try:
-        if out_format == ".csv":
-            written.to_csv(tmp, index=False)
-        elif out_format == ".parquet":
-            written.to_parquet(tmp, index=False)
-        else:
-            written.to_json(tmp, orient="records", lines=True, force_ascii=False)
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
+    _write_atomically(written, dst, out_format)
     counts = {str(k): int(v) for k, v in result["label"].value_counts().items()}
     log.info("predicted %d rows into %s: %s", len(written), dst, counts)
     return PredictSummary(len(written), dst, counts)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from benchmark.gpu_check import main
+from benchmark.bench.gpu_check import main
 
 
 def test_dry_run_on_cpu_passes_every_check(tiny_models, tiny_data, tmp_path, capsys) -> None:
@@ -35,7 +35,7 @@ def test_dry_run_on_cpu_passes_every_check(tiny_models, tiny_data, tmp_path, cap
 
 @pytest.mark.gpu
 def test_gpu_check_on_cuda_passes_every_check(tiny_models, tiny_data, tmp_path) -> None:
-    """The same checks on CUDA with tiny models (seconds); the full check is ``python -m benchmark.gpu_check``."""
+    """The same checks on CUDA with tiny models (seconds); the full check is ``python -m benchmark.bench.gpu_check``."""
     out = tmp_path / "gpu_check.json"
     models = f"{tiny_models['llama-left']},{tiny_models['bert-a']}"
     args = ["--device", "cuda", "--dry-run", "--models", models, "--dataset", str(tiny_data), "--out", str(out)]

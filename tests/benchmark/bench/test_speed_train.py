@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 from helpers_features import make_model
 
+from benchmark.bench.train import _markdown, resample_cache
 from benchmark.core.cache import FeatureCache
-from benchmark.speed_train import _markdown, resample_cache
 
 
 def test_resample_cache_keeps_selected_layers_of_drawn_rows(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from benchmark.cli_args import subparser
+from benchmark.cli.args import subparser
 from benchmark.core.config import BenchConfig
 from benchmark.core.errors import UserError
 
@@ -78,7 +78,7 @@ def add_export(sub: Any) -> None:
 
 def run_export(args: argparse.Namespace, cfg: BenchConfig) -> int:
     """Handler of ``export``."""
-    from benchmark.model_export import export_model
+    from benchmark.serve.model_export import export_model
 
     study, trial, run_id = _what_to_export(args, cfg)
     r = export_model(cfg, study, trial, run_id, args.seed, args.name, args.alias, args.out, args.weights)
@@ -135,7 +135,7 @@ def run_predict(args: argparse.Namespace, cfg: BenchConfig) -> int:
     """Handler of ``predict``."""
     import mlflow
 
-    from benchmark.predict import predict_file
+    from benchmark.serve.predict import predict_file
 
     mlflow.set_tracking_uri(cfg.tracking.uri)  # models:/ URIs resolve in the configured registry
     r = predict_file(args.model, args.input, args.out, args.text_column, cfg.extract.show_progress)

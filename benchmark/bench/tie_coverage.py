@@ -9,7 +9,7 @@ with the calibrated one (``studies.choice.row_se``). Per draw it records the tie
 often the tie set holds the test-best candidate), the median tie-set size and the mean regret (test accuracy of
 the choice minus the test-best's, points) per SE and rule.
 
-    python -m benchmark.speed_coverage --dataset mr --model minilm-l6 --draws 20 --rows 3000 \
+    python -m benchmark.bench.tie_coverage --dataset mr --model minilm-l6 --draws 20 --rows 3000 \
         --set paths.cache_dir=.cache/features --set extract.max_length=256 --set extract.limit=8000
 """
 

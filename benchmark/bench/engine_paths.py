@@ -5,8 +5,8 @@ Times, on the same synthetic cached features (``tests/helpers_features``: 2,000 
 3-seed trial of a two-model ``sum`` fusion, a 5-fold x 3-seed sweep of all 7 layers and a 3-seed refit: the best of
 ``--repeats`` runs each. Run it once per checkout, each run importing its own checkout's code:
 
-    PYTHONPATH=OLD python -m benchmark.speed_engine --repo OLD
-    PYTHONPATH=NEW python -m benchmark.speed_engine --repo NEW
+    PYTHONPATH=OLD python -m benchmark.bench.engine_paths --repo OLD
+    PYTHONPATH=NEW python -m benchmark.bench.engine_paths --repo NEW
 
 A checkout from before the one engine (4c7d86f and earlier) trains trials with ``batched_fit``, sweeps with
 ``sweep`` and refits one seed at a time with ``refit``; the same calls are made there through those modules.

@@ -6,7 +6,7 @@ only); a naive loop (original order, fixed batch, fp32, all layers); and the mac
 Each figure is the best of 3 runs. Prints a markdown table of throughput, ratios and
 model FLOPs/s as a share of the bf16 peak.
 
-    python -m benchmark.speed_extract --model minilm-l6 --dataset sst2 --n 2000
+    python -m benchmark.bench.extract --model minilm-l6 --dataset sst2 --n 2000
 """
 
 from __future__ import annotations
@@ -14,13 +14,14 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 
 from benchmark.core.config import load_config
 from benchmark.core.keys import load_text_split
-from benchmark.core.models import resolve_model
+from benchmark.core.models import ModelSpec, resolve_model
 from extractors.hf import HFHiddenStateExtractor
 from extractors.pooling import POOLINGS
 
@@ -48,10 +49,12 @@ def model_flops(model: torch.nn.Module, lengths: list[int], num_layers: int, hid
     return dense + attention
 
 
+Row = tuple[str, float, str]  # label, value, note: one line of the table
+Best = dict[str, tuple[float, float]]  # candidate -> (best wall s, best CPU s)
 REPEATS = 3  # best of 3: other processes on a 2-core machine only ever make a run slower
 
 
-def timed_round_robin(candidates: dict[str, Callable[[], object]]) -> dict[str, tuple[float, float]]:
+def timed_round_robin(candidates: dict[str, Callable[[], object]]) -> Best:
     """Best wall time and best process CPU time of each candidate over ``REPEATS`` rounds, after one warm-up round.
 
     Candidates take turns within each round, so a change in the machine's load hits all of them alike rather than
@@ -70,25 +73,11 @@ def timed_round_robin(candidates: dict[str, Callable[[], object]]) -> dict[str, 
     return best
 
 
-def run(
-    model: str, dataset: str, n: int, split: str, dtypes: list[str], token_budget: int
-) -> list[tuple[str, float, str]]:
-    """Measure each dtype's extraction throughput side by side: (label, value, note) rows for the table."""
-    cfg = load_config(overrides=[f"extract.dataset={dataset}", f"extract.limit={n}"])
-    texts = load_text_split(cfg, split).texts
-    spec = resolve_model(model, cfg.paths.models_dir)
-    rows: list[tuple[str, float, str]] = []
-    peak_bf16 = matmul_peak(torch.bfloat16)
-    peak_fp32 = matmul_peak(torch.float32)
-    rows.append(("matmul peak bf16 (GFLOP/s)", peak_bf16, ""))
-    rows.append(("matmul peak fp32 (GFLOP/s)", peak_fp32, ""))
-
-    extractors: dict[str, HFHiddenStateExtractor] = {}
-    candidates: dict[str, Callable[[], object]] = {}
-    for dtype in dtypes:
-        # "bf16-autocast": fp32 weights that autocast casts on every batch, the way bf16 ran before weights were cast
-        # once.
-        ex = HFHiddenStateExtractor(
+def _layerfuse(spec: ModelSpec, dtypes: list[str], token_budget: int) -> dict[str, HFHiddenStateExtractor]:
+    """One extractor per dtype."""
+    # "bf16-autocast": fp32 weights that autocast casts on every batch, the way bf16 ran before weights were cast once.
+    return {
+        dtype: HFHiddenStateExtractor(
             spec,
             "cpu",
             dtype.removesuffix("-autocast"),
@@ -97,43 +86,50 @@ def run(
             token_budget=token_budget,
             cast_weights=not dtype.endswith("-autocast"),
         )
-        extractors[dtype] = ex
+        for dtype in dtypes
+    }
 
-        # Tokenizing and sorting are timed too, as sentence-transformers' encode and the naive loop include them.
-        def encode(ex: HFHiddenStateExtractor = ex) -> object:
-            return ex.encode_ids(sorted(ex.tokenize(texts), key=len, reverse=True))
 
-        candidates[f"layerfuse {dtype}"] = encode
-    first = next(iter(extractors.values()))
-    lengths = [len(x) for x in first.tokenize(texts)]
-    tokens = sum(lengths)
+def _encode(ex: HFHiddenStateExtractor, texts: list[str]) -> Callable[[], object]:
+    # Tokenizing and sorting are timed too, as sentence-transformers' encode and the naive loop include them.
+    return lambda: ex.encode_ids(sorted(ex.tokenize(texts), key=len, reverse=True))
+
+
+def _naive(spec: ModelSpec, tokenizer: Any, texts: list[str]) -> Callable[[], None]:
+    """Original order, fixed batches of 32, fp32, all layers, padded to the batch's longest."""
     fp32_model = HFHiddenStateExtractor(spec, "cpu", "fp32", "mean", spec.max_length).model
+    pool = POOLINGS.get("mean")
 
     def naive() -> None:
-        """Original order, fixed batches of 32, fp32, all layers, padded to the batch's longest."""
-        pool = POOLINGS.get("mean")
         with torch.inference_mode():
             for i in range(0, len(texts), 32):
-                enc = first.tokenizer(
+                enc = tokenizer(
                     texts[i : i + 32], padding=True, truncation=True, max_length=spec.max_length, return_tensors="pt"
                 )
                 out = fp32_model(**enc, output_hidden_states=True)
                 torch.stack([pool(h, enc["attention_mask"]) for h in out.hidden_states])
 
-    candidates["naive"] = naive
+    return naive
+
+
+def _sentence_transformers(spec: ModelSpec, texts: list[str]) -> tuple[Callable[[], object] | None, str]:
+    """sentence-transformers' ``encode`` of the model, or None and why not."""
     try:
         from sentence_transformers import SentenceTransformer
 
         st = SentenceTransformer(spec.source, device="cpu")
     except ImportError:
-        st_note = "not installed"
+        return None, "not installed"
     except (OSError, ValueError) as err:  # e.g. a GGUF folder, which sentence-transformers cannot load
-        st_note = f"cannot load this model ({type(err).__name__})"
-    else:
-        st_note = ""
-        candidates["st"] = lambda: st.encode(texts, batch_size=32)
+        return None, f"cannot load this model ({type(err).__name__})"
+    return lambda: st.encode(texts, batch_size=32), ""
 
-    best = timed_round_robin(candidates)
+
+def _layerfuse_rows(
+    best: Best, extractors: dict[str, HFHiddenStateExtractor], lengths: list[int], peaks: tuple[float, float]
+) -> list[Row]:
+    tokens, (peak_bf16, peak_fp32) = sum(lengths), peaks
+    rows = []
     for dtype, ex in extractors.items():
         seconds, cpu = best[f"layerfuse {dtype}"]
         flops = model_flops(ex.model, lengths, ex.num_layers, ex.hidden_size) / seconds / 1e9
@@ -146,25 +142,47 @@ def run(
                 f"{100 * flops / peak_fp32:.0f}% of fp32 peak",
             )
         )
-    seconds, cpu = best["naive"]
-    rows.append(
-        ("naive unsorted fp32 loop, all layers (tokens/s)", tokens / seconds, f"{tokens / cpu:,.0f} tokens per CPU-s")
-    )
-    if "st" not in best:
-        rows.append(("sentence-transformers encode", float("nan"), st_note))
-        return rows
+    return rows
+
+
+def _st_row(best: Best, dtypes: Iterable[str], tokens: int) -> Row:
     seconds, cpu = best["st"]
     ratios = "; ".join(
         f"layerfuse {d} / sentence-transformers = {seconds / best[f'layerfuse {d}'][0]:.2f}x "
         f"({cpu / best[f'layerfuse {d}'][1]:.2f}x per CPU-s)"
-        for d in extractors
+        for d in dtypes
+    )
+    return (
+        "sentence-transformers encode, last layer (tokens/s)",
+        tokens / seconds,
+        f"{tokens / cpu:,.0f} tokens per CPU-s; {ratios}",
+    )
+
+
+def run(model: str, dataset: str, n: int, split: str, dtypes: list[str], token_budget: int) -> list[Row]:
+    """Measure each dtype's extraction throughput side by side: (label, value, note) rows for the table."""
+    cfg = load_config(overrides=[f"extract.dataset={dataset}", f"extract.limit={n}"])
+    texts = load_text_split(cfg, split).texts
+    spec = resolve_model(model, cfg.paths.models_dir)
+    peaks = matmul_peak(torch.bfloat16), matmul_peak(torch.float32)
+    rows: list[Row] = [("matmul peak bf16 (GFLOP/s)", peaks[0], ""), ("matmul peak fp32 (GFLOP/s)", peaks[1], "")]
+    extractors = _layerfuse(spec, dtypes, token_budget)
+    candidates = {f"layerfuse {dtype}": _encode(ex, texts) for dtype, ex in extractors.items()}
+    first = next(iter(extractors.values()))
+    lengths = [len(x) for x in first.tokenize(texts)]
+    tokens = sum(lengths)
+    candidates["naive"] = _naive(spec, first.tokenizer, texts)
+    st, st_note = _sentence_transformers(spec, texts)
+    if st is not None:
+        candidates["st"] = st
+    best = timed_round_robin(candidates)
+    rows += _layerfuse_rows(best, extractors, lengths, peaks)
+    seconds, cpu = best["naive"]
+    rows.append(
+        ("naive unsorted fp32 loop, all layers (tokens/s)", tokens / seconds, f"{tokens / cpu:,.0f} tokens per CPU-s")
     )
     rows.append(
-        (
-            "sentence-transformers encode, last layer (tokens/s)",
-            tokens / seconds,
-            f"{tokens / cpu:,.0f} tokens per CPU-s; {ratios}",
-        )
+        _st_row(best, extractors, tokens) if st is not None else ("sentence-transformers encode", float("nan"), st_note)
     )
     return rows
 

@@ -6,7 +6,7 @@ candidate, best of the rounds: wall seconds of the whole command (process start,
 included), tokens per wall second, compute tokens per second (tokens over the compute seconds of the slowest
 worker, from ``meta.json``), and the CPU seconds of all its processes.
 
-    python -m benchmark.speed_shard --model minilm-l3 --dataset mr --n 2000 --procs 2 --rounds 3
+    python -m benchmark.bench.shard_vs_threads --model minilm-l3 --dataset mr --n 2000 --procs 2 --rounds 3
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"round {r}: {name}: {runs[name][-1]['wall_s']:.1f} s", file=sys.stderr)
     identical = all(len({json.dumps(runs[n][r]["sha256"]) for n in runs}) == 1 for r in range(args.rounds))
     best = {name: min(rs, key=lambda x: x["wall_s"]) for name, rs in runs.items()}
-    command = "python -m benchmark.speed_shard " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python -m benchmark.bench.shard_vs_threads " + " ".join(argv if argv is not None else sys.argv[1:])
     lines = [
         f"`{command}`: {args.model}, {args.n} {args.dataset} train texts, {best[next(iter(best))]['tokens']:,} tokens, "
         f"chunks of {args.chunk_size}; best of {args.rounds} rounds, load average before {load:.2f}; "

@@ -8,7 +8,7 @@ tie set of the full grid and of the raced sweep (the raced heads are the full gr
 can only come from a layer the probe or the race stopped), their Jaccard index, and the layers each rule stopped.
 A benchmark, never a test: it prints a markdown table and writes every record as JSON (``--out``).
 
-    python -m benchmark.speed_race --datasets mr,r8 --models minilm-l6,minilm-l3 --cv-folds 5 --seeds 3 \
+    python -m benchmark.bench.race --datasets mr,r8 --models minilm-l6,minilm-l3 --cv-folds 5 --seeds 3 \
         --set paths.cache_dir=.cache/features --set extract.max_length=256 --set extract.limit=8000
 """
 

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmark.cli_args import batch_size, csv_list, positive_int, quiet_transformers, subparser
+from benchmark.cli.args import batch_size, csv_list, positive_int, quiet_transformers, subparser
 from benchmark.core.config import BenchConfig
 from benchmark.core.errors import UserError
 from studies.trials.presets import PRESETS

@@ -3,7 +3,7 @@
 Trials per minute of the ``search`` preset on cached features, with and without median pruning, each in its own
 throw-away stores (under ``$TMPDIR``).
 
-    python -m benchmark.speed_study --dataset mr --models minilm-l6,minilm-l3 --trials 20 --max-length 256 --dtype bf16
+    python -m benchmark.bench.study --dataset mr --models minilm-l6,minilm-l3 --trials 20 --max-length 256 --dtype bf16
 
 With ``--cv-folds K``, instead: the wall time of each preset in ``--presets`` as a single-split study, a K-fold
 study and a K-fold study with ``study.race`` (the probe and the race of ``studies.trials.racing``), all with ``--seeds``
@@ -11,7 +11,7 @@ seeds, in turn and each in fresh stores (the first two with ``study.race=false``
 the stored unit sweeps of the models (``studies.trials.sweep_store``) are deleted before each layer-sweep study, so it
 fits them, and the presets after it reuse them, as in ``layerfuse reproduce``.
 
-    python -m benchmark.speed_study --dataset mr --models minilm-l3,tfidf --cv-folds 5 --seeds 3 \
+    python -m benchmark.bench.study --dataset mr --models minilm-l3,tfidf --cv-folds 5 --seeds 3 \
         --presets tfidf-baseline,layer-sweep,fusion-methods --set study.fusions=concat --max-length 256 --limit 8000
 
 The caches must exist (``layerfuse extract --model minilm-l6,minilm-l3 --dataset mr --max-length 256 --dtype bf16``).
@@ -127,7 +127,7 @@ def measure_folds(
                     "best_test": best.user_attrs.get("test_acc", float("nan")),
                     "chosen": ", ".join(f"{k}={v}" for k, v in chosen.items()),
                 }
-                logging.getLogger("benchmark.speed_study").warning("%s %s: %s", preset, variant, rows[preset][variant])
+                logging.getLogger("benchmark.bench.study").warning("%s %s: %s", preset, variant, rows[preset][variant])
     return rows
 
 
@@ -147,8 +147,7 @@ def _print_folds(rows: dict[str, dict[str, dict[str, Any]]], folds: int, seeds: 
         print(f"| {preset} | " + " | ".join(cells) + " |")
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark from the command line; returns the exit code."""
+def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="r8")
     parser.add_argument("--models", default="minilm-l6,minilm-l3")
@@ -161,30 +160,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--presets", default="layer-sweep", help="presets of the fold comparison")
     parser.add_argument("--seeds", type=int, default=3, help="study.seeds of the fold comparison")
     parser.add_argument("-s", "--set", dest="sets", action="append", default=[], help="config override a.b=v")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    models = tuple(m for m in args.models.split(",") if m)
-    started = dt.datetime.now(dt.UTC)
-    if args.cv_folds:
-        base = {
-            "extract.dataset": args.dataset,
-            "extract.models": models,
-            "extract.show_progress": False,
-            "extract.dtype": args.dtype,
-            "extract.max_length": args.max_length,
-            "extract.limit": args.limit,
-            "study.seeds": args.seeds,
-            "study.pruning": True,
-            "study.refit": False,  # the goal is the cost of scoring candidates; the refit is one more fit either way
-            "train.seed": args.seed,
-        }
-        presets = [p for p in args.presets.split(",") if p]
-        rows_cv = measure_folds(base, presets, args.cv_folds, args.sets)
-        load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-        print(f"\n{started:%Y-%m-%d %H:%M} UTC; load average (1, 5, 15 min) at the end: {load}")
-        _print_folds(rows_cv, args.cv_folds, args.seeds, f"{args.dataset}, {'+'.join(models)}")
-        return 0
+    return parser.parse_args(argv)
+
+
+def _compare_folds(args: argparse.Namespace, models: tuple[str, ...], started: dt.datetime) -> None:
+    """``--cv-folds``: each preset as a single-split, a K-fold and a raced K-fold study; prints one table."""
+    base = {
+        "extract.dataset": args.dataset,
+        "extract.models": models,
+        "extract.show_progress": False,
+        "extract.dtype": args.dtype,
+        "extract.max_length": args.max_length,
+        "extract.limit": args.limit,
+        "study.seeds": args.seeds,
+        "study.pruning": True,
+        "study.refit": False,  # the goal is the cost of scoring candidates; the refit is one more fit either way
+        "train.seed": args.seed,
+    }
+    presets = [p for p in args.presets.split(",") if p]
+    rows_cv = measure_folds(base, presets, args.cv_folds, args.sets)
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"\n{started:%Y-%m-%d %H:%M} UTC; load average (1, 5, 15 min) at the end: {load}")
+    _print_folds(rows_cv, args.cv_folds, args.seeds, f"{args.dataset}, {'+'.join(models)}")
+
+
+def _compare_pruning(args: argparse.Namespace, models: tuple[str, ...], started: dt.datetime) -> None:
+    """The ``search`` preset without and with median pruning; prints one table and the speed-up."""
     rows = {
         name: measure(args.dataset, models, args.trials, pruning, args.seed, args.dtype, args.max_length)
         for name, pruning in (("no pruning", False), ("median pruning", True))
@@ -207,6 +208,19 @@ def main(argv: list[str] | None = None) -> int:
         )
     ratio = rows["median pruning"]["trials_per_min"] / rows["no pruning"]["trials_per_min"]
     print(f"\npruning speed-up: {ratio:.2f}x trained trials per minute")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark from the command line; returns the exit code."""
+    args = _parse(argv)
+    logging.basicConfig(level=logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    models = tuple(m for m in args.models.split(",") if m)
+    started = dt.datetime.now(dt.UTC)
+    if args.cv_folds:
+        _compare_folds(args, models, started)
+    else:
+        _compare_pruning(args, models, started)
     return 0
 
 

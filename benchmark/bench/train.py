@@ -10,7 +10,7 @@
 Every measurement runs in its own subprocess (clean peak RSS, no warm caches shared between them).
 Writes ``<out>.json`` and ``<out>.md`` and prints the markdown.
 
-    python -m benchmark.speed_train --model smollm2-135m --dataset mr --set extract.limit=2000
+    python -m benchmark.bench.train --model smollm2-135m --dataset mr --set extract.limit=2000
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from benchmark.core.cache import FeatureCache, FeatureKey
 from benchmark.core.cache_writer import CacheWriter
 from benchmark.core.config import BenchConfig, load_config, with_values
 
-log = logging.getLogger("benchmark.speed_train")
+log = logging.getLogger("benchmark.bench.train")
 
 
 def _config(spec: dict[str, Any]) -> BenchConfig:
@@ -86,7 +86,7 @@ def _job(job: str, spec: dict[str, Any]) -> dict[str, Any]:
             "wall_s": time.perf_counter() - start,
             "cpu_s": time.process_time() - cpu,
             "peak_rss_mb": peak_rss_mb(),
-            "scores": [asdict(s) for s in scores],
+            "scores": [s.to_json() for s in scores],  # arrays as lists
         }
     if job == "sequential":
         single = with_values(cfg, {"train.fusion": "concat"})
@@ -116,7 +116,7 @@ def _child(job: str, spec: dict[str, Any]) -> dict[str, Any]:
             [
                 sys.executable,
                 "-m",
-                "benchmark.speed_train",
+                "benchmark.bench.train",
                 "--child",
                 job,
                 "--spec",
@@ -185,8 +185,7 @@ def _best(rows: list[dict[str, Any]]) -> int:
     return int(max(rows, key=lambda r: r["val_acc"])["layer"])
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point; see the module docstring."""
+def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--dataset", default="r8")
@@ -204,14 +203,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--spec", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def _rss_fits(args: argparse.Namespace, spec: dict[str, Any], cache: FeatureCache, tmp: Path) -> list[dict[str, Any]]:
+    """Peak RSS of one single-unit fit at N and 4N resampled training rows (N/2 and 2N test rows)."""
+    from lightning_modules.layers import LayerSpec, parse_layer_spec
+
+    rss_spec = parse_layer_spec(args.rss_layer)
+    layers = list(rss_spec.resolve(cache.num_layers))
+    renumbered = str(LayerSpec(tuple(range(len(layers))), rss_spec.agg))  # the resampled cache holds only these
+    rss = []
+    for n in (args.rss_n, 4 * args.rss_n):
+        train = resample_cache(Path(spec["train"]), tmp, n, 0, layers)
+        test = resample_cache(Path(spec["test"]), tmp, max(1, n // 2), 1, layers)
+        sets = [*spec["sets"], f"train.max_epochs={args.rss_epochs}", "train.patience=0"]
+        r = _child("fit", {**spec, "sets": sets, "train": str(train), "test": str(test), "layer": renumbered})
+        layer_mib = n * len(layers) * cache.hidden_size * 2 / 2**20
+        rss.append({"layer": args.rss_layer, "n": n, "test_n": max(1, n // 2), "layer_mib": layer_mib, **r})
+        log.info("fit at N=%d: peak RSS %.0f MiB", n, r["peak_rss_mb"])
+    return rss
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; see the module docstring."""
+    args = _parse(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if args.child:
         Path(args.result).write_text(json.dumps(_job(args.child, json.loads(Path(args.spec).read_text()))))
         return 0
 
     from lightning_modules.datamodule import resolve_selection
-    from lightning_modules.layers import LayerSpec, parse_layer_spec
 
     # Fits and the sweep set their own torch threads from train.threads, so that is where --threads goes.
     sets = [*args.sets, *([f"train.threads={args.threads}"] if args.threads is not None else [])]
@@ -237,26 +259,9 @@ def main(argv: list[str] | None = None) -> int:
         log.info("sequential: %.1f s", seq["wall_s"])
     rss = []
     if "rss" not in args.skip:
-        rss_spec = parse_layer_spec(args.rss_layer)
-        layers = list(rss_spec.resolve(cache.num_layers))
-        renumbered = str(LayerSpec(tuple(range(len(layers))), rss_spec.agg))  # the resampled cache holds only these
         with tempfile.TemporaryDirectory(dir=Path(cfg.paths.cache_dir).parent) as tmp:
-            for n in (args.rss_n, 4 * args.rss_n):
-                train = resample_cache(sel.train_dir, Path(tmp), n, 0, layers)
-                test = resample_cache(sel.test_dir, Path(tmp), max(1, n // 2), 1, layers)
-                sets = [*spec["sets"], f"train.max_epochs={args.rss_epochs}", "train.patience=0"]
-                r = _child("fit", {**spec, "sets": sets, "train": str(train), "test": str(test), "layer": renumbered})
-                rss.append(
-                    {
-                        "layer": args.rss_layer,
-                        "n": n,
-                        "test_n": max(1, n // 2),
-                        "layer_mib": n * len(layers) * cache.hidden_size * 2 / 2**20,
-                        **r,
-                    }
-                )
-                log.info("fit at N=%d: peak RSS %.0f MiB", n, r["peak_rss_mb"])
-    command = "python -m benchmark.speed_train " + " ".join(argv if argv is not None else sys.argv[1:])
+            rss = _rss_fits(args, spec, cache, Path(tmp))
+    command = "python -m benchmark.bench.train " + " ".join(argv if argv is not None else sys.argv[1:])
     load = (
         f"load average before / after: {load_before[0]:.2f} / {os.getloadavg()[0]:.2f} (2 cores); "
         f"train.threads: {cfg.train.threads}"

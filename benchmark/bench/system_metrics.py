@@ -7,7 +7,7 @@ collecting, the run-status check and the metric write, as the monitor thread doe
 overhead = cost / ``tracking.system_metrics_interval``; and the wall time of the same extraction with system
 metrics off and on, alternating, so the two see the same machine load.
 
-    python -m benchmark.speed_system_metrics --model minilm-l6 --dataset mr --limit 1000 --repeats 3 --interval 10
+    python -m benchmark.bench.system_metrics --model minilm-l6 --dataset mr --limit 1000 --repeats 3 --interval 10
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def sample_cost(cfg: BenchConfig, samples: int) -> tuple[float, float]:
     experiment = tracking.ensure_experiment(mlc, tracking.experiment_name("speed"), cfg.tracking)
     run_id = mlc.create_run(experiment).info.run_id
     monitor = SystemMetricsMonitor(run_id, tracking_uri=cfg.tracking.uri)
-    monitor.monitors.append(ProcessMonitor())
+    monitor.monitors.append(ProcessMonitor(tracking.PROCESS_RSS))
     monitor.collect_metrics()  # psutil's first CPU reading only primes its counters
     monitor.aggregate_metrics()
     wall, cpu = time.perf_counter(), time.thread_time()

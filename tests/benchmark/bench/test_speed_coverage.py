@@ -1,11 +1,11 @@
-"""speed_coverage: one draw through the real sweep engine, and the coverage table over draws."""
+"""bench.tie_coverage: one draw through the real sweep engine, and the coverage table over draws."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from benchmark.bench.tie_coverage import SES, one_draw, summarise
 from benchmark.core.config import load_config
-from benchmark.speed_coverage import SES, one_draw, summarise
 from studies.choice.row_se import METHOD
 
 

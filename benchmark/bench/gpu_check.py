@@ -14,8 +14,8 @@ Writes a JSON with every figure and the device, driver, torch and CUDA versions;
 ``--device cpu --dry-run`` runs the same checks small on CPU (the memory limit is then emulated by raising
 CUDA's out-of-memory error above a padded-token limit), which the test suite does so this script cannot rot.
 
-    python -m benchmark.gpu_check                                  # writes reports/gpu_check.json
-    python -m benchmark.gpu_check --device cpu --dry-run --out /tmp/gpu_check.json
+    python -m benchmark.bench.gpu_check                                  # writes reports/gpu_check.json
+    python -m benchmark.bench.gpu_check --device cpu --dry-run --out /tmp/gpu_check.json
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import numpy as np
 
 from benchmark.core.config import BenchConfig, load_config, with_values
 
-log = logging.getLogger("benchmark.gpu_check")
+log = logging.getLogger("benchmark.bench.gpu_check")
 
 MIN_COSINE = 0.999  # bf16 on CUDA vs fp32 on CPU, mean over texts, every layer
 SWEEP_GOAL = 10.0  # batched sweep vs sequential fits, wall-clock speed-up

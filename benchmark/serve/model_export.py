@@ -4,7 +4,7 @@ The model is built from the refit of the chosen trial (``studies.choice.refit``;
 for one seed, and per member model the weights cut after the highest layer the configuration uses
 (``extractors.truncate``), the tokenizer, pooling, max length and dtype policy of the features it was trained
 on, or for ``tfidf`` the fitted vectorizer and SVD. It is logged under the refit run as ``model``, optionally
-registered with an alias, and optionally saved to a folder. See ``benchmark.pyfunc_model`` for the layout.
+registered with an alias, and optionally saved to a folder. See ``benchmark.serve.pyfunc_model`` for the layout.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from benchmark.core.keys import load_text_split, resolve_features
 from benchmark.core.models import LEXICAL, ModelSpec, weights_sha256
 from benchmark.core.stores import check_folder_path
 from benchmark.core.text_data import class_names
-from benchmark.pyfunc_model import (
+from benchmark.serve.pyfunc_model import (
     BUNDLE_FILE,
     FORMAT_VERSION,
     NET_FILE,
@@ -51,6 +51,8 @@ BASE_REQUIREMENTS = ("mlflow", "torch", "transformers", "tokenizers", "safetenso
 # torch's wheels differ by platform under one version (PyPI's Linux wheel bundles CUDA; a ``+cpu`` build comes from
 # PyTorch's own index), so requirements pin the version only and the model's metadata says how to get either.
 TORCH_INDEX = "https://download.pytorch.org/whl"
+# Not shipped with a model: caches of compiled code, and the speed benchmarks (never installed either).
+CODE_SKIP = shutil.ignore_patterns("__pycache__", "*.pyc", "bench")
 SPACE_MARGIN = 1.2  # free space asked of --out's disk: the model's size with room for the files MLflow adds
 
 
@@ -198,7 +200,7 @@ def _code_paths(tmp: Path) -> list[str]:
     paths = []
     for pkg in CODE_PACKAGES:
         dst = tmp / "code" / pkg
-        shutil.copytree(repo / pkg, dst, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        shutil.copytree(repo / pkg, dst, ignore=CODE_SKIP)
         paths.append(str(dst))
     return paths
 

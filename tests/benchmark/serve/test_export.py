@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -23,8 +25,8 @@ from mlflow.tracking import MlflowClient
 
 from benchmark.core import tracking
 from benchmark.core.keys import load_text_split
-from benchmark.model_export import export_model
-from benchmark.pyfunc_model import BUNDLE_FILE
+from benchmark.serve.model_export import export_model
+from benchmark.serve.pyfunc_model import BUNDLE_FILE
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +48,7 @@ def exported(tiny_models, tmp_path_factory):
     return cfg, result, root, refit[0]
 
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[3] / "README.md"
 
 
 def readme_line(start: str) -> str:
@@ -235,6 +237,8 @@ def test_bundle_holds_only_the_needed_blocks(exported, tiny_models) -> None:
     assert json.loads((root / "saved" / "input_example.json").read_text()) == test_texts
     assert json.loads((root / "saved" / "serving_input_example.json").read_text()) == {"inputs": test_texts}
     assert (root / "saved" / "python_model.pkl").stat().st_size < 10_000  # the class, never the loaded bundle
+    code = root / "saved" / "code"
+    assert (code / "benchmark" / "serve" / "pyfunc_model.py").is_file() and not (code / "benchmark" / "bench").exists()
     assert result.registered == "mr-clf" and result.version == "1"
     mv = MlflowClient(cfg.tracking.uri).get_model_version_by_alias("mr-clf", "champion")
     assert str(mv.version) == "1" and mv.run_id == result.refit_run_id
@@ -276,6 +280,40 @@ def test_predict_cli_keeps_input_order_and_columns(exported, tmp_path, capsys) -
     assert pd.read_parquet(tmp_path / "out.parquet")["label"].tolist() == want["label"].tolist()
 
 
+def test_a_model_exported_before_the_serve_package_still_predicts(exported, tmp_path, capsys, monkeypatch) -> None:
+    """Models exported before ``benchmark.serve`` name their class ``benchmark.pyfunc_model.TextClassifier`` in
+    ``python_model.pkl`` (MLflow pickles it by reference); ``layerfuse predict``, which has imported this checkout's
+    ``benchmark``, still loads them and gives the same predictions."""
+    import cloudpickle
+    import mlflow
+
+    from benchmark.serve.pyfunc_model import TextClassifier
+
+    cfg, _, root, _ = exported
+    old = tmp_path / "old-model"
+    shutil.copytree(root / "saved", old)
+    with (old / "python_model.pkl").open("rb") as fh:
+        model = cloudpickle.load(fh)
+    importlib.import_module("benchmark.pyfunc_model")  # cloudpickle pickles by reference only what is imported
+    monkeypatch.setattr(TextClassifier, "__module__", "benchmark.pyfunc_model")  # the path an old export pickled
+    legacy = cloudpickle.dumps(model)
+    monkeypatch.undo()
+    assert b"benchmark.pyfunc_model" in legacy and b"benchmark.serve" not in legacy
+    monkeypatch.delitem(sys.modules, "benchmark.pyfunc_model")  # loading imports it, as in a fresh process
+    (old / "python_model.pkl").write_bytes(legacy)
+    texts = load_text_split(cfg, "test").texts[:6]
+    pd.DataFrame({"text": texts}).to_csv(tmp_path / "in.csv", index=False)
+    code, out, err = _cli(
+        capsys, "predict", "--model", str(old), "--input", str(tmp_path / "in.csv"), "--out", str(tmp_path / "o.csv"),
+        "--no-progress",
+    )  # fmt: skip
+    assert code == 0, err
+    got = pd.read_csv(tmp_path / "o.csv", keep_default_na=False)
+    want = mlflow.pyfunc.load_model(str(root / "saved")).predict(texts)
+    assert got["label"].tolist() == want["label"].tolist()
+    np.testing.assert_allclose(got.filter(like="prob_").to_numpy(), want.filter(like="prob_").to_numpy(), rtol=1e-6)
+
+
 def test_predict_bad_inputs_exit_2_with_one_line(exported, tmp_path, capsys) -> None:
     cfg, _, root, _ = exported
     good = tmp_path / "good.csv"
@@ -301,7 +339,7 @@ def test_predict_bad_inputs_exit_2_with_one_line(exported, tmp_path, capsys) -> 
 def test_export_cli_weights_reference_checks_the_hash(exported, tmp_path, capsys) -> None:
     import mlflow
 
-    from benchmark.pyfunc_model import Bundle, WeightsMismatchError
+    from benchmark.serve.pyfunc_model import Bundle, WeightsMismatchError
 
     cfg, _, root, _ = exported
     code, out, err = _cli(
@@ -334,7 +372,7 @@ def test_readme_ui_line_prints_the_training_view_and_serves_the_store(tmp_path) 
     (clone / ".venv").symlink_to(Path(sys.executable).parent.parent)
     line = readme_line(".venv/bin/layerfuse ui")
     port = _free_port()
-    env = {**_user_env(), "PYTHONPATH": str(Path(__file__).resolve().parents[1])}  # this checkout's layerfuse
+    env = {**_user_env(), "PYTHONPATH": str(Path(__file__).resolve().parents[3])}  # this checkout's layerfuse
     api = f"http://127.0.0.1:{port}/ajax-api/2.0/mlflow/experiments/search?max_results=50"
     with _server(f"{line} --port {port}", clone, api, env) as proc:
         experiments = json.loads(urllib.request.urlopen(api, timeout=10).read())["experiments"]
@@ -354,7 +392,7 @@ def test_the_installed_mlflow_ui_reads_the_workflow_type_from_the_url() -> None:
     scripts = (Path(mlflow.__file__).parent / "server" / "js" / "build" / "static" / "js").glob("*.js")
     readers = [p for p in scripts if 'get("workflowType")' in (text := p.read_text(errors="ignore"))
                and '"machine_learning"' in text]  # fmt: skip
-    assert readers, "MLflow's UI no longer reads ?workflowType=machine_learning: update benchmark.cli.UI_VIEW"
+    assert readers, "MLflow's UI no longer reads ?workflowType=machine_learning: update benchmark.cli.browse.UI_VIEW"
 
 
 def test_readme_optuna_dashboard_line_serves_the_studies(exported) -> None:
@@ -377,7 +415,7 @@ def test_export_keeps_the_refit_run_and_refit_runs_carry_inputs_and_source(expor
     assert sorted(t.value for d in after.inputs.dataset_inputs for t in d.tags) == ["test", "train"]
     tags = after.data.tags
     assert tags["mlflow.source.type"] == "LOCAL" and tags["mlflow.source.name"] and tags["mlflow.user"]
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[3]
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True)
     if head.returncode == 0:  # run from a checkout
         assert tags["mlflow.source.git.commit"] == head.stdout.strip()
@@ -447,7 +485,7 @@ def test_export_out_on_a_full_disk_leaves_no_folder_and_registers_nothing(
 
     import mlflow
 
-    import benchmark.model_export as model_export
+    import benchmark.serve.model_export as model_export
 
     cfg, _, _, _ = exported
     before = _registry_and_models(cfg)
