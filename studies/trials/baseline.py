@@ -21,9 +21,7 @@ from lightning_modules.callbacks import peak_rss_mb
 from lightning_modules.folds import check_cv_folds, fold_rows
 from lightning_modules.scores import FitResult
 from studies.run.study_data import StudyData
-
-CLASSIFIERS = ("svm", "logreg")
-C_GRID = (0.1, 1.0, 10.0)
+from studies.trials.presets import CLASSIFIERS
 
 
 @dataclass(frozen=True)

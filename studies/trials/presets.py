@@ -198,15 +198,16 @@ def _plan_search(trial: optuna.Trial, ctx: StudyContext) -> TrialPlan:
     return TrialPlan(used, layers, fusion, train)
 
 
-def _baseline_grid(ctx: StudyContext) -> dict[str, list[Any]]:
-    from studies.trials.baseline import C_GRID, CLASSIFIERS
+# The lexical baseline's search space (the classifiers studies.trials.baseline fits and their C values).
+CLASSIFIERS = ("svm", "logreg")
+C_GRID = (0.1, 1.0, 10.0)
 
+
+def _baseline_grid(ctx: StudyContext) -> dict[str, list[Any]]:
     return {"classifier": list(CLASSIFIERS), "C": list(C_GRID)}
 
 
 def _plan_baseline(trial: optuna.Trial, ctx: StudyContext) -> TrialPlan:
-    from studies.trials.baseline import C_GRID, CLASSIFIERS
-
     classifier = str(trial.suggest_categorical("classifier", list(CLASSIFIERS)))
     c = float(trial.suggest_categorical("C", list(C_GRID)))
     return TrialPlan((), {}, fusion="none", baseline={"classifier": classifier, "C": c})
