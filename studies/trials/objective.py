@@ -139,7 +139,6 @@ class Objective:
 
     def __init__(self, cfg: BenchConfig, preset: Preset, ctx: StudyContext, data: StudyData, runs: StudyRuns) -> None:
         self.cfg, self.preset, self.ctx, self.data, self.runs = cfg, preset, ctx, data, runs
-        self.dirs = data.dirs
 
     def __call__(self, trial: optuna.Trial) -> float:
         """Run one trial in its own MLflow run; return its mean validation accuracy."""
@@ -179,11 +178,13 @@ class Objective:
             mlc,
             run_id,
             params=trial_params(plan, self.ctx.dataset, self.runs.preset, self.cfg.study.seeds, cfg),
-            tags=cache_key_tags(cfg.paths.cache_dir, {m: self.dirs[m] for m in plan.models if m in self.dirs}),
+            tags=cache_key_tags(
+                cfg.paths.cache_dir, {m: self.data.dirs[m] for m in plan.models if m in self.data.dirs}
+            ),
         )
         tracking.log_text(mlc, run_id, to_yaml(cfg), tracking.CONFIG_ARTIFACT)
         extract_ms = sum(
-            float(FeatureCache(self.dirs[m].train).meta.get("extract_ms_per_sample", 0.0)) for m in plan.models
+            float(FeatureCache(self.data.dirs[m].train).meta.get("extract_ms_per_sample", 0.0)) for m in plan.models
         )
         if plan.sweep_model is not None:
             return self._sweep(plan.sweep_model, cfg, trial, run_id, extract_ms)
@@ -192,7 +193,7 @@ class Objective:
             if verdict[1]:  # dropped by the probe: an outcome, closed as a pruned trial, not a failure
                 trial.set_user_attr("prune_reason", verdict[1])
                 raise optuna.TrialPruned(verdict[1])
-        selections = [self.dirs[m].selection(m, plan.layers[m]) for m in plan.models]
+        selections = [self.data.dirs[m].selection(m, plan.layers[m]) for m in plan.models]
         peaks: list[dict[str, float]] = []
         if plan.baseline is not None:
             fits = fit_baseline_units(
@@ -229,7 +230,7 @@ class Objective:
         (when it was computed), except the parameters and test-time head cost, which are the chosen layer's head's.
         """
         with cuda_peak() as peak:
-            sweep = unit_sweep(self.dirs[model], cfg)
+            sweep = unit_sweep(self.data.dirs[model], cfg)
         layers = [s.layer for s in sweep.scores[0]]
         val_u, test_u = unit_matrix(sweep, "val_acc"), unit_matrix(sweep, "test_acc")  # (layers, units)
         val, val_se = mean_se(val_u, axis=1)  # NaN for a layer the probe or the race stopped (studies.trials.racing)
@@ -277,14 +278,14 @@ class Objective:
         )
         tracking.log_array(mlc, run_id, val_u, tracking.SWEEP_UNITS_ARTIFACT)
         log_screen(mlc, run_id, sweep.scores)
-        sweep_records(mlc, run_id, cfg, self.dirs[model], model, sweep.scores, layers[best], {**perf, **mean})
+        sweep_records(mlc, run_id, cfg, self.data.dirs[model], model, sweep.scores, layers[best], {**perf, **mean})
         trial.set_user_attr("best_layer", layers[best])
         trial.set_user_attr(tracking.TRIAL_BEST_EPOCHS, [unit[best].best_epoch for unit in sweep.scores])
         return _scored(trial, mean)
 
     def _head_costs(self, model: str, layer: int, cfg: BenchConfig) -> dict[str, float]:
         """Parameters, fused width and test ms/sample of the head the sweep trained for ``layer`` (timed afresh)."""
-        dm = CachedFeatureDataModule.from_config([self.dirs[model].selection(model, str(layer))], cfg)
+        dm = CachedFeatureDataModule.from_config([self.data.dirs[model].selection(model, str(layer))], cfg)
         t = with_values(cfg, {"train.fusion": "concat"}).train
         head = FusionNet(dm.input_dims, dm.num_classes, t.fusion, t.proj_dim, t.hidden_dims, t.dropout, t.moe_experts)
         with torch_threads(cfg.train.threads):
