@@ -183,10 +183,10 @@ def _log_choice(mlc: Any, parent_run_id: str, outcome: StudyOutcome, best: optun
 def _tie_set(
     rule: str,
     order: list[optuna.trial.FrozenTrial],
-    picked: Any,
+    picked: Selection,
     best: optuna.trial.FrozenTrial | None,
-    units: list[Any],
-    costs: list[Any],
+    units: list[Units],
+    costs: list[tuple[float, ...]],
 ) -> dict[str, Any]:
     """The tie set as ``tied.json`` holds it: the rule, the best and chosen trials, each tied trial's scores."""
     return {
