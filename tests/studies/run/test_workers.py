@@ -56,7 +56,15 @@ def pg_databases() -> tuple[str, str]:
     yield f"{base}/{names[0]}", f"{base}/{names[1]}"
     with conn.cursor() as cur:
         for n in names:
-            cur.execute(f"DROP DATABASE IF EXISTS {n} WITH (FORCE)")
+            # Not DROP ... WITH (FORCE): it must terminate every backend in the database, and an autovacuum worker
+            # there is one this role may not terminate. Plain DROP stops autovacuum itself; our own leftover
+            # connections (the test's SQLAlchemy pools) are ended first.
+            cur.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = %s AND usename = current_user AND pid <> pg_backend_pid()",
+                (n,),
+            )
+            cur.execute(f"DROP DATABASE IF EXISTS {n}")
     conn.close()
 
 
