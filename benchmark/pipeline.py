@@ -20,9 +20,8 @@ from benchmark.core import tracking
 from benchmark.core.config import BenchConfig, with_values
 from benchmark.core.keys import load_text_split
 from benchmark.core.models import resolve_model
-from benchmark.core.stores import check_tracking
+from benchmark.core.stores import check_storage_url, check_tracking
 from lightning_modules.folds import check_cv_folds
-from studies.run.storage import check_storage_url
 from studies.trials.presets import PRESETS
 
 if TYPE_CHECKING:

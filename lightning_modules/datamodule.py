@@ -33,6 +33,7 @@ from lightning_modules.layers import LayerSpec, parse_layer_spec
 
 if TYPE_CHECKING:
     from benchmark.core.config import BenchConfig
+    from benchmark.core.study_data import ModelDirs
 
 SPLITS = ("train", "val", "test")
 Batch = tuple[list[Tensor], Tensor]  # ([ (B, H_i) per selection ], (B,))
@@ -55,6 +56,11 @@ class Selection:
     train_dir: Path
     test_dir: Path
     val_dir: Path | None = None
+
+    @classmethod
+    def of(cls, name: str, layer: str | LayerSpec, dirs: ModelDirs) -> Selection:
+        """``name``'s features at ``layer`` in the cache folders resolved for a command (``StudyData.dirs``)."""
+        return cls(name, parse_layer_spec(layer), dirs.train, dirs.test, dirs.val)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "layer", parse_layer_spec(self.layer))

@@ -21,7 +21,7 @@ import numpy as np
 
 from benchmark.core.config_sections import CV_SMALL_CLASSES
 from benchmark.core.errors import UserError
-from lightning_modules.features import stratified_split
+from benchmark.core.row_split import stratified_split
 
 
 class Unit(NamedTuple):

@@ -246,3 +246,19 @@ def split_reads(monkeypatch) -> Counter:
 
     monkeypatch.setattr(keys, "load_split", counted)
     return count
+
+
+@pytest.fixture
+def client_opens(monkeypatch) -> list[str]:
+    """The tracking URI of each MLflow client opened from here on (``tracking.client``, under every caller)."""
+    import benchmark.core.tracking as tracking
+
+    opened: list[str] = []
+    real = tracking.client
+
+    def counted(cfg):
+        opened.append(cfg.uri)
+        return real(cfg)
+
+    monkeypatch.setattr(tracking, "client", counted)
+    return opened

@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 from benchmark.cli import main
 from benchmark.core import tracking
 from benchmark.core.config import BenchConfig, load_config
-from studies.run.storage import make_storage
+from benchmark.core.optuna_store import make_storage
 
 FAST_TRAIN = {
     "train.max_epochs": 3,

@@ -26,11 +26,10 @@ import numpy as np
 
 from benchmark.core.config import BenchConfig, load_config, with_values
 from benchmark.core.errors import UserError
+from benchmark.core.study_data import ModelDirs, resolve_data
 from lightning_modules.fit import sweep_units
 from lightning_modules.scores import LayerScore
 from studies.choice.val_record import unit_val_rows
-from studies.run.caches import ModelDirs
-from studies.run.study_data import resolve_data
 from studies.trials.best_layers import choose_layer
 from studies.trials.racing import screen_outcome, sweep_screen
 

@@ -34,8 +34,8 @@ from typing import Any
 import optuna
 
 from benchmark.core.config import load_config
+from benchmark.core.optuna_store import make_storage
 from studies.run.runner import run_study
-from studies.run.storage import make_storage
 from studies.trials.presets import SEARCH
 
 
@@ -90,7 +90,7 @@ def measure_folds(
     """
     import shutil
 
-    from studies.run.study_data import resolve_data
+    from benchmark.core.study_data import resolve_data
 
     rows: dict[str, dict[str, dict[str, Any]]] = {p: {} for p in presets}
     for variant, cv, race in VARIANTS:

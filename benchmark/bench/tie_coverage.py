@@ -31,7 +31,7 @@ from benchmark.core.cache_writer import CacheWriter
 from benchmark.core.config import BenchConfig, load_config
 from benchmark.core.keys import load_text_split, resolve_features
 from benchmark.core.models import resolve_model
-from lightning_modules.features import stratified_split
+from benchmark.core.row_split import stratified_split
 from lightning_modules.fit import sweep_units
 from studies.choice.row_se import METHOD
 from studies.choice.selection import Units, cost_key, select

@@ -17,6 +17,9 @@ from urllib.parse import urlsplit
 from benchmark.core.config_sections import TrackingConfig
 from benchmark.core.errors import UserError
 
+RDB_PREFIXES = ("sqlite:", "postgresql", "mysql")  # Optuna storages of a database
+JOURNAL_PREFIX = "journal:"
+
 TRACKING_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "file", "http", "https", "databricks")
 SERVER_SCHEMES = ("postgresql", "mysql")  # databases reached over the network: checked by connecting
 CONNECT_TIMEOUT_S = 5
@@ -229,3 +232,44 @@ def check_tracking(tracking: TrackingConfig, must_exist: bool = False) -> None:
     if "://" not in root or root.startswith("file:"):
         check_folder_path(root.removeprefix("file://"), f"tracking.artifact_root={root!r}")
         check_writable(root.removeprefix("file://"), f"tracking.artifact_root={root!r}")
+
+
+def journal_path(url: str) -> str | None:
+    """The file of a journal storage URL, or None for other URLs."""
+    if url.startswith(JOURNAL_PREFIX):
+        return url.removeprefix(JOURNAL_PREFIX)
+    return url if url.endswith((".log", ".journal")) else None
+
+
+def storage_file(url: str) -> str | None:
+    """The local file of a SQLite or journal storage URL, or None for a database server."""
+    return url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else journal_path(url)
+
+
+def unsupported_storage(url: str) -> UserError:
+    """The error for a ``study.storage`` URL of no supported kind."""
+    return UserError(
+        f"study.storage={redact(url)!r} is not supported: use sqlite:///path.db, postgresql://user:pw@host/db, "
+        "mysql://..., or journal:path/to/study.log"
+    )
+
+
+def check_storage_url(url: str) -> None:
+    """Refuse a storage URL that ``make_storage`` would fail on, before anything is created.
+
+    Raises:
+        UserError: an unsupported scheme, a database or journal path that cannot be created, or a database
+            server that cannot be reached.
+    """
+    what = "study.storage"
+    if url.startswith("sqlite:"):
+        check_sqlite_url(url, what)
+    elif url.startswith(RDB_PREFIXES):
+        check_server(url, what)
+    elif (path := journal_path(url)) is not None:
+        if not path or Path(path).is_dir():
+            raise UserError(f"{what}={url!r}: name a journal file, e.g. journal:mlruns/study.log")
+        check_folder_path(Path(path).parent, f"{what}={url!r}")
+        check_writable(Path(path).parent, f"{what}={url!r}")
+    else:
+        raise unsupported_storage(url)

@@ -343,7 +343,8 @@ def export_model(
         raise UserError(f"--weights {weights!r}: use one of {', '.join(WEIGHTS_MODES)}")
     out_dir = Path(out) if out is not None else None
     check_export_args(name, alias, out_dir)
-    chosen = choose(cfg, study, trial, run_id)
+    mlc = tracking.client(cfg.tracking)
+    chosen = choose(cfg, mlc, study, trial, run_id)
     if chosen.baseline is not None:
         raise UserError(
             f"trial {chosen.trial} of '{study}' is a TF-IDF baseline classifier, not a head on features: "
@@ -351,9 +352,8 @@ def export_model(
         )
     if not 0 <= seed < chosen.seeds:
         raise UserError(f"--seed {seed}: the study trains seeds 0..{chosen.seeds - 1}")
-    refit = refit_study(cfg, study, trial=chosen.trial)
-    tcfg = trial_config(cfg, chosen)
-    mlc = tracking.client(cfg.tracking)
+    refit = refit_study(cfg, study, trial=chosen.trial, mlc=mlc)
+    tcfg = trial_config(cfg, mlc, chosen)
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         head_dir = Path(mlc.download_artifacts(refit.run_id, tracking.HEAD_DIR.format(seed=seed), str(tmp)))

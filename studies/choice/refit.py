@@ -33,16 +33,15 @@ from optuna.trial import FrozenTrial, TrialState
 from benchmark.core import tracking
 from benchmark.core.config import BenchConfig, load_config, to_yaml, with_values
 from benchmark.core.errors import UserError
-from benchmark.core.run_inputs import log_inputs
-from benchmark.core.stores import check_tracking
+from benchmark.core.optuna_store import make_storage
+from benchmark.core.run_inputs import log_inputs, refit_inputs
+from benchmark.core.stores import check_storage_url, check_tracking, storage_file
+from benchmark.core.study_data import StudyData, resolve_data
 from lightning_modules.datamodule import Selection
 from lightning_modules.engine import run_logger
 from lightning_modules.fit import fit_all_rows
 from lightning_modules.scores import AllRowsFit
 from studies.choice.summary import chosen_trial
-from studies.run.inputs import refit_inputs
-from studies.run.storage import check_storage_url, journal_path, make_storage
-from studies.run.study_data import StudyData, resolve_data
 from studies.trials.baseline import fit_baseline_all_rows
 
 log = logging.getLogger(__name__)
@@ -107,7 +106,7 @@ def _load_study(cfg: BenchConfig, name: str) -> optuna.Study:
     url = cfg.study.storage
     check_storage_url(url)
     check_tracking(cfg.tracking)
-    local = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else journal_path(url)
+    local = storage_file(url)
     if local is not None and not Path(local).is_file():  # only reading: never leave an empty store behind
         raise UserError(f"study.storage={url!r}: no Optuna storage at {local} (no study run there yet); pass --storage")
     storage = make_storage(url, cfg.study.heartbeat)
@@ -153,14 +152,13 @@ def refit_epochs(trial: FrozenTrial, run_metrics: dict[str, float]) -> int:
     raise UserError(f"trial {trial.number} recorded no best epoch (neither user attribute nor perf/best_epoch)")
 
 
-def choose(cfg: BenchConfig, study_name: str, trial: int | None = None, run_id: str | None = None) -> Chosen:
+def choose(cfg: BenchConfig, mlc: Any, study_name: str, trial: int | None = None, run_id: str | None = None) -> Chosen:
     """The chosen trial of ``study_name`` (best, or ``trial`` / ``run_id``) with its run's params and epochs.
 
     Raises:
         UserError: unknown study, trial or run; a trial that is not complete, has no run, or trained no head.
     """
     study = _load_study(cfg, study_name)
-    mlc = tracking.client(cfg.tracking)
     t = _pick(study, trial, run_id, mlc, cfg.selection.rule)
     source = t.user_attrs.get("mlflow_run_id")
     if not source:
@@ -180,9 +178,8 @@ def choose(cfg: BenchConfig, study_name: str, trial: int | None = None, run_id: 
     )
 
 
-def trial_config(cfg: BenchConfig, chosen: Chosen) -> BenchConfig:
+def trial_config(cfg: BenchConfig, mlc: Any, chosen: Chosen) -> BenchConfig:
     """``cfg`` with the trial's extract, data and train settings (from its ``config.yaml``) and its models."""
-    mlc = tracking.client(cfg.tracking)
     with tempfile.TemporaryDirectory() as tmp:
         local = mlc.download_artifacts(chosen.run_id, tracking.CONFIG_ARTIFACT, tmp)
         logged = load_config(local, env={})
@@ -222,6 +219,7 @@ def refit_study(
     run_id: str | None = None,
     force: bool = False,
     data: StudyData | None = None,
+    mlc: Any = None,
 ) -> RefitResult:
     """Refit the chosen configuration of ``study_name`` on all training rows, once per study seed (see module doc).
 
@@ -232,21 +230,22 @@ def refit_study(
         run_id: A trial's MLflow run id instead of the best trial.
         force: Refit even when a finished refit of that trial exists.
         data: The study's dataset and caches when its runner already resolved them (else resolved here).
+        mlc: The study's MLflow client when its runner already opened it (else opened here).
 
     Raises:
         UserError: see ``choose``; missing caches (with the extract command).
     """
-    chosen = choose(cfg, study_name, trial, run_id)
+    mlc = mlc or tracking.client(cfg.tracking)
+    chosen = choose(cfg, mlc, study_name, trial, run_id)
     layers = layers_of(chosen)
-    mlc = tracking.client(cfg.tracking)
     existing = None if force else find_refit(mlc, chosen)
     if existing is not None:
         log.info("trial %d of %s: reusing refit run %s", chosen.trial, study_name, existing)
         epochs = int(mlc.get_run(existing).data.params[tracking.PARAM_REFIT_EPOCHS])
         return _result(study_name, chosen, existing, layers, epochs, _seed_test_accs(mlc, existing), reused=True)
-    tcfg = trial_config(cfg, chosen)
+    tcfg = trial_config(cfg, mlc, chosen)
     data = data or resolve_data(tcfg, tuple(layers))
-    selections = [data.dirs[m].selection(m, s) for m, s in layers.items()]
+    selections = [Selection.of(m, s, data.dirs[m]) for m, s in layers.items()]
     rid = _open_refit_run(mlc, study_name, chosen)
     try:
         tracking.log_run_data(mlc, rid, params={**chosen.params, tracking.PARAM_REFIT_EPOCHS: chosen.epochs})

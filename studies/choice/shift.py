@@ -26,8 +26,7 @@ import numpy as np
 from benchmark.core import tracking
 from benchmark.core.cache import FeatureCache
 from benchmark.core.models import LEXICAL, MODELS
-from studies.run.caches import ModelDirs
-from studies.run.study_data import StudyData
+from benchmark.core.study_data import ModelDirs, StudyData
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient

@@ -22,10 +22,9 @@ from benchmark.core import tracking
 from benchmark.core.cache import FeatureCache
 from benchmark.core.config import BenchConfig
 from benchmark.core.models import resolve_model
+from benchmark.core.study_data import ModelDirs, StudyData
 from benchmark.core.tracking import PERF_INFER_GFLOPS, PERF_INFER_MS, ROWS_ARTIFACT, SWEEP_ROWS_ARTIFACT
 from studies.choice.row_se import ValRows, val_rows
-from studies.run.caches import ModelDirs
-from studies.run.study_data import StudyData
 from studies.trials.flops import infer_gflops, mean_tokens, sparse_flops
 
 if TYPE_CHECKING:

@@ -13,8 +13,8 @@ import optuna
 from benchmark.core.config import BenchConfig
 from benchmark.core.config_sections import DataConfig, StudyConfig
 from benchmark.core.errors import UserError
+from benchmark.core.study_data import ModelDirs
 from benchmark.core.text_data import TextSplit
-from studies.run.caches import ModelDirs
 from studies.run.naming import models_used
 from studies.trials.presets import PRESETS
 

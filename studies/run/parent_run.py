@@ -27,6 +27,7 @@ def parent_run(study: optuna.Study, mlc: Any, experiment_id: str, cfg: BenchConf
     A new one holds ``test_labels``, which the reports score every trial's predictions against.
     """
     run_id = study.user_attrs.get("mlflow_parent_run_id")
+    models = ",".join(models_used(cfg))
     tracking.close_dead_runs(mlc, experiment_id, tracking.KIND_STUDY)  # other studies' runs their killed processes left
     if run_id is None:
         run = mlc.create_run(
@@ -48,7 +49,7 @@ def parent_run(study: optuna.Study, mlc: Any, experiment_id: str, cfg: BenchConf
             params={
                 "preset": cfg.study.preset,
                 "dataset": cfg.extract.dataset,
-                "models": ",".join(models_used(cfg)),
+                "models": models,
                 "seeds": cfg.study.seeds,
             },
         )

@@ -6,7 +6,7 @@ user attributes) and its best layers are reused, and only the trials still missi
 study resumed with different settings (models, caches, head defaults) is refused, since its trials would not
 be comparable.
 
-Workers and hosts coordinate through the study lock (``studies.run.storage.StudyLock``): set-up (fingerprint,
+Workers and hosts coordinate through the study lock (``benchmark.core.optuna_store.StudyLock``): set-up (fingerprint,
 parent run, best layers) happens once, and each worker starts a trial only while finished plus running trials
 are below the target, so the study ends with exactly that many finished trials. A worker with nothing left
 to start waits for the running trials: if one was a dead worker's, it is failed once stale and retried.
@@ -30,20 +30,20 @@ from benchmark.core.cache import FeatureCache
 from benchmark.core.config import BenchConfig
 from benchmark.core.errors import UserError
 from benchmark.core.faults import interrupt_on_sigterm
-from benchmark.core.run_inputs import log_inputs
-from benchmark.core.stores import check_tracking
+from benchmark.core.optuna_store import StudyLock
+from benchmark.core.run_inputs import cache_key_tags, log_inputs, training_inputs
+from benchmark.core.study_data import StudyData, open_study_data
+from benchmark.core.study_stores import StudyStores, open_stores
 from lightning_modules.folds import check_cv_folds
 from studies.choice.refit import refit_study
 from studies.choice.shift import record_shift
 from studies.choice.summary import FINISHED, StudyOutcome, record_result, summarise
 from studies.run.fingerprint import check_fingerprint, fingerprint
-from studies.run.inputs import cache_key_tags, training_inputs
 from studies.run.naming import study_name
 from studies.run.orphans import close_orphan_runs
 from studies.run.parent_run import WorkersFailed, close_stale_run, fail_parent, parent_run
 from studies.run.pruning import make_pruner
-from studies.run.storage import StudyLock, check_storage_url, make_storage, retry_failed
-from studies.run.study_data import StudyData, resolve_data
+from studies.run.retries import retry_failed
 from studies.trials.best_layers import best_layers
 from studies.trials.objective import Objective, StudyRuns
 from studies.trials.presets import LAST_K, PRESETS, Preset, StudyContext, check_fusions, check_models
@@ -56,8 +56,9 @@ warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning
 __all__ = ["StudyOutcome", "run_study", "study_name"]
 
 
-def _open_study(cfg: BenchConfig, preset: Preset, ctx: StudyContext, mlc: Any) -> optuna.Study:
-    storage = make_storage(cfg.study.storage, cfg.study.heartbeat, on_stale=close_stale_run(mlc))
+def _open_study(
+    cfg: BenchConfig, preset: Preset, ctx: StudyContext, storage: optuna.storages.BaseStorage
+) -> optuna.Study:
     study = optuna.create_study(
         study_name=study_name(cfg),
         storage=storage,
@@ -84,25 +85,26 @@ class _Setup:
     ctx: StudyContext
     data: StudyData
     inputs: tuple[Any, ...]  # the dataset inputs (train, validation, test) of every run of the study
-    mlc: Any
-    experiment_id: str
+    stores: StudyStores
     study: optuna.Study
     lock: StudyLock
 
 
 def _setup(cfg: BenchConfig) -> _Setup:
     preset = PRESETS.get(cfg.study.preset)
-    check_storage_url(cfg.study.storage)  # before anything is written: caches' weight hashes, stores, runs
-    check_tracking(cfg.tracking)
+    fusions = check_fusions(cfg.study.fusions)
     if preset.needs_features:
         if not cfg.extract.models:
             raise UserError("no model selected: pass --models a,b (see `layerfuse ls models`)")
         check_models(preset, cfg.extract.models)
-        data = resolve_data(cfg, cfg.extract.models)
+    # The door: both stores checked before anything is written (caches' weight hashes, stores, runs), then each
+    # split read once and each cache resolved once for every step below.
+    data = open_study_data(cfg, cfg.extract.models if preset.needs_features else ())
+    inputs = training_inputs(data, cfg.data)
+    if data.dirs:
         train_cache = FeatureCache(next(iter(data.dirs.values())).train)
         labels, label_names = train_cache.labels(), train_cache.label_names
     else:
-        data = resolve_data(cfg)
         labels, label_names = data.train.labels, data.train.label_names
     # Every trial cuts these folds (lightning_modules.folds): refuse impossible ones before a store is written.
     val_fraction = None if cfg.data.val_split else cfg.data.val_fraction
@@ -111,16 +113,15 @@ def _setup(cfg: BenchConfig) -> _Setup:
         cfg.extract.dataset,
         cfg.extract.models,
         {m: FeatureCache(d.train).num_layers for m, d in data.dirs.items()},
-        fusions=check_fusions(cfg.study.fusions),
+        fusions=fusions,
         max_k=cfg.study.max_k,
     )
     lock = StudyLock(cfg.study.storage)
     with lock:  # one process at a time creates a fresh database's tables (MLflow's, Optuna's) and the study
-        mlc = tracking.client(cfg.tracking)
-        experiment_id = tracking.ensure_experiment(mlc, tracking.experiment_name(cfg.extract.dataset), cfg.tracking)
-        study = _open_study(cfg, preset, ctx, mlc)
+        stores = open_stores(cfg.study, cfg.tracking, data.dataset, on_stale=close_stale_run)
+        study = _open_study(cfg, preset, ctx, stores.storage)
         check_fingerprint(study, fingerprint(cfg, data.dirs, data.texts))
-    return _Setup(preset, ctx, data, training_inputs(data, cfg.data), mlc, experiment_id, study, lock)
+    return _Setup(preset, ctx, data, inputs, stores, study, lock)
 
 
 class _InterruptedTrial(logging.Filter):
@@ -149,8 +150,8 @@ def _optimize(s: _Setup, cfg: BenchConfig) -> None:
         else s.ctx
     )
     runs = StudyRuns(
-        s.mlc,
-        s.experiment_id,
+        s.stores.mlc,
+        s.stores.experiment_id,
         str(study.user_attrs["mlflow_parent_run_id"]),
         study.study_name,
         s.preset.name,
@@ -217,7 +218,7 @@ def _worker(cfg: BenchConfig) -> None:
         try:
             _optimize(s, cfg)
         except BaseException as err:
-            fail_parent(s.mlc, str(s.study.user_attrs["mlflow_parent_run_id"]), err)
+            fail_parent(s.stores.mlc, str(s.study.user_attrs["mlflow_parent_run_id"]), err)
             raise
 
 
@@ -233,16 +234,17 @@ def run_study(cfg: BenchConfig) -> StudyOutcome:
             a resumed study with different settings, or an unsupported storage URL.
     """
     s = _setup(cfg)
+    mlc = s.stores.mlc
     with s.lock:  # once per study, whichever process or host comes first
-        parent = parent_run(s.study, s.mlc, s.experiment_id, cfg, s.data.test.labels)
-        close_orphan_runs(s.study, s.mlc, parent)  # runs a killed worker left unlinked to their trial
+        parent = parent_run(s.study, mlc, s.stores.experiment_id, cfg, s.data.test.labels)
+        close_orphan_runs(s.study, mlc, parent)  # runs a killed worker left unlinked to their trial
         if s.preset.needs_best_layers:
             best_layers(s.study, cfg, s.data.dirs)  # before any trial, so every worker reads the same layers
         if s.preset.name == LAST_K:
             last_k_probe(s.study, cfg, s.data.dirs, s.ctx)  # the candidates worth training, once for every worker
-        record_shift(s.mlc, parent, s.data)  # does validation stand for test: once per parent run
-    log_inputs(s.mlc, parent, s.inputs)  # idempotent: a resumed study's parent run keeps one of each
-    tracking.log_run_data(s.mlc, parent, tags=cache_key_tags(cfg.paths.cache_dir, s.data.dirs))
+        record_shift(mlc, parent, s.data)  # does validation stand for test: once per parent run
+    log_inputs(mlc, parent, s.inputs)  # idempotent: a resumed study's parent run keeps one of each
+    tracking.log_run_data(mlc, parent, tags=cache_key_tags(cfg.paths.cache_dir, s.data.dirs))
     try:
         with tracking.system_metrics(parent, cfg.tracking, resume=True):
             if cfg.study.workers == 1:
@@ -265,13 +267,13 @@ def run_study(cfg: BenchConfig) -> StudyOutcome:
                     raise WorkersFailed(
                         f"{len(bad)} of {len(procs)} study workers failed (exit codes {bad}); see their log above"
                     )
-        outcome = summarise(s.study, cfg, s.mlc, parent)
+        outcome = summarise(s.study, cfg, mlc, parent)
         if cfg.study.refit and outcome.best_number is not None:
             with s.lock:  # one refit per study: a second host waits, then reuses the finished refit run
-                refit = refit_study(cfg, outcome.name, trial=outcome.best_number, data=s.data)
-            outcome = record_result(s.mlc, outcome, refit.test_acc, refit.run_id)
+                refit = refit_study(cfg, outcome.name, trial=outcome.best_number, data=s.data, mlc=mlc)
+            outcome = record_result(mlc, outcome, refit.test_acc, refit.run_id)
     except BaseException as err:
-        fail_parent(s.mlc, parent, err)
+        fail_parent(mlc, parent, err)
         raise
-    s.mlc.set_terminated(parent, "FINISHED")
+    mlc.set_terminated(parent, "FINISHED")
     return outcome

@@ -16,11 +16,11 @@ import numpy as np
 
 from benchmark.core.config import BenchConfig
 from benchmark.core.config_sections import DataConfig
+from benchmark.core.study_data import StudyData
 from extractors.tfidf import fit_tfidf, words
 from lightning_modules.callbacks import peak_rss_mb
 from lightning_modules.folds import check_cv_folds, fold_rows
 from lightning_modules.scores import FitResult
-from studies.run.study_data import StudyData
 from studies.trials.presets import CLASSIFIERS
 
 

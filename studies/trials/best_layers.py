@@ -9,10 +9,10 @@ import numpy as np
 import optuna
 
 from benchmark.core.config import BenchConfig
+from benchmark.core.study_data import ModelDirs
 from studies.choice.row_se import ValRows
 from studies.choice.selection import Selection, Units, cost_key, select
 from studies.choice.val_record import unit_val_rows
-from studies.run.caches import ModelDirs
 from studies.trials.sweep_store import UnitSweep, unit_sweep
 
 log = logging.getLogger(__name__)

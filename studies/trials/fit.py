@@ -15,15 +15,15 @@ from collections.abc import Mapping
 from benchmark.core import tracking
 from benchmark.core.cache import FeatureCache
 from benchmark.core.config import BenchConfig, to_yaml, with_values
-from benchmark.core.run_inputs import log_inputs
+from benchmark.core.run_inputs import cache_key_tags, log_inputs, training_inputs
 from benchmark.core.stores import check_tracking
+from benchmark.core.study_data import StudyData, resolve_data
 from lightning_modules.callbacks import cuda_peak
+from lightning_modules.datamodule import Selection
 from lightning_modules.engine import run_logger
 from lightning_modules.fit import check_fit, fit_units
 from lightning_modules.folds import check_cv_folds, units
 from lightning_modules.scores import FitResult
-from studies.run.inputs import cache_key_tags, training_inputs
-from studies.run.study_data import StudyData, resolve_data
 from studies.trials.objective import log_unit_results, trial_params
 from studies.trials.presets import TrialPlan
 
@@ -47,7 +47,7 @@ def fit_config(
 def _fit(
     cfg: BenchConfig, data: StudyData, layers: Mapping[str, str], seeds: int, run_id: str | None
 ) -> list[FitResult]:
-    selections = [data.dirs[m].selection(m, spec) for m, spec in layers.items()]
+    selections = [Selection.of(m, spec, data.dirs[m]) for m, spec in layers.items()]
     return fit_units(cfg, selections, units(cfg.data.cv_folds, seeds), logger=run_logger(cfg, run_id))
 
 
@@ -69,7 +69,7 @@ def fit_tracked(cfg: BenchConfig, layers: Mapping[str, str], seeds: int = 1) -> 
     cfg = with_values(cfg, {"extract.models": tuple(layers)})
     data = resolve_data(cfg, tuple(layers))
     dirs = data.dirs
-    check_fit(cfg, [dirs[m].selection(m, spec) for m, spec in layers.items()])  # user errors before the run opens
+    check_fit(cfg, [Selection.of(m, spec, dirs[m]) for m, spec in layers.items()])  # user errors before the run opens
     train = FeatureCache(dirs[next(iter(layers))].train)
     val_fraction = None if cfg.data.val_split else cfg.data.val_fraction
     check_cv_folds(train.labels(), cfg.data.cv_folds, cfg.data.cv_small_classes, train.label_names, val_fraction)

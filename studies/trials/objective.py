@@ -25,16 +25,15 @@ import torch
 from benchmark.core import tracking
 from benchmark.core.cache import FeatureCache
 from benchmark.core.config import BenchConfig, to_yaml, with_values
-from benchmark.core.run_inputs import log_inputs
+from benchmark.core.run_inputs import cache_key_tags, log_inputs
+from benchmark.core.study_data import StudyData
 from lightning_modules.callbacks import cuda_peak, max_peak, peak_rss_mb, time_inference, torch_threads
 from lightning_modules.components.net import FusionNet
-from lightning_modules.datamodule import CachedFeatureDataModule
+from lightning_modules.datamodule import CachedFeatureDataModule, Selection
 from lightning_modules.engine import CURVES, LAYERS_MEAN, run_logger, unit_curve
 from lightning_modules.fit import fit_units
 from lightning_modules.folds import mean_se, units
 from studies.choice.val_record import sweep_records, trial_records
-from studies.run.inputs import cache_key_tags
-from studies.run.study_data import StudyData
 from studies.trials.baseline import fit_baseline_units
 from studies.trials.best_layers import unit_matrix
 from studies.trials.presets import LAST_K, Preset, StudyContext, TrialPlan
@@ -133,7 +132,7 @@ class Objective:
         cfg: Base config (dataset, training defaults, seeds, pruning).
         preset: The study preset.
         ctx: Models, layer counts and best layers.
-        data: The dataset's splits and each model's cache directories (``studies.run.study_data``).
+        data: The dataset's splits and each model's cache directories (``benchmark.core.study_data``).
         runs: MLflow destination.
     """
 
@@ -193,7 +192,7 @@ class Objective:
             if verdict[1]:  # dropped by the probe: an outcome, closed as a pruned trial, not a failure
                 trial.set_user_attr("prune_reason", verdict[1])
                 raise optuna.TrialPruned(verdict[1])
-        selections = [self.data.dirs[m].selection(m, plan.layers[m]) for m in plan.models]
+        selections = [Selection.of(m, plan.layers[m], self.data.dirs[m]) for m in plan.models]
         peaks: list[dict[str, float]] = []
         if plan.baseline is not None:
             fits = fit_baseline_units(
@@ -285,7 +284,7 @@ class Objective:
 
     def _head_costs(self, model: str, layer: int, cfg: BenchConfig) -> dict[str, float]:
         """Parameters, fused width and test ms/sample of the head the sweep trained for ``layer`` (timed afresh)."""
-        dm = CachedFeatureDataModule.from_config([self.data.dirs[model].selection(model, str(layer))], cfg)
+        dm = CachedFeatureDataModule.from_config([Selection.of(model, str(layer), self.data.dirs[model])], cfg)
         t = with_values(cfg, {"train.fusion": "concat"}).train
         head = FusionNet(dm.input_dims, dm.num_classes, t.fusion, t.proj_dim, t.hidden_dims, t.dropout, t.moe_experts)
         with torch_threads(cfg.train.threads):

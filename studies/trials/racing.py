@@ -34,12 +34,13 @@ import optuna
 
 from benchmark.core import tracking
 from benchmark.core.config import BenchConfig
+from benchmark.core.study_data import ModelDirs
+from lightning_modules.datamodule import Selection
 from lightning_modules.fit import Screen, probe_selections
 from lightning_modules.layers import AGGREGATIONS
 from lightning_modules.scores import LayerScore
 from studies.choice.row_se import calibrated_se
 from studies.choice.val_record import unit_val_rows
-from studies.run.caches import ModelDirs
 from studies.trials.presets import StudyContext, TrialPlan
 
 if TYPE_CHECKING:
@@ -154,7 +155,7 @@ def last_k_probe(study: optuna.Study, cfg: BenchConfig, dirs: Mapping[str, Model
         specs = [
             f"{agg}:last{k}" for k in ctx.k_choices if k <= ctx.num_layers[model] + 1 for agg in AGGREGATIONS.names()
         ]
-        probed = probe_selections(cfg, [d.selection(model, spec) for spec in specs])
+        probed = probe_selections(cfg, [Selection.of(model, spec, d) for spec in specs])
         last = {i for i, spec in enumerate(specs) if spec.endswith(":last1")}
         keep = probe_keep(probed.correct, cfg.study.probe_z, cfg.study.probe_margin, last)
         kept[model] = [specs[i] for i in keep]

@@ -24,9 +24,9 @@ from pathlib import Path
 from benchmark.core.cache import FeatureCache
 from benchmark.core.config import BenchConfig
 from benchmark.core.faults import NO_WRITE
+from benchmark.core.study_data import ModelDirs
 from lightning_modules.fit import sweep_units
 from lightning_modules.scores import LayerScore
-from studies.run.caches import ModelDirs
 from studies.run.fingerprint import data_settings
 from studies.trials.racing import sweep_screen
 

@@ -10,9 +10,9 @@ import pytest
 from benchmark.core.cache import FeatureCache
 from benchmark.core.config import load_config
 from benchmark.core.keys import load_text_split, resolve_features
+from benchmark.core.row_split import stratified_split
+from benchmark.core.study_data import resolve_data
 from extractors.run import extract_all
-from lightning_modules.features import stratified_split
-from studies.run.study_data import resolve_data
 from studies.trials.baseline import fit_baseline
 
 

@@ -13,24 +13,12 @@ from benchmark.core.cache import CacheError
 from benchmark.core.errors import UserError
 from lightning_modules import features
 from lightning_modules.datamodule import CachedFeatureDataModule, Selection
-from lightning_modules.features import ByteCounter, LayerFile, ShuffledBatchSampler, stratified_split
+from lightning_modules.features import ByteCounter, LayerFile, ShuffledBatchSampler
 
 
 def _epoch(loader) -> tuple[list[torch.Tensor], torch.Tensor]:
     xs, ys = zip(*loader, strict=True)
     return [torch.cat(parts) for parts in zip(*xs, strict=True)], torch.cat(ys)
-
-
-def test_stratified_split_is_stratified_disjoint_and_seeded() -> None:
-    labels = np.repeat([0, 1, 2, 3], [500, 300, 150, 1])
-    train, val = stratified_split(labels, 0.1, seed=0)
-    assert np.intersect1d(train, val).size == 0
-    np.testing.assert_array_equal(np.union1d(train, val), np.arange(len(labels)))
-    assert np.bincount(labels[val], minlength=4).tolist() == [50, 30, 15, 0]  # the singleton class stays in train
-    again, _ = stratified_split(labels, 0.1, seed=0)
-    other, _ = stratified_split(labels, 0.1, seed=1)
-    np.testing.assert_array_equal(train, again)
-    assert not np.array_equal(train, other)
 
 
 def test_batches_shapes_and_untouched_test_split(tmp_path: Path) -> None:

@@ -157,7 +157,7 @@ def test_the_rule_enters_fingerprints_and_sweep_keys_only_where_it_can_matter(tm
     import optuna
 
     from benchmark.core.config_sections import DataConfig
-    from studies.run.caches import ModelDirs
+    from benchmark.core.study_data import ModelDirs
     from studies.run.fingerprint import check_fingerprint, data_settings, fingerprint
     from studies.trials.sweep_store import sweep_key
 

@@ -1,4 +1,4 @@
-"""What a study reads, resolved once at the door (``studies.run.study_data``): its splits and each model's caches.
+"""What a study reads, resolved once at the door (``benchmark.core.study_data``): its splits and each model's caches.
 
 That each split is then read once per command is checked where the commands run: the search study end to end
 and the baseline study (tests/studies/run/test_runner.py), and ``layerfuse fit`` (tests/studies/trials).
@@ -10,7 +10,7 @@ import pytest
 from study_helpers import study_cfg
 
 from benchmark.core.errors import UserError
-from studies.run.study_data import resolve_data
+from benchmark.core.study_data import resolve_data
 
 
 def test_study_data_holds_the_splits_and_caches(study_env, tmp_path, split_reads) -> None:

@@ -18,8 +18,8 @@ from benchmark.cli import main
 from benchmark.cli.browse import UI_ENV, ui_command
 from benchmark.core import tracking
 from benchmark.core.config import load_config
+from benchmark.core.row_split import stratified_split
 from benchmark.core.text_data import dataset_label, load_split
-from lightning_modules.features import stratified_split
 
 STUDY = "tracked"
 

@@ -336,7 +336,7 @@ def test_predict_bad_inputs_exit_2_with_one_line(exported, tmp_path, capsys) -> 
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (argv, err)
 
 
-def test_export_cli_weights_reference_checks_the_hash(exported, tmp_path, capsys) -> None:
+def test_export_cli_weights_reference_checks_the_hash(exported, tmp_path, capsys, client_opens) -> None:
     import mlflow
 
     from benchmark.serve.pyfunc_model import Bundle, WeightsMismatchError
@@ -349,6 +349,7 @@ def test_export_cli_weights_reference_checks_the_hash(exported, tmp_path, capsys
     )  # fmt: skip
     assert code == 0, err
     assert "saved to" in out
+    assert client_opens == [cfg.tracking.uri]  # choice, its refit (reused) and the export share one MLflow client
     serve = f"MLFLOW_TRACKING_URI={cfg.tracking.uri} mlflow models serve -m models:/mr-ref@champion --env-manager local"
     assert serve in out  # the store MLflow's own tools need, in the command printed
     bundle = next((tmp_path / "ref" / "artifacts").rglob(BUNDLE_FILE)).parent

@@ -14,8 +14,8 @@ from test_selection import A, B, C
 
 from benchmark.core import tracking
 from benchmark.core.config import load_config
+from benchmark.core.study_data import ModelDirs
 from studies.choice.summary import summarise
-from studies.run.caches import ModelDirs
 from studies.run.fingerprint import fingerprint
 from studies.trials import best_layers
 from studies.trials.sweep_store import UnitSweep

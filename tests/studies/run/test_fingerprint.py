@@ -11,7 +11,7 @@ import pytest
 
 from benchmark.core.config import BenchConfig, load_config
 from benchmark.core.errors import UserError
-from studies.run.caches import ModelDirs
+from benchmark.core.study_data import ModelDirs
 from studies.run.fingerprint import check_fingerprint, fingerprint
 
 FUSIONS = "concat,sum"

@@ -20,13 +20,16 @@ from studies.choice.val_record import client_blob, read_sweep_rows
 from studies.run.runner import run_study, study_name
 
 
-def test_search_study_end_to_end(study_env, tmp_path, split_reads) -> None:
+def test_search_study_end_to_end(study_env, tmp_path, split_reads, client_opens) -> None:
     cfg = study_cfg(study_env, tmp_path, "search", (study_env["a"], study_env["b"]), **{"study.trials": 5})
     out = run_study(cfg)
     assert out.complete + out.pruned == 5
-    # What the study reads is resolved once at its door (studies.run.study_data): set-up, fingerprint, parent run,
+    # What the study reads is resolved once at its door (benchmark.core.study_data): set-up, fingerprint, parent run,
     # shift check, every trial and the refit read each split once in all (at 3ff5d21: train 6, test 7 times).
     assert out.result_test_acc is not None and split_reads == {"train": 1, "test": 1}
+    # Its stores too (benchmark.core.study_stores): one MLflow client for set-up, trials, summary and refit (the
+    # refit opened three of its own before).
+    assert client_opens == [cfg.tracking.uri]
     study, runs = assert_runs_match_trials(cfg, out.name)
     complete = [r for r in runs if r.data.tags[tracking.TAG_STATE] == "COMPLETE"]
     assert complete, "no trial completed"
@@ -62,8 +65,8 @@ def test_search_study_end_to_end(study_env, tmp_path, split_reads) -> None:
 
 def test_layer_sweep_logs_accuracy_by_layer(study_env, tmp_path) -> None:
     from benchmark.core.cache import FeatureCache
+    from benchmark.core.study_data import resolve_data
     from lightning_modules.components.classifier import MLPHead
-    from studies.run.study_data import resolve_data
 
     cfg = study_cfg(study_env, tmp_path, "layer-sweep", (study_env["a"], study_env["l"]))
     out = run_study(cfg)
@@ -200,7 +203,7 @@ def test_sigkill_mid_trial_then_resume(study_env, tmp_path, kind) -> None:
 def test_failed_trial_fails_the_parent_then_is_retried(study_env, tmp_path) -> None:
     import shutil
 
-    from studies.run.study_data import resolve_data
+    from benchmark.core.study_data import resolve_data
 
     cache = tmp_path / "cache"
     shutil.copytree(study_env["cache"], cache)

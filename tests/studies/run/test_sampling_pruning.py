@@ -8,8 +8,8 @@ from mlflow.tracking import MlflowClient
 from study_helpers import assert_runs_match_trials, study_cfg
 
 from benchmark.core import tracking
+from benchmark.core.optuna_store import make_storage
 from studies.run.runner import run_study, study_name
-from studies.run.storage import make_storage
 
 
 def _plan_only(preset_name: str, ctx: object) -> object:

@@ -21,9 +21,9 @@ def test_a_trial_run_orphaned_by_a_kill_is_closed(tmp_path) -> None:
 
     from benchmark.core import tracking
     from benchmark.core.config_sections import TrackingConfig
+    from benchmark.core.optuna_store import make_storage
     from studies.run.orphans import close_orphan_runs
     from studies.run.parent_run import close_stale_run
-    from studies.run.storage import make_storage
     from studies.trials.objective import StudyRuns, create_trial_run
 
     cfg = TrackingConfig(uri=f"sqlite:///{tmp_path}/mlflow.db", artifact_root=str(tmp_path / "artifacts"))

@@ -19,8 +19,8 @@ def test_cross_validated_studies_score_units_on_shared_folds_and_reuse_the_sweep
     import studies.trials.sweep_store as store
     from benchmark.core.errors import UserError
     from benchmark.core.keys import load_text_split
-    from lightning_modules.datamodule import CachedFeatureDataModule
-    from studies.run.study_data import resolve_data
+    from benchmark.core.study_data import resolve_data
+    from lightning_modules.datamodule import CachedFeatureDataModule, Selection
     from studies.trials.baseline import text_folds
 
     cv = {"data.cv_folds": 2, "study.seeds": 2, "study.fusions": ("concat",)}
@@ -63,7 +63,7 @@ def test_cross_validated_studies_score_units_on_shared_folds_and_reuse_the_sweep
     for fold, (_, _, val_texts, _, _) in enumerate(text_folds(resolve_data(cfg), cfg.data)[0]):
         hashes = set()
         for model in models:
-            dm = CachedFeatureDataModule.from_config([dirs[model].selection(model, "0")], cfg, fold)
+            dm = CachedFeatureDataModule.from_config([Selection.of(model, "0", dirs[model])], cfg, fold)
             dm.setup()
             rows = dm.datasets["val"].rows
             hashes.add(hashlib.sha256(rows.tobytes()).hexdigest())

@@ -11,10 +11,10 @@ import pytest
 from helpers_features import write_cache
 
 from benchmark.core.config import BenchConfig, load_config, with_values
+from benchmark.core.study_data import ModelDirs
 from lightning_modules.fit import sweep_units
 from lightning_modules.scores import LayerScore
 from studies.choice.selection import Units, select
-from studies.run.caches import ModelDirs
 from studies.trials import sweep_store
 from studies.trials.best_layers import choose_layer
 from studies.trials.racing import probe_keep, race_drop, screen_outcome, sweep_screen

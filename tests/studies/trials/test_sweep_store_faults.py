@@ -8,7 +8,7 @@ from fault_helpers import read_only
 def test_a_read_only_cache_serves_and_computes_layer_sweeps_without_storing(tmp_path, monkeypatch) -> None:
     """The sweep store needs no write access: a stored sweep is read, a missing one computed and not stored."""
     from benchmark.core.config import load_config
-    from studies.run.caches import ModelDirs
+    from benchmark.core.study_data import ModelDirs
     from studies.trials import sweep_store
 
     train = tmp_path / "train"

@@ -1,0 +1,55 @@
+"""Retries of failed trials, with their params.
+
+``retry_failed`` re-enqueues a failed trial (killed worker or raised error), at most ``MAX_RETRY`` times; the runner
+calls it under the study lock, so two workers never retry one trial twice.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import optuna
+from optuna.trial import TrialState
+
+log = logging.getLogger(__name__)
+
+MAX_RETRY = 2  # retries of one failed trial (killed worker or raised error)
+GRID_ATTRS = ("grid_id", "search_space")  # a retried grid trial keeps its grid point
+
+
+def retry_failed(study: optuna.Study, max_retry: int = MAX_RETRY) -> int | None:
+    """Enqueue a retry of the oldest failed trial not retried yet, with its params; return its number (None: none).
+
+    The retry records the original trial in user attributes ``retry_of`` and ``retry`` (1, 2, ...) and, as
+    Optuna's ``RetryHeartbeatStaleTrialCallback`` does, in system attributes ``failed_trial`` and
+    ``retry_history`` (every earlier attempt); a grid trial keeps its grid point. A trial that failed
+    ``max_retry`` retries is given up (logged).
+    """
+    trials = study.get_trials(deepcopy=False)
+    retried = {n for t in trials for n in t.system_attrs.get("retry_history", ())}
+    for t in trials:
+        if t.state != TrialState.FAIL or t.number in retried:
+            continue
+        history = [*t.system_attrs.get("retry_history", ()), t.number]
+        if len(history) > max_retry:
+            log.debug("trial %d failed after %d retries: not retried again", t.number, max_retry)
+            continue
+        system = {k: v for k, v in t.system_attrs.items() if k in GRID_ATTRS}
+        study.add_trial(
+            optuna.trial.create_trial(
+                state=TrialState.WAITING,
+                params=t.params,
+                distributions=t.distributions,
+                user_attrs={"retry_of": history[0], "retry": len(history)},
+                system_attrs={**system, "failed_trial": history[0], "retry_history": history},
+            )
+        )
+        log.warning(
+            "trial %d of %s failed: retrying it with the same params (retry %d of %d)",
+            t.number,
+            study.study_name,
+            len(history),
+            max_retry,
+        )
+        return t.number
+    return None
