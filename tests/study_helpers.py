@@ -19,6 +19,7 @@ from benchmark.cli import main
 from benchmark.core import tracking
 from benchmark.core.config import BenchConfig, load_config
 from benchmark.core.optuna_store import make_storage
+from benchmark.core.study_data import ModelDirs, StudyData
 
 FAST_TRAIN = {
     "train.max_epochs": 3,
@@ -191,3 +192,8 @@ def study_argv(
         "train.hidden_dims=16",
         *extra,
     ]
+
+
+def models_only(dirs: dict[str, ModelDirs]) -> StudyData:
+    """What a study reads, with the caches ``dirs`` and no texts read (for the steps that read the caches only)."""
+    return StudyData("toy", "toy", {}, None, dirs)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from collections.abc import Mapping
 from typing import Any
 
 import optuna
@@ -13,8 +12,7 @@ import optuna
 from benchmark.core.config import BenchConfig
 from benchmark.core.config_sections import DataConfig, StudyConfig
 from benchmark.core.errors import UserError
-from benchmark.core.study_data import ModelDirs
-from benchmark.core.text_data import TextSplit
+from benchmark.core.study_data import StudyData
 from studies.run.naming import models_used
 from studies.trials.presets import PRESETS
 
@@ -38,8 +36,9 @@ def data_settings(data: DataConfig) -> dict[str, Any]:
     return out
 
 
-def fingerprint(cfg: BenchConfig, dirs: Mapping[str, ModelDirs], texts: Mapping[str, TextSplit] | None = None) -> str:
-    """The settings a study's trials depend on, as canonical JSON; ``texts`` (split -> texts) stand for no caches."""
+def fingerprint(cfg: BenchConfig, data: StudyData) -> str:
+    """The settings a study's trials depend on, as canonical JSON; ``data``'s texts stand in where it has no caches."""
+    dirs = data.dirs
     blob = {
         "preset": cfg.study.preset,
         "dataset": cfg.extract.dataset,
@@ -52,7 +51,7 @@ def fingerprint(cfg: BenchConfig, dirs: Mapping[str, ModelDirs], texts: Mapping[
         "seeds": cfg.study.seeds,
     }
     if not dirs:  # a preset that reads the texts, not caches (the lexical baseline): the texts stand for the caches
-        blob[TEXTS_KEY] = {s: t.data_sha256[:16] for s, t in (texts or {}).items()}
+        blob[TEXTS_KEY] = {s: t.data_sha256[:16] for s, t in data.texts.items()}
     preset = PRESETS.get(cfg.study.preset)
     if preset.space_version != 1:
         blob[SPACE_KEY] = preset.space_version

@@ -120,7 +120,7 @@ def _setup(cfg: BenchConfig) -> _Setup:
     with lock:  # one process at a time creates a fresh database's tables (MLflow's, Optuna's) and the study
         stores = open_stores(cfg.study, cfg.tracking, data.dataset, on_stale=close_stale_run)
         study = _open_study(cfg, preset, ctx, stores.storage)
-        check_fingerprint(study, fingerprint(cfg, data.dirs, data.texts))
+        check_fingerprint(study, fingerprint(cfg, data))
     return _Setup(preset, ctx, data, inputs, stores, study, lock)
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers_features import make_model
+from study_helpers import models_only
 
 from benchmark.cli import main
 from benchmark.core.config import BenchConfig, load_config
@@ -173,16 +174,16 @@ def test_the_rule_enters_fingerprints_and_sweep_keys_only_where_it_can_matter(tm
     def cfg(**data: object) -> BenchConfig:
         return load_config(env={}, **base, **{f"data.{k}": v for k, v in data.items()})
 
-    assert fingerprint(cfg(), dirs) == fingerprint(cfg(cv_small_classes="spread"), dirs)
+    assert fingerprint(cfg(), models_only(dirs)) == fingerprint(cfg(cv_small_classes="spread"), models_only(dirs))
     assert sweep_key(dirs["m"], cfg()) == sweep_key(dirs["m"], cfg(cv_small_classes="spread"))
     refuse, spread = cfg(cv_folds=5), cfg(cv_folds=5, cv_small_classes="spread")
     assert sweep_key(dirs["m"], refuse) != sweep_key(dirs["m"], spread)
     # A study created under one rule is not resumed under the other.
     study = optuna.create_study()
-    check_fingerprint(study, fingerprint(spread, dirs))
-    check_fingerprint(study, fingerprint(spread, dirs))
+    check_fingerprint(study, fingerprint(spread, models_only(dirs)))
+    check_fingerprint(study, fingerprint(spread, models_only(dirs)))
     with pytest.raises(UserError, match=r"other settings \(data differ\)"):
-        check_fingerprint(study, fingerprint(refuse, dirs))
+        check_fingerprint(study, fingerprint(refuse, models_only(dirs)))
 
 
 def _planted(
