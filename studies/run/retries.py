@@ -1,7 +1,8 @@
 """Retries of failed trials, with their params.
 
 ``retry_failed`` re-enqueues a failed trial (killed worker or raised error), at most ``MAX_RETRY`` times; the runner
-calls it under the study lock, so two workers never retry one trial twice.
+calls it under the study lock, so two workers never retry one trial twice. An attempt that was interrupted
+(Ctrl-C, SIGTERM) is not a failure of the trial: it is retried however often a long study is stopped and resumed.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import logging
 
 import optuna
 from optuna.trial import TrialState
+
+from studies.trials.objective import INTERRUPTED_ATTR
 
 log = logging.getLogger(__name__)
 
@@ -22,16 +25,18 @@ def retry_failed(study: optuna.Study, max_retry: int = MAX_RETRY) -> int | None:
 
     The retry records the original trial in user attributes ``retry_of`` and ``retry`` (1, 2, ...) and, as
     Optuna's ``RetryHeartbeatStaleTrialCallback`` does, in system attributes ``failed_trial`` and
-    ``retry_history`` (every earlier attempt); a grid trial keeps its grid point. A trial that failed
-    ``max_retry`` retries is given up (logged).
+    ``retry_history`` (every earlier attempt); a grid trial keeps its grid point. A trial whose attempts failed
+    ``max_retry`` + 1 times, interrupted attempts not counted, is given up (logged).
     """
     trials = study.get_trials(deepcopy=False)
     retried = {n for t in trials for n in t.system_attrs.get("retry_history", ())}
+    interrupted = {t.number for t in trials if t.user_attrs.get(INTERRUPTED_ATTR)}
     for t in trials:
         if t.state != TrialState.FAIL or t.number in retried:
             continue
         history = [*t.system_attrs.get("retry_history", ()), t.number]
-        if len(history) > max_retry:
+        failures = [n for n in history if n not in interrupted]
+        if len(failures) > max_retry:
             log.debug("trial %d failed after %d retries: not retried again", t.number, max_retry)
             continue
         system = {k: v for k, v in t.system_attrs.items() if k in GRID_ATTRS}
@@ -44,12 +49,17 @@ def retry_failed(study: optuna.Study, max_retry: int = MAX_RETRY) -> int | None:
                 system_attrs={**system, "failed_trial": history[0], "retry_history": history},
             )
         )
-        log.warning(
-            "trial %d of %s failed: retrying it with the same params (retry %d of %d)",
-            t.number,
-            study.study_name,
-            len(history),
-            max_retry,
-        )
+        if t.number in interrupted:
+            log.info(
+                "trial %d of %s was interrupted: running it again with the same params", t.number, study.study_name
+            )
+        else:
+            log.warning(
+                "trial %d of %s failed: retrying it with the same params (retry %d of %d)",
+                t.number,
+                study.study_name,
+                len(failures),
+                max_retry,
+            )
         return t.number
     return None

@@ -46,6 +46,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+INTERRUPTED_ATTR = "interrupted"  # a trial's user attribute: it was stopped by Ctrl-C or SIGTERM, not by an error
+
 
 @dataclass
 class StudyRuns:
@@ -157,6 +159,8 @@ class Objective:
             self._pruned(trial, run_id, reason)
             raise optuna.TrialPruned(reason) from err
         except BaseException as err:
+            if isinstance(err, KeyboardInterrupt):  # Ctrl-C or SIGTERM: the rerun retries it, whatever the budget
+                trial.set_user_attr(INTERRUPTED_ATTR, True)
             finish_run(self.runs, run_id, "FAIL", f"{type(err).__name__}: {err}")
             raise
         finish_run(self.runs, run_id, "COMPLETE")

@@ -9,10 +9,12 @@ import sys
 import time
 from pathlib import Path
 
+import optuna
 import pytest
 from fault_helpers import REPO, one_line, read_only, runs_of_kind
 
 from benchmark.cli import main
+from studies.trials.objective import INTERRUPTED_ATTR
 
 
 def test_a_trial_run_orphaned_by_a_kill_is_closed(tmp_path) -> None:
@@ -136,6 +138,11 @@ def test_sigterm_on_a_study_closes_its_runs_as_ctrl_c_does(tiny_models, tmp_path
     assert len(runs) >= 2 and not [r.info.run_name for r in runs if r.info.status == "RUNNING"]
     parent = next(r for r in runs if r.data.tags["layerfuse.run_kind"] == "study")
     assert mlc.get_run(parent.info.run_id).info.status == "KILLED"
+    # The stopped trial is FAIL and marked interrupted: reruns retry it without using up its retries for errors.
+    (study_name,) = optuna.get_all_study_names(f"sqlite:///{tmp_path}/optuna.db")
+    trials = optuna.load_study(study_name=study_name, storage=f"sqlite:///{tmp_path}/optuna.db").trials
+    stopped = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
+    assert len(stopped) == 1 and stopped[0].user_attrs[INTERRUPTED_ATTR] is True
 
 
 def _running_trials(db: Path) -> int:
