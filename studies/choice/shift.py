@@ -167,8 +167,10 @@ def record_shift(mlc: MlflowClient, parent_run_id: str, data: StudyData) -> None
         return
     check = study_shift(data)
     tracking.log_text(mlc, parent_run_id, check.to_json(), tracking.SHIFT_ARTIFACT)
-    if math.isfinite(check.auc):
-        tracking.log_run_data(mlc, parent_run_id, metrics={tracking.SHIFT_AUC: check.auc})
+    if not math.isfinite(check.auc):
+        log.info("shift check: no cached layer to compare (a study of texts): train and test text lengths only")
+        return
+    tracking.log_run_data(mlc, parent_run_id, metrics={tracking.SHIFT_AUC: check.auc})
     log.info(
         "shift check: train-vs-test AUC %.3f (%s)%s", check.auc, check.features, " FLAGGED" if check.flagged else ""
     )

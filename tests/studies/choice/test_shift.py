@@ -72,3 +72,27 @@ def test_report_opens_with_a_warning_only_for_a_flagged_dataset() -> None:
         "Train-vs-test shift check (adversarial validation on one cached layer, out-of-fold ROC AUC; flagged above "
         "0.75): mr: AUC 0.480, sst2: AUC 0.890 (flagged)."
     )
+
+
+def test_a_study_of_texts_records_the_lengths_and_says_there_is_no_layer_to_compare(tmp_path, caplog) -> None:
+    import json
+    import logging
+
+    from benchmark.core import tracking
+    from benchmark.core.config_sections import TrackingConfig
+    from benchmark.core.study_data import StudyData
+    from benchmark.core.text_data import TextSplit
+    from studies.choice.shift import record_shift
+
+    mlc = tracking.client(TrackingConfig(uri=f"sqlite:///{tmp_path}/mlflow.db", artifact_root=str(tmp_path / "art")))
+    run_id = mlc.create_run(mlc.create_experiment("e", artifact_location=(tmp_path / "art").as_uri())).info.run_id
+    split = {
+        s: TextSplit("toy", s, _texts(20, 2, 9, seed), np.arange(20) % 2, ["a", "b"], s, s)
+        for s, seed in (("train", 0), ("test", 1))
+    }
+    with caplog.at_level(logging.INFO, logger="studies.choice.shift"):
+        record_shift(mlc, run_id, StudyData("toy", "toy", split, None, {}))  # the baseline's: texts, no caches
+    assert "no cached layer to compare" in caplog.text and "nan" not in caplog.text
+    assert tracking.SHIFT_AUC not in mlc.get_run(run_id).data.metrics
+    check = json.loads(Path(mlc.download_artifacts(run_id, tracking.SHIFT_ARTIFACT, str(tmp_path))).read_text())
+    assert check["lengths"]["train"]["n"] == check["lengths"]["test"]["n"] == 20
