@@ -100,7 +100,6 @@ def _setup(cfg: BenchConfig) -> _Setup:
     # The door: both stores checked before anything is written (caches' weight hashes, stores, runs), then each
     # split read once and each cache resolved once for every step below.
     data = open_study_data(cfg, cfg.extract.models if preset.needs_features else ())
-    inputs = training_inputs(data, cfg.data)
     if data.dirs:
         train_cache = FeatureCache(next(iter(data.dirs.values())).train)
         labels, label_names = train_cache.labels(), train_cache.label_names
@@ -109,6 +108,7 @@ def _setup(cfg: BenchConfig) -> _Setup:
     # Every trial cuts these folds (lightning_modules.folds): refuse impossible ones before a store is written.
     val_fraction = None if cfg.data.val_split else cfg.data.val_fraction
     check_cv_folds(labels, cfg.data.cv_folds, cfg.data.cv_small_classes, label_names, val_fraction)
+    inputs = training_inputs(data, cfg.data)
     ctx = StudyContext(
         cfg.extract.dataset,
         cfg.extract.models,
