@@ -196,6 +196,39 @@ class Screen:
     burn_in: int
 
 
+@dataclass(frozen=True)
+class SweepProgress:
+    """A sweep after its last finished round of folds: what an interrupted sweep resumes from.
+
+    Attributes:
+        rounds: Rounds finished.
+        probe_acc: Each layer's probe accuracy (NaN unscreened).
+        alive: Positions of the layers still training.
+        screened: Per position, why it stopped ("" while it trains).
+        heads: ``(unit, position) -> score`` of every head trained so far.
+        feature_bytes: Bytes read from feature files so far, over every sitting.
+    """
+
+    rounds: int
+    probe_acc: list[float]
+    alive: list[int]
+    screened: list[str]
+    heads: dict[tuple[int, int], LayerScore]
+    feature_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class RoundLog:
+    """Where a sweep keeps its progress after each round (``studies.trials.sweep_store``).
+
+    ``load`` gives the last saved one (None: start afresh), ``save`` replaces it. A round costs minutes to hours on a
+    CPU, so an interrupted raced sweep of a deep model loses at most the round it was in.
+    """
+
+    load: Callable[[], SweepProgress | None]
+    save: Callable[[SweepProgress], None]
+
+
 def sweep_layers(
     train_dir: str | Path,
     test_dir: str | Path,
@@ -207,7 +240,7 @@ def sweep_layers(
     return sweep_units(train_dir, test_dir, cfg, 1, layers, val_dir)[0]
 
 
-def sweep_units(
+def sweep_units(  # noqa: PLR0913 - the sweep's caches, settings and its two optional parts
     train_dir: str | Path,
     test_dir: str | Path,
     cfg: BenchConfig,
@@ -215,6 +248,7 @@ def sweep_units(
     layers: Sequence[int] | None = None,
     val_dir: str | Path | None = None,
     screen: Screen | None = None,
+    rounds_log: RoundLog | None = None,
 ) -> list[list[LayerScore]]:
     """Train one head per (unit, layer) of a model's cache at once; score each at its best validation epoch.
 
@@ -236,16 +270,18 @@ def sweep_units(
         layers: Layer indices (negative allowed); default all ``0..L``.
         val_dir: The dataset's own validation cache, if any.
         screen: The probe and race (``studies.trials.racing.sweep_screen``), or None to train every head.
+        rounds_log: Where progress is kept after each round, so that a rerun resumes after the last finished one.
 
     Returns:
         Per unit, one ``LayerScore`` per layer (absolute index), in the order given.
     """
     with torch_threads(cfg.train.threads):
         train, test = Path(train_dir), Path(test_dir)
-        return _sweep_units(train, test, cfg, seeds, layers, None if val_dir is None else Path(val_dir), screen)
+        val = None if val_dir is None else Path(val_dir)
+        return _sweep_units(train, test, cfg, seeds, layers, val, screen, rounds_log)
 
 
-def _sweep_units(
+def _sweep_units(  # noqa: PLR0913 - sweep_units' arguments, resolved
     train_dir: Path,
     test_dir: Path,
     cfg: BenchConfig,
@@ -253,6 +289,7 @@ def _sweep_units(
     layers: Sequence[int] | None,
     val_dir: Path | None,
     screen: Screen | None,
+    rounds_log: RoundLog | None,
 ) -> list[list[LayerScore]]:
     num_layers = FeatureCache(train_dir).num_layers
     layers = list(range(num_layers + 1)) if layers is None else [LayerSpec((i,)).resolve(num_layers)[0] for i in layers]
@@ -260,41 +297,67 @@ def _sweep_units(
     unit_list = units(cfg.data.cv_folds, seeds)
     dms = _fold_dms(selections, cfg, [u.fold for u in unit_list])
     folds = list(dms)
-    alive, screened = list(range(len(layers))), [""] * len(layers)
-    probe_acc = [math.nan] * len(layers)
-    rounds = [folds]
-    if screen is not None:
-        probed = probe_candidates([dms[f] for f in folds], alive)
-        probe_acc = probed.acc.tolist()
-        kept = screen.keep(probed.correct, layers)
-        for li in set(alive) - set(kept):
-            screened[li] = "probe"
-        alive = sorted(kept)
-        rounds = [folds[: screen.burn_in], *([f] for f in folds[screen.burn_in :])]
-    heads: dict[tuple[int, int], LayerScore] = {}
-    for round_folds in (r for r in rounds if r):
-        round_units = [u for u, unit in enumerate(unit_list) if unit.fold in round_folds]
-        heads |= _train_heads(cfg, dms, unit_list, round_units, [(li, layers[li]) for li in alive])
-        if screen is not None and round_folds[-1] != folds[-1]:
-            done = [u for u, unit in enumerate(unit_list) if unit.fold <= round_folds[-1]]
-            dropped = set(screen.drop({layers[li]: [heads[u, li] for u in done] for li in alive}))
-            for li in alive:
-                if layers[li] in dropped:
-                    screened[li] = f"race: after fold {round_folds[-1]}"
-            alive = [li for li in alive if layers[li] not in dropped]
-    feature_bytes = _bytes_read(list(dms.values()))
+    state = rounds_log.load() if rounds_log is not None else None
+    if state is None:
+        state = _probed(screen, dms, layers)
+    else:
+        log.info("resuming the sweep of %s after round %d of its folds", train_dir, state.rounds)
+    read_before = state.feature_bytes
+    rounds = [folds] if screen is None else [folds[: screen.burn_in], *([f] for f in folds[screen.burn_in :])]
+    for r, round_folds in enumerate(rnd for rnd in rounds if rnd):
+        if r < state.rounds:
+            continue
+        state = _race_round(cfg, dms, unit_list, layers, screen, state, round_folds, round_folds[-1] == folds[-1])
+        state = dataclasses.replace(state, feature_bytes=read_before + _bytes_read(list(dms.values())))
+        if rounds_log is not None:
+            rounds_log.save(state)
     return [
         [
             dataclasses.replace(
-                heads.get((u, li)) or _untrained(layer, screened[li]),
-                feature_bytes=feature_bytes,
-                probe_acc=probe_acc[li],
-                screened=screened[li],
+                state.heads.get((u, li)) or _untrained(layer, state.screened[li]),
+                feature_bytes=state.feature_bytes,
+                probe_acc=state.probe_acc[li],
+                screened=state.screened[li],
             )
             for li, layer in enumerate(layers)
         ]
         for u in range(len(unit_list))
     ]
+
+
+def _probed(screen: Screen | None, dms: dict[int, CachedFeatureDataModule], layers: list[int]) -> SweepProgress:
+    """The sweep before any head trains: with a screen, the probe's scores and the layers it keeps."""
+    everyone = list(range(len(layers)))
+    if screen is None:
+        return SweepProgress(0, [math.nan] * len(layers), everyone, [""] * len(layers), {})
+    probed = probe_candidates(list(dms.values()), everyone)
+    kept = sorted(screen.keep(probed.correct, layers))
+    screened = ["" if li in kept else "probe" for li in everyone]
+    return SweepProgress(0, probed.acc.tolist(), kept, screened, {})
+
+
+def _race_round(  # noqa: PLR0913 - one round of a sweep: its settings, data, layers, rule and state
+    cfg: BenchConfig,
+    dms: dict[int, CachedFeatureDataModule],
+    unit_list: Sequence[Unit],
+    layers: list[int],
+    screen: Screen | None,
+    state: SweepProgress,
+    round_folds: list[int],
+    last: bool,
+) -> SweepProgress:
+    """Train the round's folds for every layer still in; unless it is the last round, the race drops the ones behind."""
+    alive, screened = state.alive, list(state.screened)
+    round_units = [u for u, unit in enumerate(unit_list) if unit.fold in round_folds]
+    heads = state.heads | _train_heads(cfg, dms, unit_list, round_units, [(li, layers[li]) for li in alive])
+    if screen is not None and not last:
+        done = [u for u, unit in enumerate(unit_list) if unit.fold <= round_folds[-1]]
+        dropped = set(screen.drop({layers[li]: [heads[u, li] for u in done] for li in alive}))
+        for li in alive:
+            if layers[li] in dropped:
+                screened[li] = f"race: after fold {round_folds[-1]}"
+        alive = [li for li in alive if layers[li] not in dropped]
+    return dataclasses.replace(state, rounds=state.rounds + 1, alive=alive, screened=screened, heads=heads)
 
 
 def _untrained(layer: int, reason: str) -> LayerScore:

@@ -6,7 +6,9 @@ sha256 of everything the result depends on: the train, test and validation cache
 the head settings a sweep reads, the data settings (split, folds, standardisation), the seeds, the probe and race
 settings (``studies.trials.racing``; with ``study.race=false`` the key is the unraced one) and the store's format. A
 setting that changes the result changes the key; re-extracting the cache replaces its folder and so the store.
-Concurrent workers serialise on a file lock per key, so a sweep is computed once.
+Concurrent workers serialise on a file lock per key, so a sweep is computed once. A raced sweep keeps its progress
+after each round of folds in ``<key>.rounds.json`` (removed once the sweep is stored), so a sweep stopped by Ctrl-C,
+SIGTERM or a crash resumes after its last finished round: a deep model's sweep on a CPU takes hours.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from benchmark.core.cache import FeatureCache
 from benchmark.core.config import BenchConfig
 from benchmark.core.faults import NO_WRITE
 from benchmark.core.study_data import ModelDirs
-from lightning_modules.fit import sweep_units
+from lightning_modules.fit import RoundLog, SweepProgress, sweep_units
 from lightning_modules.scores import LayerScore
 from studies.run.fingerprint import data_settings
 from studies.trials.racing import sweep_screen
@@ -73,10 +75,55 @@ def _load(path: Path) -> UnitSweep:
     return UnitSweep([[LayerScore.from_json(s) for s in unit] for unit in stored["scores"]], stored["fit_s"])
 
 
-def _compute(d: ModelDirs, cfg: BenchConfig) -> UnitSweep:
+def _write(path: Path, data: object) -> None:
+    tmp = path.with_suffix(f".tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)  # readers see the whole file or none
+
+
+def _progress_json(p: SweepProgress, fit_s: float) -> dict[str, object]:
+    fields = {f.name: getattr(p, f.name) for f in dataclasses.fields(p) if f.name != "heads"}
+    return {**fields, "heads": [[u, li, s.to_json()] for (u, li), s in p.heads.items()], "fit_s": fit_s}
+
+
+def _progress(data: dict[str, object]) -> tuple[SweepProgress, float]:
+    heads = {(int(u), int(li)): LayerScore.from_json(s) for u, li, s in data.pop("heads")}  # type: ignore[attr-defined]
+    fit_s = float(data.pop("fit_s"))  # type: ignore[arg-type]
+    return SweepProgress(**data, heads=heads), fit_s  # type: ignore[arg-type]
+
+
+class _Rounds:
+    """The ``RoundLog`` of one sweep key: its progress file, and the wall seconds of the sittings before this one."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.fit_s_before, self.start = path, 0.0, time.perf_counter()
+
+    def load(self) -> SweepProgress | None:
+        try:
+            progress, self.fit_s_before = _progress(json.loads(self.path.read_text()))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, TypeError, KeyError) as err:  # unreadable: the sweep starts afresh
+            log.warning("ignoring the sweep progress %s (%s): the sweep starts from its first round", self.path, err)
+            return None
+        return progress
+
+    def save(self, progress: SweepProgress) -> None:
+        try:
+            _write(self.path, _progress_json(progress, self.fit_s()))
+        except OSError as err:  # a full or read-only disk costs the resume point, not the sweep
+            log.warning("could not keep the sweep's progress in %s (%s): an interrupted sweep restarts", self.path, err)
+
+    def fit_s(self) -> float:
+        return self.fit_s_before + time.perf_counter() - self.start
+
+
+def _compute(d: ModelDirs, cfg: BenchConfig, rounds: _Rounds | None = None) -> UnitSweep:
     start = time.perf_counter()
-    scores = sweep_units(d.train, d.test, cfg, cfg.study.seeds, val_dir=d.val, screen=sweep_screen(cfg, d))
-    return UnitSweep(scores, time.perf_counter() - start)
+    screen = sweep_screen(cfg, d)
+    log_ = RoundLog(rounds.load, rounds.save) if rounds is not None and screen is not None else None
+    scores = sweep_units(d.train, d.test, cfg, cfg.study.seeds, val_dir=d.val, screen=screen, rounds_log=log_)
+    return UnitSweep(scores, rounds.fit_s() if rounds is not None else time.perf_counter() - start)
 
 
 def unit_sweep(d: ModelDirs, cfg: BenchConfig) -> UnitSweep:
@@ -100,10 +147,8 @@ def unit_sweep(d: ModelDirs, cfg: BenchConfig) -> UnitSweep:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another worker computing the same sweep: wait for it, then read it
         if path.is_file():
             return _load(path)
-        result = _compute(d, cfg)
-        tmp = path.with_suffix(f".tmp-{os.getpid()}")
-        tmp.write_text(
-            json.dumps({"scores": [[s.to_json() for s in unit] for unit in result.scores], "fit_s": result.fit_s})
-        )
-        os.replace(tmp, path)  # readers see the whole file or none
+        rounds = _Rounds(path.with_suffix(".rounds.json"))
+        result = _compute(d, cfg, rounds)
+        _write(path, {"scores": [[s.to_json() for s in unit] for unit in result.scores], "fit_s": result.fit_s})
+        rounds.path.unlink(missing_ok=True)
         return result

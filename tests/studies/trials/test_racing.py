@@ -178,3 +178,45 @@ def test_speed_race_compares_the_split_the_full_grid_and_the_raced_sweep(tmp_pat
     for rule in ("argmax", "one-se"):
         assert r[rule]["same_choice"] and r[rule]["full"]["chosen"] in (3, 4)
         assert r[rule]["jaccard"] == len(set(r[rule]["raced"]["tied"])) / len(set(r[rule]["full"]["tied"]))
+
+
+def test_an_interrupted_raced_sweep_resumes_after_its_last_finished_round(tmp_path: Path, monkeypatch) -> None:
+    """Ctrl-C in the third round of folds: the rerun trains only the rounds left and gives the uninterrupted sweep."""
+    from lightning_modules import fit
+
+    d = _planted(tmp_path, n_train=300, n_test=100)
+    cfg = _cfg(**{"train.max_epochs": 8, "study.probe_margin": 1.0})  # the probe keeps all: the race drops
+    whole = sweep_units(d.train, d.test, cfg, 2, screen=sweep_screen(cfg, d))
+    assert {s.screened for s in whole[0]} == {"", "race: after fold 0", "race: after fold 1"}
+    trained = fit._train_heads
+    rounds: list[list[int]] = []  # the units each call trained
+    layers: list[list[int]] = []  # and the layers
+
+    def counted(*args: Any) -> Any:
+        if len(rounds) == 2 and not resumed:
+            raise KeyboardInterrupt
+        rounds.append(list(args[3]))
+        layers.append([layer for _, layer in args[4]])
+        return trained(*args)
+
+    monkeypatch.setattr(fit, "_train_heads", counted)
+    resumed = False
+    with pytest.raises(KeyboardInterrupt):
+        sweep_store.unit_sweep(d, cfg)
+    progress = d.train / "sweeps" / f"{sweep_store.sweep_key(d, cfg)}.rounds.json"
+    assert progress.is_file() and not progress.with_name(progress.name.replace(".rounds", "")).exists()
+    assert [sorted({u // 2 for u in r}) for r in rounds] == [[0], [1]]  # burn-in 1 fold, then fold 1
+    resumed, before = True, len(rounds)
+    again = sweep_store.unit_sweep(d, cfg)
+    assert [sorted({u // 2 for u in r}) for r in rounds[before:]] == [[2], [3], [4]]  # folds 0 and 1 not retrained
+    alive = [s.layer for s in whole[0] if not s.screened]
+    assert layers[before:] == [alive] * 3  # the race's verdicts after fold 1 are kept, not retaken
+    assert not progress.exists()  # the stored sweep replaces it
+    for w_unit, a_unit in zip(whole, again.scores, strict=True):
+        for w, a in zip(w_unit, a_unit, strict=True):
+            assert (a.layer, a.screened, a.epochs, a.best_epoch) == (w.layer, w.screened, w.epochs, w.best_epoch)
+            assert a.probe_acc == w.probe_acc
+            if w.epochs:
+                assert (a.val_acc, a.test_acc) == (w.val_acc, w.test_acc) and np.array_equal(a.val_pred, w.val_pred)
+                assert a.val_loss == pytest.approx(w.val_loss, abs=LOSS_TOL)
+    assert again.fit_s > 0

@@ -31,3 +31,29 @@ def test_a_read_only_cache_serves_and_computes_layer_sweeps_without_storing(tmp_
         assert sweep_store.unit_sweep(d, cfg).scores == [] and len(calls) == 1  # read, no lock file needed
         assert sweep_store.unit_sweep(d, other).scores == [] and len(calls) == 2  # computed, not stored
     assert not (train / "sweeps" / "k2.json").exists()
+
+
+def test_sweep_progress_that_cannot_be_written_is_a_warning_and_an_unreadable_one_is_ignored(
+    tmp_path, monkeypatch, caplog
+) -> None:
+    """A full disk costs a raced sweep its resume point (a warning), not the sweep; an unreadable one restarts it."""
+    import errno
+
+    from lightning_modules.fit import SweepProgress
+    from studies.trials import sweep_store
+
+    path = tmp_path / "k.rounds.json"
+    write = sweep_store._write
+
+    def full(p, data) -> None:
+        if p == path:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        write(p, data)
+
+    monkeypatch.setattr(sweep_store, "_write", full)
+    rounds = sweep_store._Rounds(path)
+    rounds.save(SweepProgress(1, [0.5], [0], [""], {}))
+    assert not path.exists() and "No space left" in caplog.text and "restarts" in caplog.text
+    sweep_store._write(path.with_name("x.json"), {"a": 1})  # other files still written
+    path.write_text("{not json")
+    assert rounds.load() is None and "starts from its first round" in caplog.text  # a torn file is not trusted
