@@ -3,15 +3,15 @@
 This is ``layerfuse reproduce`` (the paper's experiment families, Sec. 3.1-3.4, plus the TF-IDF baseline) and
 ``layerfuse quickstart`` (the same pipeline with fewer stages). Every stage is resumable on its own (the feature
 cache skips finished chunks, studies resume from their storage), so rerunning an interrupted pipeline redoes
-nothing that finished. Stage wall times are returned and written beside the report as ``stages.csv``.
+nothing that finished. Stage wall times, summed over the sittings of a resumed run (``benchmark.stage_times``), are
+returned and written into the report folder as ``stages.csv``.
 """
 
 from __future__ import annotations
 
-import csv
 import logging
-import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,6 +21,7 @@ from benchmark.core.config import BenchConfig, with_values
 from benchmark.core.keys import load_text_split
 from benchmark.core.models import resolve_model
 from benchmark.core.stores import check_storage_url, check_tracking
+from benchmark.stage_times import REPORT_STAGE, STAGES_FILE, Stage, StageJournal, write_stages
 from lightning_modules.folds import check_cv_folds
 from studies.trials.presets import PRESETS
 
@@ -30,22 +31,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-STAGES_FILE = "stages.csv"
-
-
-@dataclass(frozen=True)
-class Stage:
-    """One finished stage: what ran on which dataset, how long it took, and a one-line outcome."""
-
-    dataset: str
-    stage: str
-    seconds: float
-    outcome: str
-
 
 @dataclass
 class PipelineResult:
-    """Studies run (in order), stage timings, and the report written over all of them."""
+    """Studies run (in order), stage timings (over every sitting of the run), and the report over all of them."""
 
     studies: list[str] = field(default_factory=list)
     stages: list[Stage] = field(default_factory=list)
@@ -75,7 +64,7 @@ def run_pipeline(cfg: BenchConfig, on_stage: Callable[[Stage], None] | None = No
 
     Args:
         cfg: The base config; ``extract.dataset`` and ``study.preset`` are set per stage.
-        on_stage: Called after each stage (the CLI prints it).
+        on_stage: Called after each stage with this sitting's time in it (the CLI prints it).
 
     Raises:
         UserError: unknown dataset, model or preset (checked before any work starts), or any stage's own errors.
@@ -84,54 +73,57 @@ def run_pipeline(cfg: BenchConfig, on_stage: Callable[[Stage], None] | None = No
     from extractors.run import extract_all
     from studies.run.runner import run_study, study_name
 
-    for name in cfg.pipeline.presets:
-        PRESETS.get(name)  # an unknown preset fails now, not after hours of extraction
-    for model in cfg.extract.models:
-        resolve_model(model, cfg.paths.models_dir)
-    check_storage_url(cfg.study.storage)  # a bad store fails now too, not after the extraction
-    check_tracking(cfg.tracking)
-    for dataset in cfg.pipeline.datasets:  # folds a dataset's classes cannot fill fail now, not after its extraction
-        train = load_text_split(with_values(cfg, {"extract.dataset": dataset}), "train")
-        val_fraction = None if cfg.data.val_split else cfg.data.val_fraction
-        check_cv_folds(train.labels, cfg.data.cv_folds, cfg.data.cv_small_classes, train.label_names, val_fraction)
+    _check(cfg)
     result = PipelineResult()
+    out_dir = Path(cfg.report.out_dir) / cfg.pipeline.report_name
+    journal = StageJournal(out_dir.with_name(f"{out_dir.name}.{STAGES_FILE}"), _plan(cfg))
 
-    def done(dataset: str, stage: str, started: float, outcome: str) -> None:
-        result.stages.append(Stage(dataset, stage, time.perf_counter() - started, outcome))
-        log.info("%s %s: %s (%.0fs)", dataset, stage, outcome, result.stages[-1].seconds)
-        if on_stage is not None:
-            on_stage(result.stages[-1])
+    def stage(dataset: str, name: str) -> AbstractContextManager[list[str]]:
+        return journal.timed(dataset, name, on_stage)
 
     for dataset in cfg.pipeline.datasets:
         dcfg = with_values(cfg, {"extract.dataset": dataset})
-        started = time.perf_counter()
-        summaries = extract_all(dcfg, track=True)
-        new = [s for s in summaries if not s.cached]
-        done(dataset, "extract", started, f"{len(summaries) - len(new)} cached, {len(new)} extracted")
+        with stage(dataset, "extract") as outcome:
+            summaries = extract_all(dcfg, track=True)
+            new = [s for s in summaries if not s.cached]
+            outcome.append(f"{len(summaries) - len(new)} cached, {len(new)} extracted")
         for preset in cfg.pipeline.presets:
             reason = skip_reason(dcfg, preset)
             if reason:
                 log.info("%s %s: skipped (%s)", dataset, preset, reason)
                 continue
             scfg = with_values(dcfg, {"study.preset": preset})
-            started = time.perf_counter()
-            outcome = run_study(scfg)
-            result.outcomes.append(outcome)
-            result.studies.append(study_name(scfg))
-            done(dataset, preset, started, _outcome_line(outcome))
-    started = time.perf_counter()
-    out_dir = Path(cfg.report.out_dir) / cfg.pipeline.report_name
-    result.report = write_report(cfg, studies=result.studies, out_dir=out_dir, formats=cfg.report.formats, force=True)
-    done(",".join(cfg.pipeline.datasets), "report", started, f"{len(result.report.files)} files in {out_dir}")
+            with stage(dataset, preset) as outcome:
+                study = run_study(scfg)
+                result.outcomes.append(study)
+                result.studies.append(study_name(scfg))
+                outcome.append(_outcome_line(study))
+    with stage(",".join(cfg.pipeline.datasets), REPORT_STAGE) as outcome:
+        report = write_report(cfg, studies=result.studies, out_dir=out_dir, formats=cfg.report.formats, force=True)
+        result.report = report
+        outcome.append(f"{len(report.files)} files in {out_dir}")
+    result.stages = journal.stages
     write_stages(result.stages, out_dir / STAGES_FILE)
     # The report run holds it too; logged after the run closed, as the report stage's time includes the logging.
-    tracking.client(cfg.tracking).log_artifact(result.report.run_id, str(out_dir / STAGES_FILE))
+    tracking.client(cfg.tracking).log_artifact(report.run_id, str(out_dir / STAGES_FILE))
     return result
 
 
-def write_stages(stages: list[Stage], path: Path) -> None:
-    """Stage timings as CSV (dataset, stage, seconds, outcome)."""
-    with path.open("w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["dataset", "stage", "seconds", "outcome"])
-        writer.writerows([s.dataset, s.stage, f"{s.seconds:.1f}", s.outcome] for s in stages)
+def _check(cfg: BenchConfig) -> None:
+    """Refuse a bad preset, model, store or fold setting now, not after hours of extraction."""
+    for name in cfg.pipeline.presets:
+        PRESETS.get(name)
+    for model in cfg.extract.models:
+        resolve_model(model, cfg.paths.models_dir)
+    check_storage_url(cfg.study.storage)
+    check_tracking(cfg.tracking)
+    for dataset in cfg.pipeline.datasets:  # folds a dataset's classes cannot fill
+        train = load_text_split(with_values(cfg, {"extract.dataset": dataset}), "train")
+        val_fraction = None if cfg.data.val_split else cfg.data.val_fraction
+        check_cv_folds(train.labels, cfg.data.cv_folds, cfg.data.cv_small_classes, train.label_names, val_fraction)
+
+
+def _plan(cfg: BenchConfig) -> set[tuple[str, str]]:
+    """The (dataset, stage) pairs a run of ``cfg`` may time."""
+    stages = ("extract", *cfg.pipeline.presets)
+    return {(d, s) for d in cfg.pipeline.datasets for s in stages} | {(",".join(cfg.pipeline.datasets), REPORT_STAGE)}

@@ -341,9 +341,10 @@ def run_pipeline(args: argparse.Namespace, cfg: BenchConfig) -> int:
     )
     assert result.report is not None
     print(f"report: {result.report.out_dir}/report.html (also report.md, best_layers.csv, summary.json, stages.csv)")
-    print_answer(
-        result.report.summary.get("answer", []), f"{args.command} took {_duration(time.perf_counter() - start)}"
-    )
+    took = f"{args.command} took {_duration(time.perf_counter() - start)}"
+    if any(s.sittings > 1 for s in result.stages):  # a resumed run: what the whole run cost is the stages' sum
+        took += f" (this sitting; {_duration(sum(s.seconds for s in result.stages))} of stage time in all, stages.csv)"
+    print_answer(result.report.summary.get("answer", []), took)
     return 0
 
 

@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from benchmark.cli import main
 from benchmark.core import tracking
-from benchmark.pipeline import STAGES_FILE
+from benchmark.stage_times import STAGES_FILE
 from studies.trials.presets import PRESETS
 
 FAST = [
@@ -213,3 +213,38 @@ def test_reproduce_bad_input_fails_before_any_work(tmp_path, tiny_data, extra, m
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not (tmp_path / "cache").exists()
+
+
+def test_an_interrupted_reproduce_sums_each_stage_over_its_sittings(tmp_path, tiny_data, monkeypatch, capsys) -> None:
+    """Stopped in its layer sweep and rerun: stages.csv counts both sittings' time, not the last one's."""
+    from studies.run import runner
+
+    argv = _argv(tmp_path, tiny_data, "tfidf", "--set", "pipeline.presets=tfidf-baseline,layer-sweep")
+    run_study = runner.run_study
+
+    def stopped_in_the_sweep(cfg):  # type: ignore[no-untyped-def]
+        if cfg.study.preset == "layer-sweep":
+            raise KeyboardInterrupt
+        return run_study(cfg)
+
+    monkeypatch.setattr(runner, "run_study", stopped_in_the_sweep)
+    assert main(argv) == 130
+    journal = tmp_path / "reports" / f"reproduce.{STAGES_FILE}"
+    with journal.open() as fh:
+        first = {r["stage"]: r for r in csv.DictReader(fh)}
+    assert first["layer-sweep"]["outcome"] == "stopped (KeyboardInterrupt)" and "report" not in first
+    monkeypatch.setattr(runner, "run_study", run_study)
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert "(this sitting; " in capsys.readouterr().out  # and the stage time of the whole run
+    with (tmp_path / "reports" / "reproduce" / STAGES_FILE).open() as fh:
+        rows = {r["stage"]: r for r in csv.DictReader(fh)}
+    assert journal.read_text() == (tmp_path / "reports" / "reproduce" / STAGES_FILE).read_text()
+    assert [rows[s]["sittings"] for s in ("extract", "tfidf-baseline", "layer-sweep", "report")] == ["2", "2", "2", "1"]
+    for stage in ("extract", "tfidf-baseline"):
+        assert float(rows[stage]["seconds"]) >= float(first[stage]["seconds"])  # to 0.1 s
+    assert rows["layer-sweep"]["outcome"].startswith("layer-sweep-toy-tfidf: 1 complete")
+    capsys.readouterr()
+    assert main(argv) == 0  # a run that reported: the next one times itself afresh
+    with journal.open() as fh:
+        assert {r["sittings"] for r in csv.DictReader(fh)} == {"1"}

@@ -1,0 +1,125 @@
+"""A pipeline's stage wall times, summed over the sittings of one run (``stages.csv``).
+
+The default ``layerfuse reproduce`` is many hours on a CPU and is stopped and resumed; a stage's time is the sum over
+every sitting that worked on it, so the total says what the whole run cost, not what its last sitting did. The
+journal ``<report.out_dir>/<report name>.stages.csv`` is rewritten after every stage and when a sitting stops inside
+one (Ctrl-C, SIGTERM, an error); the report folder gets a copy at the end. A run that reached its report starts a
+fresh journal the next time. The time of a sitting killed outright (SIGKILL, power loss) in a stage is lost with it.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import time
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+STAGES_FILE = "stages.csv"
+FIELDS = ("dataset", "stage", "seconds", "sittings", "outcome")
+REPORT_STAGE = "report"
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage's wall seconds (summed over ``sittings``) and its latest one-line outcome."""
+
+    dataset: str
+    stage: str
+    seconds: float
+    outcome: str
+    sittings: int = 1
+
+
+def write_stages(stages: list[Stage], path: Path) -> None:
+    """Stage timings as CSV (``FIELDS``), replacing ``path`` whole."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with tmp.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(FIELDS)
+        writer.writerows([s.dataset, s.stage, f"{s.seconds:.1f}", s.sittings, s.outcome] for s in stages)
+    os.replace(tmp, path)
+
+
+def read_stages(path: Path) -> list[Stage]:
+    """The rows of a ``stages.csv`` (a file without ``sittings``, from before sittings were counted, has 1 each)."""
+    with path.open(newline="") as fh:
+        return [
+            Stage(r["dataset"], r["stage"], float(r["seconds"]), r["outcome"], int(r.get("sittings") or 1))
+            for r in csv.DictReader(fh)
+        ]
+
+
+class StageJournal:
+    """The stage times of one pipeline run, kept in ``path`` across sittings until the run reports."""
+
+    def __init__(self, path: Path, plan: Collection[tuple[str, str]]) -> None:
+        """Continue the journal at ``path`` unless its run reached its report; keep only the stages of ``plan``.
+
+        ``plan``: the (dataset, stage) pairs this run may have, so a journal left by a run of other datasets or
+        presets does not add its stages to this one.
+        """
+        self.path = path
+        self._stages: dict[tuple[str, str], Stage] = {}
+        if not path.is_file():
+            return
+        try:
+            earlier = read_stages(path)
+        except (OSError, ValueError, KeyError, csv.Error) as err:  # a record, not data: start it again
+            log.warning("ignoring the stage times in %s (%s): this sitting starts them afresh", path, err)
+            return
+        if any(s.stage == REPORT_STAGE for s in earlier):
+            return
+        self._stages = {(s.dataset, s.stage): s for s in earlier if (s.dataset, s.stage) in plan}
+        if self._stages:
+            total = sum(s.seconds for s in self._stages.values())
+            log.info(
+                "resuming a run whose earlier sittings took %.0fs in %d stage(s) (%s)", total, len(self._stages), path
+            )
+
+    @property
+    def stages(self) -> list[Stage]:
+        """Each stage with its seconds over every sitting so far, in the order they first ran."""
+        return list(self._stages.values())
+
+    def add(self, stage: Stage) -> Stage:
+        """Add one sitting's time in ``stage`` and write the journal; returns the stage's total so far."""
+        key = (stage.dataset, stage.stage)
+        before = self._stages.get(key)
+        total = (
+            stage
+            if before is None
+            else replace(stage, seconds=before.seconds + stage.seconds, sittings=before.sittings + 1)
+        )
+        self._stages[key] = total
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            write_stages(self.stages, self.path)
+        except OSError as err:  # a full disk costs the record of the times, not the run
+            log.warning("could not write the stage times to %s (%s)", self.path, err)
+        return total
+
+    @contextmanager
+    def timed(self, dataset: str, name: str, on_stage: Callable[[Stage], None] | None = None) -> Iterator[list[str]]:
+        """Time the ``with`` body as stage ``name`` of ``dataset``; the body appends its one-line outcome.
+
+        A body that ends by an exception (Ctrl-C, SIGTERM, an error) adds its time too, outcome ``stopped (...)``:
+        the sitting that resumes the stage adds to it. ``on_stage`` gets this sitting's time of a finished stage.
+        """
+        outcome: list[str] = []
+        started = time.perf_counter()
+        try:
+            yield outcome
+        except BaseException as err:
+            self.add(Stage(dataset, name, time.perf_counter() - started, f"stopped ({type(err).__name__})"))
+            raise
+        sitting = Stage(dataset, name, time.perf_counter() - started, outcome[0])
+        self.add(sitting)
+        log.info("%s %s: %s (%.0fs)", dataset, name, sitting.outcome, sitting.seconds)
+        if on_stage is not None:
+            on_stage(sitting)
