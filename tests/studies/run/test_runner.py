@@ -179,11 +179,13 @@ def test_sigkill_mid_trial_then_resume(study_env, tmp_path, kind) -> None:
         done = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
         if running and done:
             time.sleep(1)  # into the fit: its params are logged (a fit of 150 epochs lasts far longer)
-            killed_number = running[0].number
             proc.send_signal(signal.SIGKILL)
+            killed_number = -1
             break
     proc.wait(30)
     assert killed_number is not None, "the study never reached a second trial"
+    # The trial the kill stopped is the one left RUNNING (the one seen before the second of sleep may have ended).
+    (killed_number,) = [t.number for t in load(storage, "killme").trials if t.state.name == "RUNNING"]
     # Rerun at once, within the heartbeat grace period: the dead trial still looks RUNNING.
     subprocess.run(argv, check=True, timeout=600, stdout=subprocess.DEVNULL)
     study = load(storage, "killme")
