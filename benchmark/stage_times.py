@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 STAGES_FILE = "stages.csv"
 FIELDS = ("dataset", "stage", "seconds", "sittings", "outcome")
 REPORT_STAGE = "report"
+STOPPED = "stopped"  # the outcome of a stage a sitting left unfinished: "stopped (KeyboardInterrupt)"
 
 
 @dataclass(frozen=True)
@@ -73,8 +74,8 @@ class StageJournal:
         except (OSError, ValueError, KeyError, csv.Error) as err:  # a record, not data: start it again
             log.warning("ignoring the stage times in %s (%s): this sitting starts them afresh", path, err)
             return
-        if any(s.stage == REPORT_STAGE for s in earlier):
-            return
+        if any(s.stage == REPORT_STAGE and not s.outcome.startswith(STOPPED) for s in earlier):
+            return  # that run reported: this is a new one
         self._stages = {(s.dataset, s.stage): s for s in earlier if (s.dataset, s.stage) in plan}
         if self._stages:
             total = sum(s.seconds for s in self._stages.values())
@@ -116,7 +117,7 @@ class StageJournal:
         try:
             yield outcome
         except BaseException as err:
-            self.add(Stage(dataset, name, time.perf_counter() - started, f"stopped ({type(err).__name__})"))
+            self.add(Stage(dataset, name, time.perf_counter() - started, f"{STOPPED} ({type(err).__name__})"))
             raise
         sitting = Stage(dataset, name, time.perf_counter() - started, outcome[0])
         self.add(sitting)

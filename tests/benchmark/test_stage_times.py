@@ -33,6 +33,9 @@ def test_a_stage_stopped_and_resumed_sums_its_sittings_and_a_reported_run_starts
     assert got["layer-sweep"].seconds == pytest.approx(stopped_s + 100.0) and got["layer-sweep"].sittings == 2
     assert [s.stage for s in read_stages(path)] == ["extract", "layer-sweep"]  # written after every stage
 
+    with pytest.raises(OSError), second.timed("mr", "report"):
+        raise OSError("disk full")  # a report that failed does not end the run
+    assert StageJournal(path, PLAN).stages[-1].outcome == "stopped (OSError)"
     second.add(Stage("mr", "report", 5.0, "9 files"))
     assert StageJournal(path, PLAN).stages == []  # that run reported: the next one is a new run
 
