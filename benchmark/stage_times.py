@@ -10,13 +10,15 @@ fresh journal the next time. The time of a sitting killed outright (SIGKILL, pow
 from __future__ import annotations
 
 import csv
+import io
 import logging
-import os
 import time
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+
+from benchmark.core.cache import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +41,11 @@ class Stage:
 
 def write_stages(stages: list[Stage], path: Path) -> None:
     """Stage timings as CSV (``FIELDS``), replacing ``path`` whole."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with tmp.open("w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(FIELDS)
-        writer.writerows([s.dataset, s.stage, f"{s.seconds:.1f}", s.sittings, s.outcome] for s in stages)
-    os.replace(tmp, path)
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(FIELDS)
+    writer.writerows([s.dataset, s.stage, f"{s.seconds:.1f}", s.sittings, s.outcome] for s in stages)
+    atomic_write_bytes(path, text.getvalue().encode())
 
 
 def read_stages(path: Path) -> list[Stage]:

@@ -18,12 +18,11 @@ import fcntl
 import hashlib
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmark.core.cache import FeatureCache
+from benchmark.core.cache import FeatureCache, atomic_write_bytes
 from benchmark.core.config import BenchConfig
 from benchmark.core.faults import NO_WRITE
 from benchmark.core.study_data import ModelDirs
@@ -76,9 +75,7 @@ def _load(path: Path) -> UnitSweep:
 
 
 def _write(path: Path, data: object) -> None:
-    tmp = path.with_suffix(f".tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)  # readers see the whole file or none
+    atomic_write_bytes(path, json.dumps(data).encode())  # readers see the whole file or none
 
 
 def _progress_json(p: SweepProgress, fit_s: float) -> dict[str, object]:
