@@ -220,3 +220,55 @@ def test_an_interrupted_raced_sweep_resumes_after_its_last_finished_round(tmp_pa
                 assert (a.val_acc, a.test_acc) == (w.val_acc, w.test_acc) and np.array_equal(a.val_pred, w.val_pred)
                 assert a.val_loss == pytest.approx(w.val_loss, abs=LOSS_TOL)
     assert again.fit_s > 0
+
+
+def test_units_trained_fold_by_fold_equal_one_fit_and_the_judge_sees_each_round(tmp_path: Path) -> None:
+    from lightning_modules.datamodule import Selection
+    from lightning_modules.fit import FoldRace, fit_units
+    from lightning_modules.folds import units
+
+    d = _planted(tmp_path, n_train=300, n_test=100)
+    cfg = _cfg(**{"data.cv_folds": 4, "train.max_epochs": 8})
+    sel = [Selection.of("planted", "3", d)]
+    unit_list = units(4, 2)
+    whole = fit_units(cfg, sel, unit_list)
+    seen: list[int] = []
+    raced = fit_units(cfg, sel, unit_list, race=FoldRace(2, lambda results: seen.append(len(results))))
+    assert seen == [4, 6]  # after the burn-in's 2 folds x 2 seeds, then after fold 2; never after the last fold
+    for w, r in zip(whole, raced, strict=True):  # each unit trains as in the one fit (a concat head: no trunk GEMMs)
+        assert (r.val_acc, r.test_acc, r.best_epoch, r.epochs) == (w.val_acc, w.test_acc, w.best_epoch, w.epochs)
+        assert r.val_loss == pytest.approx(w.val_loss, abs=LOSS_TOL)
+        assert np.array_equal(r.val_pred, w.val_pred) and np.array_equal(r.val_rows, w.val_rows)
+
+    class Stop(Exception):
+        pass
+
+    def stop(results: list[Any]) -> None:
+        seen.append(len(results))
+        raise Stop
+
+    seen.clear()
+    with pytest.raises(Stop):
+        fit_units(cfg, sel, unit_list, race=FoldRace(1, stop))
+    assert seen == [2]  # stopped after fold 0: folds 1-3 never trained
+
+
+def test_race_gap_pairs_the_leaders_first_units_with_the_trials_and_needs_the_same_rows() -> None:
+    from studies.choice.row_se import ValRows, calibrated_se
+    from studies.trials.racing import first_units, race_gap
+
+    rng = np.random.default_rng(1)
+    rows = np.concatenate([np.arange(100), np.arange(100), np.arange(100, 200), np.arange(100, 200)])  # 2 folds x 2
+    label = rng.integers(0, 2, 400)
+    sizes = np.array([100, 100, 100, 100])
+    good = np.where(rng.random(400) < 0.9, label, 1 - label)
+    bad = np.where(rng.random(400) < 0.6, label, 1 - label)
+    leader = ValRows(rows, good, label, sizes, 0.25)
+    mine = ValRows(rows[:200], bad[:200], label[:200], sizes[:2], 0.25)  # fold 0 only, 2 seeds
+    gap, se = race_gap(mine, leader) or (0.0, 0.0)
+    lead0 = first_units(leader, 2)
+    assert gap == pytest.approx(np.mean(good[:200] == label[:200]) - np.mean(bad[:200] == label[:200]))
+    assert se == pytest.approx(calibrated_se(lead0, mine)) and gap > 2 * se > 0
+    assert race_gap(ValRows(rows[:200], good[:200], label[:200], sizes[:2], 0.25), leader) == (0.0, 0.0)
+    other = ValRows(rows[200:], bad[200:], label[200:], sizes[:2], 0.25)  # fold 1's rows: nothing to pair
+    assert race_gap(other, leader) is None

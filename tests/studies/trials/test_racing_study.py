@@ -97,3 +97,41 @@ def test_a_report_of_a_raced_sweep_shows_the_probe_and_leaves_stopped_layers_out
     (row,) = report.summary["best_layers"]
     assert row["best_layer"] not in stopped and not set(str(row["tied_layers"]).split(",")) & {str(x) for x in stopped}
     assert (report.out_dir / "acc_by_layer_tiny-llama-right.png").stat().st_size > 10_000
+
+
+def test_fusion_cells_race_the_best_cell_of_their_pair_and_a_dropped_cell_is_pruned_not_failed(
+    study_env, tmp_path: Path
+) -> None:
+    # race_z=0: a cell behind its pair's leader after the first fold stops there, whatever the margin.
+    raced = {"data.cv_folds": 3, "study.seeds": 2, "study.race_z": 0.0, "study.fusions": ("concat", "sum", "hadamard")}
+    models = (study_env["a"], study_env["b"], study_env["l"])
+    cfg = study_cfg(study_env, tmp_path / "on", "fusion-methods", models, **raced)
+    run_study(cfg)
+    study, _ = assert_runs_match_trials(cfg, study_name(cfg))
+    mlc = MlflowClient(cfg.tracking.uri)
+    dropped = [t for t in study.trials if t.state.name == "PRUNED"]
+    assert dropped and len(dropped) < len(study.trials)
+    for t in study.trials:
+        run = mlc.get_run(t.user_attrs["mlflow_run_id"])
+        assert run.info.status == "FINISHED"  # an outcome, not a failure
+        logged = {k for k in run.data.metrics if k.startswith(f"{tracking.VAL_ACC}.unit")}
+        if t.state.name == "COMPLETE":
+            assert logged == {f"{tracking.VAL_ACC}.unit{u}" for u in range(6)}
+            assert tracking.RACE_UNITS_TRAINED not in run.data.metrics
+            continue
+        reason = run.data.tags[tracking.TAG_PRUNE_REASON]
+        assert reason == t.user_attrs["prune_reason"] and reason.startswith("race: after 2 units, ")
+        assert run.data.metrics[tracking.RACE_UNITS_TRAINED] == 2.0
+        assert logged == {f"{tracking.VAL_ACC}.unit{u}" for u in range(2)}  # fold 0 only
+        leader = study.trials[int(reason.split("behind trial ")[1].split(" ")[0])]
+        assert leader.state.name == "COMPLETE" and leader.params["pair"] == t.params["pair"]
+        assert leader.number < t.number  # the race compares with a cell finished before it (one worker)
+    for pair in {t.params["pair"] for t in study.trials}:  # every pair keeps a complete cell: its first is a leader
+        assert any(t.state.name == "COMPLETE" for t in study.trials if t.params["pair"] == pair)
+    off = study_cfg(study_env, tmp_path / "off", "fusion-methods", models, **raced, **{"study.race": False})
+    run_study(off)
+    plain, _ = assert_runs_match_trials(off, study_name(off))
+    assert all(t.state.name == "COMPLETE" for t in plain.trials)
+    for t in (t for t in study.trials if t.state.name == "COMPLETE"):  # a cell the race kept: the unraced cell's
+        (same,) = (p for p in plain.trials if p.params == t.params)
+        assert t.value == pytest.approx(same.value, abs=0.02)  # vmapped trunks round by stack size (Intel: a row)
