@@ -89,10 +89,6 @@ class UnitsClassifier(L.LightningModule):
         validate: Score validation every epoch (early stopping, best epoch); False for a refit on all rows.
         report: Called with the first head's ``val/acc`` after each epoch while it trains (Optuna pruning).
         unit_curves: Also log each head's curve (for a few units; a sweep's hundreds of heads log none).
-        unit_ids: The index each head's curve is logged under (default its plan position): a configuration
-            trained in rounds of folds (``fit.FoldRace``) names each unit by its index among all its units.
-        mean_curves: Log the mean curves over the heads (False: a later round's, whose units' mean is not the
-            configuration's).
     """
 
     def __init__(
@@ -102,12 +98,8 @@ class UnitsClassifier(L.LightningModule):
         validate: bool,
         report: Report | None = None,
         unit_curves: bool = True,
-        unit_ids: Sequence[int] | None = None,
-        mean_curves: bool = True,
     ) -> None:
         super().__init__()
-        self.unit_ids = list(unit_ids) if unit_ids is not None else list(range(len(plan.heads)))
-        self.mean_curves = mean_curves
         self.automatic_optimization = False
         self.plan, self.train_cfg, self.validate, self.report, self.unit_curves = (
             plan,
@@ -164,12 +156,11 @@ class UnitsClassifier(L.LightningModule):
         metrics: dict[str, float] = {}
         for name in CURVES:
             values = {u: c[name][epoch] for u, c in enumerate(self.curves()) if name in c and len(c[name]) > epoch}
-            if values and self.mean_curves:
+            if values:
                 metrics[name] = statistics.fmean(values.values())
-            if values and self.unit_curves:
-                metrics |= {unit_curve(name, self.unit_ids[u]): v for u, v in values.items()}
-        if metrics:
-            self.logger.log_metrics(metrics, step=epoch)
+                if self.unit_curves:
+                    metrics |= {unit_curve(name, u): v for u, v in values.items()}
+        self.logger.log_metrics(metrics, step=epoch)
 
     def curves(self) -> list[dict[str, list[float]]]:
         """Each head's curves, in plan order."""

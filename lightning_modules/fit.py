@@ -102,34 +102,14 @@ def _trained(
     return train_units(cfg, module, logger)
 
 
-@dataclass(frozen=True)
-class FoldRace:
-    """How ``fit_units`` trains a configuration's units in rounds of folds, judged between rounds.
-
-    Attributes:
-        burn_in: Folds of the first round (then one fold per round).
-        judge: Called after each round but the last with the results of the units trained so far (index order);
-            raises to stop the configuration (``studies.trials.racing.cell_race``: an ``optuna.TrialPruned``).
-    """
-
-    burn_in: int
-    judge: Callable[[list[FitResult]], None]
-
-
-def fit_units(  # noqa: PLR0913 - the configuration, its units and the three optional hooks
+def fit_units(
     cfg: BenchConfig,
     selections: Sequence[Selection],
     unit_list: Sequence[Unit],
     report: Report | None = None,
     logger: Logger | None = None,
-    race: FoldRace | None = None,
 ) -> list[FitResult]:
-    """Train and score ``selections`` on every unit; one ``FitResult`` per unit, in the order given.
-
-    Without a ``race`` every unit trains at once. With one, the units train in rounds of folds (``race.burn_in``
-    folds, then one at a time) and ``race.judge`` may stop the configuration between rounds; each unit trains as it
-    would have in one fit (its own initial weights, batches and early stopping). A raced fit's mean learning
-    curves are its first round's units'; every unit's own curve is logged (``.unit<u>``, u its index here).
+    """Train and score ``selections`` on every unit at once; one ``FitResult`` per unit, in the order given.
 
     Args:
         cfg: ``train`` and ``data`` settings; unit ``(fold, seed)`` trains with seed ``train.seed + seed``.
@@ -137,49 +117,23 @@ def fit_units(  # noqa: PLR0913 - the configuration, its units and the three opt
         unit_list: The units (``lightning_modules.folds.units``).
         report: Receives ``(epoch, val/acc)`` of the first unit after each epoch (a pruning hook; may raise).
         logger: Where learning curves go (``engine.run_logger``), or None.
-        race: Rounds of folds and their judge, or None.
 
     Raises:
         CacheError: missing or mismatching caches. FusionConfigError / UnknownNameError: bad fusion.
     """
     with torch_threads(cfg.train.threads):
         dms = _fold_dms(selections, cfg, [u.fold for u in unit_list])
-        folds = list(dms)
-        if race is None:
-            return _fit_round(cfg, selections, dms, unit_list, range(len(unit_list)), report, logger, True)
-        rounds = [folds[: race.burn_in], *([f] for f in folds[race.burn_in :])]
-        results: list[FitResult] = []
-        for r, round_folds in enumerate(rnd for rnd in rounds if rnd):
-            ids = [u for u, unit in enumerate(unit_list) if unit.fold in round_folds]
-            results += _fit_round(cfg, selections, dms, unit_list, ids, report if r == 0 else None, logger, r == 0)
-            if round_folds[-1] != folds[-1]:
-                race.judge(results)
-        return results
-
-
-def _fit_round(  # noqa: PLR0913 - one batched fit of some of a configuration's units
-    cfg: BenchConfig,
-    selections: Sequence[Selection],
-    dms: dict[int, CachedFeatureDataModule],
-    unit_list: Sequence[Unit],
-    ids: Sequence[int],
-    report: Report | None,
-    logger: Logger | None,
-    mean_curves: bool,
-) -> list[FitResult]:
-    """Units ``ids`` of ``unit_list`` trained as one batched model; their results in that order."""
-    dm0 = dms[unit_list[ids[0]].fold]
-    seeds = [cfg.train.seed + unit_list[u].seed for u in ids]
-    k = tuple(range(len(selections)))
-    plan = UnitsPlan(
-        [dms[unit_list[u].fold] for u in ids],
-        seeds,
-        [Head(i, k) for i in range(len(ids))],
-        [build_net(dm0.input_dims, dm0.num_classes, cfg.train, s) for s in seeds],
-    )
-    module = UnitsClassifier(plan, cfg.train, True, report, unit_curves=True, unit_ids=ids, mean_curves=mean_curves)
-    module, fit_s = train_units(cfg, module, logger)
-    return [_unit_result(module, plan, i, fit_s / len(ids)) for i in range(len(ids))]
+        dm0 = dms[unit_list[0].fold]
+        seeds = [cfg.train.seed + u.seed for u in unit_list]
+        k = tuple(range(len(selections)))
+        plan = UnitsPlan(
+            [dms[u.fold] for u in unit_list],
+            seeds,
+            [Head(i, k) for i in range(len(unit_list))],
+            [build_net(dm0.input_dims, dm0.num_classes, cfg.train, s) for s in seeds],
+        )
+        module, fit_s = _trained(cfg, plan, True, report, logger, True)
+        return [_unit_result(module, plan, i, fit_s / len(unit_list)) for i in range(len(unit_list))]
 
 
 def _stack_of(module: UnitsClassifier, head: int) -> tuple[UnitStack, int]:

@@ -289,14 +289,13 @@ class StudyConfig:
     race: bool = field(
         default=True,
         metadata=_help(
-            "layer sweeps: a ridge probe drops clearly worse layers before training, and the rest race fold by fold; "
-            "study trials race fold by fold against the best finished trial of their group (false: everything trains "
-            "on every unit)"
+            "layer sweeps: a ridge probe drops clearly worse layers before training, and the rest race fold by fold "
+            "(false: every layer trains on every unit)"
         ),
     )
-    race_burn_in: int = field(default=1, metadata=_help("folds every layer or trial trains before the race drops any"))
+    race_burn_in: int = field(default=1, metadata=_help("folds every surviving layer trains before the race drops any"))
     race_z: float = field(
-        default=2.0, metadata=_help("the race drops a layer or trial this many calibrated SEs behind the leader")
+        default=2.0, metadata=_help("the race drops a layer this many calibrated SEs behind the leader")
     )
     probe_z: float = field(
         default=3.0, metadata=_help("the probe drops a layer this many paired SEs (plus probe_margin) below its best")

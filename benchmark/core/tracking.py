@@ -126,7 +126,6 @@ SWEEP_ROWS_ARTIFACT = "cv/sweep_val_pred.npz"  # a layer sweep's: one prediction
 SWEEP_PROBE_ACC, SWEEP_UNITS_TRAINED = "sweep/probe_acc", "sweep/units_trained"
 PERF_HEAD_EPOCHS = "perf/head_epochs"
 PROBE_VAL_ACC = "probe/val_acc"  # a last-k trial's candidate: the ridge probe's out-of-fold accuracy
-RACE_UNITS_TRAINED = "race/units_trained"  # a trial the race stopped between folds: the units it had trained
 SCREEN_ARTIFACT = "cv/screen.json"  # a raced sweep's per-layer outcome: probe accuracy, units trained, why it stopped
 SHIFT_ARTIFACT = "shift.json"  # parent run: does validation stand for test (studies.choice.shift)
 SHIFT_AUC = "shift/auc"

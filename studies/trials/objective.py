@@ -37,7 +37,7 @@ from studies.choice.val_record import sweep_records, trial_records
 from studies.trials.baseline import fit_baseline_units
 from studies.trials.best_layers import unit_matrix
 from studies.trials.presets import LAST_K, Preset, StudyContext, TrialPlan
-from studies.trials.racing import UNITS_TRAINED, cell_race, log_screen, probe_verdict
+from studies.trials.racing import log_screen, probe_verdict
 from studies.trials.sweep_store import unit_sweep
 
 if TYPE_CHECKING:
@@ -168,8 +168,6 @@ class Objective:
 
     def _pruned(self, trial: optuna.Trial, run_id: str, reason: str) -> None:
         """Close a pruned trial's run (its learning curves were logged while it trained)."""
-        if (trained := trial.user_attrs.get(UNITS_TRAINED)) is not None:  # stopped by the race between folds
-            tracking.log_run_data(self.runs.mlc, run_id, metrics={tracking.RACE_UNITS_TRAINED: float(trained)})
         finish_run(self.runs, run_id, "PRUNED", reason)
 
     def _run(self, trial: optuna.Trial, run_id: str) -> float:
@@ -206,10 +204,9 @@ class Objective:
             )
             results, extract_ms = [f.result for f in fits], fits[-1].extract_ms_per_sample
         else:
-            race = cell_race(cfg, trial, mlc, self.data.dirs[plan.models[0]], self.preset.prune_within)
-            with cuda_peak() as peak:  # the units (fold x seed) in one batched model, or fold by fold when raced
+            with cuda_peak() as peak:  # every unit (fold x seed) in one batched model
                 unit_list = units(cfg.data.cv_folds, self.cfg.study.seeds)
-                results = fit_units(cfg, selections, unit_list, self._pruning(trial), run_logger(cfg, run_id), race)
+                results = fit_units(cfg, selections, unit_list, self._pruning(trial), run_logger(cfg, run_id))
             peaks.append(peak)
         extra = {tracking.PERF_EXTRACT_MS_PER_SAMPLE: extract_ms, **max_peak(peaks)}
         extra |= trial_records(mlc, run_id, cfg, self.data, plan.layers, results, extract_ms)

@@ -79,9 +79,8 @@ class Preset:
         needs_best_layers: Whether plans read ``StudyContext.best_layers``.
         min_models: Fewest models the preset can use.
         needs_features: Whether trials read cached features (False: the lexical baseline reads the texts).
-        prune_within: Params whose values group trials for the median pruner (``studies.run.pruning``) and the race
-            (``studies.trials.racing.cell_race``): a grid cell is compared only with cells of its own pair or model,
-            so a weak pair still finishes its best fusions.
+        prune_within: Params whose values group trials for the median pruner (``studies.run.pruning``): a grid cell is
+            compared only with cells of its own pair or model, so a weak pair still finishes its best fusions.
         space: The ``study`` settings its search space reads (``fusions``, ``max_k``): only these enter its
             fingerprint, so a baseline or layer sweep resumes whatever fusions the next preset searches.
         space_version: Raised when the search space's parameters change (names, choices), so that a study

@@ -19,13 +19,6 @@ below the best, not ones it would tie with it (docs/results.md measures this aga
 The deepest layer of a sweep always trains on every fold: reports compare the chosen layer with it. A candidate
 dropped by either rule keeps its probe score and the reason (``LayerScore.screened``) and is never chosen or tied
 (``studies.choice.selection``: a candidate with unscored units is out).
-
-Study trials race too (``cell_race``: last-k cells, fusion cells, model subsets, search trials): a trial trains its
-units fold by fold and, after the burn-in, is stopped when it is behind the best complete trial of its group
-(``Preset.prune_within``: its pair, its model; the whole study without one) by more than ``study.race_z``
-calibrated SEs over the folds both have, the same rule as the layers' race. The leader is the best trial finished
-so far, so the first trial of a group trains every fold. A trial stopped this way is PRUNED with the reason
-(``race: ...``), not failed, and is never chosen or tied (only complete trials are).
 """
 
 from __future__ import annotations
@@ -43,11 +36,11 @@ from benchmark.core import tracking
 from benchmark.core.config import BenchConfig
 from benchmark.core.study_data import ModelDirs
 from lightning_modules.datamodule import Selection
-from lightning_modules.fit import FoldRace, Screen, probe_selections
+from lightning_modules.fit import Screen, probe_selections
 from lightning_modules.layers import AGGREGATIONS
-from lightning_modules.scores import FitResult, LayerScore
-from studies.choice.row_se import ValRows, calibrated_se, paired
-from studies.choice.val_record import client_blob, read_rows, unit_val_rows
+from lightning_modules.scores import LayerScore
+from studies.choice.row_se import calibrated_se
+from studies.choice.val_record import unit_val_rows
 from studies.trials.presets import StudyContext, TrialPlan
 
 if TYPE_CHECKING:
@@ -56,7 +49,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PROBE_KEPT, PROBE_SCORES = "probe_kept", "probe_scores"  # a last-k study's user attributes
-UNITS_TRAINED = "units_trained"  # a trial's user attribute: units it trained before the race stopped it
 
 
 def probe_keep(correct: np.ndarray, z: float, margin: float, protect: Collection[int]) -> list[int]:
@@ -187,71 +179,3 @@ def probe_verdict(trial: optuna.Trial, plan: TrialPlan) -> tuple[float, str] | N
     if spec in kept[model]:
         return acc, ""
     return acc, f"probe: {spec} of {model} is clearly below the probe's best (its probe val acc {acc:.4f})"
-
-
-def first_units(rows: ValRows, n: int) -> ValRows:
-    """``rows`` of its first ``n`` units only (units are concatenated in index order)."""
-    end = int(rows.sizes[:n].sum())
-    return ValRows(rows.rows[:end], rows.pred[:end], rows.label[:end], rows.sizes[:n], rows.ratio)
-
-
-def race_gap(mine: ValRows, leader: ValRows) -> tuple[float, float] | None:
-    """How far ``mine`` trails ``leader`` in mean validation accuracy over the units ``mine`` has, and its SE.
-
-    None when the two were not validated on the same rows (nothing to pair: no race).
-    """
-    lead = first_units(leader, int(mine.sizes.size))
-    if lead.sizes.size != mine.sizes.size or not paired(lead, mine):
-        return None
-    return float(np.nanmean(lead.unit_acc()) - np.nanmean(mine.unit_acc())), calibrated_se(lead, mine)
-
-
-def _leader(study: optuna.Study, keys: Sequence[str], group: tuple[object, ...]) -> optuna.trial.FrozenTrial | None:
-    """The best complete trial of ``group`` (the lowest number among equals), or None."""
-    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    same = [t for t in done if tuple(t.params.get(k) for k in keys) == group and t.value is not None]
-    return max(same, key=lambda t: (t.value, -t.number), default=None)
-
-
-def cell_race(
-    cfg: BenchConfig, trial: optuna.Trial, mlc: MlflowClient, d: ModelDirs, within: Sequence[str]
-) -> FoldRace | None:
-    """The race of a study trial against the best complete trial of its group (see the module docstring).
-
-    Args:
-        cfg: ``study.race``, ``study.race_burn_in``, ``study.race_z`` and ``data.cv_folds``.
-        trial: The trial training.
-        mlc: Where the leader's validation predictions are read (``tracking.ROWS_ARTIFACT``).
-        d: The caches whose labels the trial's validation rows index (its first model's).
-        within: The params that form a group (``Preset.prune_within``).
-
-    Returns:
-        None with ``study.race=false`` or fewer than two folds (one round: nothing to decide between rounds).
-    """
-    study = cfg.study
-    if not study.race or cfg.data.cv_folds < 2:
-        return None
-    group = tuple(trial.params.get(k) for k in within)
-    leaders: dict[str, ValRows | None] = {}
-
-    def judge(results: list[FitResult]) -> None:
-        leader = _leader(trial.study, within, group)
-        mine = unit_val_rows(d, results)
-        if leader is None or mine is None:
-            return
-        run_id = str(leader.user_attrs.get("mlflow_run_id", ""))
-        if run_id not in leaders:
-            leaders[run_id] = read_rows(client_blob(mlc, run_id, tracking.ROWS_ARTIFACT)) if run_id else None
-        rows = leaders[run_id]
-        gap = None if rows is None else race_gap(mine, rows)
-        if gap is None or gap[0] <= study.race_z * gap[1]:
-            return
-        reason = (
-            f"race: after {len(results)} units, {gap[0]:.4f} behind trial {leader.number} "
-            f"({gap[0] / gap[1]:.1f} calibrated SEs > study.race_z={study.race_z})"
-        )
-        trial.set_user_attr(UNITS_TRAINED, len(results))
-        trial.set_user_attr("prune_reason", reason)
-        raise optuna.TrialPruned(reason)
-
-    return FoldRace(study.race_burn_in, judge)
