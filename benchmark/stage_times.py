@@ -4,7 +4,9 @@ The default ``layerfuse reproduce`` is many hours on a CPU and is stopped and re
 every sitting that worked on it, so the total says what the whole run cost, not what its last sitting did. The
 journal ``<report.out_dir>/<report name>.stages.csv`` is rewritten after every stage and when a sitting stops inside
 one (Ctrl-C, SIGTERM, an error); the report folder gets a copy at the end. A run that reached its report starts a
-fresh journal the next time. The time of a sitting killed outright (SIGKILL, power loss) in a stage is lost with it.
+fresh journal the next time. While a stage runs, the journal is also rewritten every ``HEARTBEAT_S`` seconds with
+the stage's time so far (outcome ``running (...)``), so a sitting killed outright (SIGKILL, a machine that goes
+away) loses at most that much of its time: the sitting that resumes counts the row as that sitting's.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import threading
 import time
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
@@ -26,6 +29,8 @@ STAGES_FILE = "stages.csv"
 FIELDS = ("dataset", "stage", "seconds", "sittings", "outcome")
 REPORT_STAGE = "report"
 STOPPED = "stopped"  # the outcome of a stage a sitting left unfinished: "stopped (KeyboardInterrupt)"
+RUNNING = "running"  # a stage's outcome while it runs, and after a sitting killed in it: "running (sitting 2, ...)"
+HEARTBEAT_S = 60.0  # how often a running stage's time is written (the most a killed sitting loses)
 
 
 @dataclass(frozen=True)
@@ -75,7 +80,7 @@ class StageJournal:
         except (OSError, ValueError, KeyError, csv.Error) as err:  # a record, not data: start it again
             log.warning("ignoring the stage times in %s (%s): this sitting starts them afresh", path, err)
             return
-        if any(s.stage == REPORT_STAGE and not s.outcome.startswith(STOPPED) for s in earlier):
+        if any(s.stage == REPORT_STAGE and not s.outcome.startswith((STOPPED, RUNNING)) for s in earlier):
             return  # that run reported: this is a new one
         self._stages = {(s.dataset, s.stage): s for s in earlier if (s.dataset, s.stage) in plan}
         if self._stages:
@@ -91,20 +96,33 @@ class StageJournal:
 
     def add(self, stage: Stage) -> Stage:
         """Add one sitting's time in ``stage`` and write the journal; returns the stage's total so far."""
-        key = (stage.dataset, stage.stage)
-        before = self._stages.get(key)
-        total = (
-            stage
-            if before is None
-            else replace(stage, seconds=before.seconds + stage.seconds, sittings=before.sittings + 1)
-        )
-        self._stages[key] = total
+        total = self._with(stage)
+        self._stages[(stage.dataset, stage.stage)] = total
+        self._write(self.stages)
+        return total
+
+    def _with(self, stage: Stage) -> Stage:
+        """``stage``'s total with this sitting's time added to the earlier sittings'."""
+        before = self._stages.get((stage.dataset, stage.stage))
+        if before is None:
+            return stage
+        return replace(stage, seconds=before.seconds + stage.seconds, sittings=before.sittings + 1)
+
+    def _write(self, stages: list[Stage]) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            write_stages(self.stages, self.path)
+            write_stages(stages, self.path)
         except OSError as err:  # a full disk costs the record of the times, not the run
             log.warning("could not write the stage times to %s (%s)", self.path, err)
-        return total
+
+    def _heartbeat(self, dataset: str, name: str, started: float, stop: threading.Event) -> None:
+        """Until ``stop``, rewrite the journal every ``HEARTBEAT_S`` with the running stage's time so far."""
+        since = time.strftime("%Y-%m-%d %H:%M:%S")
+        while not stop.wait(HEARTBEAT_S):
+            now = self._with(Stage(dataset, name, time.perf_counter() - started, f"{RUNNING} (since {since})"))
+            rows = {(s.dataset, s.stage): s for s in self.stages}
+            rows[dataset, name] = now  # in place when resumed, else last
+            self._write(list(rows.values()))
 
     @contextmanager
     def timed(self, dataset: str, name: str, on_stage: Callable[[Stage], None] | None = None) -> Iterator[list[str]]:
@@ -112,14 +130,22 @@ class StageJournal:
 
         A body that ends by an exception (Ctrl-C, SIGTERM, an error) adds its time too, outcome ``stopped (...)``:
         the sitting that resumes the stage adds to it. ``on_stage`` gets this sitting's time of a finished stage.
+        While the body runs, its time so far is written every ``HEARTBEAT_S`` seconds (see the module docstring).
         """
         outcome: list[str] = []
         started = time.perf_counter()
+        stop = threading.Event()
+        beat = threading.Thread(target=self._heartbeat, args=(dataset, name, started, stop), daemon=True)
+        beat.start()
         try:
             yield outcome
         except BaseException as err:
+            stop.set()
+            beat.join()
             self.add(Stage(dataset, name, time.perf_counter() - started, f"{STOPPED} ({type(err).__name__})"))
             raise
+        stop.set()
+        beat.join()
         sitting = Stage(dataset, name, time.perf_counter() - started, outcome[0])
         self.add(sitting)
         log.info("%s %s: %s (%.0fs)", dataset, name, sitting.outcome, sitting.seconds)

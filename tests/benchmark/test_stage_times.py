@@ -48,3 +48,47 @@ def test_a_journal_of_other_stages_or_unreadable_does_not_count(tmp_path: Path, 
     assert StageJournal(path, PLAN).stages == [Stage("mr", "extract", 7.5, "y", 1)]
     path.write_text("dataset,stage,seconds\nmr,extract,abc\n")
     assert StageJournal(path, PLAN).stages == [] and "starts them afresh" in caplog.text
+
+
+KILLED_SITTING = """
+import sys, time
+from pathlib import Path
+from benchmark import stage_times
+stage_times.HEARTBEAT_S = 0.2
+journal = stage_times.StageJournal(Path(sys.argv[1]), {("mr", "extract"), ("mr", "layer-sweep"), ("mr", "report")})
+with journal.timed("mr", "layer-sweep"):
+    print("started", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_a_sitting_killed_outright_keeps_its_time_up_to_the_last_heartbeat(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path = tmp_path / "reproduce.stages.csv"
+    write_stages([Stage("mr", "extract", 10.0, "0 cached, 2 extracted")], path)
+    spawned = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_SITTING, str(path)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline() == "started\n"
+    ready = time.monotonic()
+    time.sleep(1.5)
+    killed = time.monotonic()
+    proc.send_signal(signal.SIGKILL)  # no handler runs: only the heartbeat's rows are left
+    proc.wait()
+    (extract, sweep) = read_stages(path)
+    assert extract == Stage("mr", "extract", 10.0, "0 cached, 2 extracted")
+    assert sweep.outcome.startswith("running (since ") and sweep.sittings == 1
+    # It ran from before "started" until the kill, and lost at most one heartbeat (0.2 s; 0.3 s slack for a busy CI).
+    assert killed - ready - 0.5 <= sweep.seconds <= killed - spawned
+
+    resumed = StageJournal(path, PLAN)  # the killed sitting counts as one
+    resumed.add(Stage("mr", "layer-sweep", 30.0, "layer-sweep-mr: 4 complete"))
+    assert read_stages(path)[1] == Stage(
+        "mr", "layer-sweep", pytest.approx(sweep.seconds + 30.0), "layer-sweep-mr: 4 complete", 2
+    )
+
+    write_stages([Stage("mr", "report", 3.0, "running (since 2026-01-01 00:00:00)")], path)
+    assert StageJournal(path, PLAN).stages  # a report killed while it ran did not end the run
