@@ -29,7 +29,7 @@ STAGES_FILE = "stages.csv"
 FIELDS = ("dataset", "stage", "seconds", "sittings", "outcome")
 REPORT_STAGE = "report"
 STOPPED = "stopped"  # the outcome of a stage a sitting left unfinished: "stopped (KeyboardInterrupt)"
-RUNNING = "running"  # a stage's outcome while it runs, and after a sitting killed in it: "running (sitting 2, ...)"
+RUNNING = "running"  # a stage's outcome while it runs, and after a sitting killed in it: "running (since ... UTC)"
 HEARTBEAT_S = 60.0  # how often a running stage's time is written (the most a killed sitting loses)
 
 
@@ -117,7 +117,7 @@ class StageJournal:
 
     def _heartbeat(self, dataset: str, name: str, started: float, stop: threading.Event) -> None:
         """Until ``stop``, rewrite the journal every ``HEARTBEAT_S`` with the running stage's time so far."""
-        since = time.strftime("%Y-%m-%d %H:%M:%S")
+        since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
         while not stop.wait(HEARTBEAT_S):
             now = self._with(Stage(dataset, name, time.perf_counter() - started, f"{RUNNING} (since {since})"))
             rows = {(s.dataset, s.stage): s for s in self.stages}
