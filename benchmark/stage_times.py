@@ -108,21 +108,26 @@ class StageJournal:
             return stage
         return replace(stage, seconds=before.seconds + stage.seconds, sittings=before.sittings + 1)
 
-    def _write(self, stages: list[Stage]) -> None:
+    def _write(self, stages: list[Stage], warn: bool = True) -> bool:
+        """Write the journal; False (with a warning when ``warn``) when it could not be written."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             write_stages(stages, self.path)
         except OSError as err:  # a full disk costs the record of the times, not the run
-            log.warning("could not write the stage times to %s (%s)", self.path, err)
+            if warn:
+                log.warning("could not write the stage times to %s (%s)", self.path, err)
+            return False
+        return True
 
     def _heartbeat(self, dataset: str, name: str, started: float, stop: threading.Event) -> None:
         """Until ``stop``, rewrite the journal every ``HEARTBEAT_S`` with the running stage's time so far."""
         since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+        warned = False  # a full disk is said once per stage, not every heartbeat
         while not stop.wait(HEARTBEAT_S):
             now = self._with(Stage(dataset, name, time.perf_counter() - started, f"{RUNNING} (since {since})"))
             rows = {(s.dataset, s.stage): s for s in self.stages}
             rows[dataset, name] = now  # in place when resumed, else last
-            self._write(list(rows.values()))
+            warned |= not self._write(list(rows.values()), warn=not warned)
 
     @contextmanager
     def timed(self, dataset: str, name: str, on_stage: Callable[[Stage], None] | None = None) -> Iterator[list[str]]:

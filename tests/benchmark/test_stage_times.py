@@ -92,3 +92,26 @@ def test_a_sitting_killed_outright_keeps_its_time_up_to_the_last_heartbeat(tmp_p
 
     write_stages([Stage("mr", "report", 3.0, "running (since 2026-01-01 00:00:00)")], path)
     assert StageJournal(path, PLAN).stages  # a report killed while it ran did not end the run
+
+
+def test_a_full_disk_costs_the_running_record_with_one_warning_not_one_a_minute(
+    tmp_path: Path, monkeypatch, caplog
+) -> None:
+    import errno
+    import time
+
+    from benchmark import stage_times
+
+    def full(*args: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(stage_times, "HEARTBEAT_S", 0.02)
+    monkeypatch.setattr(stage_times, "write_stages", full)
+    journal = StageJournal(tmp_path / "reproduce.stages.csv", PLAN)
+    with journal.timed("mr", "layer-sweep") as outcome:
+        time.sleep(0.3)  # many heartbeats, each failing
+        outcome.append("layer-sweep-mr: 4 complete")
+    warnings = [r for r in caplog.records if "could not write the stage times" in r.getMessage()]
+    assert len(warnings) == 2  # the heartbeats' first failure, then the stage's own end
+    (sweep,) = journal.stages  # the run goes on, and keeps its times in memory
+    assert (sweep.outcome, sweep.sittings) == ("layer-sweep-mr: 4 complete", 1) and sweep.seconds >= 0.3
