@@ -286,7 +286,7 @@ def make_trainer(
     ``inference_mode=False``: a head that stops leaves the stack inside the validation step, and its kept
     parameters must stay ordinary (grad-requiring) tensors.
     """
-    return L.Trainer(
+    trainer = L.Trainer(
         accelerator=cfg.train.accelerator,
         devices=1,
         precision=cfg.train.precision,  # type: ignore[arg-type]
@@ -301,6 +301,26 @@ def make_trainer(
         enable_checkpointing=False,
         limit_val_batches=None if validate else 0,
         log_every_n_steps=1,  # an epoch is one step: without it Lightning warns that it logs too rarely
+    )
+    if cfg.train.precision == "bf16-mixed" and trainer.strategy.root_device.type == "cpu":
+        _warn_emulated_bf16()
+    return trainer
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_emulated_bf16() -> None:
+    """Say once per process that bf16 on a CPU without bf16 instructions is emulated (measured: docs/results.md)."""
+    from benchmark.core.hardware import BF16_CPU_FLAGS, cpu_has_bf16
+
+    if cpu_has_bf16() or "bf16" in _WARNED:
+        return
+    _WARNED.add("bf16")
+    log.warning(
+        "train.precision=bf16-mixed on a CPU without %s: bf16 matrix products are emulated, many times slower than "
+        "fp32 here; use --set train.precision=32-true",
+        " or ".join(BF16_CPU_FLAGS),
     )
 
 

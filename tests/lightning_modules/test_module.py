@@ -268,3 +268,20 @@ def test_an_interrupt_inside_the_trainer_stays_an_interrupt(tmp_path: Path) -> N
     with pytest.raises(KeyboardInterrupt):
         fit_units(_cfg(**{"train.max_epochs": 2}), [m.select(-1)], [Unit(0, 0)], report=interrupt)
     assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_bf16_on_a_cpu_without_bf16_instructions_is_warned_once(monkeypatch, caplog) -> None:
+    from benchmark.core import hardware
+
+    monkeypatch.setattr(engine, "_WARNED", set())
+    said = lambda: [r for r in caplog.records if "bf16 matrix products are emulated" in r.getMessage()]  # noqa: E731
+    monkeypatch.setattr(hardware, "cpu_has_bf16", lambda: True)
+    engine.make_trainer(_cfg(**{"train.precision": "bf16-mixed"}))
+    assert said() == []  # AVX512-BF16 or AMX: bf16 is the fast path
+    monkeypatch.setattr(hardware, "cpu_has_bf16", lambda: False)
+    engine.make_trainer(_cfg())
+    assert said() == []  # 32-true never
+    for _ in range(2):
+        engine.make_trainer(_cfg(**{"train.precision": "bf16-mixed"}))
+    (warning,) = said()  # once per process, not once per trial
+    assert "--set train.precision=32-true" in warning.getMessage() and warning.levelname == "WARNING"
