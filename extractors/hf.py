@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from benchmark.core.errors import UserError
+from benchmark.core.hardware import warn_if_emulated_bf16
 from benchmark.core.models import ModelSpec, check_max_length
 from extractors.pooling import POOLINGS
 
@@ -172,6 +173,8 @@ class HFHiddenStateExtractor:
             AutoModel.from_pretrained(spec.source, **model_kwargs).to(self.device).eval()
         )
         self.model = _checked_load(spec, self._load_model)
+        if self.device.type == "cpu" and self.dtype == torch.bfloat16:
+            warn_if_emulated_bf16("extract.dtype=bf16", "use --dtype auto (fp32 on this CPU)")
         self.cast_linears = (
             cast_weights
             and self.device.type == "cpu"

@@ -37,6 +37,7 @@ from lightning.pytorch.loggers import MLFlowLogger
 from torch.utils.data import DataLoader, Dataset
 
 from benchmark.core import tracking
+from benchmark.core.hardware import warn_if_emulated_bf16
 from lightning_modules.components.net import FusionNet
 from lightning_modules.datamodule import CachedFeatureDataModule
 from lightning_modules.features import ShuffledBatchSampler
@@ -303,25 +304,8 @@ def make_trainer(
         log_every_n_steps=1,  # an epoch is one step: without it Lightning warns that it logs too rarely
     )
     if cfg.train.precision == "bf16-mixed" and trainer.strategy.root_device.type == "cpu":
-        _warn_emulated_bf16()
+        warn_if_emulated_bf16("train.precision=bf16-mixed", "use --set train.precision=32-true")
     return trainer
-
-
-_WARNED: set[str] = set()
-
-
-def _warn_emulated_bf16() -> None:
-    """Say once per process that bf16 on a CPU without bf16 instructions is emulated (measured: docs/results.md)."""
-    from benchmark.core.hardware import BF16_CPU_FLAGS, cpu_has_bf16
-
-    if cpu_has_bf16() or "bf16" in _WARNED:
-        return
-    _WARNED.add("bf16")
-    log.warning(
-        "train.precision=bf16-mixed on a CPU without %s: bf16 matrix products are emulated, many times slower than "
-        "fp32 here; use --set train.precision=32-true",
-        " or ".join(BF16_CPU_FLAGS),
-    )
 
 
 def train_units(

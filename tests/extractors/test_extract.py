@@ -536,3 +536,23 @@ def test_cpu_low_precision_weights_cast_once_bit_identical_to_autocast(tiny_mode
         m.weight.dtype == torch.float32 for m in ex.model.modules() if isinstance(m, torch.nn.Linear)
     )
     assert np.array_equal(fallback, per_batch)
+
+
+def test_bf16_extraction_on_a_cpu_without_bf16_instructions_is_warned_once(tiny_models, monkeypatch, caplog) -> None:
+    from benchmark.core import hardware
+    from benchmark.core.models import resolve_model
+
+    spec = resolve_model(str(tiny_models["bert-a"]), ".")
+    monkeypatch.setattr(hardware, "_WARNED", set())
+    said = lambda: [r for r in caplog.records if "bf16 matrix products are emulated" in r.getMessage()]  # noqa: E731
+    monkeypatch.setattr(hardware, "cpu_has_bf16", lambda: True)
+    hf_module.HFHiddenStateExtractor(spec, "cpu", "bf16", "mean", 32)
+    assert said() == []
+    monkeypatch.setattr(hardware, "cpu_has_bf16", lambda: False)
+    hf_module.HFHiddenStateExtractor(spec, "cpu", "fp32", "mean", 32)
+    assert said() == []
+    for _ in range(2):  # one model after another: said once
+        hf_module.HFHiddenStateExtractor(spec, "cpu", "bf16", "mean", 32)
+    (warning,) = said()
+    assert warning.getMessage().startswith("extract.dtype=bf16 on a CPU without amx_bf16 or avx512_bf16")
+    assert "--dtype auto" in warning.getMessage()

@@ -273,7 +273,7 @@ def test_an_interrupt_inside_the_trainer_stays_an_interrupt(tmp_path: Path) -> N
 def test_bf16_on_a_cpu_without_bf16_instructions_is_warned_once(monkeypatch, caplog) -> None:
     from benchmark.core import hardware
 
-    monkeypatch.setattr(engine, "_WARNED", set())
+    monkeypatch.setattr(hardware, "_WARNED", set())
     said = lambda: [r for r in caplog.records if "bf16 matrix products are emulated" in r.getMessage()]  # noqa: E731
     monkeypatch.setattr(hardware, "cpu_has_bf16", lambda: True)
     engine.make_trainer(_cfg(**{"train.precision": "bf16-mixed"}))
