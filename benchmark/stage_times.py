@@ -97,9 +97,13 @@ class StageJournal:
     def add(self, stage: Stage) -> Stage:
         """Add one sitting's time in ``stage`` and write the journal; returns the stage's total so far."""
         total = self._with(stage)
-        self._stages[(stage.dataset, stage.stage)] = total
+        self._stages = self._rows(total)
         self._write(self.stages)
         return total
+
+    def _rows(self, stage: Stage) -> dict[tuple[str, str], Stage]:
+        """The journal's rows with ``stage`` in its place (last when new)."""
+        return {**self._stages, (stage.dataset, stage.stage): stage}
 
     def _with(self, stage: Stage) -> Stage:
         """``stage``'s total with this sitting's time added to the earlier sittings'."""
@@ -125,9 +129,7 @@ class StageJournal:
         warned = False  # a full disk is said once per stage, not every heartbeat
         while not stop.wait(HEARTBEAT_S):
             now = self._with(Stage(dataset, name, time.perf_counter() - started, f"{RUNNING} (since {since})"))
-            rows = {(s.dataset, s.stage): s for s in self.stages}
-            rows[dataset, name] = now  # in place when resumed, else last
-            warned |= not self._write(list(rows.values()), warn=not warned)
+            warned |= not self._write(list(self._rows(now).values()), warn=not warned)
 
     @contextmanager
     def timed(self, dataset: str, name: str, on_stage: Callable[[Stage], None] | None = None) -> Iterator[list[str]]:
