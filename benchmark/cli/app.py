@@ -21,6 +21,7 @@ from benchmark.cli.args import Parser, quiet_warnings
 from benchmark.core.config import BenchConfig, load_config
 from benchmark.core.errors import UserError
 from benchmark.core.faults import fault_line, interrupt_on_sigterm
+from benchmark.core.tracking import artifact_bars
 
 log = logging.getLogger("layerfuse")
 
@@ -107,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
             cfg = load_config(args.config or getattr(args, "default_config", None), args.sets, **_flag_values(args))
             _check_registered_names(cfg)
             handler: Handler = args.func
-            return handler(args, cfg)
+            with artifact_bars(cfg.extract.show_progress):
+                return handler(args, cfg)
     except UserError as err:
         if args.verbose:
             raise

@@ -237,6 +237,30 @@ def ensure_experiment(mlc: MlflowClient, name: str, tracking: TrackingConfig) ->
         return str(exp.experiment_id)
 
 
+ARTIFACT_BARS_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+
+
+@contextmanager
+def artifact_bars(show: bool) -> Iterator[None]:
+    """Leave MLflow's artifact download bars on when ``show``, else turn them off for the block.
+
+    MLflow reads the variable at each download, and study workers inherit it, so one switch covers a whole command
+    (``--no-progress``: a resumed study or a report downloads one artifact per trial, each with its own bar).
+    """
+    if show:
+        yield
+        return
+    before = os.environ.get(ARTIFACT_BARS_ENV)
+    os.environ[ARTIFACT_BARS_ENV] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(ARTIFACT_BARS_ENV, None)
+        else:
+            os.environ[ARTIFACT_BARS_ENV] = before
+
+
 @contextmanager
 def system_metrics(run_id: str, tracking: TrackingConfig, resume: bool = False) -> Iterator[None]:
     """MLflow's system metrics (``system/*``: CPU, memory, GPU where there is one, this process's RSS) on a run.

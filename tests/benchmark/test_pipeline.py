@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import shlex
 from pathlib import Path
 
@@ -75,7 +76,7 @@ def _trial_counts(storage: str) -> dict[str, int]:
     return {s.study_name: s.n_trials for s in optuna.get_all_study_summaries(storage)}
 
 
-def test_reproduce_runs_every_stage_reports_and_resumes(tiny_models, tmp_path, capsys) -> None:
+def test_reproduce_runs_every_stage_reports_and_resumes(tiny_models, tmp_path, capsys, caplog) -> None:
     from conftest import write_dataset
 
     data = write_dataset(tmp_path / "toy", n_train=60, n_test=30)
@@ -162,9 +163,13 @@ def test_reproduce_runs_every_stage_reports_and_resumes(tiny_models, tmp_path, c
 
     # Rerunning resumes: every stage is a cache hit or a finished study, no trial is added.
     capsys.readouterr()
+    caplog.set_level(logging.INFO, logger="studies.choice.refit")
     assert main(_argv(tmp_path, data, models)) == 0
     assert _trial_counts(storage) == counts
-    assert "0 extracted" in capsys.readouterr().out
+    resumed = capsys.readouterr()
+    assert "0 extracted" in resumed.out
+    assert "reusing refit run" in caplog.text  # each study downloads its refit's config again
+    assert "Downloading artifacts" not in resumed.err  # MLflow's bar for each, silenced by --no-progress
 
 
 def test_reproduce_skips_presets_that_need_more_models(tiny_models, tmp_path, capsys) -> None:

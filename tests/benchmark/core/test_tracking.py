@@ -197,6 +197,24 @@ def test_no_progress_silences_the_gguf_loader_bar(capfd) -> None:
     assert "GGUF" in capfd.readouterr().err  # one bar per long step when progress is on
 
 
+def test_no_progress_silences_mlflow_artifact_bars(tmp_path, capfd) -> None:
+    mlc = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    exp = mlc.create_experiment("bars", artifact_location=(tmp_path / "artifacts").as_uri())
+    run_id = mlc.create_run(exp).info.run_id
+    for name in ("a", "b"):
+        tracking.log_text(mlc, run_id, name, f"folder/{name}.txt")
+    capfd.readouterr()
+    before = os.environ.get(tracking.ARTIFACT_BARS_ENV)
+    with tracking.artifact_bars(False):
+        mlc.download_artifacts(run_id, "folder", str(tmp_path / "quiet"))
+    assert "Downloading artifacts" not in capfd.readouterr().err
+    assert os.environ.get(tracking.ARTIFACT_BARS_ENV) == before  # the switch is scoped to the command
+    with tracking.artifact_bars(True):
+        mlc.download_artifacts(run_id, "folder", str(tmp_path / "shown"))
+    assert "Downloading artifacts" in capfd.readouterr().err  # MLflow's bar when progress is on
+    assert sorted(p.name for p in (tmp_path / "quiet" / "folder").iterdir()) == ["a.txt", "b.txt"]
+
+
 def test_system_metrics_of_a_named_node_are_its_own(tmp_path) -> None:
     import time
 
