@@ -3,6 +3,9 @@
 ``retry_failed`` re-enqueues a failed trial (killed worker or raised error), at most ``MAX_RETRY`` times; the runner
 calls it under the study lock, so two workers never retry one trial twice. An attempt that was interrupted
 (Ctrl-C, SIGTERM) is not a failure of the trial: it is retried however often a long study is stopped and resumed.
+Nor is an attempt whose whole command was killed (SIGKILL, a machine gone): ``mark_lost_trials`` finds it by its
+command's process, gone from this host, and marks it interrupted before the stale check fails it. A worker killed
+while its command lives (the OOM killer picks the largest process) is the trial's failure and uses up the budget.
 """
 
 from __future__ import annotations
@@ -12,12 +15,37 @@ import logging
 import optuna
 from optuna.trial import TrialState
 
+from benchmark.core import tracking
 from studies.trials.objective import INTERRUPTED_ATTR
 
 log = logging.getLogger(__name__)
 
 MAX_RETRY = 2  # retries of one failed trial (killed worker or raised error)
 GRID_ATTRS = ("grid_id", "search_space")  # a retried grid trial keeps its grid point
+SITTING_ATTR = "sitting"  # a trial's user attribute: ``tracking.owner_tags()`` of the command that runs it
+
+
+def mark_lost_trials(study: optuna.Study) -> list[int]:
+    """Mark interrupted the RUNNING trials whose command's process is gone from this host; return their numbers.
+
+    They were lost with their command, so their retry does not use up the trial's budget. Another host's command is
+    not judged (``tracking.owner_alive``): its trials fail by the heartbeat and count as failures.
+    """
+    lost = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        owner = t.user_attrs.get(SITTING_ATTR)
+        if t.user_attrs.get(INTERRUPTED_ATTR) or not isinstance(owner, dict) or tracking.owner_alive(owner):
+            continue
+        # Optuna's API sets attributes through a live Trial only; this one's process is gone.
+        study._storage.set_trial_user_attr(t._trial_id, INTERRUPTED_ATTR, True)
+        log.info(
+            "trial %d of %s was running in a command that is gone (pid %s): its retry is not counted as a failure",
+            t.number,
+            study.study_name,
+            owner.get(tracking.TAG_PID),
+        )
+        lost.append(t.number)
+    return lost
 
 
 def retry_failed(study: optuna.Study, max_retry: int = MAX_RETRY) -> int | None:

@@ -43,7 +43,7 @@ from studies.run.naming import study_name
 from studies.run.orphans import close_orphan_runs
 from studies.run.parent_run import WorkersFailed, close_stale_run, fail_parent, parent_run
 from studies.run.pruning import make_pruner
-from studies.run.retries import retry_failed
+from studies.run.retries import SITTING_ATTR, mark_lost_trials, retry_failed
 from studies.trials.best_layers import best_layers
 from studies.trials.objective import Objective, StudyRuns
 from studies.trials.presets import LAST_K, PRESETS, Preset, StudyContext, check_fusions, check_models
@@ -137,39 +137,49 @@ class _InterruptedTrial(logging.Filter):
 INTERRUPTED_TRIAL = _InterruptedTrial()
 
 
-def _optimize(s: _Setup, cfg: BenchConfig) -> None:
-    """One worker: start trials while finished + running trials are below the target, then wait for the running ones."""
-    from tqdm.auto import tqdm
-
-    logging.getLogger("optuna.study._optimize").addFilter(INTERRUPTED_TRIAL)  # adding the same filter twice is a no-op
-
-    study, lock = s.study, s.lock
+def _objective(s: _Setup, cfg: BenchConfig) -> Objective:
+    """The study's objective, with the best layers of the study (read once per study, the same in every worker)."""
     ctx = (
-        dataclasses.replace(s.ctx, best_layers=best_layers(study, cfg, s.data.dirs))
+        dataclasses.replace(s.ctx, best_layers=best_layers(s.study, cfg, s.data.dirs))
         if s.preset.needs_best_layers
         else s.ctx
     )
     runs = StudyRuns(
         s.stores.mlc,
         s.stores.experiment_id,
-        str(study.user_attrs["mlflow_parent_run_id"]),
-        study.study_name,
+        str(s.study.user_attrs["mlflow_parent_run_id"]),
+        s.study.study_name,
         s.preset.name,
         s.inputs,
     )
-    objective = Objective(cfg, s.preset, ctx, s.data, runs)
+    return Objective(cfg, s.preset, ctx, s.data, runs)
+
+
+def _optimize(s: _Setup, cfg: BenchConfig, sitting: dict[str, str]) -> None:
+    """One worker: start trials while finished + running trials are below the target, then wait for the running ones.
+
+    ``sitting``: ``tracking.owner_tags()`` of the command (the process that called ``run_study``), on every trial.
+    """
+    from tqdm.auto import tqdm
+
+    logging.getLogger("optuna.study._optimize").addFilter(INTERRUPTED_TRIAL)  # adding the same filter twice is a no-op
+
+    study, lock = s.study, s.lock
+    objective = _objective(s, cfg)
 
     def start(trial: optuna.Trial) -> float:
+        trial.set_user_attr(SITTING_ATTR, sitting)
         lock.release()  # the trial exists and counts as running: other workers may decide now
         return objective(trial)
 
-    target = _target(s.preset, ctx, cfg)
+    target = _target(s.preset, objective.ctx, cfg)
     deadline = None if cfg.study.timeout is None else time.monotonic() + cfg.study.timeout
     poll = max(0.5, min(2.0, cfg.study.heartbeat / 2))
     bar = tqdm(total=target, desc=study.study_name, disable=not (cfg.extract.show_progress and cfg.study.workers == 1))
     waiting = False
     while deadline is None or time.monotonic() < deadline:
         with lock:
+            mark_lost_trials(study)  # a killed command's trials: interrupted, not failed, before the stale check
             optuna.storages.fail_stale_trials(study)  # a dead worker's trial: FAIL once its heartbeat is stale
             trials = study.get_trials(deepcopy=False)
             finished = sum(t.state in FINISHED for t in trials)
@@ -208,7 +218,7 @@ def _stop(procs: list[Any]) -> None:
             p.kill()
 
 
-def _worker(cfg: BenchConfig) -> None:
+def _worker(cfg: BenchConfig, sitting: dict[str, str]) -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
@@ -216,7 +226,7 @@ def _worker(cfg: BenchConfig) -> None:
     with interrupt_on_sigterm():  # the parent stops its workers with SIGTERM: each closes its trial's run
         s = _setup(cfg)
         try:
-            _optimize(s, cfg)
+            _optimize(s, cfg, sitting)
         except BaseException as err:
             fail_parent(s.stores.mlc, str(s.study.user_attrs["mlflow_parent_run_id"]), err)
             raise
@@ -247,12 +257,13 @@ def run_study(cfg: BenchConfig) -> StudyOutcome:
     tracking.log_run_data(mlc, parent, tags=cache_key_tags(cfg.paths.cache_dir, s.data.dirs))
     try:
         with tracking.system_metrics(parent, cfg.tracking, resume=True):
+            sitting = tracking.owner_tags()
             if cfg.study.workers == 1:
-                _optimize(s, cfg)
+                _optimize(s, cfg, sitting)
             else:
                 ctx_mp = multiprocessing.get_context("spawn")  # torch and SQLAlchemy do not survive fork
                 procs = [
-                    ctx_mp.Process(target=_worker, args=(cfg,), name=f"layerfuse-worker-{i}")
+                    ctx_mp.Process(target=_worker, args=(cfg, sitting), name=f"layerfuse-worker-{i}")
                     for i in range(cfg.study.workers)
                 ]
                 for p in procs:

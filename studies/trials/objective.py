@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-INTERRUPTED_ATTR = "interrupted"  # a trial's user attribute: it was stopped by Ctrl-C or SIGTERM, not by an error
+INTERRUPTED_ATTR = "interrupted"  # a trial's user attribute: stopped by Ctrl-C, SIGTERM or its command's death
 
 
 @dataclass

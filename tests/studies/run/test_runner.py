@@ -17,7 +17,9 @@ from study_helpers import assert_runs_match_trials, load, study_argv, study_cfg
 from benchmark.core import tracking
 from benchmark.core.config import load_config
 from studies.choice.val_record import client_blob, read_sweep_rows
+from studies.run.retries import SITTING_ATTR
 from studies.run.runner import run_study, study_name
+from studies.trials.objective import INTERRUPTED_ATTR
 
 
 def test_search_study_end_to_end(study_env, tmp_path, split_reads, client_opens) -> None:
@@ -195,6 +197,8 @@ def test_sigkill_mid_trial_then_resume(study_env, tmp_path, kind) -> None:
     killed = study.trials[killed_number]
     retries = [t for t in study.trials if t.system_attrs.get("failed_trial") == killed_number]
     assert len(retries) == 1 and retries[0].params == killed.params  # retried with the same params, once
+    # Lost with its command, not failed by itself: the retry does not use up the trial's budget for errors.
+    assert killed.user_attrs[INTERRUPTED_ATTR] is True and killed.user_attrs[SITTING_ATTR][tracking.TAG_PID]
     assert retries[0].user_attrs["retry_of"] == killed_number and retries[0].state.name in ("COMPLETE", "PRUNED")
     cfg = load_config(env={}, **{"study.storage": storage, "tracking.uri": uri})
     assert_runs_match_trials(cfg, "killme")
