@@ -37,6 +37,7 @@ from lightning.pytorch.loggers import MLFlowLogger
 from torch.utils.data import DataLoader, Dataset
 
 from benchmark.core import tracking
+from benchmark.core.faults import caused_by_interrupt
 from benchmark.core.hardware import warn_if_emulated_bf16
 from lightning_modules.components.net import FusionNet
 from lightning_modules.datamodule import CachedFeatureDataModule
@@ -320,10 +321,11 @@ def train_units(
         one_step: DataLoader[int] = DataLoader(cast("Dataset[int]", [0]), batch_size=None)
         try:
             trainer.fit(module, train_dataloaders=one_step, val_dataloaders=one_step if module.validate else None)
-        except SystemExit as err:
-            # Lightning turns Ctrl+C into sys.exit(1) and ignores SIGINT from then on; a study, refit or fit handles
-            # an interrupt itself (runs marked KILLED, the CLI's exit code), so it gets it back as one.
-            if not isinstance(err.__context__, KeyboardInterrupt):
+        except (Exception, SystemExit) as err:
+            # Lightning turns Ctrl+C into sys.exit(1) and ignores SIGINT from then on, and an interrupt landing in a
+            # library's clean-up comes back as its error; a study, refit or fit handles an interrupt itself (runs
+            # marked KILLED, the CLI's exit code), so it gets it back as one.
+            if not caused_by_interrupt(err):
                 raise
             signal.signal(signal.SIGINT, sigint)
             raise KeyboardInterrupt from err

@@ -20,7 +20,7 @@ from benchmark.cli import browse, stages, use
 from benchmark.cli.args import Parser, quiet_warnings
 from benchmark.core.config import BenchConfig, load_config
 from benchmark.core.errors import UserError
-from benchmark.core.faults import fault_line, interrupt_on_sigterm
+from benchmark.core.faults import caused_by_interrupt, fault_line, interrupt_on_sigterm
 from benchmark.core.tracking import artifact_bars
 
 log = logging.getLogger("layerfuse")
@@ -89,6 +89,11 @@ def _check_registered_names(cfg: BenchConfig) -> None:
     check_fusions(cfg.study.fusions)
 
 
+def _interrupted() -> int:
+    print("layerfuse: interrupted; rerun the same command to resume", file=sys.stderr)
+    return 130
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``layerfuse`` and ``python -m benchmark``; returns the exit code."""
     args = build_parser().parse_args(argv)
@@ -116,9 +121,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"layerfuse: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("layerfuse: interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
+        return _interrupted()
     except Exception as err:
+        if caused_by_interrupt(err) and not args.verbose:  # an interrupt that landed in a library's clean-up
+            return _interrupted()
         line = fault_line(err)  # a full disk, a read-only folder, a corrupt database: the machine, not a bug
         if line is None or args.verbose:
             raise

@@ -138,6 +138,22 @@ def human(n: float) -> str:
     return f"{n:.1f} TB"
 
 
+def caused_by_interrupt(err: BaseException) -> bool:
+    """Whether ``err`` is an interrupt (Ctrl-C, SIGTERM) or was raised while one was handled.
+
+    A signal lands anywhere: raised inside a library's clean-up (``torch.func.vmap`` restoring its layer stack), the
+    interrupt comes back as that library's error, with the ``KeyboardInterrupt`` as its context.
+    """
+    seen: set[int] = set()
+    cur: BaseException | None = err
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, KeyboardInterrupt):
+            return True
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return False
+
+
 def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import multiprocessing
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from benchmark.core import tracking
 from benchmark.core.cache import FeatureCache
 from benchmark.core.config import BenchConfig
 from benchmark.core.errors import UserError
-from benchmark.core.faults import interrupt_on_sigterm
+from benchmark.core.faults import caused_by_interrupt, interrupt_on_sigterm
 from benchmark.core.optuna_store import StudyLock
 from benchmark.core.run_inputs import cache_key_tags, log_inputs, training_inputs
 from benchmark.core.study_data import StudyData, open_study_data
@@ -125,13 +126,21 @@ def _setup(cfg: BenchConfig) -> _Setup:
 
 
 class _InterruptedTrial(logging.Filter):
-    """Drop Optuna's "Trial N failed" record (with its traceback) when the trial was interrupted (Ctrl-C, SIGTERM).
+    """Drop Optuna's "Trial N failed" records of an interrupted trial (Ctrl-C, SIGTERM): the traceback, then the value.
 
     The command reports the interrupt itself, in one line; the trial's run is closed KILLED and the rerun retries it.
     """
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.interrupted: set[str] = set()  # "Trial N": the trials whose traceback record was dropped
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt))
+        trial = " ".join(record.getMessage().split()[:2])
+        if record.exc_info and record.exc_info[1] is not None and caused_by_interrupt(record.exc_info[1]):
+            self.interrupted.add(trial)
+            return False
+        return not (trial in self.interrupted and "failed with value" in record.getMessage())
 
 
 INTERRUPTED_TRIAL = _InterruptedTrial()
@@ -229,6 +238,8 @@ def _worker(cfg: BenchConfig, sitting: dict[str, str]) -> None:
             _optimize(s, cfg, sitting)
         except BaseException as err:
             fail_parent(s.stores.mlc, str(s.study.user_attrs["mlflow_parent_run_id"]), err)
+            if caused_by_interrupt(err):
+                sys.exit(130)  # the command says so in one line; the worker's traceback would bury it
             raise
 
 

@@ -25,6 +25,7 @@ import torch
 from benchmark.core import tracking
 from benchmark.core.cache import FeatureCache
 from benchmark.core.config import BenchConfig, to_yaml, with_values
+from benchmark.core.faults import caused_by_interrupt
 from benchmark.core.run_inputs import cache_key_tags, log_inputs
 from benchmark.core.study_data import StudyData
 from lightning_modules.callbacks import cuda_peak, max_peak, peak_rss_mb, time_inference, torch_threads
@@ -159,7 +160,7 @@ class Objective:
             self._pruned(trial, run_id, reason)
             raise optuna.TrialPruned(reason) from err
         except BaseException as err:
-            if isinstance(err, KeyboardInterrupt):  # Ctrl-C or SIGTERM: the rerun retries it, whatever the budget
+            if caused_by_interrupt(err):  # Ctrl-C or SIGTERM: the rerun retries it, whatever the budget
                 trial.set_user_attr(INTERRUPTED_ATTR, True)
             finish_run(self.runs, run_id, "FAIL", f"{type(err).__name__}: {err}")
             raise

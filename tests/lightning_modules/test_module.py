@@ -269,6 +269,23 @@ def test_an_interrupt_inside_the_trainer_stays_an_interrupt(tmp_path: Path) -> N
         fit_units(_cfg(**{"train.max_epochs": 2}), [m.select(-1)], [Unit(0, 0)], report=interrupt)
     assert signal.getsignal(signal.SIGINT) is before
 
+    def interrupt_in_clean_up(epoch: int, val_acc: float) -> None:
+        try:
+            raise KeyboardInterrupt  # lands inside a library's context manager (torch.func.vmap's layer stack) ...
+        finally:
+            raise RuntimeError("!dynamicLayerStack.empty() INTERNAL ASSERT FAILED")  # ... whose clean-up then fails
+
+    with pytest.raises(KeyboardInterrupt) as stopped:
+        fit_units(_cfg(**{"train.max_epochs": 2}), [m.select(-1)], [Unit(0, 0)], report=interrupt_in_clean_up)
+    assert signal.getsignal(signal.SIGINT) is before
+    with pytest.raises(ValueError, match="a plain error"):  # an error that no interrupt caused stays itself
+
+        def fail(epoch: int, val_acc: float) -> None:
+            raise ValueError("a plain error")
+
+        fit_units(_cfg(**{"train.max_epochs": 2}), [m.select(-1)], [Unit(0, 0)], report=fail)
+    assert "INTERNAL ASSERT" in str(stopped.value.__cause__)  # the library's error is kept as the cause
+
 
 def test_bf16_on_a_cpu_without_bf16_instructions_is_warned_once(monkeypatch, caplog) -> None:
     from benchmark.core import hardware

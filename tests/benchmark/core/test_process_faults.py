@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 import pytest
 from fault_helpers import REPO, dead_pid
@@ -52,6 +53,43 @@ def test_an_interrupt_landing_in_a_garbage_collector_callback_is_not_lost() -> N
         for _ in range(200):
             time.sleep(0.01)
         pytest.fail(f"the interrupt was lost ({ref})")
+
+
+def test_an_error_raised_while_an_interrupt_is_handled_counts_as_the_interrupt() -> None:
+    from benchmark.core.faults import caused_by_interrupt
+
+    def raised(make: Callable[[], None]) -> BaseException:
+        try:
+            make()
+        except BaseException as err:  # noqa: BLE001 - the test inspects what came out
+            return err
+        raise AssertionError("nothing raised")
+
+    def clean_up_fails() -> None:
+        try:
+            raise KeyboardInterrupt("signal SIGTERM")
+        finally:
+            raise RuntimeError("INTERNAL ASSERT FAILED")  # a library's clean-up, broken by the signal
+
+    def wrapped() -> None:
+        try:
+            clean_up_fails()
+        except RuntimeError as err:
+            raise OSError("while closing") from err
+
+    def plain() -> None:
+        try:
+            raise ValueError("bad")
+        except ValueError as err:
+            raise RuntimeError("worse") from err
+
+    assert caused_by_interrupt(KeyboardInterrupt())
+    assert caused_by_interrupt(raised(clean_up_fails)) and caused_by_interrupt(raised(wrapped))
+    assert not caused_by_interrupt(raised(plain)) and not caused_by_interrupt(ValueError())
+    loop = RuntimeError("a")
+    loop.__context__ = RuntimeError("b")
+    loop.__context__.__context__ = loop  # a cycle ends the walk
+    assert not caused_by_interrupt(loop)
 
 
 def test_stale_temporary_folders_of_dead_processes_are_removed(tmp_path) -> None:
