@@ -18,6 +18,7 @@ from typing import Any
 
 from benchmark.cli import browse, stages, use
 from benchmark.cli.args import Parser, quiet_warnings
+from benchmark.core.allocator import keep_freed_memory
 from benchmark.core.config import BenchConfig, load_config
 from benchmark.core.errors import UserError
 from benchmark.core.faults import caused_by_interrupt, fault_line, interrupt_on_sigterm
@@ -96,6 +97,7 @@ def _interrupted() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``layerfuse`` and ``python -m benchmark``; returns the exit code."""
+    keep_freed_memory()  # before torch allocates anything; the study workers and torchrun ranks inherit it
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
