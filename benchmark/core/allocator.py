@@ -3,7 +3,7 @@
 By default glibc serves each allocation above its mmap threshold (at most 32 MB) with a fresh ``mmap`` and returns
 it with ``munmap`` when freed, and trims the heap's freed top above 128 KB. A head's training step frees and
 allocates the same large activations and gradients every step, so every step faults their pages in again and the
-kernel zeroes them: measured on a fusion cell, 20-24% of the CPU time was the kernel's (BENCHMARKS.md, "Allocator").
+kernel zeroes them: on a fusion cell, a third of the CPU time was the kernel's (BENCHMARKS.md, "Allocator").
 ``keep_freed_memory`` turns both off (``mallopt`` here, ``MALLOC_*`` variables for the processes this one starts:
 study workers, torchrun ranks); the arithmetic is unchanged, bit for bit. Freed memory stays with the process until
 it exits, so its resident size stays near its peak. glibc's own variables (``MALLOC_*``, ``GLIBC_TUNABLES``) or a
