@@ -79,10 +79,12 @@ def mlflow_schema_template(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="session", autouse=True)
 def session_mlflow_store(tmp_path_factory: pytest.TempPathFactory):
     """Commands that track runs without being given a store (``layerfuse extract`` in CLI tests) write to one
-    session store, never to the repository's ``mlruns/`` (and pay MLflow's schema set-up once).
+    session store and its artifact folder, never to the repository's ``mlruns/`` (and pay MLflow's schema set-up once).
     """
+    store = tmp_path_factory.mktemp("mlflow")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db")
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}/mlflow.db")
+        mp.setenv("LAYERFUSE_ARTIFACT_ROOT", str(store / "artifacts"))
         yield
 
 

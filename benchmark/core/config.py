@@ -35,6 +35,7 @@ ENV_KEYS = {
     "LAYERFUSE_MODELS_DIR": "paths.models_dir",
     "LAYERFUSE_CACHE_DIR": "paths.cache_dir",
     "MLFLOW_TRACKING_URI": "tracking.uri",
+    "LAYERFUSE_ARTIFACT_ROOT": "tracking.artifact_root",
 }
 
 

@@ -14,8 +14,10 @@ from benchmark.core.registry import Registry, UnknownNameError
 def test_precedence_defaults_env_yaml_set(tmp_path: Path) -> None:
     assert load_config(env={}).paths.cache_dir == ".cache/features"
     env = {"LAYERFUSE_CACHE_DIR": "/env/cache", "LAYERFUSE_DATA_DIR": "d", "MLFLOW_TRACKING_URI": "sqlite:///x.db"}
+    env["LAYERFUSE_ARTIFACT_ROOT"] = "/env/artifacts"  # with the store elsewhere, its artifacts too
     cfg = load_config(env=env)
     assert (cfg.paths.cache_dir, cfg.paths.data_dir, cfg.tracking.uri) == ("/env/cache", "d", "sqlite:///x.db")
+    assert cfg.tracking.artifact_root == "/env/artifacts"
     yml = tmp_path / "c.yaml"
     yml.write_text("paths:\n  cache_dir: yaml-cache\ntrain:\n  lr: 0.001\n  hidden_dims: [64, 32]\n")
     cfg = load_config(yml, env=env)
