@@ -33,7 +33,8 @@ TRIALS = [
 @pytest.fixture
 def finished_study(tmp_path: Path) -> tuple[optuna.Study, object, str, Path]:
     """An Optuna study of the three trials, each with its MLflow run holding ``cv/val_acc``, params and costs."""
-    cfg = load_config(env={}, **{"tracking.uri": f"sqlite:///{tmp_path}/mlflow.db"})
+    stores = {"tracking.uri": f"sqlite:///{tmp_path}/mlflow.db", "tracking.artifact_root": str(tmp_path / "artifacts")}
+    cfg = load_config(env={}, **stores)
     mlc = tracking.client(cfg.tracking)
     exp = tracking.ensure_experiment(mlc, "layerfuse/toy", cfg.tracking)
     parent = mlc.create_run(exp, tags={tracking.TAG_KIND: tracking.KIND_STUDY}).info.run_id
