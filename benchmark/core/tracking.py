@@ -59,6 +59,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from benchmark.core.config_sections import TrackingConfig
+from benchmark.core.faults import caused_by_interrupt
 
 if TYPE_CHECKING:
     import numpy as np
@@ -314,10 +315,19 @@ def tracked_run(
         with system_metrics(run_id, tracking) if with_system_metrics else nullcontext():
             yield run_id
     except BaseException as err:
-        log_run_data(mlc, run_id, tags={TAG_ERROR: f"{type(err).__name__}: {err}"[:5000]})
-        mlc.set_terminated(run_id, "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+        end_on_error(mlc, run_id, err)
         raise
     mlc.set_terminated(run_id, "FINISHED")
+
+
+def end_on_error(mlc: MlflowClient, run_id: str, err: BaseException, record: bool = True) -> None:
+    """End a run whose work raised ``err``: KILLED for an interrupt (Ctrl-C, SIGTERM), else FAILED.
+
+    With ``record`` the error goes to tag ``layerfuse.error`` (a caller keeping an earlier error passes False).
+    """
+    if record:
+        log_run_data(mlc, run_id, tags={TAG_ERROR: f"{type(err).__name__}: {err}"[:5000]})
+    mlc.set_terminated(run_id, "KILLED" if caused_by_interrupt(err) else "FAILED")
 
 
 def owner_tags() -> dict[str, str]:

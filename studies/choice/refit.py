@@ -265,8 +265,7 @@ def refit_study(
             step=chosen.epochs,  # after the learning curves (steps = epochs)
         )
     except BaseException as err:
-        tracking.log_run_data(mlc, rid, tags={tracking.TAG_ERROR: f"{type(err).__name__}: {err}"[:5000]})
-        mlc.set_terminated(rid, "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+        tracking.end_on_error(mlc, rid, err)
         raise
     mlc.set_terminated(rid, "FINISHED")
     log.info("refit of trial %d of %s: run %s, test acc %s", chosen.trial, study_name, rid, [f.test_acc for f in fits])

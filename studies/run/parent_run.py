@@ -67,9 +67,8 @@ def parent_run(study: optuna.Study, mlc: Any, experiment_id: str, cfg: BenchConf
 
 def fail_parent(mlc: Any, run_id: str, err: BaseException) -> None:
     """Mark the parent run FAILED (KILLED on Ctrl-C) with the error, keeping the first error a worker recorded."""
-    if not isinstance(err, WorkersFailed) or tracking.TAG_ERROR not in mlc.get_run(run_id).data.tags:
-        tracking.log_run_data(mlc, run_id, tags={tracking.TAG_ERROR: f"{type(err).__name__}: {err}"[:5000]})
-    mlc.set_terminated(run_id, "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+    first = not isinstance(err, WorkersFailed) or tracking.TAG_ERROR not in mlc.get_run(run_id).data.tags
+    tracking.end_on_error(mlc, run_id, err, record=first)
 
 
 def close_stale_run(mlc: Any) -> Any:
