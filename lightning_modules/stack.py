@@ -34,6 +34,7 @@ from lightning_modules.callbacks import improved, monitor_mode
 from lightning_modules.components.classifier import make_adam
 from lightning_modules.components.net import FusionNet
 from lightning_modules.features import ShuffledBatchSampler
+from lightning_modules.trunk_linear import weight_grads_in_layout
 from lightning_modules.unit_rows import UnitRows
 
 Scores = tuple[Tensor, Tensor, Tensor, Tensor]  # per head (loss, acc, macro-F1) and predictions (n, N)
@@ -111,7 +112,8 @@ class UnitStack:
         base = copy.deepcopy(trunks[0]).to("meta")  # the structure only: parameters come from ``params``
 
         def one(p: dict[str, Tensor], b: dict[str, Tensor], xs: list[Tensor]) -> Tensor:
-            return functional_call(base, (p, b), (xs,))  # type: ignore[no-any-return]
+            with weight_grads_in_layout():
+                return functional_call(base, (p, b), (xs,))  # type: ignore[no-any-return]
 
         self.trunk = vmap(one)
         self.heads = BatchedHeads([n.head for n in nets], device)
