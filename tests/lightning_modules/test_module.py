@@ -302,3 +302,10 @@ def test_bf16_on_a_cpu_without_bf16_instructions_is_warned_once(monkeypatch, cap
         engine.make_trainer(_cfg(**{"train.precision": "bf16-mixed"}))
     (warning,) = said()  # once per process, not once per trial
     assert "--set train.precision=32-true" in warning.getMessage() and warning.levelname == "WARNING"
+
+
+def test_the_trainer_runs_deterministic_algorithms_without_filling_fresh_tensors(monkeypatch) -> None:
+    monkeypatch.setattr(torch.utils.deterministic, "fill_uninitialized_memory", True)  # torch's default, restored
+    engine.make_trainer(_cfg())
+    assert torch.are_deterministic_algorithms_enabled()
+    assert torch.utils.deterministic.fill_uninitialized_memory is False
