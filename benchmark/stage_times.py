@@ -44,6 +44,11 @@ class Stage:
     sittings: int = 1
 
 
+def finished(stage: Stage) -> bool:
+    """Whether ``stage``'s outcome is a finished one (not stopped by a sitting's end, not running)."""
+    return not stage.outcome.startswith((STOPPED, RUNNING))
+
+
 def write_stages(stages: list[Stage], path: Path) -> None:
     """Stage timings as CSV (``FIELDS``), replacing ``path`` whole."""
     text = io.StringIO(newline="")
@@ -80,7 +85,7 @@ class StageJournal:
         except (OSError, ValueError, KeyError, csv.Error) as err:  # a record, not data: start it again
             log.warning("ignoring the stage times in %s (%s): this sitting starts them afresh", path, err)
             return
-        if any(s.stage == REPORT_STAGE and not s.outcome.startswith((STOPPED, RUNNING)) for s in earlier):
+        if any(s.stage == REPORT_STAGE and finished(s) for s in earlier):
             return  # that run reported: this is a new one
         self._stages = {(s.dataset, s.stage): s for s in earlier if (s.dataset, s.stage) in plan}
         if self._stages:
@@ -106,11 +111,17 @@ class StageJournal:
         return {**self._stages, (stage.dataset, stage.stage): stage}
 
     def _with(self, stage: Stage) -> Stage:
-        """``stage``'s total with this sitting's time added to the earlier sittings'."""
+        """``stage``'s total with this sitting's time added to the earlier sittings'.
+
+        A stage an earlier sitting finished is only checked again when the run resumes (caches found, studies
+        complete): it keeps that sitting's outcome, which says what the run did ("0 cached, 8 extracted"), where the
+        check's ("8 cached, 0 extracted") would hide it.
+        """
         before = self._stages.get((stage.dataset, stage.stage))
         if before is None:
             return stage
-        return replace(stage, seconds=before.seconds + stage.seconds, sittings=before.sittings + 1)
+        outcome = before.outcome if finished(before) and finished(stage) else stage.outcome
+        return replace(stage, seconds=before.seconds + stage.seconds, sittings=before.sittings + 1, outcome=outcome)
 
     def _write(self, stages: list[Stage], warn: bool = True) -> bool:
         """Write the journal; False (with a warning when ``warn``) when it could not be written."""

@@ -29,7 +29,8 @@ def test_a_stage_stopped_and_resumed_sums_its_sittings_and_a_reported_run_starts
     assert seen[0].sittings == 1 and seen[0].seconds < 10.0  # the callback gets this sitting's time
     got = {s.stage: s for s in second.stages}
     assert got["extract"].sittings == 2 and got["extract"].seconds == pytest.approx(10.0 + seen[0].seconds)
-    assert got["extract"].outcome == "2 cached, 0 extracted"  # the latest sitting's
+    assert got["extract"].outcome == "0 cached, 2 extracted"  # what the run did, not the resumed check's
+    assert got["layer-sweep"].outcome == "layer-sweep-mr: 4 complete"  # a stopped stage: the sitting that finished it
     assert got["layer-sweep"].seconds == pytest.approx(stopped_s + 100.0) and got["layer-sweep"].sittings == 2
     assert [s.stage for s in read_stages(path)] == ["extract", "layer-sweep"]  # written after every stage
 
