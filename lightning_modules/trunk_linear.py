@@ -52,13 +52,17 @@ def _linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
 
 
 class _LinearMode(TorchFunctionMode):
-    """Routes ``F.linear`` to ``_Linear`` while gradients are recorded; evaluation keeps ``F.linear`` itself."""
+    """Routes ``F.linear`` to ``_Linear`` while gradients are recorded in full precision.
+
+    Evaluation keeps ``F.linear`` itself, and so does mixed precision: autocast casts ``F.linear``'s bias with its
+    inputs, where ``_Linear``'s ``+ b`` would promote the bf16 product back to float32.
+    """
 
     def __torch_function__(
         self, func: Callable[..., Any], types: Any, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
     ) -> Any:
         kwargs = kwargs or {}
-        if func is F.linear and torch.is_grad_enabled():
+        if func is F.linear and torch.is_grad_enabled() and not torch.is_autocast_enabled(args[0].device.type):
             return _linear(*args, **kwargs)
         return func(*args, **kwargs)
 

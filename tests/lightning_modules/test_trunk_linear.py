@@ -69,3 +69,12 @@ def test_evaluation_and_plain_calls_are_left_to_f_linear() -> None:
     out.sum().backward()
     assert layer.bias.grad is not None and torch.allclose(layer.bias.grad, torch.full((3,), 5.0))
     assert layer.weight.grad is not None and torch.allclose(layer.weight.grad, x.sum(dim=0).expand(3, 4))
+
+
+def test_mixed_precision_is_left_to_f_linear_and_its_autocast() -> None:
+    x, w, b = (torch.randn(*shape, requires_grad=True) for shape in ((5, 4), (3, 4), (3,)))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        plain = F.linear(x, w, b)
+        with weight_grads_in_layout():
+            routed = F.linear(x, w, b)
+    assert routed.dtype == plain.dtype == torch.bfloat16 and torch.equal(routed, plain)
