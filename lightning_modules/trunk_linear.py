@@ -3,9 +3,11 @@
 Under ``torch.func.vmap``, autograd through ``F.linear`` computes a stacked weight's gradient as ``(x^T g)^T``:
 a transposed ``(n, in, out)`` result that ``AccumulateGrad`` copies into the leaf's ``(n, out, in)`` layout, and
 its GEMM reads a transposed activation. ``_Linear`` computes ``g^T x`` straight into ``(out, in)``, as
-``F.linear``'s own backward does outside vmap (and ``BatchedHeads`` for the MLP heads). The forward pass and
-every gradient are bit-equal to autograd's (tests/lightning_modules/test_trunk_linear.py); a ``moe`` trunk step
-of 15 units took 0.65x the time on 2 CPU threads (BENCHMARKS.md, "Trunk weight gradients").
+``F.linear``'s own backward does outside vmap (and ``BatchedHeads`` for the MLP heads). The forward pass is
+``F.linear``'s bit for bit; the gradients are the same sums with the GEMM's operands swapped, bit-equal on the AMD
+CPUs measured and equal to float rounding wherever a BLAS orders them otherwise (tests/lightning_modules/
+test_trunk_linear.py). A ``moe`` trunk step of 15 units took 0.65x the time on 2 CPU threads (BENCHMARKS.md,
+"Trunk weight gradients").
 """
 
 from __future__ import annotations
