@@ -6,8 +6,8 @@ its GEMM reads a transposed activation. ``_Linear`` computes ``g^T x`` straight 
 ``F.linear``'s own backward does outside vmap (and ``BatchedHeads`` for the MLP heads). The forward pass is
 ``F.linear``'s bit for bit; the gradients are the same sums with the GEMM's operands swapped, bit-equal on the AMD
 CPUs measured and equal to float rounding wherever a BLAS orders them otherwise (tests/lightning_modules/
-test_trunk_linear.py). A ``moe`` trunk step of 15 units took 0.65x the time on 2 CPU threads (BENCHMARKS.md,
-"Trunk weight gradients").
+test_trunk_linear.py). A ``moe`` fusion fit of 15 units took 0.742x the wall time (BENCHMARKS.md, "Trunk weight
+gradients").
 """
 
 from __future__ import annotations
